@@ -1,0 +1,3 @@
+from ollama_openai_proxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""``create_app()``: routes, middleware, error rendering and the upstream session's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from ollama_openai_proxy import __version__
+from ollama_openai_proxy.catalog import Catalog
+from ollama_openai_proxy.config import DEFAULT_CORS_ORIGIN_REGEX, Settings, load_settings
+from ollama_openai_proxy.context import Context
+from ollama_openai_proxy.errors import (
+    JSON_CONTENT_TYPE,
+    ProxyError,
+    Redactor,
+    RouteNotFound,
+    render_error,
+)
+from ollama_openai_proxy.middleware import RequestContextMiddleware
+from ollama_openai_proxy.routes import inference, meta, models, openai
+from ollama_openai_proxy.upstream import Upstream
+
+log = structlog.get_logger("ollama_openai_proxy")
+
+# Ollama allows these request headers cross-origin, including the OpenAI SDK's (routes.go).
+CORS_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "User-Agent",
+    "Accept",
+    "X-Requested-With",
+    "X-Request-ID",
+    "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-custom-poll-interval",
+    "x-stainless-helper-method",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-poll-helper",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    redact = Redactor([settings.openai_api_key.get_secret_value()])
+    upstream = Upstream(settings)
+    ctx = Context(
+        settings=settings,
+        upstream=upstream,
+        catalog=Catalog(upstream, settings.models_cache_ttl),
+        model_map=settings.model_map(),
+        policy=settings.policy(),
+        redact=redact,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await upstream.start()
+        log.info("started", upstream=settings.openai_api_base_url, version=__version__)
+        try:
+            yield
+        finally:
+            await upstream.close()
+
+    app = FastAPI(
+        title="ollama-openai-proxy",
+        version=__version__,
+        description="Ollama's REST API served from any OpenAI-compatible backend.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    for module in (meta, models, inference, openai):
+        app.include_router(module.router)
+
+    def render(request: Request, exc: ProxyError) -> Response:
+        status, body = render_error(exc, openai=request.url.path.startswith("/v1/"), redact=redact)
+        return Response(body, status_code=status, media_type=JSON_CONTENT_TYPE)
+
+    async def proxy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProxyError)
+        level = "warning" if exc.status < 500 else "error"
+        getattr(log, level)("request_failed", status=exc.status, error=redact(exc.message))
+        return render(request, exc)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        text = "404 page not found" if exc.status_code == 404 else f"{exc.status_code} {exc.detail}"
+        if exc.status_code == 405:
+            text = "405 method not allowed"
+        return render(request, RouteNotFound(text, exc.status_code))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled_exception", exc_info=exc)
+        return render(request, ProxyError("internal proxy error; see the proxy's log", 500))
+
+    app.add_exception_handler(ProxyError, proxy_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+    origins = settings.cors_origins
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins or [],
+        allow_origin_regex=None if origins else DEFAULT_CORS_ORIGIN_REGEX,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
+        allow_headers=CORS_HEADERS,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app

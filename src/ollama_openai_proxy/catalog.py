@@ -1,0 +1,93 @@
+"""The backend's model list (cached) and the models recently used (for ``/api/ps``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ollama_openai_proxy.errors import UpstreamError
+from ollama_openai_proxy.upstream import Upstream
+
+log = structlog.get_logger("ollama_openai_proxy.catalog")
+
+
+class Catalog:
+    """``GET /v1/models``, cached for ``ttl`` seconds, fetched once for concurrent callers.
+
+    When a refresh fails and an older list exists, the older list is served (and the failure
+    logged): a flaky backend must not empty every client's model picker.
+    """
+
+    def __init__(
+        self, upstream: Upstream, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._upstream = upstream
+        self._ttl = ttl
+        self._clock = clock
+        self._body: dict[str, Any] | None = None
+        self._ids: frozenset[str] = frozenset()
+        self._expires = 0.0
+        self._inflight: asyncio.Future[dict[str, Any]] | None = None
+
+    @property
+    def known_ids(self) -> frozenset[str] | None:
+        """Ids from the last successful listing, without I/O; None before the first one."""
+        return self._ids if self._body is not None else None
+
+    async def models(self) -> dict[str, Any]:
+        if self._body is not None and self._clock() < self._expires:
+            return self._body
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._refresh())
+        inflight = self._inflight
+        try:
+            return await asyncio.shield(inflight)
+        finally:
+            if inflight.done() and self._inflight is inflight:
+                self._inflight = None
+
+    async def _refresh(self) -> dict[str, Any]:
+        try:
+            body = await self._upstream.json("GET", "/models")
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                body = {"object": "list", "data": []}
+        except UpstreamError as exc:
+            if self._body is None:
+                raise
+            log.warning("models_refresh_failed_serving_cached", error=exc.message)
+            self._expires = self._clock() + min(self._ttl, 5.0)
+            return self._body
+        self._body = body
+        self._ids = frozenset(
+            m["id"] for m in body["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)
+        )
+        self._expires = self._clock() + self._ttl
+        return body
+
+
+class RecentModels:
+    """Models used recently, with Ollama-style expiry (``keep_alive``), for ``/api/ps``."""
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._expiry: dict[str, int] = {}
+        self._clock = clock
+
+    def touch(self, name: str, keep_alive_s: float) -> None:
+        now = self._clock()
+        if keep_alive_s == 0:
+            self._expiry.pop(name, None)
+            return
+        # Negative keep_alive means "forever" in Ollama; show a far expiry rather than none.
+        seconds = keep_alive_s if keep_alive_s > 0 else 10 * 365 * 86400
+        self._expiry[name] = now + int(seconds * 1e9)
+
+    def active(self) -> list[tuple[str, int]]:
+        """(name, expires_ns), longest-lived first, as Ollama sorts /api/ps."""
+        now = self._clock()
+        for name in [n for n, exp in self._expiry.items() if exp <= now]:
+            del self._expiry[name]
+        return sorted(self._expiry.items(), key=lambda item: item[1], reverse=True)

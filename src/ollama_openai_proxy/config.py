@@ -1,0 +1,212 @@
+"""Settings from environment variables and ``.env``, validated once at start.
+
+Every setting is documented in docs/CONFIGURATION.md; ``Settings.model_fields`` is the source of
+truth and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ollama_openai_proxy.translate.models import CAPABILITIES, ModelMap, ModelMeta
+from ollama_openai_proxy.translate.policy import Policy
+
+# Ollama's default CORS origins (envconfig/config.go): local pages, desktop apps, VS Code webviews.
+DEFAULT_CORS_ORIGIN_REGEX = (
+    r"^(https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?"
+    r"|app://.*|file://.*|tauri://.*|vscode-webview://.*|vscode-file://.*)$"
+)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``1048576``, ``"64MB"``, ``"64MiB"``, ``"1g"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(
+            f"not a size: {value!r} (use bytes, or a number with KB/MB/GB/KiB/MiB/GiB)"
+        )
+    number, unit = float(m.group(1)), (m.group(2) or "b").lower()
+    return int(number * (1024 if "i" in unit else 1000) ** "bkmg".index(unit[0]))
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    openai_api_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Base URL of the OpenAI-compatible backend, including /v1.",
+    )
+    openai_api_key: SecretStr = Field(
+        SecretStr(""), description="Key sent upstream as 'Authorization: Bearer'; may be empty."
+    )
+    proxy_host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 for all).")
+    proxy_port: int = Field(11434, ge=1, le=65535, description="Port to listen on (Ollama's).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Log level."
+    )
+    debug: bool = Field(False, description="Debug mode: DEBUG logs, full error detail in logs.")
+    request_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds to wait for the backend: whole non-streaming answers, "
+        "and the longest silence inside a stream.",
+    )
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a backend connection.")
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries of a backend call that failed before any byte "
+        "reached the client (connection errors, 429, 502, 503, 504).",
+    )
+    model_mapping_file: Path | None = Field(
+        None,
+        description="JSON file: alias -> upstream id, or alias -> {model, context_length, "
+        "capabilities}.",
+    )
+    disable_ssl_verification: bool = Field(
+        False, description="Do not verify the backend's TLS certificate (unsafe)."
+    )
+    cors_origins: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Comma-separated allowed browser origins; unset = Ollama's local "
+        "defaults; '*' = any.",
+    )
+    request_max_size: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest accepted request body (bytes, or 64MB/64MiB)."
+    )
+    health_check_timeout: float = Field(
+        5.0, gt=0, description="Seconds /ready waits for the backend."
+    )
+    models_cache_ttl: float = Field(
+        60.0, ge=0, description="Seconds the backend's model list is cached."
+    )
+    max_connections: int = Field(
+        10000, ge=1, description="Most concurrent backend connections (open streams included)."
+    )
+    passthrough_options: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Comma-separated Ollama options forwarded as-is, "
+        "optionally renamed: 'top_k,min_p,repeat_penalty=repetition_penalty'.",
+    )
+    default_context_length: int = Field(
+        32768, ge=256, description="Context length /api/show reports for unknown models."
+    )
+    ollama_version: str = Field(
+        "0.13.0",
+        pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$",
+        description="Version /api/version reports (clients check it: Copilot needs >= 0.6.4).",
+    )
+
+    @field_validator("openai_api_base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("request_max_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: Any) -> Any:
+        return _split(v) or None
+
+    @field_validator("passthrough_options", mode="before")
+    @classmethod
+    def _passthrough(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        out: dict[str, str] = {}
+        for item in _split(v):
+            name, _, target = item.partition("=")
+            out[name.strip()] = target.strip() or name.strip()
+        return out
+
+    @field_validator("model_mapping_file")
+    @classmethod
+    def _mapping_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"file not found: {v}")
+        return v
+
+    def policy(self) -> Policy:
+        return Policy(passthrough=self.passthrough_options)
+
+    def model_map(self) -> ModelMap:
+        return load_model_map(self.model_mapping_file) if self.model_mapping_file else ModelMap()
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is meant for the operator, as is."""
+
+
+def load_model_map(path: Path) -> ModelMap:
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"MODEL_MAPPING_FILE {path}: cannot read JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"MODEL_MAPPING_FILE {path}: must be a JSON object of alias -> model")
+    entries: dict[str, ModelMeta] = {}
+    for alias, value in raw.items():
+        where = f"MODEL_MAPPING_FILE {path}: entry {alias!r}"
+        if isinstance(value, str) and value:
+            entries[alias] = ModelMeta(upstream=value)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be an upstream model id or an object")
+        upstream = value.get("model", alias)
+        ctx = value.get("context_length")
+        caps = value.get("capabilities")
+        if not isinstance(upstream, str) or not upstream:
+            raise ConfigError(f"{where}: 'model' must be a non-empty string")
+        if ctx is not None and (not isinstance(ctx, int) or isinstance(ctx, bool) or ctx <= 0):
+            raise ConfigError(f"{where}: 'context_length' must be a positive integer")
+        if caps is not None and (
+            not isinstance(caps, list) or not all(c in CAPABILITIES for c in caps)
+        ):
+            raise ConfigError(f"{where}: 'capabilities' must be a list of {sorted(CAPABILITIES)}")
+        entries[alias] = ModelMeta(upstream, ctx, tuple(caps) if caps is not None else None)
+    return ModelMap(entries)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and .env), or a ConfigError naming every bad variable."""
+    try:
+        settings = Settings(**overrides)
+        settings.model_map()  # validate the mapping file now, not on the first request
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    return settings

@@ -1,0 +1,55 @@
+"""Everything a request handler needs, created once per app (no module globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from starlette.requests import Request
+
+from ollama_openai_proxy.catalog import Catalog, RecentModels
+from ollama_openai_proxy.config import Settings
+from ollama_openai_proxy.errors import Redactor
+from ollama_openai_proxy.logs import WarnOnce
+from ollama_openai_proxy.translate.chat import UpstreamRequest
+from ollama_openai_proxy.translate.models import ModelMap, resolve
+from ollama_openai_proxy.translate.policy import Policy
+from ollama_openai_proxy.upstream import Upstream
+
+log = structlog.get_logger("ollama_openai_proxy")
+
+
+@dataclass(slots=True)
+class Context:
+    settings: Settings
+    upstream: Upstream
+    catalog: Catalog
+    model_map: ModelMap
+    policy: Policy
+    redact: Redactor
+    recent: RecentModels = field(default_factory=RecentModels)
+    warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
+
+    def upstream_model(self, name: str) -> str:
+        return resolve(name, self.model_map, self.catalog.known_ids)
+
+    def report(self, up: UpstreamRequest, model: str) -> None:
+        """Log what the translation could not carry over (nothing is dropped silently)."""
+        for name in up.dropped_options:
+            self.warn_once(
+                "option_not_sent_upstream",
+                name,
+                hint="no OpenAI equivalent; forward it with PASSTHROUGH_OPTIONS if the backend "
+                "accepts it",
+            )
+        self.notes(up.notes, model)
+
+    def notes(self, notes: list[str], model: str) -> None:
+        for note in notes:
+            log.warning("translation_note", note=note, model=model)
+
+
+def get_context(request: Request) -> Context:
+    ctx: Any = request.app.state.ctx
+    return ctx  # type: ignore[no-any-return]

@@ -1,0 +1,126 @@
+"""Request/response helpers shared by the routes: bounded body reads, JSON and NDJSON answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ollama_openai_proxy.errors import JSON_CONTENT_TYPE, PayloadTooLarge, ProxyError
+from ollama_openai_proxy.sse import SSEParser
+from ollama_openai_proxy.translate.stream import StreamTranslator
+from ollama_openai_proxy.translate.upstream_errors import stream_error
+from ollama_openai_proxy.upstream import stream_exception
+
+NDJSON = "application/x-ndjson"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` -- checked against
+    Content-Length first and again while reading, so chunked bodies are bounded too."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type=JSON_CONTENT_TYPE)
+
+
+async def _ndjson(
+    resp: aiohttp.ClientResponse, tr: StreamTranslator, host: str
+) -> AsyncGenerator[bytes]:
+    """Upstream SSE -> NDJSON chunks. Raises a ProxyError if the upstream fails before the first
+    chunk was produced (the caller still can send a real status); afterwards a failure becomes
+    one ``{"error"}`` line and the stream ends."""
+    sent = False
+    clean = False
+    try:
+        try:
+            if resp.content_type == "application/json":
+                # A backend that ignores stream:true answers one JSON completion.
+                out = tr.feed_completion(orjson.loads(await resp.read()))
+                if out:
+                    sent = True
+                    yield out
+            else:
+                parser = SSEParser()
+                async for chunk in resp.content.iter_any():
+                    out = b""
+                    for event in parser.feed(chunk):
+                        if tr.done:
+                            continue
+                        if event.event == "error":
+                            raise stream_error(
+                                _loads_or_text(event.data), client_model=None, endpoint="stream"
+                            )
+                        out += tr.feed(event.data)
+                    if out:
+                        sent = True
+                        yield out
+                for event in parser.close():
+                    if not tr.done:
+                        out = tr.feed(event.data)
+                        if out:
+                            sent = True
+                            yield out
+            clean = True
+        except (ProxyError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            err = exc if isinstance(exc, ProxyError) else stream_exception(exc, host)
+            if not sent:
+                raise err from None
+            yield tr.error_line(err.message)
+            return
+        yield tr.finish()
+    finally:
+        if clean:
+            resp.release()
+        else:
+            resp.close()
+
+
+def _loads_or_text(data: str) -> Any:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    return obj.get("error", obj) if isinstance(obj, dict) else obj
+
+
+async def ndjson_response(
+    resp: aiohttp.ClientResponse,
+    tr: StreamTranslator,
+    host: str,
+    on_end: Callable[[], None],
+) -> Response:
+    """Wait for the first translated line before committing to 200 (contract §3.5): an upstream
+    failure before it still gets its real status and an Ollama error body."""
+    gen = _ndjson(resp, tr, host)
+    try:
+        first = await anext(gen)
+    except BaseException:
+        await gen.aclose()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for chunk in gen:
+                yield chunk
+        finally:
+            await gen.aclose()
+            on_end()
+
+    return StreamingResponse(body(), media_type=NDJSON)

@@ -1,0 +1,80 @@
+"""Structured JSON logs (structlog), one line per event, with the request id bound per request.
+
+Every string value of every event passes the :class:`~ollama_openai_proxy.errors.Redactor`, so a
+secret that reaches a log call by accident (an upstream error echoing the key, say) is still
+never written. Standard-library records (uvicorn, aiohttp) go through the same pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from ollama_openai_proxy.errors import Redactor
+
+
+def _redacting(redact: Redactor) -> structlog.types.Processor:
+    def processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = redact(value)
+        return event
+
+    return processor
+
+
+def configure_logging(level: str, redact: Redactor, stream: Any = None) -> None:
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _redacting(redact),
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # our middleware logs requests
+
+
+class WarnOnce:
+    """Log a warning the first time a key is seen, then only at DEBUG: clients such as n8n send
+    the same unsupported options on every request."""
+
+    def __init__(self, logger: Any) -> None:
+        self._seen: set[str] = set()
+        self._log = logger
+
+    def __call__(self, event: str, key: str, **kw: Any) -> None:
+        if key in self._seen:
+            self._log.debug(event, key=key, **kw)
+            return
+        self._seen.add(key)
+        self._log.warning(event, key=key, **kw)

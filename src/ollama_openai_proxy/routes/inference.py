@@ -1,0 +1,124 @@
+"""``/api/chat`` and ``/api/generate``: one OpenAI chat completion each, streamed or not."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ollama_openai_proxy import schemas
+from ollama_openai_proxy.context import Context, get_context
+from ollama_openai_proxy.errors import BadRequest, ModelNotFound, UpstreamProtocolError
+from ollama_openai_proxy.http import json_response, ndjson_response, read_body
+from ollama_openai_proxy.translate.chat import (
+    chat_request,
+    chat_response,
+    generate_request,
+    generate_response,
+)
+from ollama_openai_proxy.translate.keepalive import (
+    DEFAULT_KEEP_ALIVE,
+    load_response,
+    parse_keep_alive,
+)
+from ollama_openai_proxy.translate.stream import StreamTranslator
+
+router = APIRouter()
+COMPLETIONS = "/chat/completions"
+
+
+@router.post(
+    "/api/chat",
+    operation_id="chat",
+    summary="Chat (NDJSON stream unless stream is false)",
+    openapi_extra=schemas.openapi_body(schemas.CHAT),
+)
+async def chat(request: Request) -> Response:
+    ctx = get_context(request)
+    start = time.perf_counter_ns()
+    req = schemas.parse(schemas.CHAT, await read_body(request, ctx.settings.request_max_size))
+    model = req.get("model")
+    if not model:
+        raise BadRequest("model is required")
+    schemas.check_think(req.get("think"))
+    keep_alive = parse_keep_alive(req.get("keep_alive"))
+    if not req.get("messages"):
+        return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
+    up = chat_request(req, ctx.upstream_model(model), ctx.policy)
+    ctx.report(up, model)
+    return await _complete(
+        ctx, up.payload, model, req.get("think") is not False, start, keep_alive, generate=False
+    )
+
+
+@router.post(
+    "/api/generate",
+    operation_id="generate",
+    summary="Generate from a prompt (NDJSON stream unless stream is false)",
+    openapi_extra=schemas.openapi_body(schemas.GENERATE),
+)
+async def generate(request: Request) -> Response:
+    ctx = get_context(request)
+    start = time.perf_counter_ns()
+    req = schemas.parse(schemas.GENERATE, await read_body(request, ctx.settings.request_max_size))
+    model = req.get("model")
+    if not model:
+        raise ModelNotFound("")  # Ollama answers 404 "model '' not found" here, not 400
+    schemas.check_think(req.get("think"))
+    keep_alive = parse_keep_alive(req.get("keep_alive"))
+    if not req.get("prompt") and not req.get("images"):
+        return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
+    up = generate_request(req, ctx.upstream_model(model), ctx.policy)
+    ctx.report(up, model)
+    return await _complete(
+        ctx, up.payload, model, req.get("think") is not False, start, keep_alive, generate=True
+    )
+
+
+async def _complete(
+    ctx: Context,
+    payload: dict[str, Any],
+    model: str,
+    think: bool,
+    start: int,
+    keep_alive: float | None,
+    *,
+    generate: bool,
+) -> Response:
+    ttl = DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
+    if payload["stream"]:
+        resp = await ctx.upstream.open_stream(COMPLETIONS, payload, client_model=model)
+        tr = StreamTranslator(model, generate=generate, think=think, start_ns=start)
+
+        def on_end() -> None:
+            ctx.recent.touch(model, ttl)
+            ctx.notes(tr.notes, model)
+
+        return await ndjson_response(resp, tr, ctx.upstream.base_url, on_end)
+    body = await ctx.upstream.json("POST", COMPLETIONS, payload, client_model=model)
+    notes: list[str] = []
+    try:
+        if generate:
+            out = generate_response(
+                body,
+                model,
+                now_ns=time.time_ns(),
+                total_ns=time.perf_counter_ns() - start,
+                think=think,
+            )
+        else:
+            out = chat_response(
+                body,
+                model,
+                now_ns=time.time_ns(),
+                total_ns=time.perf_counter_ns() - start,
+                think=think,
+                notes=notes,
+            )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UpstreamProtocolError(f"upstream answer is not a chat completion: {exc}") from None
+    ctx.notes(notes, model)
+    ctx.recent.touch(model, ttl)
+    return json_response(out)

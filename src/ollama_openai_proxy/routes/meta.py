@@ -1,0 +1,70 @@
+"""Liveness and version probes; none of them calls the backend except /ready."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import PlainTextResponse, Response
+
+from ollama_openai_proxy import __version__
+from ollama_openai_proxy.context import get_context
+from ollama_openai_proxy.errors import UpstreamError
+from ollama_openai_proxy.http import json_response
+
+router = APIRouter()
+
+
+@router.api_route(
+    "/",
+    methods=["GET", "HEAD"],
+    response_class=PlainTextResponse,
+    operation_id="root",
+    summary="Liveness probe, as Ollama answers it",
+    description="Ollama clients (the Go client's Heartbeat, older n8n credential tests) expect "
+    "`Ollama is running` in plain text.",
+)
+async def root() -> Response:
+    return PlainTextResponse("Ollama is running")
+
+
+@router.api_route(
+    "/api/version",
+    methods=["GET", "HEAD"],
+    operation_id="version",
+    summary="Ollama version (configurable, numeric)",
+    description="Open WebUI parses it as dotted integers; VS Code Copilot needs >= 0.6.4.",
+)
+async def version(request: Request) -> Response:
+    return json_response({"version": get_context(request).settings.ollama_version})
+
+
+@router.get(
+    "/v1/version",
+    operation_id="proxy_version",
+    summary="The proxy's own version",
+)
+async def proxy_version() -> Response:
+    return json_response({"version": __version__, "name": "ollama-openai-proxy"})
+
+
+@router.get(
+    "/health",
+    operation_id="health",
+    summary="Liveness: the process answers (no backend call)",
+)
+async def health() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get(
+    "/ready",
+    operation_id="ready",
+    summary="Readiness: the backend answers GET /models within HEALTH_CHECK_TIMEOUT",
+    responses={503: {"description": "backend unreachable"}},
+)
+async def ready(request: Request) -> Response:
+    ctx = get_context(request)
+    try:
+        await ctx.upstream.json("GET", "/models", timeout=ctx.settings.health_check_timeout)
+    except UpstreamError as exc:
+        return json_response({"status": "unavailable", "error": ctx.redact(exc.message)}, 503)
+    return json_response({"status": "ready"})

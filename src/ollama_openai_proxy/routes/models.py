@@ -1,0 +1,65 @@
+"""``/api/tags``, ``/api/show``, ``/api/ps``: the model catalogue in Ollama's shapes."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ollama_openai_proxy import schemas
+from ollama_openai_proxy.context import get_context
+from ollama_openai_proxy.errors import BadRequest, ModelNotFound
+from ollama_openai_proxy.http import json_response, read_body
+from ollama_openai_proxy.translate import models as tm
+
+router = APIRouter()
+
+
+@router.api_route(
+    "/api/tags",
+    methods=["GET", "HEAD"],
+    operation_id="tags",
+    summary="List models (from the backend's /v1/models, cached)",
+)
+async def tags(request: Request) -> Response:
+    ctx = get_context(request)
+    return json_response(tm.tags(await ctx.catalog.models(), ctx.model_map, time.time_ns()))
+
+
+@router.post(
+    "/api/show",
+    operation_id="show",
+    summary="Model details, capabilities and context length",
+    openapi_extra=schemas.openapi_body(schemas.SHOW),
+)
+async def show(request: Request) -> Response:
+    ctx = get_context(request)
+    req = schemas.parse(schemas.SHOW, await read_body(request, ctx.settings.request_max_size))
+    name = req.get("model") or req.get("name")
+    if not name:
+        raise BadRequest("model is required")
+    upstream_id = ctx.upstream_model(name)
+    await ctx.catalog.models()
+    known = ctx.catalog.known_ids or frozenset()
+    if upstream_id not in known and ctx.model_map.lookup(name) is None:
+        raise ModelNotFound(name)
+    facts = tm.facts(
+        name, upstream_id, ctx.model_map.lookup(name), ctx.settings.default_context_length
+    )
+    return json_response(tm.show(name, upstream_id, facts, time.time_ns()))
+
+
+@router.get("/api/ps", operation_id="ps", summary="Models used recently (within keep_alive)")
+async def ps(request: Request) -> Response:
+    ctx = get_context(request)
+    default_ctx = ctx.settings.default_context_length
+    models = [
+        tm.ps_entry(
+            name,
+            tm.facts(name, ctx.upstream_model(name), ctx.model_map.lookup(name), default_ctx),
+            expires,
+        )
+        for name, expires in ctx.recent.active()
+    ]
+    return json_response({"models": models})

@@ -1,0 +1,360 @@
+"""Ollama ``/api/chat`` and ``/api/generate`` <-> OpenAI ``/v1/chat/completions`` (§4.1-4.3).
+
+Requests: :func:`chat_request`, :func:`generate_request`. Non-streaming responses:
+:func:`chat_response`, :func:`generate_response`. The streaming direction lives in ``stream.py``
+and shares :func:`done_reason`, :func:`tool_calls_to_ollama` and :func:`metrics` with this module,
+so both paths map finish reasons, tool calls and usage identically.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ollama_openai_proxy.errors import BadRequest
+from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
+from ollama_openai_proxy.translate.images import data_url
+from ollama_openai_proxy.translate.ndjson import rfc3339
+from ollama_openai_proxy.translate.options import map_options
+from ollama_openai_proxy.translate.policy import Policy
+
+ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """An OpenAI request body plus what the caller should log about the translation."""
+
+    payload: dict[str, Any]
+    dropped_options: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def _content(text: str, images: list[str] | None) -> str | list[dict[str, Any]]:
+    if not images:
+        return text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    parts.extend({"type": "image_url", "image_url": {"url": data_url(img)}} for img in images)
+    return parts
+
+
+def _arguments(args: Any) -> str:
+    # OpenAI wants arguments as a JSON string; Ollama clients send an object (contract §4.1).
+    if isinstance(args, str):
+        return args
+    return orjson.dumps(args if args is not None else {}).decode()
+
+
+class _History:
+    """Builds a valid OpenAI message list from an Ollama history.
+
+    OpenAI requires every assistant ``tool_calls`` entry to be answered by a ``tool`` message with
+    its ``tool_call_id``, and rejects tool messages that answer nothing. Ollama clients rarely send
+    ids: ollama-python's Message model drops them, @langchain/ollama sends neither ``tool_call_id``
+    nor ``tool_name`` (contract §5.1.5, §5.4.7). So results are paired by id, else by tool name,
+    else by position, and ids are synthesised from the message position so that the same history
+    always yields the same ids (stable for upstream prompt caches).
+    """
+
+    def __init__(self, notes: list[str]) -> None:
+        self.out: list[dict[str, Any]] = []
+        self.pending: list[tuple[str, str]] = []  # unanswered (id, name) of the last assistant turn
+        self.notes = notes
+
+    def close_round(self) -> None:
+        for call_id, name in self.pending:
+            self.notes.append(f"tool call {name!r} had no result in the history; sent empty")
+            self.out.append({"role": "tool", "tool_call_id": call_id, "content": ""})
+        self.pending.clear()
+
+    def tool_result(self, msg: Message, content: str) -> None:
+        call_id, name = msg.get("tool_call_id"), msg.get("tool_name")
+        match = None
+        if call_id:
+            match = next((c for c in self.pending if c[0] == call_id), None)
+        if match is None and name:
+            match = next((c for c in self.pending if c[1] == name), None)
+        if match is None and self.pending and not call_id:
+            match = self.pending[0]
+        if match is None:
+            # Nothing to answer: a strict backend would reject the message, so keep its text
+            # as a user turn rather than lose it.
+            self.notes.append("tool result without a matching tool call; sent as a user message")
+            label = f" {name}" if name else ""
+            self.out.append({"role": "user", "content": f"[tool result{label}] {content}"})
+            return
+        self.pending.remove(match)
+        self.out.append({"role": "tool", "tool_call_id": match[0], "content": content})
+
+    def message(self, i: int, msg: Message, content: str) -> None:
+        self.close_round()
+        role = msg["role"].lower()
+        if role not in ROLES:
+            raise BadRequest(f"invalid message role {msg['role']!r} at messages.{i}")
+        images = msg.get("images")
+        if images and role != "user":
+            self.notes.append(f"images on a {role} message are not supported upstream; dropped")
+            images = None
+        out: dict[str, Any] = {"role": role, "content": _content(content, images)}
+        tool_calls = msg.get("tool_calls") if role == "assistant" else None
+        if tool_calls:
+            calls = []
+            for j, tc in enumerate(tool_calls):
+                fn = tc["function"]
+                call_id = tc.get("id") or f"call_{i}_{j}"
+                calls.append(
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {
+                            "name": fn["name"],
+                            "arguments": _arguments(fn.get("arguments")),
+                        },
+                    }
+                )
+                self.pending.append((call_id, fn["name"]))
+            out["tool_calls"] = calls
+            if not content:
+                out["content"] = None
+        self.out.append(out)
+
+
+def messages_to_openai(messages: Iterable[Message], notes: list[str]) -> list[dict[str, Any]]:
+    history = _History(notes)
+    for i, msg in enumerate(messages):
+        content = msg.get("content") or ""
+        if msg["role"].lower() == "tool":
+            history.tool_result(msg, content)
+        else:
+            history.message(i, msg, content)
+    history.close_round()
+    return history.out
+
+
+def _response_format(fmt: Any) -> dict[str, Any] | None:
+    if fmt is None or fmt == "":
+        return None
+    if fmt == "json":
+        return {"type": "json_object"}
+    if isinstance(fmt, dict):
+        # OpenAI requires a name; Ollama has none to give. Not "strict": OpenAI's strict mode
+        # rejects schemas without additionalProperties:false, which pydantic does not emit.
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt}}
+    raise BadRequest(f'invalid format: "{fmt}" (use "json" or a JSON schema object)')
+
+
+def _common(
+    req: ChatRequest | GenerateRequest,
+    upstream_model: str,
+    messages: list[dict[str, Any]],
+    policy: Policy,
+    result: UpstreamRequest,
+) -> None:
+    stream = req.get("stream")
+    stream = True if stream is None else stream  # Ollama streams unless told otherwise
+    payload: dict[str, Any] = {"model": upstream_model, "messages": messages, "stream": stream}
+    if stream:
+        # Without it OpenAI sends no usage in streams and the done line would lack token counts.
+        payload["stream_options"] = {"include_usage": True}
+    options = req.get("options")
+    if options:
+        dropped, notes = map_options(options, policy.passthrough, payload)
+        result.dropped_options.extend(dropped)
+        result.notes.extend(notes)
+    response_format = _response_format(req.get("format"))
+    if response_format is not None:
+        payload["response_format"] = response_format
+    if req.get("logprobs"):
+        payload["logprobs"] = True
+        if req.get("top_logprobs"):
+            payload["top_logprobs"] = req["top_logprobs"]
+    result.payload = payload
+
+
+def chat_request(req: ChatRequest, upstream_model: str, policy: Policy) -> UpstreamRequest:
+    result = UpstreamRequest(payload={})
+    messages = messages_to_openai(req.get("messages") or (), result.notes)
+    _common(req, upstream_model, messages, policy, result)
+    tools = req.get("tools")
+    if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
+        result.payload["tools"] = tools
+    return result
+
+
+def generate_request(req: GenerateRequest, upstream_model: str, policy: Policy) -> UpstreamRequest:
+    result = UpstreamRequest(payload={})
+    messages: list[dict[str, Any]] = []
+    system = req.get("system")
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append(
+        {"role": "user", "content": _content(req.get("prompt") or "", req.get("images"))}
+    )
+    for name in ("template", "context", "suffix"):
+        if req.get(name):
+            result.notes.append(f"generate field {name!r} has no OpenAI chat equivalent; ignored")
+    if req.get("raw"):
+        result.notes.append("raw mode: the prompt is sent as a user message")
+    _common(req, upstream_model, messages, policy, result)
+    return result
+
+
+# --- responses --------------------------------------------------------------------------------
+
+_DONE_REASONS = {"stop": "stop", "length": "length"}
+
+
+def done_reason(finish_reason: str | None) -> str:
+    """OpenAI ``finish_reason`` -> Ollama ``done_reason``.
+
+    Ollama only reports ``stop`` and ``length`` for generation; it says ``stop`` after tool calls
+    (its own OpenAI layer rewrites stop+tools back to ``tool_calls``, openai.go), and for
+    ``content_filter`` or unknown reasons ``stop`` is the honest nearest value.
+    """
+    return _DONE_REASONS.get(finish_reason or "stop", "stop")
+
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_call_id() -> str:
+    # Ollama's own format: "call_" + 8 lowercase alphanumerics (routes.go).
+    return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+
+def parse_arguments(raw: str | None, notes: list[str], name: str) -> dict[str, Any]:
+    """Backend argument strings -> the JSON object Ollama clients require.
+
+    ollama-python validates ``arguments`` as a dict and n8n passes it straight to the tool, so a
+    non-object never goes out: invalid JSON is kept verbatim under ``"__raw_arguments"``.
+    """
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    notes.append(f"tool call {name!r}: arguments are not a JSON object; kept as __raw_arguments")
+    return {"__raw_arguments": raw}
+
+
+def tool_calls_to_ollama(
+    calls: Iterable[Mapping[str, Any]], notes: list[str]
+) -> list[dict[str, Any]]:
+    out = []
+    for i, call in enumerate(calls):
+        fn = call.get("function") or {}
+        name = fn.get("name") or ""
+        out.append(
+            {
+                "id": call.get("id") or new_call_id(),
+                "function": {
+                    "index": i,
+                    "name": name,
+                    "arguments": parse_arguments(fn.get("arguments"), notes, name),
+                },
+            }
+        )
+    return out
+
+
+def metrics(
+    usage: Mapping[str, Any] | None,
+    total_ns: int,
+    prompt_eval_ns: int = 0,
+    eval_ns: int = 0,
+) -> dict[str, int]:
+    """Final-line metrics. Zero values are omitted, as Ollama's ``omitempty`` does."""
+    out: dict[str, int] = {}
+    if total_ns > 0:
+        out["total_duration"] = total_ns
+    if usage:
+        prompt_tokens = usage.get("prompt_tokens")
+        if isinstance(prompt_tokens, int) and prompt_tokens > 0:
+            out["prompt_eval_count"] = prompt_tokens
+    if prompt_eval_ns > 0:
+        out["prompt_eval_duration"] = prompt_eval_ns
+    if usage:
+        completion_tokens = usage.get("completion_tokens")
+        if isinstance(completion_tokens, int) and completion_tokens > 0:
+            out["eval_count"] = completion_tokens
+    if eval_ns > 0:
+        out["eval_duration"] = eval_ns
+    return out
+
+
+def reasoning_of(obj: Mapping[str, Any]) -> str | None:
+    # vLLM/DeepSeek/llama.cpp say reasoning_content; OpenRouter and newer vLLM say reasoning.
+    return obj.get("reasoning_content") or obj.get("reasoning") or None
+
+
+def _first_choice(resp: Mapping[str, Any]) -> Mapping[str, Any]:
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("upstream response has no choices")
+    return choices[0]
+
+
+def chat_response(
+    resp: Mapping[str, Any],
+    model: str,
+    *,
+    now_ns: int,
+    total_ns: int,
+    think: bool,
+    notes: list[str],
+) -> dict[str, Any]:
+    """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body."""
+    choice = _first_choice(resp)
+    msg = choice.get("message") or {}
+    message: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
+    thinking = reasoning_of(msg) if think else None
+    if thinking:
+        message["thinking"] = thinking
+    if msg.get("tool_calls"):
+        message["tool_calls"] = tool_calls_to_ollama(msg["tool_calls"], notes)
+    out: dict[str, Any] = {
+        "model": model,
+        "created_at": rfc3339(now_ns),
+        "message": message,
+        "done": True,
+        "done_reason": done_reason(choice.get("finish_reason")),
+    }
+    # Without streaming there is no first-token time: the whole request counts as eval time.
+    out.update(metrics(resp.get("usage"), total_ns, 0, total_ns))
+    return out
+
+
+def generate_response(
+    resp: Mapping[str, Any],
+    model: str,
+    *,
+    now_ns: int,
+    total_ns: int,
+    think: bool,
+) -> dict[str, Any]:
+    """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body."""
+    choice = _first_choice(resp)
+    msg = choice.get("message") or {}
+    out: dict[str, Any] = {
+        "model": model,
+        "created_at": rfc3339(now_ns),
+        "response": msg.get("content") or "",
+    }
+    thinking = reasoning_of(msg) if think else None
+    if thinking:
+        out["thinking"] = thinking
+    out["done"] = True
+    out["done_reason"] = done_reason(choice.get("finish_reason"))
+    out.update(metrics(resp.get("usage"), total_ns, 0, total_ns))
+    return out

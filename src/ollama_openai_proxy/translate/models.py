@@ -1,0 +1,250 @@
+"""Model names and metadata: ``/v1/models`` -> ``/api/tags``, ``/api/show``, ``/api/ps``.
+
+OpenAI backends publish only ids; Ollama clients want sizes, digests, details, a context length
+and capabilities. We synthesise them: from the operator's model map first, else from a table of
+well-known model families, else from defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ollama_openai_proxy.translate.ndjson import rfc3339
+
+CAPABILITIES = frozenset({"completion", "tools", "insert", "vision", "embedding", "thinking"})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMeta:
+    """Operator-supplied facts about one model (MODEL_MAPPING_FILE)."""
+
+    upstream: str
+    context_length: int | None = None
+    capabilities: tuple[str, ...] | None = None
+
+
+class ModelMap:
+    """Client-facing names <-> upstream ids, and per-model metadata.
+
+    Ollama names carry a tag (``llama3`` means ``llama3:latest``, contract §1.3); an alias matches
+    with or without ``:latest``.
+    """
+
+    def __init__(self, entries: Mapping[str, ModelMeta] | None = None) -> None:
+        self.entries: dict[str, ModelMeta] = dict(entries or {})
+        self._aliases: dict[str, list[str]] = {}
+        for alias, meta in self.entries.items():
+            if alias != meta.upstream:
+                self._aliases.setdefault(meta.upstream, []).append(alias)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def lookup(self, name: str) -> ModelMeta | None:
+        meta = self.entries.get(name)
+        if meta is None and name.endswith(":latest"):
+            meta = self.entries.get(name[:-7])
+        if meta is None and ":" not in name:
+            meta = self.entries.get(name + ":latest")
+        return meta
+
+    def aliases_of(self, upstream_id: str) -> list[str]:
+        return self._aliases.get(upstream_id, [])
+
+    def is_alias(self, name: str) -> bool:
+        meta = self.lookup(name)
+        return meta is not None and meta.upstream != name
+
+
+def resolve(name: str, model_map: ModelMap, known: Iterable[str] | None = None) -> str:
+    """The upstream id for a client's model name.
+
+    An alias wins; then the name itself if the backend lists it; then the name without
+    ``:latest``, since clients append the default tag that backends never use.
+    """
+    meta = model_map.lookup(name)
+    if meta is not None:
+        return meta.upstream
+    if name.endswith(":latest"):
+        if known is not None and name in known:
+            return name
+        return name[:-7]
+    return name
+
+
+# --- synthesised metadata -------------------------------------------------------------------
+
+_FAMILY = re.compile(r"[a-z]+")
+
+# (pattern, context length, extra capabilities). First context-length match wins; capabilities
+# accumulate. Figures are the providers' published context windows.
+_RULES: tuple[tuple[re.Pattern[str], int | None, tuple[str, ...]], ...] = tuple(
+    (re.compile(p, re.IGNORECASE), ctx, caps)
+    for p, ctx, caps in (
+        (r"gpt-4\.1", 1047576, ("vision",)),
+        (r"gpt-5", 400000, ("vision", "thinking")),
+        (r"gpt-oss", 131072, ("thinking",)),
+        (r"(^|/)o[134](-|$)", 200000, ("vision", "thinking")),
+        (r"gpt-4o|gpt-4-turbo|chatgpt-4o", 128000, ("vision",)),
+        (r"gpt-3\.5", 16385, ()),
+        (r"claude-(3-7|sonnet-4|opus-4|haiku-4)|claude-[a-z]+-4", 200000, ("vision", "thinking")),
+        (r"claude", 200000, ("vision",)),
+        (r"gemini-(2\.5|3)", 1048576, ("vision", "thinking")),
+        (r"gemini", 1048576, ("vision",)),
+        (r"deepseek-r1|qwq|magistral|thinking|reason", None, ("thinking",)),
+        (r"qwen3", 40960, ("thinking",)),
+        (r"qwen", 32768, ()),
+        (r"llama-?4", 131072, ("vision",)),
+        (r"llama-?3\.[1-9]|llama3\.[1-9]", 131072, ()),
+        (r"mistral|mixtral|codestral|pixtral", 32768, ()),
+        (r"deepseek", 65536, ()),
+        (r"vision|llava|-vl\b|-vl-|gemma-?3", None, ("vision",)),
+    )
+)
+_EMBEDDING = re.compile(r"embed|bge-|(^|/)e5-|minilm|gte-|nomic-embed|mxbai", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    family: str
+    context_length: int
+    capabilities: tuple[str, ...]
+
+
+@lru_cache(maxsize=1024)
+def _guess(model_id: str, default_context: int) -> ModelFacts:
+    base = model_id.rsplit("/", 1)[-1].lower()
+    m = _FAMILY.search(base)
+    family = m.group(0) if m else "unknown"
+    if _EMBEDDING.search(model_id):
+        return ModelFacts(family, 8192, ("embedding",))
+    context: int | None = None
+    caps = ["completion", "tools"]
+    for pattern, ctx, extra in _RULES:
+        if pattern.search(model_id):
+            if context is None and ctx is not None:
+                context = ctx
+            caps.extend(c for c in extra if c not in caps)
+    return ModelFacts(family, context or default_context, tuple(caps))
+
+
+def facts(name: str, upstream_id: str, meta: ModelMeta | None, default_context: int) -> ModelFacts:
+    guess = _guess(upstream_id, default_context)
+    if meta is None:
+        return guess
+    return ModelFacts(
+        guess.family,
+        meta.context_length or guess.context_length,
+        meta.capabilities or guess.capabilities,
+    )
+
+
+def digest(name: str) -> str:
+    # 64 hex chars without the "sha256:" prefix, as /api/tags shows them; stable per name.
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def details(family: str = "") -> dict[str, Any]:
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family] if family else None,
+        "parameter_size": "",
+        "quantization_level": "",
+    }
+
+
+def tag_entry(name: str, created: Any, fallback_ns: int) -> dict[str, Any]:
+    modified_ns = (
+        created * 1_000_000_000 if isinstance(created, int) and created > 0 else fallback_ns
+    )
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": rfc3339(modified_ns),
+        "size": 0,
+        "digest": digest(name),
+        "details": details(),
+    }
+
+
+def tags(upstream: Mapping[str, Any], model_map: ModelMap, now_ns: int) -> dict[str, Any]:
+    """An OpenAI ``/v1/models`` body -> an Ollama ``/api/tags`` body.
+
+    Mapped ids are listed under their aliases; aliases whose target the backend does not list are
+    listed too (the operator configured them; many backends list only part of what they serve).
+    """
+    data = upstream.get("data") if isinstance(upstream, Mapping) else None
+    models: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in data if isinstance(data, list) else ():
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
+            continue
+        upstream_id = item["id"]
+        for name in model_map.aliases_of(upstream_id) or (upstream_id,):
+            if name not in seen:
+                seen.add(name)
+                models.append(tag_entry(name, item.get("created"), now_ns))
+    for alias in model_map.entries:
+        if alias not in seen:
+            seen.add(alias)
+            models.append(tag_entry(alias, None, now_ns))
+    return {"models": models}
+
+
+def openai_models(upstream: Mapping[str, Any], model_map: ModelMap) -> dict[str, Any]:
+    """``/v1/models`` with aliases applied, in OpenAI's shape."""
+    data = upstream.get("data") if isinstance(upstream, Mapping) else None
+    out: list[Any] = []
+    seen: set[str] = set()
+    for item in data if isinstance(data, list) else ():
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
+            continue
+        for name in model_map.aliases_of(item["id"]) or (item["id"],):
+            if name not in seen:
+                seen.add(name)
+                out.append({**item, "id": name})
+    for alias in model_map.entries:
+        if alias not in seen:
+            seen.add(alias)
+            out.append({"id": alias, "object": "model", "created": 0, "owned_by": "proxy"})
+    return {"object": "list", "data": out}
+
+
+def show(name: str, upstream_id: str, f: ModelFacts, now_ns: int) -> dict[str, Any]:
+    """A synthesised ``/api/show`` body. ``model_info`` is always present: ollama-python declares
+    it without a default (contract §2.4), and VS Code Copilot reads the context length there."""
+    arch = f.family
+    model_info: dict[str, Any] = {
+        "general.architecture": arch,
+        "general.basename": upstream_id,
+        f"{arch}.context_length": f.context_length,
+    }
+    return {
+        "modelfile": f"# Modelfile generated by ollama-openai-proxy\nFROM {upstream_id}\n",
+        "parameters": "",
+        "template": "{{ .Prompt }}",
+        "details": details(arch),
+        "model_info": model_info,
+        "capabilities": list(f.capabilities),
+        "modified_at": rfc3339(now_ns),
+    }
+
+
+def ps_entry(name: str, f: ModelFacts, expires_ns: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": name,
+        "size": 0,
+        "digest": digest(name),
+        "details": details(f.family),
+        "expires_at": rfc3339(expires_ns),
+        "size_vram": 0,
+        "context_length": f.context_length,
+    }

@@ -1,0 +1,78 @@
+"""Ollama ``options`` -> OpenAI sampling parameters (contract §4.8).
+
+OpenAI (and strict compatible servers) answer 400 to unknown parameters, so only options with an
+OpenAI equivalent are sent. The others (``top_k``, ``num_ctx``, ``mirostat``...) are dropped and
+reported to the caller, which logs a warning once per name; operators can forward chosen ones to
+backends that accept them (vLLM, llama.cpp) with ``PASSTHROUGH_OPTIONS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ollama_openai_proxy.errors import BadRequest
+
+# Same name and meaning on both sides.
+_FLOATS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+# OpenAI accepts at most four stop sequences.
+MAX_STOP = 4
+
+
+def _number(name: str, value: Any) -> float | int:
+    # bool is an int subclass in Python; Ollama's decoder rejects it for numeric options.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f'option "{name}" must be of type number')
+    return value
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f'option "{name}" must be of type integer')
+    return value
+
+
+def map_options(
+    options: Mapping[str, Any],
+    passthrough: Mapping[str, str],
+    out: dict[str, Any],
+) -> tuple[list[str], list[str]]:
+    """Write the OpenAI parameters for ``options`` into ``out``.
+
+    Returns ``(dropped, notes)``: option names not sent upstream, and notes about values that were
+    changed (e.g. stop sequences truncated), both for the caller to log.
+    """
+    dropped: list[str] = []
+    notes: list[str] = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in _FLOATS:
+            out[name] = _number(name, value)
+        elif name == "num_predict":
+            # -1 means "until done" and -2 "fill the context": no OpenAI equivalent but the default.
+            n = _integer(name, value)
+            if n > 0:
+                out["max_tokens"] = n
+        elif name == "seed":
+            # Ollama's default seed is -1, meaning random.
+            seed = _integer(name, value)
+            if seed >= 0:
+                out["seed"] = seed
+        elif name == "stop":
+            # Ollama wants a list; n8n and some scripts send a bare string, accept it.
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+                raise BadRequest('option "stop" must be a list of strings')
+            if len(stops) > MAX_STOP:
+                notes.append(f"stop: {len(stops)} sequences, OpenAI accepts {MAX_STOP}; kept first")
+                stops = stops[:MAX_STOP]
+            if stops:
+                out["stop"] = stops
+        elif name in passthrough:
+            out[passthrough[name]] = value
+        else:
+            dropped.append(name)
+    return dropped, notes

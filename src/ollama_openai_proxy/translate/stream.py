@@ -1,0 +1,217 @@
+"""OpenAI chat-completion stream -> Ollama NDJSON stream (contract §3, §4.2).
+
+:class:`StreamTranslator` is fed the ``data`` of each SSE event and returns the NDJSON bytes to
+send, knowing nothing of HTTP. The rules it keeps, and the clients that need them:
+
+* no line for role-only or empty deltas -- Open WebUI turns an empty non-final line into a
+  ``finish_reason: "stop"`` chunk (utils/misc.py:819);
+* ``thinking`` only when non-empty -- @langchain/ollama shows ``thinking ?? content``, so an empty
+  string would hide the text (chat_models.ts:810);
+* tool calls arrive in fragments; they are assembled and sent complete, all calls of the turn in
+  one line -- @langchain/ollama keys calls by position within a line (stream_events.ts:140);
+* token counts only on the final line -- @langchain/ollama sums them over every line;
+* exactly one ``done: true`` line, last, with ``done_reason`` and durations in nanoseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from ollama_openai_proxy.errors import UpstreamProtocolError
+from ollama_openai_proxy.translate.chat import done_reason, metrics, tool_calls_to_ollama
+from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
+from ollama_openai_proxy.translate.upstream_errors import stream_error
+
+
+class StreamTranslator:
+    __slots__ = (
+        "_calls",
+        "_clock",
+        "_finish",
+        "_first_ns",
+        "_generate",
+        "_last_ns",
+        "_model",
+        "_prefix",
+        "_start_ns",
+        "_think",
+        "_usage",
+        "_wall",
+        "done",
+        "notes",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        generate: bool,
+        think: bool,
+        start_ns: int,
+        clock: Callable[[], int] = time.perf_counter_ns,
+        wall: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._model = model
+        # Every line starts the same way: encode the model name once per stream.
+        self._prefix = b'{"model":' + dumps(model) + b',"created_at":"'
+        self._generate = generate
+        self._think = think
+        self._start_ns = start_ns
+        self._clock = clock
+        self._wall = wall
+        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument fragments]]
+        self._finish: str | None = None
+        self._usage: Mapping[str, Any] | None = None
+        self._first_ns = 0
+        self._last_ns = 0
+        self.done = False  # the backend said [DONE]
+        self.notes: list[str] = []
+
+    # --- input ------------------------------------------------------------------------------
+
+    def feed(self, data: str) -> bytes:
+        """One SSE ``data`` payload -> NDJSON bytes to send (maybe empty)."""
+        if data == "[DONE]":
+            self.done = True
+            return b""
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                f"upstream sent a stream event that is not JSON: {data[:200]!r}"
+            ) from None
+        if not isinstance(chunk, dict):
+            raise UpstreamProtocolError(
+                f"upstream sent a stream event that is not an object: {data[:200]!r}"
+            )
+        return self.feed_chunk(chunk)
+
+    def feed_chunk(self, chunk: Mapping[str, Any]) -> bytes:
+        err = chunk.get("error")
+        if err:
+            raise stream_error(err, client_model=self._model, endpoint="/chat/completions")
+        usage = chunk.get("usage")
+        if usage:
+            self._usage = usage
+        choices = chunk.get("choices")
+        if not choices:
+            return b""
+        choice = choices[0]
+        finish = choice.get("finish_reason")
+        if finish:
+            self._finish = finish
+        delta = choice.get("delta") or choice.get("message")
+        if not delta:
+            return b""
+        return self._delta(delta)
+
+    def feed_completion(self, resp: Mapping[str, Any]) -> bytes:
+        """A backend that ignored ``stream: true`` and answered one JSON completion."""
+        out = self.feed_chunk(resp)
+        self.done = True
+        return out
+
+    def _delta(self, delta: Mapping[str, Any]) -> bytes:
+        content = delta.get("content")
+        thinking = None
+        if self._think:
+            thinking = delta.get("reasoning_content") or delta.get("reasoning")
+        calls = delta.get("tool_calls")
+        if calls:
+            self._buffer_calls(calls)
+        if not content and not thinking:
+            if calls:
+                self._tick()
+            return b""
+        self._tick()
+        return self._text_line(content or "", thinking)
+
+    def _tick(self) -> None:
+        now = self._clock()
+        if not self._first_ns:
+            self._first_ns = now
+        self._last_ns = now
+
+    def _buffer_calls(self, calls: list[Any]) -> None:
+        for position, frag in enumerate(calls):
+            index = frag.get("index")
+            if not isinstance(index, int):
+                index = position  # complete (non-streamed) calls carry no index
+            fn = frag.get("function") or {}
+            slot = self._calls.get(index)
+            if slot is None:
+                slot = self._calls[index] = [None, "", []]
+            if frag.get("id"):
+                slot[0] = frag["id"]
+            if fn.get("name") and not slot[1]:
+                # Some backends repeat the name on every fragment; the first one is the name.
+                slot[1] = fn["name"]
+            args = fn.get("arguments")
+            if args:
+                slot[2].append(args if isinstance(args, str) else orjson.dumps(args).decode())
+
+    # --- output -----------------------------------------------------------------------------
+
+    def _text_line(self, content: str, thinking: str | None) -> bytes:
+        ts = rfc3339(self._wall()).encode()
+        extra = b',"thinking":' + dumps(thinking) if thinking else b""
+        if self._generate:
+            return (
+                self._prefix + ts + b'","response":' + dumps(content) + extra + b',"done":false}\n'
+            )
+        return (
+            self._prefix
+            + ts
+            + b'","message":{"role":"assistant","content":'
+            + dumps(content)
+            + extra
+            + b'},"done":false}\n'
+        )
+
+    def finish(self) -> bytes:
+        """The buffered tool-call line (if any) and the single final ``done: true`` line."""
+        end = self._clock()
+        created_at = rfc3339(self._wall())
+        out = b""
+        if self._calls:
+            calls = [
+                {"id": slot[0], "function": {"name": slot[1], "arguments": "".join(slot[2])}}
+                for _, slot in sorted(self._calls.items())
+            ]
+            tool_calls = tool_calls_to_ollama(calls, self.notes)
+            self._calls.clear()
+            if self._generate:
+                self.notes.append("tool calls in a generate stream are not supported; dropped")
+            else:
+                out += line(
+                    {
+                        "model": self._model,
+                        "created_at": created_at,
+                        "message": {"role": "assistant", "content": "", "tool_calls": tool_calls},
+                        "done": False,
+                    }
+                )
+        final: dict[str, Any] = {"model": self._model, "created_at": created_at}
+        if self._generate:
+            final["response"] = ""  # @langchain/ollama's Ollama LLM ignores text on this line
+        else:
+            final["message"] = {"role": "assistant", "content": ""}
+        final["done"] = True
+        final["done_reason"] = done_reason(self._finish)
+        first = self._first_ns or end
+        final.update(
+            metrics(
+                self._usage, end - self._start_ns, first - self._start_ns, self._last_ns - first
+            )
+        )
+        return out + line(final)
+
+    @staticmethod
+    def error_line(message: str) -> bytes:
+        """After output began an error is one ``{"error"}`` line and the stream ends without a
+        done line; ollama-python raises ResponseError, ollama-js throws (contract §3.5)."""
+        return line({"error": message})

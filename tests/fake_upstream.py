@@ -1,0 +1,388 @@
+"""A strict fake OpenAI-compatible backend served over a real loopback socket.
+
+It validates requests the way OpenAI does (unknown parameters, empty ``tools``, unpaired tool
+messages, non-string tool arguments, ``response_format`` shape, at most 4 ``stop``), so a wrong
+translation fails a test instead of passing silently. Tests script its next answers with
+:meth:`FakeUpstream.script`; without a script it streams a greeting.
+
+It also produces what aimock cannot: SSE frames and UTF-8 characters split across TCP writes,
+errors in the middle of a stream, dropped connections, and slow streams whose cancellation it
+records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+CHAT_PARAMS = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "stop",
+        "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
+        "logit_bias", "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice",
+        "parallel_tool_calls", "response_format", "reasoning_effort", "service_tier", "metadata",
+        "store", "modalities", "prediction", "audio", "web_search_options",
+    }
+)
+ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+
+
+class Invalid(Exception):
+    pass
+
+
+@dataclass
+class Script:
+    """One scripted answer. ``chunks`` are ``delta`` objects (or raw SSE ``data`` strings)."""
+
+    chunks: list[Any] = field(default_factory=lambda: [{"content": "Hello"}, {"content": "!"}])
+    finish_reason: str | None = "stop"
+    usage: dict[str, int] | None = field(
+        default_factory=lambda: {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    )
+    status: int = 200
+    error: Any = None  # body for status >= 400
+    headers: dict[str, str] = field(default_factory=dict)
+    split_at: int | None = None  # write the SSE body in pieces of this many bytes
+    delay: float = 0.0  # seconds between chunks (and between pieces)
+    drop_after: int | None = None  # close the connection after this many chunks
+    message: dict[str, Any] | None = None  # non-streaming answer's message
+    raw_body: bytes | None = None  # send these bytes as the whole body
+    content_type: str | None = None
+    done_marker: bool = True
+
+
+def _fail(message: str, status: int = 400, code: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    return web.json_response(body, status=status)
+
+
+def validate_chat(body: Any, models: set[str]) -> None:
+    if not isinstance(body, dict):
+        raise Invalid("body must be an object")
+    for key in body:
+        if key not in CHAT_PARAMS:
+            raise Invalid(f"Unrecognized request argument supplied: {key}")
+    if not isinstance(body.get("model"), str):
+        raise Invalid("you must provide a model parameter")
+    if "tools" in body:
+        tools = body["tools"]
+        if not isinstance(tools, list) or not tools:
+            raise Invalid("[] is too short - 'tools'")
+        for t in tools:
+            if t.get("type") != "function" or not isinstance(t.get("function", {}).get("name"), str):
+                raise Invalid("invalid tool definition")
+    if "stop" in body and isinstance(body["stop"], list) and len(body["stop"]) > 4:
+        raise Invalid("stop: at most 4 sequences")
+    if "stream_options" in body and not body.get("stream"):
+        raise Invalid("stream_options is only allowed when stream is true")
+    rf = body.get("response_format")
+    if rf is not None:
+        if rf.get("type") not in ("text", "json_object", "json_schema"):
+            raise Invalid("response_format.type invalid")
+        if rf["type"] == "json_schema":
+            js = rf.get("json_schema")
+            if not isinstance(js, dict) or not js.get("name") or not isinstance(js.get("schema"), dict):
+                raise Invalid("response_format.json_schema needs name and schema")
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        if key in body and (isinstance(body[key], bool) or not isinstance(body[key], int | float)):
+            raise Invalid(f"{key} must be a number")
+    if "max_tokens" in body and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1):
+        raise Invalid("max_tokens must be a positive integer")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise Invalid("messages must be a non-empty array")
+    pending: list[str] = []
+    for i, m in enumerate(messages):
+        role = m.get("role")
+        if role not in ROLES:
+            raise Invalid(f"messages[{i}].role invalid: {role!r}")
+        if role == "tool":
+            if m.get("tool_call_id") not in pending:
+                raise Invalid(
+                    f"messages[{i}]: messages with role 'tool' must be a response to a preceeding "
+                    "message with 'tool_calls'"
+                )
+            pending.remove(m["tool_call_id"])
+            continue
+        if pending:
+            raise Invalid(
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'. Missing: {pending}"
+            )
+        content = m.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "image_url":
+                    url = part["image_url"]["url"]
+                    if not url.startswith("data:image/") or ";base64," not in url:
+                        raise Invalid(f"messages[{i}]: invalid image URL")
+                elif part.get("type") != "text":
+                    raise Invalid(f"messages[{i}]: invalid content part")
+        elif content is None:
+            if not (role == "assistant" and m.get("tool_calls")):
+                raise Invalid(f"messages[{i}].content must be a string")
+        elif not isinstance(content, str):
+            raise Invalid(f"messages[{i}].content must be a string or parts")
+        for tc in m.get("tool_calls") or ():
+            if role != "assistant":
+                raise Invalid("only assistant messages may carry tool_calls")
+            if not isinstance(tc.get("id"), str) or tc.get("type") != "function":
+                raise Invalid(f"messages[{i}].tool_calls needs id and type")
+            if not isinstance(tc["function"].get("arguments"), str):
+                raise Invalid(f"messages[{i}].tool_calls[].function.arguments must be a string")
+            pending.append(tc["id"])
+    if pending:
+        raise Invalid(f"tool calls without results: {pending}")
+
+
+class FakeUpstream:
+    def __init__(self, models: list[str] | None = None, api_key: str = "sk-test-upstream") -> None:
+        self.models = models or ["gpt-4o-mini", "qwen3:8b", "text-embedding-3-small"]
+        self.api_key = api_key
+        self.journal: list[dict[str, Any]] = []
+        self.scripts: deque[Script] = deque()
+        self.cancelled: list[float] = []  # monotonic times at which a stream's client went away
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- control ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    def reset(self) -> None:
+        self.scripts.clear()
+        self.journal.clear()
+        self.cancelled.clear()
+
+    def last(self, path: str = "/v1/chat/completions") -> dict[str, Any]:
+        for entry in reversed(self.journal):
+            if entry["path"] == path:
+                return entry
+        raise AssertionError(f"no request to {path}")
+
+    def start(self) -> FakeUpstream:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._start())
+            ready.set()
+            self._loop.run_forever()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model:.+}", self._model)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    def _auth(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _fail("Incorrect API key provided.", 401, "invalid_api_key")
+        return None
+
+    async def _record(self, request: web.Request) -> Any:
+        raw = await request.read()
+        body = orjson.loads(raw) if raw else None
+        self.journal.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        return body
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        if (denied := self._auth(request)) is not None:
+            return denied
+        if self.scripts and self.scripts[0].status >= 400:
+            return await self._error(self.scripts.popleft())
+        data = [
+            {"id": m, "object": "model", "created": 1721172741, "owned_by": "system"}
+            for m in self.models
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _model(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        model = request.match_info["model"]
+        if model not in self.models:
+            return _fail(f"The model `{model}` does not exist", 404, "model_not_found")
+        return web.json_response({"id": model, "object": "model", "created": 1721172741, "owned_by": "system"})
+
+    async def _error(self, s: Script) -> web.Response:
+        body = s.error if s.error is not None else {"error": {"message": "boom", "type": "server_error"}}
+        if isinstance(body, bytes | str):
+            return web.Response(body=body, status=s.status, headers=s.headers, content_type="text/plain")
+        return web.json_response(body, status=s.status, headers=s.headers)
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        if (denied := self._auth(request)) is not None:
+            return denied
+        if self.scripts:
+            s = self.scripts.popleft()
+            if s.status >= 400:
+                return await self._error(s)
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not inputs or any(not isinstance(i, str) or not i for i in inputs):
+            return _fail("'$.input' is invalid.")
+        if body.get("model") not in self.models:
+            return _fail(f"The model `{body.get('model')}` does not exist", 404, "model_not_found")
+        data = [
+            {"object": "embedding", "index": i, "embedding": [3.0, 4.0 + i, 0.0]}
+            for i, _ in enumerate(inputs)
+        ]
+        return web.json_response(
+            {"object": "list", "data": data, "model": body["model"],
+             "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}}
+        )
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        if (denied := self._auth(request)) is not None:
+            return denied
+        text = f"completion of {body.get('prompt')!r}"
+        return web.json_response(
+            {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": body.get("model"),
+             "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}}
+        )
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await self._record(request)
+        except orjson.JSONDecodeError:
+            return _fail("We could not parse the JSON body of your request.")
+        if (denied := self._auth(request)) is not None:
+            return denied
+        s = self.scripts.popleft() if self.scripts else Script()
+        if s.status >= 400:
+            return await self._error(s)
+        try:
+            validate_chat(body, set(self.models))
+        except Invalid as exc:
+            return _fail(str(exc))
+        if body["model"] not in self.models:
+            return _fail(
+                f"The model `{body['model']}` does not exist or you do not have access to it.",
+                404, "model_not_found",
+            )
+        if s.raw_body is not None:
+            return await self._raw(request, s)
+        if not body.get("stream"):
+            return web.json_response(self._completion(body, s), headers=s.headers)
+        return await self._stream(request, body, s)
+
+    @staticmethod
+    def _envelope(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1767000000,
+            "model": body["model"] + "-2024-07-18",
+        }
+
+    def _completion(self, body: dict[str, Any], s: Script) -> dict[str, Any]:
+        message = s.message
+        if message is None:
+            text = "".join(c.get("content") or "" for c in s.chunks if isinstance(c, dict))
+            message = {"role": "assistant", "content": text}
+        return {
+            **self._envelope(body), "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": s.finish_reason}],
+            "usage": s.usage,
+        }
+
+    def _sse_body(self, body: dict[str, Any], s: Script) -> list[bytes]:
+        env = self._envelope(body)
+        events: list[bytes] = []
+        first = {**env, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        events.append(b"data: " + orjson.dumps(first) + b"\n\n")
+        for delta in s.chunks:
+            if isinstance(delta, str):
+                events.append(b"data: " + delta.encode() + b"\n\n")
+                continue
+            chunk = {**env, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            events.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        if s.finish_reason:
+            last = {**env, "choices": [{"index": 0, "delta": {}, "finish_reason": s.finish_reason}]}
+            events.append(b"data: " + orjson.dumps(last) + b"\n\n")
+        if s.usage and (body.get("stream_options") or {}).get("include_usage"):
+            events.append(b"data: " + orjson.dumps({**env, "choices": [], "usage": s.usage}) + b"\n\n")
+        if s.done_marker:
+            events.append(b"data: [DONE]\n\n")
+        return events
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], s: Script) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": s.content_type or "text/event-stream", **s.headers})
+        await resp.prepare(request)
+        events = self._sse_body(body, s)
+        if s.split_at:
+            blob = b"".join(events)
+            events = [blob[i : i + s.split_at] for i in range(0, len(blob), s.split_at)]
+        try:
+            for n, piece in enumerate(events):
+                if s.drop_after is not None and n >= s.drop_after:
+                    assert request.transport is not None
+                    request.transport.close()  # abrupt: no chunked terminator
+                    return resp
+                await resp.write(piece)
+                if s.delay:
+                    await asyncio.sleep(s.delay)
+            await resp.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.cancelled.append(time.monotonic())
+            raise
+        return resp
+
+    async def _raw(self, request: web.Request, s: Script) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": s.content_type or "text/event-stream"})
+        await resp.prepare(request)
+        blob = s.raw_body or b""
+        step = s.split_at or len(blob) or 1
+        for i in range(0, len(blob), step):
+            await resp.write(blob[i : i + step])
+            if s.delay:
+                await asyncio.sleep(s.delay)
+        with contextlib.suppress(ConnectionResetError):
+            await resp.write_eof()
+        return resp

@@ -1,0 +1,55 @@
+"""Run the real app under uvicorn (uvloop + httptools) on a loopback port, in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from ollama_openai_proxy.app import create_app
+from ollama_openai_proxy.config import Settings
+
+
+def settings_for(upstream_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "openai_api_base_url": upstream_url,
+        "openai_api_key": "sk-test-upstream",
+        "max_retries": 0,
+        "connect_timeout": 2.0,
+        "request_timeout": 10.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class ProxyServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=0, loop="uvloop", http="httptools",
+            log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="proxy", daemon=True)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ProxyServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("proxy did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ollama_openai_proxy.config import ConfigError, Settings, load_settings, parse_size
+from ollama_openai_proxy.translate.models import ModelMeta
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.openai_api_base_url == "https://api.openai.com/v1"
+    assert (s.proxy_host, s.proxy_port) == ("127.0.0.1", 11434)
+    assert s.max_connections >= 10000
+    assert s.request_max_size == 64 * 1024 * 1024
+
+
+def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("OPENAI_API_BASE_URL=http://localhost:8000/v1/\nOPENAI_API_KEY=sk-dotenv\n")
+    monkeypatch.setenv("PROXY_PORT", "8080")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("PASSTHROUGH_OPTIONS", "top_k, repeat_penalty=repetition_penalty")
+    monkeypatch.setenv("REQUEST_MAX_SIZE", "10MiB")
+    s = load_settings()
+    assert s.openai_api_base_url == "http://localhost:8000/v1"
+    assert s.openai_api_key.get_secret_value() == "sk-dotenv"
+    assert "sk-dotenv" not in repr(s)
+    assert s.proxy_port == 8080
+    assert s.log_level == "DEBUG"
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    assert s.policy().passthrough == {"top_k": "top_k", "repeat_penalty": "repetition_penalty"}
+    assert s.request_max_size == 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "fragment"),
+    [
+        ("OPENAI_API_BASE_URL", "localhost:8000", "OPENAI_API_BASE_URL: Value error, must be an http:// or https:// URL"),
+        ("PROXY_PORT", "99999", "PROXY_PORT: Input should be less than or equal to 65535"),
+        ("PROXY_PORT", "abc", "PROXY_PORT: Input should be a valid integer"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL: Input should be"),
+        ("REQUEST_TIMEOUT", "-1", "REQUEST_TIMEOUT: Input should be greater than 0"),
+        ("MAX_RETRIES", "99", "MAX_RETRIES"),
+        ("REQUEST_MAX_SIZE", "lots", "REQUEST_MAX_SIZE: Value error, not a size"),
+        ("MODEL_MAPPING_FILE", "/nonexistent.json", "MODEL_MAPPING_FILE: Value error, file not found"),
+        ("OLLAMA_VERSION", "latest", "OLLAMA_VERSION"),
+        ("DEBUG", "perhaps", "DEBUG"),
+    ],
+)
+def test_invalid_values_give_one_clear_message(monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("invalid configuration:")
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "size"), [("1024", 1024), ("1KB", 1000), ("1kib", 1024), ("2MB", 2_000_000), ("1.5GiB", 1610612736), (77, 77)])
+def test_parse_size(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_model_mapping_file(tmp_path: Path) -> None:
+    path = write(tmp_path, {"llama3": "meta-llama/Llama-3.1-8B", "gpt-4o": {"context_length": 128000, "capabilities": ["completion", "vision"]}, "coder": {"model": "qwen2.5-coder"}})
+    mm = load_settings(model_mapping_file=path).model_map()
+    assert mm.entries == {
+        "llama3": ModelMeta("meta-llama/Llama-3.1-8B"),
+        "gpt-4o": ModelMeta("gpt-4o", 128000, ("completion", "vision")),
+        "coder": ModelMeta("qwen2.5-coder"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ([1], "must be a JSON object"),
+        ({"a": 3}, "entry 'a': must be an upstream model id or an object"),
+        ({"a": {"model": ""}}, "entry 'a': 'model' must be a non-empty string"),
+        ({"a": {"context_length": -5}}, "'context_length' must be a positive integer"),
+        ({"a": {"capabilities": ["flying"]}}, "'capabilities' must be a list of"),
+    ],
+)
+def test_invalid_mapping_file_names_file_and_entry(tmp_path: Path, data: object, fragment: str) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError, match=fragment) as info:
+        load_settings(model_mapping_file=path)
+    assert str(path) in str(info.value)
+
+
+def test_mapping_file_not_json(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text("{nope")
+    with pytest.raises(ConfigError, match="cannot read JSON"):
+        load_settings(model_mapping_file=path)

@@ -1,0 +1,248 @@
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from ollama_openai_proxy.errors import BadRequest
+from ollama_openai_proxy.schemas import CHAT, GENERATE
+from ollama_openai_proxy.translate.chat import chat_request, generate_request, messages_to_openai
+from ollama_openai_proxy.translate.policy import Policy
+from tests.conftest import contract
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+def chat(req: dict[str, Any], policy: Policy | None = None) -> Any:
+    # Through the real schema, as the route does: clients' extra fields are ignored there.
+    return chat_request(CHAT.validate_python(req), req.get("model", "m"), policy or Policy())
+
+
+def normalise_arguments(payload: dict[str, Any]) -> dict[str, Any]:
+    """Tool-call argument strings compared as JSON values (whitespace is not a contract), and
+    synthesised ids renamed by order of appearance (their format is implementation-defined; the
+    pairing of call and result is what matters)."""
+    ids: dict[str, str] = {}
+    for m in payload["messages"]:
+        for tc in m.get("tool_calls") or ():
+            tc["function"]["arguments"] = orjson.loads(tc["function"]["arguments"])
+            tc["id"] = ids.setdefault(tc["id"], f"id{len(ids)}")
+        if m["role"] == "tool":
+            m["tool_call_id"] = ids[m["tool_call_id"]]
+    return payload
+
+
+def test_golden_tools_roundtrip_request() -> None:
+    fx = contract("mapping_chat_tools_roundtrip.json")
+    up = chat(fx["ollama_request"])
+    assert normalise_arguments(up.payload) == normalise_arguments(fx["expected_openai_request"])
+    assert sorted(up.dropped_options) == ["mirostat", "num_ctx"]
+
+
+def test_golden_images_format_options_request() -> None:
+    fx = contract("mapping_chat_images_format_think.json")
+    up = chat(fx["ollama_request"])
+    expected = dict(fx["expected_openai_request"])
+    expected.pop("reasoning_effort")  # think -> reasoning controls: issue #3
+    assert up.payload == expected
+    assert sorted(up.dropped_options) == ["num_ctx", "repeat_penalty", "top_k"]
+
+
+def test_stream_defaults_to_true_and_requests_usage() -> None:
+    up = chat({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert up.payload["stream"] is True
+    assert up.payload["stream_options"] == {"include_usage": True}
+
+
+def test_non_streaming_has_no_stream_options() -> None:
+    up = chat({"model": "m", "stream": False, "messages": [{"role": "user", "content": "hi"}]})
+    assert up.payload["stream"] is False
+    assert "stream_options" not in up.payload
+
+
+def test_roles_content_and_unknown_fields() -> None:
+    up = chat(
+        {
+            "model": "m",
+            "keep_alive": "5m",
+            "truncate": True,
+            "metadata": {"x": 1},
+            "messages": [
+                {"role": "System", "content": "be terse"},
+                {"role": "user", "content": "hi", "extra": 1},
+                {"role": "assistant"},  # ollama-python drops empty content
+                {"role": "user", "content": "again", "images": []},
+            ],
+        }
+    )
+    assert up.payload["messages"] == [
+        {"role": "system", "content": "be terse"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "again"},
+    ]
+
+
+def test_empty_tools_dropped_nonempty_kept() -> None:
+    assert "tools" not in chat({"messages": [{"role": "user", "content": "x"}], "tools": []}).payload
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert chat({"messages": [{"role": "user", "content": "x"}], "tools": tools}).payload["tools"] == tools
+
+
+def test_invalid_role_is_400() -> None:
+    with pytest.raises(BadRequest, match="invalid message role 'robot' at messages.0"):
+        chat({"messages": [{"role": "robot", "content": "x"}]})
+
+
+def test_model_is_the_upstream_id_given() -> None:
+    up = chat_request(CHAT.validate_python({"model": "alias", "messages": [{"role": "user", "content": "x"}]}), "real-id", Policy())
+    assert up.payload["model"] == "real-id"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("json", {"type": "json_object"}),
+        ({"type": "object"}, {"type": "json_schema", "json_schema": {"name": "response", "schema": {"type": "object"}}}),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_format(fmt: Any, expected: Any) -> None:
+    up = chat({"messages": [{"role": "user", "content": "x"}], "format": fmt})
+    assert up.payload.get("response_format") == expected
+
+
+def test_invalid_format_is_400() -> None:
+    with pytest.raises(BadRequest, match="invalid format"):
+        chat({"messages": [{"role": "user", "content": "x"}], "format": "yaml"})
+
+
+def test_logprobs() -> None:
+    up = chat({"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 3})
+    assert (up.payload["logprobs"], up.payload["top_logprobs"]) == (True, 3)
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "mime"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "image/png"),
+        (b"\xff\xd8\xff\xe0" + b"\0" * 8, "image/jpeg"),
+        (b"GIF89a" + b"\0" * 6, "image/gif"),
+        (b"RIFF\0\0\0\0WEBPVP8 ", "image/webp"),
+        (b"BM" + b"\0" * 10, "image/jpeg"),
+    ],
+)
+def test_image_mime_sniffed_from_bytes(raw: bytes, mime: str) -> None:
+    b64 = base64.b64encode(raw).decode()
+    up = chat({"messages": [{"role": "user", "content": "what?", "images": [b64]}]})
+    assert up.payload["messages"][0]["content"] == [
+        {"type": "text", "text": "what?"},
+        {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{b64}"}},
+    ]
+
+
+def test_image_data_url_passes_through_and_no_empty_text_part() -> None:
+    url = f"data:image/png;base64,{PNG}"
+    up = chat({"messages": [{"role": "user", "content": "", "images": [url]}]})
+    assert up.payload["messages"][0]["content"] == [{"type": "image_url", "image_url": {"url": url}}]
+
+
+@pytest.mark.parametrize("bad", ["not base64!!", "iVBORw0KGgo", "abc"])
+def test_invalid_base64_image_is_400(bad: str) -> None:
+    with pytest.raises(BadRequest, match="invalid image"):
+        chat({"messages": [{"role": "user", "content": "x", "images": [bad]}]})
+
+
+def test_images_on_non_user_messages_dropped_with_note() -> None:
+    up = chat({"messages": [{"role": "assistant", "content": "x", "images": [PNG]}, {"role": "user", "content": "y"}]})
+    assert up.payload["messages"][0] == {"role": "assistant", "content": "x"}
+    assert any("images" in n for n in up.notes)
+
+
+# --- tool history ---------------------------------------------------------------------------
+
+
+def test_tool_results_paired_by_name_then_position() -> None:
+    fx = contract("chat_tool_history_request.json")
+    notes: list[str] = []
+    msgs = messages_to_openai(CHAT.validate_python(fx["request"])["messages"], notes)
+    calls = msgs[1]["tool_calls"]
+    assert [c["id"] for c in calls] == ["call_1_0", "call_1_1"]
+    assert msgs[1]["content"] is None
+    assert [m["tool_call_id"] for m in msgs[2:]] == ["call_1_0", "call_1_1"]
+    assert orjson.loads(calls[1]["function"]["arguments"]) == {"city": "Paris", "unit": "celsius"}
+    assert notes == []
+
+
+def test_tool_result_paired_by_id_and_name() -> None:
+    notes: list[str] = []
+    msgs = messages_to_openai(
+        [
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": "checking",
+                "tool_calls": [
+                    {"id": "a", "function": {"name": "f", "arguments": {}}},
+                    {"id": "b", "function": {"name": "g", "arguments": '{"x": 1}'}},
+                ],
+            },
+            {"role": "tool", "content": "G", "tool_name": "g"},
+            {"role": "tool", "content": "F", "tool_call_id": "a"},
+        ],
+        notes,
+    )
+    assert msgs[1]["content"] == "checking"
+    assert msgs[1]["tool_calls"][1]["function"]["arguments"] == '{"x": 1}'
+    assert [(m["tool_call_id"], m["content"]) for m in msgs[2:]] == [("b", "G"), ("a", "F")]
+
+
+def test_missing_tool_results_are_filled_and_orphans_kept_as_user_text() -> None:
+    notes: list[str] = []
+    msgs = messages_to_openai(
+        [
+            {"role": "tool", "content": "orphan", "tool_name": "f"},
+            {"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]},
+            {"role": "user", "content": "next"},
+        ],
+        notes,
+    )
+    assert msgs == [
+        {"role": "user", "content": "[tool result f] orphan"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1_0", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1_0", "content": ""},
+        {"role": "user", "content": "next"},
+    ]
+    assert len(notes) == 2
+
+
+# --- generate -------------------------------------------------------------------------------
+
+
+def test_generate_system_prompt_images_options() -> None:
+    fx = contract("generate_nonstream.json")
+    req = GENERATE.validate_python(fx["request"])
+    up = generate_request(req, "llama3.2", Policy())
+    assert up.payload == {
+        "model": "llama3.2",
+        "messages": [
+            {"role": "system", "content": "Answer in one sentence."},
+            {"role": "user", "content": "Why is the sky blue?"},
+        ],
+        "stream": False,
+        "temperature": 0.7,
+    }
+    assert up.dropped_options == ["num_ctx"]
+
+
+def test_generate_ignored_fields_are_noted() -> None:
+    req = GENERATE.validate_python({"model": "m", "prompt": "p", "template": "t", "context": [1, 2], "raw": True, "images": [PNG]})
+    up = generate_request(req, "m", Policy())
+    assert up.payload["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert len(up.notes) == 3
