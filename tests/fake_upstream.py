@@ -53,6 +53,8 @@ class Script:
     headers: dict[str, str] = field(default_factory=dict)
     split_at: int | None = None  # write the SSE body in pieces of this many bytes
     delay: float = 0.0  # seconds between chunks (and between pieces)
+    first_delay: float = 0.0  # seconds before the response starts
+    stall_after: int | None = None  # go silent for 3 s after this many events
     drop_after: int | None = None  # close the connection after this many chunks
     message: dict[str, Any] | None = None  # non-streaming answer's message
     raw_body: bytes | None = None  # send these bytes as the whole body
@@ -310,6 +312,8 @@ class FakeUpstream:
             )
         if s.raw_body is not None:
             return await self._raw(request, s)
+        if s.first_delay:
+            await asyncio.sleep(s.first_delay)
         if not body.get("stream"):
             return web.json_response(self._completion(body, s), headers=s.headers)
         return await self._stream(request, body, s)
@@ -368,6 +372,8 @@ class FakeUpstream:
                 await resp.write(piece)
                 if s.delay:
                     await asyncio.sleep(s.delay)
+                if s.stall_after is not None and n + 1 == s.stall_after:
+                    await asyncio.sleep(3)
             await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             self.cancelled.append(time.monotonic())

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ollama_openai_proxy.errors import JSON_CONTENT_TYPE, PayloadTooLarge, ProxyError
-from ollama_openai_proxy.sse import SSEParser
+from ollama_openai_proxy.sse import SSEEvent, SSEParser
 from ollama_openai_proxy.translate.stream import StreamTranslator
 from ollama_openai_proxy.translate.upstream_errors import stream_error
 from ollama_openai_proxy.upstream import stream_exception
@@ -42,53 +42,49 @@ def json_response(obj: Any, status: int = 200) -> Response:
 async def _ndjson(
     resp: aiohttp.ClientResponse, tr: StreamTranslator, host: str
 ) -> AsyncGenerator[bytes]:
-    """Upstream SSE -> NDJSON chunks. Raises a ProxyError if the upstream fails before the first
-    chunk was produced (the caller still can send a real status); afterwards a failure becomes
-    one ``{"error"}`` line and the stream ends."""
+    """Upstream SSE -> NDJSON chunks. Raises a ProxyError if the upstream fails before any line
+    was produced (the caller still can send a real status); afterwards a failure becomes one
+    ``{"error"}`` line after the lines already produced, and the stream ends."""
     sent = False
     clean = False
+    out = b""
     try:
         try:
             if resp.content_type == "application/json":
                 # A backend that ignores stream:true answers one JSON completion.
                 out = tr.feed_completion(orjson.loads(await resp.read()))
-                if out:
-                    sent = True
-                    yield out
             else:
                 parser = SSEParser()
                 async for chunk in resp.content.iter_any():
-                    out = b""
                     for event in parser.feed(chunk):
-                        if tr.done:
-                            continue
-                        if event.event == "error":
-                            raise stream_error(
-                                _loads_or_text(event.data), client_model=None, endpoint="stream"
-                            )
-                        out += tr.feed(event.data)
+                        out += _event(tr, event)
                     if out:
                         sent = True
                         yield out
+                        out = b""
                 for event in parser.close():
-                    if not tr.done:
-                        out = tr.feed(event.data)
-                        if out:
-                            sent = True
-                            yield out
+                    out += _event(tr, event)
             clean = True
         except (ProxyError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             err = exc if isinstance(exc, ProxyError) else stream_exception(exc, host)
-            if not sent:
+            if not sent and not out:
                 raise err from None
-            yield tr.error_line(err.message)
+            yield out + tr.error_line(err.message)
             return
-        yield tr.finish()
+        yield out + tr.finish()
     finally:
         if clean:
             resp.release()
         else:
             resp.close()
+
+
+def _event(tr: StreamTranslator, event: SSEEvent) -> bytes:
+    if tr.done:
+        return b""  # drain what follows [DONE] so the connection can be reused
+    if event.event == "error":
+        raise stream_error(_loads_or_text(event.data), client_model=None, endpoint="stream")
+    return tr.feed(event.data)
 
 
 def _loads_or_text(data: str) -> Any:
