@@ -25,11 +25,35 @@ from aiohttp import web
 
 CHAT_PARAMS = frozenset(
     {
-        "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "stop",
-        "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
-        "logit_bias", "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice",
-        "parallel_tool_calls", "response_format", "reasoning_effort", "service_tier", "metadata",
-        "store", "modalities", "prediction", "audio", "web_search_options",
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "n",
+        "stop",
+        "max_tokens",
+        "max_completion_tokens",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "seed",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "reasoning_effort",
+        "service_tier",
+        "metadata",
+        "store",
+        "modalities",
+        "prediction",
+        "audio",
+        "web_search_options",
     }
 )
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
@@ -63,7 +87,9 @@ class Script:
 
 
 def _fail(message: str, status: int = 400, code: str | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
     return web.json_response(body, status=status)
 
 
@@ -80,7 +106,9 @@ def validate_chat(body: Any, models: set[str]) -> None:
         if not isinstance(tools, list) or not tools:
             raise Invalid("[] is too short - 'tools'")
         for t in tools:
-            if t.get("type") != "function" or not isinstance(t.get("function", {}).get("name"), str):
+            if t.get("type") != "function" or not isinstance(
+                t.get("function", {}).get("name"), str
+            ):
                 raise Invalid("invalid tool definition")
     if "stop" in body and isinstance(body["stop"], list) and len(body["stop"]) > 4:
         raise Invalid("stop: at most 4 sequences")
@@ -92,7 +120,11 @@ def validate_chat(body: Any, models: set[str]) -> None:
             raise Invalid("response_format.type invalid")
         if rf["type"] == "json_schema":
             js = rf.get("json_schema")
-            if not isinstance(js, dict) or not js.get("name") or not isinstance(js.get("schema"), dict):
+            if (
+                not isinstance(js, dict)
+                or not js.get("name")
+                or not isinstance(js.get("schema"), dict)
+            ):
                 raise Invalid("response_format.json_schema needs name and schema")
     for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         if key in body and (isinstance(body[key], bool) or not isinstance(body[key], int | float)):
@@ -172,7 +204,7 @@ class FakeUpstream:
         self.journal.clear()
         self.cancelled.clear()
 
-    def last(self, path: str = "/v1/chat/completions") -> dict[str, Any]:
+    def last(self, path: str = "/v1/chat/completions") -> Any:
         for entry in reversed(self.journal):
             if entry["path"] == path:
                 return entry
@@ -248,12 +280,20 @@ class FakeUpstream:
         model = request.match_info["model"]
         if model not in self.models:
             return _fail(f"The model `{model}` does not exist", 404, "model_not_found")
-        return web.json_response({"id": model, "object": "model", "created": 1721172741, "owned_by": "system"})
+        return web.json_response(
+            {"id": model, "object": "model", "created": 1721172741, "owned_by": "system"}
+        )
 
     async def _error(self, s: Script) -> web.Response:
-        body = s.error if s.error is not None else {"error": {"message": "boom", "type": "server_error"}}
+        body = (
+            s.error
+            if s.error is not None
+            else {"error": {"message": "boom", "type": "server_error"}}
+        )
         if isinstance(body, bytes | str):
-            return web.Response(body=body, status=s.status, headers=s.headers, content_type="text/plain")
+            return web.Response(
+                body=body, status=s.status, headers=s.headers, content_type="text/plain"
+            )
         return web.json_response(body, status=s.status, headers=s.headers)
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
@@ -276,8 +316,12 @@ class FakeUpstream:
             for i, _ in enumerate(inputs)
         ]
         return web.json_response(
-            {"object": "list", "data": data, "model": body["model"],
-             "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}}
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
+            }
         )
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
@@ -286,9 +330,14 @@ class FakeUpstream:
             return denied
         text = f"completion of {body.get('prompt')!r}"
         return web.json_response(
-            {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": body.get("model"),
-             "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
-             "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}}
+            {
+                "id": "cmpl-1",
+                "object": "text_completion",
+                "created": 1,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+            }
         )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -308,7 +357,8 @@ class FakeUpstream:
         if body["model"] not in self.models:
             return _fail(
                 f"The model `{body['model']}` does not exist or you do not have access to it.",
-                404, "model_not_found",
+                404,
+                "model_not_found",
             )
         if s.raw_body is not None:
             return await self._raw(request, s)
@@ -321,17 +371,20 @@ class FakeUpstream:
     @staticmethod
     def _envelope(body: dict[str, Any]) -> dict[str, Any]:
         return {
-            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1767000000,
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1767000000,
             "model": body["model"] + "-2024-07-18",
         }
 
-    def _completion(self, body: dict[str, Any], s: Script) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], s: Script) -> Any:
         message = s.message
         if message is None:
             text = "".join(c.get("content") or "" for c in s.chunks if isinstance(c, dict))
             message = {"role": "assistant", "content": text}
         return {
-            **self._envelope(body), "object": "chat.completion",
+            **self._envelope(body),
+            "object": "chat.completion",
             "choices": [{"index": 0, "message": message, "finish_reason": s.finish_reason}],
             "usage": s.usage,
         }
@@ -339,7 +392,12 @@ class FakeUpstream:
     def _sse_body(self, body: dict[str, Any], s: Script) -> list[bytes]:
         env = self._envelope(body)
         events: list[bytes] = []
-        first = {**env, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        first = {
+            **env,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ],
+        }
         events.append(b"data: " + orjson.dumps(first) + b"\n\n")
         for delta in s.chunks:
             if isinstance(delta, str):
@@ -351,13 +409,19 @@ class FakeUpstream:
             last = {**env, "choices": [{"index": 0, "delta": {}, "finish_reason": s.finish_reason}]}
             events.append(b"data: " + orjson.dumps(last) + b"\n\n")
         if s.usage and (body.get("stream_options") or {}).get("include_usage"):
-            events.append(b"data: " + orjson.dumps({**env, "choices": [], "usage": s.usage}) + b"\n\n")
+            events.append(
+                b"data: " + orjson.dumps({**env, "choices": [], "usage": s.usage}) + b"\n\n"
+            )
         if s.done_marker:
             events.append(b"data: [DONE]\n\n")
         return events
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], s: Script) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": s.content_type or "text/event-stream", **s.headers})
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], s: Script
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": s.content_type or "text/event-stream", **s.headers}
+        )
         await resp.prepare(request)
         events = self._sse_body(body, s)
         if s.split_at:

@@ -29,8 +29,15 @@ class ProxyServer:
         self.settings = settings
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, loop="uvloop", http="httptools",
-            log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2,
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            loop="uvloop",
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="proxy", daemon=True)

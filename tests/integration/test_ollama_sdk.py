@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import ollama
 import pytest
@@ -11,6 +12,14 @@ from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer
 
 USER = [{"role": "user", "content": "Say hello"}]
+
+
+def chat(client: ollama.Client, stream: bool, **kw: Any) -> None:
+    """One chat call, consuming the stream when there is one (errors surface while reading)."""
+    if stream:
+        list(client.chat(stream=True, **kw))
+    else:
+        client.chat(stream=False, **kw)
 
 
 def test_list(client: ollama.Client) -> None:
@@ -45,13 +54,23 @@ def test_show_unknown_model_is_404(client: ollama.Client) -> None:
 
 
 def test_chat_non_streaming(client: ollama.Client, upstream: FakeUpstream) -> None:
-    upstream.script(Script(chunks=[{"content": "Hello there!"}], usage={"prompt_tokens": 26, "completion_tokens": 19}))
-    r = client.chat(model="gpt-4o-mini", messages=USER, options={"temperature": 0.2, "num_ctx": 4096, "top_k": 5})
+    upstream.script(
+        Script(
+            chunks=[{"content": "Hello there!"}],
+            usage={"prompt_tokens": 26, "completion_tokens": 19},
+        )
+    )
+    r = client.chat(
+        model="gpt-4o-mini",
+        messages=USER,
+        options={"temperature": 0.2, "num_ctx": 4096, "top_k": 5},
+    )
     assert r.message.role == "assistant"
     assert r.message.content == "Hello there!"
     assert (r.done, r.done_reason, r.prompt_eval_count, r.eval_count) == (True, "stop", 26, 19)
     assert r.model == "gpt-4o-mini"
-    assert r.total_duration and r.total_duration > 0
+    assert r.total_duration is not None
+    assert r.total_duration > 0
     sent = upstream.last()["body"]
     # ollama-python sends tools: [] and stream: false; the backend must see neither tools nor
     # stream_options, and no option without an OpenAI equivalent.
@@ -78,8 +97,13 @@ def test_latest_tag_is_accepted_and_echoed(client: ollama.Client, upstream: Fake
     assert upstream.last()["body"]["model"] == "gpt-4o-mini"
 
 
-def test_generate_non_streaming_and_streaming(client: ollama.Client, upstream: FakeUpstream) -> None:
-    upstream.script(Script(chunks=[{"content": "Teal."}]), Script(chunks=[{"content": "Te"}, {"content": "al."}]))
+def test_generate_non_streaming_and_streaming(
+    client: ollama.Client, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        Script(chunks=[{"content": "Teal."}]),
+        Script(chunks=[{"content": "Te"}, {"content": "al."}]),
+    )
     r = client.generate(model="gpt-4o-mini", prompt="Name a colour", system="One word.")
     assert (r.response, r.done, r.done_reason) == ("Teal.", True, "stop")
     assert upstream.last()["body"]["messages"] == [
@@ -91,7 +115,9 @@ def test_generate_non_streaming_and_streaming(client: ollama.Client, upstream: F
     assert parts[-1].done
 
 
-def test_load_and_unload_do_not_call_the_backend(client: ollama.Client, upstream: FakeUpstream) -> None:
+def test_load_and_unload_do_not_call_the_backend(
+    client: ollama.Client, upstream: FakeUpstream
+) -> None:
     r = client.chat(model="gpt-4o-mini", messages=[])
     assert (r.done, r.done_reason) == (True, "load")
     g = client.generate(model="gpt-4o-mini", prompt="", keep_alive=0)
@@ -111,9 +137,7 @@ def test_ps_lists_recently_used_models(client: ollama.Client) -> None:
 def test_unknown_model_is_404_in_ollama_wording(client: ollama.Client) -> None:
     for stream in (False, True):
         with pytest.raises(ollama.ResponseError) as info:
-            result = client.chat(model="llama9", messages=USER, stream=stream)
-            if stream:
-                list(result)  # type: ignore[arg-type]
+            chat(client, stream, model="llama9", messages=USER)
         assert info.value.status_code == 404
         assert info.value.error == "model 'llama9' not found"
 
@@ -121,28 +145,60 @@ def test_unknown_model_is_404_in_ollama_wording(client: ollama.Client) -> None:
 @pytest.mark.parametrize(
     ("status", "error", "expected_status", "expected"),
     [
-        (401, {"error": {"message": "Incorrect API key provided: sk-te**********eam", "code": "invalid_api_key"}}, 401, "Incorrect API key provided"),
-        (429, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}, 429, "Rate limit reached"),
-        (400, {"error": {"message": "This model's maximum context length is 128000 tokens."}}, 400, "maximum context length"),
+        (
+            401,
+            {
+                "error": {
+                    "message": "Incorrect API key provided: sk-te**********eam",
+                    "code": "invalid_api_key",
+                }
+            },
+            401,
+            "Incorrect API key provided",
+        ),
+        (
+            429,
+            {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
+            429,
+            "Rate limit reached",
+        ),
+        (
+            400,
+            {"error": {"message": "This model's maximum context length is 128000 tokens."}},
+            400,
+            "maximum context length",
+        ),
         (500, "Internal meltdown", 502, "upstream error (HTTP 500): Internal meltdown"),
         (503, {"error": {"message": "overloaded"}}, 502, "upstream error (HTTP 503): overloaded"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_upstream_errors_before_first_byte_keep_a_real_status(
-    client: ollama.Client, upstream: FakeUpstream, status: int, error: object, expected_status: int, expected: str, stream: bool
+    client: ollama.Client,
+    upstream: FakeUpstream,
+    status: int,
+    error: object,
+    expected_status: int,
+    expected: str,
+    stream: bool,
 ) -> None:
     upstream.script(Script(status=status, error=error))
     with pytest.raises(ollama.ResponseError) as info:
-        result = client.chat(model="gpt-4o-mini", messages=USER, stream=stream)
-        if stream:
-            list(result)  # type: ignore[arg-type]
+        chat(client, stream, model="gpt-4o-mini", messages=USER)
     assert info.value.status_code == expected_status
     assert expected in info.value.error
 
 
-def test_error_after_first_line_is_an_error_line(client: ollama.Client, upstream: FakeUpstream) -> None:
-    upstream.script(Script(chunks=[{"content": "Once"}, {"content": " upon"}, {"content": " a"}], drop_after=3, delay=0.01))
+def test_error_after_first_line_is_an_error_line(
+    client: ollama.Client, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        Script(
+            chunks=[{"content": "Once"}, {"content": " upon"}, {"content": " a"}],
+            drop_after=3,
+            delay=0.01,
+        )
+    )
     seen: list[str] = []
     with pytest.raises(ollama.ResponseError) as info:
         for part in client.chat(model="gpt-4o-mini", messages=USER, stream=True):
@@ -165,7 +221,10 @@ def test_async_client_streaming(proxy: ProxyServer, upstream: FakeUpstream) -> N
     async def run() -> list[str]:
         c = ollama.AsyncClient(host=proxy.url)
         try:
-            return [p.message.content or "" async for p in await c.chat(model="gpt-4o-mini", messages=USER, stream=True)]
+            return [
+                p.message.content or ""
+                async for p in await c.chat(model="gpt-4o-mini", messages=USER, stream=True)
+            ]
         finally:
             await c._client.aclose()
 
@@ -174,7 +233,9 @@ def test_async_client_streaming(proxy: ProxyServer, upstream: FakeUpstream) -> N
 
 def test_concurrent_streams(proxy: ProxyServer, upstream: FakeUpstream) -> None:
     async def one(c: ollama.AsyncClient, i: int) -> str:
-        parts = await c.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": str(i)}], stream=True)
+        parts = await c.chat(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": str(i)}], stream=True
+        )
         return "".join([p.message.content or "" async for p in parts])
 
     async def run() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,9 +18,9 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-def http(proxy: ProxyServer) -> httpx.Client:
+def http(proxy: ProxyServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=proxy.url, timeout=10) as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 def ndjson(resp: httpx.Response) -> list[dict[str, Any]]:
@@ -31,7 +32,11 @@ def ndjson(resp: httpx.Response) -> list[dict[str, Any]]:
 
 def test_root_version_health(http: httpx.Client) -> None:
     r = http.get("/")
-    assert (r.status_code, r.text, r.headers["content-type"]) == (200, "Ollama is running", "text/plain; charset=utf-8")
+    assert (r.status_code, r.text, r.headers["content-type"]) == (
+        200,
+        "Ollama is running",
+        "text/plain; charset=utf-8",
+    )
     assert http.head("/").status_code == 200
     v = http.get("/api/version")
     assert v.headers["content-type"] == "application/json; charset=utf-8"
@@ -96,7 +101,9 @@ def test_streaming_content_type_and_framing(http: httpx.Client, upstream: FakeUp
 
 
 @pytest.mark.parametrize("split_at", [1, 3, 7, 50])
-def test_sse_frames_and_utf8_split_across_reads(http: httpx.Client, upstream: FakeUpstream, split_at: int) -> None:
+def test_sse_frames_and_utf8_split_across_reads(
+    http: httpx.Client, upstream: FakeUpstream, split_at: int
+) -> None:
     text = ["Grüße ", "日本語 ", "🎉🎉", " done"]
     upstream.script(Script(chunks=[{"content": t} for t in text], split_at=split_at, delay=0.001))
     lines = ndjson(http.post("/api/chat", json=CHAT))
@@ -117,15 +124,30 @@ def test_keepalive_comments_and_crlf(http: httpx.Client, upstream: FakeUpstream)
     assert lines[-1]["done_reason"] == "length"
 
 
-def test_stream_without_done_marker_still_finishes(http: httpx.Client, upstream: FakeUpstream) -> None:
+def test_stream_without_done_marker_still_finishes(
+    http: httpx.Client, upstream: FakeUpstream
+) -> None:
     upstream.script(Script(done_marker=False))
     lines = ndjson(http.post("/api/chat", json=CHAT))
     assert lines[-1]["done"] is True
 
 
-def test_backend_answering_json_to_a_stream_request(http: httpx.Client, upstream: FakeUpstream) -> None:
-    completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
-    upstream.script(Script(raw_body=json.dumps(completion).encode(), content_type="application/json"))
+def test_backend_answering_json_to_a_stream_request(
+    http: httpx.Client, upstream: FakeUpstream
+) -> None:
+    completion = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "whole"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+    }
+    upstream.script(
+        Script(raw_body=json.dumps(completion).encode(), content_type="application/json")
+    )
     lines = ndjson(http.post("/api/chat", json=CHAT))
     assert [line["message"]["content"] for line in lines] == ["whole", ""]
 
@@ -138,14 +160,20 @@ def test_garbage_stream_before_output_is_502(http: httpx.Client, upstream: FakeU
 
 
 def test_error_event_mid_stream(http: httpx.Client, upstream: FakeUpstream) -> None:
-    upstream.script(Script(chunks=[{"content": "partial"}, '{"error": {"message": "model crashed"}}']))
+    upstream.script(
+        Script(chunks=[{"content": "partial"}, '{"error": {"message": "model crashed"}}'])
+    )
     lines = ndjson(http.post("/api/chat", json=CHAT))
     assert lines == [lines[0], {"error": "upstream error: model crashed"}]
     assert lines[0]["message"]["content"] == "partial"
 
 
-def test_connection_dropped_mid_stream_gives_error_line_no_done(http: httpx.Client, upstream: FakeUpstream) -> None:
-    upstream.script(Script(chunks=[{"content": "Once"}, {"content": " upon"}], drop_after=2, delay=0.01))
+def test_connection_dropped_mid_stream_gives_error_line_no_done(
+    http: httpx.Client, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        Script(chunks=[{"content": "Once"}, {"content": " upon"}], drop_after=2, delay=0.01)
+    )
     r = http.post("/api/chat", json=CHAT)
     assert r.status_code == 200
     lines = ndjson(r)
@@ -153,7 +181,9 @@ def test_connection_dropped_mid_stream_gives_error_line_no_done(http: httpx.Clie
     assert not any(line.get("done") for line in lines)
 
 
-def test_client_disconnect_cancels_upstream_promptly(proxy: ProxyServer, upstream: FakeUpstream) -> None:
+def test_client_disconnect_cancels_upstream_promptly(
+    proxy: ProxyServer, upstream: FakeUpstream
+) -> None:
     upstream.script(Script(chunks=[{"content": str(i)} for i in range(200)], delay=0.05))
     with httpx.Client(base_url=proxy.url) as c, c.stream("POST", "/api/chat", json=CHAT) as r:
         next(r.iter_lines())
@@ -184,7 +214,11 @@ def test_timeout_before_first_byte_is_504(upstream: FakeUpstream) -> None:
 
 def test_retry_before_first_byte(upstream: FakeUpstream) -> None:
     with ProxyServer(settings_for(upstream.url, max_retries=2)) as p:
-        upstream.script(Script(status=503, error={"error": {"message": "busy"}}), Script(status=429, headers={"Retry-After": "0"}), Script(chunks=[{"content": "ok"}]))
+        upstream.script(
+            Script(status=503, error={"error": {"message": "busy"}}),
+            Script(status=429, headers={"Retry-After": "0"}),
+            Script(chunks=[{"content": "ok"}]),
+        )
         r = httpx.post(p.url + "/api/chat", json={**CHAT, "stream": False})
         assert r.status_code == 200
         assert r.json()["message"]["content"] == "ok"
@@ -195,7 +229,10 @@ def test_body_size_limit(upstream: FakeUpstream) -> None:
     with ProxyServer(settings_for(upstream.url, request_max_size=1000)) as p:
         big = {**CHAT, "messages": [{"role": "user", "content": "x" * 2000}]}
         r = httpx.post(p.url + "/api/chat", json=big)
-        assert (r.status_code, r.json()) == (413, {"error": "request body too large: the limit is 1000 bytes"})
+        assert (r.status_code, r.json()) == (
+            413,
+            {"error": "request body too large: the limit is 1000 bytes"},
+        )
 
         def chunks() -> Any:
             data = json.dumps(big).encode()
@@ -212,9 +249,21 @@ def test_body_size_limit(upstream: FakeUpstream) -> None:
     [
         (b"", 400, "missing request body"),
         (b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "model is required"),
-        (b'{"model": "m", "messages": [', 400, "Invalid JSON: EOF while parsing a list at line 1 column 28"),
-        (b'{"model": "m", "messages": [{"role":"user","content":"x"}], "think": "extreme"}', 400, 'invalid think value: "extreme" (must be "high", "medium", "low", "max", true, or false)'),
-        (b'{"model": "m", "messages": [{"role":"user","content":"x"}], "keep_alive": "300"}', 400, 'time: missing unit in duration "300"'),
+        (
+            b'{"model": "m", "messages": [',
+            400,
+            "Invalid JSON: EOF while parsing a list at line 1 column 28",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role":"user","content":"x"}], "think": "extreme"}',
+            400,
+            'invalid think value: "extreme" (must be "high", "medium", "low", "max", true, or false)',
+        ),
+        (
+            b'{"model": "m", "messages": [{"role":"user","content":"x"}], "keep_alive": "300"}',
+            400,
+            'time: missing unit in duration "300"',
+        ),
     ],
 )
 def test_bad_chat_requests(http: httpx.Client, body: bytes, status: int, error: str) -> None:
@@ -234,29 +283,50 @@ def test_show_requires_model_and_accepts_name_alias(http: httpx.Client) -> None:
 
 
 def test_request_id_accepted_and_returned(http: httpx.Client) -> None:
-    assert http.get("/api/version", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    assert (
+        http.get("/api/version", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
     generated = http.get("/api/version").headers["x-request-id"]
     assert len(generated) == 32
-    assert http.get("/api/version", headers={"X-Request-ID": "bad id!"}).headers["x-request-id"] != "bad id!"
+    assert (
+        http.get("/api/version", headers={"X-Request-ID": "bad id!"}).headers["x-request-id"]
+        != "bad id!"
+    )
 
 
 def test_cors_default_local_origins(http: httpx.Client) -> None:
-    pre = http.options("/api/chat", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    pre = http.options(
+        "/api/chat",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
     assert pre.status_code == 200
     assert pre.headers["access-control-allow-origin"] == "http://localhost:3000"
     other = http.get("/api/version", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_authorization_from_clients_is_not_forwarded(http: httpx.Client, upstream: FakeUpstream) -> None:
+def test_authorization_from_clients_is_not_forwarded(
+    http: httpx.Client, upstream: FakeUpstream
+) -> None:
     # n8n sends "Bearer " with an empty key; ollama-python may send an ollama.com key.
-    r = http.post("/api/chat", json={**CHAT, "stream": False}, headers={"Authorization": "Bearer client-secret"})
+    r = http.post(
+        "/api/chat",
+        json={**CHAT, "stream": False},
+        headers={"Authorization": "Bearer client-secret"},
+    )
     assert r.status_code == 200
     assert upstream.last()["headers"]["Authorization"] == "Bearer sk-test-upstream"
 
 
 def test_upstream_key_never_in_error_bodies(http: httpx.Client, upstream: FakeUpstream) -> None:
-    upstream.script(Script(status=401, error={"error": {"message": "bad key sk-test-upstream given"}}))
+    upstream.script(
+        Script(status=401, error={"error": {"message": "bad key sk-test-upstream given"}})
+    )
     r = http.post("/api/chat", json={**CHAT, "stream": False})
     assert r.status_code == 401
     assert "sk-test-upstream" not in r.text
@@ -265,11 +335,29 @@ def test_upstream_key_never_in_error_bodies(http: httpx.Client, upstream: FakeUp
 
 def test_model_mapping_file(tmp_path: Any, upstream: FakeUpstream) -> None:
     path = tmp_path / "models.json"
-    path.write_text(json.dumps({"fast": "gpt-4o-mini", "big": {"model": "qwen3:8b", "context_length": 4096, "capabilities": ["completion"]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "fast": "gpt-4o-mini",
+                "big": {
+                    "model": "qwen3:8b",
+                    "context_length": 4096,
+                    "capabilities": ["completion"],
+                },
+            }
+        )
+    )
     with ProxyServer(settings_for(upstream.url, model_mapping_file=path)) as p:
         names = [m["name"] for m in httpx.get(p.url + "/api/tags").json()["models"]]
         assert names == ["fast", "big", "text-embedding-3-small"]
-        r = httpx.post(p.url + "/api/chat", json={"model": "fast:latest", "stream": False, "messages": [{"role": "user", "content": "x"}]})
+        r = httpx.post(
+            p.url + "/api/chat",
+            json={
+                "model": "fast:latest",
+                "stream": False,
+                "messages": [{"role": "user", "content": "x"}],
+            },
+        )
         assert r.json()["model"] == "fast:latest"
         assert upstream.last()["body"]["model"] == "gpt-4o-mini"
         show = httpx.post(p.url + "/api/show", json={"model": "big"}).json()
@@ -277,5 +365,8 @@ def test_model_mapping_file(tmp_path: Any, upstream: FakeUpstream) -> None:
         assert show["model_info"]["qwen.context_length"] == 4096
         oai = httpx.get(p.url + "/v1/models").json()
         assert [m["id"] for m in oai["data"]] == ["fast", "big", "text-embedding-3-small"]
-        httpx.post(p.url + "/v1/chat/completions", json={"model": "big", "messages": [{"role": "user", "content": "x"}]})
+        httpx.post(
+            p.url + "/v1/chat/completions",
+            json={"model": "big", "messages": [{"role": "user", "content": "x"}]},
+        )
         assert upstream.last()["body"]["model"] == "qwen3:8b"

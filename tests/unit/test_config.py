@@ -25,7 +25,9 @@ def test_defaults() -> None:
 
 
 def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("OPENAI_API_BASE_URL=http://localhost:8000/v1/\nOPENAI_API_KEY=sk-dotenv\n")
+    (tmp_path / ".env").write_text(
+        "OPENAI_API_BASE_URL=http://localhost:8000/v1/\nOPENAI_API_KEY=sk-dotenv\n"
+    )
     monkeypatch.setenv("PROXY_PORT", "8080")
     monkeypatch.setenv("LOG_LEVEL", "debug")
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
@@ -45,19 +47,29 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("env", "value", "fragment"),
     [
-        ("OPENAI_API_BASE_URL", "localhost:8000", "OPENAI_API_BASE_URL: Value error, must be an http:// or https:// URL"),
+        (
+            "OPENAI_API_BASE_URL",
+            "localhost:8000",
+            "OPENAI_API_BASE_URL: Value error, must be an http:// or https:// URL",
+        ),
         ("PROXY_PORT", "99999", "PROXY_PORT: Input should be less than or equal to 65535"),
         ("PROXY_PORT", "abc", "PROXY_PORT: Input should be a valid integer"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: Input should be"),
         ("REQUEST_TIMEOUT", "-1", "REQUEST_TIMEOUT: Input should be greater than 0"),
         ("MAX_RETRIES", "99", "MAX_RETRIES"),
         ("REQUEST_MAX_SIZE", "lots", "REQUEST_MAX_SIZE: Value error, not a size"),
-        ("MODEL_MAPPING_FILE", "/nonexistent.json", "MODEL_MAPPING_FILE: Value error, file not found"),
+        (
+            "MODEL_MAPPING_FILE",
+            "/nonexistent.json",
+            "MODEL_MAPPING_FILE: Value error, file not found",
+        ),
         ("OLLAMA_VERSION", "latest", "OLLAMA_VERSION"),
         ("DEBUG", "perhaps", "DEBUG"),
     ],
 )
-def test_invalid_values_give_one_clear_message(monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str) -> None:
+def test_invalid_values_give_one_clear_message(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str
+) -> None:
     monkeypatch.setenv(env, value)
     with pytest.raises(ConfigError) as info:
         load_settings()
@@ -65,7 +77,17 @@ def test_invalid_values_give_one_clear_message(monkeypatch: pytest.MonkeyPatch, 
     assert fragment in str(info.value)
 
 
-@pytest.mark.parametrize(("text", "size"), [("1024", 1024), ("1KB", 1000), ("1kib", 1024), ("2MB", 2_000_000), ("1.5GiB", 1610612736), (77, 77)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1024", 1024),
+        ("1KB", 1000),
+        ("1kib", 1024),
+        ("2MB", 2_000_000),
+        ("1.5GiB", 1610612736),
+        (77, 77),
+    ],
+)
 def test_parse_size(text: str | int, size: int) -> None:
     assert parse_size(text) == size
 
@@ -77,7 +99,14 @@ def write(tmp_path: Path, data: object) -> Path:
 
 
 def test_model_mapping_file(tmp_path: Path) -> None:
-    path = write(tmp_path, {"llama3": "meta-llama/Llama-3.1-8B", "gpt-4o": {"context_length": 128000, "capabilities": ["completion", "vision"]}, "coder": {"model": "qwen2.5-coder"}})
+    path = write(
+        tmp_path,
+        {
+            "llama3": "meta-llama/Llama-3.1-8B",
+            "gpt-4o": {"context_length": 128000, "capabilities": ["completion", "vision"]},
+            "coder": {"model": "qwen2.5-coder"},
+        },
+    )
     mm = load_settings(model_mapping_file=path).model_map()
     assert mm.entries == {
         "llama3": ModelMeta("meta-llama/Llama-3.1-8B"),
@@ -96,7 +125,9 @@ def test_model_mapping_file(tmp_path: Path) -> None:
         ({"a": {"capabilities": ["flying"]}}, "'capabilities' must be a list of"),
     ],
 )
-def test_invalid_mapping_file_names_file_and_entry(tmp_path: Path, data: object, fragment: str) -> None:
+def test_invalid_mapping_file_names_file_and_entry(
+    tmp_path: Path, data: object, fragment: str
+) -> None:
     path = write(tmp_path, data)
     with pytest.raises(ConfigError, match=fragment) as info:
         load_settings(model_mapping_file=path)

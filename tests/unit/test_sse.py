@@ -7,7 +7,7 @@ from ollama_openai_proxy.sse import SSEEvent, SSEParser
 STREAM = (
     'data: {"a":1}\n\n'
     ": keep-alive comment\n\n"
-    "event: error\ndata: {\"error\":\"x\"}\n\n"
+    'event: error\ndata: {"error":"x"}\n\n'
     "data: line1\ndata: line2\n\n"
     "data:no-space\n\n"
     "id: 7\nretry: 100\ndata: é 日本 🎉\n\n"

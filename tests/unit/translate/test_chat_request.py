@@ -86,18 +86,27 @@ def test_roles_content_and_unknown_fields() -> None:
 
 
 def test_empty_tools_dropped_nonempty_kept() -> None:
-    assert "tools" not in chat({"messages": [{"role": "user", "content": "x"}], "tools": []}).payload
+    assert (
+        "tools" not in chat({"messages": [{"role": "user", "content": "x"}], "tools": []}).payload
+    )
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    assert chat({"messages": [{"role": "user", "content": "x"}], "tools": tools}).payload["tools"] == tools
+    assert (
+        chat({"messages": [{"role": "user", "content": "x"}], "tools": tools}).payload["tools"]
+        == tools
+    )
 
 
 def test_invalid_role_is_400() -> None:
-    with pytest.raises(BadRequest, match="invalid message role 'robot' at messages.0"):
+    with pytest.raises(BadRequest, match=r"invalid message role 'robot' at messages\.0"):
         chat({"messages": [{"role": "robot", "content": "x"}]})
 
 
 def test_model_is_the_upstream_id_given() -> None:
-    up = chat_request(CHAT.validate_python({"model": "alias", "messages": [{"role": "user", "content": "x"}]}), "real-id", Policy())
+    up = chat_request(
+        CHAT.validate_python({"model": "alias", "messages": [{"role": "user", "content": "x"}]}),
+        "real-id",
+        Policy(),
+    )
     assert up.payload["model"] == "real-id"
 
 
@@ -105,7 +114,13 @@ def test_model_is_the_upstream_id_given() -> None:
     ("fmt", "expected"),
     [
         ("json", {"type": "json_object"}),
-        ({"type": "object"}, {"type": "json_schema", "json_schema": {"name": "response", "schema": {"type": "object"}}}),
+        (
+            {"type": "object"},
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": {"type": "object"}},
+            },
+        ),
         ("", None),
         (None, None),
     ],
@@ -150,7 +165,9 @@ def test_image_mime_sniffed_from_bytes(raw: bytes, mime: str) -> None:
 def test_image_data_url_passes_through_and_no_empty_text_part() -> None:
     url = f"data:image/png;base64,{PNG}"
     up = chat({"messages": [{"role": "user", "content": "", "images": [url]}]})
-    assert up.payload["messages"][0]["content"] == [{"type": "image_url", "image_url": {"url": url}}]
+    assert up.payload["messages"][0]["content"] == [
+        {"type": "image_url", "image_url": {"url": url}}
+    ]
 
 
 @pytest.mark.parametrize("bad", ["not base64!!", "iVBORw0KGgo", "abc"])
@@ -160,7 +177,14 @@ def test_invalid_base64_image_is_400(bad: str) -> None:
 
 
 def test_images_on_non_user_messages_dropped_with_note() -> None:
-    up = chat({"messages": [{"role": "assistant", "content": "x", "images": [PNG]}, {"role": "user", "content": "y"}]})
+    up = chat(
+        {
+            "messages": [
+                {"role": "assistant", "content": "x", "images": [PNG]},
+                {"role": "user", "content": "y"},
+            ]
+        }
+    )
     assert up.payload["messages"][0] == {"role": "assistant", "content": "x"}
     assert any("images" in n for n in up.notes)
 
@@ -171,7 +195,7 @@ def test_images_on_non_user_messages_dropped_with_note() -> None:
 def test_tool_results_paired_by_name_then_position() -> None:
     fx = contract("chat_tool_history_request.json")
     notes: list[str] = []
-    msgs = messages_to_openai(CHAT.validate_python(fx["request"])["messages"], notes)
+    msgs = messages_to_openai(CHAT.validate_python(fx["request"])["messages"] or [], notes)
     calls = msgs[1]["tool_calls"]
     assert [c["id"] for c in calls] == ["call_1_0", "call_1_1"]
     assert msgs[1]["content"] is None
@@ -215,7 +239,13 @@ def test_missing_tool_results_are_filled_and_orphans_kept_as_user_text() -> None
     )
     assert msgs == [
         {"role": "user", "content": "[tool result f] orphan"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1_0", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1_0", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1_0", "content": ""},
         {"role": "user", "content": "next"},
     ]
@@ -242,7 +272,18 @@ def test_generate_system_prompt_images_options() -> None:
 
 
 def test_generate_ignored_fields_are_noted() -> None:
-    req = GENERATE.validate_python({"model": "m", "prompt": "p", "template": "t", "context": [1, 2], "raw": True, "images": [PNG]})
+    req = GENERATE.validate_python(
+        {
+            "model": "m",
+            "prompt": "p",
+            "template": "t",
+            "context": [1, 2],
+            "raw": True,
+            "images": [PNG],
+        }
+    )
     up = generate_request(req, "m", Policy())
-    assert up.payload["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert up.payload["messages"][0]["content"][1]["image_url"]["url"].startswith(
+        "data:image/png;base64,"
+    )
     assert len(up.notes) == 3

@@ -11,14 +11,40 @@ from tests.conftest import contract
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(None, None), ("", None), (0, 0.0), ("0", 0.0), (-1, -1.0), ("-1", -1.0), (300, 300.0), (1.5, 1.5),
-     ("5m", 300.0), ("1h30m", 5400.0), ("300ms", 0.3), ("2s", 2.0), ("-1m", -60.0), ("1.5h", 5400.0), ("10us", 1e-5)],
+    [
+        (None, None),
+        ("", None),
+        (0, 0.0),
+        ("0", 0.0),
+        (-1, -1.0),
+        ("-1", -1.0),
+        (300, 300.0),
+        (1.5, 1.5),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("300ms", 0.3),
+        ("2s", 2.0),
+        ("-1m", -60.0),
+        ("1.5h", 5400.0),
+        ("10us", 1e-5),
+    ],
 )
 def test_parse(value: Any, seconds: float | None) -> None:
-    assert parse_keep_alive(value) == pytest.approx(seconds) if seconds is not None else parse_keep_alive(value) is None
+    assert (
+        parse_keep_alive(value) == pytest.approx(seconds)
+        if seconds is not None
+        else parse_keep_alive(value) is None
+    )
 
 
-@pytest.mark.parametrize(("value", "message"), [("300", 'time: missing unit in duration "300"'), ("5x", 'time: invalid duration "5x"'), (True, "invalid keep_alive")])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("300", 'time: missing unit in duration "300"'),
+        ("5x", 'time: invalid duration "5x"'),
+        (True, "invalid keep_alive"),
+    ],
+)
 def test_invalid(value: Any, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
         parse_keep_alive(value)
@@ -26,10 +52,22 @@ def test_invalid(value: Any, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "generate"),
-    [("chat_load_empty_messages.json", False), ("chat_unload_keep_alive_0.json", False), ("generate_load.json", True), ("generate_unload.json", True)],
+    [
+        ("chat_load_empty_messages.json", False),
+        ("chat_unload_keep_alive_0.json", False),
+        ("generate_load.json", True),
+        ("generate_unload.json", True),
+    ],
 )
 def test_golden_load_unload(name: str, generate: bool) -> None:
     fx = contract(name)
     body = fx["response"]["body"]
-    out = load_response(fx["request"]["model"], parse_keep_alive(fx["request"].get("keep_alive")), 0, generate=generate)
-    assert {k: v for k, v in out.items() if k != "created_at"} == {k: v for k, v in body.items() if k != "created_at"}
+    out = load_response(
+        fx["request"]["model"],
+        parse_keep_alive(fx["request"].get("keep_alive")),
+        0,
+        generate=generate,
+    )
+    assert {k: v for k, v in out.items() if k != "created_at"} == {
+        k: v for k, v in body.items() if k != "created_at"
+    }

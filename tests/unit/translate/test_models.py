@@ -27,13 +27,27 @@ def test_latest_kept_when_backend_lists_it_and_stripped_otherwise() -> None:
 
 
 def test_aliases_both_ways() -> None:
-    mm = ModelMap({"llama3": ModelMeta("meta-llama/Llama-3.1-8B"), "fast": ModelMeta("gpt-4o-mini"), "gpt-4o": ModelMeta("gpt-4o", 1000)})
+    mm = ModelMap(
+        {
+            "llama3": ModelMeta("meta-llama/Llama-3.1-8B"),
+            "fast": ModelMeta("gpt-4o-mini"),
+            "gpt-4o": ModelMeta("gpt-4o", 1000),
+        }
+    )
     assert resolve("llama3", mm) == "meta-llama/Llama-3.1-8B"
     assert resolve("llama3:latest", mm) == "meta-llama/Llama-3.1-8B"
     assert mm.is_alias("fast")
     assert not mm.is_alias("gpt-4o")  # metadata only
     assert not mm.is_alias("unknown")
-    body = {"data": [{"id": "gpt-4o-mini", "created": 1}, {"id": "gpt-4o", "created": 1}, {"id": "other", "created": 1}, {"bad": 1}, "x"]}
+    body = {
+        "data": [
+            {"id": "gpt-4o-mini", "created": 1},
+            {"id": "gpt-4o", "created": 1},
+            {"id": "other", "created": 1},
+            {"bad": 1},
+            "x",
+        ]
+    }
     names = [m["name"] for m in tm.tags(body, mm, NOW)["models"]]
     # the mapped id is listed under its alias; configured aliases appear even if not listed
     assert names == ["fast", "gpt-4o", "other", "llama3"]
@@ -69,7 +83,9 @@ def test_tags_empty_and_malformed() -> None:
         ("llava:13b", "llava", 32768, ("completion", "tools", "vision")),
     ],
 )
-def test_facts_defaults_per_model_id(model_id: str, family: str, ctx: int, caps: tuple[str, ...]) -> None:
+def test_facts_defaults_per_model_id(
+    model_id: str, family: str, ctx: int, caps: tuple[str, ...]
+) -> None:
     assert tm.facts(model_id, model_id, None, 32768) == tm.ModelFacts(family, ctx, caps)
 
 
@@ -80,7 +96,9 @@ def test_facts_from_configuration_win() -> None:
 
 def test_show_shape_has_model_info_with_context_length() -> None:
     fx = contract("show_post.json")["response"]["body"]
-    out = tm.show("gpt-4o-mini", "gpt-4o-mini", tm.facts("gpt-4o-mini", "gpt-4o-mini", None, 32768), NOW)
+    out = tm.show(
+        "gpt-4o-mini", "gpt-4o-mini", tm.facts("gpt-4o-mini", "gpt-4o-mini", None, 32768), NOW
+    )
     assert set(out) <= set(fx)
     assert out["model_info"]["general.architecture"] == "gpt"
     assert out["model_info"]["gpt.context_length"] == 128000
@@ -97,4 +115,7 @@ def test_ps_entry_shape() -> None:
 
 
 def test_digest_is_sha256_hex_without_prefix() -> None:
-    assert tm.digest("gpt-4o-mini") == "8a43428062692d369599bd00272fd529aa5949ba715361e20f54e63c444ccea1"
+    assert (
+        tm.digest("gpt-4o-mini")
+        == "8a43428062692d369599bd00272fd529aa5949ba715361e20f54e63c444ccea1"
+    )

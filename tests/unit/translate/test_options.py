@@ -8,7 +8,9 @@ from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.translate.options import map_options
 
 
-def run(options: dict[str, Any], passthrough: dict[str, str] | None = None) -> tuple[dict[str, Any], list[str], list[str]]:
+def run(
+    options: dict[str, Any], passthrough: dict[str, str] | None = None
+) -> tuple[dict[str, Any], list[str], list[str]]:
     out: dict[str, Any] = {}
     dropped, notes = map_options(options, passthrough or {}, out)
     return out, dropped, notes
@@ -18,11 +20,19 @@ def test_direct_equivalents() -> None:
     out, dropped, _ = run(
         {"temperature": 0.2, "top_p": 0.9, "presence_penalty": 0.5, "frequency_penalty": -0.5}
     )
-    assert out == {"temperature": 0.2, "top_p": 0.9, "presence_penalty": 0.5, "frequency_penalty": -0.5}
+    assert out == {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.5,
+    }
     assert dropped == []
 
 
-@pytest.mark.parametrize(("value", "expected"), [(128, {"max_tokens": 128}), (0, {}), (-1, {}), (-2, {}), (64.0, {"max_tokens": 64})])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(128, {"max_tokens": 128}), (0, {}), (-1, {}), (-2, {}), (64.0, {"max_tokens": 64})],
+)
 def test_num_predict(value: Any, expected: dict[str, Any]) -> None:
     assert run({"num_predict": value})[0] == expected
 
@@ -45,7 +55,14 @@ def test_stop_bare_string_accepted_and_empty_list_omitted() -> None:
 
 
 def test_options_without_equivalent_are_dropped_and_reported() -> None:
-    options = {"top_k": 40, "num_ctx": 8192, "repeat_penalty": 1.1, "mirostat": 0, "low_vram": False, "keep_alive": "5m"}
+    options = {
+        "top_k": 40,
+        "num_ctx": 8192,
+        "repeat_penalty": 1.1,
+        "mirostat": 0,
+        "low_vram": False,
+        "keep_alive": "5m",
+    }
     out, dropped, _ = run(options)
     assert out == {}
     assert dropped == list(options)

@@ -11,14 +11,24 @@ from ollama_openai_proxy.errors import UpstreamProtocolError, UpstreamStatusErro
 from ollama_openai_proxy.translate.stream import StreamTranslator
 from tests.conftest import contract
 
-ILLUSTRATIVE = {"created_at", "total_duration", "load_duration", "prompt_eval_duration", "eval_duration"}
+ILLUSTRATIVE = {
+    "created_at",
+    "total_duration",
+    "load_duration",
+    "prompt_eval_duration",
+    "eval_duration",
+}
 
 
 def translator(model: str = "m", *, generate: bool = False, think: bool = True) -> StreamTranslator:
     ticks = itertools.count(1_000, 1_000)  # a clock advancing 1 µs per read
     return StreamTranslator(
-        model, generate=generate, think=think, start_ns=0,
-        clock=lambda: next(ticks), wall=lambda: 1_767_225_600_123_000_000,
+        model,
+        generate=generate,
+        think=think,
+        start_ns=0,
+        clock=lambda: next(ticks),
+        wall=lambda: 1_767_225_600_123_000_000,
     )
 
 
@@ -36,8 +46,15 @@ def strip(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in line.items() if k not in ILLUSTRATIVE} for line in lines]
 
 
-def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}], **extra}
+def chunk(
+    delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}],
+        **extra,
+    }
 
 
 USAGE = {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 4}}
@@ -53,14 +70,23 @@ def test_golden_fragmented_parallel_tool_calls() -> None:
 
 def test_golden_basic_stream_shape() -> None:
     fx = contract("chat_stream_basic.json")
-    events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"content": line["message"]["content"]}) for line in fx["response"]["lines"][:-1]]
-    events += [chunk(finish="stop"), {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 4}}, "[DONE]"]
+    events: list[Any] = [chunk({"role": "assistant", "content": ""})]
+    events += [
+        chunk({"content": line["message"]["content"]}) for line in fx["response"]["lines"][:-1]
+    ]
+    events += [
+        chunk(finish="stop"),
+        {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 4}},
+        "[DONE]",
+    ]
     lines = run(translator("llama3.2"), events)
     assert strip(lines) == strip(fx["response"]["lines"])
     # Metrics only on the final line (@langchain/ollama sums counts over all lines).
     assert all("eval_count" not in line for line in lines[:-1])
-    assert lines[-1]["total_duration"] == lines[-1]["prompt_eval_duration"] + lines[-1]["eval_duration"] + 1_000
+    assert (
+        lines[-1]["total_duration"]
+        == lines[-1]["prompt_eval_duration"] + lines[-1]["eval_duration"] + 1_000
+    )
 
 
 def test_golden_thinking_stream() -> None:
@@ -77,7 +103,11 @@ def test_golden_thinking_stream() -> None:
 
 
 def test_think_false_drops_reasoning_and_never_sends_empty_thinking() -> None:
-    events = [chunk({"reasoning_content": "hmm"}), chunk({"content": "A", "reasoning_content": ""}), chunk(finish="stop")]
+    events = [
+        chunk({"reasoning_content": "hmm"}),
+        chunk({"content": "A", "reasoning_content": ""}),
+        chunk(finish="stop"),
+    ]
     lines = run(translator(think=False), events)
     assert [line["message"] for line in lines] == [
         {"role": "assistant", "content": "A"},
@@ -87,13 +117,27 @@ def test_think_false_drops_reasoning_and_never_sends_empty_thinking() -> None:
 
 def test_golden_length_finish() -> None:
     fx = contract("chat_stream_length.json")
-    events = [chunk({"content": "1,"}), chunk({"content": " 2,"}), chunk({"content": " 3"}), chunk(finish="length"), {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}}]
+    events = [
+        chunk({"content": "1,"}),
+        chunk({"content": " 2,"}),
+        chunk({"content": " 3"}),
+        chunk(finish="length"),
+        {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}},
+    ]
     assert strip(run(translator("llama3.2"), events)) == strip(fx["response"]["lines"])
 
 
 @pytest.mark.parametrize(
     ("finish", "reason"),
-    [("stop", "stop"), ("length", "length"), ("tool_calls", "stop"), ("function_call", "stop"), ("content_filter", "stop"), (None, "stop"), ("weird", "stop")],
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("tool_calls", "stop"),
+        ("function_call", "stop"),
+        ("content_filter", "stop"),
+        (None, "stop"),
+        ("weird", "stop"),
+    ],
 )
 def test_finish_reason_mapping(finish: str | None, reason: str) -> None:
     lines = run(translator(), [chunk({"content": "x"}, finish)])
@@ -103,12 +147,21 @@ def test_finish_reason_mapping(finish: str | None, reason: str) -> None:
 
 def test_generate_lines_have_response_and_empty_final_response() -> None:
     fx = contract("generate_stream.json")
-    events = [chunk({"content": "Teal"}), chunk({"content": "."}), chunk(finish="stop"), {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 2}}]
-    assert strip(run(translator("llama3.2", generate=True), events)) == strip(fx["response"]["lines"])
+    events = [
+        chunk({"content": "Teal"}),
+        chunk({"content": "."}),
+        chunk(finish="stop"),
+        {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 2}},
+    ]
+    assert strip(run(translator("llama3.2", generate=True), events)) == strip(
+        fx["response"]["lines"]
+    )
 
 
 def test_generate_thinking() -> None:
-    lines = run(translator(generate=True), [chunk({"reasoning_content": "r"}), chunk({"content": "c"})])
+    lines = run(
+        translator(generate=True), [chunk({"reasoning_content": "r"}), chunk({"content": "c"})]
+    )
     assert lines[0]["thinking"] == "r"
     assert lines[0]["response"] == ""
     assert "thinking" not in lines[1]
@@ -116,8 +169,30 @@ def test_generate_thinking() -> None:
 
 def test_tool_call_arguments_split_mid_token_ids_only_first_interleaved() -> None:
     events = [
-        chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "search", "arguments": ""}}]}),
-        chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "lookup", "arguments": '{"i'}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "search", "arguments": ""},
+                    }
+                ]
+            }
+        ),
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 1,
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"i'},
+                    }
+                ]
+            }
+        ),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q": "caf'}}]}),
         chunk({"tool_calls": [{"index": 1, "function": {"arguments": 'd": 4'}}]}),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'é\\u00e9"}'}}]}),
@@ -153,12 +228,27 @@ def test_tool_call_without_id_gets_unique_ids_and_bad_arguments_are_kept() -> No
 
 
 def test_content_before_tool_calls_is_streamed() -> None:
-    lines = run(translator(), [chunk({"content": "Let me check."}), chunk({"tool_calls": [{"index": 0, "id": "x", "function": {"name": "f", "arguments": "{}"}}]})])
+    lines = run(
+        translator(),
+        [
+            chunk({"content": "Let me check."}),
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "x", "function": {"name": "f", "arguments": "{}"}}
+                    ]
+                }
+            ),
+        ],
+    )
     assert [line["message"].get("tool_calls") is not None for line in lines] == [False, True, False]
 
 
 def test_usage_inside_last_choice_chunk() -> None:
-    lines = run(translator(), [chunk({"content": "x"}, "stop", usage={"prompt_tokens": 3, "completion_tokens": 1})])
+    lines = run(
+        translator(),
+        [chunk({"content": "x"}, "stop", usage={"prompt_tokens": 3, "completion_tokens": 1})],
+    )
     assert (lines[-1]["prompt_eval_count"], lines[-1]["eval_count"]) == (3, 1)
 
 
@@ -192,7 +282,12 @@ def test_text_lines_equal_generic_encoding() -> None:
     # The hand-built fast path must be byte-identical to encoding the dict.
     tr = translator("m")
     raw = tr.feed(orjson.dumps(chunk({"content": "hé\u2028", "reasoning_content": "t"})).decode())
-    expected = {"model": "m", "created_at": "2026-01-01T00:00:00.123Z", "message": {"role": "assistant", "content": "hé\u2028", "thinking": "t"}, "done": False}
+    expected = {
+        "model": "m",
+        "created_at": "2026-01-01T00:00:00.123Z",
+        "message": {"role": "assistant", "content": "hé\u2028", "thinking": "t"},
+        "done": False,
+    }
     assert raw == orjson.dumps(expected).replace("\u2028".encode(), b"\\u2028") + b"\n"
 
 
@@ -216,12 +311,33 @@ def test_error_object_in_stream_raises_mapped_error() -> None:
 def test_feed_completion_for_backends_that_ignore_stream() -> None:
     tr = translator()
     out = tr.feed_completion(
-        {"choices": [{"index": 0, "message": {"role": "assistant", "content": "all at once", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}, "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "all at once",
+                        "tool_calls": [
+                            {
+                                "id": "t",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": '{"a":1}'},
+                            }
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 3},
+        }
     )
     assert tr.done
     lines = [json.loads(x) for x in (out + tr.finish()).decode().splitlines()]
     assert lines[0]["message"]["content"] == "all at once"
-    assert lines[1]["message"]["tool_calls"] == [{"id": "t", "function": {"index": 0, "name": "f", "arguments": {"a": 1}}}]
+    assert lines[1]["message"]["tool_calls"] == [
+        {"id": "t", "function": {"index": 0, "name": "f", "arguments": {"a": 1}}}
+    ]
     assert lines[2]["eval_count"] == 3
 
 
@@ -231,6 +347,17 @@ def test_error_line() -> None:
 
 def test_generate_drops_tool_calls_with_note() -> None:
     tr = translator(generate=True)
-    lines = run(tr, [chunk({"tool_calls": [{"index": 0, "id": "x", "function": {"name": "f", "arguments": "{}"}}]})])
+    lines = run(
+        tr,
+        [
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "x", "function": {"name": "f", "arguments": "{}"}}
+                    ]
+                }
+            )
+        ],
+    )
     assert len(lines) == 1
     assert tr.notes
