@@ -68,6 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
         log.info("started", upstream=settings.openai_api_base_url, version=__version__)
+        if settings.disable_ssl_verification:
+            log.warning(
+                "tls_verification_disabled",
+                detail="DISABLE_SSL_VERIFICATION is set: the backend's certificate is NOT checked; "
+                "anyone on the network path can read and alter traffic, including the API key",
+            )
+        if not settings.openai_api_key.get_secret_value() and "api.openai.com" in (
+            settings.openai_api_base_url
+        ):
+            log.warning("no_api_key", detail="OPENAI_API_KEY is empty; OpenAI will answer 401")
         try:
             yield
         finally:

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Log level."
     )
-    debug: bool = Field(False, description="Debug mode: DEBUG logs, full error detail in logs.")
+    debug: bool = Field(False, description="Shortcut for LOG_LEVEL=DEBUG.")
     request_timeout: float = Field(
         300.0,
         gt=0,
