@@ -64,8 +64,14 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     up_port, proxy_port = free_port(), free_port()
     procs = [subprocess.Popen([sys.executable, str(HERE / "upstream.py"), str(up_port), "100"])]
-    env = {**os.environ, "OPENAI_API_BASE_URL": f"http://127.0.0.1:{up_port}/v1", "OPENAI_API_KEY": "bench",
-           "PROXY_PORT": str(proxy_port), "LOG_LEVEL": "WARNING", "MAX_RETRIES": "0"}
+    env = {
+        **os.environ,
+        "OPENAI_API_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
+        "OPENAI_API_KEY": "bench",
+        "PROXY_PORT": str(proxy_port),
+        "LOG_LEVEL": "WARNING",
+        "MAX_RETRIES": "0",
+    }
     procs.append(subprocess.Popen([sys.executable, "-m", "ollama_openai_proxy"], env=env, cwd=HERE))
     try:
         wait(up_port)
@@ -74,10 +80,39 @@ def main() -> None:
         proxy = http.client.HTTPConnection("127.0.0.1", proxy_port)
         msgs = [{"role": "user", "content": "Say hello"}]
         cases = {
-            "chat": ((direct, "/v1/chat/completions", json.dumps({"model": "bench-model", "messages": msgs}).encode()),
-                     (proxy, "/api/chat", json.dumps({"model": "bench-model", "messages": msgs, "stream": False}).encode())),
-            "stream": ((direct, "/v1/chat/completions", json.dumps({"model": "bench-model", "messages": msgs, "stream": True, "stream_options": {"include_usage": True}}).encode()),
-                       (proxy, "/api/chat", json.dumps({"model": "bench-model", "messages": msgs}).encode())),
+            "chat": (
+                (
+                    direct,
+                    "/v1/chat/completions",
+                    json.dumps({"model": "bench-model", "messages": msgs}).encode(),
+                ),
+                (
+                    proxy,
+                    "/api/chat",
+                    json.dumps(
+                        {"model": "bench-model", "messages": msgs, "stream": False}
+                    ).encode(),
+                ),
+            ),
+            "stream": (
+                (
+                    direct,
+                    "/v1/chat/completions",
+                    json.dumps(
+                        {
+                            "model": "bench-model",
+                            "messages": msgs,
+                            "stream": True,
+                            "stream_options": {"include_usage": True},
+                        }
+                    ).encode(),
+                ),
+                (
+                    proxy,
+                    "/api/chat",
+                    json.dumps({"model": "bench-model", "messages": msgs}).encode(),
+                ),
+            ),
         }
         results: dict[str, dict[str, float]] = {}
         for name, (d, p) in cases.items():
@@ -93,27 +128,43 @@ def main() -> None:
                 total = [v[1] * 1000 for v in vals]
                 first = [v[0] * 1000 for v in vals]
                 results[f"{name}/{path}"] = {
-                    "p50_ms": statistics.median(total), "p99_ms": pct(total, 99),
-                    "ttfb_p50_ms": statistics.median(first), "ttfb_p99_ms": pct(first, 99), "n": len(vals),
+                    "p50_ms": statistics.median(total),
+                    "p99_ms": pct(total, 99),
+                    "ttfb_p50_ms": statistics.median(first),
+                    "ttfb_p99_ms": pct(first, 99),
+                    "n": len(vals),
                 }
         print(f"{'case':<16}{'p50 ms':>10}{'p99 ms':>10}{'ttfb p50':>10}{'ttfb p99':>10}")
         for key, r in results.items():
-            print(f"{key:<16}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r['ttfb_p50_ms']:>10.3f}{r['ttfb_p99_ms']:>10.3f}")
+            print(
+                f"{key:<16}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r['ttfb_p50_ms']:>10.3f}{r['ttfb_p99_ms']:>10.3f}"
+            )
         added = {
             name: {
-                "added_p50_ms": results[f"{name}/proxy"]["p50_ms"] - results[f"{name}/direct"]["p50_ms"],
-                "added_p99_ms": results[f"{name}/proxy"]["p99_ms"] - results[f"{name}/direct"]["p99_ms"],
-                "added_ttfb_p50_ms": results[f"{name}/proxy"]["ttfb_p50_ms"] - results[f"{name}/direct"]["ttfb_p50_ms"],
-                "ratio_p50": results[f"{name}/proxy"]["p50_ms"] / results[f"{name}/direct"]["p50_ms"],
+                "added_p50_ms": results[f"{name}/proxy"]["p50_ms"]
+                - results[f"{name}/direct"]["p50_ms"],
+                "added_p99_ms": results[f"{name}/proxy"]["p99_ms"]
+                - results[f"{name}/direct"]["p99_ms"],
+                "added_ttfb_p50_ms": results[f"{name}/proxy"]["ttfb_p50_ms"]
+                - results[f"{name}/direct"]["ttfb_p50_ms"],
+                "ratio_p50": results[f"{name}/proxy"]["p50_ms"]
+                / results[f"{name}/direct"]["p50_ms"],
             }
             for name in cases
         }
         for name, a in added.items():
-            print(f"added by the proxy, {name}: p50 {a['added_p50_ms']:.3f} ms, p99 {a['added_p99_ms']:.3f} ms, "
-                  f"ttfb p50 {a['added_ttfb_p50_ms']:.3f} ms, p50 ratio {a['ratio_p50']:.2f}x direct")
+            print(
+                f"added by the proxy, {name}: p50 {a['added_p50_ms']:.3f} ms, p99 {a['added_p99_ms']:.3f} ms, "
+                f"ttfb p50 {a['added_ttfb_p50_ms']:.3f} ms, p50 ratio {a['ratio_p50']:.2f}x direct"
+            )
         out = HERE / "results"
         out.mkdir(exist_ok=True)
-        (out / "latency.json").write_text(json.dumps({"results": results, "added": added, "requests": n, "cpus": os.cpu_count()}, indent=2))
+        (out / "latency.json").write_text(
+            json.dumps(
+                {"results": results, "added": added, "requests": n, "cpus": os.cpu_count()},
+                indent=2,
+            )
+        )
     finally:
         for proc in procs:
             proc.terminate()

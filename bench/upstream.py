@@ -15,16 +15,35 @@ import sys
 MODEL = "bench-model"
 COMPLETION = json.dumps(
     {
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1767000000, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the benchmark upstream."}, "finish_reason": "stop"}],
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1767000000,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from the benchmark upstream."},
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
     }
 ).encode()
-MODELS = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 1, "owned_by": "bench"}]}).encode()
+MODELS = json.dumps(
+    {
+        "object": "list",
+        "data": [{"id": MODEL, "object": "model", "created": 1, "owned_by": "bench"}],
+    }
+).encode()
 
 
 def chunk_event(text: str | None, finish: str | None = None, usage: bool = False) -> bytes:
-    obj: dict[str, object] = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    obj: dict[str, object] = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": MODEL,
+    }
     if usage:
         obj["choices"] = []
         obj["usage"] = {"prompt_tokens": 12, "completion_tokens": 100, "total_tokens": 112}
@@ -35,7 +54,9 @@ def chunk_event(text: str | None, finish: str | None = None, usage: bool = False
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunks: int, delay: float) -> None:
+async def handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunks: int, delay: float
+) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -48,9 +69,14 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chu
                     length = int(line.split(b":")[1])
             body = await reader.readexactly(length) if length else b""
             if head.startswith(b"GET /v1/models"):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(MODELS), MODELS))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(MODELS), MODELS)
+                )
             elif b'"stream":true' in body or b'"stream": true' in body:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
                 for i in range(chunks):
                     writer.write(chunk_event(f"tok{i} "))
                     if delay:
@@ -60,7 +86,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chu
                 done = b"data: [DONE]\n\n"
                 writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
             else:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(COMPLETION), COMPLETION)
+                )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -69,7 +98,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chu
 
 
 async def main(port: int, chunks: int, delay: float) -> None:
-    server = await asyncio.start_server(lambda r, w: handle(r, w, chunks, delay), "127.0.0.1", port, backlog=16384)
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, chunks, delay), "127.0.0.1", port, backlog=16384
+    )
     async with server:
         await server.serve_forever()
 
@@ -81,4 +112,10 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 100, float(sys.argv[3]) if len(sys.argv) > 3 else 0.0))
+    asyncio.run(
+        main(
+            int(sys.argv[1]),
+            int(sys.argv[2]) if len(sys.argv) > 2 else 100,
+            float(sys.argv[3]) if len(sys.argv) > 3 else 0.0,
+        )
+    )

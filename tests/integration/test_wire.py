@@ -370,3 +370,22 @@ def test_model_mapping_file(tmp_path: Any, upstream: FakeUpstream) -> None:
             json={"model": "big", "messages": [{"role": "user", "content": "x"}]},
         )
         assert upstream.last()["body"]["model"] == "qwen3:8b"
+
+
+def test_openapi_documents_the_raw_handlers(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    chat = spec["paths"]["/api/chat"]["post"]
+    assert chat["operationId"] == "chat"
+    schema = chat["requestBody"]["content"]["application/json"]["schema"]
+    assert {"model", "messages", "stream", "options", "think", "format"} <= schema[
+        "properties"
+    ].keys()
+    assert {
+        "/api/generate",
+        "/api/show",
+        "/api/tags",
+        "/api/ps",
+        "/api/version",
+        "/v1/chat/completions",
+    } <= spec["paths"].keys()
+    assert http.get("/docs").status_code == 200

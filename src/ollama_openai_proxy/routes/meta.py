@@ -9,13 +9,14 @@ from ollama_openai_proxy import __version__
 from ollama_openai_proxy.context import get_context
 from ollama_openai_proxy.errors import UpstreamError
 from ollama_openai_proxy.http import json_response
+from ollama_openai_proxy.routes import get_and_head
 
 router = APIRouter()
 
 
-@router.api_route(
+@get_and_head(
+    router,
     "/",
-    methods=["GET", "HEAD"],
     response_class=PlainTextResponse,
     operation_id="root",
     summary="Liveness probe, as Ollama answers it",
@@ -26,9 +27,9 @@ async def root() -> Response:
     return PlainTextResponse("Ollama is running")
 
 
-@router.api_route(
+@get_and_head(
+    router,
     "/api/version",
-    methods=["GET", "HEAD"],
     operation_id="version",
     summary="Ollama version (configurable, numeric)",
     description="Open WebUI parses it as dotted integers; VS Code Copilot needs >= 0.6.4.",

@@ -11,14 +11,15 @@ from ollama_openai_proxy import schemas
 from ollama_openai_proxy.context import get_context
 from ollama_openai_proxy.errors import BadRequest, ModelNotFound
 from ollama_openai_proxy.http import json_response, read_body
+from ollama_openai_proxy.routes import get_and_head
 from ollama_openai_proxy.translate import models as tm
 
 router = APIRouter()
 
 
-@router.api_route(
+@get_and_head(
+    router,
     "/api/tags",
-    methods=["GET", "HEAD"],
     operation_id="tags",
     summary="List models (from the backend's /v1/models, cached)",
 )
