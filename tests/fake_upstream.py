@@ -93,14 +93,54 @@ def _fail(message: str, status: int = 400, code: str | None = None) -> web.Respo
     return web.json_response(body, status=status)
 
 
-def validate_chat(body: Any, models: set[str]) -> None:
+COMPLETION_PARAMS = frozenset(
+    {
+        "model",
+        "prompt",
+        "suffix",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "n",
+        "stop",
+        "max_tokens",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "user",
+        "seed",
+        "echo",
+        "best_of",
+    }
+)
+EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh"})
+
+
+def validate_params(body: Any, allowed: frozenset[str], extra: set[str]) -> None:
     if not isinstance(body, dict):
         raise Invalid("body must be an object")
     for key in body:
-        if key not in CHAT_PARAMS:
+        if key not in allowed and key not in extra:
             raise Invalid(f"Unrecognized request argument supplied: {key}")
     if not isinstance(body.get("model"), str):
         raise Invalid("you must provide a model parameter")
+    if "stream_options" in body and not body.get("stream"):
+        raise Invalid("stream_options is only allowed when stream is true")
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        if key in body and (isinstance(body[key], bool) or not isinstance(body[key], int | float)):
+            raise Invalid(f"{key} must be a number")
+    if "max_tokens" in body and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1):
+        raise Invalid("max_tokens must be a positive integer")
+    if "stop" in body and isinstance(body["stop"], list) and len(body["stop"]) > 4:
+        raise Invalid("stop: at most 4 sequences")
+
+
+def validate_chat(body: Any, extra: set[str]) -> None:
+    validate_params(body, CHAT_PARAMS, extra)
+    if "reasoning_effort" in body and body["reasoning_effort"] not in EFFORTS:
+        raise Invalid(f"Invalid value for reasoning_effort: {body['reasoning_effort']!r}")
     if "tools" in body:
         tools = body["tools"]
         if not isinstance(tools, list) or not tools:
@@ -110,10 +150,6 @@ def validate_chat(body: Any, models: set[str]) -> None:
                 t.get("function", {}).get("name"), str
             ):
                 raise Invalid("invalid tool definition")
-    if "stop" in body and isinstance(body["stop"], list) and len(body["stop"]) > 4:
-        raise Invalid("stop: at most 4 sequences")
-    if "stream_options" in body and not body.get("stream"):
-        raise Invalid("stream_options is only allowed when stream is true")
     rf = body.get("response_format")
     if rf is not None:
         if rf.get("type") not in ("text", "json_object", "json_schema"):
@@ -126,11 +162,6 @@ def validate_chat(body: Any, models: set[str]) -> None:
                 or not isinstance(js.get("schema"), dict)
             ):
                 raise Invalid("response_format.json_schema needs name and schema")
-    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        if key in body and (isinstance(body[key], bool) or not isinstance(body[key], int | float)):
-            raise Invalid(f"{key} must be a number")
-    if "max_tokens" in body and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1):
-        raise Invalid("max_tokens must be a positive integer")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise Invalid("messages must be a non-empty array")
@@ -183,6 +214,8 @@ class FakeUpstream:
         self.models = models or ["gpt-4o-mini", "qwen3:8b", "text-embedding-3-small"]
         self.api_key = api_key
         self.journal: list[dict[str, Any]] = []
+        self.extra_params: set[str] = set()  # parameters accepted beyond OpenAI's (vLLM-like)
+        self.completions_supported = True
         self.scripts: deque[Script] = deque()
         self.cancelled: list[float] = []  # monotonic times at which a stream's client went away
         self.port = 0
@@ -200,6 +233,8 @@ class FakeUpstream:
         self.scripts.extend(scripts)
 
     def reset(self) -> None:
+        self.extra_params.clear()
+        self.completions_supported = True
         self.scripts.clear()
         self.journal.clear()
         self.cancelled.clear()
@@ -328,17 +363,47 @@ class FakeUpstream:
         body = await self._record(request)
         if (denied := self._auth(request)) is not None:
             return denied
-        text = f"completion of {body.get('prompt')!r}"
-        return web.json_response(
-            {
-                "id": "cmpl-1",
-                "object": "text_completion",
-                "created": 1,
-                "model": body.get("model"),
-                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
-            }
-        )
+        try:
+            validate_params(body, COMPLETION_PARAMS, self.extra_params)
+            if not isinstance(body.get("prompt"), str):
+                raise Invalid("prompt must be a string")
+        except Invalid as exc:
+            return _fail(str(exc))
+        if not self.completions_supported or body["model"] not in self.models:
+            # What OpenAI answers for chat models on the legacy endpoint.
+            return _fail(
+                "This is a chat model and not supported in the v1/completions endpoint. "
+                "Did you mean to use v1/chat/completions?",
+                404,
+                None,
+            )
+        s = self.scripts.popleft() if self.scripts else Script()
+        texts = [c.get("content") or "" for c in s.chunks if isinstance(c, dict)]
+        env = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": body["model"]}
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    **env,
+                    "choices": [
+                        {"index": 0, "text": "".join(texts), "finish_reason": s.finish_reason}
+                    ],
+                    "usage": s.usage,
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for text in texts:
+            chunk = {**env, "choices": [{"index": 0, "text": text, "finish_reason": None}]}
+            await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        last = {**env, "choices": [{"index": 0, "text": "", "finish_reason": s.finish_reason}]}
+        await resp.write(b"data: " + orjson.dumps(last) + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(
+                b"data: " + orjson.dumps({**env, "choices": [], "usage": s.usage}) + b"\n\n"
+            )
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -351,7 +416,7 @@ class FakeUpstream:
         if s.status >= 400:
             return await self._error(s)
         try:
-            validate_chat(body, set(self.models))
+            validate_chat(body, self.extra_params)
         except Invalid as exc:
             return _fail(str(exc))
         if body["model"] not in self.models:
@@ -439,7 +504,9 @@ class FakeUpstream:
                 if s.stall_after is not None and n + 1 == s.stall_after:
                     await asyncio.sleep(3)
             await resp.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
+            self.cancelled.append(time.monotonic())
+        except asyncio.CancelledError:
             self.cancelled.append(time.monotonic())
             raise
         return resp

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ollama_openai_proxy.translate.models import CAPABILITIES, ModelMap, ModelMeta
 from ollama_openai_proxy.translate.policy import Policy
+from ollama_openai_proxy.translate.think import THINK_STYLES
 
 # Ollama's default CORS origins (envconfig/config.go): local pages, desktop apps, VS Code webviews.
 DEFAULT_CORS_ORIGIN_REGEX = (
@@ -110,6 +111,20 @@ class Settings(BaseSettings):
     default_context_length: int = Field(
         32768, ge=256, description="Context length /api/show reports for unknown models."
     )
+    think_style: Literal["reasoning_effort", "openrouter", "chat_template_kwargs", "none"] = Field(
+        "reasoning_effort",
+        description="How 'think' reaches the backend: reasoning_effort (OpenAI), openrouter "
+        "(reasoning object), chat_template_kwargs (vLLM/SGLang enable_thinking), none.",
+    )
+    completions_max_tokens: int = Field(
+        2048,
+        ge=1,
+        description="max_tokens for /v1/completions (generate with suffix or raw) "
+        "when the client sets no num_predict; those endpoints default to 16.",
+    )
+    embed_max_inputs: int = Field(
+        2048, ge=1, description="Most inputs in one /api/embed request (OpenAI's limit is 2048)."
+    )
     ollama_version: str = Field(
         "0.13.0",
         pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$",
@@ -158,7 +173,10 @@ class Settings(BaseSettings):
         return v
 
     def policy(self) -> Policy:
-        return Policy(passthrough=self.passthrough_options)
+        return Policy(
+            passthrough=self.passthrough_options,
+            completions_max_tokens=self.completions_max_tokens,
+        )
 
     def model_map(self) -> ModelMap:
         return load_model_map(self.model_mapping_file) if self.model_mapping_file else ModelMap()
@@ -186,6 +204,9 @@ def load_model_map(path: Path) -> ModelMap:
         upstream = value.get("model", alias)
         ctx = value.get("context_length")
         caps = value.get("capabilities")
+        think = value.get("think_style")
+        if think is not None and think not in THINK_STYLES:
+            raise ConfigError(f"{where}: 'think_style' must be one of {list(THINK_STYLES)}")
         if not isinstance(upstream, str) or not upstream:
             raise ConfigError(f"{where}: 'model' must be a non-empty string")
         if ctx is not None and (not isinstance(ctx, int) or isinstance(ctx, bool) or ctx <= 0):
@@ -194,7 +215,7 @@ def load_model_map(path: Path) -> ModelMap:
             not isinstance(caps, list) or not all(c in CAPABILITIES for c in caps)
         ):
             raise ConfigError(f"{where}: 'capabilities' must be a list of {sorted(CAPABILITIES)}")
-        entries[alias] = ModelMeta(upstream, ctx, tuple(caps) if caps is not None else None)
+        entries[alias] = ModelMeta(upstream, ctx, tuple(caps) if caps is not None else None, think)
     return ModelMap(entries)
 
 

@@ -13,8 +13,8 @@ from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.logs import WarnOnce
 from ollama_openai_proxy.translate.chat import UpstreamRequest
-from ollama_openai_proxy.translate.models import ModelMap, resolve
-from ollama_openai_proxy.translate.policy import Policy
+from ollama_openai_proxy.translate.models import ModelFacts, ModelMap, facts, resolve
+from ollama_openai_proxy.translate.policy import Policy, Target
 from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy")
@@ -33,6 +33,22 @@ class Context:
 
     def upstream_model(self, name: str) -> str:
         return resolve(name, self.model_map, self.catalog.known_ids)
+
+    def facts(self, name: str) -> ModelFacts:
+        return facts(
+            name,
+            self.upstream_model(name),
+            self.model_map.lookup(name),
+            self.settings.default_context_length,
+        )
+
+    def target(self, name: str) -> Target:
+        """Where a request for ``name`` goes, with what we know of that model."""
+        upstream = self.upstream_model(name)
+        meta = self.model_map.lookup(name)
+        f = facts(name, upstream, meta, self.settings.default_context_length)
+        style = (meta.think_style if meta else None) or self.settings.think_style
+        return Target(upstream, style, "thinking" in f.capabilities)
 
     def report(self, up: UpstreamRequest, model: str) -> None:
         """Log what the translation could not carry over (nothing is dropped silently)."""

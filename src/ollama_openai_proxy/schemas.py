@@ -133,3 +133,23 @@ def openapi_body(adapter: TypeAdapter[Any]) -> dict[str, Any]:
     schema = adapter.json_schema()
     schema = _inline(schema, schema.get("$defs", {}))
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+class EmbedRequest(TypedDict, total=False):
+    model: str | None
+    input: Any  # str or list[str]; checked by the translator with Ollama's message
+    truncate: bool | None
+    dimensions: int | None
+    keep_alive: KeepAlive
+    options: dict[str, Any] | None
+
+
+class EmbeddingsRequest(TypedDict, total=False):
+    model: str | None
+    prompt: str | None
+    keep_alive: KeepAlive
+    options: dict[str, Any] | None
+
+
+EMBED = TypeAdapter(EmbedRequest)
+EMBEDDINGS = TypeAdapter(EmbeddingsRequest)

@@ -70,7 +70,7 @@ def test_models_embeddings_completions(oai: openai.OpenAI) -> None:
     emb = oai.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
     assert [d.embedding for d in emb.data] == [[3.0, 4.0, 0.0], [3.0, 5.0, 0.0]]
     comp = oai.completions.create(model="gpt-4o-mini", prompt="x")
-    assert comp.choices[0].text == "completion of 'x'"
+    assert comp.choices[0].text == "Hello!"
 
 
 def test_rate_limit_headers_forwarded(proxy: ProxyServer, upstream: FakeUpstream) -> None:

@@ -1,4 +1,4 @@
-"""``/api/chat`` and ``/api/generate``: one OpenAI chat completion each, streamed or not."""
+"""``/api/chat`` and ``/api/generate``: one OpenAI (chat) completion each, streamed or not."""
 
 from __future__ import annotations
 
@@ -10,13 +10,20 @@ from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.context import Context, get_context
-from ollama_openai_proxy.errors import BadRequest, ModelNotFound, UpstreamProtocolError
+from ollama_openai_proxy.errors import (
+    BadRequest,
+    ModelNotFound,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from ollama_openai_proxy.http import json_response, ndjson_response, read_body
 from ollama_openai_proxy.translate.chat import (
     chat_request,
     chat_response,
+    completion_request,
     generate_request,
     generate_response,
+    uses_completions,
 )
 from ollama_openai_proxy.translate.keepalive import (
     DEFAULT_KEEP_ALIVE,
@@ -26,7 +33,8 @@ from ollama_openai_proxy.translate.keepalive import (
 from ollama_openai_proxy.translate.stream import StreamTranslator
 
 router = APIRouter()
-COMPLETIONS = "/chat/completions"
+CHAT_COMPLETIONS = "/chat/completions"
+COMPLETIONS = "/completions"
 
 
 @router.post(
@@ -46,10 +54,11 @@ async def chat(request: Request) -> Response:
     keep_alive = parse_keep_alive(req.get("keep_alive"))
     if not req.get("messages"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
-    up = chat_request(req, ctx.upstream_model(model), ctx.policy)
+    up = chat_request(req, ctx.target(model), ctx.policy)
     ctx.report(up, model)
+    think = req.get("think") is not False
     return await _complete(
-        ctx, up.payload, model, req.get("think") is not False, start, keep_alive, generate=False
+        ctx, CHAT_COMPLETIONS, up.payload, model, think, start, keep_alive, generate=False
     )
 
 
@@ -68,17 +77,37 @@ async def generate(request: Request) -> Response:
         raise ModelNotFound("")  # Ollama answers 404 "model '' not found" here, not 400
     schemas.check_think(req.get("think"))
     keep_alive = parse_keep_alive(req.get("keep_alive"))
-    if not req.get("prompt") and not req.get("images"):
+    if req.get("raw") and (req.get("system") or req.get("template") or req.get("context")):
+        raise BadRequest("raw mode does not support template, system, or context")
+    if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
-    up = generate_request(req, ctx.upstream_model(model), ctx.policy)
+    target = ctx.target(model)
+    think = req.get("think") is not False
+    if uses_completions(req):
+        up = completion_request(req, target, ctx.policy)
+        ctx.report(up, model)
+        try:
+            return await _complete(
+                ctx, COMPLETIONS, up.payload, model, think, start, keep_alive, generate=True
+            )
+        except UpstreamStatusError as exc:
+            # A raw prompt can still go to chat if the backend has no /v1/completions; a suffix
+            # (fill-in-the-middle) cannot.
+            if req.get("suffix") or exc.upstream_status != 404:
+                raise
+            ctx.notes(
+                ["backend has no /v1/completions for this model; raw prompt sent as chat"], model
+            )
+    up = generate_request(req, target, ctx.policy)
     ctx.report(up, model)
     return await _complete(
-        ctx, up.payload, model, req.get("think") is not False, start, keep_alive, generate=True
+        ctx, CHAT_COMPLETIONS, up.payload, model, think, start, keep_alive, generate=True
     )
 
 
 async def _complete(
     ctx: Context,
+    path: str,
     payload: dict[str, Any],
     model: str,
     think: bool,
@@ -87,9 +116,10 @@ async def _complete(
     *,
     generate: bool,
 ) -> Response:
+    """Call the backend; answer in the shape of Ollama's chat or generate."""
     ttl = DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
     if payload["stream"]:
-        resp = await ctx.upstream.open_stream(COMPLETIONS, payload, client_model=model)
+        resp = await ctx.upstream.open_stream(path, payload, client_model=model)
         tr = StreamTranslator(model, generate=generate, think=think, start_ns=start)
 
         def on_end() -> None:
@@ -97,28 +127,16 @@ async def _complete(
             ctx.notes(tr.notes, model)
 
         return await ndjson_response(resp, tr, ctx.upstream.base_url, on_end)
-    body = await ctx.upstream.json("POST", COMPLETIONS, payload, client_model=model)
+    body = await ctx.upstream.json("POST", path, payload, client_model=model)
     notes: list[str] = []
+    now, total = time.time_ns(), time.perf_counter_ns() - start
     try:
         if generate:
-            out = generate_response(
-                body,
-                model,
-                now_ns=time.time_ns(),
-                total_ns=time.perf_counter_ns() - start,
-                think=think,
-            )
+            out = generate_response(body, model, now_ns=now, total_ns=total, think=think)
         else:
-            out = chat_response(
-                body,
-                model,
-                now_ns=time.time_ns(),
-                total_ns=time.perf_counter_ns() - start,
-                think=think,
-                notes=notes,
-            )
+            out = chat_response(body, model, now_ns=now, total_ns=total, think=think, notes=notes)
     except (ValueError, TypeError, AttributeError) as exc:
-        raise UpstreamProtocolError(f"upstream answer is not a chat completion: {exc}") from None
+        raise UpstreamProtocolError(f"upstream answer is not a completion: {exc}") from None
     ctx.notes(notes, model)
     ctx.recent.touch(model, ttl)
     return json_response(out)

@@ -45,22 +45,11 @@ async def show(request: Request) -> Response:
     known = ctx.catalog.known_ids or frozenset()
     if upstream_id not in known and ctx.model_map.lookup(name) is None:
         raise ModelNotFound(name)
-    facts = tm.facts(
-        name, upstream_id, ctx.model_map.lookup(name), ctx.settings.default_context_length
-    )
-    return json_response(tm.show(name, upstream_id, facts, time.time_ns()))
+    return json_response(tm.show(name, upstream_id, ctx.facts(name), time.time_ns()))
 
 
 @router.get("/api/ps", operation_id="ps", summary="Models used recently (within keep_alive)")
 async def ps(request: Request) -> Response:
     ctx = get_context(request)
-    default_ctx = ctx.settings.default_context_length
-    models = [
-        tm.ps_entry(
-            name,
-            tm.facts(name, ctx.upstream_model(name), ctx.model_map.lookup(name), default_ctx),
-            expires,
-        )
-        for name, expires in ctx.recent.active()
-    ]
+    models = [tm.ps_entry(name, ctx.facts(name), expires) for name, expires in ctx.recent.active()]
     return json_response({"models": models})

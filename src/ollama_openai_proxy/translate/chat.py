@@ -21,7 +21,8 @@ from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
 from ollama_openai_proxy.translate.images import data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.options import map_options
-from ollama_openai_proxy.translate.policy import Policy
+from ollama_openai_proxy.translate.policy import Policy, Target
+from ollama_openai_proxy.translate.think import think_params
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
@@ -153,14 +154,16 @@ def _response_format(fmt: Any) -> dict[str, Any] | None:
 
 def _common(
     req: ChatRequest | GenerateRequest,
-    upstream_model: str,
-    messages: list[dict[str, Any]],
+    target: Target,
+    body: dict[str, Any],
     policy: Policy,
     result: UpstreamRequest,
+    *,
+    completions: bool = False,
 ) -> None:
     stream = req.get("stream")
     stream = True if stream is None else stream  # Ollama streams unless told otherwise
-    payload: dict[str, Any] = {"model": upstream_model, "messages": messages, "stream": stream}
+    payload: dict[str, Any] = {"model": target.model, **body, "stream": stream}
     if stream:
         # Without it OpenAI sends no usage in streams and the done line would lack token counts.
         payload["stream_options"] = {"include_usage": True}
@@ -171,25 +174,41 @@ def _common(
         result.notes.extend(notes)
     response_format = _response_format(req.get("format"))
     if response_format is not None:
-        payload["response_format"] = response_format
+        if completions:
+            result.notes.append("format is not supported by /v1/completions; ignored")
+        else:
+            payload["response_format"] = response_format
+    if not completions:
+        payload.update(
+            think_params(req.get("think"), target.think_style, target.thinking, result.notes)
+        )
     if req.get("logprobs"):
         payload["logprobs"] = True
         if req.get("top_logprobs"):
             payload["top_logprobs"] = req["top_logprobs"]
+    if completions and "max_tokens" not in payload:
+        payload["max_tokens"] = policy.completions_max_tokens
     result.payload = payload
 
 
-def chat_request(req: ChatRequest, upstream_model: str, policy: Policy) -> UpstreamRequest:
+def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRequest:
     result = UpstreamRequest(payload={})
     messages = messages_to_openai(req.get("messages") or (), result.notes)
-    _common(req, upstream_model, messages, policy, result)
+    _common(req, target, {"messages": messages}, policy, result)
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
         result.payload["tools"] = tools
     return result
 
 
-def generate_request(req: GenerateRequest, upstream_model: str, policy: Policy) -> UpstreamRequest:
+def uses_completions(req: GenerateRequest) -> bool:
+    """Fill-in-the-middle (``suffix``) and pre-templated (``raw``) prompts need the legacy
+    ``/v1/completions`` endpoint: a chat endpoint would wrap them in the model's template again."""
+    return bool(req.get("suffix")) or bool(req.get("raw"))
+
+
+def generate_request(req: GenerateRequest, target: Target, policy: Policy) -> UpstreamRequest:
+    """``/api/generate`` as a chat completion: a system message and a user message."""
     result = UpstreamRequest(payload={})
     messages: list[dict[str, Any]] = []
     system = req.get("system")
@@ -198,12 +217,30 @@ def generate_request(req: GenerateRequest, upstream_model: str, policy: Policy) 
     messages.append(
         {"role": "user", "content": _content(req.get("prompt") or "", req.get("images"))}
     )
-    for name in ("template", "context", "suffix"):
+    for name in ("template", "context"):
         if req.get(name):
-            result.notes.append(f"generate field {name!r} has no OpenAI chat equivalent; ignored")
+            result.notes.append(f"generate field {name!r} has no OpenAI equivalent; ignored")
     if req.get("raw"):
-        result.notes.append("raw mode: the prompt is sent as a user message")
-    _common(req, upstream_model, messages, policy, result)
+        result.notes.append(
+            "raw mode without /v1/completions: the prompt is sent as a user message"
+        )
+    _common(req, target, {"messages": messages}, policy, result)
+    return result
+
+
+def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> UpstreamRequest:
+    """``/api/generate`` with ``suffix`` or ``raw`` as a ``/v1/completions`` request."""
+    result = UpstreamRequest(payload={})
+    body: dict[str, Any] = {"prompt": req.get("prompt") or ""}
+    if req.get("suffix"):
+        body["suffix"] = req["suffix"]
+    if req.get("images"):
+        result.notes.append("images cannot be sent to /v1/completions; dropped")
+    if req.get("context"):
+        result.notes.append("generate field 'context' has no OpenAI equivalent; ignored")
+    if req.get("think") is not None:
+        result.notes.append("think has no /v1/completions equivalent; ignored")
+    _common(req, target, body, policy, result, completions=True)
     return result
 
 
@@ -345,7 +382,8 @@ def generate_response(
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body."""
     choice = _first_choice(resp)
-    msg = choice.get("message") or {}
+    # /v1/completions answers choices[].text; chat answers choices[].message
+    msg = choice.get("message") or {"content": choice.get("text")}
     out: dict[str, Any] = {
         "model": model,
         "created_at": rfc3339(now_ns),

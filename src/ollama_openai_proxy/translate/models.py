@@ -26,6 +26,7 @@ class ModelMeta:
     upstream: str
     context_length: int | None = None
     capabilities: tuple[str, ...] | None = None
+    think_style: str | None = None
 
 
 class ModelMap:

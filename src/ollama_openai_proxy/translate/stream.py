@@ -105,6 +105,8 @@ class StreamTranslator:
         if finish:
             self._finish = finish
         delta = choice.get("delta") or choice.get("message")
+        if delta is None and "text" in choice:
+            delta = {"content": choice["text"]}  # /v1/completions streams text, not deltas
         if not delta:
             return b""
         return self._delta(delta)

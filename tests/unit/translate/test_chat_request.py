@@ -8,16 +8,24 @@ import pytest
 
 from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.schemas import CHAT, GENERATE
-from ollama_openai_proxy.translate.chat import chat_request, generate_request, messages_to_openai
-from ollama_openai_proxy.translate.policy import Policy
+from ollama_openai_proxy.translate.chat import (
+    chat_request,
+    completion_request,
+    generate_request,
+    messages_to_openai,
+    uses_completions,
+)
+from ollama_openai_proxy.translate.policy import Policy, Target
 from tests.conftest import contract
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 
-def chat(req: dict[str, Any], policy: Policy | None = None) -> Any:
+def chat(req: dict[str, Any], target: Target | None = None) -> Any:
     # Through the real schema, as the route does: clients' extra fields are ignored there.
-    return chat_request(CHAT.validate_python(req), req.get("model", "m"), policy or Policy())
+    return chat_request(
+        CHAT.validate_python(req), target or Target(req.get("model", "m")), Policy()
+    )
 
 
 def normalise_arguments(payload: dict[str, Any]) -> dict[str, Any]:
@@ -43,10 +51,8 @@ def test_golden_tools_roundtrip_request() -> None:
 
 def test_golden_images_format_options_request() -> None:
     fx = contract("mapping_chat_images_format_think.json")
-    up = chat(fx["ollama_request"])
-    expected = dict(fx["expected_openai_request"])
-    expected.pop("reasoning_effort")  # think -> reasoning controls: issue #3
-    assert up.payload == expected
+    up = chat(fx["ollama_request"], Target("vision-reasoner", "reasoning_effort", thinking=True))
+    assert up.payload == fx["expected_openai_request"]
     assert sorted(up.dropped_options) == ["num_ctx", "repeat_penalty", "top_k"]
 
 
@@ -104,7 +110,7 @@ def test_invalid_role_is_400() -> None:
 def test_model_is_the_upstream_id_given() -> None:
     up = chat_request(
         CHAT.validate_python({"model": "alias", "messages": [{"role": "user", "content": "x"}]}),
-        "real-id",
+        Target("real-id"),
         Policy(),
     )
     assert up.payload["model"] == "real-id"
@@ -258,7 +264,7 @@ def test_missing_tool_results_are_filled_and_orphans_kept_as_user_text() -> None
 def test_generate_system_prompt_images_options() -> None:
     fx = contract("generate_nonstream.json")
     req = GENERATE.validate_python(fx["request"])
-    up = generate_request(req, "llama3.2", Policy())
+    up = generate_request(req, Target("llama3.2"), Policy())
     assert up.payload == {
         "model": "llama3.2",
         "messages": [
@@ -282,8 +288,86 @@ def test_generate_ignored_fields_are_noted() -> None:
             "images": [PNG],
         }
     )
-    up = generate_request(req, "m", Policy())
+    up = generate_request(req, Target("m"), Policy())
     assert up.payload["messages"][0]["content"][1]["image_url"]["url"].startswith(
         "data:image/png;base64,"
     )
     assert len(up.notes) == 3
+
+
+def test_completion_request_for_suffix_and_raw() -> None:
+    req = GENERATE.validate_python(
+        {
+            "model": "m",
+            "prompt": "def f(",
+            "suffix": "    return x",
+            "stream": False,
+            "options": {"temperature": 0.1, "stop": ["\n\n"]},
+            "format": "json",
+            "images": [PNG],
+            "think": True,
+        }
+    )
+    assert uses_completions(req)
+    up = completion_request(req, Target("coder"), Policy(completions_max_tokens=99))
+    assert up.payload == {
+        "model": "coder",
+        "prompt": "def f(",
+        "suffix": "    return x",
+        "stream": False,
+        "temperature": 0.1,
+        "stop": ["\n\n"],
+        "max_tokens": 99,
+    }
+    assert len(up.notes) == 3  # format, images, think
+    raw = GENERATE.validate_python(
+        {"model": "m", "prompt": "<|user|>hi", "raw": True, "options": {"num_predict": 5}}
+    )
+    assert uses_completions(raw)
+    up = completion_request(raw, Target("m"), Policy())
+    assert up.payload == {
+        "model": "m",
+        "prompt": "<|user|>hi",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 5,
+    }
+    assert not uses_completions(GENERATE.validate_python({"model": "m", "prompt": "x"}))
+
+
+@pytest.mark.parametrize(
+    ("think", "target", "expected"),
+    [
+        ("high", Target("m", "reasoning_effort", thinking=True), {"reasoning_effort": "high"}),
+        (True, Target("m", "reasoning_effort", thinking=True), {"reasoning_effort": "medium"}),
+        ("max", Target("m", "reasoning_effort", thinking=True), {"reasoning_effort": "high"}),
+        (False, Target("m", "reasoning_effort", thinking=True), {}),
+        (True, Target("m", "reasoning_effort", thinking=False), {}),
+        ("low", Target("m", "openrouter", thinking=True), {"reasoning": {"effort": "low"}}),
+        (False, Target("m", "openrouter", thinking=True), {"reasoning": {"enabled": False}}),
+        (
+            True,
+            Target("m", "chat_template_kwargs"),
+            {"chat_template_kwargs": {"enable_thinking": True}},
+        ),
+        (
+            False,
+            Target("m", "chat_template_kwargs"),
+            {"chat_template_kwargs": {"enable_thinking": False}},
+        ),
+        (True, Target("m", "none", thinking=True), {}),
+        (None, Target("m", "reasoning_effort", thinking=True), {}),
+    ],
+)
+def test_think_styles(think: Any, target: Target, expected: dict[str, Any]) -> None:
+    up = chat({"messages": [{"role": "user", "content": "x"}], "think": think}, target)
+    keys = {"reasoning_effort", "reasoning", "chat_template_kwargs"}
+    assert {k: v for k, v in up.payload.items() if k in keys} == expected
+
+
+def test_think_notes() -> None:
+    assert chat({"messages": [{"role": "user", "content": "x"}], "think": True}, Target("m")).notes
+    assert chat(
+        {"messages": [{"role": "user", "content": "x"}], "think": "low"},
+        Target("m", "chat_template_kwargs"),
+    ).notes

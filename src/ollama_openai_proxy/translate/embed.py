@@ -1,0 +1,81 @@
+"""``/api/embed`` and ``/api/embeddings`` <-> OpenAI ``/v1/embeddings`` (contract §2.8, §2.9, §4.4).
+
+``/api/embed`` takes a string or a list, answers a 2-D ``embeddings`` array in input order,
+L2-normalised as Ollama normalises (routes.go), with ``prompt_eval_count`` and durations.
+``/api/embeddings`` (legacy) takes one ``prompt`` and answers only ``{"embedding": [...]}``, not
+normalised. Both are one upstream call, however many inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ollama_openai_proxy.errors import BadRequest
+
+
+def embed_inputs(value: Any, max_inputs: int) -> list[str]:
+    """The inputs of an ``/api/embed`` request; ``[]`` means answer locally with no vectors."""
+    if value is None or value == "":
+        return []
+    inputs = [value] if isinstance(value, str) else value
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise BadRequest("invalid input type")  # Ollama's wording
+    if len(inputs) > max_inputs:
+        raise BadRequest(
+            f"too many inputs: {len(inputs)} (at most {max_inputs} per request, EMBED_MAX_INPUTS)"
+        )
+    for i, text in enumerate(inputs):
+        if not text:
+            # OpenAI rejects empty strings; name the input rather than relay "'$.input' is invalid"
+            raise BadRequest(f"input {i} is an empty string; it cannot be embedded")
+    return inputs
+
+
+def embeddings_request(model: str, inputs: list[str], dimensions: int | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
+    if dimensions:
+        payload["dimensions"] = dimensions
+    return payload
+
+
+def _vectors(resp: Mapping[str, Any], expected: int) -> list[list[float]]:
+    data = resp.get("data")
+    if not isinstance(data, list) or len(data) != expected:
+        raise ValueError(
+            f"expected {expected} embeddings, got {len(data) if isinstance(data, list) else 0}"
+        )
+    # OpenAI returns them in order with an index; sort anyway, some servers do not keep order.
+    items = sorted(data, key=lambda d: d.get("index", 0)) if expected > 1 else data
+    vectors = [item.get("embedding") for item in items]
+    if not all(isinstance(v, list) for v in vectors):
+        raise ValueError("an embedding is not a list of numbers (encoding_format float ignored?)")
+    return vectors
+
+
+def normalise(vector: list[float]) -> list[float]:
+    """L2-normalise. OpenAI's vectors already have unit length: those are returned unchanged."""
+    norm = math.hypot(*vector)
+    if norm == 0 or abs(norm - 1.0) < 1e-6:
+        return vector
+    return [x / norm for x in vector]
+
+
+def embed_response(
+    resp: Mapping[str, Any], model: str, count: int, total_ns: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "model": model,
+        "embeddings": [normalise(v) for v in _vectors(resp, count)],
+        "total_duration": total_ns,
+    }
+    usage = resp.get("usage")
+    tokens = usage.get("prompt_tokens") if isinstance(usage, Mapping) else None
+    if isinstance(tokens, int) and tokens > 0:
+        out["prompt_eval_count"] = tokens
+    return out
+
+
+def embeddings_response(resp: Mapping[str, Any]) -> dict[str, Any]:
+    return {"embedding": _vectors(resp, 1)[0]}

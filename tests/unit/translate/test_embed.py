@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from ollama_openai_proxy.errors import BadRequest
+from ollama_openai_proxy.translate.embed import (
+    embed_inputs,
+    embed_response,
+    embeddings_request,
+    embeddings_response,
+    normalise,
+)
+from tests.conftest import contract
+
+
+def test_golden_mapping() -> None:
+    fx = contract("mapping_embed.json")
+    req = fx["ollama_request"]
+    inputs = embed_inputs(req["input"], 2048)
+    assert (
+        embeddings_request(req["model"], inputs, req.get("dimensions"))
+        == fx["expected_openai_request"]
+    )
+    out = embed_response(fx["openai_response"], req["model"], len(inputs), 5)
+    expected = fx["expected_ollama_response"]
+    assert out["model"] == expected["model"]
+    assert len(out["embeddings"]) == len(expected["embeddings"])
+    for got, want in zip(out["embeddings"], expected["embeddings"], strict=True):
+        assert got == pytest.approx(want, rel=1e-6)
+        assert math.hypot(*got) == pytest.approx(1.0)
+    assert out.get("prompt_eval_count") == expected.get("prompt_eval_count")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("hi", ["hi"]), (["a", "b"], ["a", "b"]), ("", []), (None, []), ([], [])],
+)
+def test_inputs(value: Any, expected: list[str]) -> None:
+    assert embed_inputs(value, 10) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (3, "invalid input type"),
+        ([1, 2], "invalid input type"),
+        ({"a": 1}, "invalid input type"),
+        (["a"] * 11, "too many inputs: 11"),
+        (["a", ""], "input 1 is an empty string"),
+    ],
+)
+def test_bad_inputs(value: Any, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        embed_inputs(value, 10)
+
+
+def test_dimensions_and_order_by_index() -> None:
+    assert embeddings_request("m", ["x"], 256)["dimensions"] == 256
+    resp = {
+        "data": [{"index": 1, "embedding": [0.0, 2.0]}, {"index": 0, "embedding": [3.0, 4.0]}],
+        "usage": {"prompt_tokens": 4},
+    }
+    out = embed_response(resp, "m", 2, 10)
+    assert out == {
+        "model": "m",
+        "embeddings": [[0.6, 0.8], [0.0, 1.0]],
+        "total_duration": 10,
+        "prompt_eval_count": 4,
+    }
+
+
+def test_unit_vectors_untouched_and_zero_vector_safe() -> None:
+    v = [0.6, 0.8]
+    assert normalise(v) is v
+    assert normalise([0.0, 0.0]) == [0.0, 0.0]
+
+
+def test_legacy_response_not_normalised() -> None:
+    assert embeddings_response({"data": [{"index": 0, "embedding": [3.0, 4.0]}]}) == {
+        "embedding": [3.0, 4.0]
+    }
+
+
+@pytest.mark.parametrize("bad", [{}, {"data": []}, {"data": [{"index": 0, "embedding": "b64"}]}])
+def test_malformed_upstream(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="embedding"):
+        embed_response(bad, "m", 1, 1)
