@@ -71,11 +71,17 @@ class UpstreamStatusError(UpstreamError):
     """The backend answered with an error status; ``upstream_status`` keeps its code."""
 
     def __init__(
-        self, message: str, upstream_status: int, status: int, code: str | None = None
+        self,
+        message: str,
+        upstream_status: int,
+        status: int,
+        code: str | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message, status)
         self.upstream_status = upstream_status
         self.code = code
+        self.detail = message if detail is None else detail  # the backend's own words
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -93,8 +93,13 @@ async def generate(request: Request) -> Response:
         except UpstreamStatusError as exc:
             # A raw prompt can still go to chat if the backend has no /v1/completions; a suffix
             # (fill-in-the-middle) cannot.
-            if req.get("suffix") or exc.upstream_status != 404:
+            if exc.upstream_status != 404 or exc.message.startswith("model '"):
                 raise
+            if req.get("suffix"):
+                raise BadRequest(
+                    "suffix (fill-in-the-middle) needs the backend's /v1/completions, which it "
+                    f"does not offer for this model: {exc.detail}"
+                ) from None
             ctx.notes(
                 ["backend has no /v1/completions for this model; raw prompt sent as chat"], model
             )

@@ -47,7 +47,10 @@ def error_message(body: Any, status: int | None = None) -> tuple[str, str | None
 
 
 def _is_model_error(message: str, code: str | None) -> bool:
-    return code in ("model_not_found", "not_found_error") or "model" in message.lower()
+    if code == "model_not_found":
+        return True
+    text = message.lower()
+    return "model" in text and any(w in text for w in ("not found", "does not exist", "unknown"))
 
 
 def upstream_status_error(
@@ -58,13 +61,14 @@ def upstream_status_error(
     if status == 404:
         if client_model is not None and _is_model_error(message, code):
             return UpstreamStatusError(f"model '{client_model}' not found", status, 404, code)
-        # A 404 on the endpoint itself usually means a base URL without /v1.
+        # A 404 on every request usually means a base URL without /v1.
         return UpstreamStatusError(
-            f"upstream has no {endpoint} endpoint (HTTP 404: {message}); "
-            "check that OPENAI_API_BASE_URL ends with /v1",
+            f"upstream answered HTTP 404 for {endpoint}: {message} (if every request fails "
+            "like this, check that OPENAI_API_BASE_URL ends with /v1)",
             status,
             502,
             code,
+            message,
         )
     if status in (400, 422):
         mapped = 400
