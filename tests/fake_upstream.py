@@ -211,7 +211,8 @@ def validate_chat(body: Any, extra: set[str]) -> None:
 
 class FakeUpstream:
     def __init__(self, models: list[str] | None = None, api_key: str = "sk-test-upstream") -> None:
-        self.models = models or ["gpt-4o-mini", "qwen3:8b", "text-embedding-3-small"]
+        self.default_models = models or ["gpt-4o-mini", "qwen3:8b", "text-embedding-3-small"]
+        self.models = list(self.default_models)
         self.api_key = api_key
         self.journal: list[dict[str, Any]] = []
         self.extra_params: set[str] = set()  # parameters accepted beyond OpenAI's (vLLM-like)
@@ -233,6 +234,7 @@ class FakeUpstream:
         self.scripts.extend(scripts)
 
     def reset(self) -> None:
+        self.models = list(self.default_models)
         self.extra_params.clear()
         self.completions_supported = True
         self.scripts.clear()

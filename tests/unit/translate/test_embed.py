@@ -88,3 +88,14 @@ def test_legacy_response_not_normalised() -> None:
 def test_malformed_upstream(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="embedding"):
         embed_response(bad, "m", 1, 1)
+
+
+def test_golden_legacy_variant() -> None:
+    fx = contract("mapping_embed.json")
+    legacy = fx["legacy_variant"]
+    req = legacy["ollama_request"]
+    assert (
+        embeddings_request(req["model"], [req["prompt"]], None) == legacy["expected_openai_request"]
+    )
+    first = min(fx["openai_response"]["data"], key=lambda d: d["index"])
+    assert embeddings_response({"data": [first]}) == {"embedding": first["embedding"]}
