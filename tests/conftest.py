@@ -35,3 +35,40 @@ def _reset_upstream(request: pytest.FixtureRequest) -> None:
 def proxy(upstream: FakeUpstream) -> Iterator[ProxyServer]:
     with ProxyServer(settings_for(upstream.url)) as server:
         yield server
+
+
+# --- compatibility matrix -------------------------------------------------------------------
+# Tests marked @pytest.mark.compat(client, feature) are the cells of docs/COMPATIBILITY.md;
+# their outcomes are written to build/compat-results.json for scripts/compat_matrix.py.
+
+_COMPAT: dict[tuple[str, str], list[str]] = {}
+RESULTS = Path(__file__).resolve().parents[1] / "build" / "compat-results.json"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    marker = item.get_closest_marker("compat")
+    if marker is not None and (report.when == "call" or report.outcome != "passed"):
+        client, feature = marker.args
+        outcome = "skipped" if report.skipped else report.outcome
+        _COMPAT.setdefault((client, feature), []).append(outcome)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not _COMPAT:
+        return
+    cells = []
+    for (client, feature), outcomes in sorted(_COMPAT.items()):
+        if "failed" in outcomes:
+            status = "fail"
+        elif all(o == "skipped" for o in outcomes):
+            status = "skipped"
+        else:
+            status = "pass"
+        cells.append(
+            {"client": client, "feature": feature, "status": status, "tests": len(outcomes)}
+        )
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"cells": cells}, indent=1))

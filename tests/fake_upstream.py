@@ -17,6 +17,7 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +219,9 @@ class FakeUpstream:
         self.extra_params: set[str] = set()  # parameters accepted beyond OpenAI's (vLLM-like)
         self.completions_supported = True
         self.scripts: deque[Script] = deque()
+        # Standing answers for clients we cannot script request by request (JS, n8n): the first
+        # rule whose predicate accepts the request body answers it, when no script is queued.
+        self.rules: list[tuple[Callable[[dict[str, Any]], bool], Script]] = []
         self.cancelled: list[float] = []  # monotonic times at which a stream's client went away
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -234,6 +238,7 @@ class FakeUpstream:
         self.scripts.extend(scripts)
 
     def reset(self) -> None:
+        self.rules.clear()
         self.models = list(self.default_models)
         self.extra_params.clear()
         self.completions_supported = True
@@ -414,7 +419,7 @@ class FakeUpstream:
             return _fail("We could not parse the JSON body of your request.")
         if (denied := self._auth(request)) is not None:
             return denied
-        s = self.scripts.popleft() if self.scripts else Script()
+        s = self.scripts.popleft() if self.scripts else self._rule(body)
         if s.status >= 400:
             return await self._error(s)
         try:
@@ -434,6 +439,12 @@ class FakeUpstream:
         if not body.get("stream"):
             return web.json_response(self._completion(body, s), headers=s.headers)
         return await self._stream(request, body, s)
+
+    def _rule(self, body: Any) -> Script:
+        for accepts, script in self.rules:
+            if isinstance(body, dict) and accepts(body):
+                return script
+        return Script()
 
     @staticmethod
     def _envelope(body: dict[str, Any]) -> dict[str, Any]:

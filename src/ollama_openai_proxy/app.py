@@ -23,7 +23,7 @@ from ollama_openai_proxy.errors import (
     render_error,
 )
 from ollama_openai_proxy.middleware import RequestContextMiddleware
-from ollama_openai_proxy.routes import embed, inference, meta, models, openai
+from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai
 from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy")
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    for module in (meta, models, inference, embed, openai):
+    for module in (meta, models, inference, embed, manage, openai):
         app.include_router(module.router)
 
     def render(request: Request, exc: ProxyError) -> Response:

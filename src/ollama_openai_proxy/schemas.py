@@ -153,3 +153,13 @@ class EmbeddingsRequest(TypedDict, total=False):
 
 EMBED = TypeAdapter(EmbedRequest)
 EMBEDDINGS = TypeAdapter(EmbeddingsRequest)
+
+
+class PullRequest(TypedDict, total=False):
+    model: str | None
+    name: str | None  # ollama-js sends name
+    stream: bool | None
+    insecure: bool | None
+
+
+PULL = TypeAdapter(PullRequest)

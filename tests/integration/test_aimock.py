@@ -19,6 +19,8 @@ from tests.servers import ProxyServer, settings_for
 AIMOCK = Path(__file__).resolve().parents[1] / "aimock"
 CLI = AIMOCK / "node_modules" / "@copilotkit" / "aimock" / "dist" / "cli.js"
 
+CLIENT = "ollama-python, aimock upstream"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -73,12 +75,14 @@ def journal(aimock: str) -> list[dict[str, object]]:
 HELLO = "Hello! How can I help you today? Grüße, 日本語 🎉"
 
 
+@pytest.mark.compat(CLIENT, "list models")
 def test_list(client: ollama.Client) -> None:
     names = [m.model for m in client.list().models]
     assert "gpt-4o" in names
     assert "text-embedding-3-small" in names
 
 
+@pytest.mark.compat(CLIENT, "chat stream")
 def test_chat_streaming_and_not(client: ollama.Client) -> None:
     parts = list(
         client.chat(model="gpt-4o", messages=[{"role": "user", "content": "hello"}], stream=True)
@@ -91,11 +95,13 @@ def test_chat_streaming_and_not(client: ollama.Client) -> None:
     assert r.message.content == HELLO
 
 
+@pytest.mark.compat(CLIENT, "generate stream")
 def test_generate_stream(client: ollama.Client) -> None:
     parts = list(client.generate(model="gpt-4o", prompt="hello", stream=True))
     assert "".join(p.response or "" for p in parts) == HELLO
 
 
+@pytest.mark.compat(CLIENT, "tools")
 def test_tool_call_arrives_with_object_arguments(client: ollama.Client) -> None:
     tools = [
         {
@@ -131,6 +137,7 @@ def test_tool_call_arrives_with_object_arguments(client: ollama.Client) -> None:
         assert calls[0].function.arguments == {"city": "Paris", "unit": "celsius"}
 
 
+@pytest.mark.compat(CLIENT, "errors")
 def test_upstream_429_kept(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as info:
         client.chat(model="gpt-4o", messages=[{"role": "user", "content": "rate limit me"}])

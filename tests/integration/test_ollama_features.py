@@ -19,6 +19,8 @@ from tests.servers import ProxyServer
 
 MODEL = "gpt-4o-mini"
 
+CLIENT = "ollama-python 0.6 (PyPI)"
+
 
 def get_weather(city: str) -> str:
     """Get the current weather for a city.
@@ -69,6 +71,7 @@ def tool_message(calls: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.compat(CLIENT, "tools")
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_round_trip_with_sdk_objects(
     client: ollama.Client, upstream: FakeUpstream, stream: bool
@@ -158,6 +161,7 @@ def test_tool_results_without_names_pair_by_position(
     ]
 
 
+@pytest.mark.compat(CLIENT, "thinking")
 @pytest.mark.parametrize("stream", [False, True])
 def test_think_true_returns_thinking(
     client: ollama.Client, upstream: FakeUpstream, stream: bool
@@ -227,6 +231,7 @@ class Person(BaseModel):
     age: int
 
 
+@pytest.mark.compat(CLIENT, "structured output")
 @pytest.mark.parametrize("stream", [False, True])
 def test_format_pydantic_schema(
     client: ollama.Client, upstream: FakeUpstream, stream: bool
@@ -284,6 +289,7 @@ JPEG = (
 )
 
 
+@pytest.mark.compat(CLIENT, "images")
 def test_images_from_real_png_and_jpeg_bytes(client: ollama.Client, upstream: FakeUpstream) -> None:
     client.chat(
         model=MODEL,
@@ -323,6 +329,7 @@ def test_invalid_image_is_400(proxy: ProxyServer) -> None:
     assert r.json()["error"].startswith("invalid image: not valid base64 data")
 
 
+@pytest.mark.compat(CLIENT, "embeddings")
 def test_embed_batch_and_single(client: ollama.Client, upstream: FakeUpstream) -> None:
     r = client.embed(model="text-embedding-3-small", input=["alpha", "beta"], dimensions=3)
     assert list(r.embeddings) == [
@@ -341,6 +348,7 @@ def test_embed_batch_and_single(client: ollama.Client, upstream: FakeUpstream) -
     assert client.embed(model="text-embedding-3-small", input=[]).embeddings == []
 
 
+@pytest.mark.compat(CLIENT, "embeddings")
 def test_embeddings_legacy_not_normalised(client: ollama.Client) -> None:
     assert client.embeddings(model="text-embedding-3-small", prompt="alpha").embedding == [
         3.0,

@@ -13,6 +13,8 @@ from tests.servers import ProxyServer
 
 USER = [{"role": "user", "content": "Say hello"}]
 
+CLIENT = "ollama-python 0.6 (PyPI)"
+
 
 def chat(client: ollama.Client, stream: bool, **kw: Any) -> None:
     """One chat call, consuming the stream when there is one (errors surface while reading)."""
@@ -22,6 +24,7 @@ def chat(client: ollama.Client, stream: bool, **kw: Any) -> None:
         client.chat(stream=False, **kw)
 
 
+@pytest.mark.compat(CLIENT, "list models")
 def test_list(client: ollama.Client) -> None:
     models = client.list().models
     assert [m.model for m in models] == ["gpt-4o-mini", "qwen3:8b", "text-embedding-3-small"]
@@ -38,6 +41,7 @@ def test_list_is_cached(client: ollama.Client, upstream: FakeUpstream) -> None:
     assert sum(1 for e in upstream.journal if e["path"] == "/v1/models") <= 1
 
 
+@pytest.mark.compat(CLIENT, "version / show")
 def test_show(client: ollama.Client) -> None:
     info = client.show("qwen3:8b")
     assert info.modelinfo is not None
@@ -53,6 +57,7 @@ def test_show_unknown_model_is_404(client: ollama.Client) -> None:
     assert info.value.error == "model 'llama9' not found"
 
 
+@pytest.mark.compat(CLIENT, "chat")
 def test_chat_non_streaming(client: ollama.Client, upstream: FakeUpstream) -> None:
     upstream.script(
         Script(
@@ -78,6 +83,7 @@ def test_chat_non_streaming(client: ollama.Client, upstream: FakeUpstream) -> No
     assert upstream.last()["headers"]["Authorization"] == "Bearer sk-test-upstream"
 
 
+@pytest.mark.compat(CLIENT, "chat stream")
 def test_chat_streaming(client: ollama.Client, upstream: FakeUpstream) -> None:
     upstream.script(Script(chunks=[{"content": "Hel"}, {"content": "lo "}, {"content": "wörld ☃"}]))
     parts = list(client.chat(model="gpt-4o-mini", messages=USER, stream=True))
@@ -97,6 +103,7 @@ def test_latest_tag_is_accepted_and_echoed(client: ollama.Client, upstream: Fake
     assert upstream.last()["body"]["model"] == "gpt-4o-mini"
 
 
+@pytest.mark.compat(CLIENT, "generate stream")
 def test_generate_non_streaming_and_streaming(
     client: ollama.Client, upstream: FakeUpstream
 ) -> None:
@@ -125,6 +132,7 @@ def test_load_and_unload_do_not_call_the_backend(
     assert [e for e in upstream.journal if e["path"] == "/v1/chat/completions"] == []
 
 
+@pytest.mark.compat(CLIENT, "ps")
 def test_ps_lists_recently_used_models(client: ollama.Client) -> None:
     client.chat(model="qwen3:8b", messages=USER, keep_alive="10m")
     models = client.ps().models
@@ -142,6 +150,7 @@ def test_unknown_model_is_404_in_ollama_wording(client: ollama.Client) -> None:
         assert info.value.error == "model 'llama9' not found"
 
 
+@pytest.mark.compat(CLIENT, "errors")
 @pytest.mark.parametrize(
     ("status", "error", "expected_status", "expected"),
     [
@@ -189,6 +198,7 @@ def test_upstream_errors_before_first_byte_keep_a_real_status(
     assert expected in info.value.error
 
 
+@pytest.mark.compat(CLIENT, "errors")
 def test_error_after_first_line_is_an_error_line(
     client: ollama.Client, upstream: FakeUpstream
 ) -> None:
@@ -246,3 +256,31 @@ def test_concurrent_streams(proxy: ProxyServer, upstream: FakeUpstream) -> None:
             await c._client.aclose()
 
     assert asyncio.run(run()) == ["Hello!"] * 50
+
+
+@pytest.mark.compat(CLIENT, "pull")
+def test_pull_succeeds_for_backend_models(client: ollama.Client) -> None:
+    assert client.pull("gpt-4o-mini").status == "success"
+    statuses = [p.status for p in client.pull("qwen3:8b", stream=True)]
+    assert statuses[-1] == "success"
+    with pytest.raises(ollama.ResponseError) as info:
+        client.pull("llama9")
+    assert (info.value.status_code, info.value.error) == (
+        404,
+        "pull model manifest: file does not exist",
+    )
+
+
+@pytest.mark.parametrize("call", ["delete", "copy", "create", "push"])
+def test_model_management_is_a_clear_501(client: ollama.Client, call: str) -> None:
+    with pytest.raises(ollama.ResponseError) as info:
+        if call == "delete":
+            client.delete("gpt-4o-mini")
+        elif call == "copy":
+            client.copy("gpt-4o-mini", "mine")
+        elif call == "create":
+            client.create(model="mine", from_="gpt-4o-mini")
+        else:
+            client.push("gpt-4o-mini")
+    assert info.value.status_code == 501
+    assert "not supported by this proxy" in info.value.error

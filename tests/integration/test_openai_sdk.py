@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -11,6 +13,8 @@ import pytest
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer
 
+CLIENT = "openai (PyPI) on /v1"
+
 
 @pytest.fixture
 def oai(proxy: ProxyServer) -> Iterator[openai.OpenAI]:
@@ -18,6 +22,7 @@ def oai(proxy: ProxyServer) -> Iterator[openai.OpenAI]:
         yield c
 
 
+@pytest.mark.compat(CLIENT, "chat")
 def test_chat_non_streaming(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
     r = oai.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
@@ -31,6 +36,7 @@ def test_chat_non_streaming(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
     assert upstream.last()["headers"]["Authorization"] == "Bearer sk-test-upstream"
 
 
+@pytest.mark.compat(CLIENT, "chat stream")
 def test_chat_streaming_bytes_forwarded(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
     upstream.script(Script(chunks=[{"content": "a"}, {"content": "b"}], split_at=9, delay=0.001))
     stream = oai.chat.completions.create(
@@ -45,6 +51,7 @@ def test_chat_streaming_bytes_forwarded(oai: openai.OpenAI, upstream: FakeUpstre
     assert chunks[-1].usage.completion_tokens == 2
 
 
+@pytest.mark.compat(CLIENT, "errors")
 def test_upstream_status_and_body_kept(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         oai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
@@ -60,6 +67,7 @@ def test_upstream_status_and_body_kept(oai: openai.OpenAI) -> None:
         )
 
 
+@pytest.mark.compat(CLIENT, "list models")
 def test_models_embeddings_completions(oai: openai.OpenAI) -> None:
     assert [m.id for m in oai.models.list()] == [
         "gpt-4o-mini",
@@ -111,3 +119,53 @@ def test_stream_interrupted_gives_sse_error_event(
     assert r.text.rstrip().endswith(
         'data: {"error":{"message":"upstream stream interrupted","type":"api_error"}}'
     )
+
+
+@pytest.mark.compat(CLIENT, "tools")
+def test_chat_stream_with_tools(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
+    frags = [
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Paris"}'}}]},
+    ]
+    upstream.script(Script(chunks=frags, finish_reason="tool_calls"))
+    tools: Any = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    stream = oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=tools,
+        stream=True,
+    )
+    args = ""
+    names = []
+    for chunk in stream:
+        for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            if tc.function and tc.function.name:
+                names.append(tc.function.name)
+            if tc.function and tc.function.arguments:
+                args += tc.function.arguments
+    assert names == ["get_weather"]
+    assert json.loads(args) == {"city": "Paris"}
+    assert upstream.last()["body"]["tools"] == tools
+
+
+@pytest.mark.compat(CLIENT, "embeddings")
+def test_embeddings(oai: openai.OpenAI) -> None:
+    emb = oai.embeddings.create(model="text-embedding-3-small", input="a")
+    assert emb.data[0].embedding == [3.0, 4.0, 0.0]

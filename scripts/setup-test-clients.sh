@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the third-party clients and mocks the test suite drives, once, and again only when
+# their lock files change (a stamp per lock). Whatever cannot be installed here is reported, and
+# its tests are skipped with that reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+npm_folder() {  # npm ci in a folder, skipped when its lock file has not changed
+  local dir=$1 flags=${2:-}
+  local stamp="$dir/node_modules/.stamp-$(sha256sum "$dir/package-lock.json" | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    # shellcheck disable=SC2086
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error $flags)
+    touch "$stamp"
+  fi
+}
+
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  npm_folder tests/aimock
+  npm_folder tests/js
+  tests/n8n/setup.sh
+else
+  echo "*** Node.js/npm not found: aimock, JS SDK and n8n tests will be skipped ***"
+fi
+
+# An old ollama SDK on the oldest Python that it supports (3.8), if the machine has one.
+py38=$(ls "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.8*/bin/python3.8 2>/dev/null | head -n1 || true)
+if [ -z "$py38" ] && python3.8 -c "" >/dev/null 2>&1; then py38=$(command -v python3.8); fi
+if [ -n "$py38" ]; then
+  if [ ! -x .venv-py38/bin/python ] || ! .venv-py38/bin/python -c "import ollama" >/dev/null 2>&1; then
+    "$py38" -m venv .venv-py38
+    .venv-py38/bin/python -m pip install -q "ollama==0.3.3"
+  fi
+else
+  echo "*** Python 3.8 not found: the old-SDK test will be skipped ***"
+fi

@@ -1,0 +1,67 @@
+"""Model management. Models live on the backend, so there is nothing to pull, copy or delete;
+``/api/pull`` still answers as Ollama would for a model the backend has, because clients "check
+or pull" before use (@langchain/ollama ``checkOrPullModel``, Open WebUI's model download)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ollama_openai_proxy import schemas
+from ollama_openai_proxy.context import get_context
+from ollama_openai_proxy.errors import BadRequest, ProxyError
+from ollama_openai_proxy.http import NDJSON, json_response, read_body
+from ollama_openai_proxy.translate.ndjson import line
+
+router = APIRouter()
+
+
+@router.post(
+    "/api/pull",
+    operation_id="pull",
+    summary="Succeeds for models the backend serves",
+    openapi_extra=schemas.openapi_body(schemas.PULL),
+)
+async def pull(request: Request) -> Response:
+    ctx = get_context(request)
+    req = schemas.parse(schemas.PULL, await read_body(request, ctx.settings.request_max_size))
+    name = req.get("model") or req.get("name")  # ollama-js sends "name"
+    if not name:
+        raise BadRequest("model is required")
+    await ctx.catalog.models()
+    if ctx.model_map.lookup(name) is None and ctx.upstream_model(name) not in (
+        ctx.catalog.known_ids or ()
+    ):
+        # Ollama's words when the registry has no such model.
+        raise ProxyError("pull model manifest: file does not exist", 404)
+    if req.get("stream") is False:
+        return json_response({"status": "success"})
+    # ollama-js stops reading a pull stream only at {"status": "success"}.
+    body = line({"status": "pulling manifest"}) + line({"status": "success"})
+    return Response(body, media_type=NDJSON)
+
+
+async def _unsupported(request: Request) -> Response:
+    raise ProxyError(
+        f"{request.url.path} is not supported by this proxy: models are managed on the backend",
+        501,
+    )
+
+
+for _name, _path, _method in (
+    ("push", "/api/push", "POST"),
+    ("create", "/api/create", "POST"),
+    ("copy", "/api/copy", "POST"),
+    ("delete", "/api/delete", "DELETE"),
+    ("create_blob", "/api/blobs/{digest}", "POST"),
+    ("check_blob", "/api/blobs/{digest}", "HEAD"),
+):
+    router.add_api_route(
+        _path,
+        _unsupported,
+        methods=[_method],
+        include_in_schema=_method != "HEAD",
+        operation_id=_name,
+        summary="Not supported (501): models live on the backend",
+        responses={501: {"description": "not supported by this proxy"}},
+    )
