@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,8 +23,12 @@ from ollama_openai_proxy.errors import (
     RouteNotFound,
     render_error,
 )
+from ollama_openai_proxy.logs import configure_logging
+from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.middleware import RequestContextMiddleware
+from ollama_openai_proxy.resilience import CircuitBreaker, ConcurrencyLimiter
 from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai
+from ollama_openai_proxy.security import GuardMiddleware, RateLimits
 from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy")
@@ -52,9 +57,18 @@ CORS_HEADERS = [
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or load_settings()
-    redact = Redactor([settings.openai_api_key.get_secret_value()])
-    upstream = Upstream(settings)
+    if settings is None:  # uvicorn workers build the app (and their logging) from the env
+        env_file = os.environ.get("PROXY_ENV_FILE")
+        settings = load_settings(_env_file=env_file) if env_file else load_settings()
+        configure_logging(
+            "DEBUG" if settings.debug else settings.log_level,
+            Redactor([settings.openai_api_key.get_secret_value(), *settings.inbound_keys()]),
+        )
+    inbound_keys = settings.inbound_keys()
+    redact = Redactor([settings.openai_api_key.get_secret_value(), *inbound_keys])
+    metrics = Metrics() if settings.enable_metrics else None
+    breaker = CircuitBreaker(settings.circuit_breaker_threshold, settings.circuit_breaker_cooldown)
+    upstream = Upstream(settings, breaker, metrics)
     ctx = Context(
         settings=settings,
         upstream=upstream,
@@ -62,6 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model_map=settings.model_map(),
         policy=settings.policy(),
         redact=redact,
+        limiter=ConcurrencyLimiter(
+            settings.max_concurrent_requests, settings.max_queued_requests, settings.queue_timeout
+        ),
+        metrics=metrics,
     )
 
     @asynccontextmanager
@@ -92,6 +110,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = ctx
     for module in (meta, models, inference, embed, manage, openai):
         app.include_router(module.router)
+    if metrics is not None:
+        for path in dict.fromkeys(("/v1/metrics", settings.metrics_path)):
+            app.add_api_route(
+                path,
+                meta.metrics,
+                methods=["GET"],
+                operation_id="metrics" if path == "/v1/metrics" else None,
+                include_in_schema=path == "/v1/metrics",
+                summary="Prometheus metrics",
+            )
 
     def render(request: Request, exc: ProxyError) -> Response:
         status, body = render_error(exc, openai=request.url.path.startswith("/v1/"), redact=redact)
@@ -126,5 +154,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
         allow_headers=CORS_HEADERS,
     )
-    app.add_middleware(RequestContextMiddleware)
+    rate_limits = (
+        RateLimits(settings.rate_limit, settings.rate_limit_storage_uri)
+        if settings.rate_limit
+        else None
+    )
+    app.add_middleware(GuardMiddleware, keys=inbound_keys, limits=rate_limits, redact=redact)
+    endpoints = {getattr(r, "path", "") for r in app.routes}
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, endpoints=endpoints)
     return app

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+from typing import Any
 
 import uvicorn
 
 from ollama_openai_proxy import __version__
-from ollama_openai_proxy.app import create_app
 from ollama_openai_proxy.config import ConfigError, load_settings
 from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.logs import configure_logging
@@ -31,25 +33,44 @@ def main(argv: list[str] | None = None) -> int:
         overrides["proxy_host"] = args.host
     if args.port:
         overrides["proxy_port"] = args.port
-    if args.env_file:
-        overrides["_env_file"] = args.env_file
+    env_file = args.env_file or os.environ.get("PROXY_ENV_FILE")
+    if env_file:
+        overrides["_env_file"] = env_file
     try:
         settings = load_settings(**overrides)
     except ConfigError as exc:
         print(f"ollama-openai-proxy: {exc}", file=sys.stderr)
         return 2
     level = "DEBUG" if settings.debug else settings.log_level
-    configure_logging(level, Redactor([settings.openai_api_key.get_secret_value()]))
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.proxy_host,
-        port=settings.proxy_port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    redact = Redactor([settings.openai_api_key.get_secret_value(), *settings.inbound_keys()])
+    configure_logging(level, redact)
+    server: dict[str, Any] = {
+        "host": settings.proxy_host,
+        "port": settings.proxy_port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,  # RequestContextMiddleware logs each request once, at its end
+        "server_header": False,
+        "timeout_graceful_shutdown": settings.shutdown_grace_period,
+    }
+    if settings.ssl_certfile is not None:
+        server["ssl_certfile"] = str(settings.ssl_certfile)
+        server["ssl_keyfile"] = str(settings.ssl_keyfile)
+    if settings.workers > 1:
+        if settings.enable_metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Must be set before any worker imports prometheus_client.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+                prefix="ollama-proxy-metrics-"
+            )
+        if args.env_file:
+            os.environ["PROXY_ENV_FILE"] = args.env_file
+        # Each worker builds its own app (and upstream session) from the same environment.
+        uvicorn.run(
+            "ollama_openai_proxy.app:create_app", factory=True, workers=settings.workers, **server
+        )
+        return 0
+    from ollama_openai_proxy.app import create_app  # noqa: PLC0415 -- after the env is final
+
+    uvicorn.run(create_app(settings), **server)
     return 0

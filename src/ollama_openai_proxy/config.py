@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from limits import parse_many
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ollama_openai_proxy.translate.models import CAPABILITIES, ModelMap, ModelMeta
@@ -125,6 +133,62 @@ class Settings(BaseSettings):
     embed_max_inputs: int = Field(
         2048, ge=1, description="Most inputs in one /api/embed request (OpenAI's limit is 2048)."
     )
+    circuit_breaker_threshold: int = Field(
+        5,
+        ge=0,
+        description="Consecutive backend failures (connection errors, timeouts, 5xx) "
+        "that open the circuit breaker; 0 disables it.",
+    )
+    circuit_breaker_cooldown: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an open breaker fails fast before one probe is let through.",
+    )
+    max_concurrent_requests: int = Field(
+        10000, ge=1, description="Most backend calls at once (an open stream counts until it ends)."
+    )
+    max_queued_requests: int = Field(
+        1000, ge=0, description="Requests that may wait for a slot beyond that; more get 503."
+    )
+    queue_timeout: float = Field(
+        30.0, gt=0, description="Seconds a queued request waits for a slot before 503."
+    )
+    proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys clients must send as "
+        "'Authorization: Bearer <key>'; unset = no authentication.",
+    )
+    proxy_api_keys_file: Path | None = Field(
+        None, description="File with one inbound key per line (added to PROXY_API_KEYS)."
+    )
+    rate_limit: str = Field(
+        "",
+        description="Requests allowed per client, e.g. '60/minute' or '10/second;500/hour' "
+        "(the limits library's notation); empty = no limit.",
+    )
+    rate_limit_storage_uri: str = Field(
+        "memory://",
+        description="Where rate-limit counters live: memory:// (one instance) or "
+        "redis://host:6379 (shared by several instances).",
+    )
+    enable_metrics: bool = Field(
+        True,
+        validation_alias=AliasChoices("enable_metrics", "enable_prometheus_metrics"),
+        description="Serve Prometheus metrics at /v1/metrics and METRICS_PATH "
+        "(ENABLE_PROMETHEUS_METRICS is accepted too).",
+    )
+    metrics_path: str = Field("/metrics", pattern=r"^/", description="Second path for metrics.")
+    version_endpoint_enabled: bool = Field(
+        True, description="Serve build and dependency versions at /v1/version."
+    )
+    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for SSL_CERTFILE.")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    shutdown_grace_period: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds open streams get to finish on shutdown before they are closed.",
+    )
     ollama_version: str = Field(
         "0.13.0",
         pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$",
@@ -165,12 +229,44 @@ class Settings(BaseSettings):
             out[name.strip()] = target.strip() or name.strip()
         return out
 
-    @field_validator("model_mapping_file")
+    @field_validator("model_mapping_file", "proxy_api_keys_file", "ssl_certfile", "ssl_keyfile")
     @classmethod
-    def _mapping_exists(cls, v: Path | None) -> Path | None:
+    def _file_exists(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
             raise ValueError(f"file not found: {v}")
         return v
+
+    @field_validator("proxy_api_keys", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        return _split(v)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, v: str) -> str:
+        if v.strip():
+            try:
+                parse_many(v)
+            except ValueError as exc:
+                raise ValueError(f"not a rate limit ({exc}); use e.g. '60/minute'") from None
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("SSL_CERTFILE and SSL_KEYFILE must be set together")
+        return self
+
+    def inbound_keys(self) -> list[str]:
+        """PROXY_API_KEYS plus the lines of PROXY_API_KEYS_FILE (blank lines and # comments
+        skipped)."""
+        keys = [k.get_secret_value() for k in self.proxy_api_keys]
+        if self.proxy_api_keys_file is not None:
+            for raw in self.proxy_api_keys_file.read_text().splitlines():
+                key = raw.strip()
+                if key and not key.startswith("#"):
+                    keys.append(key)
+        return keys
 
     def policy(self) -> Policy:
         return Policy(
@@ -228,6 +324,8 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for err in exc.errors(include_url=False):
             name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            if err["type"] == "value_error" and not err["loc"]:
+                name = "settings"
             lines.append(f"  {name}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     return settings

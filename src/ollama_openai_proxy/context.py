@@ -7,11 +7,15 @@ from typing import Any
 
 import structlog
 from starlette.requests import Request
+from starlette.types import Scope
 
 from ollama_openai_proxy.catalog import Catalog, RecentModels
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.logs import WarnOnce
+from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.middleware import info
+from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.translate.chat import UpstreamRequest
 from ollama_openai_proxy.translate.models import ModelFacts, ModelMap, facts, resolve
 from ollama_openai_proxy.translate.policy import Policy, Target
@@ -28,8 +32,36 @@ class Context:
     model_map: ModelMap
     policy: Policy
     redact: Redactor
+    limiter: ConcurrencyLimiter
+    metrics: Metrics | None = None
     recent: RecentModels = field(default_factory=RecentModels)
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
+
+    def model_label(self, name: str) -> str:
+        """``name`` as a metric label if the backend or the map knows it, else ``other``."""
+        known = self.catalog.known_ids
+        if self.model_map.lookup(name) is not None or (
+            known is not None and self.upstream_model(name) in known
+        ):
+            return name
+        return "other"
+
+    def observe(self, scope: Scope, model: str, usage: Any) -> None:
+        """Report model and token counts for the access log and the metrics."""
+        details = info(scope)
+        details["model"] = model
+        label = details["model_label"] = self.model_label(model)
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if isinstance(prompt, int):
+                details["prompt_tokens"] = prompt
+            if isinstance(completion, int):
+                details["completion_tokens"] = completion
+            if self.metrics is not None:
+                if isinstance(prompt, int):
+                    self.metrics.tokens.labels(label, "prompt").inc(prompt)
+                if isinstance(completion, int):
+                    self.metrics.tokens.labels(label, "completion").inc(completion)
 
     def upstream_model(self, name: str) -> str:
         return resolve(name, self.model_map, self.catalog.known_ids)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ollama_openai_proxy.errors import JSON_CONTENT_TYPE, PayloadTooLarge, ProxyError
 from ollama_openai_proxy.sse import SSEEvent, SSEParser
@@ -95,6 +96,29 @@ def _loads_or_text(data: str) -> Any:
     return obj.get("error", obj) if isinstance(obj, dict) else obj
 
 
+class ClosingStream(StreamingResponse):
+    """Runs ``cleanup`` however the response ends -- finished, failed, or the client gone --
+    even if the body was never iterated, so slots and upstream connections are never leaked."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        cleanup: Callable[[], Awaitable[None]],
+        *,
+        media_type: str = NDJSON,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, status_code=status_code, headers=headers, media_type=media_type)
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
+
+
 async def ndjson_response(
     resp: aiohttp.ClientResponse,
     tr: StreamTranslator,
@@ -102,7 +126,8 @@ async def ndjson_response(
     on_end: Callable[[], None],
 ) -> Response:
     """Wait for the first translated line before committing to 200 (contract §3.5): an upstream
-    failure before it still gets its real status and an Ollama error body."""
+    failure before it still gets its real status and an Ollama error body. ``on_end`` runs once
+    when the stream is over, whatever the outcome (not if this raises)."""
     gen = _ndjson(resp, tr, host)
     try:
         first = await anext(gen)
@@ -111,12 +136,14 @@ async def ndjson_response(
         raise
 
     async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in gen:
+            yield chunk
+
+    async def cleanup() -> None:
         try:
-            yield first
-            async for chunk in gen:
-                yield chunk
-        finally:
             await gen.aclose()
+        finally:
             on_end()
 
-    return StreamingResponse(body(), media_type=NDJSON)
+    return ClosingStream(body(), cleanup)

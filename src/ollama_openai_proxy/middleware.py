@@ -1,26 +1,54 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware: it buffers and adds a task per request)."""
+"""The outermost pure ASGI middleware (no BaseHTTPMiddleware: it buffers and adds a task).
+
+Per request: the request id (``X-Request-ID`` accepted if sane, else generated, always returned),
+bound to every log line; security headers; and, when the response *ends* (for a stream, its last
+byte, not its headers), one access log line and the request metrics. Handlers add what only they
+know (model, token counts) to ``scope["proxy"]``.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 import uuid
+from collections.abc import Collection
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ollama_openai_proxy.metrics import Metrics
+
 log = structlog.get_logger("ollama_openai_proxy.access")
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def info(scope: Scope) -> dict[str, Any]:
+    """What a handler reports for the access log and metrics (model, tokens)."""
+    data: dict[str, Any] = scope.setdefault("proxy", {})
+    return data
 
 
 class RequestContextMiddleware:
-    """Request id (``X-Request-ID`` accepted if sane, else generated, and always returned), bound
-    to every log line of the request, and one access log line when the response *ends* -- for a
-    stream that is the last byte, not the headers."""
-
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics | None = None, endpoints: Collection[str] = ()
+    ) -> None:
         self.app = app
+        self.metrics = metrics
+        self.endpoints = frozenset(endpoints)
+
+    def _endpoint(self, path: str) -> str:
+        if path in self.endpoints:
+            return path
+        if path.startswith("/v1/models/"):
+            return "/v1/models/{model}"
+        return "other"  # unknown paths must not grow the label set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,24 +65,35 @@ class RequestContextMiddleware:
             request_id = uuid.uuid4().hex
         start = time.perf_counter()
         status = 0
-        header = (b"x-request-id", request_id.encode())
+        extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+        details: dict[str, Any] = {}
+        scope["proxy"] = details
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            seconds = time.perf_counter() - start
+            path = scope["path"]
             log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=path,
                 status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 3),
+                duration_ms=round(seconds * 1000, 3),
+                **details,
             )
+            if self.metrics is not None:
+                endpoint = self._endpoint(path)
+                self.metrics.requests.labels(
+                    endpoint, details.get("model_label", ""), str(status)
+                ).inc()
+                self.metrics.duration.labels(endpoint).observe(seconds)
             structlog.contextvars.unbind_contextvars("request_id")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,11 +27,14 @@ from ollama_openai_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.resilience import CircuitBreaker
 from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.upstream")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+KNOWN_PATHS = frozenset({"/chat/completions", "/completions", "/embeddings", "/models"})
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
 MAX_RETRY_AFTER = 30.0
@@ -47,7 +51,14 @@ def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
 
 
 class Upstream:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        breaker: CircuitBreaker | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.breaker = breaker or CircuitBreaker(0, 1.0)
+        self.metrics = metrics
         self.base_url = settings.openai_api_base_url
         self._host = urlsplit(self.base_url).netloc
         key = settings.openai_api_key.get_secret_value()
@@ -109,19 +120,33 @@ class Upstream:
         kwargs: dict[str, Any] = {"data": body, "headers": headers}
         if timeout is not None:
             kwargs["timeout"] = timeout
+        breaker, metrics = self.breaker, self.metrics
         for attempt in range(attempts):
             last = attempt == attempts - 1
             backoff = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # full jitter
+            breaker.before()
+            started = time.perf_counter()
             try:
                 resp = await self.session.request(method, url, **kwargs)
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
                 # Refused connections and stale pooled keep-alive sockets: safe to try again.
+                self._failed()
                 if last:
                     raise _map_exception(exc, self._host) from None
                 delay = backoff
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self._failed()
                 raise _map_exception(exc, self._host) from None
             else:
+                if metrics is not None:
+                    metrics.upstream.labels(
+                        path if path in KNOWN_PATHS else "other", str(resp.status)
+                    ).observe(time.perf_counter() - started)
+                if resp.status >= 500:
+                    self._failed()
+                else:
+                    breaker.success()
+                    self._breaker_metric()
                 if resp.status not in RETRY_STATUSES or last:
                     return resp
                 wait = _retry_after(resp)
@@ -130,8 +155,18 @@ class Upstream:
                 resp.release()
                 delay = backoff if wait is None else wait
             log.warning("upstream_retry", path=path, attempt=attempt + 1, delay_s=round(delay, 3))
+            if metrics is not None:
+                metrics.retries.labels(path if path in KNOWN_PATHS else "other").inc()
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _failed(self) -> None:
+        self.breaker.failure()
+        self._breaker_metric()
+
+    def _breaker_metric(self) -> None:
+        if self.metrics is not None:
+            self.metrics.breaker.set(int(self.breaker.state))
 
     async def json(
         self,

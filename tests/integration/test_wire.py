@@ -49,7 +49,7 @@ def test_root_version_health(http: httpx.Client) -> None:
 
 
 def test_ready(http: httpx.Client) -> None:
-    assert http.get("/ready").json() == {"status": "ready"}
+    assert http.get("/ready").json() == {"status": "ready", "circuit_breaker": "closed"}
 
 
 def test_ready_reports_unreachable_upstream() -> None:

@@ -19,7 +19,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
         if hasattr(default, "get_secret_value"):
             default = default.get_secret_value()
         shown = rows[name.upper()].strip()
-        if default in (None, "", {}):
+        if default in (None, "", {}, []):
             assert shown == "(unset)", name
         else:
             assert shown == f"`{default}`", name

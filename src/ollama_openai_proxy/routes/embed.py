@@ -24,6 +24,7 @@ router = APIRouter()
 
 async def _call(ctx: Context, model: str, inputs: list[str], dimensions: int | None) -> Any:
     payload = embeddings_request(ctx.upstream_model(model), inputs, dimensions)
+    await ctx.limiter.acquire()
     try:
         return await ctx.upstream.json("POST", "/embeddings", payload, client_model=model)
     except UpstreamStatusError as exc:
@@ -31,6 +32,8 @@ async def _call(ctx: Context, model: str, inputs: list[str], dimensions: int | N
             # Ollama's scheduler wording for embeddings (handleScheduleError, routes.go)
             exc.message = f'model "{model}" not found, try pulling it first'
         raise
+    finally:
+        ctx.limiter.release()
 
 
 @router.post(
@@ -50,6 +53,7 @@ async def embed(request: Request) -> Response:
     if not inputs:
         return json_response({"model": model, "embeddings": []})
     body = await _call(ctx, model, inputs, req.get("dimensions"))
+    ctx.observe(request.scope, model, body.get("usage") if isinstance(body, dict) else None)
     try:
         out = embed_response(body, model, len(inputs), time.perf_counter_ns() - start)
     except (ValueError, TypeError, AttributeError) as exc:

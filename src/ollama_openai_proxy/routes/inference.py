@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.context import Context, get_context
@@ -17,6 +18,7 @@ from ollama_openai_proxy.errors import (
     UpstreamStatusError,
 )
 from ollama_openai_proxy.http import json_response, ndjson_response, read_body
+from ollama_openai_proxy.middleware import info
 from ollama_openai_proxy.translate.chat import (
     chat_request,
     chat_response,
@@ -58,7 +60,15 @@ async def chat(request: Request) -> Response:
     ctx.report(up, model)
     think = req.get("think") is not False
     return await _complete(
-        ctx, CHAT_COMPLETIONS, up.payload, model, think, start, keep_alive, generate=False
+        ctx,
+        request.scope,
+        CHAT_COMPLETIONS,
+        up.payload,
+        model,
+        think,
+        start,
+        keep_alive,
+        generate=False,
     )
 
 
@@ -88,7 +98,15 @@ async def generate(request: Request) -> Response:
         ctx.report(up, model)
         try:
             return await _complete(
-                ctx, COMPLETIONS, up.payload, model, think, start, keep_alive, generate=True
+                ctx,
+                request.scope,
+                COMPLETIONS,
+                up.payload,
+                model,
+                think,
+                start,
+                keep_alive,
+                generate=True,
             )
         except UpstreamStatusError as exc:
             # A raw prompt can still go to chat if the backend has no /v1/completions; a suffix
@@ -106,12 +124,21 @@ async def generate(request: Request) -> Response:
     up = generate_request(req, target, ctx.policy)
     ctx.report(up, model)
     return await _complete(
-        ctx, CHAT_COMPLETIONS, up.payload, model, think, start, keep_alive, generate=True
+        ctx,
+        request.scope,
+        CHAT_COMPLETIONS,
+        up.payload,
+        model,
+        think,
+        start,
+        keep_alive,
+        generate=True,
     )
 
 
 async def _complete(
     ctx: Context,
+    scope: Scope,
     path: str,
     payload: dict[str, Any],
     model: str,
@@ -123,16 +150,14 @@ async def _complete(
 ) -> Response:
     """Call the backend; answer in the shape of Ollama's chat or generate."""
     ttl = DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
-    if payload["stream"]:
-        resp = await ctx.upstream.open_stream(path, payload, client_model=model)
-        tr = StreamTranslator(model, generate=generate, think=think, start_ns=start)
-
-        def on_end() -> None:
-            ctx.recent.touch(model, ttl)
-            ctx.notes(tr.notes, model)
-
-        return await ndjson_response(resp, tr, ctx.upstream.base_url, on_end)
-    body = await ctx.upstream.json("POST", path, payload, client_model=model)
+    await ctx.limiter.acquire()
+    try:
+        if payload["stream"]:
+            return await _stream(ctx, scope, path, payload, model, think, start, ttl, generate)
+        body = await ctx.upstream.json("POST", path, payload, client_model=model)
+    finally:
+        if not payload["stream"]:
+            ctx.limiter.release()
     notes: list[str] = []
     now, total = time.time_ns(), time.perf_counter_ns() - start
     try:
@@ -144,4 +169,41 @@ async def _complete(
         raise UpstreamProtocolError(f"upstream answer is not a completion: {exc}") from None
     ctx.notes(notes, model)
     ctx.recent.touch(model, ttl)
+    ctx.observe(scope, model, body.get("usage"))
     return json_response(out)
+
+
+async def _stream(
+    ctx: Context,
+    scope: Scope,
+    path: str,
+    payload: dict[str, Any],
+    model: str,
+    think: bool,
+    start: int,
+    ttl: float,
+    generate: bool,
+) -> Response:
+    """A streamed answer; owns the concurrency slot taken by the caller until the stream ends."""
+    try:
+        resp = await ctx.upstream.open_stream(path, payload, client_model=model)
+        tr = StreamTranslator(model, generate=generate, think=think, start_ns=start)
+
+        def on_end() -> None:
+            ctx.limiter.release()
+            if ctx.metrics is not None:
+                ctx.metrics.in_flight.dec()
+            ctx.recent.touch(model, ttl)
+            ctx.notes(tr.notes, model)
+            ctx.observe(scope, model, tr.usage)
+
+        response = await ndjson_response(resp, tr, ctx.upstream.base_url, on_end)
+    except BaseException:
+        ctx.limiter.release()
+        raise
+    ttft = (time.perf_counter_ns() - start) / 1e9
+    info(scope)["ttft_ms"] = round(ttft * 1000, 3)
+    if ctx.metrics is not None:
+        ctx.metrics.in_flight.inc()
+        ctx.metrics.ttft.labels(path, ctx.model_label(model)).observe(ttft)
+    return response

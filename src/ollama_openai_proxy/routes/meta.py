@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
-from ollama_openai_proxy import __version__
+from ollama_openai_proxy.buildinfo import build_info
 from ollama_openai_proxy.context import get_context
-from ollama_openai_proxy.errors import UpstreamError
+from ollama_openai_proxy.errors import ProxyError, RouteNotFound, UpstreamError
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.routes import get_and_head
 
@@ -41,10 +41,19 @@ async def version(request: Request) -> Response:
 @router.get(
     "/v1/version",
     operation_id="proxy_version",
-    summary="The proxy's own version",
+    summary="The proxy's own version, build and dependencies (VERSION_ENDPOINT_ENABLED)",
 )
-async def proxy_version() -> Response:
-    return json_response({"version": __version__, "name": "ollama-openai-proxy"})
+async def proxy_version(request: Request) -> Response:
+    if not get_context(request).settings.version_endpoint_enabled:
+        raise RouteNotFound("404 page not found")
+    return json_response(build_info())
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition (registered by create_app when metrics are enabled)."""
+    m = get_context(request).metrics
+    assert m is not None
+    return Response(m.exposition(), media_type=m.content_type)
 
 
 @router.get(
@@ -67,5 +76,15 @@ async def ready(request: Request) -> Response:
     try:
         await ctx.upstream.json("GET", "/models", timeout=ctx.settings.health_check_timeout)
     except UpstreamError as exc:
-        return json_response({"status": "unavailable", "error": ctx.redact(exc.message)}, 503)
-    return json_response({"status": "ready"})
+        body = {"status": "unavailable", "error": ctx.redact(exc.message)}
+        return json_response(
+            {**body, "circuit_breaker": ctx.upstream.breaker.state.name.lower()}, 503
+        )
+    except ProxyError as exc:  # the breaker is open
+        body = {"status": "unavailable", "error": exc.message}
+        return json_response(
+            {**body, "circuit_breaker": ctx.upstream.breaker.state.name.lower()}, 503
+        )
+    return json_response(
+        {"status": "ready", "circuit_breaker": ctx.upstream.breaker.state.name.lower()}
+    )

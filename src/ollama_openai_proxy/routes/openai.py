@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.http import json_response, read_body
+from ollama_openai_proxy.http import ClosingStream, json_response, read_body
 from ollama_openai_proxy.translate.models import openai_models
 
 router = APIRouter()
@@ -55,19 +55,29 @@ async def _forward(request: Request, method: str, path: str) -> Response:
     body = None
     if method == "POST":
         body = _rewrite_model(ctx, await read_body(request, ctx.settings.request_max_size))
-    resp = await ctx.upstream.send(method, path, body)
-    media_type = resp.headers.get("content-type", "application/json")
-    if resp.content_type != "text/event-stream":
-        try:
-            data = await resp.read()
-        finally:
-            resp.release()
-        return Response(
-            data, status_code=resp.status, media_type=media_type, headers=_headers(resp)
-        )
+    await ctx.limiter.acquire()
+    try:
+        resp = await ctx.upstream.send(method, path, body)
+        media_type = resp.headers.get("content-type", "application/json")
+        if resp.content_type != "text/event-stream":
+            try:
+                data = await resp.read()
+            finally:
+                resp.release()
+            return Response(
+                data, status_code=resp.status, media_type=media_type, headers=_headers(resp)
+            )
+    except BaseException:
+        ctx.limiter.release()
+        raise
+    else:
+        if resp.content_type != "text/event-stream":
+            ctx.limiter.release()
+
+    clean = False
 
     async def relay() -> AsyncIterator[bytes]:
-        clean = False
+        nonlocal clean
         try:
             async for chunk in resp.content.iter_any():
                 yield chunk
@@ -75,11 +85,16 @@ async def _forward(request: Request, method: str, path: str) -> Response:
         except (aiohttp.ClientError, TimeoutError):
             # Mid-stream failure: OpenAI clients understand an SSE error event.
             yield _INTERRUPTED
-        finally:
-            resp.release() if clean else resp.close()
 
-    return StreamingResponse(
-        relay(), status_code=resp.status, media_type=media_type, headers=_headers(resp)
+    async def cleanup() -> None:
+        if clean:
+            resp.release()
+        else:
+            resp.close()
+        ctx.limiter.release()
+
+    return ClosingStream(
+        relay(), cleanup, media_type=media_type, status_code=resp.status, headers=_headers(resp)
     )
 
 

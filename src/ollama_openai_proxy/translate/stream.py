@@ -71,6 +71,11 @@ class StreamTranslator:
         self.done = False  # the backend said [DONE]
         self.notes: list[str] = []
 
+    @property
+    def usage(self) -> Mapping[str, Any] | None:
+        """The backend's token usage, once its usage chunk has arrived."""
+        return self._usage
+
     # --- input ------------------------------------------------------------------------------
 
     def feed(self, data: str) -> bytes:

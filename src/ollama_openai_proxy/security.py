@@ -1,0 +1,138 @@
+"""Inbound authentication and per-client rate limits, as one pure ASGI middleware.
+
+- ``PROXY_API_KEYS``: clients must send ``Authorization: Bearer <key>``; keys are compared in
+  constant time, each of them, so timing tells nothing about which prefix matched. ``/`` and
+  ``/health`` stay open (liveness probes), as do CORS preflights (answered before this layer).
+- Without keys, any ``Authorization`` header is accepted -- n8n sends ``Bearer `` with an empty key,
+  ollama-python sends ollama.com keys -- and it is never forwarded: the upstream client sends only
+  the proxy's own key.
+- ``RATE_LIMIT``: a moving window per key (a hash of it, never the key) or, without keys, per
+  client IP; counters in memory or in Redis shared by several instances. If the storage fails,
+  requests pass (and a warning is logged): a limiter outage must not become a proxy outage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+import structlog
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ollama_openai_proxy.errors import JSON_CONTENT_TYPE, ProxyError, Redactor, render_error
+
+log = structlog.get_logger("ollama_openai_proxy.security")
+
+OPEN_PATHS = frozenset({"/", "/health"})
+
+
+class Unauthorized(ProxyError):
+    status = 401
+    openai_type = "authentication_error"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    openai_type = "rate_limit_error"
+
+
+def _storage(uri: str) -> Storage:
+    if uri.startswith(("redis://", "rediss://")):
+        # redis-py's asyncio client (a dependency already) rather than limits' default, coredis.
+        storage = storage_from_string("async+" + uri, implementation="redispy")
+    else:
+        storage = storage_from_string(uri if uri.startswith("async+") else "async+" + uri)
+    assert isinstance(storage, Storage)
+    return storage
+
+
+class RateLimits:
+    def __init__(self, spec: str, storage_uri: str) -> None:
+        self.items: list[RateLimitItem] = parse_many(spec)
+        self.storage = _storage(storage_uri)
+        self.limiter = MovingWindowRateLimiter(self.storage)
+
+    async def check(self, identity: str) -> RateLimited | None:
+        for item in self.items:
+            if not await self.limiter.hit(item, identity):
+                stats = await self.limiter.get_window_stats(item, identity)
+                retry = max(1, int(stats.reset_time - time.time() + 0.999))
+                err = RateLimited(f"rate limit exceeded: {item}; retry in {retry} s")
+                err.retry_after = retry  # type: ignore[attr-defined]
+                return err
+        return None
+
+
+class GuardMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: list[str],
+        limits: RateLimits | None,
+        redact: Redactor,
+    ) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+        self.limits = limits
+        self.redact = redact
+
+    def _authorized(self, header: bytes | None) -> tuple[bool, bytes]:
+        token = b""
+        if header is not None and header[:7].lower() == b"bearer ":
+            token = header[7:].strip()
+        ok = False
+        for key in self.keys:  # no early exit: every key is compared, always
+            ok |= hmac.compare_digest(token, key)
+        return ok, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (not self.keys and self.limits is None):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        identity = ""
+        if self.keys:
+            header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            ok, token = self._authorized(header)
+            if not ok:
+                await self._reject(scope, send, Unauthorized("unauthorized"))
+                return
+            identity = "key:" + hashlib.sha256(token).hexdigest()[:16]
+        if self.limits is not None:
+            if not identity:
+                client = scope.get("client")
+                identity = "ip:" + (client[0] if client else "unknown")
+            try:
+                limited = await self.limits.check(identity)
+            except Exception as exc:  # storage down: fail open, loudly
+                log.warning("rate_limit_storage_failed", error=self.redact(repr(exc)))
+                limited = None
+            if limited is not None:
+                await self._reject(scope, send, limited)
+                return
+        await self.app(scope, receive, send)
+
+    async def _reject(self, scope: Scope, send: Send, exc: ProxyError) -> None:
+        status, body = render_error(
+            exc, openai=scope["path"].startswith("/v1/"), redact=self.redact
+        )
+        headers = [
+            (b"content-type", JSON_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if isinstance(exc, Unauthorized):
+            headers.append((b"www-authenticate", b"Bearer"))
+        retry = getattr(exc, "retry_after", None)
+        if retry is not None:
+            headers.append((b"retry-after", str(retry).encode()))
+        log.warning("request_rejected", status=status, reason=exc.message)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
