@@ -301,7 +301,10 @@ class FakeUpstream:
 
     async def _record(self, request: web.Request) -> Any:
         raw = await request.read()
-        body = orjson.loads(raw) if raw else None
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
         self.journal.append({"path": request.path, "headers": dict(request.headers), "body": body})
         return body
 
@@ -346,12 +349,18 @@ class FakeUpstream:
             s = self.scripts.popleft()
             if s.status >= 400:
                 return await self._error(s)
+        if not isinstance(body, dict):
+            return _fail("We could not parse the JSON body of your request.")
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
-        if not inputs or any(not isinstance(i, str) or not i for i in inputs):
+        if (
+            not isinstance(inputs, list)
+            or not inputs
+            or any(not isinstance(i, str) or not i for i in inputs)
+        ):
             return _fail("'$.input' is invalid.")
-        if body.get("model") not in self.models:
+        if not isinstance(body.get("model"), str) or body["model"] not in self.models:
             return _fail(f"The model `{body.get('model')}` does not exist", 404, "model_not_found")
         data = [
             {"object": "embedding", "index": i, "embedding": [3.0, 4.0 + i, 0.0]}
@@ -372,9 +381,10 @@ class FakeUpstream:
             return denied
         try:
             validate_params(body, COMPLETION_PARAMS, self.extra_params)
+            assert isinstance(body, dict)
             if not isinstance(body.get("prompt"), str):
                 raise Invalid("prompt must be a string")
-        except Invalid as exc:
+        except (Invalid, TypeError, AttributeError) as exc:
             return _fail(str(exc))
         if not self.completions_supported or body["model"] not in self.models:
             # What OpenAI answers for chat models on the legacy endpoint.
@@ -413,12 +423,11 @@ class FakeUpstream:
         return resp
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await self._record(request)
-        except orjson.JSONDecodeError:
-            return _fail("We could not parse the JSON body of your request.")
+        body = await self._record(request)
         if (denied := self._auth(request)) is not None:
             return denied
+        if not isinstance(body, dict):
+            return _fail("We could not parse the JSON body of your request.")
         s = self.scripts.popleft() if self.scripts else self._rule(body)
         if s.status >= 400:
             return await self._error(s)
@@ -426,6 +435,8 @@ class FakeUpstream:
             validate_chat(body, self.extra_params)
         except Invalid as exc:
             return _fail(str(exc))
+        except (TypeError, AttributeError, KeyError, IndexError) as exc:
+            return _fail(f"Invalid request body: {exc}")  # OpenAI validates every shape: 400
         if body["model"] not in self.models:
             return _fail(
                 f"The model `{body['model']}` does not exist or you do not have access to it.",

@@ -17,6 +17,7 @@ def settings_for(upstream_url: str, **overrides: Any) -> Settings:
         "openai_api_base_url": upstream_url,
         "openai_api_key": "sk-test-upstream",
         "max_retries": 0,
+        "circuit_breaker_threshold": 0,  # tests of the breaker turn it on
         "connect_timeout": 2.0,
         "request_timeout": 10.0,
     }

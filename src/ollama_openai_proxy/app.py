@@ -82,6 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
     )
 
+    rate_limits = (
+        RateLimits(settings.rate_limit, settings.rate_limit_storage_uri)
+        if settings.rate_limit
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
@@ -100,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await upstream.close()
+            if rate_limits is not None:
+                await rate_limits.close()
 
     app = FastAPI(
         title="ollama-openai-proxy",
@@ -153,11 +161,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origin_regex=None if origins else DEFAULT_CORS_ORIGIN_REGEX,
         allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
         allow_headers=CORS_HEADERS,
-    )
-    rate_limits = (
-        RateLimits(settings.rate_limit, settings.rate_limit_storage_uri)
-        if settings.rate_limit
-        else None
     )
     app.add_middleware(GuardMiddleware, keys=inbound_keys, limits=rate_limits, redact=redact)
     endpoints = {getattr(r, "path", "") for r in app.routes}

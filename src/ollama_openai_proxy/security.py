@@ -57,6 +57,13 @@ class RateLimits:
         self.storage = _storage(storage_uri)
         self.limiter = MovingWindowRateLimiter(self.storage)
 
+    async def close(self) -> None:
+        """Close a Redis connection pool (memory storage has nothing to close)."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()
+            await client.connection_pool.disconnect()
+
     async def check(self, identity: str) -> RateLimited | None:
         for item in self.items:
             if not await self.limiter.hit(item, identity):

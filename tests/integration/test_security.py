@@ -1,0 +1,222 @@
+"""Inbound keys, rate limits (in memory and in a real Redis), headers, and adversarial input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fake_upstream import FakeUpstream
+from tests.servers import ProxyServer, settings_for
+
+CHAT = {"model": "gpt-4o-mini", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_inbound_api_keys(upstream: FakeUpstream, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# team B\nkey-from-file\n\n")
+    with ProxyServer(
+        settings_for(
+            upstream.url, proxy_api_keys="key-one-1234,key-two-5678", proxy_api_keys_file=keys_file
+        )
+    ) as p:
+        for headers in (
+            {},
+            bearer("wrong"),
+            {"Authorization": "Bearer"},
+            {"Authorization": "key-one-1234"},
+            {"Authorization": "Basic azE="},
+        ):
+            r = httpx.post(p.url + "/api/chat", json=CHAT, headers=headers)
+            assert (r.status_code, r.json()) == (401, {"error": "unauthorized"})
+            assert r.headers["www-authenticate"] == "Bearer"
+        r = httpx.get(p.url + "/v1/models")
+        assert r.status_code == 401
+        assert r.json()["error"]["type"] == "authentication_error"
+        for key in ("key-one-1234", "key-two-5678", "key-from-file"):
+            assert (
+                httpx.post(p.url + "/api/chat", json=CHAT, headers=bearer(key)).status_code == 200
+            )
+        # the client's key is never forwarded: the backend sees the proxy's own
+        assert upstream.last()["headers"]["Authorization"] == "Bearer sk-test-upstream"
+        # liveness stays open
+        assert httpx.get(p.url + "/health").status_code == 200
+        assert httpx.get(p.url + "/").text == "Ollama is running"
+        # an error never echoes a key
+        r = httpx.post(
+            p.url + "/api/chat",
+            json={**CHAT, "model": "key-one-1234"},
+            headers=bearer("key-one-1234"),
+        )
+        assert "key-one-1234" not in r.text
+
+
+def test_rate_limit_in_memory_per_key(upstream: FakeUpstream) -> None:
+    with ProxyServer(settings_for(upstream.url, proxy_api_keys="a,b", rate_limit="3/minute")) as p:
+        codes = [
+            httpx.get(p.url + "/api/version", headers=bearer("a")).status_code for _ in range(4)
+        ]
+        assert codes == [200, 200, 200, 429]
+        r = httpx.get(p.url + "/api/version", headers=bearer("a"))
+        assert r.json()["error"].startswith("rate limit exceeded: 3 per 1 minute")
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert (
+            httpx.get(p.url + "/api/version", headers=bearer("b")).status_code == 200
+        )  # own bucket
+
+
+def test_rate_limit_per_ip_without_keys(upstream: FakeUpstream) -> None:
+    with ProxyServer(settings_for(upstream.url, rate_limit="2/minute")) as p:
+        codes = [httpx.get(p.url + "/api/tags").status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert httpx.get(p.url + "/health").status_code == 200  # never limited
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server not installed (Debian package redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_rate_limit_shared_through_redis(upstream: FakeUpstream, redis_url: str) -> None:
+    common = {
+        "proxy_api_keys": "shared",
+        "rate_limit": "3/minute",
+        "rate_limit_storage_uri": redis_url,
+    }
+    with (
+        ProxyServer(settings_for(upstream.url, **common)) as a,
+        ProxyServer(settings_for(upstream.url, **common)) as b,
+    ):
+        codes = [
+            httpx.get(p.url + "/api/version", headers=bearer("shared")).status_code
+            for p in (a, b, a, b)
+        ]
+        assert codes == [200, 200, 200, 429]  # one budget across both instances
+
+
+def test_rate_limit_storage_down_fails_open(upstream: FakeUpstream) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    settings = settings_for(
+        upstream.url, rate_limit="1/minute", rate_limit_storage_uri=f"redis://127.0.0.1:{dead}/0"
+    )
+    with ProxyServer(settings) as p:
+        assert [httpx.get(p.url + "/api/version").status_code for _ in range(2)] == [200, 200]
+
+
+def test_security_headers(proxy: ProxyServer) -> None:
+    h = httpx.get(proxy.url + "/api/version").headers
+    assert (h["x-content-type-options"], h["x-frame-options"], h["referrer-policy"]) == (
+        "nosniff",
+        "DENY",
+        "no-referrer",
+    )
+
+
+# --- fuzzing ----------------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "model",
+    "messages",
+    "prompt",
+    "stream",
+    "options",
+    "format",
+    "think",
+    "keep_alive",
+    "tools",
+    "images",
+    "input",
+    "suffix",
+    "raw",
+    "dimensions",
+    "name",
+    "system",
+    "template",
+    "context",
+]
+MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "tool", "system", "x"]) | JSON},
+    optional={"content": JSON, "images": JSON, "tool_calls": JSON, "tool_name": JSON},
+)
+BODY = st.one_of(
+    st.binary(max_size=64),
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6).map(
+        lambda v: json.dumps({"model": "gpt-4o-mini", **v}).encode()
+    ),
+    st.lists(MESSAGE, max_size=3).map(
+        lambda m: json.dumps({"model": "gpt-4o-mini", "messages": m}).encode()
+    ),
+)
+ENDPOINTS = [
+    "/api/chat",
+    "/api/generate",
+    "/api/show",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/pull",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_fuzz_no_5xx_no_hang(proxy: ProxyServer, endpoint: str) -> None:
+    with httpx.Client(base_url=proxy.url, timeout=5) as client:
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(body=BODY)
+        def check(body: bytes) -> None:
+            r = client.post(endpoint, content=body)
+            assert r.status_code < 500, (r.status_code, r.text[:300])
+            if r.status_code >= 400:
+                err: Any = r.json()["error"]
+                assert isinstance(err, str if endpoint.startswith("/api/") else dict)
+
+        check()
