@@ -163,6 +163,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=CORS_HEADERS,
     )
     app.add_middleware(GuardMiddleware, keys=inbound_keys, limits=rate_limits, redact=redact)
-    endpoints = {getattr(r, "path", "") for r in app.routes}
+    endpoints = {"/v1/metrics", settings.metrics_path}
+    for module in (meta, models, inference, embed, manage, openai):
+        endpoints.update(getattr(r, "path", "") for r in module.router.routes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, endpoints=endpoints)
     return app

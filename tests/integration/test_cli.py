@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.fake_upstream import FakeUpstream, Script
 
@@ -116,3 +120,166 @@ def test_serves_with_dotenv_and_logs_json_without_secrets(
     assert any(line.get("key") == "top_k" and line["level"] == "warning" for line in lines)
     assert all("request_id" in line for line in lines if line["event"] == "request")
     assert upstream.api_key not in output
+
+
+class Running:
+    """The CLI in a subprocess, on a free port, with the given settings as env vars."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], scheme: str = "http") -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ollama_openai_proxy"],
+            env={**base_env(), "PROXY_PORT": str(self.port), **env},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(self.url + "/health", verify=False)
+                return
+            except httpx.TransportError:
+                assert self.proc.poll() is None, self.proc.stdout.read() if self.proc.stdout else ""
+                assert time.monotonic() < deadline, "proxy did not start"
+                time.sleep(0.1)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+
+def test_graceful_shutdown_lets_open_streams_finish(tmp_path: Path, upstream: FakeUpstream) -> None:
+    env = {
+        "OPENAI_API_BASE_URL": upstream.url,
+        "OPENAI_API_KEY": upstream.api_key,
+        "SHUTDOWN_GRACE_PERIOD": "10",
+    }
+    server = Running(tmp_path, env)
+    upstream.script(Script(chunks=[{"content": str(i)} for i in range(10)], delay=0.1))
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
+    with httpx.Client(base_url=server.url) as c, c.stream("POST", "/api/chat", json=chat) as r:
+        lines = r.iter_lines()
+        first = next(lines)
+        server.proc.send_signal(signal.SIGTERM)  # mid-stream
+        rest = list(lines)
+    out = server.stop()
+    parsed = [json.loads(x) for x in [first, *rest]]
+    assert "".join(x["message"]["content"] for x in parsed) == "0123456789"
+    assert parsed[-1]["done"] is True
+    assert "Traceback" not in out
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.url + "/health")  # no longer accepting
+
+
+def test_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {"OPENAI_API_BASE_URL": upstream.url, "SSL_CERTFILE": str(cert), "SSL_KEYFILE": str(key)}
+    server = Running(tmp_path, env, scheme="https")
+    try:
+        assert (
+            httpx.get(
+                server.url + "/api/version", verify=ssl.create_default_context(cafile=str(cert))
+            ).status_code
+            == 200
+        )
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{server.port}/api/version")  # plain HTTP is refused
+    finally:
+        server.stop()
+
+
+def test_workers_share_one_metrics_view(tmp_path: Path, upstream: FakeUpstream) -> None:
+    env = {"OPENAI_API_BASE_URL": upstream.url, "WORKERS": "2"}
+    server = Running(tmp_path, env)
+    try:
+        with httpx.Client(base_url=server.url) as c:
+            for _ in range(20):
+                c.get("/api/version", headers={"Connection": "close"})
+        values = set()
+        for _ in range(6):  # whichever worker answers, the counts cover both
+            text = httpx.get(server.url + "/v1/metrics", headers={"Connection": "close"}).text
+            m = re.search(
+                r'ollama_proxy_requests_total\{endpoint="/api/version",model="",status="200"\} (\S+)',
+                text,
+            )
+            assert m, text[:500]
+            values.add(float(m.group(1)))
+        assert values == {20.0}
+    finally:
+        server.stop()
+
+
+def test_inbound_keys_never_logged(tmp_path: Path, upstream: FakeUpstream) -> None:
+    secret = "inbound-secret-0123456789"
+    env = {
+        "OPENAI_API_BASE_URL": upstream.url,
+        "OPENAI_API_KEY": upstream.api_key,
+        "PROXY_API_KEYS": secret,
+        "LOG_LEVEL": "DEBUG",
+    }
+    server = Running(tmp_path, env)
+    try:
+        ok = httpx.post(
+            server.url + "/api/chat",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={
+                "model": "gpt-4o-mini",
+                "stream": False,
+                "messages": [{"role": "user", "content": secret}],
+            },
+        )
+        assert ok.status_code == 200
+        assert (
+            httpx.get(
+                server.url + "/api/tags", headers={"Authorization": f"Bearer {secret}x"}
+            ).status_code
+            == 401
+        )
+        httpx.post(
+            server.url + "/api/chat",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"model": secret, "messages": [{"role": "user", "content": "x"}]},
+        )
+    finally:
+        out = server.stop()
+    assert secret not in out
+    assert upstream.api_key not in out
+    access = [json.loads(x) for x in out.splitlines() if '"event": "request"' in x]
+    chat_line = next(x for x in access if x["path"] == "/api/chat" and x["status"] == 200)
+    assert (chat_line["model"], chat_line["prompt_tokens"], chat_line["completion_tokens"]) == (
+        "gpt-4o-mini",
+        7,
+        2,
+    )
+    assert chat_line["duration_ms"] > 0

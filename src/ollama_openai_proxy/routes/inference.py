@@ -150,6 +150,7 @@ async def _complete(
 ) -> Response:
     """Call the backend; answer in the shape of Ollama's chat or generate."""
     ttl = DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
+    ctx.observe(scope, model, None)  # labels the request even if the backend call fails
     await ctx.limiter.acquire()
     try:
         if payload["stream"]:
