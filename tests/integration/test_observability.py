@@ -6,6 +6,7 @@ import re
 
 import httpx
 import ollama
+import pytest
 
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
@@ -36,10 +37,8 @@ def test_metrics_count_requests_tokens_and_streams(upstream: FakeUpstream) -> No
             )
         )
         client.chat(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-        try:
+        with pytest.raises(ollama.ResponseError):
             client.chat(model="made-up-model-123", messages=[{"role": "user", "content": "x"}])
-        except ollama.ResponseError:
-            pass
         text = httpx.get(p.url + "/v1/metrics").text
         assert (
             metric(
