@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import socket
 import sys
 
@@ -54,6 +56,12 @@ def chunk_event(text: str | None, finish: str | None = None, usage: bool = False
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+FAIL_RATE = float(os.environ.get("BENCH_FAIL_RATE", "0"))
+OK_JSON = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+OK_SSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+FAILED = b'{"error":{"message":"injected failure","type":"server_error"}}'
+
+
 async def handle(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunks: int, delay: float
 ) -> None:
@@ -69,15 +77,22 @@ async def handle(
                     length = int(line.split(b":")[1])
             body = await reader.readexactly(length) if length else b""
             if head.startswith(b"GET /v1/models"):
+                writer.write(OK_JSON % (len(MODELS), MODELS))
+            elif FAIL_RATE and random.random() < FAIL_RATE / 2:
+                # BENCH_FAIL_RATE, half of it: an error status before anything was streamed.
                 writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                    % (len(MODELS), MODELS)
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(FAILED), FAILED)
                 )
             elif b'"stream":true' in body or b'"stream": true' in body:
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-                )
+                writer.write(OK_SSE)
+                # The other half: the connection dies in the middle of the stream.
+                drop = chunks // 2 if FAIL_RATE and random.random() < FAIL_RATE / 2 else -1
                 for i in range(chunks):
+                    if i == drop:
+                        await writer.drain()
+                        writer.transport.abort()
+                        return
                     writer.write(chunk_event(f"tok{i} "))
                     if delay:
                         await writer.drain()
@@ -86,10 +101,7 @@ async def handle(
                 done = b"data: [DONE]\n\n"
                 writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
             else:
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                    % (len(COMPLETION), COMPLETION)
-                )
+                writer.write(OK_JSON % (len(COMPLETION), COMPLETION))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass

@@ -20,6 +20,8 @@ def settings_for(upstream_url: str, **overrides: Any) -> Settings:
         "circuit_breaker_threshold": 0,  # tests of the breaker turn it on
         "connect_timeout": 2.0,
         "request_timeout": 10.0,
+        "first_byte_timeout": 10.0,
+        "stream_idle_timeout": 10.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -73,10 +73,16 @@ class Settings(BaseSettings):
     )
     debug: bool = Field(False, description="Shortcut for LOG_LEVEL=DEBUG.")
     request_timeout: float = Field(
-        300.0,
-        gt=0,
-        description="Seconds to wait for the backend: whole non-streaming answers, "
-        "and the longest silence inside a stream.",
+        300.0, gt=0, description="Seconds a non-streaming answer may take in all."
+    )
+    first_byte_timeout: float = Field(
+        300.0, gt=0, description="Seconds a stream may take to produce its first line."
+    )
+    stream_idle_timeout: float = Field(
+        300.0, gt=0, description="Longest silence inside a stream, in seconds."
+    )
+    stream_timeout: float = Field(
+        0.0, ge=0, description="Seconds a whole stream may last; 0 = no limit."
     )
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to open a backend connection.")
     max_retries: int = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ollama_openai_proxy.errors import JSON_CONTENT_TYPE, PayloadTooLarge, ProxyError
+from ollama_openai_proxy.errors import (
+    JSON_CONTENT_TYPE,
+    PayloadTooLarge,
+    ProxyError,
+    UpstreamTimeout,
+)
 from ollama_openai_proxy.sse import SSEEvent, SSEParser
 from ollama_openai_proxy.translate.stream import StreamTranslator
 from ollama_openai_proxy.translate.upstream_errors import stream_error
@@ -41,7 +47,7 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 
 async def _ndjson(
-    resp: aiohttp.ClientResponse, tr: StreamTranslator, host: str
+    resp: aiohttp.ClientResponse, tr: StreamTranslator, host: str, deadline: float
 ) -> AsyncGenerator[bytes]:
     """Upstream SSE -> NDJSON chunks. Raises a ProxyError if the upstream fails before any line
     was produced (the caller still can send a real status); afterwards a failure becomes one
@@ -57,6 +63,8 @@ async def _ndjson(
             else:
                 parser = SSEParser()
                 async for chunk in resp.content.iter_any():
+                    if deadline and time.monotonic() > deadline:
+                        raise UpstreamTimeout("stream ended: it lasted longer than STREAM_TIMEOUT")
                     for event in parser.feed(chunk):
                         out += _event(tr, event)
                     if out:
@@ -124,11 +132,13 @@ async def ndjson_response(
     tr: StreamTranslator,
     host: str,
     on_end: Callable[[], None],
+    *,
+    deadline: float = 0.0,
 ) -> Response:
     """Wait for the first translated line before committing to 200 (contract §3.5): an upstream
     failure before it still gets its real status and an Ollama error body. ``on_end`` runs once
     when the stream is over, whatever the outcome (not if this raises)."""
-    gen = _ndjson(resp, tr, host)
+    gen = _ndjson(resp, tr, host, deadline)
     try:
         first = await anext(gen)
     except BaseException:

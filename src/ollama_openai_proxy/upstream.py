@@ -80,7 +80,7 @@ class Upstream:
             connector=connector,
             # sock_read bounds the wait for the first byte and every silence inside a stream.
             timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=s.connect_timeout, sock_read=s.request_timeout
+                total=None, sock_connect=s.connect_timeout, sock_read=s.stream_idle_timeout
             ),
             headers=self._headers,
             auto_decompress=True,

@@ -196,7 +196,7 @@ def test_client_disconnect_cancels_upstream_promptly(
 
 
 def test_stalled_stream_times_out_with_error_line(upstream: FakeUpstream) -> None:
-    with ProxyServer(settings_for(upstream.url, request_timeout=0.3)) as p:
+    with ProxyServer(settings_for(upstream.url, stream_idle_timeout=0.3)) as p:
         upstream.script(Script(chunks=[{"content": "a"}, {"content": "b"}], stall_after=2))
         lines = ndjson(httpx.post(p.url + "/api/chat", json=CHAT, timeout=10))
         assert lines[0]["message"]["content"] == "a"
@@ -204,12 +204,12 @@ def test_stalled_stream_times_out_with_error_line(upstream: FakeUpstream) -> Non
 
 
 def test_timeout_before_first_byte_is_504(upstream: FakeUpstream) -> None:
-    with ProxyServer(settings_for(upstream.url, request_timeout=0.3)) as p:
+    with ProxyServer(settings_for(upstream.url, request_timeout=0.3, first_byte_timeout=0.3)) as p:
         for stream in (False, True):
             upstream.script(Script(first_delay=1.0))
             r = httpx.post(p.url + "/api/chat", json={**CHAT, "stream": stream}, timeout=10)
             assert r.status_code == 504
-            assert "timed out" in r.json()["error"] or "did not answer" in r.json()["error"]
+            assert any(w in r.json()["error"] for w in ("did not answer", "sent nothing within"))
 
 
 def test_retry_before_first_byte(upstream: FakeUpstream) -> None:
@@ -389,3 +389,38 @@ def test_openapi_documents_the_raw_handlers(http: httpx.Client) -> None:
         "/v1/chat/completions",
     } <= spec["paths"].keys()
     assert http.get("/docs").status_code == 200
+
+
+def test_first_byte_timeout_counts_until_the_first_line(upstream: FakeUpstream) -> None:
+    # Headers and a role-only chunk arrive at once, the first token never: still a real 504.
+    with ProxyServer(settings_for(upstream.url, first_byte_timeout=0.3)) as p:
+        upstream.script(Script(chunks=[{"content": "late"}], stall_after=1))
+        r = httpx.post(p.url + "/api/chat", json=CHAT, timeout=10)
+        assert (r.status_code, r.json()) == (
+            504,
+            {"error": "upstream sent nothing within 0.3 s (FIRST_BYTE_TIMEOUT)"},
+        )
+
+
+def test_stream_total_timeout(upstream: FakeUpstream) -> None:
+    with ProxyServer(settings_for(upstream.url, stream_timeout=0.3)) as p:
+        upstream.script(Script(chunks=[{"content": str(i)} for i in range(20)], delay=0.05))
+        lines = ndjson(httpx.post(p.url + "/api/chat", json=CHAT, timeout=10))
+        assert lines[0]["message"]["content"] == "0"
+        assert lines[-1] == {"error": "stream ended: it lasted longer than STREAM_TIMEOUT"}
+
+
+def test_lying_content_length_neither_hangs_nor_breaks(proxy: ProxyServer) -> None:
+    body = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        # claims 10 bytes, sends 5 KB: only 10 bytes are the body (invalid JSON -> 400), the
+        # rest is not a valid request and the connection is closed, without a 5xx
+        s.sendall(
+            b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+            + body
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400")
+    assert b" 500 " not in data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from ollama_openai_proxy.errors import (
     ModelNotFound,
     UpstreamProtocolError,
     UpstreamStatusError,
+    UpstreamTimeout,
 )
 from ollama_openai_proxy.http import json_response, ndjson_response, read_body
 from ollama_openai_proxy.middleware import info
@@ -186,19 +188,30 @@ async def _stream(
     generate: bool,
 ) -> Response:
     """A streamed answer; owns the concurrency slot taken by the caller until the stream ends."""
+    settings = ctx.settings
+    tr = StreamTranslator(model, generate=generate, think=think, start_ns=start)
+
+    def on_end() -> None:
+        ctx.limiter.release()
+        if ctx.metrics is not None:
+            ctx.metrics.in_flight.dec()
+        ctx.recent.touch(model, ttl)
+        ctx.notes(tr.notes, model)
+        ctx.observe(scope, model, tr.usage)
+
+    deadline = time.monotonic() + settings.stream_timeout if settings.stream_timeout else 0.0
     try:
-        resp = await ctx.upstream.open_stream(path, payload, client_model=model)
-        tr = StreamTranslator(model, generate=generate, think=think, start_ns=start)
-
-        def on_end() -> None:
-            ctx.limiter.release()
-            if ctx.metrics is not None:
-                ctx.metrics.in_flight.dec()
-            ctx.recent.touch(model, ttl)
-            ctx.notes(tr.notes, model)
-            ctx.observe(scope, model, tr.usage)
-
-        response = await ndjson_response(resp, tr, ctx.upstream.base_url, on_end)
+        # Until the first line is ready nothing was sent: a timeout is still a real 504.
+        async with asyncio.timeout(settings.first_byte_timeout):
+            resp = await ctx.upstream.open_stream(path, payload, client_model=model)
+            response = await ndjson_response(
+                resp, tr, ctx.upstream.base_url, on_end, deadline=deadline
+            )
+    except TimeoutError:
+        ctx.limiter.release()
+        raise UpstreamTimeout(
+            f"upstream sent nothing within {settings.first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
+        ) from None
     except BaseException:
         ctx.limiter.release()
         raise
