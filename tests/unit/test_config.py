@@ -139,3 +139,20 @@ def test_mapping_file_not_json(tmp_path: Path) -> None:
     path.write_text("{nope")
     with pytest.raises(ConfigError, match="cannot read JSON"):
         load_settings(model_mapping_file=path)
+
+
+def test_prometheus_alias_and_tls_pair(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ENABLE_PROMETHEUS_METRICS", "false")
+    assert load_settings().enable_metrics is False
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    with pytest.raises(ConfigError, match="SSL_CERTFILE and SSL_KEYFILE must be set together"):
+        load_settings(ssl_certfile=cert)
+
+
+def test_inbound_keys_file_and_secret_repr(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("# comment\n  key-a  \n\nkey-b\n")
+    s = load_settings(proxy_api_keys="key-c", proxy_api_keys_file=path)
+    assert s.inbound_keys() == ["key-c", "key-a", "key-b"]
+    assert "key-c" not in repr(s)
