@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from ollama_openai_proxy.errors import (
     RouteNotFound,
     render_error,
 )
+from ollama_openai_proxy.fastpath import FastRoutes
 from ollama_openai_proxy.logs import configure_logging
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.middleware import RequestContextMiddleware
@@ -153,6 +155,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        return await (proxy_error if isinstance(exc, ProxyError) else unexpected)(request, exc)
+
+    hot: dict[tuple[str, str], Any] = {
+        ("POST", "/api/chat"): inference.chat,
+        ("POST", "/api/generate"): inference.generate,
+        ("POST", "/api/embed"): embed.embed,
+        ("POST", "/api/embeddings"): embed.embeddings,
+        ("POST", "/api/show"): models.show,
+        ("GET", "/api/tags"): models.tags,
+        ("GET", "/api/version"): meta.version,
+        ("POST", "/v1/chat/completions"): openai.chat_completions,
+        ("POST", "/v1/completions"): openai.completions,
+        ("POST", "/v1/embeddings"): openai.embeddings,
+    }
+    app.add_middleware(FastRoutes, routes=hot, on_error=on_error)
 
     origins = settings.cors_origins
     app.add_middleware(

@@ -102,7 +102,11 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or (
+            # CORS preflights carry no credentials by design; the CORS layer answers them.
+            scope["method"] == "OPTIONS"
+            and any(k == b"access-control-request-method" for k, _ in scope["headers"])
+        ):
             await self.app(scope, receive, send)
             return
         identity = ""

@@ -220,3 +220,18 @@ def test_fuzz_no_5xx_no_hang(proxy: ProxyServer, endpoint: str) -> None:
                 assert isinstance(err, str if endpoint.startswith("/api/") else dict)
 
         check()
+
+
+def test_cors_preflight_passes_with_keys_on(upstream: FakeUpstream) -> None:
+    with ProxyServer(settings_for(upstream.url, proxy_api_keys="key-one-1234")) as p:
+        pre = httpx.options(
+            p.url + "/api/chat",
+            headers={
+                "Origin": "http://localhost:3000",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert httpx.options(p.url + "/api/chat").status_code == 401  # not a preflight
