@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy import __version__
 from ollama_openai_proxy.catalog import Catalog
@@ -58,7 +59,27 @@ CORS_HEADERS = [
 ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ProxyApp(FastAPI):
+    """FastAPI, entered through the proxy's own pure-ASGI chain (``front``).
+
+    FastAPI's middleware stack (error, telemetry and body-limit wrappers, router, dependency
+    solving) cost about a quarter of the CPU of a proxied request (py-spy, bench/README.md); the
+    hot routes skip it. Lifespan events and the other routes still go through FastAPI."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # Request.app, as Starlette would set it
+        await self.front(scope, receive, send)
+
+    async def fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> ProxyApp:
     if settings is None:  # uvicorn workers build the app (and their logging) from the env
         env_file = os.environ.get("PROXY_ENV_FILE")
         settings = load_settings(_env_file=env_file) if env_file else load_settings()
@@ -111,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if rate_limits is not None:
                 await rate_limits.close()
 
-    app = FastAPI(
+    app = ProxyApp(
         title="ollama-openai-proxy",
         version=__version__,
         description="Ollama's REST API served from any OpenAI-compatible backend.",
@@ -171,19 +192,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ("POST", "/v1/completions"): openai.completions,
         ("POST", "/v1/embeddings"): openai.embeddings,
     }
-    app.add_middleware(FastRoutes, routes=hot, on_error=on_error)
-
     origins = settings.cors_origins
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=origins or [],
-        allow_origin_regex=None if origins else DEFAULT_CORS_ORIGIN_REGEX,
-        allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
-        allow_headers=CORS_HEADERS,
-    )
-    app.add_middleware(GuardMiddleware, keys=inbound_keys, limits=rate_limits, redact=redact)
     endpoints = {"/v1/metrics", settings.metrics_path}
     for module in (meta, models, inference, embed, manage, openai):
         endpoints.update(getattr(r, "path", "") for r in module.router.routes)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, endpoints=endpoints)
+    # Outermost first: request id, access log and metrics; keys and rate limits; CORS; the hot
+    # routes; everything else goes on to FastAPI's own stack (app.fallback).
+    app.front = RequestContextMiddleware(
+        GuardMiddleware(
+            CORSMiddleware(
+                FastRoutes(app.fallback, routes=hot, on_error=on_error),
+                allow_origins=origins or [],
+                allow_origin_regex=None if origins else DEFAULT_CORS_ORIGIN_REGEX,
+                allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
+                allow_headers=CORS_HEADERS,
+            ),
+            keys=inbound_keys,
+            limits=rate_limits,
+            redact=redact,
+        ),
+        metrics=metrics,
+        endpoints=endpoints,
+    )
     return app
