@@ -55,6 +55,12 @@ def timed(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[flo
     return t1 - t0, t2 - t0
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
@@ -115,15 +121,20 @@ def main() -> None:
             ),
         }
         results: dict[str, dict[str, float]] = {}
+        cpu_us: dict[str, float] = {}
         for name, (d, p) in cases.items():
             for _ in range(200):  # warm-up both paths
                 timed(*d)
                 timed(*p)
             samples: dict[str, list[tuple[float, float]]] = {"direct": [], "proxy": []}
             block = 50
+            proxy_cpu = 0.0
             for _ in range(n // block):  # alternate blocks so drift hits both paths alike
                 samples["direct"] += [timed(*d) for _ in range(block)]
+                before = cpu_seconds(procs[1].pid)
                 samples["proxy"] += [timed(*p) for _ in range(block)]
+                proxy_cpu += cpu_seconds(procs[1].pid) - before
+            cpu_us[name] = proxy_cpu / len(samples["proxy"]) * 1e6
             for path, vals in samples.items():
                 total = [v[1] * 1000 for v in vals]
                 first = [v[0] * 1000 for v in vals]
@@ -149,13 +160,15 @@ def main() -> None:
                 - results[f"{name}/direct"]["ttfb_p50_ms"],
                 "ratio_p50": results[f"{name}/proxy"]["p50_ms"]
                 / results[f"{name}/direct"]["p50_ms"],
+                "proxy_cpu_us_per_request": cpu_us[name],
             }
             for name in cases
         }
         for name, a in added.items():
             print(
                 f"added by the proxy, {name}: p50 {a['added_p50_ms']:.3f} ms, p99 {a['added_p99_ms']:.3f} ms, "
-                f"ttfb p50 {a['added_ttfb_p50_ms']:.3f} ms, p50 ratio {a['ratio_p50']:.2f}x direct"
+                f"ttfb p50 {a['added_ttfb_p50_ms']:.3f} ms, p50 ratio {a['ratio_p50']:.2f}x direct, "
+                f"proxy CPU {a['proxy_cpu_us_per_request']:.0f} us/request"
             )
         out = HERE / "results"
         out.mkdir(exist_ok=True)

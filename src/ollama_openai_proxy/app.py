@@ -10,7 +10,6 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,7 +27,7 @@ from ollama_openai_proxy.errors import (
 from ollama_openai_proxy.fastpath import FastRoutes
 from ollama_openai_proxy.logs import configure_logging
 from ollama_openai_proxy.metrics import Metrics
-from ollama_openai_proxy.middleware import RequestContextMiddleware
+from ollama_openai_proxy.middleware import CORSForBrowsers, RequestContextMiddleware
 from ollama_openai_proxy.resilience import CircuitBreaker, ConcurrencyLimiter
 from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai
 from ollama_openai_proxy.security import GuardMiddleware, RateLimits
@@ -200,7 +199,7 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
     # routes; everything else goes on to FastAPI's own stack (app.fallback).
     app.front = RequestContextMiddleware(
         GuardMiddleware(
-            CORSMiddleware(
+            CORSForBrowsers(
                 FastRoutes(app.fallback, routes=hot, on_error=on_error),
                 allow_origins=origins or [],
                 allow_origin_regex=None if origins else DEFAULT_CORS_ORIGIN_REGEX,

@@ -36,13 +36,17 @@ class Context:
     metrics: Metrics | None = None
     recent: RecentModels = field(default_factory=RecentModels)
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
+    _labels: set[str] = field(default_factory=set)
 
     def model_label(self, name: str) -> str:
         """``name`` as a metric label if the backend or the map knows it, else ``other``."""
+        if name in self._labels:
+            return name
         known = self.catalog.known_ids
         if self.model_map.lookup(name) is not None or (
             known is not None and self.upstream_model(name) in known
         ):
+            self._labels.add(name)  # bounded: only names the backend or the map knows
             return name
         return "other"
 

@@ -8,6 +8,7 @@ know (model, token counts) to ``scope["proxy"]``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -15,11 +16,14 @@ from collections.abc import Collection
 from typing import Any
 
 import structlog
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ollama_openai_proxy.logs import REQUEST_ID
 from ollama_openai_proxy.metrics import Metrics
 
 log = structlog.get_logger("ollama_openai_proxy.access")
+_access = logging.getLogger("ollama_openai_proxy.access")
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 SECURITY_HEADERS = [
@@ -76,7 +80,7 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:
@@ -96,18 +100,36 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - start
             path = scope["path"]
-            log.info(
-                "request",
-                method=scope["method"],
-                path=path,
-                status=status,
-                duration_ms=round(seconds * 1000, 3),
-                **details,
-            )
+            if _access.isEnabledFor(logging.INFO):  # skip building the event when filtered
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=path,
+                    status=status,
+                    duration_ms=round(seconds * 1000, 3),
+                    **details,
+                )
             if self.metrics is not None:
                 endpoint = self._endpoint(path)
                 self.metrics.requests.labels(
                     endpoint, details.get("model_label", ""), str(status)
                 ).inc()
                 self.metrics.duration.labels(endpoint).observe(seconds)
-            structlog.contextvars.unbind_contextvars("request_id")
+            REQUEST_ID.reset(token)
+
+
+class CORSForBrowsers:
+    """Starlette's CORSMiddleware wraps the ``send`` of every response it sees; only requests with
+    an ``Origin`` header (browsers) need it, and SDKs, n8n and curl send none."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, _ in scope["headers"]:
+                if name == b"origin":
+                    await self.cors(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
