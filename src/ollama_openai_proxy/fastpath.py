@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -40,6 +40,8 @@ class FastRoutes:
         request = Request(scope, receive)
         try:
             response = await handler(request)
+        except ClientDisconnect:
+            return  # the client left while sending its body: nobody to answer
         except Exception as exc:  # rendered exactly as FastAPI's handlers would
             response = await self.on_error(request, exc)
         await response(scope, receive, send)

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -29,21 +29,46 @@ NDJSON = "application/x-ndjson"
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it exceeds ``limit`` -- checked against
     Content-Length first and again while reading, so chunked bodies are bounded too."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
+            break
+    # The ASGI receive loop itself: Request.stream() adds an async generator per request.
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
-        chunks.append(chunk)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+_JSON_TYPE = (b"content-type", JSON_CONTENT_TYPE.encode())
+
+
+class JSONBytes(Response):
+    """A JSON body already encoded, with its two headers built directly (Response's generic
+    header assembly is measurable per request)."""
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [_JSON_TYPE, (b"content-length", str(len(body)).encode())]
+
+
 def json_response(obj: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(obj), status_code=status, media_type=JSON_CONTENT_TYPE)
+    return JSONBytes(orjson.dumps(obj), status)
 
 
 async def _ndjson(

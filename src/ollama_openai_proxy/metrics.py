@@ -10,6 +10,7 @@ choosing model names must not be able to grow the label set without bound.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -82,8 +83,23 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        # bounded like the labels: endpoints are known routes, models known names
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         if not multiprocess():
             ProcessCollector(registry=r)  # CPU seconds, resident memory, open fds
+
+    def request_done(self, endpoint: str, model: str, status: int, seconds: float) -> None:
+        """Count one answered request. Label children are cached: ``labels()`` validates and
+        locks on every call, and this runs once per request."""
+        key = (endpoint, model, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(endpoint, model, str(status)),
+                self.duration.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         if multiprocess():

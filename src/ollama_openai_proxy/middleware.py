@@ -110,11 +110,9 @@ class RequestContextMiddleware:
                     **details,
                 )
             if self.metrics is not None:
-                endpoint = self._endpoint(path)
-                self.metrics.requests.labels(
-                    endpoint, details.get("model_label", ""), str(status)
-                ).inc()
-                self.metrics.duration.labels(endpoint).observe(seconds)
+                self.metrics.request_done(
+                    self._endpoint(path), details.get("model_label", ""), status, seconds
+                )
             REQUEST_ID.reset(token)
 
 
