@@ -53,8 +53,11 @@ class Context:
     def observe(self, scope: Scope, model: str, usage: Any) -> None:
         """Report model and token counts for the access log and the metrics."""
         details = info(scope)
-        details["model"] = model
-        label = details["model_label"] = self.model_label(model)
+        if details.get("model") == model:
+            label = details["model_label"]  # labelled once per request
+        else:
+            details["model"] = model
+            label = details["model_label"] = self.model_label(model)
         if isinstance(usage, dict):
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
             if isinstance(prompt, int):

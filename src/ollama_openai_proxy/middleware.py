@@ -8,6 +8,7 @@ know (model, token counts) to ``scope["proxy"]``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -46,6 +47,8 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.endpoints = frozenset(endpoints)
+        self._id_prefix = os.urandom(12).hex()
+        self._ids = itertools.count()
 
     def _endpoint(self, path: str) -> str:
         if path in self.endpoints:
@@ -66,7 +69,9 @@ class RequestContextMiddleware:
                     request_id = candidate
                 break
         if not request_id:
-            request_id = os.urandom(16).hex()  # as unique as uuid4().hex, a fifth of the cost
+            # A random per-process prefix and a counter: unique across processes and restarts
+            # like a uuid4, without a getrandom() syscall per request.
+            request_id = f"{self._id_prefix}{next(self._ids):08x}"
         start = time.perf_counter()
         status = 0
         extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
