@@ -7,7 +7,7 @@ HAVE_NODE := $(if $(shell command -v node),1,)
 HAVE_PY38 := $(if $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8),1,)
 CLIENT_FLAGS := REQUIRE_AIMOCK=$(HAVE_NODE) REQUIRE_CLIENTS=$(HAVE_NODE) REQUIRE_PY38=$(HAVE_PY38)
 
-.PHONY: dev test lint typecheck unit compat run clean
+.PHONY: dev test lint typecheck unit compat bench bench-micro run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ unit: dev
 
 compat:
 	$(BIN)/python scripts/compat_matrix.py
+
+# Speed, not correctness: the suite (docs/PERFORMANCE.md) and the hot-path micro-benchmarks.
+bench: dev
+	$(BIN)/python -m pip install -q matplotlib pytest-benchmark
+	$(BIN)/python bench/run.py
+
+bench-micro: dev
+	$(BIN)/python -m pip install -q pytest-benchmark
+	$(BIN)/pytest bench/test_micro.py -p no:cacheprovider --benchmark-only --benchmark-autosave
 
 run: dev
 	$(BIN)/ollama-openai-proxy

@@ -57,6 +57,27 @@ def chunk_event(text: str | None, finish: str | None = None, usage: bool = False
 
 
 FAIL_RATE = float(os.environ.get("BENCH_FAIL_RATE", "0"))
+# Encoded once: the upstream must not be the bottleneck of a 100,000-chunks-per-second test.
+CHUNK_EVENTS = [chunk_event(f"tok{i} ") for i in range(1000)]
+_EMBEDDINGS: dict[int, bytes] = {}
+
+
+def embeddings(count: int) -> bytes:
+    """count unit vectors of 1,536 dimensions, like text-embedding-3-small."""
+    if count not in _EMBEDDINGS:
+        vector = [1.0 / 1536**0.5] * 1536
+        data = [{"object": "embedding", "index": i, "embedding": vector} for i in range(count)]
+        _EMBEDDINGS[count] = json.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": MODEL,
+                "usage": {"prompt_tokens": count, "total_tokens": count},
+            }
+        ).encode()
+    return _EMBEDDINGS[count]
+
+
 OK_JSON = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
 OK_SSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 FAILED = b'{"error":{"message":"injected failure","type":"server_error"}}'
@@ -78,6 +99,9 @@ async def handle(
             body = await reader.readexactly(length) if length else b""
             if head.startswith(b"GET /v1/models"):
                 writer.write(OK_JSON % (len(MODELS), MODELS))
+            elif head.startswith(b"POST /v1/embeddings"):
+                answer = embeddings(len(json.loads(body)["input"]))
+                writer.write(OK_JSON % (len(answer), answer))
             elif FAIL_RATE and random.random() < FAIL_RATE / 2:
                 # BENCH_FAIL_RATE, half of it: an error status before anything was streamed.
                 writer.write(
@@ -93,7 +117,9 @@ async def handle(
                         await writer.drain()
                         writer.transport.abort()
                         return
-                    writer.write(chunk_event(f"tok{i} "))
+                    writer.write(
+                        CHUNK_EVENTS[i] if i < len(CHUNK_EVENTS) else chunk_event(f"tok{i} ")
+                    )
                     if delay:
                         await writer.drain()
                         await asyncio.sleep(delay)

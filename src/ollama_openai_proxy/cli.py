@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
 import sys
 import tempfile
 from typing import Any
@@ -14,6 +16,15 @@ from ollama_openai_proxy import __version__
 from ollama_openai_proxy.config import ConfigError, load_settings
 from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.logs import configure_logging
+
+
+def _raise_fd_limit() -> None:
+    """Each proxied stream holds two sockets (client and backend): lift the soft limit on open
+    files to the hard one, as servers meant for many connections do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ollama-openai-proxy: {exc}", file=sys.stderr)
         return 2
+    _raise_fd_limit()
     level = "DEBUG" if settings.debug else settings.log_level
     redact = Redactor([settings.openai_api_key.get_secret_value(), *settings.inbound_keys()])
     configure_logging(level, redact)
@@ -53,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "access_log": False,  # RequestContextMiddleware logs each request once, at its end
         "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_period,
+        "backlog": settings.backlog,  # uvicorn's 2,048 drops bursts of new streams
     }
     if settings.ssl_certfile is not None:
         server["ssl_certfile"] = str(settings.ssl_certfile)

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
     ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for SSL_CERTFILE.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    backlog: int = Field(
+        16384,
+        ge=64,
+        description="Listen backlog: connections waiting to be accepted (the "
+        "kernel caps it at net.core.somaxconn).",
+    )
     shutdown_grace_period: float = Field(
         30.0,
         ge=0,

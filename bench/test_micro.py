@@ -1,0 +1,95 @@
+"""Micro-benchmarks of the hot path, without sockets: the SSE parser and the stream translator
+fed a 100-chunk OpenAI stream, and the chat request translation. Not part of `make test`:
+run `make bench-micro` and compare with the previous run (pytest-benchmark --benchmark-compare).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from ollama_openai_proxy.schemas import CHAT
+from ollama_openai_proxy.sse import SSEParser
+from ollama_openai_proxy.translate.chat import chat_request, chat_response
+from ollama_openai_proxy.translate.policy import Policy, Target
+from ollama_openai_proxy.translate.stream import StreamTranslator
+
+pytest.importorskip("pytest_benchmark")
+
+
+def chunk(text: str) -> bytes:
+    body = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+STREAM = b"".join(chunk(f"token{i} ") for i in range(100)) + b"data: [DONE]\n\n"
+# what network reads look like: the stream cut every 1,400 bytes, mid-frame
+READS = [STREAM[i : i + 1400] for i in range(0, len(STREAM), 1400)]
+REQUEST = orjson.dumps(
+    {
+        "model": "m",
+        "stream": True,
+        "options": {"temperature": 0.2, "num_ctx": 4096},
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello " * 50},
+        ],
+    }
+)
+COMPLETION = {
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "hi " * 100},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 100},
+}
+
+
+def test_sse_parser_100_chunks(benchmark: Any) -> None:
+    def run() -> int:
+        parser = SSEParser()
+        return sum(len(parser.feed(read)) for read in READS)
+
+    assert benchmark(run) == 101
+
+
+def test_stream_translation_100_chunks(benchmark: Any) -> None:
+    def run() -> bytes:
+        parser = SSEParser()
+        tr = StreamTranslator("m", generate=False, think=True, start_ns=0)
+        out = b""
+        for read in READS:
+            for event in parser.feed(read):
+                out += tr.feed(event.data)
+        return out + tr.finish()
+
+    assert benchmark(run).count(b"\n") == 101
+
+
+def test_chat_request_translation(benchmark: Any) -> None:
+    policy, target = Policy(), Target("m")
+
+    def run() -> dict[str, Any]:
+        return chat_request(CHAT.validate_json(REQUEST), target, policy).payload
+
+    assert benchmark(run)["temperature"] == 0.2
+
+
+def test_chat_response_translation(benchmark: Any) -> None:
+    def run() -> bytes:
+        return orjson.dumps(
+            chat_response(COMPLETION, "m", now_ns=0, total_ns=1, think=True, notes=[])
+        )
+
+    assert benchmark(run).startswith(b'{"model":"m"')
