@@ -113,8 +113,13 @@ def c1(stack: Stack, n: int) -> dict[str, float]:
     direct = http.client.HTTPConnection("127.0.0.1", stack.up_port)
     proxy = http.client.HTTPConnection("127.0.0.1", stack.port)
     out: dict[str, float] = {}
-    for name, d, p in (("chat", DIRECT, CHAT), ("stream", DIRECT_STREAM, STREAM)):
-        dpath, ppath = "/v1/chat/completions", "/api/chat"
+    cases = (
+        ("chat", DIRECT, CHAT, "/api/chat"),
+        ("stream", DIRECT_STREAM, STREAM, "/api/chat"),
+        ("passthrough", DIRECT, DIRECT, "/v1/chat/completions"),  # the OpenAI API, forwarded
+    )
+    for name, d, p, ppath in cases:
+        dpath = "/v1/chat/completions"
         for _ in range(200):
             timed(direct, dpath, d)
             timed(proxy, ppath, p)
@@ -204,6 +209,7 @@ async def many_streams(n: int, seconds: float) -> dict[str, float]:
         peak = 0.0
         open_now = 0
         max_open = 0
+        proxy_open = 0
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=seconds * 6)
@@ -228,9 +234,21 @@ async def many_streams(n: int, seconds: float) -> dict[str, float]:
                     errors += 1
 
             async def sample() -> None:
-                nonlocal peak
+                # The proxy's own gauge says how many streams it holds open (all workers).
+                nonlocal peak, proxy_open
+                metrics = f"http://127.0.0.1:{stack.port}/v1/metrics"
                 while ok + errors < n:
                     peak = max(peak, stack.rss_mb())
+                    try:
+                        async with session.get(metrics) as resp:
+                            text = await resp.text()
+                        found = re.search(
+                            r"^ollama_proxy_streams_in_flight (\S+)", text, re.MULTILINE
+                        )
+                        if found:
+                            proxy_open = max(proxy_open, int(float(found.group(1))))
+                    except (aiohttp.ClientError, TimeoutError):
+                        pass
                     await asyncio.sleep(0.5)
 
             tasks = []
@@ -248,6 +266,7 @@ async def many_streams(n: int, seconds: float) -> dict[str, float]:
         "completed": ok,
         "errors": errors,
         "max_open_at_once": max_open,
+        "proxy_max_streams_in_flight": proxy_open,
         "idle_rss_mb": idle,
         "peak_rss_mb": peak,
         "rss_after_mb": after,
@@ -289,6 +308,7 @@ def plot(curve: list[dict[str, object]], path: Path) -> None:
         ax.plot(cs, [row[key]["p50_ms"] for row in curve], style, label=f"{key} p50")  # type: ignore[index]
         ax.plot(cs, [row[key]["p99_ms"] for row in curve], style, alpha=0.4, label=f"{key} p99")  # type: ignore[index]
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xlabel("concurrent connections (wrk)")
     ax.set_ylabel("latency, ms")
     ax.set_title("Non-streaming /api/chat: proxy vs direct upstream")
@@ -351,6 +371,7 @@ def render(r: dict[str, object], command: str) -> str:
         f"| 100-chunk stream, time to first byte p50 | {c1r['stream_ttfb_direct_p50_ms']:.3f} ms | {c1r['stream_ttfb_proxy_p50_ms']:.3f} ms | +{c1r['stream_ttfb_added_p50_ms']:.3f} ms |",
         f"| 100-chunk stream, total p50 | {c1r['stream_total_direct_p50_ms']:.3f} ms | {c1r['stream_total_proxy_p50_ms']:.3f} ms | +{c1r['stream_total_added_p50_ms']:.3f} ms |",
         f"| proxy CPU per streamed chunk | | {c1r['stream_proxy_cpu_us_per_chunk']:.1f} µs | |",
+        f"| c=1 `/v1/chat/completions` passthrough, p50 | {c1r['passthrough_total_direct_p50_ms']:.3f} ms | {c1r['passthrough_total_proxy_p50_ms']:.3f} ms | +{c1r['passthrough_total_added_p50_ms']:.3f} ms |",
         f"| `/api/embed`, 64 inputs, p50 | {e['direct_p50_ms']:.3f} ms | {e['proxy_p50_ms']:.3f} ms | +{e['added_p50_ms']:.3f} ms |",
         f"| idle RSS after start | | {r['idle_rss_mb']:.1f} MB | |",
     ]
@@ -364,7 +385,7 @@ def render(r: dict[str, object], command: str) -> str:
             f"| c=64 proxy CPU per request | | {t['proxy_cpu_us_per_request']:.0f} µs | |",
         ]
     lines += [
-        f"| {s['streams']:.0f} concurrent streams (1 chunk / 100 ms, 10 s), 2 workers: completed / errors | | {s['completed']:.0f} / {s['errors']:.0f} | max open at once {s['max_open_at_once']:.0f} |",
+        f"| {s['streams']:.0f} concurrent streams (1 chunk / 100 ms, 10 s), 2 workers: completed / errors | | {s['completed']:.0f} / {s['errors']:.0f} | at once: {s['proxy_max_streams_in_flight']:.0f} in the proxy, {s['max_open_at_once']:.0f} seen by the client |",
         f"| same: idle, peak, after RSS (all processes) | | {s['idle_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} / {s['rss_after_mb']:.0f} MB | {s['rss_per_stream_kb']:.1f} KB per stream |",
         "",
     ]
