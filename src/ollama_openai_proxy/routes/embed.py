@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
-from ollama_openai_proxy.context import Context, get_context
+from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
-from ollama_openai_proxy.http import json_response, read_body
+from ollama_openai_proxy.http import json_response
+from ollama_openai_proxy.routes import parse_body
 from ollama_openai_proxy.translate.embed import (
     embed_inputs,
     embed_response,
@@ -43,9 +44,8 @@ async def _call(ctx: Context, model: str, inputs: list[str], dimensions: int | N
     openapi_extra=schemas.openapi_body(schemas.EMBED),
 )
 async def embed(request: Request) -> Response:
-    ctx = get_context(request)
     start = time.perf_counter_ns()
-    req = schemas.parse(schemas.EMBED, await read_body(request, ctx.settings.request_max_size))
+    ctx, req = await parse_body(request, schemas.EMBED)
     model = req.get("model")
     if not model:
         raise BadRequest("model is required")
@@ -68,8 +68,7 @@ async def embed(request: Request) -> Response:
     openapi_extra=schemas.openapi_body(schemas.EMBEDDINGS),
 )
 async def embeddings(request: Request) -> Response:
-    ctx = get_context(request)
-    req = schemas.parse(schemas.EMBEDDINGS, await read_body(request, ctx.settings.request_max_size))
+    ctx, req = await parse_body(request, schemas.EMBEDDINGS)
     model = req.get("model")
     if not model:
         raise BadRequest("model is required")

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from ollama_openai_proxy import schemas
-from ollama_openai_proxy.context import Context, get_context
+from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import (
     BadRequest,
     ModelNotFound,
@@ -19,8 +19,9 @@ from ollama_openai_proxy.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from ollama_openai_proxy.http import json_response, ndjson_response, read_body
+from ollama_openai_proxy.http import json_response, ndjson_response
 from ollama_openai_proxy.middleware import info
+from ollama_openai_proxy.routes import parse_body
 from ollama_openai_proxy.translate.chat import (
     chat_request,
     chat_response,
@@ -48,9 +49,8 @@ COMPLETIONS = "/completions"
     openapi_extra=schemas.openapi_body(schemas.CHAT),
 )
 async def chat(request: Request) -> Response:
-    ctx = get_context(request)
     start = time.perf_counter_ns()
-    req = schemas.parse(schemas.CHAT, await read_body(request, ctx.settings.request_max_size))
+    ctx, req = await parse_body(request, schemas.CHAT)
     model = req.get("model")
     if not model:
         raise BadRequest("model is required")
@@ -81,9 +81,8 @@ async def chat(request: Request) -> Response:
     openapi_extra=schemas.openapi_body(schemas.GENERATE),
 )
 async def generate(request: Request) -> Response:
-    ctx = get_context(request)
     start = time.perf_counter_ns()
-    req = schemas.parse(schemas.GENERATE, await read_body(request, ctx.settings.request_max_size))
+    ctx, req = await parse_body(request, schemas.GENERATE)
     model = req.get("model")
     if not model:
         raise ModelNotFound("")  # Ollama answers 404 "model '' not found" here, not 400

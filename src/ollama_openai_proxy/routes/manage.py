@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
-from ollama_openai_proxy.context import get_context
 from ollama_openai_proxy.errors import BadRequest, ProxyError
-from ollama_openai_proxy.http import NDJSON, json_response, read_body
+from ollama_openai_proxy.http import NDJSON, json_response
+from ollama_openai_proxy.routes import parse_body
 from ollama_openai_proxy.translate.ndjson import line
 
 router = APIRouter()
@@ -23,8 +23,7 @@ router = APIRouter()
     openapi_extra=schemas.openapi_body(schemas.PULL),
 )
 async def pull(request: Request) -> Response:
-    ctx = get_context(request)
-    req = schemas.parse(schemas.PULL, await read_body(request, ctx.settings.request_max_size))
+    ctx, req = await parse_body(request, schemas.PULL)
     name = req.get("model") or req.get("name")  # ollama-js sends "name"
     if not name:
         raise BadRequest("model is required")

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.context import get_context
 from ollama_openai_proxy.errors import BadRequest, ModelNotFound
-from ollama_openai_proxy.http import json_response, read_body
-from ollama_openai_proxy.routes import get_and_head
+from ollama_openai_proxy.http import json_response
+from ollama_openai_proxy.routes import get_and_head, parse_body
 from ollama_openai_proxy.translate import models as tm
 
 router = APIRouter()
@@ -35,8 +35,7 @@ async def tags(request: Request) -> Response:
     openapi_extra=schemas.openapi_body(schemas.SHOW),
 )
 async def show(request: Request) -> Response:
-    ctx = get_context(request)
-    req = schemas.parse(schemas.SHOW, await read_body(request, ctx.settings.request_max_size))
+    ctx, req = await parse_body(request, schemas.SHOW)
     name = req.get("model") or req.get("name")
     if not name:
         raise BadRequest("model is required")
