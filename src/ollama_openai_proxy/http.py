@@ -79,33 +79,41 @@ async def _ndjson(
     ``{"error"}`` line after the lines already produced, and the stream ends."""
     sent = False
     clean = False
-    out = b""
+    out: list[bytes] = []
     try:
         try:
             if resp.content_type == "application/json":
                 # A backend that ignores stream:true answers one JSON completion.
-                out = tr.feed_completion(orjson.loads(await resp.read()))
+                out.append(tr.feed_completion(orjson.loads(await resp.read())))
             else:
                 parser = SSEParser()
                 async for chunk in resp.content.iter_any():
                     if deadline and time.monotonic() > deadline:
                         raise UpstreamTimeout("stream ended: it lasted longer than STREAM_TIMEOUT")
+                    tr.stamp()
                     for event in parser.feed(chunk):
-                        out += _event(tr, event)
+                        line = _event(tr, event)
+                        if line:
+                            out.append(line)
+                            if not sent:
+                                # The first line goes at once: it decides the status (time to
+                                # first byte), whatever else this read carried.
+                                sent = True
+                                yield line
+                                out.clear()
                     if out:
-                        sent = True
-                        yield out
-                        out = b""
-                for event in parser.close():
-                    out += _event(tr, event)
+                        yield out[0] if len(out) == 1 else b"".join(out)
+                        out.clear()
+                out.extend(_event(tr, event) for event in parser.close())
             clean = True
         except (ProxyError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             err = exc if isinstance(exc, ProxyError) else stream_exception(exc, host)
-            if not sent and not out:
+            pending = b"".join(out)
+            if not sent and not pending:
                 raise err from None
-            yield out + tr.error_line(err.message)
+            yield pending + tr.error_line(err.message)
             return
-        yield out + tr.finish()
+        yield b"".join(out) + tr.finish()
     finally:
         if clean:
             resp.release()

@@ -39,6 +39,7 @@ class StreamTranslator:
         "_prefix",
         "_start_ns",
         "_think",
+        "_ts",
         "_usage",
         "_wall",
         "done",
@@ -68,6 +69,8 @@ class StreamTranslator:
         self._usage: Mapping[str, Any] | None = None
         self._first_ns = 0
         self._last_ns = 0
+        self._ts = b""
+        self.stamp()
         self.done = False  # the backend said [DONE]
         self.notes: list[str] = []
 
@@ -163,8 +166,14 @@ class StreamTranslator:
 
     # --- output -----------------------------------------------------------------------------
 
+    def stamp(self) -> None:
+        """Take the time for the lines that follow. The caller stamps once per network read:
+        events that arrived together share their arrival time, and formatting a timestamp per
+        line was a measurable part of the per-chunk cost."""
+        self._ts = rfc3339(self._wall()).encode()
+
     def _text_line(self, content: str, thinking: str | None) -> bytes:
-        ts = rfc3339(self._wall()).encode()
+        ts = self._ts
         extra = b',"thinking":' + dumps(thinking) if thinking else b""
         if self._generate:
             return (
