@@ -161,8 +161,11 @@ def wrk(url: str, body: bytes, connections: int, seconds: int) -> dict[str, floa
     os.unlink(f.name)
 
     def ms(text: str) -> float:
-        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+        found = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+        if found is None:  # wrk prints e.g. "-nan" when it has no sample
+            return float("nan")
+        value, unit = found.groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
