@@ -65,10 +65,11 @@ class Context:
             if isinstance(completion, int):
                 details["completion_tokens"] = completion
             if self.metrics is not None:
-                if isinstance(prompt, int):
-                    self.metrics.tokens.labels(label, "prompt").inc(prompt)
-                if isinstance(completion, int):
-                    self.metrics.tokens.labels(label, "completion").inc(completion)
+                self.metrics.count_tokens(
+                    label,
+                    prompt if isinstance(prompt, int) else None,
+                    completion if isinstance(completion, int) else None,
+                )
 
     def upstream_model(self, name: str) -> str:
         return resolve(name, self.model_map, self.catalog.known_ids)

@@ -85,6 +85,8 @@ class Metrics:
         )
         # bounded like the labels: endpoints are known routes, models known names
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._upstream_children: dict[tuple[str, int], Any] = {}
+        self._token_children: dict[str, tuple[Any, Any]] = {}
         if not multiprocess():
             ProcessCollector(registry=r)  # CPU seconds, resident memory, open fds
 
@@ -100,6 +102,26 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def upstream_done(self, path: str, status: int, seconds: float) -> None:
+        child = self._upstream_children.get((path, status))
+        if child is None:
+            child = self._upstream_children[(path, status)] = self.upstream.labels(
+                path, str(status)
+            )
+        child.observe(seconds)
+
+    def count_tokens(self, model: str, prompt: int | None, completion: int | None) -> None:
+        children = self._token_children.get(model)
+        if children is None:
+            children = self._token_children[model] = (
+                self.tokens.labels(model, "prompt"),
+                self.tokens.labels(model, "completion"),
+            )
+        if prompt:
+            children[0].inc(prompt)
+        if completion:
+            children[1].inc(completion)
 
     def exposition(self) -> bytes:
         if multiprocess():

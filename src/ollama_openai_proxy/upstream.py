@@ -28,7 +28,7 @@ from ollama_openai_proxy.errors import (
     UpstreamUnavailable,
 )
 from ollama_openai_proxy.metrics import Metrics
-from ollama_openai_proxy.resilience import CircuitBreaker
+from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
 from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.upstream")
@@ -139,12 +139,14 @@ class Upstream:
                 raise _map_exception(exc, self._host) from None
             else:
                 if metrics is not None:
-                    metrics.upstream.labels(
-                        path if path in KNOWN_PATHS else "other", str(resp.status)
-                    ).observe(time.perf_counter() - started)
+                    metrics.upstream_done(
+                        path if path in KNOWN_PATHS else "other",
+                        resp.status,
+                        time.perf_counter() - started,
+                    )
                 if resp.status >= 500:
                     self._failed()
-                else:
+                elif breaker.state is not BreakerState.CLOSED or breaker.failures:
                     breaker.success()
                     self._breaker_metric()
                 if resp.status not in RETRY_STATUSES or last:
