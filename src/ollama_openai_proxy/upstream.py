@@ -158,7 +158,7 @@ class Upstream:
                 delay = backoff if wait is None else wait
             log.warning("upstream_retry", path=path, attempt=attempt + 1, delay_s=round(delay, 3))
             if metrics is not None:
-                metrics.retries.labels(path if path in KNOWN_PATHS else "other").inc()
+                metrics.retried(path if path in KNOWN_PATHS else "other")
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -168,7 +168,7 @@ class Upstream:
 
     def _breaker_metric(self) -> None:
         if self.metrics is not None:
-            self.metrics.breaker.set(int(self.breaker.state))
+            self.metrics.breaker_state(int(self.breaker.state))
 
     async def json(
         self,

@@ -193,7 +193,7 @@ async def _stream(
     def on_end() -> None:
         ctx.limiter.release()
         if ctx.metrics is not None:
-            ctx.metrics.in_flight.dec()
+            ctx.metrics.streams(-1)
         ctx.recent.touch(model, ttl)
         ctx.notes(tr.notes, model)
         ctx.observe(scope, model, tr.usage)
@@ -217,6 +217,6 @@ async def _stream(
     ttft = (time.perf_counter_ns() - start) / 1e9
     info(scope)["ttft_ms"] = round(ttft * 1000, 3)
     if ctx.metrics is not None:
-        ctx.metrics.in_flight.inc()
-        ctx.metrics.ttft.labels(path, ctx.model_label(model)).observe(ttft)
+        ctx.metrics.streams(1)
+        ctx.metrics.first_token(path, ctx.model_label(model), ttft)
     return response
