@@ -40,6 +40,12 @@ BACKOFF_CAP = 4.0
 MAX_RETRY_AFTER = 30.0
 
 
+def _backoff(attempt: int) -> float:
+    # Exponential backoff with full jitter (AWS architecture blog): spreads retries of many
+    # clients instead of synchronising them.
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
 def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
     value = resp.headers.get("Retry-After")
     if value is None:
@@ -108,22 +114,29 @@ class Upstream:
         body: bytes | None = None,
         *,
         headers: Mapping[str, str] | None = None,
-        timeout: aiohttp.ClientTimeout | None = None,
+        deadline: float | None = None,
     ) -> aiohttp.ClientResponse:
         """Send one request, retrying connection failures and retryable statuses.
 
         Returns the response once its headers arrived (any status); the caller reads the body and
-        releases it.
+        releases it. ``deadline`` (event-loop time) bounds all attempts and the body read: each
+        attempt gets aiohttp's own total timeout for the time left (cheaper than wrapping the
+        call in asyncio.timeout), and a TimeoutError then propagates as such.
         """
         attempts = self._settings.max_retries + 1
         url = self.url(path)
         kwargs: dict[str, Any] = {"data": body, "headers": headers}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
         breaker, metrics = self.breaker, self.metrics
+        loop = asyncio.get_running_loop()
         for attempt in range(attempts):
             last = attempt == attempts - 1
-            backoff = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # full jitter
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                kwargs["timeout"] = aiohttp.ClientTimeout(
+                    total=remaining, sock_connect=self._settings.connect_timeout
+                )
             breaker.before()
             started = time.perf_counter()
             try:
@@ -133,9 +146,11 @@ class Upstream:
                 self._failed()
                 if last:
                     raise _map_exception(exc, self._host) from None
-                delay = backoff
+                delay = _backoff(attempt)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._failed()
+                if deadline is not None and isinstance(exc, TimeoutError):
+                    raise
                 raise _map_exception(exc, self._host) from None
             else:
                 if metrics is not None:
@@ -155,7 +170,9 @@ class Upstream:
                 if wait is not None and wait > MAX_RETRY_AFTER:
                     return resp  # the backend asks for longer than a client will wait
                 resp.release()
-                delay = backoff if wait is None else wait
+                delay = _backoff(attempt) if wait is None else wait
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - loop.time()))
             log.warning("upstream_retry", path=path, attempt=attempt + 1, delay_s=round(delay, 3))
             if metrics is not None:
                 metrics.retried(path if path in KNOWN_PATHS else "other")
@@ -183,11 +200,11 @@ class Upstream:
         """A non-streaming call: the decoded JSON body, or the mapped error."""
         body = None if payload is None else orjson.dumps(payload)
         total = timeout or self._settings.request_timeout
+        deadline = asyncio.get_running_loop().time() + total
         try:
-            async with asyncio.timeout(total):
-                resp = await self.send(method, path, body, headers=headers)
-                async with resp:
-                    data = await resp.read()
+            resp = await self.send(method, path, body, headers=headers, deadline=deadline)
+            async with resp:
+                data = await resp.read()
         except TimeoutError:
             raise UpstreamTimeout(f"upstream did not answer within {total:g} s") from None
         except aiohttp.ClientError as exc:
