@@ -95,6 +95,11 @@ class Stack:
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids())
 
+    def fds(self) -> int:
+        """Open file descriptors of the proxy's processes: each open stream holds two sockets
+        (client side and backend side), whether or not its first line has been sent yet."""
+        return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in self.pids())
+
     def rss_mb(self) -> float:
         total = 0
         for pid in self.pids():
@@ -212,6 +217,9 @@ async def many_streams(n: int, seconds: float) -> dict[str, float]:
         peak = 0.0
         open_now = 0
         max_open = 0
+        kinds: dict[str, int] = {}
+        idle_fds = stack.fds()
+        peak_fds = 0
         proxy_open = 0
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(
@@ -233,15 +241,22 @@ async def many_streams(n: int, seconds: float) -> dict[str, float]:
                             ok += 1
                         else:
                             errors += 1
-                except (aiohttp.ClientError, TimeoutError, ValueError, IndexError):
+                            kinds[f"{resp.status}: {str(last.get('error'))[:80]}"] = (
+                                kinds.get(f"{resp.status}: {str(last.get('error'))[:80]}", 0) + 1
+                            )
+                except (aiohttp.ClientError, TimeoutError, ValueError, IndexError) as exc:
                     errors += 1
+                    kinds[f"{type(exc).__name__}: {str(exc)[:60]}"] = (
+                        kinds.get(f"{type(exc).__name__}: {str(exc)[:60]}", 0) + 1
+                    )
 
             async def sample() -> None:
                 # The proxy's own gauge says how many streams it holds open (all workers).
-                nonlocal peak, proxy_open
+                nonlocal peak, proxy_open, peak_fds
                 metrics = f"http://127.0.0.1:{stack.port}/v1/metrics"
                 while ok + errors < n:
                     peak = max(peak, stack.rss_mb())
+                    peak_fds = max(peak_fds, stack.fds())
                     try:
                         async with session.get(metrics) as resp:
                             text = await resp.text()
@@ -255,10 +270,10 @@ async def many_streams(n: int, seconds: float) -> dict[str, float]:
                     await asyncio.sleep(0.5)
 
             tasks = []
-            for _ in range(n):  # open them over ~2 s rather than in one SYN burst
+            for _ in range(n):  # open them over ~5 s rather than in one SYN burst
                 tasks.append(asyncio.ensure_future(one()))
                 if len(tasks) % 500 == 0:
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.25)
             await asyncio.gather(sample(), *tasks)
         await asyncio.sleep(3)
         after = stack.rss_mb()
@@ -270,6 +285,8 @@ async def many_streams(n: int, seconds: float) -> dict[str, float]:
         "errors": errors,
         "max_open_at_once": max_open,
         "proxy_max_streams_in_flight": proxy_open,
+        "proxy_max_connections_held": (peak_fds - idle_fds) // 2,
+        "error_kinds": kinds,
         "idle_rss_mb": idle,
         "peak_rss_mb": peak,
         "rss_after_mb": after,
@@ -388,7 +405,7 @@ def render(r: dict[str, object], command: str) -> str:
             f"| c=64 proxy CPU per request | | {t['proxy_cpu_us_per_request']:.0f} µs | |",
         ]
     lines += [
-        f"| {s['streams']:.0f} concurrent streams (1 chunk / 100 ms, 10 s), 2 workers: completed / errors | | {s['completed']:.0f} / {s['errors']:.0f} | at once: {s['proxy_max_streams_in_flight']:.0f} in the proxy, {s['max_open_at_once']:.0f} seen by the client |",
+        f"| {s['streams']:.0f} concurrent streams (1 chunk / 100 ms, 10 s), 2 workers: completed / errors | | {s['completed']:.0f} / {s['errors']:.0f} | at once: {s['proxy_max_connections_held']:.0f} requests held by the proxy (sockets / 2), {s['proxy_max_streams_in_flight']:.0f} past their first line |",
         f"| same: idle, peak, after RSS (all processes) | | {s['idle_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} / {s['rss_after_mb']:.0f} MB | {s['rss_per_stream_kb']:.1f} KB per stream |",
         "",
     ]
