@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -42,6 +43,17 @@ CHAT_COMPLETIONS = "/chat/completions"
 COMPLETIONS = "/completions"
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What shapes the answer to one chat or generate request, whatever the backend call."""
+
+    model: str  # the client's name, echoed in every line
+    think: bool  # False: reasoning is removed from the answer
+    start: int  # perf_counter_ns at arrival, for the durations
+    keep_alive: float  # seconds, for /api/ps
+    generate: bool  # generate's shape (response) rather than chat's (message)
+
+
 @router.post(
     "/api/chat",
     operation_id="chat",
@@ -60,18 +72,8 @@ async def chat(request: Request) -> Response:
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
     up = chat_request(req, ctx.target(model), ctx.policy)
     ctx.report(up, model)
-    think = req.get("think") is not False
-    return await _complete(
-        ctx,
-        request.scope,
-        CHAT_COMPLETIONS,
-        up.payload,
-        model,
-        think,
-        start,
-        keep_alive,
-        generate=False,
-    )
+    answer = Answer(model, req.get("think") is not False, start, _ttl(keep_alive), generate=False)
+    return await _complete(ctx, request.scope, CHAT_COMPLETIONS, up.payload, answer)
 
 
 @router.post(
@@ -93,22 +95,12 @@ async def generate(request: Request) -> Response:
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
     target = ctx.target(model)
-    think = req.get("think") is not False
+    answer = Answer(model, req.get("think") is not False, start, _ttl(keep_alive), generate=True)
     if uses_completions(req):
         up = completion_request(req, target, ctx.policy)
         ctx.report(up, model)
         try:
-            return await _complete(
-                ctx,
-                request.scope,
-                COMPLETIONS,
-                up.payload,
-                model,
-                think,
-                start,
-                keep_alive,
-                generate=True,
-            )
+            return await _complete(ctx, request.scope, COMPLETIONS, up.payload, answer)
         except UpstreamStatusError as exc:
             # A raw prompt can still go to chat if the backend has no /v1/completions; a suffix
             # (fill-in-the-middle) cannot.
@@ -124,77 +116,58 @@ async def generate(request: Request) -> Response:
             )
     up = generate_request(req, target, ctx.policy)
     ctx.report(up, model)
-    return await _complete(
-        ctx,
-        request.scope,
-        CHAT_COMPLETIONS,
-        up.payload,
-        model,
-        think,
-        start,
-        keep_alive,
-        generate=True,
-    )
+    return await _complete(ctx, request.scope, CHAT_COMPLETIONS, up.payload, answer)
+
+
+def _ttl(keep_alive: float | None) -> float:
+    return DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
 
 
 async def _complete(
-    ctx: Context,
-    scope: Scope,
-    path: str,
-    payload: dict[str, Any],
-    model: str,
-    think: bool,
-    start: int,
-    keep_alive: float | None,
-    *,
-    generate: bool,
+    ctx: Context, scope: Scope, path: str, payload: dict[str, Any], answer: Answer
 ) -> Response:
     """Call the backend; answer in the shape of Ollama's chat or generate."""
-    ttl = DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
+    model = answer.model
     ctx.observe(scope, model, None)  # labels the request even if the backend call fails
     await ctx.limiter.acquire()
     try:
         if payload["stream"]:
-            return await _stream(ctx, scope, path, payload, model, think, start, ttl, generate)
+            return await _stream(ctx, scope, path, payload, answer)
         body = await ctx.upstream.json("POST", path, payload, client_model=model)
     finally:
         if not payload["stream"]:
             ctx.limiter.release()
     notes: list[str] = []
-    now, total = time.time_ns(), time.perf_counter_ns() - start
+    now, total = time.time_ns(), time.perf_counter_ns() - answer.start
     try:
-        if generate:
-            out = generate_response(body, model, now_ns=now, total_ns=total, think=think)
+        if answer.generate:
+            out = generate_response(body, model, now_ns=now, total_ns=total, think=answer.think)
         else:
-            out = chat_response(body, model, now_ns=now, total_ns=total, think=think, notes=notes)
+            out = chat_response(
+                body, model, now_ns=now, total_ns=total, think=answer.think, notes=notes
+            )
     except (ValueError, TypeError, AttributeError) as exc:
         raise UpstreamProtocolError(f"upstream answer is not a completion: {exc}") from None
     ctx.notes(notes, model)
-    ctx.recent.touch(model, ttl)
+    ctx.recent.touch(model, answer.keep_alive)
     ctx.observe(scope, model, body.get("usage"))
     return json_response(out)
 
 
 async def _stream(
-    ctx: Context,
-    scope: Scope,
-    path: str,
-    payload: dict[str, Any],
-    model: str,
-    think: bool,
-    start: int,
-    ttl: float,
-    generate: bool,
+    ctx: Context, scope: Scope, path: str, payload: dict[str, Any], answer: Answer
 ) -> Response:
     """A streamed answer; owns the concurrency slot taken by the caller until the stream ends."""
-    settings = ctx.settings
-    tr = StreamTranslator(model, generate=generate, think=think, start_ns=start)
+    settings, model = ctx.settings, answer.model
+    tr = StreamTranslator(
+        model, generate=answer.generate, think=answer.think, start_ns=answer.start
+    )
 
     def on_end() -> None:
         ctx.limiter.release()
         if ctx.metrics is not None:
             ctx.metrics.streams(-1)
-        ctx.recent.touch(model, ttl)
+        ctx.recent.touch(model, answer.keep_alive)
         ctx.notes(tr.notes, model)
         ctx.observe(scope, model, tr.usage)
 
@@ -214,7 +187,7 @@ async def _stream(
     except BaseException:
         ctx.limiter.release()
         raise
-    ttft = (time.perf_counter_ns() - start) / 1e9
+    ttft = (time.perf_counter_ns() - answer.start) / 1e9
     info(scope)["ttft_ms"] = round(ttft * 1000, 3)
     if ctx.metrics is not None:
         ctx.metrics.streams(1)
