@@ -18,6 +18,14 @@ import structlog
 from ollama_openai_proxy.errors import Redactor
 
 
+def _drop_color_message(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # uvicorn passes a second, ANSI-coloured copy of its messages for terminals; JSON needs one.
+    event.pop("color_message", None)
+    return event
+
+
 def _redacting(redact: Redactor) -> structlog.types.Processor:
     def processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
@@ -64,6 +72,7 @@ def configure_logging(level: str, redact: Redactor, stream: Any = None) -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_color_message,
             structlog.processors.format_exc_info,
             _redacting(redact),
             structlog.processors.JSONRenderer(),
