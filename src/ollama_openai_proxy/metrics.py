@@ -145,6 +145,14 @@ class Metrics:
             # across workers: open streams add up; the breaker shows the worst state
             self._in_flight = Gauge(*IN_FLIGHT, registry=r, multiprocess_mode="livesum")
             self._breaker = Gauge(*BREAKER, registry=r, multiprocess_mode="livemax")
+            self._by_spec: dict[Spec, Any] = {
+                REQUESTS: self._requests,
+                TOKENS: self._tokens,
+                RETRIES: self._retries,
+                DURATION: self._duration,
+                TTFT: self._ttft,
+                UPSTREAM: self._upstream,
+            }
         else:
             self._samples = _Samples()
             self.registry.register(self._samples)
@@ -154,16 +162,14 @@ class Metrics:
 
     def _count(self, spec: Spec, key: tuple[str, ...], amount: float = 1) -> None:
         if self._multi:
-            metric = {REQUESTS: self._requests, TOKENS: self._tokens, RETRIES: self._retries}[spec]
-            metric.labels(*key).inc(amount)
+            self._by_spec[spec].labels(*key).inc(amount)
             return
         series = self._samples.counters[spec]
         series[key] = series.get(key, 0) + amount
 
     def _observe(self, spec: Spec, key: tuple[str, ...], value: float) -> None:
         if self._multi:
-            metric = {DURATION: self._duration, TTFT: self._ttft, UPSTREAM: self._upstream}[spec]
-            metric.labels(*key).observe(value)
+            self._by_spec[spec].labels(*key).observe(value)
             return
         hists = self._samples.histograms[spec]
         h = hists.get(key)
