@@ -8,8 +8,11 @@ seconds. Every answer is classified:
   error    -- a clear error: an HTTP error status with {"error": "..."}, or text that is a prefix
               of what the upstream sent followed by one {"error": "..."} line and no done line;
   bad      -- anything else (a malformed line, a hang, a connection failure).
-The proxy's RSS is sampled from /proc before, during and after. Loopback only; bounded in time.
-Two rounds are run back to back, to tell memory kept for reuse from memory leaked.
+The proxy's RSS is sampled from /proc before, during and after: "after" is read once the proxy is
+idle again (its pooled backend connections closed, at most 60 s). Two rounds are run back to back,
+to tell memory kept for reuse from memory leaked. The proxy runs with its default settings, so on
+jemalloc when that is installed (MEMORY_ALLOCATOR=auto); pass MEMORY_ALLOCATOR=pymalloc in the
+environment to compare. Loopback only; bounded in time.
 Usage: python bench/load.py [CONCURRENCY=1000] [DURATION=60] [FAIL_RATE=0.05]
 """
 
@@ -35,6 +38,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def settle(pid: int, idle_fds: int, limit: float = 60.0) -> float:
+    """Wait until the proxy holds no more sockets than when idle (aiohttp closes pooled backend
+    connections after 15 s unused), then a little longer; returns the seconds waited."""
+    started = time.monotonic()
+    while fds(pid) > idle_fds and time.monotonic() - started < limit:  # noqa: ASYNC110 -- polls /proc
+        await asyncio.sleep(1)
+    await asyncio.sleep(3)
+    return time.monotonic() - started
 
 
 def rss_mb(pid: int) -> float:
@@ -130,18 +147,23 @@ async def main() -> None:
         await wait_port(up_port)
         await wait_port(proxy_port)
         url = f"http://127.0.0.1:{proxy_port}"
+        idle_fds = fds(proxy.pid)
         async with aiohttp.ClientSession() as s:  # warm-up
             for _ in range(50):
                 await one(s, url + "/api/chat")
+        async with aiohttp.ClientSession() as s, s.get(url + "/v1/version") as r:
+            allocator = (await r.json())["allocator"]
+        await settle(proxy.pid, idle_fds)
         baseline = rss_mb(proxy.pid)
         rounds = []
-        # Two identical rounds: CPython keeps freed memory for reuse, so "no leak" shows as the
-        # second round ending where the first did, not as a return to the idle figure.
+        # Two identical rounds: a leak shows as the second round ending above the first; memory
+        # an allocator keeps for reuse (CPython's arenas, without jemalloc) shows as both rounds
+        # ending at the same figure above the idle one.
         for _ in range(2):
             started = time.monotonic()
             result = await run(concurrency, duration, url, proxy.pid)
             elapsed = time.monotonic() - started
-            await asyncio.sleep(5)
+            waited = await settle(proxy.pid, idle_fds)
             total = result["complete"] + result["error"] + result["bad"]  # type: ignore[operator]
             rounds.append(
                 {
@@ -150,11 +172,13 @@ async def main() -> None:
                     "requests_per_s": round(total / elapsed, 1),
                     **result,
                     "rss_after_mb": round(rss_mb(proxy.pid), 1),
+                    "idle_wait_s": round(waited, 1),
                 }
             )
         report = {
             "concurrency": concurrency,
             "fail_rate": float(fail_rate),
+            "allocator": allocator,
             "baseline_rss_mb": round(baseline, 1),
             "rounds": rounds,
         }

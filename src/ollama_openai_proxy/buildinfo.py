@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ollama_openai_proxy import __version__
+from ollama_openai_proxy import __version__, allocator
 
 DEPENDENCIES = ("fastapi", "starlette", "uvicorn", "aiohttp", "orjson", "pydantic", "structlog")
 
@@ -51,5 +51,6 @@ def build_info() -> dict[str, Any]:
         "git_commit": _git_commit(),
         "build_date": os.environ.get("BUILD_DATE"),
         "python": platform.python_version(),
+        "allocator": allocator.current(),
         "dependencies": {name: _version(name) for name in DEPENDENCIES},
     }

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from ollama_openai_proxy import __version__
+from ollama_openai_proxy.allocator import AllocatorError, exec_environment
 from ollama_openai_proxy.config import ConfigError, load_settings
 from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.logs import configure_logging
@@ -52,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ollama-openai-proxy: {exc}", file=sys.stderr)
         return 2
+    if argv is None:  # the command itself, never a programmatic call
+        try:
+            exec_env = exec_environment(settings.memory_allocator, os.environ)
+        except AllocatorError as exc:
+            print(f"ollama-openai-proxy: {exc}", file=sys.stderr)
+            return 2
+        if exec_env is not None:
+            # The loader reads LD_PRELOAD and CPython PYTHONMALLOC only at start: begin again,
+            # same process id (supervisors and signals are unaffected), same command line.
+            os.execve(sys.executable, sys.orig_argv, exec_env)
     _raise_fd_limit()
     level = "DEBUG" if settings.debug else settings.log_level
     redact = Redactor([settings.openai_api_key.get_secret_value(), *settings.inbound_keys()])

@@ -190,6 +190,11 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
     ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for SSL_CERTFILE.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    memory_allocator: Literal["auto", "jemalloc", "pymalloc"] = Field(
+        "auto",
+        description="auto: run on jemalloc when libjemalloc2 is installed, so memory goes back "
+        "to the system after load; jemalloc: require it; pymalloc: CPython's default.",
+    )
     backlog: int = Field(
         16384,
         ge=64,

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ollama_openai_proxy.allocator import find_jemalloc
 from tests.fake_upstream import FakeUpstream, Script
 
 
@@ -283,3 +284,28 @@ def test_inbound_keys_never_logged(tmp_path: Path, upstream: FakeUpstream) -> No
         2,
     )
     assert chat_line["duration_ms"] > 0
+
+
+@pytest.mark.parametrize("choice", ["auto", "pymalloc"])
+def test_memory_allocator(tmp_path: Path, upstream: FakeUpstream, choice: str) -> None:
+    """`auto` re-executes the command on jemalloc when installed: same pid, same port."""
+    env = {
+        "OPENAI_API_BASE_URL": upstream.url,
+        "OPENAI_API_KEY": upstream.api_key,
+        "MEMORY_ALLOCATOR": choice,
+    }
+    server = Running(tmp_path, env)
+    try:
+        expected = "jemalloc" if choice == "auto" and find_jemalloc() else "pymalloc"
+        assert httpx.get(server.url + "/v1/version").json()["allocator"] == expected
+        maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+        assert ("libjemalloc" in maps) == (expected == "jemalloc")
+        chat = {
+            "model": "gpt-4o-mini",
+            "stream": False,
+            "messages": [{"role": "user", "content": "x"}],
+        }
+        assert httpx.post(server.url + "/api/chat", json=chat).json()["done"] is True
+    finally:
+        out = server.stop()
+    assert "Traceback" not in out
