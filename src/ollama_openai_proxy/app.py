@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ollama_openai_proxy import __version__
+from ollama_openai_proxy import __version__, openapi
 from ollama_openai_proxy.catalog import Catalog
 from ollama_openai_proxy.config import DEFAULT_CORS_ORIGIN_REGEX, Settings, load_settings
 from ollama_openai_proxy.context import Context
@@ -131,13 +131,18 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
             if rate_limits is not None:
                 await rate_limits.close()
 
+    docs = settings.api_docs_enabled
     app = ProxyApp(
         title="ollama-openai-proxy",
         version=__version__,
-        description="Ollama's REST API served from any OpenAI-compatible backend.",
+        description=openapi.DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.ctx = ctx
+    openapi.install(app, yaml_url="/openapi.yaml" if docs else None)
     for module in (meta, models, inference, embed, manage, openai):
         app.include_router(module.router)
     if metrics is not None:
@@ -193,6 +198,8 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
     }
     origins = settings.cors_origins
     endpoints = {"/v1/metrics", settings.metrics_path}
+    if docs:
+        endpoints.update(("/docs", "/redoc", "/openapi.json", "/openapi.yaml"))
     for module in (meta, models, inference, embed, manage, openai):
         endpoints.update(getattr(r, "path", "") for r in module.router.routes)
     # Outermost first: request id, access log and metrics; keys and rate limits; CORS; the hot

@@ -184,6 +184,11 @@ class Settings(BaseSettings):
         "(ENABLE_PROMETHEUS_METRICS is accepted too).",
     )
     metrics_path: str = Field("/metrics", pattern=r"^/", description="Second path for metrics.")
+    api_docs_enabled: bool = Field(
+        True,
+        description="Serve the API documentation: /docs (Swagger UI), /redoc, /openapi.json "
+        "and /openapi.yaml.",
+    )
     version_endpoint_enabled: bool = Field(
         True, description="Serve build and dependency versions at /v1/version."
     )

@@ -28,7 +28,11 @@ from ollama_openai_proxy.errors import JSON_CONTENT_TYPE, ProxyError, Redactor, 
 
 log = structlog.get_logger("ollama_openai_proxy.security")
 
-OPEN_PATHS = frozenset({"/", "/health"})
+# The API documentation is public knowledge and a browser cannot send a Bearer key to read it;
+# API_DOCS_ENABLED=false removes it altogether.
+OPEN_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc"}) | frozenset(
+    {"/openapi.json", "/openapi.yaml"}
+)
 
 
 class Unauthorized(ProxyError):
