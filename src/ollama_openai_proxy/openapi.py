@@ -304,7 +304,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                         "model": "gpt-4o-mini",
                         "modified_at": CREATED,
                         "size": 0,
-                        "digest": "8d5f5ef1b0e1a4c3c2d1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9",
+                        "digest": "8d5f5ef1b0e1a4c3c2d1f0e9d8c7b6a5"
+                        "f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9",
                         "details": {
                             "parent_model": "",
                             "format": "gguf",

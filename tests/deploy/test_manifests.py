@@ -203,3 +203,18 @@ def test_workflow_runs_the_readme_test_command() -> None:
     image = workflow["jobs"]["image"]
     build = next(s for s in image["steps"] if s.get("uses", "").startswith("docker/build-push"))
     assert build["with"]["platforms"] == "linux/amd64,linux/arm64"
+
+
+def test_dockerfile_copies_only_what_the_build_context_holds() -> None:
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    copies = re.findall(r"^COPY (?!--from)(.+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert copies
+    for line in copies:
+        *sources, _ = line.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert source.split("/")[0] in allowed, f"{source} is excluded by .dockerignore"

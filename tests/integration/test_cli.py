@@ -216,6 +216,16 @@ def test_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
         )
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{server.port}/api/version")  # plain HTTP is refused
+        # the container HEALTHCHECK follows SSL_CERTFILE to HTTPS
+        check = subprocess.run(
+            [sys.executable, "-m", "ollama_openai_proxy.healthcheck"],
+            env={**env, "PROXY_PORT": str(server.port)},
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        assert check.returncode == 0, check.stderr
     finally:
         server.stop()
 

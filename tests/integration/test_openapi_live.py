@@ -54,7 +54,7 @@ def test_documentation_stays_readable_with_inbound_keys(upstream: FakeUpstream) 
 EXAMPLES = sorted(
     name
     for name, spec in openapi.OPERATIONS.items()
-    if "request" in spec and not spec.get("openai") or name in ("tags", "ps", "version")
+    if ("request" in spec and not spec.get("openai")) or name in ("tags", "ps", "version")
 )
 
 

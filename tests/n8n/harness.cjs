@@ -2,7 +2,10 @@
 // the credential test and model dropdown requests as its declarative definitions describe them,
 // and the Ollama Chat Model / Embeddings Ollama nodes' supplyData() with a minimal execution
 // context. Usage: node harness.cjs <proxy base URL>. Prints one JSON object: {check: {ok, ...}}.
+// With a workflow file as second argument (examples/n8n), it runs that workflow's Basic LLM Chain
+// with the Ollama Chat Model connected to it instead, with the parameters the file gives them.
 "use strict";
+const fs = require("fs");
 const path = require("path");
 const { HumanMessage, ToolMessage } = require("@langchain/core/messages");
 const { tool } = require("@langchain/core/tools");
@@ -18,8 +21,8 @@ const { EmbeddingsOllama } = require(path.join(dist, "nodes/embeddings/Embedding
 const credentials = { baseUrl, apiKey: "" }; // n8n's default: no key
 
 // The few pieces of IExecuteFunctions / ISupplyDataFunctions these nodes touch.
-function context(type, params) {
-  const node = { id: "1", name: type, type, typeVersion: 1, parameters: params, position: [0, 0] };
+function context(type, params, typeVersion = 1) {
+  const node = { id: "1", name: type, type, typeVersion, parameters: params, position: [0, 0] };
   const noop = () => {};
   return {
     getCredentials: async () => credentials,
@@ -55,7 +58,36 @@ async function check(name, fn) {
   }
 }
 
+// The workflow's Basic LLM Chain run by n8n's own executeChain(), fed by its connected chat model.
+// (processItem() around it only reads the prompt parameter, and needs n8n-core for that.)
+async function runWorkflow(file) {
+  const wf = JSON.parse(fs.readFileSync(file, "utf8"));
+  const node = (type) => wf.nodes.find((n) => n.type === `@n8n/n8n-nodes-langchain.${type}`);
+  const chat = node("lmChatOllama");
+  const chain = node("chainLlm");
+  await check("workflow", async () => {
+    const link = wf.connections[chat.name]?.ai_languageModel?.[0]?.[0];
+    if (!link || link.node !== chain.name) throw new Error("the chat model does not feed the chain");
+    if (!chat.credentials?.ollamaApi) throw new Error("the chat model has no Ollama credential");
+    const { response: model } = await new LmChatOllama().supplyData.call(context("lmChatOllama", chat.parameters), 0);
+    const { executeChain } = require(path.join(dist, "nodes/chains/ChainLLM/methods/chainExecutor.js"));
+    if (chain.parameters.promptType !== "define") throw new Error("the example defines its prompt");
+    const output = await executeChain({
+      context: context("chainLlm", chain.parameters, chain.typeVersion),
+      itemIndex: 0,
+      query: chain.parameters.text,
+      llm: model,
+      outputParser: undefined,
+      messages: chain.parameters.messages?.messageValues ?? [],
+      fallbackLlm: null,
+    });
+    return { prompt: chain.parameters.text, output };
+  });
+  console.log(JSON.stringify(results));
+}
+
 (async () => {
+  if (process.argv[3]) return runWorkflow(process.argv[3]);
   const cred = new OllamaApi();
   const authHeaders = Object.fromEntries(
     Object.entries(cred.authenticate.properties.headers).map(([k, v]) => [k, resolve(v)]),

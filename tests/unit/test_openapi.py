@@ -9,9 +9,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from pydantic import TypeAdapter
+from scripts.export_openapi import OUT, document
 
 from ollama_openai_proxy import openapi, schemas
-from scripts.export_openapi import OUT, document
 
 DOC: dict[str, Any] = json.loads(document())
 OPERATIONS = [
@@ -80,7 +81,7 @@ def test_examples_match_their_schemas(path: str, method: str, op: dict[str, Any]
                 assert body if isinstance(body, str) else body["message"]
 
 
-ADAPTERS = {
+ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "chat": schemas.CHAT,
     "generate": schemas.GENERATE,
     "embed": schemas.EMBED,

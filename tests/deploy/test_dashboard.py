@@ -1,0 +1,53 @@
+"""The Grafana dashboard queries series the proxy really exposes, with labels it really sets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.servers import ProxyServer
+
+DASHBOARD = (
+    Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/ollama-openai-proxy.json"
+)
+
+
+def test_every_query_uses_exposed_series_and_labels(proxy: ProxyServer) -> None:
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(proxy.url + "/api/chat", json=chat).status_code == 200
+    text = httpx.get(proxy.url + "/v1/metrics").text
+    # family name -> labels seen on its samples (a counter never incremented has none yet)
+    families: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        seen = families.setdefault(family.name, set())
+        for sample in family.samples:
+            seen.update(sample.labels)
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        grouped = {
+            label.strip()
+            for group in re.findall(r"by \(([^)]*)\)", expr)
+            for label in group.split(",")
+        } - {"le"}
+        for name in re.findall(r"\b((?:ollama_proxy|process)_[a-z_]+)", expr):
+            family = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            assert family in families, f"{name} is not exposed ({expr})"
+            if families[family]:
+                assert grouped <= families[family], (grouped, expr)
+
+
+def test_dashboard_is_provisioned_with_the_datasource_it_uses() -> None:
+    root = DASHBOARD.parents[1]
+    dashboard = json.loads(DASHBOARD.read_text())
+    datasource = (root / "provisioning/datasources/prometheus.yml").read_text()
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {"prometheus"}
+    assert "uid: prometheus" in datasource
+    provider = (root / "provisioning/dashboards/dashboards.yml").read_text()
+    assert "path: /var/lib/grafana/dashboards" in provider
