@@ -36,10 +36,10 @@ def test_every_query_uses_exposed_series_and_labels(proxy: ProxyServer) -> None:
             for label in group.split(",")
         } - {"le"}
         for name in re.findall(r"\b((?:ollama_proxy|process)_[a-z_]+)", expr):
-            family = re.sub(r"_(total|bucket|sum|count)$", "", name)
-            assert family in families, f"{name} is not exposed ({expr})"
-            if families[family]:
-                assert grouped <= families[family], (grouped, expr)
+            base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            assert base in families, f"{name} is not exposed ({expr})"
+            if families[base]:
+                assert grouped <= families[base], (grouped, expr)
 
 
 def test_dashboard_is_provisioned_with_the_datasource_it_uses() -> None:

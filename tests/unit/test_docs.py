@@ -36,3 +36,61 @@ def test_readme_has_the_three_commands() -> None:
     assert "pip install ." in text
     assert "ollama-openai-proxy" in text
     assert "make test" in text
+
+
+GUIDES = sorted(
+    [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "examples").glob("*.md")]
+)
+# Upper-case names in the guides that are not settings: other programs' variables, build args.
+NOT_SETTINGS = {
+    "OLLAMA_HOST",  # the Ollama SDKs' variable, used by the examples
+    "OLLAMA_BASE_URL",  # Open WebUI's
+    "OLLAMA_API_KEY",  # ollama-python's
+    "CHAT_MODEL",  # the examples'
+    "EMBED_MODEL",
+    "SSL_CERT_FILE",  # OpenSSL's CA bundle
+    "PROMETHEUS_MULTIPROC_DIR",  # prometheus_client's
+    "PROXY_ENV_FILE",  # set by the CLI for its workers
+    "PROXY_PUBLISH",  # docker-compose.yml's
+    "GIT_COMMIT",  # image build arguments
+    "BUILD_DATE",
+    "LD_PRELOAD",  # the dynamic loader's
+    "PYTHONMALLOC",  # CPython's
+    "MALLOC_CONF",  # jemalloc's
+    "REQUIRE_AIMOCK",  # test flags
+    "REQUIRE_CLIENTS",
+    "REQUIRE_PY38",
+    "BENCH_FAIL_RATE",
+    "ENABLE_PROMETHEUS_METRICS",  # accepted alias of ENABLE_METRICS
+}
+
+
+def test_guides_name_only_real_settings() -> None:
+    settings = {name.upper() for name in Settings.model_fields}
+    for guide in GUIDES:
+        names = set(re.findall(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9])\b(?!_)", guide.read_text()))
+        unknown = names - settings - NOT_SETTINGS
+        assert not unknown, f"{guide.name} names {sorted(unknown)}"
+
+
+def test_guides_link_to_files_that_exist() -> None:
+    for guide in GUIDES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", guide.read_text()):
+            if "://" in target:
+                continue
+            assert (guide.parent / target).exists(), f"{guide.name} links to {target}"
+
+
+def test_the_guides_the_project_promises_exist() -> None:
+    for name in (
+        "QUICK_START",
+        "CONFIGURATION",
+        "API_COMPATIBILITY",
+        "DEPLOYMENT",
+        "TROUBLESHOOTING",
+        "SECURITY",
+        "ARCHITECTURE",
+        "PERFORMANCE",
+        "COMPATIBILITY",
+    ):
+        assert (ROOT / "docs" / f"{name}.md").is_file(), name
