@@ -217,6 +217,9 @@ class FakeUpstream:
         self.api_key = api_key
         self.journal: list[dict[str, Any]] = []
         self.extra_params: set[str] = set()  # parameters accepted beyond OpenAI's (vLLM-like)
+        # Extra fields of /v1/models entries, as OpenRouter (context_length, supported_parameters)
+        # or vLLM (max_model_len) publish them.
+        self.model_entries: dict[str, dict[str, Any]] = {}
         self.completions_supported = True
         self.scripts: deque[Script] = deque()
         # Standing answers for clients we cannot script request by request (JS, n8n): the first
@@ -295,6 +298,8 @@ class FakeUpstream:
     # --- handlers ---------------------------------------------------------------------------
 
     def _auth(self, request: web.Request) -> web.Response | None:
+        if not self.api_key:  # a local backend without keys (vLLM, llama.cpp)
+            return None
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _fail("Incorrect API key provided.", 401, "invalid_api_key")
         return None
@@ -315,7 +320,13 @@ class FakeUpstream:
         if self.scripts and self.scripts[0].status >= 400:
             return await self._error(self.scripts.popleft())
         data = [
-            {"id": m, "object": "model", "created": 1721172741, "owned_by": "system"}
+            {
+                "id": m,
+                "object": "model",
+                "created": 1721172741,
+                "owned_by": "system",
+                **self.model_entries.get(m, {}),
+            }
             for m in self.models
         ]
         return web.json_response({"object": "list", "data": data})

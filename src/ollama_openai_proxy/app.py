@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy import __version__, openapi
-from ollama_openai_proxy.catalog import Catalog
+from ollama_openai_proxy.backends import Backends
 from ollama_openai_proxy.config import DEFAULT_CORS_ORIGIN_REGEX, Settings, load_settings
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import (
@@ -28,10 +28,9 @@ from ollama_openai_proxy.fastpath import FastRoutes
 from ollama_openai_proxy.logs import configure_logging
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.middleware import CORSForBrowsers, RequestContextMiddleware
-from ollama_openai_proxy.resilience import CircuitBreaker, ConcurrencyLimiter
+from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai
 from ollama_openai_proxy.security import GuardMiddleware, RateLimits
-from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy")
 
@@ -84,19 +83,18 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
         settings = load_settings(_env_file=env_file) if env_file else load_settings()
         configure_logging(
             "DEBUG" if settings.debug else settings.log_level,
-            Redactor([settings.openai_api_key.get_secret_value(), *settings.inbound_keys()]),
+            Redactor(settings.secrets()),
         )
     inbound_keys = settings.inbound_keys()
-    redact = Redactor([settings.openai_api_key.get_secret_value(), *inbound_keys])
+    redact = Redactor(settings.secrets())
     metrics = Metrics() if settings.enable_metrics else None
-    breaker = CircuitBreaker(settings.circuit_breaker_threshold, settings.circuit_breaker_cooldown)
-    upstream = Upstream(settings, breaker, metrics)
+    model_map, policy, topology = settings.model_map(), settings.policy(), settings.topology()
+    backends = Backends(topology, settings, model_map, policy, metrics)
     ctx = Context(
         settings=settings,
-        upstream=upstream,
-        catalog=Catalog(upstream, settings.models_cache_ttl),
-        model_map=settings.model_map(),
-        policy=settings.policy(),
+        backends=backends,
+        model_map=model_map,
+        policy=policy,
         redact=redact,
         limiter=ConcurrencyLimiter(
             settings.max_concurrent_requests, settings.max_queued_requests, settings.queue_timeout
@@ -112,22 +110,29 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await upstream.start()
-        log.info("started", upstream=settings.openai_api_base_url, version=__version__)
+        await backends.start()
+        log.info(
+            "started",
+            upstreams={u.name: u.base_url for u in backends.upstreams.values()},
+            version=__version__,
+        )
         if settings.disable_ssl_verification:
             log.warning(
                 "tls_verification_disabled",
                 detail="DISABLE_SSL_VERIFICATION is set: the backend's certificate is NOT checked; "
                 "anyone on the network path can read and alter traffic, including the API key",
             )
-        if not settings.openai_api_key.get_secret_value() and "api.openai.com" in (
-            settings.openai_api_base_url
-        ):
-            log.warning("no_api_key", detail="OPENAI_API_KEY is empty; OpenAI will answer 401")
+        for spec in topology.upstreams:
+            if not spec.api_key and "api.openai.com" in spec.base_url:
+                log.warning(
+                    "no_api_key",
+                    upstream=spec.name,
+                    detail="the API key is empty (OPENAI_API_KEY); OpenAI will answer 401",
+                )
         try:
             yield
         finally:
-            await upstream.close()
+            await backends.close()
             if rate_limits is not None:
                 await rate_limits.close()
 

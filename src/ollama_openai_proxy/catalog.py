@@ -30,6 +30,8 @@ class Catalog:
         self._clock = clock
         self._body: dict[str, Any] | None = None
         self._ids: frozenset[str] = frozenset()
+        self._entries: dict[str, dict[str, Any]] = {}
+        self.version = 0  # bumped by every successful listing
         self._expires = 0.0
         self._inflight: asyncio.Future[dict[str, Any]] | None = None
 
@@ -37,6 +39,11 @@ class Catalog:
     def known_ids(self) -> frozenset[str] | None:
         """Ids from the last successful listing, without I/O; None before the first one."""
         return self._ids if self._body is not None else None
+
+    def entry(self, model_id: str) -> dict[str, Any] | None:
+        """What the backend published about one model (OpenRouter's ``context_length`` and
+        ``supported_parameters``, vLLM's ``max_model_len``...), from the last listing."""
+        return self._entries.get(model_id)
 
     async def models(self) -> dict[str, Any]:
         if self._body is not None and self._clock() < self._expires:
@@ -62,9 +69,11 @@ class Catalog:
             self._expires = self._clock() + min(self._ttl, 5.0)
             return self._body
         self._body = body
-        self._ids = frozenset(
-            m["id"] for m in body["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)
-        )
+        self._entries = {
+            m["id"]: m for m in body["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)
+        }
+        self._ids = frozenset(self._entries)
+        self.version += 1
         self._expires = self._clock() + self._ttl
         return body
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             os.execve(sys.executable, sys.orig_argv, exec_env)
     _raise_fd_limit()
     level = "DEBUG" if settings.debug else settings.log_level
-    redact = Redactor([settings.openai_api_key.get_secret_value(), *settings.inbound_keys()])
+    redact = Redactor(settings.secrets())
     configure_logging(level, redact)
     server: dict[str, Any] = {
         "host": settings.proxy_host,

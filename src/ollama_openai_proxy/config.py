@@ -6,15 +6,19 @@ truth and a test keeps the two in step.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
+from dotenv import dotenv_values
 from limits import parse_many
 from pydantic import (
     AliasChoices,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -22,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ollama_openai_proxy import topology
 from ollama_openai_proxy.translate.models import CAPABILITIES, ModelMap, ModelMeta
 from ollama_openai_proxy.translate.policy import Policy
 from ollama_openai_proxy.translate.think import THINK_STYLES
@@ -58,6 +63,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
+    _topology: topology.Topology | None = PrivateAttr(None)
 
     openai_api_base_url: str = Field(
         "https://api.openai.com/v1",
@@ -96,6 +102,11 @@ class Settings(BaseSettings):
         None,
         description="JSON file: alias -> upstream id, or alias -> {model, context_length, "
         "capabilities}.",
+    )
+    upstreams_file: Path | None = Field(
+        None,
+        description="YAML or JSON file of several backends, aliases and fallbacks; when set, "
+        "it alone defines the backends (OPENAI_API_BASE_URL and OPENAI_API_KEY are ignored).",
     )
     disable_ssl_verification: bool = Field(
         False, description="Do not verify the backend's TLS certificate (unsafe)."
@@ -251,7 +262,9 @@ class Settings(BaseSettings):
             out[name.strip()] = target.strip() or name.strip()
         return out
 
-    @field_validator("model_mapping_file", "proxy_api_keys_file", "ssl_certfile", "ssl_keyfile")
+    @field_validator(
+        "model_mapping_file", "proxy_api_keys_file", "ssl_certfile", "ssl_keyfile", "upstreams_file"
+    )
     @classmethod
     def _file_exists(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
@@ -290,6 +303,12 @@ class Settings(BaseSettings):
                     keys.append(key)
         return keys
 
+    def secrets(self) -> list[str]:
+        """Every key that must never reach a log line, an error body or a metric."""
+        keys = [self.openai_api_key.get_secret_value(), *self.inbound_keys()]
+        keys.extend(u.api_key for u in self.topology().upstreams)
+        return [k for k in dict.fromkeys(keys) if k]
+
     def policy(self) -> Policy:
         return Policy(
             passthrough=self.passthrough_options,
@@ -298,6 +317,25 @@ class Settings(BaseSettings):
 
     def model_map(self) -> ModelMap:
         return load_model_map(self.model_mapping_file) if self.model_mapping_file else ModelMap()
+
+    def topology(self, env: Mapping[str, str] | None = None) -> topology.Topology:
+        """The backends: UPSTREAMS_FILE, or OPENAI_API_BASE_URL + OPENAI_API_KEY.
+
+        ``api_key_env`` names are looked up in ``env`` (load_settings passes the environment
+        over the .env file's values), read once and kept."""
+        if self._topology is not None:
+            return self._topology
+        if self.upstreams_file is None:
+            loaded = topology.single(
+                self.openai_api_base_url, self.openai_api_key.get_secret_value()
+            )
+        else:
+            try:
+                loaded = topology.load(self.upstreams_file, os.environ if env is None else env)
+            except topology.TopologyError as exc:
+                raise ConfigError(str(exc)) from None
+        self._topology = loaded
+        return loaded
 
 
 class ConfigError(Exception):
@@ -342,6 +380,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         settings = Settings(**overrides)
         settings.model_map()  # validate the mapping file now, not on the first request
+        env_file = overrides.get("_env_file", ".env")
+        dotenv = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+        settings.topology({**{k: v for k, v in dotenv.items() if v is not None}, **os.environ})
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):

@@ -9,7 +9,8 @@ import structlog
 from starlette.requests import Request
 from starlette.types import Scope
 
-from ollama_openai_proxy.catalog import Catalog, RecentModels
+from ollama_openai_proxy.backends import Backends, Route
+from ollama_openai_proxy.catalog import RecentModels
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.logs import WarnOnce
@@ -17,7 +18,7 @@ from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.middleware import info
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.translate.chat import UpstreamRequest
-from ollama_openai_proxy.translate.models import ModelFacts, ModelMap, facts, resolve
+from ollama_openai_proxy.translate.models import ModelFacts, ModelMap, facts
 from ollama_openai_proxy.translate.policy import Policy, Target
 from ollama_openai_proxy.upstream import Upstream
 
@@ -27,8 +28,7 @@ log = structlog.get_logger("ollama_openai_proxy")
 @dataclass(slots=True)
 class Context:
     settings: Settings
-    upstream: Upstream
-    catalog: Catalog
+    backends: Backends
     model_map: ModelMap
     policy: Policy
     redact: Redactor
@@ -38,11 +38,16 @@ class Context:
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
     _labels: set[str] = field(default_factory=set)
 
+    @property
+    def upstream(self) -> Upstream:
+        """The first (or only) upstream."""
+        return self.backends.default
+
     def model_label(self, name: str) -> str:
         """``name`` as a metric label if the backend or the map knows it, else ``other``."""
         if name in self._labels:
             return name
-        known = self.catalog.known_ids
+        known = self.backends.known_ids
         if self.model_map.lookup(name) is not None or (
             known is not None and self.upstream_model(name) in known
         ):
@@ -72,23 +77,25 @@ class Context:
                 )
 
     def upstream_model(self, name: str) -> str:
-        return resolve(name, self.model_map, self.catalog.known_ids)
+        """The id the first upstream of ``name``'s route knows it by."""
+        return self.backends.routes(name)[0].model
 
-    def facts(self, name: str) -> ModelFacts:
+    def facts(self, name: str, route: Route | None = None) -> ModelFacts:
+        route = route or self.backends.routes(name)[0]
         return facts(
             name,
-            self.upstream_model(name),
+            route.model,
             self.model_map.lookup(name),
             self.settings.default_context_length,
+            self.backends.entry(route),
         )
 
-    def target(self, name: str) -> Target:
-        """Where a request for ``name`` goes, with what we know of that model."""
-        upstream = self.upstream_model(name)
+    def target(self, name: str, route: Route) -> Target:
+        """What a request for ``name`` sent along ``route`` needs to know of the model."""
         meta = self.model_map.lookup(name)
-        f = facts(name, upstream, meta, self.settings.default_context_length)
+        f = self.facts(name, route)
         style = (meta.think_style if meta else None) or self.settings.think_style
-        return Target(upstream, style, "thinking" in f.capabilities)
+        return Target(route.model, style, "thinking" in f.capabilities)
 
     def report(self, up: UpstreamRequest, model: str) -> None:
         """Log what the translation could not carry over (nothing is dropped silently)."""

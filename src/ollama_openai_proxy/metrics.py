@@ -62,14 +62,20 @@ TTFT = (
 UPSTREAM = (
     f"{PREFIX}_upstream_duration_seconds",
     "Time until the backend's response headers arrived.",
-    ("path", "status"),
+    ("upstream", "path", "status"),
 )
 TOKENS = (f"{PREFIX}_tokens", "Tokens reported by the backend.", ("model", "kind"))
-RETRIES = (f"{PREFIX}_upstream_retries", "Backend calls retried.", ("path",))
+RETRIES = (f"{PREFIX}_upstream_retries", "Backend calls retried.", ("upstream", "path"))
+FALLBACKS = (
+    f"{PREFIX}_upstream_fallbacks",
+    "Requests passed on to the next upstream of their chain, by the upstream that failed.",
+    ("upstream",),
+)
 IN_FLIGHT = (f"{PREFIX}_streams_in_flight", "Streams open to clients.")
 BREAKER = (
     f"{PREFIX}_circuit_breaker_state",
     "Backend circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ("upstream",),
 )
 
 
@@ -99,6 +105,7 @@ class _Samples(Collector):
             REQUESTS: {},
             TOKENS: {},
             RETRIES: {},
+            FALLBACKS: {},
         }
         self.histograms: dict[Spec, dict[tuple[str, ...], _Histogram]] = {
             DURATION: {},
@@ -106,7 +113,7 @@ class _Samples(Collector):
             UPSTREAM: {},
         }
         self.in_flight = 0
-        self.breaker = 0
+        self.breakers: dict[str, int] = {}
 
     def collect(self) -> Iterator[Metric]:
         for (name, doc, labels), series in self.counters.items():
@@ -125,7 +132,11 @@ class _Samples(Collector):
                 hfamily.add_metric(key, cumulative, h.total)
             yield hfamily
         yield GaugeMetricFamily(*IN_FLIGHT, value=self.in_flight)
-        yield GaugeMetricFamily(*BREAKER, value=self.breaker)
+        name, doc, labels = BREAKER
+        breakers = GaugeMetricFamily(name, doc, labels=labels)
+        for upstream, state in self.breakers.items():
+            breakers.add_metric((upstream,), state)
+        yield breakers
 
 
 class Metrics:
@@ -142,6 +153,7 @@ class Metrics:
             self._upstream = Histogram(*UPSTREAM, buckets=LATENCY_BUCKETS, registry=r)
             self._tokens = Counter(*TOKENS, registry=r)
             self._retries = Counter(*RETRIES, registry=r)
+            self._fallbacks = Counter(*FALLBACKS, registry=r)
             # across workers: open streams add up; the breaker shows the worst state
             self._in_flight = Gauge(*IN_FLIGHT, registry=r, multiprocess_mode="livesum")
             self._breaker = Gauge(*BREAKER, registry=r, multiprocess_mode="livemax")
@@ -149,6 +161,7 @@ class Metrics:
                 REQUESTS: self._requests,
                 TOKENS: self._tokens,
                 RETRIES: self._retries,
+                FALLBACKS: self._fallbacks,
                 DURATION: self._duration,
                 TTFT: self._ttft,
                 UPSTREAM: self._upstream,
@@ -181,8 +194,8 @@ class Metrics:
         self._count(REQUESTS, (endpoint, model, str(status)))
         self._observe(DURATION, (endpoint,), seconds)
 
-    def upstream_done(self, path: str, status: int, seconds: float) -> None:
-        self._observe(UPSTREAM, (path, str(status)), seconds)
+    def upstream_done(self, upstream: str, path: str, status: int, seconds: float) -> None:
+        self._observe(UPSTREAM, (upstream, path, str(status)), seconds)
 
     def first_token(self, endpoint: str, model: str, seconds: float) -> None:
         self._observe(TTFT, (endpoint, model), seconds)
@@ -193,8 +206,11 @@ class Metrics:
         if completion:
             self._count(TOKENS, (model, "completion"), completion)
 
-    def retried(self, path: str) -> None:
-        self._count(RETRIES, (path,))
+    def retried(self, upstream: str, path: str) -> None:
+        self._count(RETRIES, (upstream, path))
+
+    def fell_back(self, upstream: str) -> None:
+        self._count(FALLBACKS, (upstream,))
 
     def streams(self, delta: int) -> None:
         if self._multi:
@@ -202,11 +218,11 @@ class Metrics:
         else:
             self._samples.in_flight += delta
 
-    def breaker_state(self, state: int) -> None:
+    def breaker_state(self, upstream: str, state: int) -> None:
         if self._multi:
-            self._breaker.set(state)
+            self._breaker.labels(upstream).set(state)
         else:
-            self._samples.breaker = state
+            self._samples.breakers[upstream] = state
 
     # --- exposition -----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from ollama_openai_proxy.errors import (
 )
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
+from ollama_openai_proxy.topology import UpstreamSpec, single
 from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.upstream")
@@ -62,12 +63,20 @@ class Upstream:
         settings: Settings,
         breaker: CircuitBreaker | None = None,
         metrics: Metrics | None = None,
+        spec: UpstreamSpec | None = None,
     ) -> None:
+        if spec is None:
+            spec = single(settings.openai_api_base_url, "").upstreams[0]
+            key = settings.openai_api_key.get_secret_value()
+        else:
+            key = spec.api_key
+        self.name = spec.name
+        self.extra_params = spec.extra_params
+        self.request_timeout = spec.timeout or settings.request_timeout
         self.breaker = breaker or CircuitBreaker(0, 1.0)
         self.metrics = metrics
-        self.base_url = settings.openai_api_base_url
+        self.base_url = spec.base_url
         self._host = urlsplit(self.base_url).netloc
-        key = settings.openai_api_key.get_secret_value()
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
@@ -155,6 +164,7 @@ class Upstream:
             else:
                 if metrics is not None:
                     metrics.upstream_done(
+                        self.name,
                         path if path in KNOWN_PATHS else "other",
                         resp.status,
                         time.perf_counter() - started,
@@ -173,9 +183,15 @@ class Upstream:
                 delay = _backoff(attempt) if wait is None else wait
             if deadline is not None:
                 delay = min(delay, max(0.0, deadline - loop.time()))
-            log.warning("upstream_retry", path=path, attempt=attempt + 1, delay_s=round(delay, 3))
+            log.warning(
+                "upstream_retry",
+                upstream=self.name,
+                path=path,
+                attempt=attempt + 1,
+                delay_s=round(delay, 3),
+            )
             if metrics is not None:
-                metrics.retried(path if path in KNOWN_PATHS else "other")
+                metrics.retried(self.name, path if path in KNOWN_PATHS else "other")
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -185,7 +201,7 @@ class Upstream:
 
     def _breaker_metric(self) -> None:
         if self.metrics is not None:
-            self.metrics.breaker_state(int(self.breaker.state))
+            self.metrics.breaker_state(self.name, int(self.breaker.state))
 
     async def json(
         self,
@@ -199,7 +215,7 @@ class Upstream:
     ) -> Any:
         """A non-streaming call: the decoded JSON body, or the mapped error."""
         body = None if payload is None else orjson.dumps(payload)
-        total = timeout or self._settings.request_timeout
+        total = timeout or self.request_timeout
         deadline = asyncio.get_running_loop().time() + total
         try:
             resp = await self.send(method, path, body, headers=headers, deadline=deadline)

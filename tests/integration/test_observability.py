@@ -83,6 +83,7 @@ def test_metrics_count_requests_tokens_and_streams(upstream: FakeUpstream) -> No
             metric(
                 text,
                 "ollama_proxy_upstream_duration_seconds_count",
+                upstream="default",
                 path="/chat/completions",
                 status="200",
             )
@@ -92,7 +93,8 @@ def test_metrics_count_requests_tokens_and_streams(upstream: FakeUpstream) -> No
             metric(text, "ollama_proxy_request_duration_seconds_count", endpoint="/api/tags") == 1
         )
         assert metric(text, "process_resident_memory_bytes") > 0
-        assert metric(text, "ollama_proxy_circuit_breaker_state") == 0
+        assert text.count("ollama_proxy_circuit_breaker_state{") == 1
+        assert metric(text, "ollama_proxy_circuit_breaker_state", upstream="default") == 0
         # the alias path serves the same exposition
         assert "ollama_proxy_requests_total" in httpx.get(p.url + "/metrics").text
         assert "sk-test-upstream" not in text

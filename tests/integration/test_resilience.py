@@ -39,7 +39,10 @@ def test_circuit_breaker_opens_fails_fast_and_recovers(upstream: FakeUpstream) -
         assert chats(upstream) == 2  # failed fast: the backend was not called
         ready = httpx.get(p.url + "/ready")
         assert (ready.status_code, ready.json()["circuit_breaker"]) == (503, "open")
-        assert "ollama_proxy_circuit_breaker_state 2.0" in httpx.get(p.url + "/v1/metrics").text
+        assert (
+            'ollama_proxy_circuit_breaker_state{upstream="default"} 2.0'
+            in httpx.get(p.url + "/v1/metrics").text
+        )
         time.sleep(0.6)
         assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 200  # the probe
         assert httpx.get(p.url + "/ready").json()["circuit_breaker"] == "closed"
@@ -65,7 +68,7 @@ def test_connection_refused_is_retried_then_502() -> None:
         assert r.status_code == 502
         assert "cannot connect to upstream" in r.json()["error"]
         assert (
-            'ollama_proxy_upstream_retries_total{path="/chat/completions"} 2.0'
+            'ollama_proxy_upstream_retries_total{path="/chat/completions",upstream="default"} 2.0'
             in httpx.get(p.url + "/v1/metrics").text
         )
 

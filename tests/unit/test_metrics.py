@@ -20,7 +20,9 @@ def test_single_process_backend_exposes_prometheus_text() -> None:
     m.streams(1)
     m.streams(1)
     m.streams(-1)
-    m.breaker_state(1)
+    m.breaker_state("default", 1)
+    m.retried("default", "/chat/completions")
+    m.fell_back("default")
     text = m.exposition().decode()
     assert (
         sample(text, 'ollama_proxy_requests_total{endpoint="/api/chat",model="gpt",status="200"}')
@@ -52,5 +54,12 @@ def test_single_process_backend_exposes_prometheus_text() -> None:
     assert sample(text, 'ollama_proxy_tokens_total{kind="prompt",model="gpt"}') == 5
     assert 'kind="completion"' not in text  # zero counts are not recorded
     assert sample(text, "ollama_proxy_streams_in_flight") == 1
-    assert sample(text, "ollama_proxy_circuit_breaker_state") == 1
+    assert sample(text, 'ollama_proxy_circuit_breaker_state{upstream="default"}') == 1
+    assert sample(text, 'ollama_proxy_upstream_fallbacks_total{upstream="default"}') == 1
+    assert (
+        sample(
+            text, 'ollama_proxy_upstream_retries_total{path="/chat/completions",upstream="default"}'
+        )
+        == 1
+    )
     assert re.search(r"^process_resident_memory_bytes \S+$", text, re.MULTILINE)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
+from ollama_openai_proxy.backends import Route
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
 from ollama_openai_proxy.http import json_response
@@ -24,10 +25,13 @@ router = APIRouter()
 
 
 async def _call(ctx: Context, model: str, inputs: list[str], dimensions: int | None) -> Any:
-    payload = embeddings_request(ctx.upstream_model(model), inputs, dimensions)
+    async def call(route: Route) -> Any:
+        payload = embeddings_request(route.model, inputs, dimensions)
+        return await route.upstream.json("POST", "/embeddings", payload, client_model=model)
+
     await ctx.limiter.acquire()
     try:
-        return await ctx.upstream.json("POST", "/embeddings", payload, client_model=model)
+        return await ctx.backends.call(model, call)
     except UpstreamStatusError as exc:
         if exc.status == 404 and exc.message.startswith("model '"):
             # Ollama's scheduler wording for embeddings (handleScheduleError, routes.go)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from ollama_openai_proxy import schemas
+from ollama_openai_proxy.backends import Route
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import (
     BadRequest,
@@ -24,6 +26,7 @@ from ollama_openai_proxy.http import json_response, ndjson_response
 from ollama_openai_proxy.middleware import info
 from ollama_openai_proxy.routes import parse_body
 from ollama_openai_proxy.translate.chat import (
+    UpstreamRequest,
     chat_request,
     chat_response,
     completion_request,
@@ -39,6 +42,7 @@ from ollama_openai_proxy.translate.keepalive import (
 from ollama_openai_proxy.translate.stream import StreamTranslator
 
 router = APIRouter()
+Build = Callable[[Route], UpstreamRequest]  # the translation for one route of the request
 CHAT_COMPLETIONS = "/chat/completions"
 COMPLETIONS = "/completions"
 
@@ -52,6 +56,7 @@ class Answer:
     start: int  # perf_counter_ns at arrival, for the durations
     keep_alive: float  # seconds, for /api/ps
     generate: bool  # generate's shape (response) rather than chat's (message)
+    stream: bool = True  # Ollama streams unless told not to
 
 
 @router.post(
@@ -70,10 +75,19 @@ async def chat(request: Request) -> Response:
     keep_alive = parse_keep_alive(req.get("keep_alive"))
     if not req.get("messages"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
-    up = chat_request(req, ctx.target(model), ctx.policy)
-    ctx.report(up, model)
-    answer = Answer(model, req.get("think") is not False, start, _ttl(keep_alive), generate=False)
-    return await _complete(ctx, request.scope, CHAT_COMPLETIONS, up.payload, answer)
+    answer = Answer(
+        model,
+        req.get("think") is not False,
+        start,
+        _ttl(keep_alive),
+        generate=False,
+        stream=req.get("stream") is not False,
+    )
+
+    def build(route: Route) -> UpstreamRequest:
+        return chat_request(req, ctx.target(model, route), route.policy)
+
+    return await _complete(ctx, request.scope, CHAT_COMPLETIONS, build, answer)
 
 
 @router.post(
@@ -94,13 +108,21 @@ async def generate(request: Request) -> Response:
         raise BadRequest("raw mode does not support template, system, or context")
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
-    target = ctx.target(model)
-    answer = Answer(model, req.get("think") is not False, start, _ttl(keep_alive), generate=True)
+    answer = Answer(
+        model,
+        req.get("think") is not False,
+        start,
+        _ttl(keep_alive),
+        generate=True,
+        stream=req.get("stream") is not False,
+    )
     if uses_completions(req):
-        up = completion_request(req, target, ctx.policy)
-        ctx.report(up, model)
+
+        def build_completion(route: Route) -> UpstreamRequest:
+            return completion_request(req, ctx.target(model, route), route.policy)
+
         try:
-            return await _complete(ctx, request.scope, COMPLETIONS, up.payload, answer)
+            return await _complete(ctx, request.scope, COMPLETIONS, build_completion, answer)
         except UpstreamStatusError as exc:
             # A raw prompt can still go to chat if the backend has no /v1/completions; a suffix
             # (fill-in-the-middle) cannot.
@@ -114,9 +136,11 @@ async def generate(request: Request) -> Response:
             ctx.notes(
                 ["backend has no /v1/completions for this model; raw prompt sent as chat"], model
             )
-    up = generate_request(req, target, ctx.policy)
-    ctx.report(up, model)
-    return await _complete(ctx, request.scope, CHAT_COMPLETIONS, up.payload, answer)
+
+    def build(route: Route) -> UpstreamRequest:
+        return generate_request(req, ctx.target(model, route), route.policy)
+
+    return await _complete(ctx, request.scope, CHAT_COMPLETIONS, build, answer)
 
 
 def _ttl(keep_alive: float | None) -> float:
@@ -124,19 +148,35 @@ def _ttl(keep_alive: float | None) -> float:
 
 
 async def _complete(
-    ctx: Context, scope: Scope, path: str, payload: dict[str, Any], answer: Answer
+    ctx: Context, scope: Scope, path: str, build: Build, answer: Answer
 ) -> Response:
-    """Call the backend; answer in the shape of Ollama's chat or generate."""
+    """Call the backend (along the model's fallback chain); answer in the shape of Ollama's
+    chat or generate."""
     model = answer.model
     ctx.observe(scope, model, None)  # labels the request even if the backend call fails
+    reported = False
+
+    def payload(route: Route) -> dict[str, Any]:
+        nonlocal reported
+        up = build(route)
+        if not reported:  # what the translation could not carry, logged once per request
+            ctx.report(up, model)
+            reported = True
+        return up.payload
+
     await ctx.limiter.acquire()
     try:
-        if payload["stream"]:
-            return await _stream(ctx, scope, path, payload, answer)
-        body = await ctx.upstream.json("POST", path, payload, client_model=model)
-    finally:
-        if not payload["stream"]:
-            ctx.limiter.release()
+        if answer.stream:
+            return await _stream(ctx, path, payload, answer, scope)
+
+        async def call(route: Route) -> Any:
+            return await route.upstream.json("POST", path, payload(route), client_model=model)
+
+        body = await ctx.backends.call(model, call)
+    except BaseException:
+        ctx.limiter.release()
+        raise
+    ctx.limiter.release()
     notes: list[str] = []
     now, total = time.time_ns(), time.perf_counter_ns() - answer.start
     try:
@@ -155,38 +195,45 @@ async def _complete(
 
 
 async def _stream(
-    ctx: Context, scope: Scope, path: str, payload: dict[str, Any], answer: Answer
+    ctx: Context,
+    path: str,
+    payload: Callable[[Route], dict[str, Any]],
+    answer: Answer,
+    scope: Scope,
 ) -> Response:
     """A streamed answer; owns the concurrency slot taken by the caller until the stream ends."""
     settings, model = ctx.settings, answer.model
-    tr = StreamTranslator(
-        model, generate=answer.generate, think=answer.think, start_ns=answer.start
-    )
-
-    def on_end() -> None:
-        ctx.limiter.release()
-        if ctx.metrics is not None:
-            ctx.metrics.streams(-1)
-        ctx.recent.touch(model, answer.keep_alive)
-        ctx.notes(tr.notes, model)
-        ctx.observe(scope, model, tr.usage)
-
     deadline = time.monotonic() + settings.stream_timeout if settings.stream_timeout else 0.0
-    try:
-        # Until the first line is ready nothing was sent: a timeout is still a real 504.
-        async with asyncio.timeout(settings.first_byte_timeout):
-            resp = await ctx.upstream.open_stream(path, payload, client_model=model)
-            response = await ndjson_response(
-                resp, tr, ctx.upstream.base_url, on_end, deadline=deadline
-            )
-    except TimeoutError:
-        ctx.limiter.release()
-        raise UpstreamTimeout(
-            f"upstream sent nothing within {settings.first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
-        ) from None
-    except BaseException:
-        ctx.limiter.release()
-        raise
+
+    async def attempt(route: Route) -> tuple[Response, StreamTranslator]:
+        tr = StreamTranslator(
+            model, generate=answer.generate, think=answer.think, start_ns=answer.start
+        )
+
+        def on_end() -> None:
+            ctx.limiter.release()
+            if ctx.metrics is not None:
+                ctx.metrics.streams(-1)
+            ctx.recent.touch(model, answer.keep_alive)
+            ctx.notes(tr.notes, model)
+            ctx.observe(scope, model, tr.usage)
+
+        try:
+            # Until the first line is ready nothing was sent: a timeout is still a real 504, and
+            # the next upstream of the chain may be tried.
+            async with asyncio.timeout(settings.first_byte_timeout):
+                resp = await route.upstream.open_stream(path, payload(route), client_model=model)
+                response = await ndjson_response(
+                    resp, tr, route.upstream.base_url, on_end, deadline=deadline
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"upstream sent nothing within {settings.first_byte_timeout:g} s "
+                "(FIRST_BYTE_TIMEOUT)"
+            ) from None
+        return response, tr
+
+    response, _ = await ctx.backends.call(model, attempt)
     ttft = (time.perf_counter_ns() - answer.start) / 1e9
     info(scope)["ttft_ms"] = round(ttft * 1000, 3)
     if ctx.metrics is not None:

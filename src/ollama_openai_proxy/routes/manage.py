@@ -27,9 +27,9 @@ async def pull(request: Request) -> Response:
     name = req.get("model") or req.get("name")  # ollama-js sends "name"
     if not name:
         raise BadRequest("model is required")
-    await ctx.catalog.models()
+    await ctx.backends.models()
     if ctx.model_map.lookup(name) is None and ctx.upstream_model(name) not in (
-        ctx.catalog.known_ids or ()
+        ctx.backends.known_ids or ()
     ):
         # Ollama's words when the registry has no such model.
         raise ProxyError("pull model manifest: file does not exist", 404)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
 from ollama_openai_proxy.buildinfo import build_info
-from ollama_openai_proxy.context import get_context
-from ollama_openai_proxy.errors import ProxyError, RouteNotFound, UpstreamError
+from ollama_openai_proxy.context import Context, get_context
+from ollama_openai_proxy.errors import ProxyError, RouteNotFound
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.routes import get_and_head
+from ollama_openai_proxy.upstream import Upstream
 
 router = APIRouter()
 
@@ -73,18 +76,30 @@ async def health() -> Response:
 )
 async def ready(request: Request) -> Response:
     ctx = get_context(request)
-    try:
-        await ctx.upstream.json("GET", "/models", timeout=ctx.settings.health_check_timeout)
-    except UpstreamError as exc:
-        body = {"status": "unavailable", "error": ctx.redact(exc.message)}
-        return json_response(
-            {**body, "circuit_breaker": ctx.upstream.breaker.state.name.lower()}, 503
-        )
-    except ProxyError as exc:  # the breaker is open
-        body = {"status": "unavailable", "error": exc.message}
-        return json_response(
-            {**body, "circuit_breaker": ctx.upstream.breaker.state.name.lower()}, 503
-        )
+    upstreams = list(ctx.backends.upstreams.values())
+    checks = await asyncio.gather(*(_check(ctx, u) for u in upstreams))
+    if not ctx.backends.multi:
+        body = checks[0]
+        return json_response(body, 200 if body["status"] == "ready" else 503)
+    # Several upstreams: ready while any of them answers (the others' models fall back or fail
+    # with a clear error); each one's state is in the body.
+    ready = any(c["status"] == "ready" for c in checks)
     return json_response(
-        {"status": "ready", "circuit_breaker": ctx.upstream.breaker.state.name.lower()}
+        {
+            "status": "ready" if ready else "unavailable",
+            "upstreams": {u.name: c for u, c in zip(upstreams, checks, strict=True)},
+        },
+        200 if ready else 503,
     )
+
+
+async def _check(ctx: Context, upstream: Upstream) -> dict[str, str]:
+    try:
+        await upstream.json("GET", "/models", timeout=ctx.settings.health_check_timeout)
+    except ProxyError as exc:  # unreachable, an error status, or the breaker open
+        return {
+            "status": "unavailable",
+            "error": ctx.redact(exc.message),
+            "circuit_breaker": upstream.breaker.state.name.lower(),
+        }
+    return {"status": "ready", "circuit_breaker": upstream.breaker.state.name.lower()}

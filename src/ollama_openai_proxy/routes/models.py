@@ -25,7 +25,7 @@ router = APIRouter()
 )
 async def tags(request: Request) -> Response:
     ctx = get_context(request)
-    return json_response(tm.tags(await ctx.catalog.models(), ctx.model_map, time.time_ns()))
+    return json_response(tm.tags(await ctx.backends.models(), ctx.model_map, time.time_ns()))
 
 
 @router.post(
@@ -40,8 +40,8 @@ async def show(request: Request) -> Response:
     if not name:
         raise BadRequest("model is required")
     upstream_id = ctx.upstream_model(name)
-    await ctx.catalog.models()
-    known = ctx.catalog.known_ids or frozenset()
+    await ctx.backends.models()
+    known = ctx.backends.known_ids or frozenset()
     if upstream_id not in known and ctx.model_map.lookup(name) is None:
         raise ModelNotFound(name)
     return json_response(tm.show(name, upstream_id, ctx.facts(name), time.time_ns()))

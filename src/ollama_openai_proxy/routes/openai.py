@@ -8,16 +8,19 @@ the model name is rewritten, and only when a model map is configured.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ollama_openai_proxy.backends import Route
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.http import ClosingStream, json_response, read_body
 from ollama_openai_proxy.translate.models import openai_models
+from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
 
 router = APIRouter()
 
@@ -27,19 +30,24 @@ _INTERRUPTED = b'data: {"error":{"message":"upstream stream interrupted","type":
 _KEEP_HEADERS = ("retry-after", "x-ratelimit-", "openai-processing-ms", "x-request-id")
 
 
-def _rewrite_model(ctx: Context, body: bytes) -> bytes:
-    if not ctx.model_map:
-        return body
+def _client_model(ctx: Context, body: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    """The body's model name, parsed only when it matters: with a model map or several
+    upstreams; otherwise the body is forwarded without being decoded."""
+    if not ctx.model_map and not ctx.backends.multi:
+        return None, None
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON: {exc}") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), str):
-        upstream = ctx.upstream_model(obj["model"])
-        if upstream != obj["model"]:
-            obj["model"] = upstream
-            return orjson.dumps(obj)
-    return body
+        return obj["model"], obj
+    return None, None
+
+
+def _for_route(body: bytes, obj: dict[str, Any] | None, route: Route) -> bytes:
+    if obj is None or obj["model"] == route.model:
+        return body
+    return orjson.dumps({**obj, "model": route.model})
 
 
 def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
@@ -50,14 +58,32 @@ def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
     }
 
 
-async def _forward(request: Request, method: str, path: str) -> Response:
+async def _forward(request: Request, method: str, path: str, model: str | None = None) -> Response:
     ctx = get_context(request)
-    body = None
+    body: bytes | None = None
+    obj: dict[str, Any] | None = None
     if method == "POST":
-        body = _rewrite_model(ctx, await read_body(request, ctx.settings.request_max_size))
+        body = await read_body(request, ctx.settings.request_max_size)
+        model, obj = _client_model(ctx, body)
+    routes = ctx.backends.routes(model) if model is not None else [ctx.backends.default_route]
+    last = routes[-1]
+
+    async def attempt(route: Route) -> aiohttp.ClientResponse:
+        data = None if body is None else _for_route(body, obj, route)
+        sent_path = path if model is None or method == "POST" else f"/models/{route.model}"
+        resp = await route.upstream.send(method, sent_path, data)
+        if route is not last and (resp.status >= 500 or resp.status == 429):
+            # Nothing reached the client yet: the next upstream of the chain may answer.
+            error = upstream_status_error(
+                resp.status, await resp.read(), client_model=model, endpoint=sent_path
+            )
+            resp.release()
+            raise error
+        return resp
+
     await ctx.limiter.acquire()
     try:
-        resp = await ctx.upstream.send(method, path, body)
+        resp = await ctx.backends.call(model or "", attempt, routes)
         media_type = resp.headers.get("content-type", "application/json")
         if resp.content_type != "text/event-stream":
             try:
@@ -126,14 +152,13 @@ async def embeddings(request: Request) -> Response:
 )
 async def models(request: Request) -> Response:
     ctx = get_context(request)
-    if not ctx.model_map:
+    if not ctx.model_map and not ctx.backends.multi:
         return await _forward(request, "GET", "/models")
-    return json_response(openai_models(await ctx.catalog.models(), ctx.model_map))
+    return json_response(openai_models(await ctx.backends.models(), ctx.model_map))
 
 
 @router.get(
     "/v1/models/{model:path}", operation_id="openai_model", summary="One OpenAI model (forwarded)"
 )
 async def model(request: Request, model: str) -> Response:
-    ctx = get_context(request)
-    return await _forward(request, "GET", "/models/" + ctx.upstream_model(model))
+    return await _forward(request, "GET", "/models/" + model, model)

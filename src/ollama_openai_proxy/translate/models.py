@@ -134,14 +134,54 @@ def _guess(model_id: str, default_context: int) -> ModelFacts:
     return ModelFacts(family, context or default_context, tuple(caps))
 
 
-def facts(name: str, upstream_id: str, meta: ModelMeta | None, default_context: int) -> ModelFacts:
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def published(entry: Mapping[str, Any] | None) -> tuple[int | None, tuple[str, ...] | None]:
+    """The context length and capabilities a backend publishes in its ``/v1/models`` entry:
+    OpenRouter's ``context_length``, ``supported_parameters`` and ``architecture``, vLLM's
+    ``max_model_len``. (None, None) for backends that publish only ids, like OpenAI."""
+    if not entry:
+        return None, None
+    provider = entry.get("top_provider")
+    context = (
+        _positive_int(entry.get("context_length"))
+        or _positive_int(entry.get("max_model_len"))
+        or (_positive_int(provider.get("context_length")) if isinstance(provider, dict) else None)
+    )
+    params = entry.get("supported_parameters")
+    if not isinstance(params, list):
+        return context, None
+    caps = ["completion"]
+    if "tools" in params:
+        caps.append("tools")
+    arch = entry.get("architecture")
+    modalities = arch.get("input_modalities") if isinstance(arch, dict) else None
+    if isinstance(modalities, list) and "image" in modalities:
+        caps.append("vision")
+    if "reasoning" in params or "include_reasoning" in params:
+        caps.append("thinking")
+    return context, tuple(caps)
+
+
+def facts(
+    name: str,
+    upstream_id: str,
+    meta: ModelMeta | None,
+    default_context: int,
+    entry: Mapping[str, Any] | None = None,
+) -> ModelFacts:
+    """What /api/show reports: what the backend publishes, else the operator's map, else what
+    the model's family is known for, else defaults."""
     guess = _guess(upstream_id, default_context)
-    if meta is None:
+    context, caps = published(entry)
+    if meta is None and context is None and caps is None:
         return guess
     return ModelFacts(
         guess.family,
-        meta.context_length or guess.context_length,
-        meta.capabilities or guess.capabilities,
+        context or (meta.context_length if meta else None) or guess.context_length,
+        caps or (meta.capabilities if meta else None) or guess.capabilities,
     )
 
 

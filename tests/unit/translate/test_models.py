@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ollama_openai_proxy.translate import models as tm
-from ollama_openai_proxy.translate.models import ModelMap, ModelMeta, resolve
+from ollama_openai_proxy.translate.models import ModelMap, ModelMeta, facts, published, resolve
 from tests.conftest import contract
 
 NOW = 1_767_225_600_000_000_000
@@ -119,3 +119,33 @@ def test_digest_is_sha256_hex_without_prefix() -> None:
         tm.digest("gpt-4o-mini")
         == "8a43428062692d369599bd00272fd529aa5949ba715361e20f54e63c444ccea1"
     )
+
+
+# --- what backends publish (/api/show prefers it) --------------------------------------------
+
+
+def test_published_openrouter_entry() -> None:
+    entry = {
+        "id": "anthropic/claude-sonnet-4",
+        "context_length": 200000,
+        "supported_parameters": ["tools", "include_reasoning", "max_tokens"],
+        "architecture": {"input_modalities": ["text", "image"]},
+    }
+    assert published(entry) == (200000, ("completion", "tools", "vision", "thinking"))
+
+
+def test_published_vllm_and_openai_entries() -> None:
+    assert published({"id": "m", "max_model_len": 8192}) == (8192, None)
+    assert published({"id": "m", "top_provider": {"context_length": 4096}}) == (4096, None)
+    assert published({"id": "gpt-4o", "object": "model", "owned_by": "system"}) == (None, None)
+    assert published({"id": "m", "context_length": True}) == (None, None)  # not a number
+    assert published(None) == (None, None)
+
+
+def test_facts_prefer_published_then_config_then_family() -> None:
+    meta = ModelMeta("qwen3:8b", context_length=9999, capabilities=("completion",))
+    assert facts("q", "qwen3:8b", None, 32768).context_length == 40960  # the family's
+    assert facts("q", "qwen3:8b", meta, 32768).context_length == 9999  # the operator's
+    published_entry = {"max_model_len": 16384, "supported_parameters": ["tools"]}
+    f = facts("q", "qwen3:8b", meta, 32768, published_entry)
+    assert (f.context_length, f.capabilities) == (16384, ("completion", "tools"))

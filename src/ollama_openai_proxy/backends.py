@@ -1,0 +1,264 @@
+"""The upstreams at run time: one ``Upstream`` (pool, breaker) and one model list per backend,
+which upstream serves a model, and the chain to fall back along.
+
+With the default single upstream every model goes to it, as before. With ``UPSTREAMS_FILE``:
+
+1. ``upstream:model`` addresses one upstream explicitly (when ``upstream`` is one's name);
+2. an alias of the file names its upstream and model;
+3. otherwise the first upstream, in file order, whose ``models`` globs match a model its
+   ``/v1/models`` lists; failing that, the first whose globs match the name; else the first.
+
+``fallbacks`` then append the other upstreams of the model's chain, tried in order when the one
+before fails before anything reached the client (connection error, timeout, 5xx, 429, or its
+circuit breaker open). Model lists are merged for ``/api/tags`` and ``/v1/models``, refreshed in
+the background; an upstream that is down keeps its last list and never fails the listing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fnmatch
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+
+from ollama_openai_proxy.catalog import Catalog
+from ollama_openai_proxy.config import Settings
+from ollama_openai_proxy.errors import (
+    ProxyError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.resilience import BreakerOpen, CircuitBreaker
+from ollama_openai_proxy.topology import Topology
+from ollama_openai_proxy.translate.models import ModelMap, resolve
+from ollama_openai_proxy.translate.policy import Policy
+from ollama_openai_proxy.upstream import Upstream
+
+log = structlog.get_logger("ollama_openai_proxy.backends")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One place a request can go: the upstream, the model id it knows, its translation policy."""
+
+    upstream: Upstream
+    model: str
+    policy: Policy
+
+
+def may_fall_back(exc: BaseException) -> bool:
+    """Failures where another upstream may succeed: nothing was sent, and it was not the
+    request's fault (a 400 or 404 would fail the same way anywhere)."""
+    if isinstance(exc, UpstreamStatusError):
+        return exc.upstream_status >= 500 or exc.upstream_status == 429
+    return isinstance(exc, UpstreamUnavailable | UpstreamTimeout | BreakerOpen)
+
+
+def _globs(patterns: tuple[str, ...] | None) -> re.Pattern[str] | None:
+    if patterns is None:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+class Backends:
+    def __init__(
+        self,
+        topology: Topology,
+        settings: Settings,
+        model_map: ModelMap,
+        policy: Policy,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.topology = topology
+        self.model_map = model_map
+        self.upstreams: dict[str, Upstream] = {}
+        self.catalogs: dict[str, Catalog] = {}
+        self._policies: dict[str, Policy] = {}
+        self._globs: dict[str, re.Pattern[str] | None] = {}
+        for spec in topology.upstreams:
+            breaker = CircuitBreaker(
+                settings.circuit_breaker_threshold, settings.circuit_breaker_cooldown
+            )
+            upstream = Upstream(settings, breaker, metrics, spec)
+            self.upstreams[spec.name] = upstream
+            self.catalogs[spec.name] = Catalog(upstream, settings.models_cache_ttl)
+            extra = {p: p for p in spec.extra_params}
+            self._policies[spec.name] = (
+                dataclasses.replace(policy, passthrough={**policy.passthrough, **extra})
+                if extra
+                else policy
+            )
+            self._globs[spec.name] = _globs(spec.models)
+            if metrics is not None:
+                metrics.breaker_state(spec.name, 0)
+        self.default = next(iter(self.upstreams.values()))
+        self.multi = topology.from_file
+        self._ttl = settings.models_cache_ttl
+        self._known: tuple[tuple[int, ...], frozenset[str] | None] = ((), None)
+        self._refresher: asyncio.Task[None] | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.start()
+        if self.multi and self._ttl > 0:
+            self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        for upstream in self.upstreams.values():
+            await upstream.close()
+
+    async def _refresh_forever(self) -> None:
+        # Lists are fetched at start and whenever they expire, so a request rarely waits for one.
+        while True:
+            await asyncio.gather(
+                *(c.models() for c in self.catalogs.values()), return_exceptions=True
+            )
+            await asyncio.sleep(self._ttl)
+
+    # --- routing ----------------------------------------------------------------------------
+
+    @property
+    def default_route(self) -> Route:
+        """The first upstream, for requests that name no model."""
+        return Route(self.default, "", self._policies[self.default.name])
+
+    def _route(self, name: str, model: str) -> Route:
+        return Route(self.upstreams[name], model, self._policies[name])
+
+    def _serves(self, name: str, model: str) -> bool:
+        glob = self._globs[name]
+        return glob is None or glob.match(model) is not None
+
+    def routes(self, name: str) -> list[Route]:
+        """Where a request for the client's model ``name`` goes, in the order to try."""
+        if not self.multi:
+            catalog = self.catalogs[self.default.name]
+            model = resolve(name, self.model_map, catalog.known_ids)
+            return [Route(self.default, model, self._policies[self.default.name])]
+        prefix, sep, rest = name.partition(":")
+        if sep and rest and prefix in self.upstreams:
+            return [self._route(prefix, rest)]  # explicit: that upstream only
+        aliases = self.topology.aliases
+        alias = aliases.get(name) or (
+            aliases.get(name.removesuffix(":latest")) if name.endswith(":latest") else None
+        )
+        if alias is not None:
+            primary = self._route(*alias)
+            model = alias[1]
+        else:
+            model = resolve(name, self.model_map, self.known_ids)
+            primary = self._route(self._choose(model), model)
+        chain = self.topology.fallbacks.get(name) or self.topology.fallbacks.get(model) or ()
+        return [primary] + [self._route(up, model) for up in chain if up != primary.upstream.name]
+
+    def _choose(self, model: str) -> str:
+        matching = [n for n in self.upstreams if self._serves(n, model)]
+        for n in matching:
+            known = self.catalogs[n].known_ids
+            if known is not None and model in known:
+                return n
+        return matching[0] if matching else self.default.name
+
+    async def call(
+        self,
+        name: str,
+        attempt: Callable[[Route], Awaitable[T]],
+        routes: list[Route] | None = None,
+    ) -> T:
+        """``attempt`` along the routes of ``name`` until one succeeds or may not fall back."""
+        routes = routes or self.routes(name)
+        for i, route in enumerate(routes):
+            try:
+                return await attempt(route)
+            except (UpstreamError, BreakerOpen) as exc:
+                if i + 1 == len(routes) or not may_fall_back(exc):
+                    raise
+                following = routes[i + 1].upstream
+                log.warning(
+                    "upstream_fallback",
+                    model=name,
+                    failed=route.upstream.name,
+                    next=following.name,
+                    error=exc.message,
+                )
+                if route.upstream.metrics is not None:
+                    route.upstream.metrics.fell_back(route.upstream.name)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- model lists ------------------------------------------------------------------------
+
+    @property
+    def known_ids(self) -> frozenset[str] | None:
+        """Every id some upstream lists (and its globs allow), without I/O; None before any
+        list arrived."""
+        if not self.multi:
+            return self.catalogs[self.default.name].known_ids
+        versions = tuple(c.version for c in self.catalogs.values())
+        if self._known[0] != versions:
+            ids: set[str] = set()
+            seen = False
+            for n, catalog in self.catalogs.items():
+                known = catalog.known_ids
+                if known is not None:
+                    seen = True
+                    ids.update(m for m in known if self._serves(n, m))
+            self._known = (versions, frozenset(ids) | set(self.topology.aliases) if seen else None)
+        return self._known[1]
+
+    def entry(self, route: Route) -> dict[str, Any] | None:
+        return self.catalogs[route.upstream.name].entry(route.model)
+
+    async def models(self) -> dict[str, Any]:
+        """One ``/v1/models`` body for all upstreams (first upstream wins a shared id), with the
+        file's aliases. Raises only when no upstream has ever answered."""
+        if not self.multi:
+            return await self.catalogs[self.default.name].models()
+        names = list(self.catalogs)
+        results = await asyncio.gather(
+            *(self.catalogs[n].models() for n in names), return_exceptions=True
+        )
+        data: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        failure: ProxyError | None = None
+        for n, result in zip(names, results, strict=True):
+            if isinstance(result, ProxyError):
+                log.warning("models_unavailable", upstream=n, error=result.message)
+                failure = failure or result
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            for m in result["data"]:
+                model_id = m.get("id") if isinstance(m, dict) else None
+                if isinstance(model_id, str) and model_id not in seen and self._serves(n, model_id):
+                    seen.add(model_id)
+                    data.append(m)
+        if failure is not None and all(isinstance(r, BaseException) for r in results):
+            raise failure
+        for alias, (up, model) in self.topology.aliases.items():
+            if alias not in seen:
+                target = self.catalogs[up].entry(model) or {}
+                data.append(
+                    {
+                        "id": alias,
+                        "object": "model",
+                        "created": target.get("created", 0),
+                        "owned_by": up,
+                    }
+                )
+        return {"object": "list", "data": data}

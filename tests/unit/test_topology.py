@@ -1,0 +1,142 @@
+"""UPSTREAMS_FILE: what a valid file becomes, and the message each mistake stops start-up with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ollama_openai_proxy.config import ConfigError, load_settings
+from ollama_openai_proxy.topology import Topology, TopologyError, UpstreamSpec, load, single
+
+VALID = """
+upstreams:
+  - name: openai
+    base_url: https://api.openai.com/v1/
+    api_key_env: OPENAI_API_KEY
+    models: ["gpt-*", "o*"]
+    timeout: 60
+  - name: local
+    base_url: http://127.0.0.1:8000/v1
+    extra_params: [top_k, num_ctx]
+aliases:
+  llama3: local:meta-llama/Llama-3.1-8B-Instruct
+fallbacks:
+  gpt-4o-mini: [openai, local, openai]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "upstreams.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_file(tmp_path: Path) -> None:
+    topology = load(write(tmp_path, VALID), {"OPENAI_API_KEY": "sk-1"})
+    assert topology == Topology(
+        (
+            UpstreamSpec("openai", "https://api.openai.com/v1", "sk-1", ("gpt-*", "o*"), 60.0),
+            UpstreamSpec("local", "http://127.0.0.1:8000/v1", "", None, None, ("top_k", "num_ctx")),
+        ),
+        {"llama3": ("local", "meta-llama/Llama-3.1-8B-Instruct")},
+        {"gpt-4o-mini": ("openai", "local")},
+        from_file=True,
+    )
+    assert "sk-1" not in repr(topology)  # keys stay out of reprs (and so out of logs)
+
+
+def test_json_works_too(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"upstreams": [{"name": "a", "base_url": "http://h/v1"}]}', "u.json")
+    assert load(path, {}).names == ("a",)
+
+
+def test_default_is_one_upstream() -> None:
+    assert single("http://h/v1/", "k") == Topology((UpstreamSpec("default", "http://h/v1", "k"),))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- just a list", "must be a mapping with an 'upstreams' list"),
+        ("upstreams: []", "'upstreams' must be a non-empty list"),
+        (
+            "upstreams: [{name: a, base_url: 'http://h'}]\nfallback: {}",
+            "unknown key(s) ['fallback']",
+        ),
+        ("upstreams: [{base_url: 'http://h'}]", "upstreams[0]: 'name' must be letters"),
+        ("upstreams: [{name: 'a:b', base_url: 'http://h'}]", "(no ':')"),
+        (
+            "upstreams: [{name: a, base_url: 'localhost:8000'}]",
+            "upstreams[0] (a): 'base_url' must be an http(s) URL, got 'localhost:8000'",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', key: x}]",
+            "upstreams[0] (a): unknown key(s) ['key']",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h'}, {name: a, base_url: 'http://i'}]",
+            "upstreams[1]: name 'a' is used twice",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', api_key_env: MISSING_VAR}]",
+            "environment variable MISSING_VAR (api_key_env) is not set",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', api_key: x, api_key_env: Y}]",
+            "give 'api_key' or 'api_key_env', not both",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', models: []}]",
+            "'models' must be a non-empty list of globs",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', timeout: 0}]",
+            "'timeout' must be a positive number",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', extra_params: top_k}]",
+            "'extra_params' must be a list",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h'}]\naliases: {x: 'b:m'}",
+            "aliases['x']: unknown upstream 'b'",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h'}]\naliases: {x: 'no-upstream'}",
+            "aliases['x']: must be 'upstream:model'",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h'}]\nfallbacks: {m: [a, z]}",
+            "fallbacks['m']: unknown upstream(s) ['z']",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h'}]\nfallbacks: {m: a}",
+            "fallbacks['m']: must be a non-empty list",
+        ),
+        ("upstreams: [", "cannot read it"),
+    ],
+)
+def test_each_mistake_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(TopologyError) as info:
+        load(path, {})
+    assert str(info.value).startswith(f"UPSTREAMS_FILE {path}: ")
+    assert message in str(info.value)
+
+
+def test_start_up_stops_with_the_message(tmp_path: Path) -> None:
+    path = write(tmp_path, "upstreams: [{name: a, base_url: 'ftp://h'}]")
+    with pytest.raises(ConfigError, match=r"upstreams\[0\] \(a\): 'base_url' must be an http"):
+        load_settings(_env_file=None, upstreams_file=str(path))
+
+
+def test_api_key_env_is_read_from_the_env_file_too(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "upstreams: [{name: a, base_url: 'http://h', api_key_env: KEY_IN_DOTENV}]"
+    )
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"UPSTREAMS_FILE={path}\nKEY_IN_DOTENV=sk-from-dotenv\n")
+    settings = load_settings(_env_file=str(env_file))
+    assert settings.topology().upstreams[0].api_key == "sk-from-dotenv"
+    assert "sk-from-dotenv" in settings.secrets()  # redacted like OPENAI_API_KEY
