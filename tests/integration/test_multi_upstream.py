@@ -293,3 +293,15 @@ def test_single_upstream_metrics_and_ready_are_unchanged(upstream: FakeUpstream)
             "status": "ready",
             "circuit_breaker": "closed",
         }
+
+
+def test_every_upstream_key_is_redacted(
+    proxy_multi: ProxyServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    fakes["openrouter"].script(
+        Script(status=401, error={"error": {"message": "key sk-or is revoked"}})
+    )
+    r = httpx.post(proxy_multi.url + "/api/chat", json={**CHAT, "model": "openrouter:x"})
+    assert r.status_code == 401
+    assert "sk-or" not in r.text
+    assert "[redacted]" in r.json()["error"]

@@ -207,7 +207,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "ready": {
         "description": "Asks the backend for its model list within HEALTH_CHECK_TIMEOUT; 503 "
-        "when it cannot answer or the circuit breaker is open.",
+        "when it cannot answer or the circuit breaker is open. With several backends "
+        "(UPSTREAMS_FILE), ready while any of them answers, each one's state under `upstreams`.",
         "response": json_content(
             ref("Readiness"), {"status": "ready", "circuit_breaker": "closed"}
         ),

@@ -136,7 +136,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         modified_at=STR,
     ),
     "ProgressResponse": obj(("status",), status=STR),
-    "Readiness": obj(("status",), status=STR, circuit_breaker=STR, error=STR),
+    "Readiness": obj(
+        ("status",),
+        status=STR,
+        circuit_breaker=STR,
+        error=STR,
+        upstreams={
+            "type": "object",
+            "description": "With UPSTREAMS_FILE: each upstream's own status, breaker and error.",
+            "additionalProperties": obj(("status",), status=STR, circuit_breaker=STR, error=STR),
+        },
+    ),
     "VersionResponse": obj(("version",), version=STR),
 }
 
