@@ -8,7 +8,8 @@ With the default single upstream every model goes to it, as before. With ``UPSTR
 3. otherwise the first upstream, in file order, whose ``models`` globs match a model its
    ``/v1/models`` lists; failing that, the first whose globs match the name; else the first.
 
-``fallbacks`` then append the other upstreams of the model's chain, tried in order when the one
+A model (or alias) with a ``fallbacks`` chain is sent along that chain instead, in its order (an
+alias's own upstream first if the chain leaves it out): the next upstream is tried when the one
 before fails before anything reached the client (connection error, timeout, 5xx, 429, or its
 circuit breaker open). Model lists are merged for ``/api/tags`` and ``/v1/models``, refreshed in
 the background; an upstream that is down keeps its last list and never fails the listing.
@@ -158,14 +159,15 @@ class Backends:
         alias = aliases.get(name) or (
             aliases.get(name.removesuffix(":latest")) if name.endswith(":latest") else None
         )
-        if alias is not None:
-            primary = self._route(*alias)
-            model = alias[1]
-        else:
-            model = resolve(name, self.model_map, self.known_ids)
-            primary = self._route(self._choose(model), model)
+        model = alias[1] if alias is not None else resolve(name, self.model_map, self.known_ids)
         chain = self.topology.fallbacks.get(name) or self.topology.fallbacks.get(model) or ()
-        return [primary] + [self._route(up, model) for up in chain if up != primary.upstream.name]
+        if alias is not None:
+            # the alias's own upstream first, unless its chain places it
+            first = [] if alias[0] in chain else [self._route(*alias)]
+            return first + [self._route(up, model) for up in chain]
+        if chain:  # the operator's order is the order
+            return [self._route(up, model) for up in chain]
+        return [self._route(self._choose(model), model)]
 
     def _choose(self, model: str) -> str:
         matching = [n for n in self.upstreams if self._serves(n, model)]

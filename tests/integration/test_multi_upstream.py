@@ -305,3 +305,43 @@ def test_every_upstream_key_is_redacted(
     assert r.status_code == 401
     assert "sk-or" not in r.text
     assert "[redacted]" in r.json()["error"]
+
+
+def test_fallback_on_connection_error_and_on_timeout(
+    fakes: dict[str, FakeUpstream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-oa")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    path = tmp_path / "upstreams.yaml"
+    path.write_text(
+        "upstreams:\n"
+        f"  - {{name: down, base_url: 'http://127.0.0.1:{dead}/v1'}}\n"
+        f"  - {{name: slow, base_url: '{fakes['openai'].url}', api_key: sk-oa}}\n"
+        f"  - {{name: spare, base_url: '{fakes['openrouter'].url}', api_key: sk-or}}\n"
+        "fallbacks:\n"
+        "  gpt-4o-mini: [down, spare]\n"
+        "  thinker: [slow, spare]\n"
+    )
+    fakes["openrouter"].models.append("thinker")
+    fakes["openai"].models.append("thinker")
+    settings = settings_for("http://unused.invalid/v1", upstreams_file=path, first_byte_timeout=0.5)
+    with ProxyServer(settings) as server:
+        assert httpx.get(server.url + "/api/tags").status_code == 200
+        for fake in fakes.values():
+            fake.journal.clear()
+        # connection refused on the first of the chain
+        r = httpx.post(server.url + "/api/chat", json={**CHAT, "model": "gpt-4o-mini"})
+        assert r.status_code == 200
+        assert served_by(fakes) == ["openrouter"]
+        # no first token within FIRST_BYTE_TIMEOUT: the next one answers
+        fakes["openai"].script(Script(first_delay=2.0))
+        r = httpx.post(
+            server.url + "/api/chat", json={**CHAT, "model": "thinker", "stream": True}, timeout=10
+        )
+        assert r.status_code == 200
+        assert "".join(json.loads(x)["message"]["content"] for x in r.text.splitlines()) == (
+            "Hello!"
+        )
+        assert served_by(fakes) == ["openai", "openrouter", "openrouter"]

@@ -62,11 +62,11 @@ def test_alias_explicit_and_fallback_chains() -> None:
     ]
     assert plan(b, "llama3:latest")[0] == ("local", "meta-llama/Llama-3.1-8B")
     assert plan(b, "spare:gpt-4o") == [("spare", "gpt-4o")]  # explicit: no chain
-    # the chosen upstream first, then the chain's others in order
-    assert plan(b, "gpt-4o") == [("openai", "gpt-4o"), ("spare", "gpt-4o")]
+    # a chain is the order, whatever the globs say
+    assert plan(b, "gpt-4o") == [("spare", "gpt-4o"), ("openai", "gpt-4o")]
     # a model-map alias resolves before routing
     mapped = backends(ModelMap({"fast": ModelMeta("gpt-4o")}))
-    assert plan(mapped, "fast") == [("openai", "gpt-4o"), ("spare", "gpt-4o")]
+    assert plan(mapped, "fast") == [("spare", "gpt-4o"), ("openai", "gpt-4o")]
 
 
 def test_extra_params_extend_the_policy_of_their_upstream_only() -> None:
