@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -139,7 +140,13 @@ def _loads_or_text(data: str) -> Any:
 
 class ClosingStream(StreamingResponse):
     """Runs ``cleanup`` however the response ends -- finished, failed, or the client gone --
-    even if the body was never iterated, so slots and upstream connections are never leaked."""
+    even if the body was never iterated, so slots and upstream connections are never leaked.
+
+    A client that goes away cancels the stream at once (the backend call is closed with it):
+    one watcher task waits for ``http.disconnect`` and cancels the streaming task. Starlette's
+    own StreamingResponse does the same with an anyio task group around two tasks, which
+    cost a measurable share of the per-stream CPU (uvicorn's ``send`` does not raise once the
+    client is gone, so the disconnect has to be watched for)."""
 
     def __init__(
         self,
@@ -154,10 +161,34 @@ class ClosingStream(StreamingResponse):
         self._cleanup = cleanup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        streaming = True
+        gone = False
+
+        def on_disconnect(watcher: asyncio.Future[None]) -> None:
+            nonlocal gone
+            if streaming and not watcher.cancelled():
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(_disconnected(receive))
+        watcher.add_done_callback(on_disconnect)
         try:
-            await super().__call__(scope, receive, send)
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()  # our own cancellation: the client left, the request is over
         finally:
+            streaming = False
+            watcher.cancel()
             await self._cleanup()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def ndjson_response(
