@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 import structlog
 
+from ollama_openai_proxy import __version__
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import (
     UpstreamError,
@@ -77,7 +78,13 @@ class Upstream:
         self.metrics = metrics
         self.base_url = spec.base_url
         self._host = urlsplit(self.base_url).netloc
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        # The proxy names itself to the backend rather than as aiohttp (which would also need
+        # skip_auto_headers, a slower path through aiohttp's header handling).
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"ollama-openai-proxy/{__version__}",
+        }
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._settings = settings
@@ -99,7 +106,6 @@ class Upstream:
             ),
             headers=self._headers,
             auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
         )
 
     async def close(self) -> None:
