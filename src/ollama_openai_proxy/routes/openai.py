@@ -2,7 +2,9 @@
 
 Clients that speak OpenAI (VS Code Copilot's OpenAI mode, OpenAI SDKs, Open WebUI's /v1
 passthrough) get the backend's answers byte for byte; streams are forwarded as they arrive. Only
-the model name is rewritten, and only when a model map is configured.
+the model name is rewritten, and the body decoded at all only when a model map or several
+backends (UPSTREAMS_FILE) are configured: then the model chooses the backend, and a 5xx or 429
+answer passes the request to the next backend of the model's fallback chain.
 """
 
 from __future__ import annotations
