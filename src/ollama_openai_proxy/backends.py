@@ -182,10 +182,14 @@ class Backends:
         name: str,
         attempt: Callable[[Route], Awaitable[T]],
         routes: list[Route] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> T:
-        """``attempt`` along the routes of ``name`` until one succeeds or may not fall back."""
+        """``attempt`` along the routes of ``name`` until one succeeds or may not fall back.
+        ``details`` (the access log's fields for this request) get the upstream tried last."""
         routes = routes or self.routes(name)
         for i, route in enumerate(routes):
+            if details is not None:
+                details["upstream"] = route.upstream.name
             try:
                 return await attempt(route)
             except (UpstreamError, BreakerOpen) as exc:

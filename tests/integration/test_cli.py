@@ -294,6 +294,7 @@ def test_inbound_keys_never_logged(tmp_path: Path, upstream: FakeUpstream) -> No
         2,
     )
     assert chat_line["duration_ms"] > 0
+    assert chat_line["upstream"] == "default"  # which backend served it (UPSTREAMS_FILE names)
 
 
 @pytest.mark.parametrize("choice", ["auto", "pymalloc"])

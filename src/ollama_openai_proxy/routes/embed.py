@@ -7,12 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.backends import Route
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
 from ollama_openai_proxy.http import json_response
+from ollama_openai_proxy.middleware import info
 from ollama_openai_proxy.routes import parse_body
 from ollama_openai_proxy.translate.embed import (
     embed_inputs,
@@ -24,14 +26,16 @@ from ollama_openai_proxy.translate.embed import (
 router = APIRouter()
 
 
-async def _call(ctx: Context, model: str, inputs: list[str], dimensions: int | None) -> Any:
+async def _call(
+    ctx: Context, scope: Scope, model: str, inputs: list[str], dimensions: int | None
+) -> Any:
     async def call(route: Route) -> Any:
         payload = embeddings_request(route.model, inputs, dimensions)
         return await route.upstream.json("POST", "/embeddings", payload, client_model=model)
 
     await ctx.limiter.acquire()
     try:
-        return await ctx.backends.call(model, call)
+        return await ctx.backends.call(model, call, details=info(scope))
     except UpstreamStatusError as exc:
         if exc.status == 404 and exc.message.startswith("model '"):
             # Ollama's scheduler wording for embeddings (handleScheduleError, routes.go)
@@ -56,7 +60,7 @@ async def embed(request: Request) -> Response:
     inputs = embed_inputs(req.get("input"), ctx.settings.embed_max_inputs)
     if not inputs:
         return json_response({"model": model, "embeddings": []})
-    body = await _call(ctx, model, inputs, req.get("dimensions"))
+    body = await _call(ctx, request.scope, model, inputs, req.get("dimensions"))
     ctx.observe(request.scope, model, body.get("usage") if isinstance(body, dict) else None)
     try:
         out = embed_response(body, model, len(inputs), time.perf_counter_ns() - start)
@@ -79,7 +83,7 @@ async def embeddings(request: Request) -> Response:
     prompt = req.get("prompt")
     if not prompt:
         return json_response({"embedding": []})
-    body = await _call(ctx, model, [prompt], None)
+    body = await _call(ctx, request.scope, model, [prompt], None)
     try:
         return json_response(embeddings_response(body))
     except (ValueError, TypeError, AttributeError) as exc:

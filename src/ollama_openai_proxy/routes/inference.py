@@ -172,7 +172,7 @@ async def _complete(
         async def call(route: Route) -> Any:
             return await route.upstream.json("POST", path, payload(route), client_model=model)
 
-        body = await ctx.backends.call(model, call)
+        body = await ctx.backends.call(model, call, details=info(scope))
     except BaseException:
         ctx.limiter.release()
         raise
@@ -233,7 +233,7 @@ async def _stream(
             ) from None
         return response, tr
 
-    response, _ = await ctx.backends.call(model, attempt)
+    response, _ = await ctx.backends.call(model, attempt, details=info(scope))
     ttft = (time.perf_counter_ns() - answer.start) / 1e9
     info(scope)["ttft_ms"] = round(ttft * 1000, 3)
     if ctx.metrics is not None:

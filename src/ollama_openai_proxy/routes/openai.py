@@ -21,6 +21,7 @@ from ollama_openai_proxy.backends import Route
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.http import ClosingStream, json_response, read_body
+from ollama_openai_proxy.middleware import info
 from ollama_openai_proxy.translate.models import openai_models
 from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
 
@@ -85,7 +86,7 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
 
     await ctx.limiter.acquire()
     try:
-        resp = await ctx.backends.call(model or "", attempt, routes)
+        resp = await ctx.backends.call(model or "", attempt, routes, info(request.scope))
         media_type = resp.headers.get("content-type", "application/json")
         if resp.content_type != "text/event-stream":
             try:
