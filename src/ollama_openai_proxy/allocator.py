@@ -13,10 +13,19 @@ Both must be in place when the interpreter starts (``LD_PRELOAD`` is read by the
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import ctypes.util
+import gc
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger("ollama_openai_proxy.allocator")
 
 # Background purging returns dirty pages after about a second instead of on the next allocation.
 JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
@@ -74,3 +83,63 @@ def exec_environment(choice: str, env: Mapping[str, str]) -> dict[str, str] | No
         "PYTHONMALLOC": "malloc",
         "MALLOC_CONF": env.get("MALLOC_CONF", JEMALLOC_CONF),
     }
+
+
+# --- giving memory back when idle ---------------------------------------------------------------
+
+_ARENAS_ALL = 4096  # jemalloc's MALLCTL_ARENAS_ALL: "every arena" in arena.<i>.purge
+
+
+def release() -> str | None:
+    """Return freed memory to the system now: a full garbage collection, then jemalloc purges
+    its dirty pages (``arena.<all>.purge``) or glibc trims its heap (``malloc_trim``). Returns
+    what was done. Measured after a burst of 1,000 streams: jemalloc left on its own keeps about
+    12 MB of dirty pages that this returns (bench/README.md)."""
+    gc.collect()
+    libc = ctypes.CDLL(None)
+    mallctl = getattr(libc, "mallctl", None)
+    if mallctl is not None:
+        mallctl.restype = ctypes.c_int
+        name = f"arena.{_ARENAS_ALL}.purge".encode()
+        return "jemalloc purge" if mallctl(name, None, None, None, 0) == 0 else None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+        return "malloc_trim"
+    return None
+
+
+def rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Activity(Protocol):
+    active: int
+    waiting: int
+    granted: int
+
+
+async def release_when_idle(activity: Activity, after: float, poll: float = 1.0) -> None:
+    """Run :func:`release` once the proxy has served something and then been idle (no backend
+    call open or queued) for ``after`` seconds; again after the next burst, never in between."""
+    released_at = activity.granted
+    idle_since: float | None = None
+    while True:
+        await asyncio.sleep(poll)
+        if activity.active or activity.waiting or activity.granted == released_at:
+            idle_since = None
+            continue
+        now = time.monotonic()
+        if idle_since is None:
+            idle_since = now
+        if now - idle_since < after:
+            continue
+        before = rss_mb()
+        done = release()
+        log.info("memory_released", how=done, rss_before_mb=before, rss_after_mb=rss_mb())
+        released_at = activity.granted
+        idle_since = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ollama_openai_proxy import __version__, openapi
+from ollama_openai_proxy import __version__, allocator, openapi
 from ollama_openai_proxy.backends import Backends
 from ollama_openai_proxy.config import DEFAULT_CORS_ORIGIN_REGEX, Settings, load_settings
 from ollama_openai_proxy.context import Context
@@ -129,9 +131,20 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
                     upstream=spec.name,
                     detail="the API key is empty (OPENAI_API_KEY); OpenAI will answer 401",
                 )
+        releaser = (
+            asyncio.create_task(
+                allocator.release_when_idle(ctx.limiter, settings.memory_release_after_idle)
+            )
+            if settings.memory_release_after_idle
+            else None
+        )
         try:
             yield
         finally:
+            if releaser is not None:
+                releaser.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await releaser
             await backends.close()
             if rate_limits is not None:
                 await rate_limits.close()

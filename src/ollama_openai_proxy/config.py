@@ -206,6 +206,12 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
     ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for SSL_CERTFILE.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    memory_release_after_idle: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds without backend calls after which freed memory is returned to the "
+        "system (garbage collection, then jemalloc purge or malloc_trim); 0 = never.",
+    )
     memory_allocator: Literal["auto", "jemalloc", "pymalloc"] = Field(
         "auto",
         description="auto: run on jemalloc when libjemalloc2 is installed, so memory goes back "

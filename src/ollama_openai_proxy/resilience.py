@@ -87,6 +87,7 @@ class ConcurrencyLimiter:
         self.timeout = timeout
         self.active = 0
         self.waiting = 0
+        self.granted = 0  # slots ever granted: tells an idle process whether anything happened
         self._slots = asyncio.Semaphore(limit)
 
     async def acquire(self) -> None:
@@ -106,6 +107,7 @@ class ConcurrencyLimiter:
         else:
             await self._slots.acquire()
         self.active += 1
+        self.granted += 1
 
     def release(self) -> None:
         self.active -= 1

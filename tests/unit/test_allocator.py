@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 
 from ollama_openai_proxy import allocator
@@ -72,3 +75,56 @@ def test_current_names_the_allocator() -> None:
 def test_find_jemalloc_returns_a_loadable_library_or_none() -> None:
     found = allocator.find_jemalloc()
     assert found is None or "jemalloc" in found
+
+
+def test_release_returns_memory_with_the_allocator_in_use() -> None:
+    done = allocator.release()
+    # this test process runs on glibc (pytest is not re-executed): malloc_trim
+    assert done in ("malloc_trim", "jemalloc purge")
+    rss = allocator.rss_mb()
+    assert rss is not None
+    assert rss > 1
+
+
+class FakeActivity:
+    def __init__(self) -> None:
+        self.active = 0
+        self.waiting = 0
+        self.granted = 0
+
+
+def test_release_waits_for_a_burst_then_for_idleness(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    activity = FakeActivity()
+
+    def release() -> str:
+        calls.append(activity.granted)
+        return "test"
+
+    monkeypatch.setattr(allocator, "release", release)
+    asyncio.run(_scenario(activity, calls))
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def _scenario(activity: FakeActivity, calls: list[int]) -> None:
+    task = asyncio.create_task(allocator.release_when_idle(activity, after=0.05, poll=0.01))
+    try:
+        await asyncio.sleep(0.2)
+        assert calls == []  # nothing served yet: nothing to give back
+        activity.granted, activity.active = 5, 1
+        await asyncio.sleep(0.2)
+        assert calls == []  # a call is open
+        activity.active = 0
+        await _until(lambda: calls == [5])  # idle long enough after the burst: once
+        await asyncio.sleep(0.2)
+        assert calls == [5]  # and not again until something else is served
+        activity.granted = 6
+        await _until(lambda: calls == [5, 6])
+    finally:
+        task.cancel()
