@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from dotenv import dotenv_values
-from limits import parse_many
 from pydantic import (
     AliasChoices,
     Field,
@@ -286,6 +285,8 @@ class Settings(BaseSettings):
     @classmethod
     def _rate_limit(cls, v: str) -> str:
         if v.strip():
+            from limits import parse_many  # noqa: PLC0415 -- only when a limit is set
+
             try:
                 parse_many(v)
             except ValueError as exc:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from typing import TYPE_CHECKING
 
 import structlog
-from limits import RateLimitItem, parse_many
-from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy.errors import JSON_CONTENT_TYPE, ProxyError, Redactor, render_error
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.aio.storage import Storage
 
 log = structlog.get_logger("ollama_openai_proxy.security")
 
@@ -46,6 +47,10 @@ class RateLimited(ProxyError):
 
 
 def _storage(uri: str) -> Storage:
+    # Imported here, not at start: most deployments set no RATE_LIMIT (about 2 MB of RSS).
+    from limits.aio.storage import Storage  # noqa: PLC0415
+    from limits.storage import storage_from_string  # noqa: PLC0415
+
     if uri.startswith(("redis://", "rediss://")):
         # redis-py's asyncio client (a dependency already) rather than limits' default, coredis.
         storage = storage_from_string("async+" + uri, implementation="redispy")
@@ -57,6 +62,9 @@ def _storage(uri: str) -> Storage:
 
 class RateLimits:
     def __init__(self, spec: str, storage_uri: str) -> None:
+        from limits import parse_many  # noqa: PLC0415 -- see _storage
+        from limits.aio.strategies import MovingWindowRateLimiter  # noqa: PLC0415
+
         self.items: list[RateLimitItem] = parse_many(spec)
         self.storage = _storage(storage_uri)
         self.limiter = MovingWindowRateLimiter(self.storage)

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no ':' -- "name:model" addresses an upstream
 _UPSTREAM_KEYS = frozenset(
     {"name", "base_url", "api_key", "api_key_env", "models", "timeout", "extra_params"}
@@ -54,6 +52,8 @@ def single(base_url: str, api_key: str) -> Topology:
 
 
 def load(path: Path, env: Mapping[str, str]) -> Topology:
+    import yaml  # noqa: PLC0415 -- only with UPSTREAMS_FILE
+
     where = f"UPSTREAMS_FILE {path}"
     try:
         raw = yaml.safe_load(path.read_text())  # JSON is YAML too

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
@@ -107,6 +106,8 @@ def install(app: FastAPI, yaml_url: str | None) -> None:
 
     async def openapi_yaml(_: Request) -> Response:
         if not text:
+            import yaml  # noqa: PLC0415 -- only when the YAML document is asked for
+
             text.append(yaml.safe_dump(document(), sort_keys=False, allow_unicode=True))
         return Response(text[0], media_type="application/yaml")
 
