@@ -53,6 +53,13 @@ def _clean(fakes: dict[str, FakeUpstream]) -> Iterator[None]:
         fake.model_entries = {}
 
 
+def dead_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def write_topology(tmp: Path, fakes: dict[str, FakeUpstream], dead_port: int = 0) -> Path:
     upstreams: list[dict[str, Any]] = [
         {
@@ -245,10 +252,7 @@ def test_upstream_down_while_listing_and_routing(
     fakes: dict[str, FakeUpstream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_OPENAI_KEY", "sk-oa")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
-    path = write_topology(tmp_path, fakes, dead_port=dead)
+    path = write_topology(tmp_path, fakes, dead_port=dead_port())
     with ProxyServer(settings_for("http://unused.invalid/v1", upstreams_file=path)) as server:
         tags = httpx.get(server.url + "/api/tags")
         assert tags.status_code == 200
@@ -311,9 +315,7 @@ def test_fallback_on_connection_error_and_on_timeout(
     fakes: dict[str, FakeUpstream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_OPENAI_KEY", "sk-oa")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = dead_port()
     path = tmp_path / "upstreams.yaml"
     path.write_text(
         "upstreams:\n"

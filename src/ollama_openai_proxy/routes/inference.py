@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,14 +75,7 @@ async def chat(request: Request) -> Response:
     keep_alive = parse_keep_alive(req.get("keep_alive"))
     if not req.get("messages"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
-    answer = Answer(
-        model,
-        req.get("think") is not False,
-        start,
-        _ttl(keep_alive),
-        generate=False,
-        stream=req.get("stream") is not False,
-    )
+    answer = _answer(req, model, start, keep_alive, generate=False)
 
     def build(route: Route) -> UpstreamRequest:
         return chat_request(req, ctx.target(model, route), route.policy)
@@ -108,14 +101,7 @@ async def generate(request: Request) -> Response:
         raise BadRequest("raw mode does not support template, system, or context")
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
-    answer = Answer(
-        model,
-        req.get("think") is not False,
-        start,
-        _ttl(keep_alive),
-        generate=True,
-        stream=req.get("stream") is not False,
-    )
+    answer = _answer(req, model, start, keep_alive, generate=True)
     if uses_completions(req):
 
         def build_completion(route: Route) -> UpstreamRequest:
@@ -141,6 +127,19 @@ async def generate(request: Request) -> Response:
         return generate_request(req, ctx.target(model, route), route.policy)
 
     return await _complete(ctx, request.scope, CHAT_COMPLETIONS, build, answer)
+
+
+def _answer(
+    req: Mapping[str, Any], model: str, start: int, keep_alive: float | None, *, generate: bool
+) -> Answer:
+    return Answer(
+        model,
+        think=req.get("think") is not False,
+        start=start,
+        keep_alive=_ttl(keep_alive),
+        generate=generate,
+        stream=req.get("stream") is not False,  # Ollama streams unless told not to
+    )
 
 
 def _ttl(keep_alive: float | None) -> float:
