@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from ollama_openai_proxy.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,3 +96,40 @@ def test_the_guides_the_project_promises_exist() -> None:
         "COMPATIBILITY",
     ):
         assert (ROOT / "docs" / f"{name}.md").is_file(), name
+
+
+FILE_SETTINGS = {
+    "MODEL_MAPPING_FILE": '{"llama3": "meta-llama/Llama-3.1-8B-Instruct"}',
+    "UPSTREAMS_FILE": "upstreams: [{name: local, base_url: 'http://127.0.0.1:8000/v1'}]",
+    "PROXY_API_KEYS_FILE": "key-team-c\n",
+    "SSL_CERTFILE": "certificate",
+    "SSL_KEYFILE": "key",
+}
+
+
+def test_every_setting_has_an_example_the_settings_accept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each example, set as the environment variable, is accepted and changes the setting."""
+    text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
+    examples = dict(re.findall(r"^\| `([A-Z_]+)` \| [^|]+ \| `([^`]+)` \|", text, re.MULTILINE))
+    assert set(examples) == {name.upper() for name in Settings.model_fields}
+    for name, example in examples.items():
+        for var in {name.upper() for name in Settings.model_fields} | {"ENABLE_PROMETHEUS_METRICS"}:
+            monkeypatch.delenv(var, raising=False)
+        value = example
+        if name in FILE_SETTINGS:  # the documented path stands for a file the operator writes
+            path = tmp_path / Path(example).name
+            path.write_text(FILE_SETTINGS[name])
+            value = str(path)
+            if name.startswith("SSL_"):  # the two go together
+                for pair in ("SSL_CERTFILE", "SSL_KEYFILE"):
+                    other = tmp_path / Path(examples[pair]).name
+                    other.write_text(FILE_SETTINGS[pair])
+                    monkeypatch.setenv(pair, str(other))
+        monkeypatch.setenv(name, value)
+        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        field = name.lower()
+        assert getattr(settings, field) != Settings.model_fields[field].get_default(
+            call_default_factory=True
+        ), f"{name}={example} leaves the default"
