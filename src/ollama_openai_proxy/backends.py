@@ -90,7 +90,7 @@ class Backends:
             breaker = CircuitBreaker(
                 settings.circuit_breaker_threshold, settings.circuit_breaker_cooldown
             )
-            upstream = Upstream(settings, breaker, metrics, spec)
+            upstream = Upstream(settings, spec, breaker, metrics)
             self.upstreams[spec.name] = upstream
             self.catalogs[spec.name] = Catalog(upstream, settings.models_cache_ttl)
             extra = {p: p for p in spec.extra_params}
@@ -103,9 +103,13 @@ class Backends:
             if metrics is not None:
                 metrics.breaker_state(spec.name, 0)
         self.default = next(iter(self.upstreams.values()))
+        # For requests that name no model (the OpenAI API's bodies we do not decode).
+        self.default_route = Route(self.default, "", self._policies[self.default.name])
         self.multi = topology.from_file
         self._ttl = settings.models_cache_ttl
+        # Derived from the lists, rebuilt only when one of them changed (keyed by their versions).
         self._known: tuple[tuple[int, ...], frozenset[str] | None] = ((), None)
+        self._merged: tuple[tuple[int, ...], list[dict[str, Any]]] = ((), [])
         self._refresher: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -133,11 +137,6 @@ class Backends:
             await asyncio.sleep(self._ttl)
 
     # --- routing ----------------------------------------------------------------------------
-
-    @property
-    def default_route(self) -> Route:
-        """The first upstream, for requests that name no model."""
-        return Route(self.default, "", self._policies[self.default.name])
 
     def _route(self, name: str, model: str) -> Route:
         return Route(self.upstreams[name], model, self._policies[name])
@@ -239,23 +238,31 @@ class Backends:
         results = await asyncio.gather(
             *(self.catalogs[n].models() for n in names), return_exceptions=True
         )
-        data: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        failure: ProxyError | None = None
+        failures = [r for r in results if isinstance(r, BaseException)]
         for n, result in zip(names, results, strict=True):
             if isinstance(result, ProxyError):
                 log.warning("models_unavailable", upstream=n, error=result.message)
-                failure = failure or result
-                continue
-            if isinstance(result, BaseException):
+            elif isinstance(result, BaseException):
                 raise result
-            for m in result["data"]:
-                model_id = m.get("id") if isinstance(m, dict) else None
-                if isinstance(model_id, str) and model_id not in seen and self._serves(n, model_id):
+        if len(failures) == len(results):
+            raise failures[0]
+        versions = tuple(c.version for c in self.catalogs.values())
+        if self._merged[0] != versions:
+            self._merged = (versions, self._merge())
+        data = self._merged[1]
+        return {"object": "list", "data": data}
+
+    def _merge(self) -> list[dict[str, Any]]:
+        """Every list (the first upstream wins a shared id, its globs decide), then aliases."""
+        data: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for n, catalog in self.catalogs.items():
+            for model_id in catalog.ids_in_order():
+                if model_id not in seen and self._serves(n, model_id):
                     seen.add(model_id)
-                    data.append(m)
-        if failure is not None and all(isinstance(r, BaseException) for r in results):
-            raise failure
+                    entry = catalog.entry(model_id)
+                    assert entry is not None
+                    data.append(entry)
         for alias, (up, model) in self.topology.aliases.items():
             if alias not in seen:
                 target = self.catalogs[up].entry(model) or {}
@@ -267,4 +274,4 @@ class Backends:
                         "owned_by": up,
                     }
                 )
-        return {"object": "list", "data": data}
+        return data

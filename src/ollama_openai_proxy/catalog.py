@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -39,6 +39,10 @@ class Catalog:
     def known_ids(self) -> frozenset[str] | None:
         """Ids from the last successful listing, without I/O; None before the first one."""
         return self._ids if self._body is not None else None
+
+    def ids_in_order(self) -> Iterable[str]:
+        """The ids of the last listing, in the backend's order."""
+        return self._entries.keys()
 
     def entry(self, model_id: str) -> dict[str, Any] | None:
         """What the backend published about one model (OpenRouter's ``context_length`` and

@@ -18,9 +18,8 @@ from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.middleware import info
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.translate.chat import UpstreamRequest
-from ollama_openai_proxy.translate.models import ModelFacts, ModelMap, facts
+from ollama_openai_proxy.translate.models import ModelFacts, ModelMap, ModelMeta, facts
 from ollama_openai_proxy.translate.policy import Policy, Target
-from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy")
 
@@ -37,11 +36,6 @@ class Context:
     recent: RecentModels = field(default_factory=RecentModels)
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
     _labels: set[str] = field(default_factory=set)
-
-    @property
-    def upstream(self) -> Upstream:
-        """The first (or only) upstream."""
-        return self.backends.default
 
     def model_label(self, name: str) -> str:
         """``name`` as a metric label if the backend or the map knows it, else ``other``."""
@@ -80,12 +74,14 @@ class Context:
         """The id the first upstream of ``name``'s route knows it by."""
         return self.backends.routes(name)[0].model
 
-    def facts(self, name: str, route: Route | None = None) -> ModelFacts:
+    def facts(
+        self, name: str, route: Route | None = None, meta: ModelMeta | None = None
+    ) -> ModelFacts:
         route = route or self.backends.routes(name)[0]
         return facts(
             name,
             route.model,
-            self.model_map.lookup(name),
+            meta or self.model_map.lookup(name),
             self.settings.default_context_length,
             self.backends.entry(route),
         )
@@ -93,7 +89,7 @@ class Context:
     def target(self, name: str, route: Route) -> Target:
         """What a request for ``name`` sent along ``route`` needs to know of the model."""
         meta = self.model_map.lookup(name)
-        f = self.facts(name, route)
+        f = self.facts(name, route, meta)
         style = (meta.think_style if meta else None) or self.settings.think_style
         return Target(route.model, style, "thinking" in f.capabilities)
 

@@ -30,7 +30,7 @@ from ollama_openai_proxy.errors import (
 )
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
-from ollama_openai_proxy.topology import UpstreamSpec, single
+from ollama_openai_proxy.topology import UpstreamSpec
 from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.upstream")
@@ -62,15 +62,11 @@ class Upstream:
     def __init__(
         self,
         settings: Settings,
+        spec: UpstreamSpec,
         breaker: CircuitBreaker | None = None,
         metrics: Metrics | None = None,
-        spec: UpstreamSpec | None = None,
     ) -> None:
-        if spec is None:
-            spec = single(settings.openai_api_base_url, "").upstreams[0]
-            key = settings.openai_api_key.get_secret_value()
-        else:
-            key = spec.api_key
+        key = spec.api_key
         self.name = spec.name
         self.extra_params = spec.extra_params
         self.request_timeout = spec.timeout or settings.request_timeout
