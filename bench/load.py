@@ -12,7 +12,8 @@ The proxy's RSS is sampled from /proc before, during and after: "after" is read 
 idle again (its pooled backend connections closed, at most 60 s). Two rounds are run back to back,
 to tell memory kept for reuse from memory leaked. The proxy runs with its default settings, so on
 jemalloc when that is installed (MEMORY_ALLOCATOR=auto); pass MEMORY_ALLOCATOR=pymalloc in the
-environment to compare. Loopback only; bounded in time.
+environment to compare, or MEMORY_RECYCLE_ABOVE_MB=10 to have a worker that stays above its
+starting size replaced once idle. Loopback only; bounded in time.
 Usage: python bench/load.py [CONCURRENCY=1000] [DURATION=60] [FAIL_RATE=0.05]
 """
 

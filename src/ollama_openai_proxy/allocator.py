@@ -20,7 +20,7 @@ import ctypes.util
 import gc
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -124,9 +124,21 @@ class Activity(Protocol):
     granted: int
 
 
-async def release_when_idle(activity: Activity, after: float, poll: float = 1.0) -> None:
+async def release_when_idle(
+    activity: Activity,
+    after: float,
+    poll: float = 1.0,
+    *,
+    recycle_above_mb: float = 0.0,
+    recycle: Callable[[], None] | None = None,
+) -> None:
     """Run :func:`release` once the proxy has served something and then been idle (no backend
-    call open or queued) for ``after`` seconds; again after the next burst, never in between."""
+    call open or queued) for ``after`` seconds; again after the next burst, never in between.
+
+    If RSS is then still more than ``recycle_above_mb`` above what it was when this started (the
+    worker's start), call ``recycle``: memory kept by fragmentation only goes back with the
+    process (bench/README.md), so the worker asks to be replaced by a fresh one."""
+    baseline = rss_mb()
     released_at = activity.granted
     idle_since: float | None = None
     while True:
@@ -141,6 +153,24 @@ async def release_when_idle(activity: Activity, after: float, poll: float = 1.0)
             continue
         before = rss_mb()
         done = release()
-        log.info("memory_released", how=done, rss_before_mb=before, rss_after_mb=rss_mb())
+        rss = rss_mb()
+        log.info("memory_released", how=done, rss_before_mb=before, rss_after_mb=rss)
         released_at = activity.granted
         idle_since = None
+        if (
+            recycle is not None
+            and recycle_above_mb
+            and baseline is not None
+            and rss is not None
+            and rss - baseline > recycle_above_mb
+        ):
+            log.info(
+                "worker_recycling",
+                rss_mb=rss,
+                rss_at_start_mb=baseline,
+                limit_mb=recycle_above_mb,
+                detail="RSS stays above MEMORY_RECYCLE_ABOVE_MB after release; replacing this "
+                "worker with a fresh process",
+            )
+            recycle()
+            return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +30,7 @@ from ollama_openai_proxy.fastpath import FastRoutes
 from ollama_openai_proxy.logs import configure_logging
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.middleware import CORSForBrowsers, RequestContextMiddleware
+from ollama_openai_proxy.recycle import supervised
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai
 from ollama_openai_proxy.security import GuardMiddleware, RateLimits
@@ -79,7 +80,12 @@ class ProxyApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> ProxyApp:
+def create_app(
+    settings: Settings | None = None, *, recycle: Callable[[], None] | None = None
+) -> ProxyApp:
+    """The app. ``recycle`` replaces this process with a fresh one (``MEMORY_RECYCLE_ABOVE_MB``);
+    the command passes it when it serves alone, and a worker of several falls back to leaving
+    (uvicorn's supervisor starts a new worker on the same socket)."""
     if settings is None:  # uvicorn workers build the app (and their logging) from the env
         env_file = os.environ.get("PROXY_ENV_FILE")
         settings = load_settings(_env_file=env_file) if env_file else load_settings()
@@ -103,6 +109,14 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
         ),
         metrics=metrics,
     )
+    if settings.memory_recycle_above_mb and recycle is None:
+        recycle = supervised()
+        if recycle is None:
+            log.warning(
+                "memory_recycle_disabled",
+                detail="MEMORY_RECYCLE_ABOVE_MB needs the ollama-openai-proxy command, which "
+                "starts a fresh process on the same socket; ignored here",
+            )
 
     rate_limits = (
         RateLimits(settings.rate_limit, settings.rate_limit_storage_uri)
@@ -133,7 +147,12 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
                 )
         releaser = (
             asyncio.create_task(
-                allocator.release_when_idle(ctx.limiter, settings.memory_release_after_idle)
+                allocator.release_when_idle(
+                    ctx.limiter,
+                    settings.memory_release_after_idle,
+                    recycle_above_mb=settings.memory_recycle_above_mb,
+                    recycle=recycle,
+                )
             )
             if settings.memory_release_after_idle
             else None
@@ -148,6 +167,8 @@ def create_app(settings: Settings | None = None) -> ProxyApp:
             await backends.close()
             if rate_limits is not None:
                 await rate_limits.close()
+            if metrics is not None:
+                metrics.close()
 
     docs = settings.api_docs_enabled
     app = ProxyApp(

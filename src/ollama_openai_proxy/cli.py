@@ -10,13 +10,16 @@ import sys
 import tempfile
 from typing import Any
 
+import structlog
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from ollama_openai_proxy import __version__
 from ollama_openai_proxy.allocator import AllocatorError, exec_environment
-from ollama_openai_proxy.config import ConfigError, load_settings
+from ollama_openai_proxy.config import ConfigError, Settings, load_settings
 from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.logs import configure_logging
+from ollama_openai_proxy.recycle import exec_in_place, inherited_listener, leave
 
 
 def _raise_fd_limit() -> None:
@@ -94,7 +97,33 @@ def main(argv: list[str] | None = None) -> int:
             "ollama_openai_proxy.app:create_app", factory=True, workers=settings.workers, **server
         )
         return 0
+    return _serve_alone(settings, server, recycling=argv is None)
+
+
+def _serve_alone(settings: Settings, options: dict[str, Any], *, recycling: bool) -> int:
+    """One process: bind (or take over) the listening socket and serve; when the app asks to be
+    recycled, shut down gracefully and run this command again on the same socket (recycle.py).
+    uvicorn gets a duplicate of the socket, since its shutdown closes the sockets it serves."""
     from ollama_openai_proxy.app import create_app  # noqa: PLC0415 -- after the env is final
 
-    uvicorn.run(create_app(settings), **server)
-    return 0
+    recycled = False
+
+    def recycle() -> None:
+        nonlocal recycled
+        recycled = True
+        leave(server)
+
+    app = create_app(settings, recycle=recycle if recycling else None)
+    config = uvicorn.Config(app, **options)
+    listener = inherited_listener()
+    if listener is None:
+        listener = config.bind_socket()
+    else:
+        structlog.get_logger("ollama_openai_proxy").info(
+            "worker_recycled", detail="a fresh process serves the same socket"
+        )
+    server = uvicorn.Server(config)
+    server.run(sockets=[listener.dup()])
+    if recycled:
+        exec_in_place(listener)
+    return 0 if server.started else STARTUP_FAILURE

@@ -211,6 +211,13 @@ class Settings(BaseSettings):
         description="Seconds without backend calls after which freed memory is returned to the "
         "system (garbage collection, then jemalloc purge or malloc_trim); 0 = never.",
     )
+    memory_recycle_above_mb: float = Field(
+        0.0,
+        ge=0,
+        description="After that idle period and release, a worker whose RSS is still more than "
+        "this many MB above its RSS at start is replaced by a fresh process on the same "
+        "listening socket (connections arriving meanwhile wait, none are refused); 0 = never.",
+    )
     memory_allocator: Literal["auto", "jemalloc", "pymalloc"] = Field(
         "auto",
         description="auto: run on jemalloc when libjemalloc2 is installed, so memory goes back "
@@ -294,9 +301,14 @@ class Settings(BaseSettings):
         return v.strip()
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> Settings:
+    def _combinations(self) -> Settings:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("SSL_CERTFILE and SSL_KEYFILE must be set together")
+        if self.memory_recycle_above_mb and not self.memory_release_after_idle:
+            raise ValueError(
+                "MEMORY_RECYCLE_ABOVE_MB needs MEMORY_RELEASE_AFTER_IDLE > 0: a worker is only "
+                "replaced after that idle period"
+            )
         return self
 
     def inbound_keys(self) -> list[str]:

@@ -171,6 +171,12 @@ class Metrics:
             self.registry.register(self._samples)
             ProcessCollector(registry=self.registry)  # CPU seconds, resident memory, open fds
 
+    def close(self) -> None:
+        """A worker leaving (shut down or recycled): its live gauges must stop counting in the
+        other workers' scrapes (prometheus_client's multiprocess mode keeps them otherwise)."""
+        if self._multi:
+            _mp.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
     # --- recording (the hot path) ---------------------------------------------------------------
 
     def _count(self, spec: Spec, key: tuple[str, ...], amount: float = 1) -> None:

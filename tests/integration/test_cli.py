@@ -126,16 +126,20 @@ def test_serves_with_dotenv_and_logs_json_without_secrets(
 class Running:
     """The CLI in a subprocess, on a free port, with the given settings as env vars."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str], scheme: str = "http") -> None:
+    def __init__(
+        self, tmp_path: Path, env: dict[str, str], scheme: str = "http", log: Path | None = None
+    ) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.log = log
+        self._log_file = None if log is None else log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ollama_openai_proxy"],
             env={**base_env(), "PROXY_PORT": str(self.port), **env},
             cwd=tmp_path,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if self._log_file is None else self._log_file,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -153,7 +157,10 @@ class Running:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=30)
-        return out
+        if self._log_file is None or self.log is None:
+            return out
+        self._log_file.close()
+        return self.log.read_text()
 
 
 def test_graceful_shutdown_lets_open_streams_finish(tmp_path: Path, upstream: FakeUpstream) -> None:

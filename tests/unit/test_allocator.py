@@ -128,3 +128,43 @@ async def _scenario(activity: FakeActivity, calls: list[int]) -> None:
         await _until(lambda: calls == [5, 6])
     finally:
         task.cancel()
+
+
+@pytest.mark.parametrize(("after_release", "recycled"), [(80.0, False), (90.5, True)])
+def test_recycles_when_rss_stays_above_its_start(
+    monkeypatch: pytest.MonkeyPatch, after_release: float, recycled: bool
+) -> None:
+    """70 MB at start, a 20 MB allowance: asked to recycle only when release leaves more."""
+    readings = [70.0, 95.0, after_release]  # at start, before release, after release
+    monkeypatch.setattr(allocator, "rss_mb", lambda: readings.pop(0) if readings else 0.0)
+    released: list[int] = []
+
+    def release() -> str:
+        released.append(1)
+        return "test"
+
+    monkeypatch.setattr(allocator, "release", release)
+    asked: list[bool] = []
+    activity = FakeActivity()
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(
+            allocator.release_when_idle(
+                activity,
+                after=0.02,
+                poll=0.01,
+                recycle_above_mb=20,
+                recycle=lambda: asked.append(True),
+            )
+        )
+        await asyncio.sleep(0.03)  # watching from the worker's start
+        activity.granted = 1  # then a burst was served, and it is over
+        await _until(lambda: bool(released))
+        await asyncio.sleep(0.05)
+        done = task.done()  # having asked, it stops watching
+        task.cancel()
+        return done
+
+    assert asyncio.run(scenario()) is recycled
+    assert asked == ([True] if recycled else [])
+    assert released == [1]

@@ -150,6 +150,12 @@ def test_prometheus_alias_and_tls_pair(monkeypatch: pytest.MonkeyPatch, tmp_path
         load_settings(ssl_certfile=cert)
 
 
+def test_recycling_needs_an_idle_period() -> None:
+    assert load_settings(memory_recycle_above_mb=20).memory_recycle_above_mb == 20
+    with pytest.raises(ConfigError, match="MEMORY_RECYCLE_ABOVE_MB needs MEMORY_RELEASE_AFTER"):
+        load_settings(memory_recycle_above_mb=20, memory_release_after_idle=0)
+
+
 def test_inbound_keys_file_and_secret_repr(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text("# comment\n  key-a  \n\nkey-b\n")
