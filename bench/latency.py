@@ -75,10 +75,18 @@ def main() -> None:
         "OPENAI_API_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
         "OPENAI_API_KEY": "bench",
         "PROXY_PORT": str(proxy_port),
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         "MAX_RETRIES": "0",
     }
-    procs.append(subprocess.Popen([sys.executable, "-m", "ollama_openai_proxy"], env=env, cwd=HERE))
+    procs.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "ollama_openai_proxy"],
+            env=env,
+            cwd=HERE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     try:
         wait(up_port)
         wait(proxy_port)

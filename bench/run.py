@@ -66,7 +66,8 @@ class Stack:
             "OPENAI_API_BASE_URL": f"http://127.0.0.1:{self.up_port}/v1",
             "OPENAI_API_KEY": "bench",
             "PROXY_PORT": str(self.port),
-            "LOG_LEVEL": "WARNING",
+            # The default level: every request writes its access-log line (to /dev/null here).
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
             "MAX_RETRIES": "0",
             "WORKERS": str(workers),
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="bench-metrics-")

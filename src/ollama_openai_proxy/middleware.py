@@ -20,11 +20,11 @@ import structlog
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ollama_openai_proxy.logs import REQUEST_ID
+from ollama_openai_proxy.logs import ACCESS_LOGGER, REQUEST_ID, access_handler
 from ollama_openai_proxy.metrics import Metrics
 
-log = structlog.get_logger("ollama_openai_proxy.access")
-_access = logging.getLogger("ollama_openai_proxy.access")
+log = structlog.get_logger(ACCESS_LOGGER)
+_access = logging.getLogger(ACCESS_LOGGER)
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 SECURITY_HEADERS = [
@@ -47,6 +47,10 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.endpoints = frozenset(endpoints)
+        # Logging is configured before the app is built; access lines take the fast path when
+        # it was configured by configure_logging (logs.LineHandler).
+        handler = access_handler()
+        self.access = None if handler is None else handler.access
         self._id_prefix = os.urandom(12).hex()
         self._ids = itertools.count()
 
@@ -105,7 +109,17 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - start
             path = scope["path"]
-            if _access.isEnabledFor(logging.INFO):  # skip building the event when filtered
+            if self.access is not None:
+                self.access(
+                    {
+                        "method": scope["method"],
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                        **details,
+                    }
+                )
+            elif _access.isEnabledFor(logging.INFO):  # skip building the event when filtered
                 log.info(
                     "request",
                     method=scope["method"],

@@ -293,7 +293,7 @@ def test_inbound_keys_never_logged(tmp_path: Path, upstream: FakeUpstream) -> No
         out = server.stop()
     assert secret not in out
     assert upstream.api_key not in out
-    access = [json.loads(x) for x in out.splitlines() if '"event": "request"' in x]
+    access = [json.loads(x) for x in out.splitlines() if '"event":"request"' in x]
     chat_line = next(x for x in access if x["path"] == "/api/chat" and x["status"] == 200)
     assert (chat_line["model"], chat_line["prompt_tokens"], chat_line["completion_tokens"]) == (
         "gpt-4o-mini",
