@@ -243,20 +243,14 @@ def create_app(
         endpoints.update(getattr(r, "path", "") for r in module.router.routes)
     # Outermost first: request id, access log and metrics; keys and rate limits; CORS; the hot
     # routes; everything else goes on to FastAPI's own stack (app.fallback).
-    app.front = RequestContextMiddleware(
-        GuardMiddleware(
-            CORSForBrowsers(
-                FastRoutes(app.fallback, routes=hot, on_error=on_error),
-                allow_origins=origins or [],
-                allow_origin_regex=None if origins else DEFAULT_CORS_ORIGIN_REGEX,
-                allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
-                allow_headers=CORS_HEADERS,
-            ),
-            keys=inbound_keys,
-            limits=rate_limits,
-            redact=redact,
-        ),
-        metrics=metrics,
-        endpoints=endpoints,
+    inner: ASGIApp = CORSForBrowsers(
+        FastRoutes(app.fallback, routes=hot, on_error=on_error),
+        allow_origins=origins or [],
+        allow_origin_regex=None if origins else DEFAULT_CORS_ORIGIN_REGEX,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
+        allow_headers=CORS_HEADERS,
     )
+    if inbound_keys or rate_limits is not None:  # else the guard has nothing to check
+        inner = GuardMiddleware(inner, keys=inbound_keys, limits=rate_limits, redact=redact)
+    app.front = RequestContextMiddleware(inner, metrics=metrics, endpoints=endpoints)
     return app
