@@ -19,6 +19,7 @@ client that connected a moment before.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import signal
@@ -69,6 +70,11 @@ def inherited_listener() -> socket.socket | None:
 
 def exec_in_place(listener: socket.socket) -> None:
     """Run this command again, same process id, serving ``listener``."""
+    # execve discards what Python has buffered: the last access-log lines, for one.
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     os.set_inheritable(listener.fileno(), True)
     env = {**os.environ, LISTEN_FD_ENV: str(listener.fileno())}
     os.execve(sys.executable, sys.orig_argv, env)

@@ -134,6 +134,9 @@ def test_one_worker_is_replaced_in_place_and_no_client_is_refused(
     gap = [r for r in prober.results if at(asked) < r[0] < at(started)]
     assert gap, (at(asked), at(fresh), at(started), prober.results[-5:])
     assert len(prober.results) > 20
+    # Every request has its access-log line, also those logged just before execve.
+    logged = [x for x in out.splitlines() if '"path":"/api/version"' in x]
+    assert len(logged) == len(prober.results)
 
 
 def test_workers_are_replaced_and_counters_survive(tmp_path: Path, upstream: FakeUpstream) -> None:
