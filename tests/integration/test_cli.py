@@ -186,7 +186,8 @@ def test_graceful_shutdown_lets_open_streams_finish(tmp_path: Path, upstream: Fa
         httpx.get(server.url + "/health")  # no longer accepting
 
 
-def test_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (skips the test without openssl)."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -212,6 +213,11 @@ def test_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+def test_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
+    cert, key = self_signed(tmp_path)
     env = {"OPENAI_API_BASE_URL": upstream.url, "SSL_CERTFILE": str(cert), "SSL_KEYFILE": str(key)}
     server = Running(tmp_path, env, scheme="https")
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tests.fake_upstream import FakeUpstream
-from tests.integration.test_cli import Running, base_env
+from tests.integration.test_cli import Running, base_env, self_signed
 
 CHAT = {
     "model": "gpt-4o-mini",
@@ -137,6 +138,33 @@ def test_one_worker_is_replaced_in_place_and_no_client_is_refused(
     # Every request has its access-log line, also those logged just before execve.
     logged = [x for x in out.splitlines() if '"path":"/api/version"' in x]
     assert len(logged) == len(prober.results)
+
+
+def test_over_tls_the_fresh_process_serves_the_same_socket(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    cert, key = self_signed(tmp_path)
+    log = tmp_path / "proxy.log"
+    env = recycling_env(upstream, SSL_CERTFILE=str(cert), SSL_KEYFILE=str(key))
+    server = Running(tmp_path, env, scheme="https", log=log)
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        for _ in range(3):
+            conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context)
+            conn.request(
+                "POST", "/api/chat", json.dumps(CHAT), {"Content-Type": "application/json"}
+            )
+            assert conn.getresponse().status == 200
+            conn.close()
+        wait_for(log, "worker_recycled")
+        wait_for(log, "Application startup complete.", count=2)
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+        conn.request("GET", "/api/version")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        out = server.stop()
+    assert "Traceback" not in out
 
 
 def test_workers_are_replaced_and_counters_survive(tmp_path: Path, upstream: FakeUpstream) -> None:
