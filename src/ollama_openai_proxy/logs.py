@@ -13,9 +13,9 @@ general pipeline, measured here, against a proxied request's ~200 µs.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import sys
+import time
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -63,9 +63,17 @@ def _dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
 def _timestamp() -> str:
-    # structlog's TimeStamper(fmt="iso", utc=True) format, so every line reads alike.
-    return datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+    """structlog's TimeStamper(fmt="iso", utc=True) format, so every line reads alike; the date
+    and time are formatted once per second (datetime.isoformat cost 3 µs a line)."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{int((now - second) * 1e6):06d}Z"
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
