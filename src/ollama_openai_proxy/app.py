@@ -16,26 +16,25 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy import __version__, allocator, openapi
+from ollama_openai_proxy.access import record
 from ollama_openai_proxy.backends import Backends
 from ollama_openai_proxy.config import DEFAULT_CORS_ORIGIN_REGEX, Settings, load_settings
 from ollama_openai_proxy.context import Context
-from ollama_openai_proxy.errors import (
-    JSON_CONTENT_TYPE,
-    ProxyError,
-    Redactor,
-    RouteNotFound,
-    render_error,
-)
+from ollama_openai_proxy.errors import ProxyError, Redactor
 from ollama_openai_proxy.fastpath import FastRoutes
 from ollama_openai_proxy.logs import configure_logging
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.middleware import CORSForBrowsers, RequestContextMiddleware
 from ollama_openai_proxy.recycle import supervised
+from ollama_openai_proxy.render import Renderer, dialect_of
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai
 from ollama_openai_proxy.security import GuardMiddleware, RateLimits
 
 log = structlog.get_logger("ollama_openai_proxy")
+
+# Seconds the start waits for the model lists: requests resolve names against them (backends.py).
+STARTUP_LIST_WAIT = 5.0
 
 # Ollama allows these request headers cross-origin, including the OpenAI SDK's (routes.go).
 CORS_HEADERS = [
@@ -94,7 +93,7 @@ def create_app(
             Redactor(settings.secrets()),
         )
     inbound_keys = settings.inbound_keys()
-    redact = Redactor(settings.secrets())
+    renderer = Renderer(Redactor(settings.secrets()))
     metrics = Metrics() if settings.enable_metrics else None
     model_map, policy, topology = settings.model_map(), settings.policy(), settings.topology()
     backends = Backends(topology, settings, model_map, policy, metrics)
@@ -103,7 +102,7 @@ def create_app(
         backends=backends,
         model_map=model_map,
         policy=policy,
-        redact=redact,
+        renderer=renderer,
         limiter=ConcurrencyLimiter(
             settings.max_concurrent_requests, settings.max_queued_requests, settings.queue_timeout
         ),
@@ -127,6 +126,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await backends.start()
+        await backends.warm_up(STARTUP_LIST_WAIT)
         log.info(
             "started",
             upstreams={u.name: u.base_url for u in backends.upstreams.values()},
@@ -195,26 +195,20 @@ def create_app(
                 summary="Prometheus metrics",
             )
 
-    def render(request: Request, exc: ProxyError) -> Response:
-        status, body = render_error(exc, openai=request.url.path.startswith("/v1/"), redact=redact)
-        return Response(body, status_code=status, media_type=JSON_CONTENT_TYPE)
-
+    # Every error a handler raises is rendered by the one renderer (render.py), in the dialect
+    # of the route, for FastAPI's routes and the hot routes (FastRoutes) alike.
     async def proxy_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)
-        level = "warning" if exc.status < 500 else "error"
-        getattr(log, level)("request_failed", status=exc.status, error=redact(exc.message))
-        return render(request, exc)
+        path = request.scope["path"]
+        return renderer.response(exc, dialect_of(path), record(request.scope))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        text = "404 page not found" if exc.status_code == 404 else f"{exc.status_code} {exc.detail}"
-        if exc.status_code == 405:
-            text = "405 method not allowed"
-        return render(request, RouteNotFound(text, exc.status_code))
+        error = Renderer.route_error(exc.status_code, str(exc.detail))
+        return renderer.response(error, dialect_of(request.scope["path"]), record(request.scope))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled_exception", exc_info=exc)
-        return render(request, ProxyError("internal proxy error; see the proxy's log", 500))
+        return await proxy_error(request, Renderer.unexpected(exc))
 
     app.add_exception_handler(ProxyError, proxy_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -251,6 +245,8 @@ def create_app(
         allow_headers=CORS_HEADERS,
     )
     if inbound_keys or rate_limits is not None:  # else the guard has nothing to check
-        inner = GuardMiddleware(inner, keys=inbound_keys, limits=rate_limits, redact=redact)
-    app.front = RequestContextMiddleware(inner, metrics=metrics, endpoints=endpoints)
+        inner = GuardMiddleware(inner, keys=inbound_keys, limits=rate_limits, renderer=renderer)
+    app.front = RequestContextMiddleware(
+        inner, renderer=renderer, metrics=metrics, endpoints=endpoints
+    )
     return app

@@ -22,47 +22,24 @@ import contextlib
 import dataclasses
 import fnmatch
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from contextlib import AsyncExitStack
+from typing import Any
 
 import structlog
 
+from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.catalog import Catalog
 from ollama_openai_proxy.config import Settings
-from ollama_openai_proxy.errors import (
-    ProxyError,
-    UpstreamError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from ollama_openai_proxy.errors import ProxyError
+from ollama_openai_proxy.exchange import EventStream, Plan, Reply, Route, execute
 from ollama_openai_proxy.metrics import Metrics
-from ollama_openai_proxy.resilience import BreakerOpen, CircuitBreaker
+from ollama_openai_proxy.resilience import CircuitBreaker
 from ollama_openai_proxy.topology import Topology
 from ollama_openai_proxy.translate.models import ModelMap, resolve
 from ollama_openai_proxy.translate.policy import Policy
 from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy.backends")
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One place a request can go: the upstream, the model id it knows, its translation policy."""
-
-    upstream: Upstream
-    model: str
-    policy: Policy
-
-
-def may_fall_back(exc: BaseException) -> bool:
-    """Failures where another upstream may succeed: nothing was sent, and it was not the
-    request's fault (a 400 or 404 would fail the same way anywhere)."""
-    if isinstance(exc, UpstreamStatusError):
-        return exc.upstream_status >= 500 or exc.upstream_status == 429
-    return isinstance(exc, UpstreamUnavailable | UpstreamTimeout | BreakerOpen)
 
 
 def _globs(patterns: tuple[str, ...] | None) -> re.Pattern[str] | None:
@@ -107,6 +84,9 @@ class Backends:
         self.default_route = Route(self.default, "", self._policies[self.default.name])
         self.multi = topology.from_file
         self._ttl = settings.models_cache_ttl
+        self._first_byte_timeout = settings.first_byte_timeout
+        self._stream_timeout = settings.stream_timeout
+        self._metrics = metrics
         # Derived from the lists, rebuilt only when one of them changed (keyed by their versions).
         self._known: tuple[tuple[int, ...], frozenset[str] | None] = ((), None)
         self._merged: tuple[tuple[int, ...], list[dict[str, Any]]] = ((), [])
@@ -119,6 +99,19 @@ class Backends:
             await upstream.start()
         if self.multi and self._ttl > 0:
             self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def warm_up(self, wait: float) -> None:
+        """Fetch the model lists at start, waiting up to ``wait`` seconds: names are resolved
+        against them, so the first requests should find them. A list that takes longer goes on
+        loading in the background (the first request that needs it joins the fetch); one that
+        fails is logged and fetched again later."""
+        fetch = asyncio.ensure_future(self.models())
+        done, _ = await asyncio.wait((fetch,), timeout=wait)
+        if not done:
+            log.warning("models_list_slow", detail=f"no model list within {wait:g} s of start")
+        elif (exc := fetch.exception()) is not None:
+            error = exc.message if isinstance(exc, ProxyError) else repr(exc)
+            log.warning("models_unavailable_at_start", error=error)
 
     async def close(self) -> None:
         if self._refresher is not None:
@@ -176,35 +169,31 @@ class Backends:
                 return n
         return matching[0] if matching else self.default.name
 
-    async def call(
-        self,
-        name: str,
-        attempt: Callable[[Route], Awaitable[T]],
-        routes: list[Route] | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> T:
-        """``attempt`` along the routes of ``name`` until one succeeds or may not fall back.
-        ``details`` (the access log's fields for this request) get the upstream tried last."""
-        routes = routes or self.routes(name)
-        for i, route in enumerate(routes):
-            if details is not None:
-                details["upstream"] = route.upstream.name
+    async def resolve(self, name: str) -> tuple[Route, ...]:
+        """Where a request for the client's model ``name`` goes, in the order to try, resolved
+        against the model lists: the first request after start waits for them (once, shared),
+        so ``x:latest`` finds an id that really ends in ``:latest``. If no list can be had, the
+        name is resolved without one (and the failure logged)."""
+        if self.known_ids is None:
             try:
-                return await attempt(route)
-            except (UpstreamError, BreakerOpen) as exc:
-                if i + 1 == len(routes) or not may_fall_back(exc):
-                    raise
-                following = routes[i + 1].upstream
-                log.warning(
-                    "upstream_fallback",
-                    model=name,
-                    failed=route.upstream.name,
-                    next=following.name,
-                    error=exc.message,
-                )
-                if route.upstream.metrics is not None:
-                    route.upstream.metrics.fell_back(route.upstream.name)
-        raise AssertionError("unreachable")  # pragma: no cover
+                await self.models()
+            except ProxyError as exc:
+                log.warning("models_unavailable_for_routing", model=name, error=exc.message)
+        return tuple(self.routes(name))
+
+    async def execute(
+        self, plan: Plan, owner: AsyncExitStack, rec: AccessRecord
+    ) -> Reply | EventStream:
+        """Run ``plan`` (:func:`ollama_openai_proxy.exchange.execute`) with this app's timeouts
+        and metrics."""
+        return await execute(
+            plan,
+            owner,
+            rec,
+            first_byte_timeout=self._first_byte_timeout,
+            stream_timeout=self._stream_timeout,
+            metrics=self._metrics,
+        )
 
     # --- model lists ------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy.catalog")
 
+RETRY_FAILED_LIST = 5.0  # seconds before a failed first listing is tried again
+
 
 class Catalog:
     """``GET /v1/models``, cached for ``ttl`` seconds, fetched once for concurrent callers.
@@ -33,6 +35,9 @@ class Catalog:
         self._entries: dict[str, dict[str, Any]] = {}
         self.version = 0  # bumped by every successful listing
         self._expires = 0.0
+        # With no list yet, a failure is remembered briefly: requests that resolve names against
+        # the list must not each wait for a backend whose /v1/models is down.
+        self._failure: tuple[float, UpstreamError] | None = None
         self._inflight: asyncio.Future[dict[str, Any]] | None = None
 
     @property
@@ -50,8 +55,11 @@ class Catalog:
         return self._entries.get(model_id)
 
     async def models(self) -> dict[str, Any]:
-        if self._body is not None and self._clock() < self._expires:
+        now = self._clock()
+        if self._body is not None and now < self._expires:
             return self._body
+        if self._body is None and self._failure is not None and now < self._failure[0]:
+            raise self._failure[1]
         if self._inflight is None:
             self._inflight = asyncio.ensure_future(self._refresh())
         inflight = self._inflight
@@ -68,9 +76,10 @@ class Catalog:
                 body = {"object": "list", "data": []}
         except UpstreamError as exc:
             if self._body is None:
+                self._failure = (self._clock() + min(self._ttl, RETRY_FAILED_LIST), exc)
                 raise
             log.warning("models_refresh_failed_serving_cached", error=exc.message)
-            self._expires = self._clock() + min(self._ttl, 5.0)
+            self._expires = self._clock() + min(self._ttl, RETRY_FAILED_LIST)
             return self._body
         self._body = body
         self._entries = {

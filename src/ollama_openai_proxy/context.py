@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from starlette.requests import Request
-from starlette.types import Scope
 
-from ollama_openai_proxy.backends import Backends, Route
+from ollama_openai_proxy.access import AccessRecord
+from ollama_openai_proxy.backends import Backends
 from ollama_openai_proxy.catalog import RecentModels
 from ollama_openai_proxy.config import Settings
-from ollama_openai_proxy.errors import Redactor
+from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.logs import WarnOnce
 from ollama_openai_proxy.metrics import Metrics
-from ollama_openai_proxy.middleware import info
+from ollama_openai_proxy.render import Renderer
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.translate.chat import UpstreamRequest
 from ollama_openai_proxy.translate.models import ModelFacts, ModelMap, ModelMeta, facts
@@ -30,7 +32,7 @@ class Context:
     backends: Backends
     model_map: ModelMap
     policy: Policy
-    redact: Redactor
+    renderer: Renderer
     limiter: ConcurrencyLimiter
     metrics: Metrics | None = None
     recent: RecentModels = field(default_factory=RecentModels)
@@ -49,26 +51,25 @@ class Context:
             return name
         return "other"
 
-    def observe(self, scope: Scope, model: str, usage: Any) -> None:
-        """Report model and token counts for the access log and the metrics."""
-        details = info(scope)
-        if details.get("model") == model:
-            label = details["model_label"]  # labelled once per request
-        else:
-            details["model"] = model
-            label = details["model_label"] = self.model_label(model)
-        if isinstance(usage, dict):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            if isinstance(prompt, int):
-                details["prompt_tokens"] = prompt
-            if isinstance(completion, int):
-                details["completion_tokens"] = completion
+    def observe(self, rec: AccessRecord, model: str, usage: Any = None) -> None:
+        """Report the model and the backend's token ``usage`` (OpenAI's shape, or None) for the
+        access log and the metrics."""
+        if rec.model != model:  # labelled once per request
+            rec.model = model
+            rec.model_label = self.model_label(model)
+        if usage is not None:
+            prompt, completion = rec.count_usage(usage)
             if self.metrics is not None:
-                self.metrics.count_tokens(
-                    label,
-                    prompt if isinstance(prompt, int) else None,
-                    completion if isinstance(completion, int) else None,
-                )
+                self.metrics.count_tokens(rec.model_label, prompt, completion)
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[AsyncExitStack]:
+        """The owner of one request's bounded resources, holding its concurrency slot. Whatever
+        else the request takes (upstream response, gauges) is pushed onto it; a streamed
+        response takes it over with ``pop_all()`` and closes it when the stream ends."""
+        async with AsyncExitStack() as owner:
+            await owner.enter_async_context(self.limiter.slot())
+            yield owner
 
     def upstream_model(self, name: str) -> str:
         """The id the first upstream of ``name``'s route knows it by."""

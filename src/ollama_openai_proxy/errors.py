@@ -1,36 +1,48 @@
-"""The proxy's one exception hierarchy, and the one place that renders error bodies.
+"""The proxy's one exception hierarchy. Bodies are rendered by :mod:`ollama_openai_proxy.render`.
 
-    ProxyError                      any failure we answer with an error body
-    ├── BadRequest (400)            the client's request is malformed or invalid
-    │   └── PayloadTooLarge (413)   the body exceeds REQUEST_MAX_SIZE
-    ├── ModelNotFound (404)         the model is unknown (here or upstream)
-    ├── RouteNotFound (404/405)     no such route / method
-    └── UpstreamError               the backend failed us
-        ├── UpstreamStatusError     it answered with an HTTP error status
-        ├── UpstreamUnavailable     connection refused/reset, DNS, TLS (502)
-        ├── UpstreamTimeout         no answer in time (504)
-        └── UpstreamProtocolError   it answered something we cannot read (502)
+    ProxyError                          any failure we answer with an error body (500)
+    ├── BadRequest (400)                the client's request is malformed or invalid
+    │   └── PayloadTooLarge (413)       the body exceeds REQUEST_MAX_SIZE
+    ├── Unauthorized (401)              no valid inbound key (PROXY_API_KEYS)
+    ├── ModelNotFound (404)             the model is unknown here
+    ├── RouteNotFound (404/405)         no such route / method
+    ├── RateLimited (429)               RATE_LIMIT exceeded; carries ``retry_after``
+    ├── NotSupported (501)              a route the proxy cannot serve (model management)
+    ├── Busy (503)                      no concurrency slot (MAX_CONCURRENT_REQUESTS)
+    └── UpstreamError (502)             the backend failed us
+        ├── UpstreamStatusError         it answered with an HTTP error status
+        │   ├── UpstreamModelNotFound (404)     ... saying the model does not exist
+        │   └── UpstreamEndpointNotFound (502)  ... a 404 for the endpoint itself
+        ├── UpstreamUnavailable (502)   connection refused/reset, DNS, TLS, closed mid-answer
+        │   └── BreakerOpen (503)       its circuit breaker is open: not even tried
+        ├── UpstreamTimeout (504)       no answer (or no first byte) in time
+        └── UpstreamProtocolError (502) it answered something we cannot read
 
-Ollama clients read errors as ``{"error": "<string>"}`` with ``Content-Type:
-application/json`` -- ollama-js only parses the JSON ``error`` field when the content type says
-JSON, and shows ``[object Object]`` if ``error`` is not a string (contract §4.9). OpenAI clients
-(`/v1/*`) expect ``{"error": {"message", "type", "param", "code"}}``.
+Foreign failures (aiohttp, OS, timeouts) become one of these in one place,
+:func:`ollama_openai_proxy.upstream.map_failure`; malformed answers become
+:class:`UpstreamProtocolError` through :func:`malformed`. Code branches on these types, never on
+message text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-import orjson
-
-JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+SAMPLE_CHARS = 200  # how much of an offending upstream fragment an error quotes
 
 
 class ProxyError(Exception):
-    """Base of every error the proxy answers with an error body."""
+    """Base of every error the proxy answers with an error body.
+
+    ``status`` is the HTTP status the client gets; ``openai_type`` the ``error.type`` of the
+    OpenAI error shape; ``code`` its ``error.code`` (a backend's own code when it gave one).
+    """
 
     status: int = 500
     openai_type: str = "api_error"
+    code: str | None = None
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -48,6 +60,11 @@ class PayloadTooLarge(BadRequest):
     status = 413
 
 
+class Unauthorized(ProxyError):
+    status = 401
+    openai_type = "authentication_error"
+
+
 class ModelNotFound(ProxyError):
     status = 404
     openai_type = "not_found_error"
@@ -63,12 +80,33 @@ class RouteNotFound(ProxyError):
     openai_type = "not_found_error"
 
 
+class RateLimited(ProxyError):
+    """``retry_after``: whole seconds until the window frees a request (the Retry-After header)."""
+
+    status = 429
+    openai_type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotSupported(ProxyError):
+    status = 501
+    openai_type = "invalid_request_error"
+
+
+class Busy(ProxyError):
+    status = 503
+
+
 class UpstreamError(ProxyError):
     status = 502
 
 
 class UpstreamStatusError(UpstreamError):
-    """The backend answered with an error status; ``upstream_status`` keeps its code."""
+    """The backend answered with an error status; ``upstream_status`` keeps its code and
+    ``detail`` the backend's own words."""
 
     def __init__(
         self,
@@ -81,11 +119,26 @@ class UpstreamStatusError(UpstreamError):
         super().__init__(message, status)
         self.upstream_status = upstream_status
         self.code = code
-        self.detail = message if detail is None else detail  # the backend's own words
+        self.detail = message if detail is None else detail
+
+
+class UpstreamModelNotFound(UpstreamStatusError):
+    """The backend says the model does not exist (404 with a model error)."""
+
+    openai_type = "not_found_error"
+
+
+class UpstreamEndpointNotFound(UpstreamStatusError):
+    """A 404 for the endpoint itself: the backend has no such route (or the base URL lacks
+    ``/v1``)."""
 
 
 class UpstreamUnavailable(UpstreamError):
     status = 502
+
+
+class BreakerOpen(UpstreamUnavailable):
+    status = 503
 
 
 class UpstreamTimeout(UpstreamError):
@@ -96,8 +149,36 @@ class UpstreamProtocolError(UpstreamError):
     status = 502
 
 
+def sample(data: Any) -> str:
+    """``data`` (bytes, str or decoded JSON) as a repr cut to :data:`SAMPLE_CHARS` characters,
+    for quoting an offending upstream fragment in an error message."""
+    if isinstance(data, bytes | bytearray):
+        data = bytes(data[: SAMPLE_CHARS + 1]).decode("utf-8", "replace")
+    elif not isinstance(data, str):
+        data = repr(data)
+    text = repr(data[:SAMPLE_CHARS])
+    return text + "..." if len(data) > SAMPLE_CHARS else text
+
+
+def malformed(what: str, data: Any) -> UpstreamProtocolError:
+    """The error for an upstream answer of the wrong shape (``what`` names what was expected),
+    quoting the fragment: 502 before a stream's first line, an error line after it."""
+    return UpstreamProtocolError(f"upstream sent {what}: {sample(data)}")
+
+
+@contextmanager
+def reading(what: str, data: Any) -> Iterator[None]:
+    """Around the translation of a decoded upstream answer: a wrong type anywhere in it (the
+    TypeError, AttributeError, KeyError, IndexError or ValueError it causes) becomes
+    ``malformed(what, data)``. Errors the translation raises itself pass through."""
+    try:
+        yield
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+        raise malformed(what, data) from None
+
+
 class Redactor:
-    """Removes secrets (the upstream key, inbound keys) from any text we emit.
+    """Removes secrets (the upstream keys, inbound keys) from any text we emit.
 
     Backends sometimes echo the key they received in an error message; it must never reach a
     client or a log line.
@@ -112,20 +193,10 @@ class Redactor:
                 text = text.replace(secret, "[redacted]")
         return text
 
-
-def ollama_error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
-
-
-def openai_error_body(exc: ProxyError, message: str) -> bytes:
-    code = getattr(exc, "code", None)
-    return orjson.dumps(
-        {"error": {"message": message, "type": exc.openai_type, "param": None, "code": code}}
-    )
-
-
-def render_error(exc: ProxyError, *, openai: bool, redact: Redactor) -> tuple[int, bytes]:
-    """Status and JSON body for ``exc``, in Ollama's (default) or OpenAI's error shape."""
-    message = redact(exc.message)
-    body = openai_error_body(exc, message) if openai else ollama_error_body(message)
-    return exc.status, body
+    def bytes(self, data: bytes) -> bytes:
+        """The same for a body relayed as bytes."""
+        for secret in self._secrets:
+            raw = secret.encode()
+            if raw in data:
+                data = data.replace(raw, b"[redacted]")
+        return data

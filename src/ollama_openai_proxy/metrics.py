@@ -72,6 +72,10 @@ FALLBACKS = (
     ("upstream",),
 )
 IN_FLIGHT = (f"{PREFIX}_streams_in_flight", "Streams open to clients.")
+UPSTREAM_IN_FLIGHT = (
+    f"{PREFIX}_upstream_requests_in_flight",
+    "Backend calls in flight: from the first send until the answer is released.",
+)
 BREAKER = (
     f"{PREFIX}_circuit_breaker_state",
     "Backend circuit breaker: 0 closed, 1 half-open, 2 open.",
@@ -113,6 +117,7 @@ class _Samples(Collector):
             UPSTREAM: {},
         }
         self.in_flight = 0
+        self.upstream_in_flight = 0
         self.breakers: dict[str, int] = {}
 
     def collect(self) -> Iterator[Metric]:
@@ -132,6 +137,7 @@ class _Samples(Collector):
                 hfamily.add_metric(key, cumulative, h.total)
             yield hfamily
         yield GaugeMetricFamily(*IN_FLIGHT, value=self.in_flight)
+        yield GaugeMetricFamily(*UPSTREAM_IN_FLIGHT, value=self.upstream_in_flight)
         name, doc, labels = BREAKER
         breakers = GaugeMetricFamily(name, doc, labels=labels)
         for upstream, state in self.breakers.items():
@@ -156,6 +162,9 @@ class Metrics:
             self._fallbacks = Counter(*FALLBACKS, registry=r)
             # across workers: open streams add up; the breaker shows the worst state
             self._in_flight = Gauge(*IN_FLIGHT, registry=r, multiprocess_mode="livesum")
+            self._upstream_in_flight = Gauge(
+                *UPSTREAM_IN_FLIGHT, registry=r, multiprocess_mode="livesum"
+            )
             self._breaker = Gauge(*BREAKER, registry=r, multiprocess_mode="livemax")
             self._by_spec: dict[Spec, Any] = {
                 REQUESTS: self._requests,
@@ -223,6 +232,12 @@ class Metrics:
             self._in_flight.inc(delta)
         else:
             self._samples.in_flight += delta
+
+    def upstream_in_flight(self, delta: int) -> None:
+        if self._multi:
+            self._upstream_in_flight.inc(delta)
+        else:
+            self._samples.upstream_in_flight += delta
 
     def breaker_state(self, upstream: str, state: int) -> None:
         if self._multi:

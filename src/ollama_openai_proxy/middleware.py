@@ -3,7 +3,8 @@
 Per request: the request id (``X-Request-ID`` accepted if sane, else generated, always returned),
 bound to every log line; security headers; and, when the response *ends* (for a stream, its last
 byte, not its headers), one access log line and the request metrics. Handlers add what only they
-know (model, token counts) to ``scope["proxy"]``.
+know (model, token counts, an error) to the request's
+:class:`~ollama_openai_proxy.access.AccessRecord`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import structlog
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ollama_openai_proxy.access import SCOPE_KEY, AccessRecord
 from ollama_openai_proxy.logs import ACCESS_LOGGER, REQUEST_ID, access_handler
 from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.render import Renderer, dialect_of
 
 log = structlog.get_logger(ACCESS_LOGGER)
 _access = logging.getLogger(ACCESS_LOGGER)
@@ -34,17 +37,16 @@ SECURITY_HEADERS = [
 ]
 
 
-def info(scope: Scope) -> dict[str, Any]:
-    """What a handler reports for the access log and metrics (model, tokens)."""
-    data: dict[str, Any] = scope.setdefault("proxy", {})
-    return data
-
-
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics | None = None, endpoints: Collection[str] = ()
+        self,
+        app: ASGIApp,
+        renderer: Renderer,
+        metrics: Metrics | None = None,
+        endpoints: Collection[str] = (),
     ) -> None:
         self.app = app
+        self.renderer = renderer
         self.metrics = metrics
         self.endpoints = frozenset(endpoints)
         # Logging is configured before the app is built; access lines take the fast path when
@@ -79,8 +81,7 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         status = 0
         extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
-        details: dict[str, Any] = {}
-        scope["proxy"] = details
+        rec = scope[SCOPE_KEY] = AccessRecord()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -92,23 +93,18 @@ class RequestContextMiddleware:
         token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
-            # Last line of defence: a bug below must still give a JSON error, never a bare 500.
-            log.exception("unhandled_exception")
+        except Exception as exc:
+            # Last line of defence: a bug below must still give an error body in the caller's
+            # dialect, never a bare 500 (streams render their own errors, streams.py).
+            error = self.renderer.unexpected(exc)
             if status:
                 raise  # the response began; the server closes the connection
-            body = b'{"error":"internal proxy error; see the proxy\'s log"}'
-            await send_wrapper(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json; charset=utf-8")],
-                }
-            )
-            await send_wrapper({"type": "http.response.body", "body": body})
+            response = self.renderer.response(error, dialect_of(scope["path"]), rec)
+            await response(scope, receive, send_wrapper)
         finally:
             seconds = time.perf_counter() - start
             path = scope["path"]
+            details = rec.fields()
             if self.access is not None:
                 self.access(
                     {
@@ -129,9 +125,9 @@ class RequestContextMiddleware:
                     **details,
                 )
             if self.metrics is not None:
-                self.metrics.request_done(
-                    self._endpoint(path), details.get("model_label", ""), status, seconds
-                )
+                # A stream that ended in an error line went out as 200; count its error.
+                counted = rec.error_status if status == 200 and rec.error_status else status
+                self.metrics.request_done(self._endpoint(path), rec.model_label, counted, seconds)
             REQUEST_ID.reset(token)
 
 

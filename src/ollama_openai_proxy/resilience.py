@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from enum import IntEnum
 
-from ollama_openai_proxy.errors import ProxyError
-
-
-class BreakerOpen(ProxyError):
-    status = 503
-
-
-class Busy(ProxyError):
-    status = 503
+from ollama_openai_proxy.errors import BreakerOpen, Busy
 
 
 class BreakerState(IntEnum):
@@ -90,7 +83,19 @@ class ConcurrencyLimiter:
         self.granted = 0  # slots ever granted: tells an idle process whether anything happened
         self._slots = asyncio.Semaphore(limit)
 
-    async def acquire(self) -> None:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot for the body of the ``async with`` (raises :class:`Busy` when none is
+        free within ``timeout`` or the queue is full). The only way to take a slot: it is given
+        back exactly once, however the body ends."""
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            self._slots.release()
+
+    async def _acquire(self) -> None:
         if self._slots.locked():
             if self.waiting >= self.queue:
                 raise Busy("server busy, please try again.  maximum pending requests exceeded")
@@ -108,7 +113,3 @@ class ConcurrencyLimiter:
             await self._slots.acquire()
         self.active += 1
         self.granted += 1
-
-    def release(self) -> None:
-        self.active -= 1
-        self._slots.release()

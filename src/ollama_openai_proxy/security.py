@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ollama_openai_proxy.errors import JSON_CONTENT_TYPE, ProxyError, Redactor, render_error
+from ollama_openai_proxy.access import record
+from ollama_openai_proxy.errors import ProxyError, RateLimited, Unauthorized
+from ollama_openai_proxy.render import Renderer, dialect_of
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -34,16 +36,6 @@ log = structlog.get_logger("ollama_openai_proxy.security")
 OPEN_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc"}) | frozenset(
     {"/openapi.json", "/openapi.yaml"}
 )
-
-
-class Unauthorized(ProxyError):
-    status = 401
-    openai_type = "authentication_error"
-
-
-class RateLimited(ProxyError):
-    status = 429
-    openai_type = "rate_limit_error"
 
 
 def _storage(uri: str) -> Storage:
@@ -81,9 +73,7 @@ class RateLimits:
             if not await self.limiter.hit(item, identity):
                 stats = await self.limiter.get_window_stats(item, identity)
                 retry = max(1, int(stats.reset_time - time.time() + 0.999))
-                err = RateLimited(f"rate limit exceeded: {item}; retry in {retry} s")
-                err.retry_after = retry  # type: ignore[attr-defined]
-                return err
+                return RateLimited(f"rate limit exceeded: {item}; retry in {retry} s", retry)
         return None
 
 
@@ -93,12 +83,12 @@ class GuardMiddleware:
         app: ASGIApp,
         keys: list[str],
         limits: RateLimits | None,
-        redact: Redactor,
+        renderer: Renderer,
     ) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.limits = limits
-        self.redact = redact
+        self.renderer = renderer
 
     def _authorized(self, header: bytes | None) -> tuple[bool, bytes]:
         token = b""
@@ -126,7 +116,7 @@ class GuardMiddleware:
             header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             ok, token = self._authorized(header)
             if not ok:
-                await self._reject(scope, send, Unauthorized("unauthorized"))
+                await self._reject(scope, receive, send, Unauthorized("unauthorized"))
                 return
             identity = "key:" + hashlib.sha256(token).hexdigest()[:16]
         if self.limits is not None:
@@ -136,26 +126,13 @@ class GuardMiddleware:
             try:
                 limited = await self.limits.check(identity)
             except Exception as exc:  # storage down: fail open, loudly
-                log.warning("rate_limit_storage_failed", error=self.redact(repr(exc)))
+                log.warning("rate_limit_storage_failed", error=self.renderer.redact(repr(exc)))
                 limited = None
             if limited is not None:
-                await self._reject(scope, send, limited)
+                await self._reject(scope, receive, send, limited)
                 return
         await self.app(scope, receive, send)
 
-    async def _reject(self, scope: Scope, send: Send, exc: ProxyError) -> None:
-        status, body = render_error(
-            exc, openai=scope["path"].startswith("/v1/"), redact=self.redact
-        )
-        headers = [
-            (b"content-type", JSON_CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if isinstance(exc, Unauthorized):
-            headers.append((b"www-authenticate", b"Bearer"))
-        retry = getattr(exc, "retry_after", None)
-        if retry is not None:
-            headers.append((b"retry-after", str(retry).encode()))
-        log.warning("request_rejected", status=status, reason=exc.message)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, exc: ProxyError) -> None:
+        response = self.renderer.response(exc, dialect_of(scope["path"]), record(scope))
+        await response(scope, receive, send)

@@ -18,7 +18,8 @@ class SSEEvent(NamedTuple):
 
 
 class SSEParser:
-    """Feed it bytes as they arrive; it returns the events completed by each feed."""
+    """Feed it bytes as they arrive; it returns the events completed by each feed. Raises
+    UnicodeDecodeError for a line that is not UTF-8."""
 
     __slots__ = ("_buf", "_data", "_event")
 
@@ -66,9 +67,10 @@ class SSEParser:
         field, sep, value = line.partition(b":")
         if sep and value[:1] == b" ":
             value = value[1:]
-        # errors="replace": a backend sending invalid UTF-8 must not kill the stream.
+        # Strict: invalid UTF-8 raises UnicodeDecodeError. Replacing it with U+FFFD would hand the
+        # client corrupted text as if it were the answer; the caller reports it as an error.
         if field == b"data":
-            self._data.append(value.decode("utf-8", "replace"))
+            self._data.append(value.decode())
         elif field == b"event":
-            self._event = value.decode("utf-8", "replace")
+            self._event = value.decode()
         # "id" and "retry" are meaningless for a single HTTP response; ignore them.

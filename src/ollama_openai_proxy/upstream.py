@@ -1,7 +1,7 @@
 """The one HTTP client to the backend: one pooled aiohttp session, timeouts, retries.
 
 aiohttp, not httpx: measured here, httpx cost ~10x the CPU per request under concurrency.
-Failures are mapped to the error hierarchy in one place (:func:`_map_exception`).
+Failures are mapped to the error hierarchy in one place (:func:`map_failure`).
 
 Retries happen only here, before a response is handed to a route, i.e. before any byte has
 reached the client -- a stream is never replayed, so no content is ever duplicated.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,9 +23,9 @@ from ollama_openai_proxy import __version__
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import (
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    malformed,
 )
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
@@ -124,7 +123,6 @@ class Upstream:
         path: str,
         body: bytes | None = None,
         *,
-        headers: Mapping[str, str] | None = None,
         deadline: float | None = None,
     ) -> aiohttp.ClientResponse:
         """Send one request, retrying connection failures and retryable statuses.
@@ -136,7 +134,7 @@ class Upstream:
         """
         attempts = self._settings.max_retries + 1
         url = self.url(path)
-        kwargs: dict[str, Any] = {"data": body, "headers": headers}
+        kwargs: dict[str, Any] = {"data": body}
         breaker, metrics = self.breaker, self.metrics
         loop = asyncio.get_running_loop()
         for attempt in range(attempts):
@@ -152,17 +150,18 @@ class Upstream:
             started = time.perf_counter()
             try:
                 resp = await self.session.request(method, url, **kwargs)
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-                # Refused connections and stale pooled keep-alive sockets: safe to try again.
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+                # Refused or reset connections and stale pooled keep-alive sockets: nothing was
+                # answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).
                 self._failed()
                 if last:
-                    raise _map_exception(exc, self._host) from None
+                    raise map_failure(exc, self._host) from None
                 delay = _backoff(attempt)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self._failed()
                 if deadline is not None and isinstance(exc, TimeoutError):
                     raise
-                raise _map_exception(exc, self._host) from None
+                raise map_failure(exc, self._host) from None
             else:
                 if metrics is not None:
                     metrics.upstream_done(
@@ -205,6 +204,14 @@ class Upstream:
         if self.metrics is not None:
             self.metrics.breaker_state(self.name, int(self.breaker.state))
 
+    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole body of ``resp`` (released afterwards), failures mapped."""
+        try:
+            async with resp:
+                return await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise map_failure(exc, self._host, reading=True) from None
+
     async def json(
         self,
         method: str,
@@ -213,69 +220,51 @@ class Upstream:
         *,
         client_model: str | None = None,
         timeout: float | None = None,
-        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """A non-streaming call: the decoded JSON body, or the mapped error."""
+        """A small non-streaming call (the model list, readiness): the decoded JSON body.
+
+        Raises the mapped :class:`UpstreamError` for a failure, an error status
+        (:func:`upstream_status_error`) or a body that is not JSON."""
         body = None if payload is None else orjson.dumps(payload)
         total = timeout or self.request_timeout
         deadline = asyncio.get_running_loop().time() + total
         try:
-            resp = await self.send(method, path, body, headers=headers, deadline=deadline)
-            async with resp:
-                data = await resp.read()
+            resp = await self.send(method, path, body, deadline=deadline)
+            data = await self.read(resp)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream did not answer within {total:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise _map_exception(exc, self._host) from None
         if resp.status >= 400:
             raise upstream_status_error(resp.status, data, client_model=client_model, endpoint=path)
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(
-                f"upstream answered {path} with a body that is not JSON: {data[:200]!r}"
-            ) from None
-
-    async def open_stream(
-        self,
-        path: str,
-        payload: Any,
-        *,
-        client_model: str | None,
-        headers: Mapping[str, str] | None = None,
-    ) -> aiohttp.ClientResponse:
-        """Start a streaming call; an error status becomes the mapped error (nothing sent yet)."""
-        resp = await self.send("POST", path, orjson.dumps(payload), headers=headers)
-        if resp.status >= 400:
-            try:
-                data = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _map_exception(exc, self._host) from None
-            finally:
-                resp.release()
-            raise upstream_status_error(resp.status, data, client_model=client_model, endpoint=path)
-        return resp
+            raise malformed(f"a body that is not JSON for {path}", data) from None
 
 
-def _map_exception(exc: BaseException, host: str) -> UpstreamError:
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout(f"upstream {host} timed out")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
-        return UpstreamUnavailable(f"cannot connect to upstream {host}: {reason}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamUnavailable(f"upstream {host} closed the connection")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamUnavailable(f"upstream stream interrupted: {exc}")
-    return UpstreamUnavailable(f"upstream {host} request failed: {exc.__class__.__name__}: {exc}")
-
-
-def stream_exception(exc: BaseException, host: str) -> UpstreamError:
-    """Errors while reading an open stream (used by routes)."""
+def map_failure(exc: BaseException, host: str, *, reading: bool = False) -> UpstreamError:
+    """The one mapping from a foreign failure (aiohttp, the OS, a timeout, undecodable bytes) to
+    the most specific :class:`UpstreamError`, as httpx's ``map_httpcore_exceptions`` does.
+    ``reading``: the failure came while reading an answer whose headers had arrived."""
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout("upstream stream stalled: no data within the timeout")
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        if reading:
+            return UpstreamTimeout("upstream stream stalled: no data within the timeout")
+        return UpstreamTimeout(f"upstream {host} timed out")
+    if isinstance(exc, UnicodeDecodeError):
+        return malformed("bytes that are not UTF-8", exc.object[max(0, exc.start - 40) :])
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
+        return UpstreamUnavailable(f"cannot connect to upstream {host}: {reason}")
+    if reading and (
+        isinstance(exc, ConnectionResetError | aiohttp.ClientOSError)
+        or isinstance(exc.__cause__ or exc.__context__, ConnectionResetError)
+    ):
+        return UpstreamUnavailable("upstream stream interrupted: connection reset")
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError) and reading:
         return UpstreamUnavailable("upstream stream interrupted: connection closed early")
-    return _map_exception(exc, host)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamUnavailable(f"upstream {host} closed the connection")
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+        return UpstreamUnavailable(f"upstream {host} reset the connection")
+    return UpstreamUnavailable(f"upstream {host} request failed: {exc.__class__.__name__}")

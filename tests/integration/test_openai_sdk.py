@@ -116,9 +116,17 @@ def test_stream_interrupted_gives_sse_error_event(
             "messages": [{"role": "user", "content": "x"}],
         },
     )
-    assert r.text.rstrip().endswith(
-        'data: {"error":{"message":"upstream stream interrupted","type":"api_error"}}'
-    )
+    last = r.text.rstrip().rsplit("\n\n", 1)[-1]
+    assert last.startswith("data: ")
+    # the renderer's OpenAI error object, which the openai SDK raises as APIError
+    assert json.loads(last[6:]) == {
+        "error": {
+            "message": "upstream stream interrupted: connection closed early",
+            "type": "api_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 @pytest.mark.compat(CLIENT, "tools")

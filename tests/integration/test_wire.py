@@ -241,7 +241,8 @@ def test_body_size_limit(upstream: FakeUpstream) -> None:
 
         r = httpx.post(p.url + "/api/chat", content=chunks())  # chunked: no Content-Length
         assert r.status_code == 413
-        assert upstream.journal == []
+        # nothing but the model list fetched at start
+        assert [e["path"] for e in upstream.journal] == ["/v1/models"]
 
 
 @pytest.mark.parametrize(

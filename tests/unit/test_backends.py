@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ollama_openai_proxy.backends import Backends, may_fall_back
+from ollama_openai_proxy.backends import Backends
 from ollama_openai_proxy.errors import (
+    BreakerOpen,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ollama_openai_proxy.resilience import BreakerOpen
+from ollama_openai_proxy.exchange import may_fall_back
 from ollama_openai_proxy.topology import Topology, UpstreamSpec
 from ollama_openai_proxy.translate.models import ModelMap, ModelMeta
 from ollama_openai_proxy.translate.policy import Policy

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.middleware import RequestContextMiddleware
+from ollama_openai_proxy.render import Renderer
 
 
 def run(app: Any) -> list[dict[str, Any]]:
@@ -18,7 +20,7 @@ def run(app: Any) -> list[dict[str, Any]]:
         sent.append(message)
 
     scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
-    asyncio.run(RequestContextMiddleware(app)(scope, receive, send))
+    asyncio.run(RequestContextMiddleware(app, Renderer(Redactor()))(scope, receive, send))
     return sent
 
 

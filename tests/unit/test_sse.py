@@ -58,8 +58,12 @@ def test_final_event_without_blank_line_is_delivered_on_close() -> None:
     assert parser.close() == [SSEEvent("message", '{"x":1}')]
 
 
-def test_invalid_utf8_is_replaced_not_fatal() -> None:
-    assert feed_all([b"data: \xff\xfe ok\n\n"]) == [SSEEvent("message", "\ufffd\ufffd ok")]
+def test_invalid_utf8_is_an_error_not_replaced() -> None:
+    # U+FFFD in place of the bytes would hand the client corrupted text as the answer.
+    with pytest.raises(UnicodeDecodeError):
+        feed_all([b"data: \xff\xfe ok\n\n"])
+    # a multi-byte character split across reads is still fine
+    assert feed_all([b"data: \xc3", b"\xa9\n\n"]) == [SSEEvent("message", "\u00e9")]
 
 
 def test_empty_data_lines_and_fields_without_colon() -> None:

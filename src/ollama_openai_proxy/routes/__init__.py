@@ -1,17 +1,27 @@
-"""Thin HTTP handlers: parse -> translate -> call -> translate."""
+"""Thin HTTP handlers: parse -> plan -> execute -> render.
+
+A handler validates the body, resolves the model once (``Backends.resolve``), builds a
+:class:`~ollama_openai_proxy.exchange.Plan` with the pure translators (:func:`plan`), runs it
+inside ``Context.held()`` -- the one owner of the request's bounded resources -- and renders the
+answer. Errors are raised as :mod:`ollama_openai_proxy.errors` types and rendered by the app.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import APIRouter
 from pydantic import TypeAdapter
 from starlette.requests import Request
 
 from ollama_openai_proxy import schemas
+from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.context import Context, get_context
+from ollama_openai_proxy.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_proxy.http import read_body
+from ollama_openai_proxy.translate.chat import UpstreamRequest
 
 T = TypeVar("T")
 
@@ -20,6 +30,34 @@ async def parse_body(request: Request, adapter: TypeAdapter[T]) -> tuple[Context
     """The app context and the validated JSON body (413 if too large, 400 if invalid)."""
     ctx = get_context(request)
     return ctx, schemas.parse(adapter, await read_body(request, ctx.settings.request_max_size))
+
+
+def plan(
+    ctx: Context,
+    model: str,
+    routes: tuple[Route, ...],
+    path: str,
+    build: Callable[[Route], UpstreamRequest],
+    *,
+    stream: bool = False,
+) -> Plan:
+    """A POST of ``build(route)``'s payload to ``path`` on each route in turn (the fallback
+    chain). What the translation could not carry is logged once, for the first route."""
+    attempts = []
+    for i, route in enumerate(routes):
+        up = build(route)
+        if i == 0:
+            ctx.report(up, model)
+        attempts.append(Attempt(route, path, orjson.dumps(up.payload)))
+    return Plan("POST", tuple(attempts), stream=stream, model=model)
+
+
+async def fetch(ctx: Context, rec: AccessRecord, p: Plan) -> Any:
+    """The decoded JSON answer of a non-streaming plan."""
+    async with ctx.held() as owner:
+        reply = await ctx.backends.execute(p, owner, rec)
+    assert isinstance(reply, Reply)  # not streamed: always a whole reply
+    return reply.data
 
 
 def get_and_head(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Any], Any]:

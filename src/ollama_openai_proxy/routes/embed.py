@@ -7,15 +7,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from starlette.types import Scope
 
 from ollama_openai_proxy import schemas
-from ollama_openai_proxy.backends import Route
+from ollama_openai_proxy.access import AccessRecord, record
 from ollama_openai_proxy.context import Context
-from ollama_openai_proxy.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
+from ollama_openai_proxy.errors import BadRequest, UpstreamModelNotFound, reading
+from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.http import json_response
-from ollama_openai_proxy.middleware import info
-from ollama_openai_proxy.routes import parse_body
+from ollama_openai_proxy.routes import fetch, parse_body, plan
+from ollama_openai_proxy.translate.chat import UpstreamRequest
 from ollama_openai_proxy.translate.embed import (
     embed_inputs,
     embed_response,
@@ -24,25 +24,28 @@ from ollama_openai_proxy.translate.embed import (
 )
 
 router = APIRouter()
+NOT_EMBEDDINGS = "an answer that is not an embedding list"
 
 
 async def _call(
-    ctx: Context, scope: Scope, model: str, inputs: list[str], dimensions: int | None
+    ctx: Context, rec: AccessRecord, model: str, inputs: list[str], dimensions: int | None
 ) -> Any:
-    async def call(route: Route) -> Any:
-        payload = embeddings_request(route.model, inputs, dimensions)
-        return await route.upstream.json("POST", "/embeddings", payload, client_model=model)
+    ctx.observe(rec, model)
 
-    await ctx.limiter.acquire()
+    def build(route: Route) -> UpstreamRequest:
+        return UpstreamRequest(embeddings_request(route.model, inputs, dimensions))
+
+    p = plan(ctx, model, await ctx.backends.resolve(model), "/embeddings", build)
     try:
-        return await ctx.backends.call(model, call, details=info(scope))
-    except UpstreamStatusError as exc:
-        if exc.status == 404 and exc.message.startswith("model '"):
-            # Ollama's scheduler wording for embeddings (handleScheduleError, routes.go)
-            exc.message = f'model "{model}" not found, try pulling it first'
-        raise
-    finally:
-        ctx.limiter.release()
+        return await fetch(ctx, rec, p)
+    except UpstreamModelNotFound as exc:
+        # Ollama's scheduler wording for embeddings (handleScheduleError, routes.go)
+        raise UpstreamModelNotFound(
+            f'model "{model}" not found, try pulling it first',
+            exc.upstream_status,
+            exc.status,
+            exc.code,
+        ) from None
 
 
 @router.post(
@@ -60,12 +63,11 @@ async def embed(request: Request) -> Response:
     inputs = embed_inputs(req.get("input"), ctx.settings.embed_max_inputs)
     if not inputs:
         return json_response({"model": model, "embeddings": []})
-    body = await _call(ctx, request.scope, model, inputs, req.get("dimensions"))
-    ctx.observe(request.scope, model, body.get("usage") if isinstance(body, dict) else None)
-    try:
+    rec = record(request.scope)
+    body = await _call(ctx, rec, model, inputs, req.get("dimensions"))
+    with reading(NOT_EMBEDDINGS, body):
         out = embed_response(body, model, len(inputs), time.perf_counter_ns() - start)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise UpstreamProtocolError(f"upstream answer is not an embedding list: {exc}") from None
+        ctx.observe(rec, model, body.get("usage"))
     return json_response(out)
 
 
@@ -83,8 +85,6 @@ async def embeddings(request: Request) -> Response:
     prompt = req.get("prompt")
     if not prompt:
         return json_response({"embedding": []})
-    body = await _call(ctx, request.scope, model, [prompt], None)
-    try:
+    body = await _call(ctx, record(request.scope), model, [prompt], None)
+    with reading(NOT_EMBEDDINGS, body):
         return json_response(embeddings_response(body))
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise UpstreamProtocolError(f"upstream answer is not an embedding list: {exc}") from None

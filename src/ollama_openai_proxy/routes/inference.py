@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from starlette.types import Scope
 
 from ollama_openai_proxy import schemas
-from ollama_openai_proxy.backends import Route
+from ollama_openai_proxy.access import AccessRecord, record
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import (
     BadRequest,
     ModelNotFound,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeout,
+    UpstreamEndpointNotFound,
+    reading,
 )
-from ollama_openai_proxy.http import json_response, ndjson_response
-from ollama_openai_proxy.middleware import info
-from ollama_openai_proxy.routes import parse_body
+from ollama_openai_proxy.exchange import Plan, Reply, Route
+from ollama_openai_proxy.http import NDJSON, json_response
+from ollama_openai_proxy.routes import fetch, parse_body, plan
+from ollama_openai_proxy.streams import ndjson_stream
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
     chat_request,
@@ -42,7 +40,6 @@ from ollama_openai_proxy.translate.keepalive import (
 from ollama_openai_proxy.translate.stream import StreamTranslator
 
 router = APIRouter()
-Build = Callable[[Route], UpstreamRequest]  # the translation for one route of the request
 CHAT_COMPLETIONS = "/chat/completions"
 COMPLETIONS = "/completions"
 
@@ -76,11 +73,13 @@ async def chat(request: Request) -> Response:
     if not req.get("messages"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
     answer = _answer(req, model, start, keep_alive, generate=False)
+    routes = await ctx.backends.resolve(model)
 
     def build(route: Route) -> UpstreamRequest:
         return chat_request(req, ctx.target(model, route), route.policy)
 
-    return await _complete(ctx, request.scope, CHAT_COMPLETIONS, build, answer)
+    p = plan(ctx, model, routes, CHAT_COMPLETIONS, build, stream=answer.stream)
+    return await _complete(ctx, request, p, answer)
 
 
 @router.post(
@@ -102,18 +101,18 @@ async def generate(request: Request) -> Response:
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
     answer = _answer(req, model, start, keep_alive, generate=True)
+    routes = await ctx.backends.resolve(model)
     if uses_completions(req):
 
         def build_completion(route: Route) -> UpstreamRequest:
             return completion_request(req, ctx.target(model, route), route.policy)
 
+        p = plan(ctx, model, routes, COMPLETIONS, build_completion, stream=answer.stream)
         try:
-            return await _complete(ctx, request.scope, COMPLETIONS, build_completion, answer)
-        except UpstreamStatusError as exc:
+            return await _complete(ctx, request, p, answer)
+        except UpstreamEndpointNotFound as exc:
             # A raw prompt can still go to chat if the backend has no /v1/completions; a suffix
             # (fill-in-the-middle) cannot.
-            if exc.upstream_status != 404 or exc.message.startswith("model '"):
-                raise
             if req.get("suffix"):
                 raise BadRequest(
                     "suffix (fill-in-the-middle) needs the backend's /v1/completions, which it "
@@ -126,7 +125,8 @@ async def generate(request: Request) -> Response:
     def build(route: Route) -> UpstreamRequest:
         return generate_request(req, ctx.target(model, route), route.policy)
 
-    return await _complete(ctx, request.scope, CHAT_COMPLETIONS, build, answer)
+    p = plan(ctx, model, routes, CHAT_COMPLETIONS, build, stream=answer.stream)
+    return await _complete(ctx, request, p, answer)
 
 
 def _answer(
@@ -146,96 +146,59 @@ def _ttl(keep_alive: float | None) -> float:
     return DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
 
 
-async def _complete(
-    ctx: Context, scope: Scope, path: str, build: Build, answer: Answer
-) -> Response:
-    """Call the backend (along the model's fallback chain); answer in the shape of Ollama's
-    chat or generate."""
+async def _complete(ctx: Context, request: Request, p: Plan, answer: Answer) -> Response:
+    """Run ``p``; answer in the shape of Ollama's chat or generate, streamed or not."""
     model = answer.model
-    ctx.observe(scope, model, None)  # labels the request even if the backend call fails
-    reported = False
+    rec = record(request.scope)
+    ctx.observe(rec, model)  # labels the request even if the backend call fails
+    if not answer.stream:
+        body = await fetch(ctx, rec, p)
+        now, total = time.time_ns(), time.perf_counter_ns() - answer.start
+        notes: list[str] = []
+        with reading("an answer that is not a completion", body):
+            if answer.generate:
+                out = generate_response(body, model, now_ns=now, total_ns=total, think=answer.think)
+            else:
+                out = chat_response(
+                    body, model, now_ns=now, total_ns=total, think=answer.think, notes=notes
+                )
+            usage = body.get("usage")
+        ctx.notes(notes, model)
+        ctx.recent.touch(model, answer.keep_alive)
+        ctx.observe(rec, model, usage)
+        return json_response(out)
+    tr = StreamTranslator(
+        model, generate=answer.generate, think=answer.think, start_ns=answer.start
+    )
+    async with ctx.held() as owner:
+        reply = await ctx.backends.execute(p, owner, rec)
+        owner.callback(_stream_done, ctx, rec, tr, answer)
+        if isinstance(reply, Reply):  # a backend that ignored stream: true
+            return Response(tr.feed_completion(reply.data) + tr.finish(), media_type=NDJSON)
 
-    def payload(route: Route) -> dict[str, Any]:
-        nonlocal reported
-        up = build(route)
-        if not reported:  # what the translation could not carry, logged once per request
-            ctx.report(up, model)
-            reported = True
-        return up.payload
+        def first_line() -> None:
+            ttft = (time.perf_counter_ns() - answer.start) / 1e9
+            rec.ttft_ms = round(ttft * 1000, 3)
+            if ctx.metrics is not None:
+                ctx.metrics.first_token(p.attempts[0].path, rec.model_label, ttft)
+                ctx.metrics.streams(1)
+                owner.callback(ctx.metrics.streams, -1)
 
-    await ctx.limiter.acquire()
-    try:
-        if answer.stream:
-            return await _stream(ctx, path, payload, answer, scope)
-
-        async def call(route: Route) -> Any:
-            return await route.upstream.json("POST", path, payload(route), client_model=model)
-
-        body = await ctx.backends.call(model, call, details=info(scope))
-    except BaseException:
-        ctx.limiter.release()
-        raise
-    ctx.limiter.release()
-    notes: list[str] = []
-    now, total = time.time_ns(), time.perf_counter_ns() - answer.start
-    try:
-        if answer.generate:
-            out = generate_response(body, model, now_ns=now, total_ns=total, think=answer.think)
-        else:
-            out = chat_response(
-                body, model, now_ns=now, total_ns=total, think=answer.think, notes=notes
-            )
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise UpstreamProtocolError(f"upstream answer is not a completion: {exc}") from None
-    ctx.notes(notes, model)
-    ctx.recent.touch(model, answer.keep_alive)
-    ctx.observe(scope, model, body.get("usage"))
-    return json_response(out)
-
-
-async def _stream(
-    ctx: Context,
-    path: str,
-    payload: Callable[[Route], dict[str, Any]],
-    answer: Answer,
-    scope: Scope,
-) -> Response:
-    """A streamed answer; owns the concurrency slot taken by the caller until the stream ends."""
-    settings, model = ctx.settings, answer.model
-    deadline = time.monotonic() + settings.stream_timeout if settings.stream_timeout else 0.0
-
-    async def attempt(route: Route) -> tuple[Response, StreamTranslator]:
-        tr = StreamTranslator(
-            model, generate=answer.generate, think=answer.think, start_ns=answer.start
+        elapsed = (time.perf_counter_ns() - answer.start) / 1e9
+        return await ndjson_stream(
+            reply,
+            tr,
+            owner,
+            ctx.renderer,
+            rec,
+            first_line_timeout=max(ctx.settings.first_byte_timeout - elapsed, 0.001),
+            first_byte_timeout=ctx.settings.first_byte_timeout,
+            on_first=first_line,
         )
 
-        def on_end() -> None:
-            ctx.limiter.release()
-            if ctx.metrics is not None:
-                ctx.metrics.streams(-1)
-            ctx.recent.touch(model, answer.keep_alive)
-            ctx.notes(tr.notes, model)
-            ctx.observe(scope, model, tr.usage)
 
-        try:
-            # Until the first line is ready nothing was sent: a timeout is still a real 504, and
-            # the next upstream of the chain may be tried.
-            async with asyncio.timeout(settings.first_byte_timeout):
-                resp = await route.upstream.open_stream(path, payload(route), client_model=model)
-                response = await ndjson_response(
-                    resp, tr, route.upstream.base_url, on_end, deadline=deadline
-                )
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"upstream sent nothing within {settings.first_byte_timeout:g} s "
-                "(FIRST_BYTE_TIMEOUT)"
-            ) from None
-        return response, tr
-
-    response, _ = await ctx.backends.call(model, attempt, details=info(scope))
-    ttft = (time.perf_counter_ns() - answer.start) / 1e9
-    info(scope)["ttft_ms"] = round(ttft * 1000, 3)
-    if ctx.metrics is not None:
-        ctx.metrics.streams(1)
-        ctx.metrics.first_token(path, ctx.model_label(model), ttft)
-    return response
+def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: Answer) -> None:
+    """When a stream is over, however it ended: /api/ps, notes, token counts."""
+    ctx.recent.touch(answer.model, answer.keep_alive)
+    ctx.notes(tr.notes, answer.model)
+    ctx.observe(rec, answer.model, tr.usage)

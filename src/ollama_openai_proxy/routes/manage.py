@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
-from ollama_openai_proxy.errors import BadRequest, ProxyError
+from ollama_openai_proxy.errors import BadRequest, NotSupported, ProxyError
 from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.routes import parse_body
 from ollama_openai_proxy.translate.ndjson import line
@@ -28,9 +28,8 @@ async def pull(request: Request) -> Response:
     if not name:
         raise BadRequest("model is required")
     await ctx.backends.models()
-    if ctx.model_map.lookup(name) is None and ctx.upstream_model(name) not in (
-        ctx.backends.known_ids or ()
-    ):
+    route = (await ctx.backends.resolve(name))[0]
+    if ctx.model_map.lookup(name) is None and route.model not in (ctx.backends.known_ids or ()):
         # Ollama's words when the registry has no such model.
         raise ProxyError("pull model manifest: file does not exist", 404)
     if req.get("stream") is False:
@@ -41,9 +40,8 @@ async def pull(request: Request) -> Response:
 
 
 async def _unsupported(request: Request) -> Response:
-    raise ProxyError(
-        f"{request.url.path} is not supported by this proxy: models are managed on the backend",
-        501,
+    raise NotSupported(
+        f"{request.url.path} is not supported by this proxy: models are managed on the backend"
     )
 
 

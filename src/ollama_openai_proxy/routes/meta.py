@@ -99,7 +99,7 @@ async def _check(ctx: Context, upstream: Upstream) -> dict[str, str]:
     except ProxyError as exc:  # unreachable, an error status, or the breaker open
         return {
             "status": "unavailable",
-            "error": ctx.redact(exc.message),
+            "error": ctx.renderer.redact(exc.message),
             "circuit_breaker": upstream.breaker.state.name.lower(),
         }
     return {"status": "ready", "circuit_breaker": upstream.breaker.state.name.lower()}

@@ -39,12 +39,12 @@ async def show(request: Request) -> Response:
     name = req.get("model") or req.get("name")
     if not name:
         raise BadRequest("model is required")
-    upstream_id = ctx.upstream_model(name)
-    await ctx.backends.models()
+    await ctx.backends.models()  # the name is resolved against the lists, so load them first
+    route = (await ctx.backends.resolve(name))[0]
     known = ctx.backends.known_ids or frozenset()
-    if upstream_id not in known and ctx.model_map.lookup(name) is None:
+    if route.model not in known and ctx.model_map.lookup(name) is None:
         raise ModelNotFound(name)
-    return json_response(tm.show(name, upstream_id, ctx.facts(name), time.time_ns()))
+    return json_response(tm.show(name, route.model, ctx.facts(name, route), time.time_ns()))
 
 
 @router.get("/api/ps", operation_id="ps", summary="Models used recently (within keep_alive)")

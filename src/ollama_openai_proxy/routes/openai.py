@@ -9,42 +9,47 @@ answer passes the request to the next backend of the model's fallback chain.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
-import aiohttp
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ollama_openai_proxy.backends import Route
+from ollama_openai_proxy.access import record
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.http import ClosingStream, json_response, read_body
-from ollama_openai_proxy.middleware import info
+from ollama_openai_proxy.exchange import Attempt, EventStream, Plan, Route
+from ollama_openai_proxy.http import json_response, read_body
+from ollama_openai_proxy.streams import sse_relay
 from ollama_openai_proxy.translate.models import openai_models
-from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
 
 router = APIRouter()
 
-_INTERRUPTED = b'data: {"error":{"message":"upstream stream interrupted","type":"api_error"}}\n\n'
-
 # Response headers worth keeping: rate-limit state and retry hints help clients back off.
-_KEEP_HEADERS = ("retry-after", "x-ratelimit-", "openai-processing-ms", "x-request-id")
+_KEEP_HEADERS = ("retry-after", "x-ratelimit-", "openai-processing-ms")
+_UNSAFE_IN_ID = frozenset("?#%\\")
 
 
-def _client_model(ctx: Context, body: bytes) -> tuple[str | None, dict[str, Any] | None]:
-    """The body's model name, parsed only when it matters: with a model map or several
-    upstreams; otherwise the body is forwarded without being decoded."""
-    if not ctx.model_map and not ctx.backends.multi:
-        return None, None
+def _inspect(ctx: Context, body: bytes) -> tuple[str | None, dict[str, Any] | None, bool]:
+    """``(model, decoded body, stream)``. The body is decoded only when it matters: with a
+    model map or several upstreams (the model picks the route), or when it may ask for a stream
+    (the timeouts differ); otherwise it is forwarded without being decoded."""
+    route_by_model = bool(ctx.model_map) or ctx.backends.multi
+    if not route_by_model and b'"stream"' not in body:
+        return None, None, False
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON: {exc}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), str):
-        return obj["model"], obj
-    return None, None
+    if not isinstance(obj, dict):
+        return None, None, False
+    stream = obj.get("stream") is True
+    model = obj.get("model")
+    if route_by_model and isinstance(model, str):
+        return model, obj, stream
+    return None, None, stream
 
 
 def _for_route(body: bytes, obj: dict[str, Any] | None, route: Route) -> bytes:
@@ -53,77 +58,63 @@ def _for_route(body: bytes, obj: dict[str, Any] | None, route: Route) -> bytes:
     return orjson.dumps({**obj, "model": route.model})
 
 
-def _headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
-    return {
-        k: v
-        for k, v in resp.headers.items()
-        if k.lower().startswith(_KEEP_HEADERS) and k.lower() != "x-request-id"
-    }
+def model_path(model: str) -> str:
+    """``/models/<id>`` for the backend. The id comes from the client's URL: it may contain
+    ``/`` (OpenRouter's ``openai/gpt-4o``) but never a ``.`` or ``..`` segment, ``?``, ``#``,
+    ``%`` or ``\\``, which would let it reach another backend path with the proxy's key
+    (``/v1/models/../files``). Raises BadRequest for those."""
+    segments = model.split("/")
+    if (
+        any(seg in ("", ".", "..") for seg in segments)
+        or not model.isprintable()
+        or not _UNSAFE_IN_ID.isdisjoint(model)
+    ):
+        raise BadRequest(
+            "invalid model id: empty, '.' or '..' path segments and the characters ? # % \\ "
+            "are not allowed"
+        )
+    return "/models/" + quote(model, safe="/:@+")
+
+
+def _headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower().startswith(_KEEP_HEADERS)}
 
 
 async def _forward(request: Request, method: str, path: str, model: str | None = None) -> Response:
     ctx = get_context(request)
+    rec = record(request.scope)
     body: bytes | None = None
     obj: dict[str, Any] | None = None
+    stream = False
     if method == "POST":
         body = await read_body(request, ctx.settings.request_max_size)
-        model, obj = _client_model(ctx, body)
-    routes = ctx.backends.routes(model) if model is not None else [ctx.backends.default_route]
-    last = routes[-1]
-
-    async def attempt(route: Route) -> aiohttp.ClientResponse:
-        data = None if body is None else _for_route(body, obj, route)
-        sent_path = path if model is None or method == "POST" else f"/models/{route.model}"
-        resp = await route.upstream.send(method, sent_path, data)
-        if route is not last and (resp.status >= 500 or resp.status == 429):
-            # Nothing reached the client yet: the next upstream of the chain may answer.
-            error = upstream_status_error(
-                resp.status, await resp.read(), client_model=model, endpoint=sent_path
-            )
-            resp.release()
-            raise error
-        return resp
-
-    await ctx.limiter.acquire()
-    try:
-        resp = await ctx.backends.call(model or "", attempt, routes, info(request.scope))
-        media_type = resp.headers.get("content-type", "application/json")
-        if resp.content_type != "text/event-stream":
-            try:
-                data = await resp.read()
-            finally:
-                resp.release()
-            return Response(
-                data, status_code=resp.status, media_type=media_type, headers=_headers(resp)
-            )
-    except BaseException:
-        ctx.limiter.release()
-        raise
+        model, obj, stream = _inspect(ctx, body)
+    if model is None:
+        routes: tuple[Route, ...] = (ctx.backends.default_route,)
     else:
-        if resp.content_type != "text/event-stream":
-            ctx.limiter.release()
-
-    clean = False
-
-    async def relay() -> AsyncIterator[bytes]:
-        nonlocal clean
-        try:
-            async for chunk in resp.content.iter_any():
-                yield chunk
-            clean = True
-        except (aiohttp.ClientError, TimeoutError):
-            # Mid-stream failure: OpenAI clients understand an SSE error event.
-            yield _INTERRUPTED
-
-    async def cleanup() -> None:
-        if clean:
-            resp.release()
-        else:
-            resp.close()
-        ctx.limiter.release()
-
-    return ClosingStream(
-        relay(), cleanup, media_type=media_type, status_code=resp.status, headers=_headers(resp)
+        ctx.observe(rec, model)
+        routes = await ctx.backends.resolve(model)
+    attempts = tuple(
+        Attempt(
+            route,
+            path if method == "POST" or model is None else model_path(route.model),
+            None if body is None else _for_route(body, obj, route),
+        )
+        for route in routes
+    )
+    p = Plan(method, attempts, stream=stream, relay=True, model=model)
+    async with ctx.held() as owner:
+        reply = await ctx.backends.execute(p, owner, rec)
+        if isinstance(reply, EventStream):
+            return sse_relay(reply, owner, ctx.renderer, rec, _headers(reply.headers))
+    data = reply.body
+    if reply.status >= 400:
+        data = ctx.renderer.redact.bytes(data)  # a backend may quote the key it was sent
+    return Response(
+        data,
+        status_code=reply.status,
+        media_type=reply.headers.get("content-type", "application/json"),
+        headers=_headers(reply.headers),
     )
 
 
@@ -164,4 +155,5 @@ async def models(request: Request) -> Response:
     "/v1/models/{model:path}", operation_id="openai_model", summary="One OpenAI model (forwarded)"
 )
 async def model(request: Request, model: str) -> Response:
-    return await _forward(request, "GET", "/models/" + model, model)
+    model_path(model)  # refuse a hostile id before anything else
+    return await _forward(request, "GET", "/models", model)

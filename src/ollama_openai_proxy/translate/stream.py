@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.errors import UpstreamProtocolError
+from ollama_openai_proxy.errors import malformed
 from ollama_openai_proxy.translate.chat import done_reason, metrics, tool_calls_to_ollama
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
 from ollama_openai_proxy.translate.upstream_errors import stream_error
@@ -81,22 +81,31 @@ class StreamTranslator:
 
     # --- input ------------------------------------------------------------------------------
 
+    @property
+    def finished(self) -> bool:
+        """The backend ended its answer properly: ``[DONE]`` or a ``finish_reason`` arrived. A
+        stream that stops before either was cut short, and must not look complete."""
+        return self.done or self._finish is not None
+
     def feed(self, data: str) -> bytes:
-        """One SSE ``data`` payload -> NDJSON bytes to send (maybe empty)."""
+        """One SSE ``data`` payload -> NDJSON bytes to send (maybe empty).
+
+        Raises :class:`UpstreamStatusError` for an error event and
+        :class:`UpstreamProtocolError` (quoting the event) for one of the wrong shape."""
         if data == "[DONE]":
             self.done = True
             return b""
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(
-                f"upstream sent a stream event that is not JSON: {data[:200]!r}"
-            ) from None
+            raise malformed("a stream event that is not JSON", data) from None
         if not isinstance(chunk, dict):
-            raise UpstreamProtocolError(
-                f"upstream sent a stream event that is not an object: {data[:200]!r}"
-            )
-        return self.feed_chunk(chunk)
+            raise malformed("a stream event that is not an object", data)
+        try:
+            return self.feed_chunk(chunk)
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+            # a wrong type anywhere in the event: e.g. {"choices":["x"]}, tool_calls an object
+            raise malformed("a malformed stream event", data) from None
 
     def feed_chunk(self, chunk: Mapping[str, Any]) -> bytes:
         err = chunk.get("error")
@@ -119,9 +128,14 @@ class StreamTranslator:
             return b""
         return self._delta(delta)
 
-    def feed_completion(self, resp: Mapping[str, Any]) -> bytes:
+    def feed_completion(self, resp: Any) -> bytes:
         """A backend that ignored ``stream: true`` and answered one JSON completion."""
-        out = self.feed_chunk(resp)
+        if not isinstance(resp, dict):
+            raise malformed("an answer that is not a completion", resp)
+        try:
+            out = self.feed_chunk(resp)
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+            raise malformed("an answer that is not a completion", resp) from None
         self.done = True
         return out
 
@@ -225,9 +239,3 @@ class StreamTranslator:
             )
         )
         return out + line(final)
-
-    @staticmethod
-    def error_line(message: str) -> bytes:
-        """After output began an error is one ``{"error"}`` line and the stream ends without a
-        done line; ollama-python raises ResponseError, ollama-js throws (contract §3.5)."""
-        return line({"error": message})

@@ -10,7 +10,11 @@ from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.errors import UpstreamStatusError
+from ollama_openai_proxy.errors import (
+    UpstreamEndpointNotFound,
+    UpstreamModelNotFound,
+    UpstreamStatusError,
+)
 
 MAX_MESSAGE = 1000
 
@@ -60,9 +64,9 @@ def upstream_status_error(
     message, code = error_message(body, status)
     if status == 404:
         if client_model is not None and _is_model_error(message, code):
-            return UpstreamStatusError(f"model '{client_model}' not found", status, 404, code)
+            return UpstreamModelNotFound(f"model '{client_model}' not found", status, 404, code)
         # A 404 on every request usually means a base URL without /v1.
-        return UpstreamStatusError(
+        return UpstreamEndpointNotFound(
             f"upstream answered HTTP 404 for {endpoint}: {message} (if every request fails "
             "like this, check that OPENAI_API_BASE_URL ends with /v1)",
             status,

@@ -341,10 +341,6 @@ def test_feed_completion_for_backends_that_ignore_stream() -> None:
     assert lines[2]["eval_count"] == 3
 
 
-def test_error_line() -> None:
-    assert StreamTranslator.error_line("boom") == b'{"error":"boom"}\n'
-
-
 def test_generate_drops_tool_calls_with_note() -> None:
     tr = translator(generate=True)
     lines = run(

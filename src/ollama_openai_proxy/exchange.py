@@ -1,0 +1,298 @@
+"""Executing a plan: the backend call (along its fallback chain), returning either a whole
+:class:`Reply` or an :class:`EventStream` read as it arrives.
+
+A :class:`Plan` is plain data built by the handlers with the pure translators: the method, and for
+each upstream to try (its :class:`Route`) the path and the encoded body. :func:`execute` knows
+nothing of Ollama or OpenAI shapes; it sends, applies the timeouts, decides fallbacks, maps every
+foreign failure (through :func:`upstream.map_failure`) and hands the bounded resources it takes
+-- the upstream response and the in-flight gauge -- to the caller's ``owner``
+(:class:`contextlib.AsyncExitStack`), which releases them exactly once, whatever happens.
+
+Timeouts (docs/CONFIGURATION.md): a whole answer must arrive within the upstream's
+``REQUEST_TIMEOUT``; a stream's first read within ``FIRST_BYTE_TIMEOUT``, each later read within
+``STREAM_IDLE_TIMEOUT`` (the session's ``sock_read``), and the whole stream within
+``STREAM_TIMEOUT`` when set. Only before the first byte reached the client may another upstream
+be tried: a stream is never replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from ollama_openai_proxy.access import AccessRecord
+from ollama_openai_proxy.errors import (
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    malformed,
+)
+from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.sse import SSEEvent, SSEParser
+from ollama_openai_proxy.translate.policy import Policy
+from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
+from ollama_openai_proxy.upstream import Upstream, map_failure
+
+log = structlog.get_logger("ollama_openai_proxy.exchange")
+
+SSE = "text/event-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One place a request can go: the upstream, the model id it knows, its translation policy."""
+
+    upstream: Upstream
+    model: str
+    policy: Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream of a plan: where to send, and the body built for it (its model id)."""
+
+    route: Route
+    path: str  # relative to the upstream's base URL, e.g. "/chat/completions"
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to ask of the backend. ``attempts`` in the order to try them (the fallback chain).
+    ``stream``: the answer is read as it arrives. ``relay``: the caller relays the backend's
+    status and bytes (the ``/v1`` routes), so an error status is returned as a :class:`Reply`
+    rather than raised, unless another upstream may still be tried. ``model`` is the client's
+    name, for error messages."""
+
+    method: str
+    attempts: tuple[Attempt, ...]
+    stream: bool = False
+    relay: bool = False
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole answer. ``data``: the decoded JSON (not for relayed plans)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str]
+    data: Any = None
+
+
+def may_fall_back(exc: BaseException) -> bool:
+    """Failures where another upstream may succeed: nothing was sent, and it was not the
+    request's fault (a 400 or 404 would fail the same way anywhere)."""
+    if isinstance(exc, UpstreamStatusError):
+        return exc.upstream_status >= 500 or exc.upstream_status == 429
+    return isinstance(exc, UpstreamUnavailable | UpstreamTimeout)
+
+
+class EventStream:
+    """A streamed answer, read one network read at a time: iterating gives, per read, the list
+    of SSE events it completed (``bytes`` as received for a relayed plan). Failures while
+    reading are mapped (:func:`map_failure`); invalid UTF-8 is an
+    :class:`~ollama_openai_proxy.errors.UpstreamProtocolError`, never replaced.
+
+    Owned by the ``owner`` given to :func:`execute`, which calls :meth:`aclose` once."""
+
+    __slots__ = (
+        "_content",
+        "_deadline",
+        "_eof",
+        "_first",
+        "_host",
+        "_loop",
+        "_metrics",
+        "_parser",
+        "_resp",
+        "clean",
+        "content_type",
+        "headers",
+        "status",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        upstream: Upstream,
+        *,
+        parse: bool,
+        deadline: float,
+    ) -> None:
+        self._resp = resp
+        self._content = resp.content
+        self._host = resp.url.host or upstream.name
+        self._parser = SSEParser() if parse else None
+        self._deadline = deadline  # loop time; 0: none
+        self._loop = asyncio.get_running_loop()
+        self._first: list[SSEEvent] | bytes | None = None
+        self._eof = False
+        self.clean = False  # read to its end: the connection may be reused
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+        self.content_type = resp.content_type
+        self.upstream = upstream.name
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def prefetch(self) -> None:
+        """Read once now (inside the caller's first-byte timeout); iteration starts with it."""
+        self._first = await self.__anext__()
+
+    async def __anext__(self) -> list[SSEEvent] | bytes:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        if self._eof:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._content.readany()
+            if self._deadline and self._loop.time() > self._deadline:
+                raise UpstreamTimeout("stream ended: it lasted longer than STREAM_TIMEOUT")
+            parser = self._parser
+            if not chunk:  # the end
+                self._eof = self.clean = True
+                if parser is not None:
+                    events = parser.close()
+                    if events:
+                        return events
+                raise StopAsyncIteration
+            return chunk if parser is None else parser.feed(chunk)
+        except (aiohttp.ClientError, OSError, TimeoutError, UnicodeDecodeError) as exc:
+            self._eof = True
+            raise map_failure(exc, self._host, reading=True) from None
+
+    async def aclose(self) -> None:
+        """Give the connection back to the pool if the answer was read to its end, else close it
+        (the backend sees the cancellation at once)."""
+        if self.clean:
+            self._resp.release()
+        else:
+            self._resp.close()
+
+
+async def execute(
+    plan: Plan,
+    owner: AsyncExitStack,
+    rec: AccessRecord,
+    *,
+    first_byte_timeout: float,
+    stream_timeout: float,
+    metrics: Metrics | None,
+) -> Reply | EventStream:
+    """Run ``plan``: the :class:`Reply` (a decoded one unless ``plan.relay``) or, for a stream
+    answered as SSE, the :class:`EventStream` after its first read.
+
+    ``owner`` takes what must be released at the end (the stream, the in-flight gauge);
+    ``rec.upstream`` names the upstream tried last. Raises the mapped :class:`UpstreamError`
+    (a 4xx/5xx status as :class:`UpstreamStatusError` unless relayed)."""
+    if metrics is not None:
+        metrics.upstream_in_flight(1)
+        owner.callback(metrics.upstream_in_flight, -1)
+    attempts = plan.attempts
+    last = len(attempts) - 1
+    for i, attempt in enumerate(attempts):
+        upstream = attempt.route.upstream
+        rec.upstream = upstream.name
+        try:
+            if plan.stream:
+                result = await _stream(plan, attempt, i == last, first_byte_timeout, stream_timeout)
+            else:
+                result = await _whole(plan, attempt, i == last)
+        except UpstreamError as exc:
+            if i == last or not may_fall_back(exc):
+                raise
+            following = attempts[i + 1].route.upstream
+            log.warning(
+                "upstream_fallback",
+                model=plan.model,
+                failed=upstream.name,
+                next=following.name,
+                reason=type(exc).__name__,
+                error=exc.message,
+            )
+            if metrics is not None:
+                metrics.fell_back(upstream.name)
+            continue
+        if isinstance(result, EventStream):
+            owner.push_async_callback(result.aclose)
+        return result
+    raise AssertionError("a plan has at least one attempt")  # pragma: no cover
+
+
+def _settle(plan: Plan, attempt: Attempt, last: bool, resp: Any, body: bytes) -> Reply:
+    """A whole answer: an error status raised as :class:`UpstreamStatusError` (unless relayed
+    and no other upstream may take it), else the reply, decoded unless relayed."""
+    status = resp.status
+    if status >= 400:
+        error = upstream_status_error(status, body, client_model=plan.model, endpoint=attempt.path)
+        if not plan.relay or (not last and may_fall_back(error)):
+            raise error
+    elif not plan.relay:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise malformed(f"a body that is not JSON for {attempt.path}", body) from None
+        return Reply(status, body, resp.content_type, resp.headers, data)
+    return Reply(status, body, resp.content_type, resp.headers)
+
+
+async def _whole(plan: Plan, attempt: Attempt, last: bool) -> Reply:
+    upstream = attempt.route.upstream
+    total = upstream.request_timeout
+    deadline = asyncio.get_running_loop().time() + total
+    try:
+        resp = await upstream.send(plan.method, attempt.path, attempt.body, deadline=deadline)
+        body = await upstream.read(resp)
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"upstream did not answer within {total:g} s (REQUEST_TIMEOUT)"
+        ) from None
+    return _settle(plan, attempt, last, resp, body)
+
+
+async def _stream(
+    plan: Plan, attempt: Attempt, last: bool, first_byte_timeout: float, stream_timeout: float
+) -> Reply | EventStream:
+    upstream = attempt.route.upstream
+    deadline = asyncio.get_running_loop().time() + stream_timeout if stream_timeout else 0.0
+    try:
+        # Until the first read nothing was sent to the client: a timeout is still a real 504,
+        # and the next upstream of the chain may be tried.
+        async with asyncio.timeout(first_byte_timeout):
+            resp = await upstream.send(plan.method, attempt.path, attempt.body)
+            if resp.status < 400 and resp.content_type == SSE:
+                return await _open(resp, upstream, not plan.relay, deadline)
+            # An error, or a backend that ignored stream:true and answered one JSON body.
+            body = await upstream.read(resp)
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"upstream sent nothing within {first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
+        ) from None
+    return _settle(plan, attempt, last, resp, body)
+
+
+async def _open(
+    resp: aiohttp.ClientResponse, upstream: Upstream, parse: bool, deadline: float
+) -> EventStream:
+    stream = EventStream(resp, upstream, parse=parse, deadline=deadline)
+    try:
+        await stream.prefetch()
+    except BaseException:
+        resp.close()  # not handed to an owner yet: ours to close
+        raise
+    return stream

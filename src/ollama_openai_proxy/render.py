@@ -1,0 +1,120 @@
+"""The one renderer of errors: every error the proxy answers, before or during a stream, in the
+caller's dialect, redacted, and logged once as ``request_failed``.
+
+Dialects and what their clients read:
+
+- Ollama (``/api/*``, ``/``): ``{"error": "<string>"}`` with ``Content-Type: application/json``
+  -- ollama-js parses the ``error`` field only when the content type says JSON and shows
+  ``[object Object]`` if it is not a string (contract §4.9). In a stream, one
+  ``{"error": "..."}`` line and no done line: ollama-python raises ResponseError, ollama-js
+  throws (contract §3.5).
+- OpenAI (``/v1/*``): ``{"error": {"message", "type", "param", "code"}}``; in an SSE stream, one
+  ``data:`` event with that object -- the openai SDKs raise APIError on an event whose data has
+  an ``error`` key (openai-python ``_streaming.py``).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import orjson
+import structlog
+from starlette.responses import Response
+
+from ollama_openai_proxy.access import AccessRecord
+from ollama_openai_proxy.errors import (
+    ProxyError,
+    RateLimited,
+    Redactor,
+    RouteNotFound,
+    Unauthorized,
+)
+from ollama_openai_proxy.http import JSONBytes
+
+log = structlog.get_logger("ollama_openai_proxy")
+
+INTERNAL = "internal proxy error; see the proxy's log"
+
+
+class Dialect(Enum):
+    OLLAMA = "ollama"
+    OPENAI = "openai"
+
+
+def dialect_of(path: str) -> Dialect:
+    """The error dialect a route's clients read."""
+    return Dialect.OPENAI if path.startswith("/v1/") else Dialect.OLLAMA
+
+
+class Renderer:
+    """Renders :class:`ProxyError` for one app; holds the app's :class:`Redactor`."""
+
+    def __init__(self, redact: Redactor) -> None:
+        self.redact = redact
+
+    def body(self, exc: ProxyError, dialect: Dialect) -> bytes:
+        """The JSON error body (bytes), the message redacted."""
+        message = self.redact(exc.message)
+        if dialect is Dialect.OPENAI:
+            return orjson.dumps(
+                {
+                    "error": {
+                        "message": message,
+                        "type": exc.openai_type,
+                        "param": None,
+                        "code": exc.code,
+                    }
+                }
+            )
+        return orjson.dumps({"error": message})
+
+    def failed(self, exc: ProxyError, rec: AccessRecord | None, *, stage: str = "") -> None:
+        """Log ``request_failed`` once, with the reason (the error's type), and note the error on
+        the access record."""
+        message = self.redact(exc.message)
+        if rec is not None:
+            rec.error, rec.error_status = message, exc.status
+        level = log.warning if exc.status < 500 else log.error
+        level(
+            "request_failed",
+            status=exc.status,
+            reason=type(exc).__name__,
+            error=message,
+            **({"stage": stage} if stage else {}),
+        )
+
+    def response(
+        self, exc: ProxyError, dialect: Dialect, rec: AccessRecord | None = None
+    ) -> Response:
+        """The whole error response: status, JSON body, and the headers the error calls for
+        (``WWW-Authenticate`` on 401, ``Retry-After`` on 429)."""
+        self.failed(exc, rec)
+        body = self.body(exc, dialect)
+        response = JSONBytes(body, exc.status)
+        if isinstance(exc, Unauthorized):
+            response.raw_headers.append((b"www-authenticate", b"Bearer"))
+        elif isinstance(exc, RateLimited):
+            response.raw_headers.append((b"retry-after", str(exc.retry_after).encode()))
+        return response
+
+    def stream_error(self, exc: ProxyError, dialect: Dialect, rec: AccessRecord | None) -> bytes:
+        """The error as the last piece of a stream already under way (logged here)."""
+        self.failed(exc, rec, stage="stream")
+        if dialect is Dialect.OPENAI:
+            return b"data: " + self.body(exc, dialect) + b"\n\n"
+        return self.body(exc, dialect) + b"\n"
+
+    @staticmethod
+    def unexpected(exc: BaseException) -> ProxyError:
+        """A bug below us: log it with its traceback; the client gets a 500 in its dialect."""
+        log.error("unhandled_exception", exc_info=exc)
+        return ProxyError(INTERNAL, 500)
+
+    @staticmethod
+    def route_error(status: int, detail: str) -> ProxyError:
+        """Starlette's routing errors in Ollama's words (Go's net/http)."""
+        if status == 404:
+            return RouteNotFound("404 page not found", 404)
+        if status == 405:
+            return RouteNotFound("405 method not allowed", 405)
+        return ProxyError(f"{status} {detail}", status)

@@ -1,0 +1,155 @@
+"""Streamed answers to the client: an upstream :class:`EventStream` in, response bytes out.
+
+- :func:`ndjson_stream`: OpenAI SSE -> Ollama NDJSON through a
+  :class:`~ollama_openai_proxy.translate.stream.StreamTranslator`. The response's status waits
+  for the first translated line (contract §3.5): a failure before it still gets its real status
+  and an error body. After it, any failure -- an error event, a dropped connection, a malformed
+  event, a stream that ends without ``finish_reason`` or ``[DONE]``, even a bug -- becomes one
+  error line rendered by :class:`~ollama_openai_proxy.render.Renderer`, never a cut connection.
+- :func:`sse_relay`: the backend's SSE bytes as they arrive (the ``/v1`` routes); a failure
+  becomes one SSE error event.
+
+Both return a :class:`~ollama_openai_proxy.http.StreamBody` that owns the request's resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import orjson
+
+from ollama_openai_proxy.access import AccessRecord
+from ollama_openai_proxy.errors import ProxyError, UpstreamProtocolError, UpstreamTimeout
+from ollama_openai_proxy.exchange import EventStream
+from ollama_openai_proxy.http import StreamBody
+from ollama_openai_proxy.render import Dialect, Renderer
+from ollama_openai_proxy.sse import SSEEvent
+from ollama_openai_proxy.translate.stream import StreamTranslator
+from ollama_openai_proxy.translate.upstream_errors import stream_error
+
+UNFINISHED = "upstream stream ended early: no finish_reason and no [DONE]"
+
+
+async def ndjson_stream(
+    events: EventStream,
+    tr: StreamTranslator,
+    owner: AsyncExitStack,
+    renderer: Renderer,
+    rec: AccessRecord,
+    *,
+    first_line_timeout: float,
+    first_byte_timeout: float,
+    on_first: Callable[[], None],
+) -> StreamBody:
+    """The NDJSON response, once its first line is ready: within ``first_line_timeout`` s, what
+    is left of the request's ``first_byte_timeout``.
+
+    Raises the :class:`ProxyError` of a failure before the first line (``owner`` is then left
+    to the caller). On success ``owner`` moves into the response, which closes it at the end;
+    ``on_first`` runs when the first line is ready (time to first token)."""
+    gen = _ndjson(events, tr, renderer, rec)
+    owner.push_async_callback(gen.aclose)
+    try:
+        async with asyncio.timeout(first_line_timeout):
+            first = await anext(gen)
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"upstream sent nothing within {first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
+        ) from None
+    on_first()
+    return StreamBody(_chain(first, gen), owner.pop_all())
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def _ndjson(
+    events: EventStream, tr: StreamTranslator, renderer: Renderer, rec: AccessRecord
+) -> AsyncGenerator[bytes]:
+    """Raises a :class:`ProxyError` while no line was produced; afterwards a failure is the
+    last line. Lines completed by one network read are sent together, except the very first,
+    which goes at once: it decides the status (time to first byte)."""
+    sent = False
+    out: list[bytes] = []
+    try:
+        async for read in events:
+            tr.stamp()
+            for event in read:  # parsed: a list of events, never bytes
+                data = _payload(tr, event)  # type: ignore[arg-type]
+                if data:
+                    out.append(data)
+                    if not sent:
+                        sent = True
+                        yield data
+                        out.clear()
+            if out:
+                yield out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+        final = _final(tr)
+    except Exception as exc:
+        err = exc if isinstance(exc, ProxyError) else renderer.unexpected(exc)
+        pending = b"".join(out)
+        if not sent and not pending:
+            raise err from None
+        yield pending + renderer.stream_error(err, Dialect.OLLAMA, rec)
+        return
+    yield b"".join(out) + final
+
+
+def _final(tr: StreamTranslator) -> bytes:
+    if not tr.finished:
+        raise UpstreamProtocolError(UNFINISHED)
+    return tr.finish()
+
+
+def _payload(tr: StreamTranslator, event: SSEEvent) -> bytes:
+    if tr.done:
+        return b""  # drain what follows [DONE] so the connection can be reused
+    if event.event == "error":
+        raise stream_error(_error_payload(event.data), client_model=None, endpoint="stream")
+    return tr.feed(event.data)
+
+
+def _error_payload(data: str) -> Any:
+    """An ``event: error`` payload: its ``error`` object if it is JSON, else the text."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    return obj.get("error", obj) if isinstance(obj, dict) else obj
+
+
+def sse_relay(
+    events: EventStream,
+    owner: AsyncExitStack,
+    renderer: Renderer,
+    rec: AccessRecord,
+    headers: Mapping[str, str],
+) -> StreamBody:
+    """The backend's stream relayed as received (its first read is already in ``events``);
+    ``owner`` moves into the response."""
+    return StreamBody(
+        _relay(events, renderer, rec),
+        owner.pop_all(),
+        media_type=events.headers.get("content-type", "text/event-stream"),
+        status_code=events.status,
+        headers=dict(headers),
+    )
+
+
+async def _relay(
+    events: EventStream, renderer: Renderer, rec: AccessRecord
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in events:
+            yield chunk  # type: ignore[misc]  # relayed: bytes
+    except Exception as exc:
+        # OpenAI clients understand an SSE error event (openai-python _streaming.py).
+        err = exc if isinstance(exc, ProxyError) else renderer.unexpected(exc)
+        yield renderer.stream_error(err, Dialect.OPENAI, rec)
