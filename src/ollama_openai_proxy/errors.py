@@ -153,7 +153,7 @@ def sample(data: Any) -> str:
     """``data`` (bytes, str or decoded JSON) as a repr cut to :data:`SAMPLE_CHARS` characters,
     for quoting an offending upstream fragment in an error message."""
     if isinstance(data, bytes | bytearray):
-        data = bytes(data[: SAMPLE_CHARS + 1]).decode("utf-8", "replace")
+        data = bytes(data[: SAMPLE_CHARS + 1]).decode("utf-8", "backslashreplace")
     elif not isinstance(data, str):
         data = repr(data)
     text = repr(data[:SAMPLE_CHARS])

@@ -1,0 +1,337 @@
+"""The request path's defects of issue #13, one test each: handlers driven in-process (httpx
+ASGITransport) against the strict fake backend or a small aiohttp backend of the test's own
+where the fake cannot misbehave the way a test needs (a reset, a cut body)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from ollama_openai_proxy.app import ProxyApp, create_app
+from tests.fake_upstream import FakeUpstream, Script
+from tests.servers import settings_for
+
+pytestmark = pytest.mark.anyio
+
+MSGS = [{"role": "user", "content": "hi"}]
+CHAT = {"model": "gpt-4o-mini", "messages": MSGS}
+KEY = "sk-test-upstream"  # the proxy's OPENAI_API_KEY in settings_for
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the app runs on asyncio (uvloop in production)
+
+
+@asynccontextmanager
+async def client_for(
+    url: str, **overrides: Any
+) -> AsyncIterator[tuple[ProxyApp, httpx.AsyncClient]]:
+    app = create_app(settings_for(url, enable_metrics=True, **overrides))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://proxy", timeout=20
+        ) as client,
+    ):
+        yield app, client
+
+
+def lines(r: httpx.Response) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in r.text.splitlines()]
+
+
+def metric(text: str, name: str) -> float:
+    for row in text.splitlines():
+        if row.startswith(name + " ") or row.startswith(name + "{"):
+            return float(row.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exposed")
+
+
+@asynccontextmanager
+async def backend(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A one-route aiohttp backend (chat completions, plus an empty model list)."""
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "gpt-4o-mini"}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
+def reset(request: web.Request) -> None:
+    """Close the connection with a TCP reset (linger 0)."""
+    transport = request.transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+# 1 -------------------------------------------------------------------------------------------
+
+
+async def test_non_streaming_v1_calls_give_their_slot_back(upstream: FakeUpstream) -> None:
+    async with client_for(
+        upstream.url, max_concurrent_requests=2, max_queued_requests=0, queue_timeout=1
+    ) as (app, client):
+        for _ in range(10):
+            r = await client.post("/v1/chat/completions", json=CHAT)
+            assert r.status_code == 200
+            r = await client.post(
+                "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "a"}
+            )
+            assert r.status_code == 200
+        assert app.state.ctx.limiter.active == 0
+        r = await client.post("/api/chat", json={**CHAT, "stream": False})
+        assert r.status_code == 200
+        text = (await client.get("/v1/metrics")).text
+        assert metric(text, "ollama_proxy_upstream_requests_in_flight") == 0
+
+
+# 2 and 8 -------------------------------------------------------------------------------------
+
+
+async def test_mid_stream_error_is_redacted_logged_and_counted(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ollama_openai_proxy.access")
+    async with client_for(upstream.url) as (_, client):
+        upstream.script(
+            Script(
+                chunks=[
+                    {"content": "partial"},
+                    orjson.dumps(
+                        {"error": {"message": f"invalid api key {KEY} for this project"}}
+                    ).decode(),
+                ]
+            )
+        )
+        with capture_logs() as logs:
+            r = await client.post("/api/chat", json=CHAT)
+        out = lines(r)
+        assert r.status_code == 200
+        assert out[0]["message"]["content"] == "partial"
+        assert out[-1] == {"error": "upstream error: invalid api key [redacted] for this project"}
+        assert not any(x.get("done") for x in out)
+        assert KEY not in r.text
+        failed = [e for e in logs if e["event"] == "request_failed"]
+        assert len(failed) == 1
+        assert failed[0]["stage"] == "stream"
+        assert failed[0]["status"] == 502
+        assert KEY not in str(logs)
+        access = [e for e in logs if e["event"] == "request"]
+        assert access[0]["status"] == 200  # what went on the wire
+        assert access[0]["error"] == "upstream error: invalid api key [redacted] for this project"
+        assert access[0]["error_status"] == 502
+        text = (await client.get("/v1/metrics")).text
+        assert 'endpoint="/api/chat",model="gpt-4o-mini",status="502"' in text
+
+
+# 3 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        '{"choices":["x"]}',
+        '{"choices":[{"index":0,"delta":{"tool_calls":{"index":0}}}]}',
+        '{"choices":[{"index":0,"delta":"text"}]}',
+    ],
+)
+async def test_malformed_event_before_first_line_is_502_with_the_fragment(
+    upstream: FakeUpstream, event: str
+) -> None:
+    async with client_for(upstream.url) as (app, client):
+        upstream.script(Script(chunks=[event]))
+        r = await client.post("/api/chat", json=CHAT)
+        if r.status_code == 200:  # the content line went first: then an error line
+            assert "error" in lines(r)[-1]
+        else:
+            assert r.status_code == 502
+            error = r.json()["error"]
+            assert error.startswith("upstream sent a malformed stream event: ")
+            assert event[:20] in error
+        assert app.state.ctx.limiter.active == 0
+
+
+async def test_malformed_event_after_first_line_is_an_error_line(upstream: FakeUpstream) -> None:
+    async with client_for(upstream.url) as (_, client):
+        upstream.script(Script(chunks=[{"content": "a"}, '{"choices":["x"]}']))
+        r = await client.post("/api/chat", json=CHAT)
+        out = lines(r)
+        assert out[0]["message"]["content"] == "a"
+        assert out[-1]["error"].startswith("upstream sent a malformed stream event: ")
+        assert "done" not in out[-1]
+
+
+async def test_long_fragment_is_cut_to_200_characters(upstream: FakeUpstream) -> None:
+    async with client_for(upstream.url) as (_, client):
+        upstream.script(Script(chunks=['{"choices":["' + "x" * 5000 + '"]}']))
+        r = await client.post("/api/chat", json=CHAT)
+        assert r.status_code == 502
+        assert len(r.json()["error"]) < 300
+
+
+# 4 -------------------------------------------------------------------------------------------
+
+
+async def test_first_show_of_a_latest_id_finds_it(upstream: FakeUpstream) -> None:
+    upstream.models.append("llama3.2:latest")
+    async with client_for(upstream.url) as (_, client):
+        r = await client.post("/api/show", json={"model": "llama3.2:latest"})
+        assert r.status_code == 200
+        r = await client.post("/api/chat", json={**CHAT, "model": "llama3.2:latest"})
+        assert r.status_code == 200
+        assert upstream.last()["body"]["model"] == "llama3.2:latest"
+
+
+# 5 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_v1_routes_keep_the_timeouts(upstream: FakeUpstream, stream: bool) -> None:
+    async with client_for(upstream.url, request_timeout=0.3, first_byte_timeout=0.3) as (_, c):
+        upstream.script(Script(first_delay=2.0))
+        started = time.monotonic()
+        r = await c.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+        assert time.monotonic() - started < 1.5
+        assert r.status_code == 504
+        assert r.json()["error"]["message"].endswith(
+            "(FIRST_BYTE_TIMEOUT)" if stream else "(REQUEST_TIMEOUT)"
+        )
+
+
+async def test_v1_body_cut_short_is_a_clear_502() -> None:
+    async def cut(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = 1000
+        await resp.prepare(request)
+        await resp.write(b'{"id":"x","choices":[')
+        await asyncio.sleep(0.05)
+        reset(request)
+        return resp
+
+    async with backend(cut) as url, client_for(url) as (app, client):
+        for path in ("/v1/chat/completions", "/api/chat"):
+            r = await client.post(path, json={**CHAT, "stream": False})
+            assert r.status_code == 502
+            body = r.json()
+            message = body["error"]["message"] if path.startswith("/v1") else body["error"]
+            assert message.startswith("upstream stream interrupted")
+        assert app.state.ctx.limiter.active == 0
+
+
+# 6 -------------------------------------------------------------------------------------------
+
+
+async def test_stream_without_finish_reason_or_done_is_an_error_line(
+    upstream: FakeUpstream,
+) -> None:
+    async with client_for(upstream.url) as (_, client):
+        upstream.script(Script(finish_reason=None, done_marker=False))
+        with capture_logs() as logs:
+            r = await client.post("/api/chat", json=CHAT)
+        out = lines(r)
+        assert out[-1] == {"error": "upstream stream ended early: no finish_reason and no [DONE]"}
+        assert not any(x.get("done") for x in out)
+        assert [e["reason"] for e in logs if e["event"] == "request_failed"] == [
+            "UpstreamProtocolError"
+        ]
+
+
+async def test_invalid_utf8_is_an_error_not_replacement_characters(
+    upstream: FakeUpstream,
+) -> None:
+    first = b'data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\n\n'
+    bad = b'data: {"choices":[{"index":0,"delta":{"content":"\xff\xfe"}}]}\n\n'
+    async with client_for(upstream.url) as (_, client):
+        upstream.script(
+            Script(raw_body=first + bad + b"data: [DONE]\n\n", split_at=len(first), delay=0.05)
+        )
+        r = await client.post("/api/chat", json=CHAT)
+        out = lines(r)
+        assert out[0]["message"]["content"] == "ok"
+        assert out[-1]["error"].startswith("upstream sent bytes that are not UTF-8")
+        assert "\ufffd" not in r.text
+
+
+# 7 -------------------------------------------------------------------------------------------
+
+
+async def test_reset_before_the_first_byte_is_retried() -> None:
+    calls = 0
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        await request.read()
+        if calls == 1:
+            reset(request)
+            return web.Response()
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "second try"},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+
+    async with backend(flaky) as url, client_for(url, max_retries=1) as (_, client):
+        r = await client.post("/api/chat", json={**CHAT, "stream": False})
+        assert r.status_code == 200
+        assert r.json()["message"]["content"] == "second try"
+        assert calls == 2
+
+
+# a bug below a stream still ends it with an error line ---------------------------------------
+
+
+async def test_a_bug_mid_stream_is_an_error_line(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ollama_openai_proxy.translate.stream import StreamTranslator
+
+    real = StreamTranslator.finish
+
+    def broken(self: StreamTranslator) -> bytes:
+        real(self)
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(StreamTranslator, "finish", broken)
+    async with client_for(upstream.url) as (app, client):
+        r = await client.post("/api/chat", json=CHAT)
+        out = lines(r)
+        assert out[-1] == {"error": "internal proxy error; see the proxy's log"}
+        assert app.state.ctx.limiter.active == 0
