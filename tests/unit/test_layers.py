@@ -1,0 +1,99 @@
+"""Imports go one way: handlers -> plan -> backends -> upstream, never back (docs/ARCHITECTURE.md).
+
+Read from the source with ``ast``: a module may import modules of its own layer or below. A new
+module must be placed in a layer here, so its place is a decision, not an accident."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "ollama_openai_proxy"
+
+# Lowest first.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    # data, errors, pure translation, parsing and rendering: no I/O of their own
+    (
+        "__init__",
+        "errors",
+        "access",
+        "config",
+        "topology",
+        "logs",
+        "metrics",
+        "schemas",
+        "sse",
+        "translate",
+        "http",
+        "render",
+        "allocator",
+        "recycle",
+        "buildinfo",
+        "healthcheck",
+        "openapi",
+        "fastpath",
+    ),
+    ("resilience",),  # circuit breaker, concurrency limiter
+    ("upstream",),  # one backend's HTTP client and the one failure mapping
+    ("exchange",),  # executing a plan: fallbacks, timeouts, event streams
+    ("catalog", "backends"),  # model lists and routing
+    ("streams", "context", "middleware", "security"),  # per request: owner, streams, ASGI
+    ("routes",),  # handlers: parse -> plan -> execute -> render
+    ("app",),
+    ("cli", "__main__"),
+)
+RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+PURE = {"errors", "schemas", "translate"}  # all that translate/ may import
+FRAMEWORKS = ("aiohttp", "starlette", "fastapi", "uvicorn", "httpx")
+
+
+def modules() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def top(path: Path) -> str:
+    return path.relative_to(SRC).parts[0].removesuffix(".py")
+
+
+def imports(path: Path) -> set[str]:
+    """The first component of every project module ``path`` imports."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "ollama_openai_proxy":
+                names = [a.name for a in node.names]
+            elif node.module.startswith("ollama_openai_proxy."):
+                names = [node.module.split(".")[1]]
+        elif isinstance(node, ast.Import):
+            prefix = "ollama_openai_proxy."
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith(prefix)]
+        out.update(n for n in names if not n.startswith("__version__"))
+    return out
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_no_module_imports_up(path: Path) -> None:
+    own = top(path)
+    assert own in RANK, f"{own}: place the new module in a layer of tests/unit/test_layers.py"
+    up = {m for m in imports(path) if RANK.get(m, -1) > RANK[own]}
+    assert not up, f"{path.relative_to(SRC)} imports {sorted(up)}, a higher layer"
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "translate").rglob("*.py")), ids=lambda p: p.name)
+def test_translation_stays_pure(path: Path) -> None:
+    assert imports(path) <= PURE, f"translate/{path.name} imports {sorted(imports(path) - PURE)}"
+    source = path.read_text()
+    for framework in FRAMEWORKS:
+        assert f"import {framework}" not in source
+        assert f"from {framework}" not in source
+
+
+def test_a_violation_is_seen(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from ollama_openai_proxy.routes import inference\nimport ollama_openai_proxy.app\n"
+    )
+    assert imports(probe) == {"routes", "app"}
