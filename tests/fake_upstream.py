@@ -7,7 +7,8 @@ translation fails a test instead of passing silently. Tests script its next answ
 
 It also produces what aimock cannot: SSE frames and UTF-8 characters split across TCP writes,
 errors in the middle of a stream, dropped connections, and slow streams whose cancellation it
-records.
+records. :attr:`FakeUpstream.faults` puts such faults on any endpoint (chat, completions,
+embeddings, models), chosen by the request itself, e.g. by its model name.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 CHAT_PARAMS = frozenset(
     {
@@ -85,6 +87,8 @@ class Script:
     raw_body: bytes | None = None  # send these bytes as the whole body
     content_type: str | None = None
     done_marker: bool = True
+    json_body: Any = None  # a non-streamed answer's whole JSON body, instead of the usual one
+    truncate_body: bool = False  # a non-streamed answer: promise its length, send half, hang up
 
 
 def _fail(message: str, status: int = 400, code: str | None = None) -> web.Response:
@@ -225,7 +229,13 @@ class FakeUpstream:
         # Standing answers for clients we cannot script request by request (JS, n8n): the first
         # rule whose predicate accepts the request body answers it, when no script is queued.
         self.rules: list[tuple[Callable[[dict[str, Any]], bool], Script]] = []
+        # Faults on any endpoint: the first (predicate, script) whose predicate accepts the
+        # request's (path, decoded body or None) answers it, before scripts and rules. Honoured:
+        # status, first_delay, json_body, truncate_body; and, streamed, the chunks (raw strings
+        # included), delay and drop_after.
+        self.faults: list[tuple[Callable[[str, Any], bool], Script]] = []
         self.cancelled: list[float] = []  # monotonic times at which a stream's client went away
+        self.in_progress = 0  # requests being answered right now
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -242,6 +252,7 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.rules.clear()
+        self.faults.clear()
         self.models = list(self.default_models)
         self.extra_params.clear()
         self.completions_supported = True
@@ -279,7 +290,15 @@ class FakeUpstream:
             self._thread.join(10)
 
     async def _start(self) -> None:
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+        @web.middleware
+        async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.in_progress += 1
+            try:
+                return await handler(request)
+            finally:
+                self.in_progress -= 1
+
+        app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[count])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
@@ -317,7 +336,11 @@ class FakeUpstream:
         await self._record(request)
         if (denied := self._auth(request)) is not None:
             return denied
-        if self.scripts and self.scripts[0].status >= 400:
+        fault = self._fault(request, None)
+        if fault is not None:
+            if (early := await self._fault_start(fault)) is not None:
+                return early
+        elif self.scripts and self.scripts[0].status >= 400:
             return await self._error(self.scripts.popleft())
         data = [
             {
@@ -329,15 +352,20 @@ class FakeUpstream:
             }
             for m in self.models
         ]
-        return web.json_response({"object": "list", "data": data})
+        return await self._send_json(request, {"object": "list", "data": data}, fault)
 
     async def _model(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
+        fault = self._fault(request, None)
+        if fault is not None and (early := await self._fault_start(fault)) is not None:
+            return early
         model = request.match_info["model"]
         if model not in self.models:
             return _fail(f"The model `{model}` does not exist", 404, "model_not_found")
-        return web.json_response(
-            {"id": model, "object": "model", "created": 1721172741, "owned_by": "system"}
+        return await self._send_json(
+            request,
+            {"id": model, "object": "model", "created": 1721172741, "owned_by": "system"},
+            fault,
         )
 
     async def _error(self, s: Script) -> web.Response:
@@ -352,11 +380,51 @@ class FakeUpstream:
             )
         return web.json_response(body, status=s.status, headers=s.headers)
 
+    def _fault(self, request: web.Request, body: Any) -> Script | None:
+        for accepts, script in self.faults:
+            if accepts(request.path, body):
+                return script
+        return None
+
+    async def _fault_start(self, s: Script) -> web.Response | None:
+        """A fault's error answer; else None once its first_delay is over (the answer follows)."""
+        if s.status >= 400:
+            return await self._error(s)
+        if s.first_delay:
+            await asyncio.sleep(s.first_delay)
+        return None
+
+    async def _send_json(
+        self,
+        request: web.Request,
+        answer: Any,
+        s: Script | None,
+        headers: dict[str, str] | None = None,
+    ) -> web.StreamResponse:
+        """A non-streamed answer, or the script's ``json_body`` instead; cut in the middle if the
+        script says ``truncate_body``."""
+        if s is not None and s.json_body is not None:
+            answer = s.json_body
+        if s is None or not s.truncate_body:
+            return web.json_response(answer, headers=headers)
+        data = orjson.dumps(answer)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", **(headers or {})})
+        resp.content_length = len(data)
+        await resp.prepare(request)
+        await resp.write(data[: len(data) // 2])
+        assert request.transport is not None
+        request.transport.close()  # abrupt: fewer bytes than Content-Length promised
+        return resp
+
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         if (denied := self._auth(request)) is not None:
             return denied
-        if self.scripts:
+        fault = self._fault(request, body)
+        if fault is not None:
+            if (early := await self._fault_start(fault)) is not None:
+                return early
+        elif self.scripts:
             s = self.scripts.popleft()
             if s.status >= 400:
                 return await self._error(s)
@@ -377,19 +445,24 @@ class FakeUpstream:
             {"object": "embedding", "index": i, "embedding": [3.0, 4.0 + i, 0.0]}
             for i, _ in enumerate(inputs)
         ]
-        return web.json_response(
+        return await self._send_json(
+            request,
             {
                 "object": "list",
                 "data": data,
                 "model": body["model"],
                 "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
-            }
+            },
+            fault,
         )
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         if (denied := self._auth(request)) is not None:
             return denied
+        fault = self._fault(request, body)
+        if fault is not None and (early := await self._fault_start(fault)) is not None:
+            return early
         try:
             validate_params(body, COMPLETION_PARAMS, self.extra_params)
             assert isinstance(body, dict)
@@ -405,19 +478,23 @@ class FakeUpstream:
                 404,
                 None,
             )
-        s = self.scripts.popleft() if self.scripts else Script()
+        s = fault or (self.scripts.popleft() if self.scripts else Script())
         texts = [c.get("content") or "" for c in s.chunks if isinstance(c, dict)]
         env = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": body["model"]}
         if not body.get("stream"):
-            return web.json_response(
+            return await self._send_json(
+                request,
                 {
                     **env,
                     "choices": [
                         {"index": 0, "text": "".join(texts), "finish_reason": s.finish_reason}
                     ],
                     "usage": s.usage,
-                }
+                },
+                fault,
             )
+        if fault is not None:
+            return await self._write_events(request, self._completion_events(body, env, s), s)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for text in texts:
@@ -433,13 +510,37 @@ class FakeUpstream:
         await resp.write_eof()
         return resp
 
+    @staticmethod
+    def _completion_events(body: dict[str, Any], env: dict[str, Any], s: Script) -> list[bytes]:
+        """A faulty /v1/completions stream: like the usual one, with raw string chunks passed as
+        they are and the final chunk and [DONE] only when the script has them."""
+        events: list[bytes] = []
+        for c in s.chunks:
+            if isinstance(c, str):
+                events.append(b"data: " + c.encode() + b"\n\n")
+                continue
+            text = c.get("content") or ""
+            chunk = {**env, "choices": [{"index": 0, "text": text, "finish_reason": None}]}
+            events.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        if s.finish_reason:
+            last = {**env, "choices": [{"index": 0, "text": "", "finish_reason": s.finish_reason}]}
+            events.append(b"data: " + orjson.dumps(last) + b"\n\n")
+        if s.usage and (body.get("stream_options") or {}).get("include_usage"):
+            events.append(
+                b"data: " + orjson.dumps({**env, "choices": [], "usage": s.usage}) + b"\n\n"
+            )
+        if s.done_marker:
+            events.append(b"data: [DONE]\n\n")
+        return events
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         if (denied := self._auth(request)) is not None:
             return denied
         if not isinstance(body, dict):
             return _fail("We could not parse the JSON body of your request.")
-        s = self.scripts.popleft() if self.scripts else self._rule(body)
+        fault = self._fault(request, body)
+        s = fault or (self.scripts.popleft() if self.scripts else self._rule(body))
         if s.status >= 400:
             return await self._error(s)
         try:
@@ -459,7 +560,7 @@ class FakeUpstream:
         if s.first_delay:
             await asyncio.sleep(s.first_delay)
         if not body.get("stream"):
-            return web.json_response(self._completion(body, s), headers=s.headers)
+            return await self._send_json(request, self._completion(body, s), s, s.headers)
         return await self._stream(request, body, s)
 
     def _rule(self, body: Any) -> Script:
@@ -519,11 +620,15 @@ class FakeUpstream:
     async def _stream(
         self, request: web.Request, body: dict[str, Any], s: Script
     ) -> web.StreamResponse:
+        return await self._write_events(request, self._sse_body(body, s), s)
+
+    async def _write_events(
+        self, request: web.Request, events: list[bytes], s: Script
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(
             headers={"Content-Type": s.content_type or "text/event-stream", **s.headers}
         )
         await resp.prepare(request)
-        events = self._sse_body(body, s)
         if s.split_at:
             blob = b"".join(events)
             events = [blob[i : i + s.split_at] for i in range(0, len(blob), s.split_at)]
