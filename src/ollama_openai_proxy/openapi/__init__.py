@@ -10,6 +10,7 @@ checks the answer against the documented shape.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,6 +39,22 @@ def _error_response(status: int, openai: bool) -> dict[str, Any]:
         else {"error": ERRORS[status]}
     )
     return json_content(schema, example, ERRORS[status])
+
+
+def _path_parameters(path: str, operation: dict[str, Any], examples: dict[str, str]) -> None:
+    """Every ``{name}`` of ``path`` declared (a route that reads the raw request declares none),
+    each with its example from the operation's ``path_examples``."""
+    params = operation.setdefault("parameters", [])
+    declared = {p["name"]: p for p in params if p.get("in") == "path"}
+    for name in re.findall(r"{(\w+)(?::\w+)?}", path):
+        param = declared.get(name)
+        if param is None:
+            param = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            params.append(param)
+        if name in examples:
+            param["example"] = examples[name]
+    if not params:
+        del operation["parameters"]
 
 
 def build(app: FastAPI) -> dict[str, Any]:
@@ -78,6 +95,7 @@ def build(app: FastAPI) -> dict[str, Any]:
             if "response" in spec:
                 responses["200"] = spec["response"]
             responses.update(spec.get("extra", {}))
+            _path_parameters(path, operation, spec.get("path_examples", {}))
             if "request" in spec:
                 body = operation.setdefault(
                     "requestBody",

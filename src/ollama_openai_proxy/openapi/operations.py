@@ -264,6 +264,9 @@ for _name in ("push", "create", "copy", "delete", "create_blob"):
         "never_succeeds": True,
         "errors": (401, 501),
     }
+OPERATIONS["create_blob"]["path_examples"] = {
+    "digest": "sha256:29fdb92e57cf0827ded04ae6461b5931d01fa595843f55d36f5b275a52087dd2"
+}
 _FORWARDED = (
     "Forwarded to the backend's `{path}` as is (model aliases applied); streams are passed on "
     "byte for byte as they arrive. Requests and answers are OpenAI's "
@@ -337,8 +340,11 @@ OPERATIONS.update(
             "errors": _OPENAI_GET_ERRORS,
         },
         "openai_model": {
-            "description": _FORWARDED.format(path="/v1/models/{model}"),
+            "description": _FORWARDED.format(path="/v1/models/{model}")
+            + " The id may contain `/` (OpenRouter's `openai/gpt-4o`), but no `.` or `..` path "
+            "segment, `?`, `#`, `%` or `\\`: those are refused with 400.",
             "openai": True,
+            "path_examples": {"model": "gpt-4o-mini"},
             "response": json_content(
                 OBJ,
                 {
