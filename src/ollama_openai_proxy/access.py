@@ -21,7 +21,7 @@ class AccessRecord:
     backend reported them."""
 
     model: str | None = None  # the client's model name
-    model_label: str = ""  # ``model`` as a bounded metric label (context.Context.model_label)
+    model_label: str = ""  # ``model`` as a bounded metric label (context.Context.label)
     upstream: str | None = None  # the upstream that served (or was tried last)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None

@@ -23,6 +23,7 @@ import dataclasses
 import fnmatch
 import re
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -40,6 +41,22 @@ from ollama_openai_proxy.translate.policy import Policy
 from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy.backends")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A client's model name, resolved once: the routes to try, in order, and whether the name
+    is known (the model map names it or a backend lists its id), which makes it a bounded
+    metric label."""
+
+    name: str
+    routes: tuple[Route, ...]
+    known: bool
+
+    @property
+    def route(self) -> Route:
+        """The first route: where the request goes unless it falls back."""
+        return self.routes[0]
 
 
 def _globs(patterns: tuple[str, ...] | None) -> re.Pattern[str] | None:
@@ -169,7 +186,7 @@ class Backends:
                 return n
         return matching[0] if matching else self.default.name
 
-    async def resolve(self, name: str) -> tuple[Route, ...]:
+    async def resolve(self, name: str) -> Resolved:
         """Where a request for the client's model ``name`` goes, in the order to try, resolved
         against the model lists: the first request after start waits for them (once, shared),
         so ``x:latest`` finds an id that really ends in ``:latest``. If no list can be had, the
@@ -179,7 +196,14 @@ class Backends:
                 await self.models()
             except ProxyError as exc:
                 log.warning("models_unavailable_for_routing", model=name, error=exc.message)
-        return tuple(self.routes(name))
+        routes = tuple(self.routes(name))
+        known = self.known_ids
+        return Resolved(
+            name,
+            routes,
+            self.model_map.lookup(name) is not None
+            or (known is not None and routes[0].model in known),
+        )
 
     async def execute(
         self, plan: Plan, owner: AsyncExitStack, rec: AccessRecord

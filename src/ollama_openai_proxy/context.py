@@ -11,7 +11,7 @@ import structlog
 from starlette.requests import Request
 
 from ollama_openai_proxy.access import AccessRecord
-from ollama_openai_proxy.backends import Backends
+from ollama_openai_proxy.backends import Backends, Resolved
 from ollama_openai_proxy.catalog import RecentModels
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.exchange import Route
@@ -37,30 +37,19 @@ class Context:
     metrics: Metrics | None = None
     recent: RecentModels = field(default_factory=RecentModels)
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
-    _labels: set[str] = field(default_factory=set)
 
-    def model_label(self, name: str) -> str:
-        """``name`` as a metric label if the backend or the map knows it, else ``other``."""
-        if name in self._labels:
-            return name
-        known = self.backends.known_ids
-        if self.model_map.lookup(name) is not None or (
-            known is not None and self.upstream_model(name) in known
-        ):
-            self._labels.add(name)  # bounded: only names the backend or the map knows
-            return name
-        return "other"
+    def label(self, rec: AccessRecord, model: Resolved) -> None:
+        """Name the request's model in the access record; as a metric label only if it is
+        known (a client choosing model names must not grow the label set without bound)."""
+        rec.model = model.name
+        rec.model_label = model.name if model.known else "other"
 
-    def observe(self, rec: AccessRecord, model: str, usage: Any = None) -> None:
-        """Report the model and the backend's token ``usage`` (OpenAI's shape, or None) for the
-        access log and the metrics."""
-        if rec.model != model:  # labelled once per request
-            rec.model = model
-            rec.model_label = self.model_label(model)
-        if usage is not None:
-            prompt, completion = rec.count_usage(usage)
-            if self.metrics is not None:
-                self.metrics.count_tokens(rec.model_label, prompt, completion)
+    def count(self, rec: AccessRecord, usage: Any) -> None:
+        """Token counts from the backend's ``usage`` (OpenAI's shape, or anything) for the access
+        log and the metrics."""
+        prompt, completion = rec.count_usage(usage)
+        if self.metrics is not None and (prompt or completion):
+            self.metrics.count_tokens(rec.model_label, prompt, completion)
 
     @asynccontextmanager
     async def held(self) -> AsyncIterator[AsyncExitStack]:
@@ -70,10 +59,6 @@ class Context:
         async with AsyncExitStack() as owner:
             await owner.enter_async_context(self.limiter.slot())
             yield owner
-
-    def upstream_model(self, name: str) -> str:
-        """The id the first upstream of ``name``'s route knows it by."""
-        return self.backends.routes(name)[0].model
 
     def facts(
         self, name: str, route: Route | None = None, meta: ModelMeta | None = None

@@ -10,7 +10,7 @@ One :class:`Metrics` per app. Two backends behind one small interface:
   prometheus_client, and prometheus_client's metric objects write every sample there, so a scrape
   of any worker aggregates all of them (its multiprocess mode).
 
-Model labels are limited to models the backend or the mapping file knows (context.model_label):
+Model labels are limited to models the backend or the mapping file knows (backends.Resolved.known):
 a client choosing model names must not grow the label set without bound.
 """
 

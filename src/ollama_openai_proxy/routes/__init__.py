@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.access import AccessRecord
+from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_proxy.http import read_body
@@ -34,22 +35,21 @@ async def parse_body(request: Request, adapter: TypeAdapter[T]) -> tuple[Context
 
 def plan(
     ctx: Context,
-    model: str,
-    routes: tuple[Route, ...],
+    model: Resolved,
     path: str,
     build: Callable[[Route], UpstreamRequest],
     *,
     stream: bool = False,
 ) -> Plan:
-    """A POST of ``build(route)``'s payload to ``path`` on each route in turn (the fallback
-    chain). What the translation could not carry is logged once, for the first route."""
+    """A POST of ``build(route)``'s payload to ``path`` on each of the model's routes in turn
+    (the fallback chain). What the translation could not carry is logged once, for the first."""
     attempts = []
-    for i, route in enumerate(routes):
+    for i, route in enumerate(model.routes):
         up = build(route)
         if i == 0:
-            ctx.report(up, model)
+            ctx.report(up, model.name)
         attempts.append(Attempt(route, path, orjson.dumps(up.payload)))
-    return Plan("POST", tuple(attempts), stream=stream, model=model)
+    return Plan("POST", tuple(attempts), stream=stream, model=model.name)
 
 
 async def fetch(ctx: Context, rec: AccessRecord, p: Plan) -> Any:

@@ -30,12 +30,13 @@ NOT_EMBEDDINGS = "an answer that is not an embedding list"
 async def _call(
     ctx: Context, rec: AccessRecord, model: str, inputs: list[str], dimensions: int | None
 ) -> Any:
-    ctx.observe(rec, model)
+    resolved = await ctx.backends.resolve(model)
+    ctx.label(rec, resolved)
 
     def build(route: Route) -> UpstreamRequest:
         return UpstreamRequest(embeddings_request(route.model, inputs, dimensions))
 
-    p = plan(ctx, model, await ctx.backends.resolve(model), "/embeddings", build)
+    p = plan(ctx, resolved, "/embeddings", build)
     try:
         return await fetch(ctx, rec, p)
     except UpstreamModelNotFound as exc:
@@ -67,7 +68,7 @@ async def embed(request: Request) -> Response:
     body = await _call(ctx, rec, model, inputs, req.get("dimensions"))
     with reading(NOT_EMBEDDINGS, body):
         out = embed_response(body, model, len(inputs), time.perf_counter_ns() - start)
-        ctx.observe(rec, model, body.get("usage"))
+        ctx.count(rec, body.get("usage"))
     return json_response(out)
 
 

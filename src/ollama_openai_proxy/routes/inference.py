@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.access import AccessRecord, record
+from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import (
     BadRequest,
@@ -73,13 +74,13 @@ async def chat(request: Request) -> Response:
     if not req.get("messages"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
     answer = _answer(req, model, start, keep_alive, generate=False)
-    routes = await ctx.backends.resolve(model)
+    resolved = await ctx.backends.resolve(model)
 
     def build(route: Route) -> UpstreamRequest:
         return chat_request(req, ctx.target(model, route), route.policy)
 
-    p = plan(ctx, model, routes, CHAT_COMPLETIONS, build, stream=answer.stream)
-    return await _complete(ctx, request, p, answer)
+    p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream)
+    return await _complete(ctx, request, p, answer, resolved)
 
 
 @router.post(
@@ -101,15 +102,15 @@ async def generate(request: Request) -> Response:
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
     answer = _answer(req, model, start, keep_alive, generate=True)
-    routes = await ctx.backends.resolve(model)
+    resolved = await ctx.backends.resolve(model)
     if uses_completions(req):
 
         def build_completion(route: Route) -> UpstreamRequest:
             return completion_request(req, ctx.target(model, route), route.policy)
 
-        p = plan(ctx, model, routes, COMPLETIONS, build_completion, stream=answer.stream)
+        p = plan(ctx, resolved, COMPLETIONS, build_completion, stream=answer.stream)
         try:
-            return await _complete(ctx, request, p, answer)
+            return await _complete(ctx, request, p, answer, resolved)
         except UpstreamEndpointNotFound as exc:
             # A raw prompt can still go to chat if the backend has no /v1/completions; a suffix
             # (fill-in-the-middle) cannot.
@@ -125,8 +126,8 @@ async def generate(request: Request) -> Response:
     def build(route: Route) -> UpstreamRequest:
         return generate_request(req, ctx.target(model, route), route.policy)
 
-    p = plan(ctx, model, routes, CHAT_COMPLETIONS, build, stream=answer.stream)
-    return await _complete(ctx, request, p, answer)
+    p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream)
+    return await _complete(ctx, request, p, answer, resolved)
 
 
 def _answer(
@@ -146,11 +147,13 @@ def _ttl(keep_alive: float | None) -> float:
     return DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
 
 
-async def _complete(ctx: Context, request: Request, p: Plan, answer: Answer) -> Response:
+async def _complete(
+    ctx: Context, request: Request, p: Plan, answer: Answer, resolved: Resolved
+) -> Response:
     """Run ``p``; answer in the shape of Ollama's chat or generate, streamed or not."""
     model = answer.model
     rec = record(request.scope)
-    ctx.observe(rec, model)  # labels the request even if the backend call fails
+    ctx.label(rec, resolved)  # labels the request even if the backend call fails
     if not answer.stream:
         body = await fetch(ctx, rec, p)
         now, total = time.time_ns(), time.perf_counter_ns() - answer.start
@@ -165,7 +168,7 @@ async def _complete(ctx: Context, request: Request, p: Plan, answer: Answer) -> 
             usage = body.get("usage")
         ctx.notes(notes, model)
         ctx.recent.touch(model, answer.keep_alive)
-        ctx.observe(rec, model, usage)
+        ctx.count(rec, usage)
         return json_response(out)
     tr = StreamTranslator(
         model, generate=answer.generate, think=answer.think, start_ns=answer.start
@@ -201,4 +204,4 @@ def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: 
     """When a stream is over, however it ended: /api/ps, notes, token counts."""
     ctx.recent.touch(answer.model, answer.keep_alive)
     ctx.notes(tr.notes, answer.model)
-    ctx.observe(rec, answer.model, tr.usage)
+    ctx.count(rec, tr.usage)

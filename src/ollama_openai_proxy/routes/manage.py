@@ -28,7 +28,7 @@ async def pull(request: Request) -> Response:
     if not name:
         raise BadRequest("model is required")
     await ctx.backends.models()
-    route = (await ctx.backends.resolve(name))[0]
+    route = (await ctx.backends.resolve(name)).route
     if ctx.model_map.lookup(name) is None and route.model not in (ctx.backends.known_ids or ()):
         # Ollama's words when the registry has no such model.
         raise ProxyError("pull model manifest: file does not exist", 404)

@@ -40,7 +40,7 @@ async def show(request: Request) -> Response:
     if not name:
         raise BadRequest("model is required")
     await ctx.backends.models()  # the name is resolved against the lists, so load them first
-    route = (await ctx.backends.resolve(name))[0]
+    route = (await ctx.backends.resolve(name)).route
     known = ctx.backends.known_ids or frozenset()
     if route.model not in known and ctx.model_map.lookup(name) is None:
         raise ModelNotFound(name)

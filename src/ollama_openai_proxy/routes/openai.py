@@ -92,8 +92,9 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
     if model is None:
         routes: tuple[Route, ...] = (ctx.backends.default_route,)
     else:
-        ctx.observe(rec, model)
-        routes = await ctx.backends.resolve(model)
+        resolved = await ctx.backends.resolve(model)
+        ctx.label(rec, resolved)
+        routes = resolved.routes
     attempts = tuple(
         Attempt(
             route,
