@@ -1,0 +1,624 @@
+"""The fallback chain of :func:`exchange.execute`, with stand-ins for the upstream clients (what
+execute calls of an Upstream: ``name``, ``request_timeout``, ``send``, ``read``) and for the
+metrics: no network, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+import pytest
+
+from ollama_openai_proxy.access import AccessRecord
+from ollama_openai_proxy.errors import (
+    BreakerOpen,
+    UpstreamEndpointNotFound,
+    UpstreamError,
+    UpstreamModelNotFound,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ollama_openai_proxy.exchange import (
+    SSE,
+    Attempt,
+    EventStream,
+    Plan,
+    Reply,
+    Route,
+    execute,
+    may_fall_back,
+)
+from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.sse import SSEEvent
+from ollama_openai_proxy.translate.policy import Policy
+from ollama_openai_proxy.upstream import Upstream
+
+JSON = "application/json"
+OK = orjson.dumps({"id": "chatcmpl-1", "choices": []})
+
+
+# --- stand-ins ------------------------------------------------------------------------------
+
+
+class Content:
+    """``resp.content``: hands out the scripted chunks, then b"" (the end)."""
+
+    def __init__(self, chunks: list[bytes | BaseException]) -> None:
+        self.chunks = list(chunks)
+
+    async def readany(self) -> bytes:
+        if not self.chunks:
+            return b""
+        chunk = self.chunks.pop(0)
+        if isinstance(chunk, BaseException):
+            raise chunk
+        return chunk
+
+
+@dataclass
+class URL:
+    host: str | None
+
+
+@dataclass
+class FakeResponse:
+    status: int = 200
+    body: bytes = OK
+    content_type: str = JSON
+    headers: Mapping[str, str] = field(default_factory=lambda: {"X-Upstream": "yes"})
+    chunks: list[bytes | BaseException] = field(default_factory=list)
+    released: bool = False
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.content = Content(self.chunks)
+        self.url = URL("backend.test")
+
+    def release(self) -> None:
+        self.released = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def answer(status: int, error: Any = None, content_type: str = JSON) -> FakeResponse:
+    body = orjson.dumps({"error": {"message": error or f"status {status}"}})
+    return FakeResponse(status=status, body=body, content_type=content_type)
+
+
+def sse(*chunks: bytes | BaseException) -> FakeResponse:
+    return FakeResponse(content_type=SSE, body=b"", chunks=list(chunks))
+
+
+class Hang:
+    """A send that never answers (until cancelled)."""
+
+
+class StubUpstream:
+    """Each ``send`` takes the next scripted outcome: a response, or an exception to raise;
+    :class:`Hang` blocks. ``read`` gives the response's body, or raises ``read_error``."""
+
+    def __init__(
+        self,
+        name: str,
+        *outcomes: FakeResponse | BaseException | type[Hang],
+        request_timeout: float = 30.0,
+        read_error: BaseException | None = None,
+    ) -> None:
+        self.name = name
+        self.request_timeout = request_timeout
+        self.outcomes = list(outcomes)
+        self.read_error = read_error
+        self.sent: list[tuple[str, str, bytes | None, float | None]] = []
+        self.reads = 0
+
+    async def send(
+        self, method: str, path: str, body: bytes | None = None, *, deadline: float | None = None
+    ) -> FakeResponse:
+        self.sent.append((method, path, body, deadline))
+        outcome = self.outcomes.pop(0)
+        if outcome is Hang:
+            await asyncio.Event().wait()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert isinstance(outcome, FakeResponse)
+        return outcome
+
+    async def read(self, resp: FakeResponse) -> bytes:
+        self.reads += 1
+        resp.released = True
+        if self.read_error is not None:
+            raise self.read_error
+        return resp.body
+
+
+class StubMetrics:
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.in_flight_calls: list[int] = []
+        self.fallbacks: list[str] = []
+
+    def upstream_in_flight(self, delta: int) -> None:
+        self.in_flight += delta
+        self.in_flight_calls.append(delta)
+
+    def fell_back(self, upstream: str) -> None:
+        self.fallbacks.append(upstream)
+
+
+def plan(
+    *upstreams: StubUpstream, stream: bool = False, relay: bool = False, path: str = "/chat"
+) -> Plan:
+    attempts = tuple(
+        Attempt(
+            Route(cast(Upstream, u), f"{u.name}-model", Policy()),
+            path,
+            orjson.dumps({"model": f"{u.name}-model"}),
+        )
+        for u in upstreams
+    )
+    return Plan("POST", attempts, stream=stream, relay=relay, model="client-model")
+
+
+@dataclass
+class Outcome:
+    result: Reply | EventStream | None
+    error: UpstreamError | None
+    rec: AccessRecord
+    metrics: StubMetrics
+    in_flight_before_close: int
+    owner_callbacks: int
+    reads: list[list[SSEEvent] | bytes]
+
+
+def run(
+    p: Plan, *, first_byte_timeout: float = 30.0, stream_timeout: float = 0.0, consume: bool = False
+) -> Outcome:
+    """Execute ``p`` with a fresh owner, record and metrics; close the owner afterwards (after
+    reading a stream to its end when ``consume``)."""
+    metrics = StubMetrics()
+    rec = AccessRecord()
+
+    async def scenario() -> Outcome:
+        owner = AsyncExitStack()
+        result: Reply | EventStream | None = None
+        error: UpstreamError | None = None
+        reads: list[list[SSEEvent] | bytes] = []
+        try:
+            result = await execute(
+                p,
+                owner,
+                rec,
+                first_byte_timeout=first_byte_timeout,
+                stream_timeout=stream_timeout,
+                metrics=cast(Metrics, metrics),
+            )
+            if consume and isinstance(result, EventStream):
+                reads.extend([read async for read in result])
+        except UpstreamError as exc:
+            error = exc
+        in_flight = metrics.in_flight
+        callbacks = len(owner._exit_callbacks)  # type: ignore[attr-defined]
+        await owner.aclose()
+        return Outcome(result, error, rec, metrics, in_flight, callbacks, reads)
+
+    return asyncio.run(scenario())
+
+
+# --- may_fall_back --------------------------------------------------------------------------
+
+
+def status_error(status: int) -> UpstreamStatusError:
+    return UpstreamStatusError(f"HTTP {status}", status, 502)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        UpstreamUnavailable("refused"),
+        BreakerOpen("open"),
+        UpstreamTimeout("slow"),
+        *(status_error(s) for s in (429, 500, 502, 503, 504, 599)),
+    ],
+    ids=lambda e: f"{type(e).__name__}-{getattr(e, 'upstream_status', '')}",
+)
+def test_may_fall_back_on_what_another_upstream_may_answer(exc: BaseException) -> None:
+    assert may_fall_back(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        UpstreamProtocolError("garbage"),
+        UpstreamError("generic"),
+        UpstreamModelNotFound("model 'x' not found", 404, 404),
+        UpstreamEndpointNotFound("no route", 404, 502),
+        *(status_error(s) for s in (400, 401, 403, 404, 408, 413, 422)),
+        UpstreamStatusError("error inside a stream", 200, 502),
+        ValueError("not ours"),
+        TimeoutError(),
+    ],
+    ids=lambda e: f"{type(e).__name__}-{getattr(e, 'upstream_status', '')}",
+)
+def test_may_not_fall_back_on_the_requests_own_fault(exc: BaseException) -> None:
+    assert not may_fall_back(exc)
+
+
+# --- execute: falling back ------------------------------------------------------------------
+
+FALLS_BACK: list[Any] = [
+    UpstreamUnavailable("cannot connect"),
+    UpstreamTimeout("timed out"),
+    BreakerOpen("circuit breaker open"),
+    TimeoutError(),  # send's own deadline: mapped to UpstreamTimeout
+    answer(500),
+    answer(502),
+    answer(503),
+    answer(504),
+    answer(429),
+]
+
+
+def ident(value: Any) -> str:
+    if isinstance(value, FakeResponse):
+        return f"HTTP{value.status}"
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("failure", FALLS_BACK, ids=ident)
+def test_falls_back_to_the_next_upstream(failure: Any) -> None:
+    a, b = StubUpstream("a", failure), StubUpstream("b", FakeResponse())
+    out = run(plan(a, b))
+    assert out.error is None
+    assert isinstance(out.result, Reply)
+    assert (out.result.status, out.result.data) == (200, orjson.loads(OK))
+    assert len(a.sent) == len(b.sent) == 1
+    assert b.sent[0][2] == b'{"model":"b-model"}'  # the next upstream gets its own body
+    assert out.rec.upstream == "b"
+    assert out.metrics.fallbacks == ["a"]
+
+
+def test_falls_back_when_reading_the_answer_fails() -> None:
+    a = StubUpstream("a", FakeResponse(), read_error=UpstreamUnavailable("closed mid-answer"))
+    b = StubUpstream("b", FakeResponse())
+    out = run(plan(a, b))
+    assert isinstance(out.result, Reply)
+    assert out.rec.upstream == "b"
+    assert out.metrics.fallbacks == ["a"]
+
+
+NO_FALLBACK: list[Any] = [
+    answer(400),
+    answer(401),
+    answer(404, "The model `a-model` does not exist."),
+    answer(404, "Not Found"),
+    answer(408),
+    answer(422),
+    UpstreamProtocolError("upstream sent garbage"),
+    FakeResponse(body=b"<html>not json</html>"),  # a 200 that is not JSON
+]
+
+
+@pytest.mark.parametrize("failure", NO_FALLBACK, ids=ident)
+def test_does_not_fall_back_on_the_requests_fault(failure: Any) -> None:
+    a, b = StubUpstream("a", failure), StubUpstream("b", FakeResponse())
+    out = run(plan(a, b))
+    assert out.result is None
+    assert isinstance(out.error, UpstreamError)
+    assert not may_fall_back(out.error)
+    assert b.sent == []
+    assert out.rec.upstream == "a"
+    assert out.metrics.fallbacks == []
+
+
+def test_status_errors_keep_their_meaning_when_not_falling_back() -> None:
+    a = StubUpstream("a", answer(404, "The model `a-model` does not exist."))
+    out = run(plan(a, StubUpstream("b")))
+    assert isinstance(out.error, UpstreamModelNotFound)
+    assert out.error.message == "model 'client-model' not found"  # the client's name
+    a = StubUpstream("a", answer(400, "bad temperature"))
+    out = run(plan(a, StubUpstream("b")))
+    assert isinstance(out.error, UpstreamStatusError)
+    assert (out.error.status, out.error.upstream_status) == (400, 400)
+    assert out.error.message == "bad temperature"
+
+
+def test_the_last_attempts_error_is_raised() -> None:
+    a = StubUpstream("a", UpstreamUnavailable("a refused"))
+    b = StubUpstream("b", answer(503, "b overloaded"))
+    c = StubUpstream("c", UpstreamTimeout("c timed out"))
+    out = run(plan(a, b, c))
+    assert isinstance(out.error, UpstreamTimeout)
+    assert out.error.message == "c timed out"
+    assert out.rec.upstream == "c"
+    assert out.metrics.fallbacks == ["a", "b"]
+    assert [len(u.sent) for u in (a, b, c)] == [1, 1, 1]
+
+
+def test_a_last_5xx_is_raised_as_a_status_error() -> None:
+    a = StubUpstream("a", BreakerOpen("open"))
+    b = StubUpstream("b", answer(503, "overloaded"))
+    out = run(plan(a, b))
+    assert isinstance(out.error, UpstreamStatusError)
+    assert (out.error.status, out.error.upstream_status) == (502, 503)
+    assert out.error.message == "upstream error (HTTP 503): overloaded"
+    assert out.rec.upstream == "b"
+
+
+def test_a_send_timeout_names_request_timeout() -> None:
+    a = StubUpstream("a", TimeoutError(), request_timeout=12.5)
+    out = run(plan(a))
+    assert isinstance(out.error, UpstreamTimeout)
+    assert out.error.message == "upstream did not answer within 12.5 s (REQUEST_TIMEOUT)"
+
+
+def test_the_chain_stops_at_the_first_error_that_may_not_fall_back() -> None:
+    a = StubUpstream("a", answer(500))
+    b = StubUpstream("b", answer(400, "bad request"))
+    c = StubUpstream("c", FakeResponse())
+    out = run(plan(a, b, c))
+    assert isinstance(out.error, UpstreamStatusError)
+    assert out.error.upstream_status == 400
+    assert c.sent == []
+    assert out.rec.upstream == "b"
+    assert out.metrics.fallbacks == ["a"]
+
+
+def test_the_first_success_ends_the_chain() -> None:
+    a, b, c = StubUpstream("a", FakeResponse()), StubUpstream("b"), StubUpstream("c")
+    out = run(plan(a, b, c))
+    assert isinstance(out.result, Reply)
+    assert out.result.headers == {"X-Upstream": "yes"}
+    assert (b.sent, c.sent) == ([], [])
+    assert out.rec.upstream == "a"
+    assert out.metrics.fallbacks == []
+
+
+def test_each_attempt_gets_its_own_upstreams_deadline() -> None:
+    a = StubUpstream("a", UpstreamUnavailable("x"), request_timeout=10.0)
+    b = StubUpstream("b", FakeResponse(), request_timeout=100.0)
+
+    async def scenario() -> tuple[float, float]:
+        start = asyncio.get_running_loop().time()
+        async with AsyncExitStack() as owner:
+            await execute(
+                plan(a, b),
+                owner,
+                AccessRecord(),
+                first_byte_timeout=1,
+                stream_timeout=0,
+                metrics=None,
+            )
+        return start, asyncio.get_running_loop().time()
+
+    start, end = asyncio.run(scenario())
+    (_, path, _, deadline_a), (_, _, _, deadline_b) = a.sent[0], b.sent[0]
+    assert path == "/chat"
+    assert deadline_a is not None
+    assert deadline_b is not None
+    assert start + 10.0 <= deadline_a <= end + 10.0
+    assert start + 100.0 <= deadline_b <= end + 100.0
+
+
+# --- execute: relayed plans -----------------------------------------------------------------
+
+
+def test_relay_returns_the_last_attempts_error_status_as_a_reply() -> None:
+    a = StubUpstream("a", answer(500))
+    b = StubUpstream("b", answer(429))
+    c = StubUpstream("c", answer(503, "c overloaded"))
+    out = run(plan(a, b, c, relay=True))
+    assert out.error is None
+    assert isinstance(out.result, Reply)
+    assert out.result.status == 503
+    assert out.result.body == orjson.dumps({"error": {"message": "c overloaded"}})
+    assert out.result.data is None  # relayed: never decoded
+    assert out.rec.upstream == "c"
+    assert out.metrics.fallbacks == ["a", "b"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_relay_returns_a_4xx_at_once_from_any_attempt(status: int) -> None:
+    a = StubUpstream("a", answer(status))
+    b = StubUpstream("b", FakeResponse())
+    out = run(plan(a, b, relay=True))
+    assert isinstance(out.result, Reply)
+    assert out.result.status == status
+    assert b.sent == []
+    assert out.rec.upstream == "a"
+    assert out.metrics.fallbacks == []
+
+
+def test_relay_returns_a_single_upstreams_5xx() -> None:
+    out = run(plan(StubUpstream("a", answer(502)), relay=True))
+    assert isinstance(out.result, Reply)
+    assert out.result.status == 502
+
+
+def test_relay_returns_success_undecoded() -> None:
+    a = StubUpstream("a", FakeResponse(body=b"not even json"))
+    out = run(plan(a, relay=True))
+    assert isinstance(out.result, Reply)
+    assert (out.result.status, out.result.body, out.result.data) == (200, b"not even json", None)
+    assert out.result.content_type == JSON
+
+
+def test_relay_still_raises_transport_failures() -> None:
+    a = StubUpstream("a", answer(500))
+    b = StubUpstream("b", UpstreamUnavailable("refused"))
+    out = run(plan(a, b, relay=True))
+    assert isinstance(out.error, UpstreamUnavailable)
+    assert out.rec.upstream == "b"
+    assert out.metrics.fallbacks == ["a"]
+
+
+# --- execute: the in-flight gauge and the owner ---------------------------------------------
+
+
+def test_in_flight_counted_once_and_released_by_the_owner() -> None:
+    a = StubUpstream("a", answer(502))
+    b = StubUpstream("b", UpstreamTimeout("slow"))
+    c = StubUpstream("c", FakeResponse())
+    out = run(plan(a, b, c))
+    assert isinstance(out.result, Reply)
+    assert out.in_flight_before_close == 1  # once for the request, not per attempt
+    assert out.owner_callbacks == 1
+    assert out.metrics.in_flight_calls == [1, -1]
+    assert out.metrics.in_flight == 0
+
+
+@pytest.mark.parametrize("relay", [False, True])
+def test_in_flight_released_by_the_owner_when_execute_raises(relay: bool) -> None:
+    a = StubUpstream("a", UpstreamUnavailable("a"))
+    b = StubUpstream("b", UpstreamProtocolError("b"))
+    out = run(plan(a, b, relay=relay))
+    assert isinstance(out.error, UpstreamProtocolError)
+    assert out.in_flight_before_close == 1
+    assert out.metrics.in_flight_calls == [1, -1]
+    assert out.metrics.in_flight == 0
+
+
+def test_in_flight_released_by_the_owner_when_execute_is_cancelled() -> None:
+    metrics = StubMetrics()
+    a = StubUpstream("a", Hang)
+
+    async def scenario() -> None:
+        owner = AsyncExitStack()
+        task = asyncio.create_task(
+            execute(
+                plan(a),
+                owner,
+                AccessRecord(),
+                first_byte_timeout=30,
+                stream_timeout=0,
+                metrics=cast(Metrics, metrics),
+            )
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(a.sent) == 1
+        task.cancel()  # the client left
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert metrics.in_flight == 1
+        await owner.aclose()
+
+    asyncio.run(scenario())
+    assert metrics.in_flight_calls == [1, -1]
+
+
+def test_no_metrics_is_fine() -> None:
+    a = StubUpstream("a", UpstreamUnavailable("x"))
+    b = StubUpstream("b", FakeResponse())
+
+    async def scenario() -> Reply | EventStream:
+        async with AsyncExitStack() as owner:
+            return await execute(
+                plan(a, b),
+                owner,
+                AccessRecord(),
+                first_byte_timeout=1,
+                stream_timeout=0,
+                metrics=None,
+            )
+
+    assert isinstance(asyncio.run(scenario()), Reply)
+
+
+# --- execute: streamed plans ----------------------------------------------------------------
+
+EVENT = b'data: {"choices":[]}\n\n'
+
+
+@pytest.mark.parametrize("failure", FALLS_BACK, ids=ident)
+def test_a_stream_falls_back_before_its_first_byte(failure: Any) -> None:
+    a = StubUpstream("a", failure)
+    resp = sse(EVENT)
+    b = StubUpstream("b", resp)
+    out = run(plan(a, b, stream=True))
+    assert isinstance(out.result, EventStream)
+    assert out.result.upstream == "b"
+    assert out.rec.upstream == "b"
+    assert out.metrics.fallbacks == ["a"]
+    assert a.sent[0][3] is None  # a stream's send has no deadline: FIRST_BYTE_TIMEOUT bounds it
+    assert out.owner_callbacks == 2  # the gauge and the stream
+    assert resp.closed  # not read to its end: the owner closed it
+    assert out.metrics.in_flight == 0
+
+
+def test_a_stream_falls_back_when_the_first_byte_is_late() -> None:
+    a = StubUpstream("a", Hang)
+    b = StubUpstream("b", sse(EVENT))
+    out = run(plan(a, b, stream=True), first_byte_timeout=0.01)
+    assert isinstance(out.result, EventStream)
+    assert out.rec.upstream == "b"
+    assert out.metrics.fallbacks == ["a"]
+
+
+def test_a_late_first_byte_on_the_last_upstream_is_a_504() -> None:
+    out = run(plan(StubUpstream("a", Hang), stream=True), first_byte_timeout=0.01)
+    assert isinstance(out.error, UpstreamTimeout)
+    assert out.error.message == "upstream sent nothing within 0.01 s (FIRST_BYTE_TIMEOUT)"
+    assert out.metrics.in_flight == 0
+
+
+def test_a_stream_falls_back_when_its_first_read_fails() -> None:
+    broken = sse(ConnectionResetError("reset"))
+    a = StubUpstream("a", broken)
+    b = StubUpstream("b", sse(EVENT))
+    out = run(plan(a, b, stream=True))
+    assert isinstance(out.result, EventStream)
+    assert broken.closed  # never handed to the owner: execute closed it
+    assert out.rec.upstream == "b"
+    assert out.metrics.fallbacks == ["a"]
+
+
+def test_a_stream_read_to_its_end_gives_its_connection_back() -> None:
+    resp = sse(EVENT, b'data: {"choices":[{"delta":{}}]}\n\n', b"data: [DONE]\n\n")
+    out = run(plan(StubUpstream("a", resp), stream=True), consume=True)
+    assert isinstance(out.result, EventStream)
+    assert out.result.clean
+    assert [[e.data for e in read] for read in out.reads if isinstance(read, list)] == [
+        ['{"choices":[]}'],
+        ['{"choices":[{"delta":{}}]}'],
+        ["[DONE]"],
+    ]
+    assert (resp.released, resp.closed) == (True, False)
+
+
+def test_a_relayed_stream_yields_the_bytes_as_received() -> None:
+    resp = sse(EVENT, b"data: [DO", b"NE]\n\n")
+    out = run(plan(StubUpstream("a", resp), stream=True, relay=True), consume=True)
+    assert out.reads == [EVENT, b"data: [DO", b"NE]\n\n"]
+    assert resp.released
+
+
+def test_a_stream_answered_with_one_json_body_is_a_reply() -> None:
+    out = run(plan(StubUpstream("a", FakeResponse()), stream=True))
+    assert isinstance(out.result, Reply)
+    assert out.result.data == orjson.loads(OK)
+    assert out.owner_callbacks == 1  # only the gauge
+
+
+def test_a_relayed_stream_returns_the_last_error_status() -> None:
+    a = StubUpstream("a", answer(503))
+    b = StubUpstream("b", answer(429, "slow down"))
+    out = run(plan(a, b, stream=True, relay=True))
+    assert isinstance(out.result, Reply)
+    assert out.result.status == 429
+    assert out.metrics.fallbacks == ["a"]
+    assert out.rec.upstream == "b"
+
+
+def test_a_stream_does_not_fall_back_on_a_4xx() -> None:
+    a = StubUpstream("a", answer(400, "bad"))
+    b = StubUpstream("b", sse(EVENT))
+    out = run(plan(a, b, stream=True))
+    assert isinstance(out.error, UpstreamStatusError)
+    assert b.sent == []
