@@ -59,8 +59,8 @@ class Catalog:
         if self._body is not None and now < self._expires:
             return self._body
         if self._body is None and self._failure is not None and now < self._failure[0]:
-            raise self._failure[1]
-        if self._inflight is None:
+            raise self._failure[1].with_traceback(None)  # a traceback must not grow per raise
+        if self._inflight is None or self._inflight.done():  # done: all its callers left
             self._inflight = asyncio.ensure_future(self._refresh())
         inflight = self._inflight
         try:
@@ -76,7 +76,9 @@ class Catalog:
                 body = {"object": "list", "data": []}
         except UpstreamError as exc:
             if self._body is None:
-                self._failure = (self._clock() + min(self._ttl, RETRY_FAILED_LIST), exc)
+                # MODELS_CACHE_TTL=0 caches no list, but a failure is still remembered
+                window = min(self._ttl, RETRY_FAILED_LIST) or RETRY_FAILED_LIST
+                self._failure = (self._clock() + window, exc)
                 raise
             log.warning("models_refresh_failed_serving_cached", error=exc.message)
             self._expires = self._clock() + min(self._ttl, RETRY_FAILED_LIST)

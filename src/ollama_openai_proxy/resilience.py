@@ -26,7 +26,9 @@ class CircuitBreaker:
     """Opens after ``threshold`` consecutive failures (connection errors, timeouts, 5xx); while
     open, calls fail at once instead of piling onto a dead backend. After ``cooldown`` seconds one
     probe is let through (half-open): its success closes the breaker, its failure re-opens it.
-    ``threshold`` 0 disables the breaker."""
+    A probe that reports neither (cancelled: the client left, a first-byte timeout) is given up
+    with :meth:`abandon`, or after another ``cooldown``, so the breaker can never stay half-open
+    for good. ``threshold`` 0 disables the breaker."""
 
     def __init__(
         self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic
@@ -38,21 +40,36 @@ class CircuitBreaker:
         self.failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._probe_at = 0.0
 
     def before(self) -> None:
         """Raise BreakerOpen unless a call may go to the backend now."""
         if self.state is BreakerState.CLOSED or self.threshold == 0:
             return
-        remaining = self._opened_at + self.cooldown - self._clock()
+        now = self._clock()
+        remaining = self._opened_at + self.cooldown - now
         if self.state is BreakerState.OPEN and remaining <= 0:
             self.state = BreakerState.HALF_OPEN
-        if self.state is BreakerState.HALF_OPEN and not self._probing:
+        if self.state is BreakerState.HALF_OPEN and (
+            not self._probing or now - self._probe_at > self.cooldown  # a probe lost
+        ):
             self._probing = True  # this call is the probe
+            self._probe_at = now
             return
+        if self.state is BreakerState.HALF_OPEN:
+            raise BreakerOpen(
+                f"upstream unavailable: circuit breaker open after {self.failures} consecutive "
+                "failures; a probe call is under way"
+            )
         raise BreakerOpen(
             f"upstream unavailable: circuit breaker open after {self.failures} consecutive "
             f"failures; next attempt in {max(remaining, 0):.0f} s"
         )
+
+    def abandon(self) -> None:
+        """The call let through ended without an answer (cancelled): if it was the probe, the
+        next call may probe."""
+        self._probing = False
 
     def success(self) -> None:
         self.failures = 0

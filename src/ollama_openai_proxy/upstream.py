@@ -150,6 +150,9 @@ class Upstream:
             started = time.perf_counter()
             try:
                 resp = await self.session.request(method, url, **kwargs)
+            except asyncio.CancelledError:
+                breaker.abandon()  # neither a success nor a failure: the breaker must not wait
+                raise
             except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
                 # Refused or reset connections and stale pooled keep-alive sockets: nothing was
                 # answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).

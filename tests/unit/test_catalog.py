@@ -290,11 +290,6 @@ def test_a_body_without_a_data_list_is_an_empty_list(body: Any) -> None:
     assert catalog.version == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when every caller of a shared fetch is cancelled, Catalog._inflight keeps the done "
-    "future; the next call after expiry returns that old result instead of fetching",
-)
 def test_a_fetch_whose_callers_all_left_is_not_reused_after_expiry() -> None:
     catalog, upstream, clock = make(FIRST, SECOND)
 
@@ -390,3 +385,25 @@ def test_longest_lived_first_and_a_touch_moves_a_model() -> None:
     ]
     recent.touch("b", 0)
     assert [n for n, _ in recent.active()] == ["a", "c"]
+
+
+def test_a_failed_first_listing_is_remembered_even_with_no_cache() -> None:
+    # MODELS_CACHE_TTL=0 caches lists for no time, but requests that resolve names must still
+    # not each wait for a backend whose /v1/models is down; the same error is raised each time
+    # without its traceback growing.
+    catalog, upstream, clock = make(UpstreamUnavailable("down"), ttl=0)
+    errors = []
+    for _ in range(50):
+        with pytest.raises(UpstreamUnavailable) as info:
+            run(catalog.models())
+        errors.append(info.value)
+    assert len(upstream.calls) == 1
+    depth = 0
+    tb = errors[-1].__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth < 10
+    clock.advance(RETRY_FAILED_LIST)
+    with pytest.raises(UpstreamUnavailable):
+        run(catalog.models())
+    assert len(upstream.calls) == 2
