@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from enum import IntEnum
 
 from ollama_openai_proxy.errors import BreakerOpen, Busy
@@ -99,18 +98,13 @@ class ConcurrencyLimiter:
         self.waiting = 0
         self.granted = 0  # slots ever granted: tells an idle process whether anything happened
         self._slots = asyncio.Semaphore(limit)
+        self._slot = _Slot(self)  # no per-request state: one context manager serves all
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the body of the ``async with`` (raises :class:`Busy` when none is
-        free within ``timeout`` or the queue is full). The only way to take a slot: it is given
-        back exactly once, however the body ends."""
-        await self._acquire()
-        try:
-            yield
-        finally:
-            self.active -= 1
-            self._slots.release()
+    def slot(self) -> _Slot:
+        """``async with limiter.slot():`` holds one slot for the body (raises :class:`Busy` when
+        none is free within ``timeout`` or the queue is full). The only way to take a slot: it
+        is given back exactly once, however the body ends."""
+        return self._slot
 
     async def _acquire(self) -> None:
         if self._slots.locked():
@@ -130,3 +124,21 @@ class ConcurrencyLimiter:
             await self._slots.acquire()
         self.active += 1
         self.granted += 1
+
+
+class _Slot:
+    """The async context manager of :meth:`ConcurrencyLimiter.slot` (a class: a generator-based
+    one costs a few microseconds more per request)."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: ConcurrencyLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        await self._limiter._acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        limiter = self._limiter
+        limiter.active -= 1
+        limiter._slots.release()
