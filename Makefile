@@ -7,15 +7,18 @@ HAVE_NODE := $(if $(shell command -v node),1,)
 HAVE_PY38 := $(if $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8),1,)
 CLIENT_FLAGS := REQUIRE_AIMOCK=$(HAVE_NODE) REQUIRE_CLIENTS=$(HAVE_NODE) REQUIRE_PY38=$(HAVE_PY38)
 
-.PHONY: dev test lint typecheck unit compat bench bench-micro run clean
+.PHONY: venv dev test lint typecheck unit compat bench bench-micro run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Editable install with test tools, plus the third-party clients and mocks the tests drive.
-dev: $(BIN)/python
+# The Python side alone: the package, editable, with its test tools. Needs no Node.js.
+venv: $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+
+# Plus the third-party clients and mocks the tests drive (npm, Python 3.8).
+dev: venv
 	scripts/setup-test-clients.sh
 
 lint: dev
@@ -32,7 +35,8 @@ test: lint typecheck
 	$(BIN)/coverage report --include='*/ollama_openai_proxy/translate/*' --fail-under=95
 	$(BIN)/python scripts/compat_matrix.py
 
-unit: dev
+# The unit tests only: no clients, so no npm (and no Node.js needed).
+unit: venv
 	$(BIN)/pytest tests/unit -q
 
 compat:
