@@ -18,6 +18,11 @@ from pathlib import Path
 from tests.fake_upstream import FakeUpstream
 from tests.integration.test_cli import Running, base_env, self_signed
 
+# How long one step may take on a loaded machine (a worker starting, a client waiting in the
+# listening socket's backlog while no process accepts) before a test gives up: only a hang
+# should reach it.
+PATIENCE = 60.0
+
 CHAT = {
     "model": "gpt-4o-mini",
     "stream": False,
@@ -45,10 +50,15 @@ def rss_mb(pid: int) -> float:
 
 def workers(pid: int) -> set[int]:
     """The worker processes of a supervisor (not multiprocessing's resource tracker)."""
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return {
-        int(p) for p in text.split() if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
-    }
+    found = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:  # exited and reaped since the list was read
+            continue
+        if b"spawn_main" in cmdline:
+            found.add(int(child))
+    return found
 
 
 class Prober(threading.Thread):
@@ -56,16 +66,17 @@ class Prober(threading.Thread):
     error) for each, so the test can tell whether any client was refused while the worker was
     being replaced."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, timeout: float = 10) -> None:
         super().__init__(daemon=True)
         self.port = port
+        self.timeout = timeout
         self.results: list[tuple[float, float, str]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             sent = time.time()
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
             try:
                 conn.request("GET", "/api/version")
                 outcome = str(conn.getresponse().status)
@@ -87,11 +98,65 @@ def burst(port: int, n: int = 10) -> None:
     conn.close()
 
 
-def wait_for(log: Path, event: str, count: int = 1, within: float = 20) -> list[dict[str, object]]:
+def chats(port: int, connections: int, each: int) -> tuple[list[str], int]:
+    """``each`` chats, one after another, on each of ``connections`` keep-alive connections:
+    the request id of every answer, and how many chats had to be sent again.
+
+    A worker that leaves closes the connections with no request in progress (uvicorn's graceful
+    shutdown) and answers every request it has read (within SHUTDOWN_GRACE_PERIOD). So a chat
+    that finds its reused connection closed was never served: it is sent again on a new
+    connection, as HTTP clients do when a keep-alive connection has gone stale. A new
+    connection that fails is an error."""
+    ids, resent = [], 0
+    body, headers = json.dumps(CHAT), {"Content-Type": "application/json"}
+    for _ in range(connections):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
+        for _ in range(each):
+            reused = conn.sock is not None  # http.client opens a new one after Connection: close
+            try:
+                conn.request("POST", "/api/chat", body, headers)
+                response = conn.getresponse()
+            except ConnectionError:
+                if not reused:
+                    raise
+                conn.close()
+                resent += 1
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PATIENCE)
+                conn.request("POST", "/api/chat", body, headers)
+                response = conn.getresponse()
+            answer = response.read()
+            assert response.status == 200, answer
+            ids.append(response.headers["x-request-id"])
+        conn.close()
+    return ids, resent
+
+
+def worker_of(request_id: str) -> str:
+    """The process that answered: a request id is a prefix drawn by each process and a counter
+    of 8 hex digits (RequestContextMiddleware)."""
+    return request_id[:-8]
+
+
+def lines(log: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+
+
+def events(log: Path, event: str) -> list[dict[str, object]]:
+    return [x for x in lines(log) if x["event"] == event]
+
+
+def pids(log: Path, event: str) -> set[int]:
+    """The process ids in uvicorn's lines such as "Started server process [1234]"."""
+    pattern = re.compile(re.escape(event) + r" \[(\d+)\]")
+    return {int(m[1]) for x in lines(log) if (m := pattern.fullmatch(str(x["event"])))}
+
+
+def wait_for(
+    log: Path, event: str, count: int = 1, within: float = PATIENCE
+) -> list[dict[str, object]]:
     deadline = time.monotonic() + within
     while True:
-        lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
-        found = [x for x in lines if x["event"] == event]
+        found = events(log, event)
         if len(found) >= count:
             return found
         assert time.monotonic() < deadline, f"no {event!r} in the log:\n{log.read_text()[-3000:]}"
@@ -168,29 +233,46 @@ def test_over_tls_the_fresh_process_serves_the_same_socket(
 
 
 def test_workers_are_replaced_and_counters_survive(tmp_path: Path, upstream: FakeUpstream) -> None:
-    """With WORKERS=2 a worker leaves gracefully and uvicorn's supervisor starts a new one; the
-    request counters live in the shared multiprocess directory, so they carry on."""
+    """With WORKERS=2 a worker that served chats leaves gracefully once idle and uvicorn's
+    supervisor starts a new one; the request counters live in the shared multiprocess
+    directory, so they carry on. Which worker serves which connection is the kernel's choice, so
+    how many are replaced is found out from the answers, never assumed, and nothing is timed:
+    each step waits for what the previous one implies."""
     log = tmp_path / "proxy.log"
     server = Running(tmp_path, recycling_env(upstream, WORKERS="2"), log=log)
-    prober = Prober(server.port)
+    # While every worker is being replaced at once, clients wait in the socket's backlog until a
+    # new one accepts: several seconds on a loaded machine. Waiting is fine; being refused is not.
+    prober = Prober(server.port, timeout=PATIENCE)
     try:
+        wait_for(log, "Application startup complete.", count=2)
         before = workers(server.proc.pid)
         assert len(before) == 2
         prober.start()
-        for _ in range(4):  # four connections: the kernel hands each to either worker
-            burst(server.port, 3)
-        # Every worker that served a burst asks to be replaced once idle; the one that may have
-        # served none has nothing to give back.
-        wait_for(log, "worker_recycling")
-        time.sleep(2)  # the other worker too, if it served a burst
-        recycled = len(wait_for(log, "worker_recycling"))
-        wait_for(log, "Application startup complete.", count=2 + recycled)
+        # Four connections, three chats each: the kernel hands each connection to either worker.
+        ids, resent = chats(server.port, connections=4, each=3)
+        served = {worker_of(x) for x in ids}
+        # Each worker that served a chat gives memory back once idle and, as it is still above
+        # its size at start (any growth counts), asks to be replaced; the supervisor then starts
+        # one new process for it. A worker that served none has nothing to give back and stays.
+        wait_for(log, "memory_released", count=len(served))
+        wait_for(log, "worker_recycling", count=len(served))
+        wait_for(log, "Application startup complete.", count=2 + len(served))
         prober.stop.set()
-        prober.join(10)
+        prober.join(PATIENCE)
+        assert not prober.is_alive()
+        assert len(events(log, "memory_released")) == len(served)
+        assert len(events(log, "worker_recycling")) == len(served)
+        started = pids(log, "Started server process")
+        finished = pids(log, "Finished server process")  # each logged before its process exits
+        assert before <= started
+        assert len(started) == 2 + len(served)  # no worker restarted for any other reason
+        assert finished <= started
+        assert len(finished) == len(served)
         after = workers(server.proc.pid)
+        assert after == started - finished
         assert len(after) == 2
-        assert len(after - before) == recycled >= 1
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        assert after - before
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=PATIENCE)
         conn.request("GET", "/v1/metrics")
         text = conn.getresponse().read().decode()
         conn.close()
@@ -198,8 +280,11 @@ def test_workers_are_replaced_and_counters_survive(tmp_path: Path, upstream: Fak
             r'ollama_proxy_request_duration_seconds_count\{endpoint="/api/chat"\} (\S+)', text
         )
         assert match, text[:2000]
-        assert float(match.group(1)) == 12  # including what workers now gone counted
+        assert float(match.group(1)) == len(ids) == 12  # including what workers now gone counted
+        longest = max((done - sent for sent, done, _ in prober.results), default=0.0)
+        print(f"{len(served)} workers served chats, {resent} resent; longest probe {longest:.1f} s")
     finally:
+        prober.stop.set()
         out = server.stop()
     assert "Traceback" not in out
     assert [r for r in prober.results if r[2] != "200"] == []
