@@ -139,11 +139,15 @@ async def release_when_idle(
     worker's start), call ``recycle``: memory kept by fragmentation only goes back with the
     process (bench/README.md), so the worker asks to be replaced by a fresh one."""
     baseline = rss_mb()
-    released_at = activity.granted
+    released_at = seen = activity.granted
     idle_since: float | None = None
     while True:
         await asyncio.sleep(poll)
-        if activity.active or activity.waiting or activity.granted == released_at:
+        # Slots granted since the last look mean traffic, even if none is held at this instant:
+        # back-to-back requests must not look idle between two polls.
+        busy = activity.granted != seen
+        seen = activity.granted
+        if busy or activity.active or activity.waiting or activity.granted == released_at:
             idle_since = None
             continue
         now = time.monotonic()

@@ -168,3 +168,31 @@ def test_recycles_when_rss_stays_above_its_start(
     assert asyncio.run(scenario()) is recycled
     assert asked == ([True] if recycled else [])
     assert released == [1]
+
+
+def test_back_to_back_requests_between_polls_are_not_idleness(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Requests that start and end between two polls hold no slot when it looks; the grants
+    # they took still say the proxy is busy.
+    calls: list[int] = []
+
+    def release() -> str:
+        calls.append(1)
+        return "test"
+
+    monkeypatch.setattr(allocator, "release", release)
+    activity = FakeActivity()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(allocator.release_when_idle(activity, after=0.05, poll=0.01))
+        try:
+            for _ in range(30):  # 0.3 s of traffic, never a slot held at a poll
+                activity.granted += 1
+                await asyncio.sleep(0.01)
+            assert calls == []
+            await _until(lambda: calls == [1])  # then idle: released once
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
