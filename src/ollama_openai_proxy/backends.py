@@ -42,6 +42,8 @@ from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy.backends")
 
+RESOLVE_LIST_WAIT = 2.0  # seconds a request waits for a model list that has not arrived yet
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
@@ -193,7 +195,11 @@ class Backends:
         name is resolved without one (and the failure logged)."""
         if self.known_ids is None:
             try:
-                await self.models()
+                # Bounded: a slow /v1/models must not hold requests outside every timeout;
+                # the fetch goes on (shielded, catalog.py) for the requests that follow.
+                await asyncio.wait_for(self.models(), RESOLVE_LIST_WAIT)
+            except TimeoutError:
+                log.warning("models_list_slow_for_routing", model=name, waited_s=RESOLVE_LIST_WAIT)
             except ProxyError as exc:
                 log.warning("models_unavailable_for_routing", model=name, error=exc.message)
         routes = tuple(self.routes(name))

@@ -93,21 +93,35 @@ class Catalog:
         return body
 
 
-class RecentModels:
-    """Models used recently, with Ollama-style expiry (``keep_alive``), for ``/api/ps``."""
+FOREVER_S = 10 * 365 * 86400  # what /api/ps shows for keep_alive "forever" (negative)
+MAX_RECENT = 1000  # models /api/ps remembers at most
 
-    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+
+class RecentModels:
+    """Models used recently, with Ollama-style expiry (``keep_alive``), for ``/api/ps``.
+
+    Bounded: at most ``max_entries`` names (a backend that accepts any model name must not let
+    clients grow this without end); beyond that, the one that expires first is forgotten."""
+
+    def __init__(
+        self, clock: Callable[[], int] = time.time_ns, max_entries: int = MAX_RECENT
+    ) -> None:
         self._expiry: dict[str, int] = {}
         self._clock = clock
+        self._max = max_entries
 
     def touch(self, name: str, keep_alive_s: float) -> None:
+        """``name`` was used now and stays ``keep_alive_s`` seconds (0: forget it; negative:
+        "forever"; more than ten years is ten years, so every expiry is a valid date)."""
         now = self._clock()
         if keep_alive_s == 0:
             self._expiry.pop(name, None)
             return
-        # Negative keep_alive means "forever" in Ollama; show a far expiry rather than none.
-        seconds = keep_alive_s if keep_alive_s > 0 else 10 * 365 * 86400
-        self._expiry[name] = now + int(seconds * 1e9)
+        seconds = keep_alive_s if 0 < keep_alive_s < FOREVER_S else FOREVER_S
+        expiry = self._expiry
+        if name not in expiry and len(expiry) >= self._max:
+            del expiry[min(expiry, key=expiry.__getitem__)]
+        expiry[name] = now + int(seconds * 1e9)
 
     def active(self) -> list[tuple[str, int]]:
         """(name, expires_ns), longest-lived first, as Ollama sorts /api/ps."""

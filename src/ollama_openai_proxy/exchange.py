@@ -149,8 +149,12 @@ class EventStream:
         return self
 
     async def prefetch(self) -> None:
-        """Read once now (inside the caller's first-byte timeout); iteration starts with it."""
-        self._first = await self.__anext__()
+        """Read once now (inside the caller's first-byte timeout); iteration starts with it. A
+        stream that ended at once (no bytes at all) then iterates as empty."""
+        try:
+            self._first = await self.__anext__()
+        except StopAsyncIteration:
+            self._first = None
 
     async def __anext__(self) -> list[SSEEvent] | bytes:
         first = self._first

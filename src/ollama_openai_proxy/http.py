@@ -65,9 +65,9 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 
 class StreamBody(StreamingResponse):
-    """A streamed response that owns the request's resources: ``owner`` (slot, upstream
-    connection, gauges) is closed exactly once however the response ends -- finished, failed,
-    cancelled, or the client gone -- even if the body was never iterated.
+    """A streamed response that owns the request's resources: the owner given to :meth:`own`
+    (slot, upstream connection, gauges) is closed exactly once however the response ends --
+    finished, failed, cancelled, or the client gone -- even if the body was never iterated.
 
     A client that goes away cancels the stream at once (the backend call is closed with it):
     one watcher task waits for ``http.disconnect`` and cancels the streaming task. Starlette's
@@ -78,13 +78,17 @@ class StreamBody(StreamingResponse):
     def __init__(
         self,
         content: AsyncIterator[bytes],
-        owner: AsyncExitStack,
         *,
         media_type: str = NDJSON,
         status_code: int = 200,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(content, status_code=status_code, headers=headers, media_type=media_type)
+        self._owner = AsyncExitStack()
+
+    def own(self, owner: AsyncExitStack) -> None:
+        """Take over ``owner`` (call it last, once the response is built: nothing may fail
+        between ``owner.pop_all()`` and this)."""
         self._owner = owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

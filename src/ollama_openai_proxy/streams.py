@@ -23,8 +23,9 @@ import orjson
 
 from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.errors import ProxyError, UpstreamProtocolError, UpstreamTimeout
-from ollama_openai_proxy.exchange import EventStream
+from ollama_openai_proxy.exchange import SSE, EventStream
 from ollama_openai_proxy.http import StreamBody
+from ollama_openai_proxy.relay import SSERelay
 from ollama_openai_proxy.render import Dialect, Renderer
 from ollama_openai_proxy.sse import SSEEvent
 from ollama_openai_proxy.translate.stream import StreamTranslator
@@ -60,7 +61,9 @@ async def ndjson_stream(
             f"upstream sent nothing within {first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
         ) from None
     on_first()
-    return StreamBody(_chain(first, gen), owner.pop_all())
+    response = StreamBody(_chain(first, gen))
+    response.own(owner.pop_all())
+    return response
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -132,24 +135,42 @@ def sse_relay(
     rec: AccessRecord,
     headers: Mapping[str, str],
 ) -> StreamBody:
-    """The backend's stream relayed as received (its first read is already in ``events``);
-    ``owner`` moves into the response."""
-    return StreamBody(
-        _relay(events, renderer, rec),
-        owner.pop_all(),
-        media_type=events.headers.get("content-type", "text/event-stream"),
+    """The backend's stream relayed event by event (:class:`~ollama_openai_proxy.relay.SSERelay`;
+    its first read is already in ``events``). The response is built first, then ``owner`` moves
+    into it: nothing can fail between the two."""
+    response = StreamBody(
+        _relay(events, SSERelay(renderer.redact), renderer, rec),
+        media_type=SSE,
         status_code=events.status,
         headers=dict(headers),
     )
+    response.own(owner.pop_all())
+    return response
 
 
 async def _relay(
-    events: EventStream, renderer: Renderer, rec: AccessRecord
+    events: EventStream, relay: SSERelay, renderer: Renderer, rec: AccessRecord
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in events:
-            yield chunk  # type: ignore[misc]  # relayed: bytes
+            out = relay.feed(chunk)  # type: ignore[arg-type]  # relayed: bytes
+            if relay.errors:
+                _report(relay, renderer, rec)
+            if out:
+                yield out
+        out = relay.end()
+        if out:
+            yield out
     except Exception as exc:
         # OpenAI clients understand an SSE error event (openai-python _streaming.py).
         err = exc if isinstance(exc, ProxyError) else renderer.unexpected(exc)
         yield renderer.stream_error(err, Dialect.OPENAI, rec)
+
+
+def _report(relay: SSERelay, renderer: Renderer, rec: AccessRecord) -> None:
+    """The backend's own error events, relayed (redacted) as they are, but logged and counted."""
+    for error in relay.errors:
+        renderer.failed(
+            stream_error(error, client_model=None, endpoint="stream"), rec, stage="stream"
+        )
+    relay.errors.clear()

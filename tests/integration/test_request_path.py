@@ -335,3 +335,118 @@ async def test_a_bug_mid_stream_is_an_error_line(
         out = lines(r)
         assert out[-1] == {"error": "internal proxy error; see the proxy's log"}
         assert app.state.ctx.limiter.active == 0
+
+
+# found by the review of #13 ------------------------------------------------------------------
+
+
+def sse_handler(*pieces: bytes, headers: dict[str, str] | None = None, pause: float = 0.02):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **(headers or {})})
+        await resp.prepare(request)
+        for piece in pieces:
+            await resp.write(piece)
+            await asyncio.sleep(pause)
+        await resp.write_eof()
+        return resp
+
+    return handler
+
+
+CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
+ERROR = b'data: {"error":{"message":"invalid api key ' + KEY.encode() + b' for you"}}\n\n'
+V1 = {**CHAT, "stream": True}
+
+
+async def test_v1_stream_redacts_a_key_split_across_reads_and_counts_the_error() -> None:
+    cut = ERROR.index(KEY.encode()) + 5  # the key arrives in two reads
+    handler = sse_handler(CONTENT + ERROR[:cut], ERROR[cut:], b"data: [DONE]\n\n")
+    async with backend(handler) as url, client_for(url) as (_, client):
+        with capture_logs() as logs:
+            r = await client.post("/v1/chat/completions", json=V1)
+        assert r.status_code == 200
+        assert KEY not in r.text
+        assert "invalid api key [redacted] for you" in r.text
+        assert [e["status"] for e in logs if e["event"] == "request_failed"] == [502]
+        assert KEY not in str(logs)
+        text = (await client.get("/v1/metrics")).text
+        assert 'endpoint="/v1/chat/completions",model="",status="502"' in text
+
+
+async def test_v1_stream_without_done_ends_with_an_error_event() -> None:
+    async with backend(sse_handler(CONTENT)) as url, client_for(url) as (_, client):
+        r = await client.post("/v1/chat/completions", json=V1)
+        events = [e for e in r.text.split("\n\n") if e]
+        assert events[0] == CONTENT.decode().strip()
+        last = orjson.loads(events[-1].removeprefix("data: "))
+        assert last["error"]["message"] == "upstream stream ended early: no [DONE]"
+
+
+@pytest.mark.parametrize(("path", "body"), [("/api/chat", CHAT), ("/v1/chat/completions", V1)])
+async def test_an_empty_stream_is_never_a_500(path: str, body: dict[str, Any]) -> None:
+    async with backend(sse_handler()) as url, client_for(url) as (app, client):
+        r = await client.post(path, json=body)
+        assert r.status_code in (200, 502)
+        assert "internal proxy error" not in r.text
+        assert "ended early" in r.text
+        assert app.state.ctx.limiter.active == 0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_headers_that_are_not_latin1_are_dropped_not_a_500(stream: bool) -> None:
+    if stream:
+        handler = sse_handler(CONTENT, b"data: [DONE]\n\n", headers={"x-ratelimit-note": "\u20ac"})
+    else:
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            await request.read()
+            return web.json_response(
+                {"id": "x", "choices": []}, headers={"x-ratelimit-note": "\u20ac"}
+            )
+
+    async with backend(handler) as url, client_for(url) as (app, client):
+        r = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+        assert r.status_code == 200
+        assert "x-ratelimit-note" not in r.headers
+        assert app.state.ctx.limiter.active == 0
+        text = (await client.get("/v1/metrics")).text
+        assert metric(text, "ollama_proxy_upstream_requests_in_flight") == 0
+
+
+async def test_first_byte_timeout_counts_from_the_backend_call_not_the_queue() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body.get("stream"):
+            await asyncio.sleep(0.8)  # holds the only slot
+            return web.json_response(
+                {
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}],
+                }
+            )
+        return await sse_handler(CONTENT, b"data: [DONE]\n\n", pause=0.4)(request)
+
+    async with (
+        backend(handler) as url,
+        client_for(url, max_concurrent_requests=1, queue_timeout=5, first_byte_timeout=1.0) as (
+            _,
+            client,
+        ),
+    ):
+        first = asyncio.create_task(client.post("/api/chat", json={**CHAT, "stream": False}))
+        await asyncio.sleep(0.1)
+        second = await client.post("/api/chat", json=CHAT)  # queued 0.7 s, then 0.4 s to go
+        assert second.status_code == 200
+        assert lines(second)[0]["message"]["content"] == "hi"
+        assert (await first).status_code == 200
+
+
+async def test_a_failed_stream_is_not_listed_in_ps(upstream: FakeUpstream) -> None:
+    async with client_for(upstream.url) as (_, client):
+        upstream.script(Script(chunks=['{"choices":["x"]}']))
+        assert (await client.post("/api/chat", json=CHAT)).status_code == 502
+        assert (await client.get("/api/ps")).json() == {"models": []}
+        assert (await client.post("/api/chat", json=CHAT)).status_code == 200
+        assert [m["name"] for m in (await client.get("/api/ps")).json()["models"]] == [
+            "gpt-4o-mini"
+        ]

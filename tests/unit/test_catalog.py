@@ -407,3 +407,15 @@ def test_a_failed_first_listing_is_remembered_even_with_no_cache() -> None:
     with pytest.raises(UpstreamUnavailable):
         run(catalog.models())
     assert len(upstream.calls) == 2
+
+
+def test_recent_models_are_bounded_and_expiries_clamped() -> None:
+    clock = NsClock()
+    recent = RecentModels(clock=clock, max_entries=3)
+    for i, keep in enumerate((50, 10, 30)):
+        recent.touch(f"m{i}", keep)
+    recent.touch("new", 20)  # over the bound: the one expiring first (m1) is forgotten
+    assert [n for n, _ in recent.active()] == ["m0", "m2", "new"]
+    recent.touch("huge", 1e300)  # no OverflowError, and a date any client can parse
+    expires = dict(recent.active())["huge"]
+    assert expires - clock.now == 10 * 365 * 86400 * S

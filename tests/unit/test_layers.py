@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "translate",
         "http",
         "render",
+        "relay",
         "allocator",
         "recycle",
         "buildinfo",

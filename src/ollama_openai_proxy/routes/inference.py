@@ -174,10 +174,13 @@ async def _complete(
         model, generate=answer.generate, think=answer.think, start_ns=answer.start
     )
     async with ctx.held() as owner:
+        sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, answer)
         if isinstance(reply, Reply):  # a backend that ignored stream: true
-            return Response(tr.feed_completion(reply.data) + tr.finish(), media_type=NDJSON)
+            body = tr.feed_completion(reply.data) + tr.finish()
+            rec.ttft_ms = round((time.perf_counter_ns() - answer.start) / 1e6, 3)
+            return Response(body, media_type=NDJSON)
 
         def first_line() -> None:
             ttft = (time.perf_counter_ns() - answer.start) / 1e9
@@ -187,7 +190,7 @@ async def _complete(
                 ctx.metrics.streams(1)
                 owner.callback(ctx.metrics.streams, -1)
 
-        elapsed = (time.perf_counter_ns() - answer.start) / 1e9
+        elapsed = (time.perf_counter_ns() - sent) / 1e9
         return await ndjson_stream(
             reply,
             tr,
@@ -201,7 +204,9 @@ async def _complete(
 
 
 def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: Answer) -> None:
-    """When a stream is over, however it ended: /api/ps, notes, token counts."""
-    ctx.recent.touch(answer.model, answer.keep_alive)
+    """When a stream is over, however it ended: /api/ps (if the model answered), notes, token
+    counts."""
+    if rec.ttft_ms is not None:
+        ctx.recent.touch(answer.model, answer.keep_alive)
     ctx.notes(tr.notes, answer.model)
     ctx.count(rec, tr.usage)

@@ -77,7 +77,13 @@ def model_path(model: str) -> str:
 
 
 def _headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower().startswith(_KEEP_HEADERS)}
+    """The backend's headers worth relaying. Only ASCII values: HTTP header values are Latin-1
+    at most (Starlette encodes them so), and these headers' real values are ASCII."""
+    return {
+        k: v
+        for k, v in headers.items()
+        if k.lower().startswith(_KEEP_HEADERS) and v.isascii() and v.isprintable()
+    }
 
 
 async def _forward(request: Request, method: str, path: str, model: str | None = None) -> Response:
@@ -108,13 +114,13 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
         reply = await ctx.backends.execute(p, owner, rec)
         if isinstance(reply, EventStream):
             return sse_relay(reply, owner, ctx.renderer, rec, _headers(reply.headers))
-    data = reply.body
-    if reply.status >= 400:
-        data = ctx.renderer.redact.bytes(data)  # a backend may quote the key it was sent
+    media_type = reply.headers.get("content-type", "")
+    if not (media_type.isascii() and media_type.isprintable()):
+        media_type = reply.content_type or "application/json"
     return Response(
-        data,
+        ctx.renderer.redact.bytes(reply.body),  # a backend may quote the key it was sent
         status_code=reply.status,
-        media_type=reply.headers.get("content-type", "application/json"),
+        media_type=media_type,
         headers=_headers(reply.headers),
     )
 
