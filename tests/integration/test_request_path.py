@@ -340,7 +340,9 @@ async def test_a_bug_mid_stream_is_an_error_line(
 # found by the review of #13 ------------------------------------------------------------------
 
 
-def sse_handler(*pieces: bytes, headers: dict[str, str] | None = None, pause: float = 0.02):
+def sse_handler(
+    *pieces: bytes, headers: dict[str, str] | None = None, pause: float = 0.02
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         await request.read()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **(headers or {})})
