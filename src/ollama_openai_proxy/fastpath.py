@@ -9,11 +9,15 @@ rendered by the same functions FastAPI's exception handlers use.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ollama_openai_proxy.access import record
+from ollama_openai_proxy.http import WATCH_KEY, DisconnectWatch
 
 Handler = Callable[[Request], Awaitable[Response]]
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
@@ -37,11 +41,25 @@ class FastRoutes:
         if handler is None:
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
+        task = asyncio.current_task()
+        assert task is not None
+        watch = scope[WATCH_KEY] = DisconnectWatch(receive, task)
+        request = Request(scope, watch.receive)
         try:
-            response = await handler(request)
-        except ClientDisconnect:
-            return  # the client left while sending its body: nobody to answer
-        except Exception as exc:  # rendered exactly as FastAPI's handlers would
-            response = await self.on_error(request, exc)
-        await response(scope, receive, send)
+            try:
+                response = await handler(request)
+            except ClientDisconnect:
+                return  # the client left while sending its body: nobody to answer
+            except Exception as exc:  # rendered exactly as FastAPI's handlers would
+                response = await self.on_error(request, exc)
+            await response(scope, receive, send)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            # The client left before its answer: the handler's owner has given back the slot
+            # and closed the backend call on the way out. 499 as nginx logs it.
+            task.uncancel()
+            rec = record(scope)
+            rec.error, rec.error_status = "client closed the connection", 499
+        finally:
+            watch.stop()

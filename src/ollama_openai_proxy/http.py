@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ollama_openai_proxy.errors import PayloadTooLarge
 
@@ -64,16 +64,63 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return JSONBytes(orjson.dumps(obj), status)
 
 
+WATCH_KEY = "proxy.watch"
+
+
+class DisconnectWatch:
+    """Cancels the request's task as soon as its client goes away, from the moment the request
+    body has been read until :meth:`stop` -- so a client that leaves while its answer is being
+    prepared (queued for a slot, waiting for the backend's first byte or whole answer) gives
+    back its slot and closes the backend call at once, not when the backend answers.
+
+    Handlers read the body through :meth:`receive`; once the last body message has passed, one
+    watcher task waits for ``http.disconnect`` (uvicorn's ``send`` does not raise once the client
+    is gone, so the disconnect has to be watched for). ``gone`` tells a caller that a
+    CancelledError was this watch's doing."""
+
+    __slots__ = ("_receive", "_task", "_watcher", "gone")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self._receive = receive
+        self._task = task
+        self._watcher: asyncio.Future[None] | None = None
+        self.gone = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.gone = True
+        elif not message.get("more_body", False):
+            self.start()
+        return message
+
+    def start(self) -> None:
+        """Watch from now on (idempotent)."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(_disconnected(self._receive))
+            self._watcher.add_done_callback(self._fired)
+
+    def _fired(self, watcher: asyncio.Future[None]) -> None:
+        if self._watcher is watcher and not watcher.cancelled():
+            self.gone = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        """The request is over: stop watching (nothing is cancelled after this)."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+
+
 class StreamBody(StreamingResponse):
     """A streamed response that owns the request's resources: the owner given to :meth:`own`
     (slot, upstream connection, gauges) is closed exactly once however the response ends --
     finished, failed, cancelled, or the client gone -- even if the body was never iterated.
 
-    A client that goes away cancels the stream at once (the backend call is closed with it):
-    one watcher task waits for ``http.disconnect`` and cancels the streaming task. Starlette's
-    own StreamingResponse does the same with an anyio task group around two tasks, which
-    cost a measurable share of the per-stream CPU (uvicorn's ``send`` does not raise once the
-    client is gone, so the disconnect has to be watched for)."""
+    A client that goes away cancels the stream at once (the backend call is closed with it),
+    through the request's :class:`DisconnectWatch` (one is started here if the request has
+    none). Starlette's own StreamingResponse does the same with an anyio task group around two
+    tasks, which cost a measurable share of the per-stream CPU."""
 
     def __init__(
         self,
@@ -94,26 +141,20 @@ class StreamBody(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        streaming = True
-        gone = False
-
-        def on_disconnect(watcher: asyncio.Future[None]) -> None:
-            nonlocal gone
-            if streaming and not watcher.cancelled():
-                gone = True
-                task.cancel()
-
-        watcher = asyncio.ensure_future(_disconnected(receive))
-        watcher.add_done_callback(on_disconnect)
+        watch: DisconnectWatch | None = scope.get(WATCH_KEY)
+        own = watch is None
+        if watch is None:
+            watch = DisconnectWatch(receive, task)
+        watch.start()
         try:
             await self.stream_response(send)
         except asyncio.CancelledError:
-            if not gone:
+            if not watch.gone:
                 raise
             task.uncancel()  # our own cancellation: the client left, the request is over
         finally:
-            streaming = False
-            watcher.cancel()
+            if own:
+                watch.stop()
             await self._owner.aclose()
 
 

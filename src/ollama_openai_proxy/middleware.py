@@ -125,8 +125,9 @@ class RequestContextMiddleware:
                     **details,
                 )
             if self.metrics is not None:
-                # A stream that ended in an error line went out as 200; count its error.
-                counted = rec.error_status if status == 200 and rec.error_status else status
+                # A stream that ended in an error line went out as 200, a request whose client
+                # left went out as nothing; count their error (499: the client's).
+                counted = rec.error_status if rec.error_status and status in (0, 200) else status
                 self.metrics.request_done(self._endpoint(path), rec.model_label, counted, seconds)
             REQUEST_ID.reset(token)
 

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from ollama_openai_proxy.app import ProxyApp, create_app
 from tests.fake_upstream import FakeUpstream, Script
-from tests.servers import settings_for
+from tests.servers import ProxyServer, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +72,8 @@ async def backend(
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", handler)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # handler_cancellation: a handler sees the proxy close its connection (a CancelledError)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -452,3 +453,60 @@ async def test_a_failed_stream_is_not_listed_in_ps(upstream: FakeUpstream) -> No
         assert [m["name"] for m in (await client.get("/api/ps")).json()["models"]] == [
             "gpt-4o-mini"
         ]
+
+
+@pytest.mark.parametrize(
+    ("path", "stream"),
+    [
+        ("/api/chat", True),
+        ("/api/chat", False),
+        ("/v1/chat/completions", True),
+        ("/v1/chat/completions", False),
+    ],
+)
+async def test_a_client_that_leaves_before_its_answer_frees_its_slot_at_once(
+    path: str, stream: bool
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body["model"] == "slow":
+            try:
+                await asyncio.sleep(30)  # no first byte for a long time
+            except asyncio.CancelledError:
+                cancelled.set()  # the proxy closed the backend call
+                raise
+        return web.json_response(
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+        )
+
+    async with backend(handler) as url:
+        settings = settings_for(
+            url, max_concurrent_requests=1, max_queued_requests=0, first_byte_timeout=60
+        )
+        proxy = ProxyServer(settings)
+        # started from a thread: the backend runs on this loop and must answer its model list
+        await asyncio.to_thread(proxy.__enter__)
+        try:
+            body = orjson.dumps({**CHAT, "model": "slow", "stream": stream})
+            _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the request holds the only slot, waiting
+            writer.close()
+            await asyncio.wait_for(cancelled.wait(), 5)
+            started = time.monotonic()
+            async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as client:
+                r = await client.post(path, json={**CHAT, "stream": False})
+            assert r.status_code == 200
+            assert time.monotonic() - started < 2
+            assert proxy.app.state.ctx.limiter.active == 0
+            text = (await asyncio.to_thread(httpx.get, proxy.url + "/v1/metrics")).text
+            assert 'status="499"' in text
+        finally:
+            await asyncio.to_thread(proxy.__exit__, None, None, None)
