@@ -246,6 +246,22 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
 
 # --- responses --------------------------------------------------------------------------------
 
+ARGUMENTS = (str, dict)  # tool-call arguments: a JSON string, or an object as some backends send
+
+
+def expect(value: Any, kind: type | tuple[type, ...]) -> Any:
+    """A field read from a backend answer: ``value`` if it is null or a ``kind``, else TypeError.
+
+    Called where an answer's fields are read, inside the guard that turns the TypeError into
+    :func:`~ollama_openai_proxy.errors.malformed` quoting the answer (``StreamTranslator.feed``,
+    :func:`~ollama_openai_proxy.errors.reading`): a wrong-typed value is refused, never relayed
+    to a client that would fail to validate it (ollama-python). Per-chunk code skips the call
+    for the usual null or absent field: ``if x is not None and expect(x, kind):``."""
+    if value is None or isinstance(value, kind):
+        return value
+    raise TypeError(f"{type(value).__name__} where {kind} was expected")
+
+
 _DONE_REASONS = {"stop": "stop", "length": "length"}
 
 
@@ -267,12 +283,17 @@ def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
-def parse_arguments(raw: str | None, notes: list[str], name: str) -> dict[str, Any]:
-    """Backend argument strings -> the JSON object Ollama clients require.
+def parse_arguments(
+    raw: str | dict[str, Any] | None, notes: list[str], name: str
+) -> dict[str, Any]:
+    """Backend arguments (a JSON string, or already an object) -> the JSON object Ollama clients
+    require.
 
     ollama-python validates ``arguments`` as a dict and n8n passes it straight to the tool, so a
     non-object never goes out: invalid JSON is kept verbatim under ``"__raw_arguments"``.
     """
+    if isinstance(raw, dict):
+        return raw
     if not raw:
         return {}
     try:
@@ -290,15 +311,16 @@ def tool_calls_to_ollama(
 ) -> list[dict[str, Any]]:
     out = []
     for i, call in enumerate(calls):
-        fn = call.get("function") or {}
-        name = fn.get("name") or ""
+        fn = expect(call.get("function"), dict) or {}
+        name = expect(fn.get("name"), str) or ""
+        args = expect(fn.get("arguments"), ARGUMENTS)
         out.append(
             {
-                "id": call.get("id") or new_call_id(),
+                "id": expect(call.get("id"), str) or new_call_id(),
                 "function": {
                     "index": i,
                     "name": name,
-                    "arguments": parse_arguments(fn.get("arguments"), notes, name),
+                    "arguments": parse_arguments(args, notes, name),
                 },
             }
         )
@@ -317,22 +339,30 @@ def metrics(
         out["total_duration"] = total_ns
     if usage:
         prompt_tokens = usage.get("prompt_tokens")
-        if isinstance(prompt_tokens, int) and prompt_tokens > 0:
+        if type(prompt_tokens) is int and prompt_tokens > 0:  # not a bool: it would relay true
             out["prompt_eval_count"] = prompt_tokens
     if prompt_eval_ns > 0:
         out["prompt_eval_duration"] = prompt_eval_ns
     if usage:
         completion_tokens = usage.get("completion_tokens")
-        if isinstance(completion_tokens, int) and completion_tokens > 0:
+        if type(completion_tokens) is int and completion_tokens > 0:
             out["eval_count"] = completion_tokens
     if eval_ns > 0:
         out["eval_duration"] = eval_ns
     return out
 
 
+# vLLM/DeepSeek/llama.cpp say reasoning_content; OpenRouter and newer vLLM say reasoning.
+_REASONING = ("reasoning_content", "reasoning")
+
+
 def reasoning_of(obj: Mapping[str, Any]) -> str | None:
-    # vLLM/DeepSeek/llama.cpp say reasoning_content; OpenRouter and newer vLLM say reasoning.
-    return obj.get("reasoning_content") or obj.get("reasoning") or None
+    """The first non-empty reasoning field (each checked to be a string when present)."""
+    for key in _REASONING:
+        value: str | None = obj.get(key)
+        if value is not None and expect(value, str):
+            return value
+    return None
 
 
 def _first_choice(resp: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -351,24 +381,28 @@ def chat_response(
     think: bool,
     notes: list[str],
 ) -> dict[str, Any]:
-    """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body."""
+    """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body.
+
+    A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
     msg = choice.get("message") or {}
-    message: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
+    content = expect(msg.get("content"), str) or ""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
     thinking = reasoning_of(msg) if think else None
     if thinking:
         message["thinking"] = thinking
-    if msg.get("tool_calls"):
-        message["tool_calls"] = tool_calls_to_ollama(msg["tool_calls"], notes)
+    calls = expect(msg.get("tool_calls"), list)
+    if calls:
+        message["tool_calls"] = tool_calls_to_ollama(calls, notes)
     out: dict[str, Any] = {
         "model": model,
         "created_at": rfc3339(now_ns),
         "message": message,
         "done": True,
-        "done_reason": done_reason(choice.get("finish_reason")),
+        "done_reason": done_reason(expect(choice.get("finish_reason"), str)),
     }
     # Without streaming there is no first-token time: the whole request counts as eval time.
-    out.update(metrics(resp.get("usage"), total_ns, 0, total_ns))
+    out.update(metrics(expect(resp.get("usage"), dict), total_ns, 0, total_ns))
     return out
 
 
@@ -380,19 +414,21 @@ def generate_response(
     total_ns: int,
     think: bool,
 ) -> dict[str, Any]:
-    """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body."""
+    """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
+
+    A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
     # /v1/completions answers choices[].text; chat answers choices[].message
     msg = choice.get("message") or {"content": choice.get("text")}
     out: dict[str, Any] = {
         "model": model,
         "created_at": rfc3339(now_ns),
-        "response": msg.get("content") or "",
+        "response": expect(msg.get("content"), str) or "",
     }
     thinking = reasoning_of(msg) if think else None
     if thinking:
         out["thinking"] = thinking
     out["done"] = True
-    out["done_reason"] = done_reason(choice.get("finish_reason"))
-    out.update(metrics(resp.get("usage"), total_ns, 0, total_ns))
+    out["done_reason"] = done_reason(expect(choice.get("finish_reason"), str))
+    out.update(metrics(expect(resp.get("usage"), dict), total_ns, 0, total_ns))
     return out

@@ -11,6 +11,10 @@ send, knowing nothing of HTTP. The rules it keeps, and the clients that need the
   one line -- @langchain/ollama keys calls by position within a line (stream_events.ts:140);
 * token counts only on the final line -- @langchain/ollama sums them over every line;
 * exactly one ``done: true`` line, last, with ``done_reason`` and durations in nanoseconds.
+
+Fields are type-checked where they are read (:func:`~ollama_openai_proxy.translate.chat.expect`),
+inside ``feed``'s guard: a wrong type is refused quoting its event, never relayed (ollama-python
+validates every line) nor left to fail in :meth:`StreamTranslator.finish`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ from typing import Any
 import orjson
 
 from ollama_openai_proxy.errors import malformed
-from ollama_openai_proxy.translate.chat import done_reason, metrics, tool_calls_to_ollama
+from ollama_openai_proxy.translate.chat import (
+    ARGUMENTS,
+    done_reason,
+    expect,
+    metrics,
+    reasoning_of,
+    tool_calls_to_ollama,
+)
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
 from ollama_openai_proxy.translate.upstream_errors import stream_error
 
@@ -108,18 +119,20 @@ class StreamTranslator:
             raise malformed("a malformed stream event", data) from None
 
     def feed_chunk(self, chunk: Mapping[str, Any]) -> bytes:
+        """One decoded event; a field of the wrong type raises TypeError (the caller's guard
+        makes it :func:`malformed`)."""
         err = chunk.get("error")
         if err:
             raise stream_error(err, client_model=self._model, endpoint="/chat/completions")
         usage = chunk.get("usage")
-        if usage:
+        if usage is not None and expect(usage, dict):  # null on every chunk but one: no call
             self._usage = usage
         choices = chunk.get("choices")
         if not choices:
             return b""
         choice = choices[0]
         finish = choice.get("finish_reason")
-        if finish:
+        if finish is not None and expect(finish, str):
             self._finish = finish
         delta = choice.get("delta") or choice.get("message")
         if delta is None and "text" in choice:
@@ -140,12 +153,10 @@ class StreamTranslator:
         return out
 
     def _delta(self, delta: Mapping[str, Any]) -> bytes:
-        content = delta.get("content")
-        thinking = None
-        if self._think:
-            thinking = delta.get("reasoning_content") or delta.get("reasoning")
+        content = expect(delta.get("content"), str)
+        thinking = reasoning_of(delta) if self._think else None
         calls = delta.get("tool_calls")
-        if calls:
+        if calls is not None and expect(calls, list):
             self._buffer_calls(calls)
         if not content and not thinking:
             if calls:
@@ -165,16 +176,18 @@ class StreamTranslator:
             index = frag.get("index")
             if not isinstance(index, int):
                 index = position  # complete (non-streamed) calls carry no index
-            fn = frag.get("function") or {}
+            fn = expect(frag.get("function"), dict) or {}
+            call_id = expect(frag.get("id"), str)
+            name = expect(fn.get("name"), str)
+            args = expect(fn.get("arguments"), ARGUMENTS)
             slot = self._calls.get(index)
             if slot is None:
                 slot = self._calls[index] = [None, "", []]
-            if frag.get("id"):
-                slot[0] = frag["id"]
-            if fn.get("name") and not slot[1]:
+            if call_id:
+                slot[0] = call_id
+            if name and not slot[1]:
                 # Some backends repeat the name on every fragment; the first one is the name.
-                slot[1] = fn["name"]
-            args = fn.get("arguments")
+                slot[1] = name
             if args:
                 slot[2].append(args if isinstance(args, str) else orjson.dumps(args).decode())
 
@@ -203,7 +216,17 @@ class StreamTranslator:
         )
 
     def finish(self) -> bytes:
-        """The buffered tool-call line (if any) and the single final ``done: true`` line."""
+        """The buffered tool-call line (if any) and the single final ``done: true`` line.
+
+        Called after the last event, outside ``feed``'s guard: should what the events left
+        still fail to translate, the error quotes it rather than escaping as a 500."""
+        try:
+            return self._finish_lines()
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+            state = {"finish_reason": self._finish, "usage": self._usage, "calls": self._calls}
+            raise malformed("a stream whose end cannot be translated", state) from None
+
+    def _finish_lines(self) -> bytes:
         end = self._clock()
         created_at = rfc3339(self._wall())
         out = b""
@@ -213,7 +236,6 @@ class StreamTranslator:
                 for _, slot in sorted(self._calls.items())
             ]
             tool_calls = tool_calls_to_ollama(calls, self.notes)
-            self._calls.clear()
             if self._generate:
                 self.notes.append("tool calls in a generate stream are not supported; dropped")
             else:
@@ -238,4 +260,6 @@ class StreamTranslator:
                 self._usage, end - self._start_ns, first - self._start_ns, self._last_ns - first
             )
         )
-        return out + line(final)
+        out += line(final)
+        self._calls.clear()  # only now: a failure above quotes the calls
+        return out

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from ollama_openai_proxy.errors import UpstreamProtocolError, reading, sample
 from ollama_openai_proxy.translate.chat import (
     chat_response,
     done_reason,
@@ -146,3 +147,181 @@ def test_done_reason_shared_mapping() -> None:
         "stop",
         "stop",
     ]
+
+
+# --- wrong shapes: refused (a 502 quoting the answer), never relayed -----------------------------
+
+
+def translate(body: dict[str, Any], *, generate: bool = False) -> dict[str, Any]:
+    """As routes/inference.py calls them: inside errors.reading()."""
+    with reading("an answer that is not a completion", body):
+        if generate:
+            return generate_response(body, "m", now_ns=NOW, total_ns=1, think=True)
+        return chat_response(body, "m", now_ns=NOW, total_ns=1, think=True, notes=[])
+
+
+def answer(message: Any = None, finish: Any = "stop", **extra: Any) -> dict[str, Any]:
+    choice = {"message": message, "finish_reason": finish} if message is not None else {}
+    return {"choices": [{**choice, **extra.pop("choice", {})}], **extra}
+
+
+def tool_call(**fields: Any) -> dict[str, Any]:
+    return answer({"content": None, "tool_calls": [fields]}, "tool_calls")
+
+
+# which translations read the field: chat_response, generate_response
+BOTH, CHAT_ONLY, GENERATE_ONLY = ("chat", "generate"), ("chat",), ("generate",)
+
+# (answer, the fragment its error must quote, the translations that read the field)
+WRONG_SHAPES = {
+    "content object": (answer({"content": {"a": 1}}), "'content': {'a': 1}", BOTH),
+    "content list": (answer({"content": ["a"]}), "'content': ['a']", BOTH),
+    "content number": (answer({"content": 5}), "'content': 5", BOTH),
+    "content false": (answer({"content": False}), "'content': False", BOTH),
+    "reasoning_content object": (
+        answer({"content": "a", "reasoning_content": {"a": 1}}),
+        "'reasoning_content': {'a': 1}",
+        BOTH,
+    ),
+    "reasoning number": (
+        answer({"content": "a", "reasoning_content": "", "reasoning": 7}),
+        "'reasoning': 7",
+        BOTH,
+    ),
+    "message not an object": (answer("text"), "'message': 'text'", BOTH),
+    "completions text object": (
+        answer(choice={"text": {"a": 1}}),
+        "'text': {'a': 1}",
+        GENERATE_ONLY,
+    ),
+    "completions text number": (answer(choice={"text": 3}), "'text': 3", GENERATE_ONLY),
+    "finish_reason object": (answer({"content": "a"}, {"x": 1}), "'finish_reason': {'x': 1}", BOTH),
+    "finish_reason list": (answer({"content": "a"}, ["stop"]), "'finish_reason': ['stop']", BOTH),
+    "finish_reason number": (answer({"content": "a"}, 1), "'finish_reason': 1", BOTH),
+    "usage list": (answer({"content": "a"}, usage=[11, 4]), "'usage': [11, 4]", BOTH),
+    "usage string": (answer({"content": "a"}, usage="lots"), "'usage': 'lots'", BOTH),
+    "tool_calls object": (
+        answer({"tool_calls": {"id": "t"}}),
+        "'tool_calls': {'id': 't'}",
+        CHAT_ONLY,
+    ),
+    "tool_calls string": (answer({"tool_calls": "f"}), "'tool_calls': 'f'", CHAT_ONLY),
+    "tool call not an object": (answer({"tool_calls": ["f"]}), "'tool_calls': ['f']", CHAT_ONLY),
+    "tool call id number": (
+        tool_call(id=5, function={"name": "f", "arguments": "{}"}),
+        "'id': 5",
+        CHAT_ONLY,
+    ),
+    "function not an object": (tool_call(id="t", function="f"), "'function': 'f'", CHAT_ONLY),
+    "function.name number": (
+        tool_call(id="t", function={"name": 7, "arguments": "{}"}),
+        "'name': 7",
+        CHAT_ONLY,
+    ),
+    "function.arguments list": (
+        tool_call(id="t", function={"name": "f", "arguments": [1]}),
+        "'arguments': [1]",
+        CHAT_ONLY,
+    ),
+    "function.arguments number": (
+        tool_call(id="t", function={"name": "f", "arguments": 5}),
+        "'arguments': 5",
+        CHAT_ONLY,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment", "paths"), WRONG_SHAPES.values(), ids=list(WRONG_SHAPES)
+)
+def test_wrong_typed_field_is_refused_quoting_the_answer(
+    bad: dict[str, Any], fragment: str, paths: tuple[str, ...]
+) -> None:
+    for path in paths:
+        with pytest.raises(UpstreamProtocolError) as info:
+            translate(bad, generate=path == "generate")
+        assert info.value.status == 502
+        assert (
+            info.value.message == f"upstream sent an answer that is not a completion: {sample(bad)}"
+        )
+        assert fragment in info.value.message
+
+
+def test_generate_ignores_tool_calls_it_never_relays() -> None:
+    bad, _, _ = WRONG_SHAPES["tool call id number"]
+    assert translate(bad, generate=True)["response"] == ""
+
+
+def test_wrong_typed_reasoning_is_not_read_when_thinking_is_off() -> None:
+    out = chat_response(
+        answer({"content": "a", "reasoning": 7}), "m", now_ns=NOW, total_ns=1, think=False, notes=[]
+    )
+    assert out["message"] == {"role": "assistant", "content": "a"}
+
+
+# --- valid shapes translate as before ----------------------------------------------------------
+
+
+def test_arguments_as_an_object_are_the_arguments() -> None:
+    # Some backends send arguments as an object. Before, the non-streaming path wrapped it as
+    # {"__raw_arguments": {...}} with a note; streaming already passed it through. Now both do.
+    notes: list[str] = []
+    body = tool_call(id="t", type="function", function={"name": "f", "arguments": {"q": "x"}})
+    out = chat_response(body, "m", now_ns=NOW, total_ns=1, think=True, notes=notes)
+    assert out["message"] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": "t", "function": {"index": 0, "name": "f", "arguments": {"q": "x"}}}],
+    }
+    assert notes == []
+
+
+def test_null_fields_and_absent_usage_still_translate() -> None:
+    body = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "reasoning_content": None,
+                    "reasoning": "r",
+                    "tool_calls": [
+                        {"id": None, "function": {"name": "f", "arguments": None}},
+                        {"id": "t2", "function": {"name": "g", "arguments": '{"a":1}'}},
+                    ],
+                },
+                "finish_reason": None,
+            }
+        ],
+    }
+    out = translate(body)
+    calls = out["message"].pop("tool_calls")
+    assert out == {
+        "model": "m",
+        "created_at": "2026-01-01T00:00:01.2Z",
+        "message": {"role": "assistant", "content": "", "thinking": "r"},
+        "done": True,
+        "done_reason": "stop",
+        "total_duration": 1,
+        "eval_duration": 1,
+    }
+    assert calls[0]["id"].startswith("call_")
+    assert calls[0]["function"] == {"index": 0, "name": "f", "arguments": {}}
+    assert calls[1] == {"id": "t2", "function": {"index": 1, "name": "g", "arguments": {"a": 1}}}
+
+
+def test_empty_tool_calls_and_null_usage_and_completions_text() -> None:
+    out = translate(answer({"content": "a", "tool_calls": []}, usage=None))
+    assert out["message"] == {"role": "assistant", "content": "a"}
+    assert "eval_count" not in out
+    text = translate(answer(choice={"text": "t", "finish_reason": "length"}), generate=True)
+    assert (text["response"], text["done_reason"]) == ("t", "length")
+    empty = translate(answer(choice={"text": None}), generate=True)
+    assert empty["response"] == ""
+
+
+def test_boolean_token_counts_are_not_relayed() -> None:
+    out = translate(answer({"content": "a"}, usage={"prompt_tokens": True, "completion_tokens": 3}))
+    assert "prompt_eval_count" not in out
+    assert out["eval_count"] == 3

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 
-from ollama_openai_proxy.errors import UpstreamProtocolError, UpstreamStatusError
+from ollama_openai_proxy.access import AccessRecord
+from ollama_openai_proxy.errors import Redactor, UpstreamProtocolError, UpstreamStatusError
+from ollama_openai_proxy.render import Renderer
+from ollama_openai_proxy.sse import SSEEvent
+from ollama_openai_proxy.streams import _ndjson
+from ollama_openai_proxy.translate import stream
 from ollama_openai_proxy.translate.stream import StreamTranslator
 from tests.conftest import contract
 
@@ -357,3 +364,329 @@ def test_generate_drops_tool_calls_with_note() -> None:
     )
     assert len(lines) == 1
     assert tr.notes
+
+
+# --- wrong shapes: refused, never relayed nor left to fail in finish() -----------------------
+
+
+def event(choice: dict[str, Any], **extra: Any) -> str:
+    """One event with ``choice`` as its only choice, encoded as a backend sends it."""
+    return orjson.dumps({"choices": [{"index": 0, **choice}], **extra}).decode()
+
+
+def call(**fields: Any) -> dict[str, Any]:
+    return {"delta": {"tool_calls": [{"index": 0, **fields}]}}
+
+
+# (event, the fragment its error must quote). Every value here is the wrong type for its field.
+WRONG_SHAPES = {
+    "finish_reason object": (event({"delta": {}, "finish_reason": {"x": 1}}), '{"x":1}'),
+    "finish_reason list": (event({"delta": {}, "finish_reason": ["stop"]}), '["stop"]'),
+    "finish_reason number": (event({"delta": {}, "finish_reason": 1}), '"finish_reason":1'),
+    "finish_reason empty list": (event({"delta": {}, "finish_reason": []}), '"finish_reason":[]'),
+    "usage list": ('{"choices":[],"usage":[11,4]}', '"usage":[11,4]'),
+    "usage string": ('{"choices":[],"usage":"lots"}', '"usage":"lots"'),
+    "usage list beside a choice": (event({"delta": {}}, usage=[1]), '"usage":[1]'),
+    "content object": (event({"delta": {"content": {"a": 1}}}), '"content":{"a":1}'),
+    "content list": (event({"delta": {"content": ["a"]}}), '"content":["a"]'),
+    "content number": (event({"delta": {"content": 5}}), '"content":5'),
+    "content false": (event({"delta": {"content": False}}), '"content":false'),
+    "reasoning_content object": (
+        event({"delta": {"reasoning_content": {"a": 1}}}),
+        '"reasoning_content":{"a":1}',
+    ),
+    "reasoning number": (
+        event({"delta": {"reasoning_content": "", "reasoning": 7}}),
+        '"reasoning":7',
+    ),
+    "tool_calls object": (
+        event({"delta": {"tool_calls": {"index": 0}}}),
+        '"tool_calls":{"index":0}',
+    ),
+    "tool_calls string": (event({"delta": {"tool_calls": "f"}}), '"tool_calls":"f"'),
+    "tool_calls empty object": (event({"delta": {"tool_calls": {}}}), '"tool_calls":{}'),
+    "tool call not an object": (event({"delta": {"tool_calls": ["f"]}}), '"tool_calls":["f"]'),
+    "tool call id number": (
+        event(call(id=5, function={"name": "f", "arguments": "{}"})),
+        '"id":5',
+    ),
+    "function not an object": (event(call(id="c", function="f")), '"function":"f"'),
+    "function.name number": (
+        event(call(id="c", function={"name": 7, "arguments": "{}"})),
+        '"name":7',
+    ),
+    "function.arguments list": (
+        event(call(id="c", function={"name": "f", "arguments": [1]})),
+        '"arguments":[1]',
+    ),
+    "function.arguments number": (
+        event(call(function={"arguments": 5})),
+        '"arguments":5',
+    ),
+    "delta not an object": (event({"delta": "text"}), '"delta":"text"'),
+    "completions text object": (event({"text": {"a": 1}}), '"text":{"a":1}'),
+}
+
+FIRST_LINE = event({"delta": {"content": "a"}})
+
+
+@pytest.mark.parametrize("after_first_line", [False, True], ids=["first", "after"])
+@pytest.mark.parametrize(("bad", "fragment"), WRONG_SHAPES.values(), ids=list(WRONG_SHAPES))
+def test_wrong_typed_field_is_refused_quoting_its_event(
+    bad: str, fragment: str, after_first_line: bool
+) -> None:
+    tr = translator()
+    if after_first_line:
+        assert tr.feed(FIRST_LINE)
+    with pytest.raises(UpstreamProtocolError) as info:
+        tr.feed(bad)
+    assert info.value.message == f"upstream sent a malformed stream event: {bad!r}"
+    assert fragment in info.value.message
+    assert info.value.status == 502
+
+
+@pytest.mark.parametrize(("bad", "fragment"), WRONG_SHAPES.values(), ids=list(WRONG_SHAPES))
+def test_wrong_typed_field_in_a_generate_stream_is_refused(bad: str, fragment: str) -> None:
+    # A generate stream drops tool calls, but only after reading them: they are checked alike.
+    with pytest.raises(UpstreamProtocolError, match="malformed stream event") as info:
+        translator(generate=True).feed(bad)
+    assert fragment in info.value.message
+
+
+def test_a_long_wrong_event_is_quoted_cut_to_200_characters() -> None:
+    bad = event({"delta": {"content": {"a": "x" * 500}}})
+    with pytest.raises(UpstreamProtocolError) as info:
+        translator().feed(bad)
+    assert info.value.message.endswith("...")
+    assert repr(bad[:200]) in info.value.message
+    assert len(info.value.message) < 260
+
+
+def test_wrong_typed_reasoning_is_not_read_when_thinking_is_off() -> None:
+    # think=false drops reasoning unread (nothing of it is relayed), as before.
+    lines = run(translator(think=False), [event({"delta": {"content": "a", "reasoning": 7}})])
+    assert lines[0]["message"] == {"role": "assistant", "content": "a"}
+
+
+def test_wrong_typed_finish_reason_never_reaches_finish() -> None:
+    # The reviewer's case: finish_reason an object used to fail in finish() (a 500).
+    tr = translator()
+    tr.feed(FIRST_LINE)
+    with pytest.raises(UpstreamProtocolError):
+        tr.feed(event({"delta": {}, "finish_reason": {"x": 1}}))
+    with pytest.raises(UpstreamProtocolError):
+        tr.feed('{"choices":[],"usage":[1]}')
+    assert not tr.finished
+    assert tr.usage is None
+    assert run(tr, [])[-1]["done_reason"] == "stop"  # the state stayed valid
+
+
+def completion_with(message: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}], **extra}
+
+
+WRONG_COMPLETIONS = {
+    "content object": (completion_with({"content": {"a": 1}}), "'content': {'a': 1}"),
+    "reasoning object": (completion_with({"reasoning": {"a": 1}}), "'reasoning': {'a': 1}"),
+    "tool call id number": (
+        completion_with({"tool_calls": [{"id": 5, "function": {"name": "f"}}]}),
+        "'id': 5",
+    ),
+    "function.name number": (
+        completion_with({"tool_calls": [{"id": "t", "function": {"name": 7}}]}),
+        "'name': 7",
+    ),
+    "tool_calls object": (completion_with({"tool_calls": {"id": "t"}}), "'tool_calls': {'id'"),
+    "usage list": (completion_with({"content": "a"}, usage=[1]), "'usage': [1]"),
+    "finish_reason list": (
+        {"choices": [{"message": {"content": "a"}, "finish_reason": ["x"]}]},
+        "'finish_reason': ['x']",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"), WRONG_COMPLETIONS.values(), ids=list(WRONG_COMPLETIONS)
+)
+def test_feed_completion_refuses_wrong_types(bad: dict[str, Any], fragment: str) -> None:
+    tr = translator()
+    with pytest.raises(UpstreamProtocolError, match="not a completion") as info:
+        tr.feed_completion(bad)
+    assert fragment in info.value.message
+    assert not tr.done
+
+
+def test_finish_quotes_its_state_when_it_still_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing valid left by feed() should fail here; should it, the error is a 502 quoting the
+    # state (finish_reason, usage, buffered calls), never a 500.
+    def broken(*_: Any) -> dict[str, int]:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(stream, "metrics", broken)
+    tr = translator()
+    tr.feed(event({"delta": {"tool_calls": [{"index": 0, "id": "t", "function": {"name": "f"}}]}}))
+    tr.feed(event({"delta": {}, "finish_reason": "tool_calls"}, usage={"prompt_tokens": 3}))
+    with pytest.raises(UpstreamProtocolError) as info:
+        tr.finish()
+    message = info.value.message
+    assert message.startswith("upstream sent a stream whose end cannot be translated: ")
+    assert "'finish_reason': 'tool_calls'" in message
+    assert "'usage': {'prompt_tokens': 3}" in message
+    assert "'t', 'f'" in message  # the buffered call
+
+
+# --- valid shapes translate exactly as before --------------------------------------------------
+
+
+def test_arguments_as_an_object_null_content_and_null_fields_still_translate() -> None:
+    events = [
+        event({"delta": {"role": "assistant", "content": None}, "finish_reason": None}, usage=None),
+        event(
+            {
+                "delta": {
+                    "content": None,
+                    "reasoning_content": None,
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_a",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": {"q": "x", "n": 1}},
+                        }
+                    ],
+                },
+                "finish_reason": None,
+            },
+            usage=None,
+        ),
+        event(
+            {
+                "delta": {
+                    "tool_calls": [
+                        {"index": 1, "id": "call_b", "function": {"name": "g", "arguments": None}}
+                    ]
+                }
+            }
+        ),
+        event({"delta": {"tool_calls": [{"index": 1, "id": None, "function": {"name": None}}]}}),
+        event({"delta": {"tool_calls": []}, "finish_reason": "tool_calls"}),
+        "[DONE]",
+    ]
+    lines = strip(run(translator(), events))
+    assert lines == [
+        {
+            "model": "m",
+            "message": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "call_a",
+                        "function": {"index": 0, "name": "f", "arguments": {"q": "x", "n": 1}},
+                    },
+                    {"id": "call_b", "function": {"index": 1, "name": "g", "arguments": {}}},
+                ],
+            },
+            "done": False,
+        },
+        {
+            "model": "m",
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+        },
+    ]
+
+
+def test_null_reasoning_content_falls_back_to_reasoning_and_empty_usage_is_none() -> None:
+    tr = translator()
+    lines = run(
+        tr,
+        [
+            event({"delta": {"reasoning_content": None, "reasoning": "r"}}),
+            event({"delta": {"content": "c", "reasoning_content": ""}}),
+            event({"delta": {}, "finish_reason": "length"}, usage={}),
+        ],
+    )
+    assert [line["message"] for line in lines] == [
+        {"role": "assistant", "content": "", "thinking": "r"},
+        {"role": "assistant", "content": "c"},
+        {"role": "assistant", "content": ""},
+    ]
+    assert lines[-1]["done_reason"] == "length"
+    assert tr.usage is None
+
+
+def test_boolean_token_counts_are_not_relayed() -> None:
+    lines = run(
+        translator(),
+        [event({"delta": {"content": "x"}}, usage={"prompt_tokens": True, "completion_tokens": 2})],
+    )
+    assert "prompt_eval_count" not in lines[-1]
+    assert lines[-1]["eval_count"] == 2
+
+
+def test_completions_stream_text_still_translates() -> None:
+    lines = run(
+        translator(generate=True),
+        [event({"text": "a"}), event({"text": None, "finish_reason": "stop"})],
+    )
+    assert [line["response"] for line in lines] == ["a", ""]
+
+
+# --- through the NDJSON stream: a 502 before the first line, an error line after ----------------
+
+
+async def _reads(datas: list[str]) -> AsyncIterator[list[SSEEvent]]:
+    for data in datas:
+        yield [SSEEvent("message", data)]
+
+
+def ndjson(tr: StreamTranslator, datas: list[str]) -> bytes:
+    """What streams.ndjson_stream sends: raises a 502's ProxyError before the first line."""
+
+    async def scenario() -> bytes:
+        gen = _ndjson(_reads(datas), tr, Renderer(Redactor()), AccessRecord())  # type: ignore[arg-type]
+        return b"".join([piece async for piece in gen])
+
+    return asyncio.run(scenario())
+
+
+NDJSON_BAD = [
+    event({"delta": {}, "finish_reason": {"x": 1}}),
+    '{"choices":[],"usage":[1]}',
+    event({"delta": {"content": {"a": 1}}}),
+]
+
+
+@pytest.mark.parametrize("bad", NDJSON_BAD, ids=["finish_reason", "usage", "content"])
+def test_ndjson_stream_wrong_shape_is_a_502_before_the_first_line(bad: str) -> None:
+    with pytest.raises(UpstreamProtocolError) as info:
+        ndjson(translator(), [event({"delta": {"role": "assistant"}}), bad, "[DONE]"])
+    assert info.value.status == 502
+    assert repr(bad) in info.value.message
+
+
+@pytest.mark.parametrize("bad", NDJSON_BAD, ids=["finish_reason", "usage", "content"])
+def test_ndjson_stream_wrong_shape_is_an_error_line_after_the_first(bad: str) -> None:
+    out = [json.loads(x) for x in ndjson(translator(), [FIRST_LINE, bad, "[DONE]"]).splitlines()]
+    assert out[0]["message"]["content"] == "a"
+    assert out[-1] == {"error": f"upstream sent a malformed stream event: {bad!r}"}
+    assert not any(x.get("done") for x in out)
+
+
+@pytest.mark.parametrize("first_line", [False, True])
+def test_ndjson_stream_failing_finish_is_a_502_not_a_500(
+    monkeypatch: pytest.MonkeyPatch, first_line: bool
+) -> None:
+    def broken(_: Any) -> str:
+        raise AttributeError("a bug")
+
+    monkeypatch.setattr(stream, "done_reason", broken)
+    datas = [event({"delta": {}, "finish_reason": "stop"}), "[DONE]"]
+    if not first_line:
+        with pytest.raises(UpstreamProtocolError, match="end cannot be translated"):
+            ndjson(translator(), datas)
+        return
+    out = [json.loads(x) for x in ndjson(translator(), [FIRST_LINE, *datas]).splitlines()]
+    assert out[-1]["error"].startswith("upstream sent a stream whose end cannot be translated: ")
