@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
+from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import CHAT
 from ollama_openai_proxy.sse import SSEParser
 from ollama_openai_proxy.translate.chat import chat_request, chat_response
-from ollama_openai_proxy.translate.policy import Policy, Target
 from ollama_openai_proxy.translate.stream import StreamTranslator
 
 pytest.importorskip("pytest_benchmark")

@@ -34,10 +34,10 @@ from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import ProxyError
 from ollama_openai_proxy.exchange import EventStream, Plan, Reply, Route, execute
 from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.model_map import ModelMap, resolve
+from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.resilience import CircuitBreaker
 from ollama_openai_proxy.topology import Topology
-from ollama_openai_proxy.translate.models import ModelMap, resolve
-from ollama_openai_proxy.translate.policy import Policy
 from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy.backends")

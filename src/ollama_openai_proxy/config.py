@@ -26,9 +26,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ollama_openai_proxy import topology
-from ollama_openai_proxy.translate.models import CAPABILITIES, ModelMap, ModelMeta
-from ollama_openai_proxy.translate.policy import Policy
-from ollama_openai_proxy.translate.think import THINK_STYLES
+from ollama_openai_proxy.model_map import CAPABILITIES, ModelMap, ModelMeta
+from ollama_openai_proxy.policy import THINK_STYLES, Policy
 
 # Ollama's default CORS origins (envconfig/config.go): local pages, desktop apps, VS Code webviews.
 DEFAULT_CORS_ORIGIN_REGEX = (

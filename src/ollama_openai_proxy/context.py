@@ -17,11 +17,12 @@ from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.logs import WarnOnce
 from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.model_map import ModelMap, ModelMeta
+from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.render import Renderer
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.translate.chat import UpstreamRequest
-from ollama_openai_proxy.translate.models import ModelFacts, ModelMap, ModelMeta, facts
-from ollama_openai_proxy.translate.policy import Policy, Target
+from ollama_openai_proxy.translate.models import ModelFacts, facts
 
 log = structlog.get_logger("ollama_openai_proxy")
 

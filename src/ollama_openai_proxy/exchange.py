@@ -36,10 +36,10 @@ from ollama_openai_proxy.errors import (
     malformed,
 )
 from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.sse import SSEEvent, SSEParser
-from ollama_openai_proxy.translate.policy import Policy
-from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
-from ollama_openai_proxy.upstream import Upstream, map_failure
+from ollama_openai_proxy.upstream import FOREIGN_FAILURES, Upstream, map_failure
+from ollama_openai_proxy.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.exchange")
 
@@ -176,7 +176,7 @@ class EventStream:
                         return events
                 raise StopAsyncIteration
             return chunk if parser is None else parser.feed(chunk)
-        except (aiohttp.ClientError, OSError, TimeoutError, UnicodeDecodeError) as exc:
+        except FOREIGN_FAILURES as exc:
             self._eof = True
             raise map_failure(exc, self._host, reading=True) from None
 

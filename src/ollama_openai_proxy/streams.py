@@ -29,7 +29,7 @@ from ollama_openai_proxy.relay import SSERelay
 from ollama_openai_proxy.render import Dialect, Renderer
 from ollama_openai_proxy.sse import SSEEvent
 from ollama_openai_proxy.translate.stream import StreamTranslator
-from ollama_openai_proxy.translate.upstream_errors import stream_error
+from ollama_openai_proxy.upstream_errors import stream_error
 
 UNFINISHED = "upstream stream ended early: no finish_reason and no [DONE]"
 

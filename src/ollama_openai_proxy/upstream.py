@@ -30,10 +30,16 @@ from ollama_openai_proxy.errors import (
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
 from ollama_openai_proxy.topology import UpstreamSpec
-from ollama_openai_proxy.translate.upstream_errors import upstream_status_error
+from ollama_openai_proxy.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.upstream")
 
+# Everything foreign that a backend call can raise: map_failure() turns each into an
+# UpstreamError. The one list, used around the send, the body read and the stream read.
+FOREIGN_FAILURES = (aiohttp.ClientError, OSError, TimeoutError, UnicodeDecodeError)
+# Of those, the failures before any answer that are safe to try again: refused or reset
+# connections and stale pooled keep-alive sockets.
+RETRYABLE_FAILURES = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 KNOWN_PATHS = frozenset({"/chat/completions", "/completions", "/embeddings", "/models"})
 BACKOFF_BASE = 0.25
@@ -153,14 +159,14 @@ class Upstream:
             except asyncio.CancelledError:
                 breaker.abandon()  # neither a success nor a failure: the breaker must not wait
                 raise
-            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+            except RETRYABLE_FAILURES as exc:
                 # Refused or reset connections and stale pooled keep-alive sockets: nothing was
                 # answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).
                 self._failed()
                 if last:
                     raise map_failure(exc, self._host) from None
                 delay = _backoff(attempt)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except FOREIGN_FAILURES as exc:
                 self._failed()
                 if deadline is not None and isinstance(exc, TimeoutError):
                     raise
@@ -212,7 +218,7 @@ class Upstream:
         try:
             async with resp:
                 return await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except FOREIGN_FAILURES as exc:
             raise map_failure(exc, self._host, reading=True) from None
 
     async def json(

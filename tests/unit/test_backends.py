@@ -13,9 +13,9 @@ from ollama_openai_proxy.errors import (
     UpstreamUnavailable,
 )
 from ollama_openai_proxy.exchange import may_fall_back
+from ollama_openai_proxy.model_map import ModelMap, ModelMeta
+from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.topology import Topology, UpstreamSpec
-from ollama_openai_proxy.translate.models import ModelMap, ModelMeta
-from ollama_openai_proxy.translate.policy import Policy
 from tests.servers import settings_for
 
 TOPOLOGY = Topology(

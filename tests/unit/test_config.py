@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ollama_openai_proxy.config import ConfigError, Settings, load_settings, parse_size
-from ollama_openai_proxy.translate.models import ModelMeta
+from ollama_openai_proxy.model_map import ModelMeta
 
 
 @pytest.fixture(autouse=True)

@@ -35,8 +35,8 @@ from ollama_openai_proxy.exchange import (
     may_fall_back,
 )
 from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.sse import SSEEvent
-from ollama_openai_proxy.translate.policy import Policy
 from ollama_openai_proxy.upstream import Upstream
 
 JSON = "application/json"

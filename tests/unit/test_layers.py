@@ -1,4 +1,5 @@
-"""Imports go one way: handlers -> plan -> backends -> upstream, never back (docs/ARCHITECTURE.md).
+"""Imports go one way: routes -> plan/translate -> backends -> upstream, never back
+(docs/ARCHITECTURE.md).
 
 Read from the source with ``ast``: a module may import modules of its own layer or below. A new
 module must be placed in a layer here, so its place is a decision, not an accident."""
@@ -14,18 +15,20 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ollama_openai_proxy"
 
 # Lowest first.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # data, errors, pure translation, parsing and rendering: no I/O of their own
+    # data, errors, parsing, reading backend errors, rendering: no I/O of their own
     (
         "__init__",
         "errors",
         "access",
         "config",
         "topology",
+        "policy",
+        "model_map",
+        "upstream_errors",
         "logs",
         "metrics",
         "schemas",
         "sse",
-        "translate",
         "http",
         "render",
         "relay",
@@ -40,13 +43,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("upstream",),  # one backend's HTTP client and the one failure mapping
     ("exchange",),  # executing a plan: fallbacks, timeouts, event streams
     ("catalog", "backends"),  # model lists and routing
+    ("translate",),  # pure translation: what a plan sends, how answers read to the client
     ("streams", "context", "middleware", "security"),  # per request: owner, streams, ASGI
     ("routes",),  # handlers: parse -> plan -> execute -> render
     ("app",),
     ("cli", "__main__"),
 )
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
-PURE = {"errors", "schemas", "translate"}  # all that translate/ may import
+# all that translate/ may import: it sits above backends, but reads nothing of them
+PURE = {"errors", "schemas", "policy", "model_map", "upstream_errors", "translate"}
 FRAMEWORKS = ("aiohttp", "starlette", "fastapi", "uvicorn", "httpx")
 
 

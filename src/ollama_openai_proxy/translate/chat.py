@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 
 from ollama_openai_proxy.errors import BadRequest
+from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
 from ollama_openai_proxy.translate.images import data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.options import map_options
-from ollama_openai_proxy.translate.policy import Policy, Target
 from ollama_openai_proxy.translate.think import think_params
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})

@@ -35,7 +35,7 @@ from ollama_openai_proxy.translate.chat import (
     tool_calls_to_ollama,
 )
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
-from ollama_openai_proxy.translate.upstream_errors import stream_error
+from ollama_openai_proxy.upstream_errors import stream_error
 
 
 class StreamTranslator:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-THINK_STYLES = ("reasoning_effort", "openrouter", "chat_template_kwargs", "none")
-
 
 def _effort(think: bool | str) -> str:
     if think is True:

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from ollama_openai_proxy.errors import BadRequest
+from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import CHAT, GENERATE
 from ollama_openai_proxy.translate.chat import (
     chat_request,
@@ -15,7 +16,6 @@ from ollama_openai_proxy.translate.chat import (
     messages_to_openai,
     uses_completions,
 )
-from ollama_openai_proxy.translate.policy import Policy, Target
 from tests.conftest import contract
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from ollama_openai_proxy.model_map import ModelMap, ModelMeta, resolve
 from ollama_openai_proxy.translate import models as tm
-from ollama_openai_proxy.translate.models import ModelMap, ModelMeta, facts, published, resolve
+from ollama_openai_proxy.translate.models import facts, published
 from tests.conftest import contract
 
 NOW = 1_767_225_600_000_000_000

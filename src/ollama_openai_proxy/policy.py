@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# How a backend is told to reason or not (translate/think.py): OpenAI's reasoning_effort,
+# OpenRouter's reasoning object, vLLM/SGLang's chat_template_kwargs, or nothing.
+THINK_STYLES = ("reasoning_effort", "openrouter", "chat_template_kwargs", "none")
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:

@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.translate.upstream_errors import (
+from ollama_openai_proxy.upstream_errors import (
     MAX_MESSAGE,
     error_message,
     stream_error,
