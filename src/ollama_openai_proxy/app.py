@@ -172,6 +172,9 @@ def create_app(
 
     docs = settings.api_docs_enabled
     app = ProxyApp(
+        # A trailing slash gets 404, never a redirect: Starlette would build its Location from
+        # the client's Host header (an open redirect off-host).
+        redirect_slashes=False,
         title="ollama-openai-proxy",
         version=__version__,
         description=openapi.DESCRIPTION,

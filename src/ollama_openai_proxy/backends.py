@@ -31,7 +31,7 @@ import structlog
 from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.catalog import Catalog
 from ollama_openai_proxy.config import Settings
-from ollama_openai_proxy.errors import ProxyError
+from ollama_openai_proxy.errors import ProxyError, echo
 from ollama_openai_proxy.exchange import EventStream, Plan, Reply, Route, execute
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.model_map import ModelMap, resolve
@@ -199,9 +199,11 @@ class Backends:
                 # the fetch goes on (shielded, catalog.py) for the requests that follow.
                 await asyncio.wait_for(self.models(), RESOLVE_LIST_WAIT)
             except TimeoutError:
-                log.warning("models_list_slow_for_routing", model=name, waited_s=RESOLVE_LIST_WAIT)
+                log.warning(
+                    "models_list_slow_for_routing", model=echo(name), waited_s=RESOLVE_LIST_WAIT
+                )
             except ProxyError as exc:
-                log.warning("models_unavailable_for_routing", model=name, error=exc.message)
+                log.warning("models_unavailable_for_routing", model=echo(name), error=exc.message)
         routes = tuple(self.routes(name))
         known = self.known_ids
         return Resolved(

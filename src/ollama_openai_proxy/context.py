@@ -14,6 +14,7 @@ from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.backends import Backends, Resolved
 from ollama_openai_proxy.catalog import RecentModels
 from ollama_openai_proxy.config import Settings
+from ollama_openai_proxy.errors import echo
 from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.logs import WarnOnce
 from ollama_openai_proxy.metrics import Metrics
@@ -42,7 +43,7 @@ class Context:
     def label(self, rec: AccessRecord, model: Resolved) -> None:
         """Name the request's model in the access record; as a metric label only if it is
         known (a client choosing model names must not grow the label set without bound)."""
-        rec.model = model.name
+        rec.model = echo(model.name)
         rec.model_label = model.name if model.known else "other"
 
     def count(self, rec: AccessRecord, usage: Any) -> None:
@@ -93,7 +94,7 @@ class Context:
 
     def notes(self, notes: list[str], model: str) -> None:
         for note in notes:
-            log.warning("translation_note", note=note, model=model)
+            log.warning("translation_note", note=note, model=echo(model))
 
 
 def get_context(request: Request) -> Context:

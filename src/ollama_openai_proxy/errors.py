@@ -31,6 +31,13 @@ from contextlib import contextmanager
 from typing import Any
 
 SAMPLE_CHARS = 200  # how much of an offending upstream fragment an error quotes
+ECHO_CHARS = 200  # how much of a client's own text (a model name) an error or log line repeats
+
+
+def echo(text: str) -> str:
+    """``text`` from a client, bounded for repeating it in an error body or a log line (a
+    10 MB model name must not come back as a 10 MB error, nor fill the log)."""
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
 
 
 class ProxyError(Exception):
@@ -71,7 +78,7 @@ class ModelNotFound(ProxyError):
 
     def __init__(self, model: str) -> None:
         # Ollama's exact wording on chat/generate/show (routes.go), single quotes included.
-        super().__init__(f"model '{model}' not found")
+        super().__init__(f"model '{echo(model)}' not found")
         self.model = model
 
 

@@ -33,6 +33,7 @@ from ollama_openai_proxy.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    echo,
     malformed,
 )
 from ollama_openai_proxy.metrics import Metrics
@@ -223,7 +224,7 @@ async def execute(
             following = attempts[i + 1].route.upstream
             log.warning(
                 "upstream_fallback",
-                model=plan.model,
+                model=None if plan.model is None else echo(plan.model),
                 failed=upstream.name,
                 next=following.name,
                 reason=type(exc).__name__,

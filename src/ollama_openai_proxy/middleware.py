@@ -71,7 +71,8 @@ class RequestContextMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                if _VALID_ID.match(candidate):
+                # Logged with every line: a key pasted there must not reach the log.
+                if _VALID_ID.match(candidate) and self.renderer.redact(candidate) == candidate:
                     request_id = candidate
                 break
         if not request_id:

@@ -14,6 +14,7 @@ from ollama_openai_proxy.errors import (
     UpstreamEndpointNotFound,
     UpstreamModelNotFound,
     UpstreamStatusError,
+    echo,
 )
 
 MAX_MESSAGE = 1000
@@ -64,7 +65,9 @@ def upstream_status_error(
     message, code = error_message(body, status)
     if status == 404:
         if client_model is not None and _is_model_error(message, code):
-            return UpstreamModelNotFound(f"model '{client_model}' not found", status, 404, code)
+            return UpstreamModelNotFound(
+                f"model '{echo(client_model)}' not found", status, 404, code
+            )
         # A 404 on every request usually means a base URL without /v1.
         return UpstreamEndpointNotFound(
             f"upstream answered HTTP 404 for {endpoint}: {message} (if every request fails "

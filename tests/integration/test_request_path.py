@@ -510,3 +510,44 @@ async def test_a_client_that_leaves_before_its_answer_frees_its_slot_at_once(
             assert 'status="499"' in text
         finally:
             await asyncio.to_thread(proxy.__exit__, None, None, None)
+
+
+# doors of #14 closed on the way ---------------------------------------------------------------
+
+
+async def test_a_trailing_slash_is_404_never_an_off_host_redirect(upstream: FakeUpstream) -> None:
+    async with client_for(upstream.url) as (_, client):
+        r = await client.post(
+            "/api/chat/", json=CHAT, headers={"Host": "evil.example"}, follow_redirects=False
+        )
+        assert r.status_code == 404
+        assert "location" not in r.headers
+        assert r.json() == {"error": "404 page not found"}
+
+
+async def test_a_huge_model_name_is_not_echoed_whole(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ollama_openai_proxy.access")
+    name = "m" * 1_000_000
+    async with client_for(upstream.url) as (_, client):
+        with capture_logs() as logs:
+            r = await client.post("/api/show", json={"model": name})
+            r2 = await client.post("/api/chat", json={**CHAT, "model": name, "stream": False})
+        assert r.status_code == 404
+        assert len(r.content) < 400
+        assert r2.status_code == 404
+        assert len(r2.content) < 400
+        assert max(len(str(e)) for e in logs) < 2000
+
+
+async def test_a_key_sent_as_request_id_never_reaches_the_log(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ollama_openai_proxy.access")
+    async with client_for(upstream.url) as (_, client):
+        r = await client.get("/api/version", headers={"X-Request-ID": KEY})
+        assert r.headers["x-request-id"] != KEY
+        assert KEY not in r.headers["x-request-id"]
+        r = await client.get("/api/version", headers={"X-Request-ID": "trace-42"})
+        assert r.headers["x-request-id"] == "trace-42"

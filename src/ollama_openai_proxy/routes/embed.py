@@ -11,7 +11,7 @@ from starlette.responses import Response
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.access import AccessRecord, record
 from ollama_openai_proxy.context import Context
-from ollama_openai_proxy.errors import BadRequest, UpstreamModelNotFound, reading
+from ollama_openai_proxy.errors import BadRequest, UpstreamModelNotFound, echo, reading
 from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.routes import fetch, parse_body, plan
@@ -42,7 +42,7 @@ async def _call(
     except UpstreamModelNotFound as exc:
         # Ollama's scheduler wording for embeddings (handleScheduleError, routes.go)
         raise UpstreamModelNotFound(
-            f'model "{model}" not found, try pulling it first',
+            f'model "{echo(model)}" not found, try pulling it first',
             exc.upstream_status,
             exc.status,
             exc.code,
