@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 
 from ollama_openai_proxy.errors import Redactor, UpstreamProtocolError, malformed
-from ollama_openai_proxy.sse import SSEParser
+from ollama_openai_proxy.sse import MAX_EVENT_BYTES, SSEParser
 
-MAX_PENDING = 16 * 1024 * 1024  # bytes of one incomplete event held back at most
+MAX_PENDING = MAX_EVENT_BYTES  # bytes of one incomplete event held back at most
 UNFINISHED = "upstream stream ended early: no [DONE]"
 _SEPARATORS = (b"\r\n\r\n", b"\r\r")  # besides b"\n\n": CRLF and CR line ends (rare)
 

@@ -23,12 +23,14 @@ from ollama_openai_proxy import __version__
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import (
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
     malformed,
 )
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
+from ollama_openai_proxy.sse import EventTooLarge
 from ollama_openai_proxy.topology import UpstreamSpec
 from ollama_openai_proxy.upstream_errors import upstream_status_error
 
@@ -36,7 +38,7 @@ log = structlog.get_logger("ollama_openai_proxy.upstream")
 
 # Everything foreign that a backend call can raise: map_failure() turns each into an
 # UpstreamError. The one list, used around the send, the body read and the stream read.
-FOREIGN_FAILURES = (aiohttp.ClientError, OSError, TimeoutError, UnicodeDecodeError)
+FOREIGN_FAILURES = (aiohttp.ClientError, OSError, TimeoutError, UnicodeDecodeError, EventTooLarge)
 # Of those, the failures before any answer that are safe to try again: refused or reset
 # connections and stale pooled keep-alive sockets.
 RETRYABLE_FAILURES = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
@@ -262,6 +264,8 @@ def map_failure(exc: BaseException, host: str, *, reading: bool = False) -> Upst
         return UpstreamTimeout(f"upstream {host} timed out")
     if isinstance(exc, UnicodeDecodeError):
         return malformed("bytes that are not UTF-8", exc.object[max(0, exc.start - 40) :])
+    if isinstance(exc, EventTooLarge):
+        return UpstreamProtocolError(f"upstream sent {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
         return UpstreamUnavailable(f"cannot connect to upstream {host}: {reason}")
