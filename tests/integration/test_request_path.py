@@ -551,3 +551,14 @@ async def test_a_key_sent_as_request_id_never_reaches_the_log(
         assert KEY not in r.headers["x-request-id"]
         r = await client.get("/api/version", headers={"X-Request-ID": "trace-42"})
         assert r.headers["x-request-id"] == "trace-42"
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
+async def test_an_endless_event_is_refused_not_buffered(path: str) -> None:
+    huge = b"data: " + b"x" * (17 * 1024 * 1024)
+    handler = sse_handler(CONTENT, *(huge[i : i + (1 << 20)] for i in range(0, len(huge), 1 << 20)))
+    async with backend(handler) as url, client_for(url) as (app, client):
+        r = await client.post(path, json=V1 if path.startswith("/v1") else CHAT)
+        assert r.status_code == 200  # the first event went out
+        assert "larger than 16777216 bytes" in r.text or "longer than 16777216 bytes" in r.text
+        assert app.state.ctx.limiter.active == 0
