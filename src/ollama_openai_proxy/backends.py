@@ -22,9 +22,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import re
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -35,6 +33,7 @@ from ollama_openai_proxy.errors import ProxyError, echo
 from ollama_openai_proxy.exchange import EventStream, Plan, Reply, Route, execute
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.model_map import ModelMap, resolve
+from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.resilience import CircuitBreaker
 from ollama_openai_proxy.topology import Topology
@@ -45,8 +44,7 @@ log = structlog.get_logger("ollama_openai_proxy.backends")
 RESOLVE_LIST_WAIT = 2.0  # seconds a request waits for a model list that has not arrived yet
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A client's model name, resolved once: the routes to try, in order, and whether the name
     is known (the model map names it or a backend lists its id), which makes it a bounded
     metric label."""
@@ -213,9 +211,7 @@ class Backends:
             or (known is not None and routes[0].model in known),
         )
 
-    async def execute(
-        self, plan: Plan, owner: AsyncExitStack, rec: AccessRecord
-    ) -> Reply | EventStream:
+    async def execute(self, plan: Plan, owner: Owner, rec: AccessRecord) -> Reply | EventStream:
         """Run ``plan`` (:func:`ollama_openai_proxy.exchange.execute`) with this app's timeouts
         and metrics."""
         return await execute(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +17,7 @@ from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.logs import WarnOnce
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.model_map import ModelMap, ModelMeta
+from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.render import Renderer
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
@@ -53,14 +52,12 @@ class Context:
         if self.metrics is not None and (prompt or completion):
             self.metrics.count_tokens(rec.model_label, prompt, completion)
 
-    @asynccontextmanager
-    async def held(self) -> AsyncIterator[AsyncExitStack]:
-        """The owner of one request's bounded resources, holding its concurrency slot. Whatever
-        else the request takes (upstream response, gauges) is pushed onto it; a streamed
-        response takes it over with ``pop_all()`` and closes it when the stream ends."""
-        async with AsyncExitStack() as owner:
-            await owner.enter_async_context(self.limiter.slot())
-            yield owner
+    def held(self) -> Held:
+        """``async with ctx.held() as owner``: the owner of one request's bounded resources,
+        holding its concurrency slot. Whatever else the request takes (upstream response,
+        gauges) is pushed onto it; a streamed response takes it over with ``pop_all()`` and
+        closes it when the stream ends."""
+        return Held(self.limiter)
 
     def facts(
         self, name: str, route: Route | None = None, meta: ModelMeta | None = None
@@ -95,6 +92,23 @@ class Context:
     def notes(self, notes: list[str], model: str) -> None:
         for note in notes:
             log.warning("translation_note", note=note, model=echo(model))
+
+
+class Held(Owner):
+    """An :class:`Owner` that takes a concurrency slot on entry (``Busy`` if none is free in
+    time) and gives it back as its first callback, so last at close."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: ConcurrencyLimiter) -> None:
+        super().__init__()
+        self._limiter = limiter
+
+    async def __aenter__(self) -> Held:
+        slot = self._limiter.slot()
+        await slot.__aenter__()
+        self.push_async_callback(slot.__aexit__, None, None, None)
+        return self
 
 
 def get_context(request: Request) -> Context:

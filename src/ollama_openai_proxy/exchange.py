@@ -6,7 +6,7 @@ each upstream to try (its :class:`Route`) the path and the encoded body. :func:`
 nothing of Ollama or OpenAI shapes; it sends, applies the timeouts, decides fallbacks, maps every
 foreign failure (through :func:`upstream.map_failure`) and hands the bounded resources it takes
 -- the upstream response and the in-flight gauge -- to the caller's ``owner``
-(:class:`contextlib.AsyncExitStack`), which releases them exactly once, whatever happens.
+(:class:`~ollama_openai_proxy.owner.Owner`), which releases them exactly once, whatever happens.
 
 Timeouts (docs/CONFIGURATION.md): a whole answer must arrive within the upstream's
 ``REQUEST_TIMEOUT``; a stream's first read within ``FIRST_BYTE_TIMEOUT``, each later read within
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -37,6 +35,7 @@ from ollama_openai_proxy.errors import (
     malformed,
 )
 from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.sse import SSEEvent, SSEParser
 from ollama_openai_proxy.upstream import FOREIGN_FAILURES, Upstream, map_failure
@@ -47,8 +46,7 @@ log = structlog.get_logger("ollama_openai_proxy.exchange")
 SSE = "text/event-stream"
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """One place a request can go: the upstream, the model id it knows, its translation policy."""
 
     upstream: Upstream
@@ -56,8 +54,7 @@ class Route:
     policy: Policy
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One upstream of a plan: where to send, and the body built for it (its model id)."""
 
     route: Route
@@ -65,8 +62,7 @@ class Attempt:
     body: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """What to ask of the backend. ``attempts`` in the order to try them (the fallback chain).
     ``stream``: the answer is read as it arrives. ``relay``: the caller relays the backend's
     status and bytes (the ``/v1`` routes), so an error status is returned as a :class:`Reply`
@@ -80,8 +76,7 @@ class Plan:
     model: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """A whole answer. ``data``: the decoded JSON (not for relayed plans)."""
 
     status: int
@@ -192,7 +187,7 @@ class EventStream:
 
 async def execute(
     plan: Plan,
-    owner: AsyncExitStack,
+    owner: Owner,
     rec: AccessRecord,
     *,
     first_byte_timeout: float,
@@ -252,7 +247,7 @@ def _settle(plan: Plan, attempt: Attempt, last: bool, resp: Any, body: bytes) ->
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise malformed(f"a body that is not JSON for {attempt.path}", body) from None
-        return Reply(status, body, resp.content_type, resp.headers, data)
+        return Reply(status, body, "", resp.headers, data)  # content type: only relays read it
     return Reply(status, body, resp.content_type, resp.headers)
 
 

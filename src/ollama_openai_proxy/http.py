@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
@@ -14,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from ollama_openai_proxy.errors import PayloadTooLarge
+from ollama_openai_proxy.owner import Owner
 
 NDJSON = "application/x-ndjson"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -67,22 +67,28 @@ def json_response(obj: Any, status: int = 200) -> Response:
 WATCH_KEY = "proxy.watch"
 
 
+WATCH_AFTER = 0.5  # seconds a request runs before its client is watched for (see below)
+
+
 class DisconnectWatch:
-    """Cancels the request's task as soon as its client goes away, from the moment the request
+    """Cancels the request's task soon after its client goes away, from the moment the request
     body has been read until :meth:`stop` -- so a client that leaves while its answer is being
     prepared (queued for a slot, waiting for the backend's first byte or whole answer) gives
-    back its slot and closes the backend call at once, not when the backend answers.
+    back its slot and closes the backend call, not only when the backend answers.
 
-    Handlers read the body through :meth:`receive`; once the last body message has passed, one
+    Handlers read the body through :meth:`receive`. Once the last body message has passed, a
     watcher task waits for ``http.disconnect`` (uvicorn's ``send`` does not raise once the client
-    is gone, so the disconnect has to be watched for). ``gone`` tells a caller that a
-    CancelledError was this watch's doing."""
+    is gone, so the disconnect has to be watched for). It starts :data:`WATCH_AFTER` s later: a
+    task per request would cost the many answers that take less than that more than a departed
+    client costs in that half second; streams (StreamBody) start it at once. ``gone`` tells a
+    caller that a CancelledError was this watch's doing."""
 
-    __slots__ = ("_receive", "_task", "_watcher", "gone")
+    __slots__ = ("_receive", "_task", "_timer", "_watcher", "gone")
 
     def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
         self._receive = receive
         self._task = task
+        self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Future[None] | None = None
         self.gone = False
 
@@ -90,13 +96,13 @@ class DisconnectWatch:
         message = await self._receive()
         if message["type"] == "http.disconnect":
             self.gone = True
-        elif not message.get("more_body", False):
-            self.start()
+        elif not message.get("more_body", False) and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self.start)
         return message
 
     def start(self) -> None:
         """Watch from now on (idempotent)."""
-        if self._watcher is None:
+        if self._watcher is None and not self._task.done():
             self._watcher = asyncio.ensure_future(_disconnected(self._receive))
             self._watcher.add_done_callback(self._fired)
 
@@ -107,6 +113,9 @@ class DisconnectWatch:
 
     def stop(self) -> None:
         """The request is over: stop watching (nothing is cancelled after this)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.cancel()
@@ -131,9 +140,9 @@ class StreamBody(StreamingResponse):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(content, status_code=status_code, headers=headers, media_type=media_type)
-        self._owner = AsyncExitStack()
+        self._owner = Owner()
 
-    def own(self, owner: AsyncExitStack) -> None:
+    def own(self, owner: Owner) -> None:
         """Take over ``owner`` (call it last, once the response is built: nothing may fail
         between ``owner.pop_all()`` and this)."""
         self._owner = owner

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.errors import ProxyError, UpstreamProtocolError, UpstreamTimeout
 from ollama_openai_proxy.exchange import SSE, EventStream
 from ollama_openai_proxy.http import StreamBody
+from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.relay import SSERelay
 from ollama_openai_proxy.render import Dialect, Renderer
 from ollama_openai_proxy.sse import SSEEvent
@@ -37,7 +37,7 @@ UNFINISHED = "upstream stream ended early: no finish_reason and no [DONE]"
 async def ndjson_stream(
     events: EventStream,
     tr: StreamTranslator,
-    owner: AsyncExitStack,
+    owner: Owner,
     renderer: Renderer,
     rec: AccessRecord,
     *,
@@ -130,7 +130,7 @@ def _error_payload(data: str) -> Any:
 
 def sse_relay(
     events: EventStream,
-    owner: AsyncExitStack,
+    owner: Owner,
     renderer: Renderer,
     rec: AccessRecord,
     headers: Mapping[str, str],

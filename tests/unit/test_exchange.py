@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -35,6 +34,7 @@ from ollama_openai_proxy.exchange import (
     may_fall_back,
 )
 from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.sse import SSEEvent
 from ollama_openai_proxy.upstream import Upstream
@@ -186,7 +186,7 @@ def run(
     rec = AccessRecord()
 
     async def scenario() -> Outcome:
-        owner = AsyncExitStack()
+        owner = Owner()
         result: Reply | EventStream | None = None
         error: UpstreamError | None = None
         reads: list[list[SSEEvent] | bytes] = []
@@ -204,7 +204,7 @@ def run(
         except UpstreamError as exc:
             error = exc
         in_flight = metrics.in_flight
-        callbacks = len(owner._exit_callbacks)  # type: ignore[attr-defined]
+        callbacks = len(owner._callbacks)
         await owner.aclose()
         return Outcome(result, error, rec, metrics, in_flight, callbacks, reads)
 
@@ -386,7 +386,7 @@ def test_each_attempt_gets_its_own_upstreams_deadline() -> None:
 
     async def scenario() -> tuple[float, float]:
         start = asyncio.get_running_loop().time()
-        async with AsyncExitStack() as owner:
+        async with Owner() as owner:
             await execute(
                 plan(a, b),
                 owner,
@@ -489,7 +489,7 @@ def test_in_flight_released_by_the_owner_when_execute_is_cancelled() -> None:
     a = StubUpstream("a", Hang)
 
     async def scenario() -> None:
-        owner = AsyncExitStack()
+        owner = Owner()
         task = asyncio.create_task(
             execute(
                 plan(a),
@@ -518,7 +518,7 @@ def test_no_metrics_is_fine() -> None:
     b = StubUpstream("b", FakeResponse())
 
     async def scenario() -> Reply | EventStream:
-        async with AsyncExitStack() as owner:
+        async with Owner() as owner:
             return await execute(
                 plan(a, b),
                 owner,

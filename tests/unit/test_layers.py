@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "http",
         "render",
         "relay",
+        "owner",
         "allocator",
         "recycle",
         "buildinfo",
