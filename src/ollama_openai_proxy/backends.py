@@ -42,6 +42,7 @@ from ollama_openai_proxy.upstream import Upstream
 log = structlog.get_logger("ollama_openai_proxy.backends")
 
 RESOLVE_LIST_WAIT = 2.0  # seconds a request waits for a model list that has not arrived yet
+RESOLVED_CACHE = 4096  # resolutions kept (a new list, or more names than this, starts over)
 
 
 class Resolved(NamedTuple):
@@ -108,6 +109,8 @@ class Backends:
         self._known: tuple[tuple[int, ...], frozenset[str] | None] = ((), None)
         self._merged: tuple[tuple[int, ...], list[dict[str, Any]]] = ((), [])
         self._refresher: asyncio.Task[None] | None = None
+        # name -> (the known ids it was resolved against, the resolution)
+        self._resolved: dict[str, tuple[frozenset[str], Resolved]] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -188,10 +191,12 @@ class Backends:
 
     async def resolve(self, name: str) -> Resolved:
         """Where a request for the client's model ``name`` goes, in the order to try, resolved
-        against the model lists: the first request after start waits for them (once, shared),
-        so ``x:latest`` finds an id that really ends in ``:latest``. If no list can be had, the
-        name is resolved without one (and the failure logged)."""
-        if self.known_ids is None:
+        against the model lists: the first request after start waits for them (once, shared,
+        at most :data:`RESOLVE_LIST_WAIT` s), so ``x:latest`` finds an id that really ends in
+        ``:latest``. If no list can be had, the name is resolved without one (and that is
+        logged). Resolutions are kept until a list changes (at most :data:`RESOLVED_CACHE`)."""
+        known = self.known_ids
+        if known is None:
             try:
                 # Bounded: a slow /v1/models must not hold requests outside every timeout;
                 # the fetch goes on (shielded, catalog.py) for the requests that follow.
@@ -202,14 +207,22 @@ class Backends:
                 )
             except ProxyError as exc:
                 log.warning("models_unavailable_for_routing", model=echo(name), error=exc.message)
+            known = self.known_ids
+        cached = self._resolved.get(name)
+        if cached is not None and cached[0] is known:  # the same lists: the same answer
+            return cached[1]
         routes = tuple(self.routes(name))
-        known = self.known_ids
-        return Resolved(
+        resolved = Resolved(
             name,
             routes,
             self.model_map.lookup(name) is not None
             or (known is not None and routes[0].model in known),
         )
+        if known is not None:
+            if len(self._resolved) >= RESOLVED_CACHE:
+                self._resolved.clear()
+            self._resolved[name] = (known, resolved)
+        return resolved
 
     async def execute(self, plan: Plan, owner: Owner, rec: AccessRecord) -> Reply | EventStream:
         """Run ``plan`` (:func:`ollama_openai_proxy.exchange.execute`) with this app's timeouts

@@ -173,6 +173,10 @@ def malformed(what: str, data: Any) -> UpstreamProtocolError:
     return UpstreamProtocolError(f"upstream sent {what}: {sample(data)}")
 
 
+# What a wrong type anywhere in a decoded upstream answer raises while it is translated.
+SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
 @contextmanager
 def reading(what: str, data: Any) -> Iterator[None]:
     """Around the translation of a decoded upstream answer: a wrong type anywhere in it (the
@@ -180,7 +184,7 @@ def reading(what: str, data: Any) -> Iterator[None]:
     ``malformed(what, data)``. Errors the translation raises itself pass through."""
     try:
         yield
-    except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+    except SHAPE_ERRORS:
         raise malformed(what, data) from None
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.errors import malformed
+from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
 from ollama_openai_proxy.translate.chat import (
     ARGUMENTS,
     done_reason,
@@ -114,7 +114,7 @@ class StreamTranslator:
             raise malformed("a stream event that is not an object", data)
         try:
             return self.feed_chunk(chunk)
-        except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+        except SHAPE_ERRORS:
             # a wrong type anywhere in the event: e.g. {"choices":["x"]}, tool_calls an object
             raise malformed("a malformed stream event", data) from None
 
@@ -147,7 +147,7 @@ class StreamTranslator:
             raise malformed("an answer that is not a completion", resp)
         try:
             out = self.feed_chunk(resp)
-        except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+        except SHAPE_ERRORS:
             raise malformed("an answer that is not a completion", resp) from None
         self.done = True
         return out
@@ -222,7 +222,7 @@ class StreamTranslator:
         still fail to translate, the error quotes it rather than escaping as a 500."""
         try:
             return self._finish_lines()
-        except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+        except SHAPE_ERRORS:
             state = {"finish_reason": self._finish, "usage": self._usage, "calls": self._calls}
             raise malformed("a stream whose end cannot be translated", state) from None
 
