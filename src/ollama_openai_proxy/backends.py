@@ -22,6 +22,8 @@ import contextlib
 import dataclasses
 import fnmatch
 import re
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import structlog
@@ -102,9 +104,16 @@ class Backends:
         self.default_route = Route(self.default, "", self._policies[self.default.name])
         self.multi = topology.from_file
         self._ttl = settings.models_cache_ttl
-        self._first_byte_timeout = settings.first_byte_timeout
-        self._stream_timeout = settings.stream_timeout
-        self._metrics = metrics
+        # Run a plan (exchange.execute) with this app's timeouts and metrics; bound once, so a
+        # request pays for no extra coroutine frame.
+        self.execute: Callable[[Plan, Owner, AccessRecord], Awaitable[Reply | EventStream]] = (
+            partial(
+                execute,
+                first_byte_timeout=settings.first_byte_timeout,
+                stream_timeout=settings.stream_timeout,
+                metrics=metrics,
+            )
+        )
         # Derived from the lists, rebuilt only when one of them changed (keyed by their versions).
         self._known: tuple[tuple[int, ...], frozenset[str] | None] = ((), None)
         self._merged: tuple[tuple[int, ...], list[dict[str, Any]]] = ((), [])
@@ -223,18 +232,6 @@ class Backends:
                 self._resolved.clear()
             self._resolved[name] = (known, resolved)
         return resolved
-
-    async def execute(self, plan: Plan, owner: Owner, rec: AccessRecord) -> Reply | EventStream:
-        """Run ``plan`` (:func:`ollama_openai_proxy.exchange.execute`) with this app's timeouts
-        and metrics."""
-        return await execute(
-            plan,
-            owner,
-            rec,
-            first_byte_timeout=self._first_byte_timeout,
-            stream_timeout=self._stream_timeout,
-            metrics=self._metrics,
-        )
 
     # --- model lists ------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ class FastRoutes:
         task = asyncio.current_task()
         assert task is not None
         watch = scope[WATCH_KEY] = DisconnectWatch(receive, task)
-        request = Request(scope, watch.receive)
+        request = Request(scope, receive)
         try:
             try:
                 response = await handler(request)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ollama_openai_proxy.errors import PayloadTooLarge
 from ollama_openai_proxy.owner import Owner
@@ -43,6 +43,9 @@ async def read_body(request: Request, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
+    watch = request.scope.get(WATCH_KEY)
+    if watch is not None:
+        watch.arm()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -76,8 +79,8 @@ class DisconnectWatch:
     prepared (queued for a slot, waiting for the backend's first byte or whole answer) gives
     back its slot and closes the backend call, not only when the backend answers.
 
-    Handlers read the body through :meth:`receive`. Once the last body message has passed, a
-    watcher task waits for ``http.disconnect`` (uvicorn's ``send`` does not raise once the client
+    Once the body has been read (:func:`read_body` calls :meth:`arm`), a watcher task waits for
+    ``http.disconnect`` (uvicorn's ``send`` does not raise once the client
     is gone, so the disconnect has to be watched for). It starts :data:`WATCH_AFTER` s later: a
     task per request would cost the many answers that take less than that more than a departed
     client costs in that half second; streams (StreamBody) start it at once. ``gone`` tells a
@@ -92,13 +95,10 @@ class DisconnectWatch:
         self._watcher: asyncio.Future[None] | None = None
         self.gone = False
 
-    async def receive(self) -> Message:
-        message = await self._receive()
-        if message["type"] == "http.disconnect":
-            self.gone = True
-        elif not message.get("more_body", False) and self._timer is None:
+    def arm(self) -> None:
+        """The body has been read: watch from :data:`WATCH_AFTER` s on (read_body calls this)."""
+        if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self.start)
-        return message
 
     def start(self) -> None:
         """Watch from now on (idempotent)."""
