@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import aiohttp
-import orjson
 import structlog
 
 from ollama_openai_proxy.access import AccessRecord
@@ -32,13 +31,12 @@ from ollama_openai_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
     echo,
-    malformed,
 )
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.sse import SSEEvent, SSEParser
-from ollama_openai_proxy.upstream import FOREIGN_FAILURES, Upstream, map_failure
+from ollama_openai_proxy.upstream import FOREIGN_FAILURES, Upstream, decode, map_failure
 from ollama_openai_proxy.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.exchange")
@@ -238,16 +236,13 @@ def _settle(plan: Plan, attempt: Attempt, last: bool, resp: Any, body: bytes) ->
     """A whole answer: an error status raised as :class:`UpstreamStatusError` (unless relayed
     and no other upstream may take it), else the reply, decoded unless relayed."""
     status = resp.status
-    if status >= 400:
-        error = upstream_status_error(status, body, client_model=plan.model, endpoint=attempt.path)
-        if not plan.relay or (not last and may_fall_back(error)):
-            raise error
-    elif not plan.relay:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise malformed(f"a body that is not JSON for {attempt.path}", body) from None
+    if not plan.relay:
+        data = decode(status, body, client_model=plan.model, endpoint=attempt.path)
         return Reply(status, body, "", resp.headers, data)  # content type: only relays read it
+    if status >= 400 and not last:
+        error = upstream_status_error(status, body, client_model=plan.model, endpoint=attempt.path)
+        if may_fall_back(error):
+            raise error
     return Reply(status, body, resp.content_type, resp.headers)
 
 

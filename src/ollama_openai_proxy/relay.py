@@ -101,7 +101,7 @@ class SSERelay:
                 raise malformed(
                     "bytes that are not UTF-8", data[max(0, exc.start - 40) :]
                 ) from None
-        if b'"error"' in data or b"event:" in data:
+        if b'"error"' in data or b"event: error" in data or b"event:error" in data:
             self._collect_errors(data)
         if not self.done and (b"data: [DONE]" in data or b"data:[DONE]" in data):
             self.done = True

@@ -244,12 +244,18 @@ class Upstream:
             data = await self.read(resp)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream did not answer within {total:g} s") from None
-        if resp.status >= 400:
-            raise upstream_status_error(resp.status, data, client_model=client_model, endpoint=path)
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise malformed(f"a body that is not JSON for {path}", data) from None
+        return decode(resp.status, data, client_model=client_model, endpoint=path)
+
+
+def decode(status: int, body: bytes, *, client_model: str | None, endpoint: str) -> Any:
+    """A whole answer's decoded JSON; an error status raises :func:`upstream_status_error`'s
+    error, a body that is not JSON :func:`~ollama_openai_proxy.errors.malformed`."""
+    if status >= 400:
+        raise upstream_status_error(status, body, client_model=client_model, endpoint=endpoint)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise malformed(f"a body that is not JSON for {endpoint}", body) from None
 
 
 def map_failure(exc: BaseException, host: str, *, reading: bool = False) -> UpstreamError:
@@ -269,10 +275,9 @@ def map_failure(exc: BaseException, host: str, *, reading: bool = False) -> Upst
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
         return UpstreamUnavailable(f"cannot connect to upstream {host}: {reason}")
-    if reading and (
-        isinstance(exc, ConnectionResetError | aiohttp.ClientOSError)
-        or isinstance(exc.__cause__ or exc.__context__, ConnectionResetError)
-    ):
+    # aiohttp reports a reset mid-body as ClientPayloadError with the reset only in its text
+    # (client_proto.py connection_lost); a reset it raises as such is told apart here.
+    if reading and isinstance(exc, ConnectionResetError | aiohttp.ClientOSError):
         return UpstreamUnavailable("upstream stream interrupted: connection reset")
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError) and reading:
         return UpstreamUnavailable("upstream stream interrupted: connection closed early")
