@@ -249,9 +249,8 @@ def _settle(plan: Plan, attempt: Attempt, last: bool, resp: Any, body: bytes) ->
 async def _whole(plan: Plan, attempt: Attempt, last: bool) -> Reply:
     upstream = attempt.route.upstream
     total = upstream.request_timeout
-    deadline = asyncio.get_running_loop().time() + total
     try:
-        resp = await upstream.send(plan.method, attempt.path, attempt.body, deadline=deadline)
+        resp = await upstream.send(plan.method, attempt.path, attempt.body, total=total)
         body = await upstream.read(resp)
     except TimeoutError:
         raise UpstreamTimeout(

@@ -92,6 +92,7 @@ class Upstream:
             self._headers["Authorization"] = f"Bearer {key}"
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # per total: made once
 
     async def start(self) -> None:
         s = self._settings
@@ -131,29 +132,35 @@ class Upstream:
         path: str,
         body: bytes | None = None,
         *,
-        deadline: float | None = None,
+        total: float | None = None,
     ) -> aiohttp.ClientResponse:
         """Send one request, retrying connection failures and retryable statuses.
 
         Returns the response once its headers arrived (any status); the caller reads the body and
-        releases it. ``deadline`` (event-loop time) bounds all attempts and the body read: each
-        attempt gets aiohttp's own total timeout for the time left (cheaper than wrapping the
-        call in asyncio.timeout), and a TimeoutError then propagates as such.
+        releases it. ``total`` (seconds) bounds all attempts and the body read: each attempt gets
+        aiohttp's own total timeout for the time left (cheaper than wrapping the call in
+        asyncio.timeout; the first attempt's is made once per value), and a TimeoutError then
+        propagates as such.
         """
         attempts = self._settings.max_retries + 1
         url = self.url(path)
         kwargs: dict[str, Any] = {"data": body}
         breaker, metrics = self.breaker, self.metrics
         loop = asyncio.get_running_loop()
+        deadline = 0.0
+        if total is not None:
+            deadline = loop.time() + total
+            timeout = self._timeouts.get(total)
+            if timeout is None:
+                timeout = self._timeouts[total] = self._total_timeout(total)
+            kwargs["timeout"] = timeout
         for attempt in range(attempts):
             last = attempt == attempts - 1
-            if deadline is not None:
+            if total is not None and attempt:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError
-                kwargs["timeout"] = aiohttp.ClientTimeout(
-                    total=remaining, sock_connect=self._settings.connect_timeout
-                )
+                kwargs["timeout"] = self._total_timeout(remaining)
             breaker.before()
             started = time.perf_counter()
             try:
@@ -170,7 +177,7 @@ class Upstream:
                 delay = _backoff(attempt)
             except FOREIGN_FAILURES as exc:
                 self._failed()
-                if deadline is not None and isinstance(exc, TimeoutError):
+                if total is not None and isinstance(exc, TimeoutError):
                     raise
                 raise map_failure(exc, self._host) from None
             else:
@@ -193,7 +200,7 @@ class Upstream:
                     return resp  # the backend asks for longer than a client will wait
                 resp.release()
                 delay = _backoff(attempt) if wait is None else wait
-            if deadline is not None:
+            if total is not None:
                 delay = min(delay, max(0.0, deadline - loop.time()))
             log.warning(
                 "upstream_retry",
@@ -207,6 +214,9 @@ class Upstream:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _total_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=seconds, sock_connect=self._settings.connect_timeout)
+
     def _failed(self) -> None:
         self.breaker.failure()
         self._breaker_metric()
@@ -218,10 +228,11 @@ class Upstream:
     async def read(self, resp: aiohttp.ClientResponse) -> bytes:
         """The whole body of ``resp`` (released afterwards), failures mapped."""
         try:
-            async with resp:
-                return await resp.read()
+            return await resp.read()
         except FOREIGN_FAILURES as exc:
             raise map_failure(exc, self._host, reading=True) from None
+        finally:
+            resp.release()  # a no-op once read() reached the end (aiohttp released it then)
 
     async def json(
         self,
@@ -238,9 +249,8 @@ class Upstream:
         (:func:`upstream_status_error`) or a body that is not JSON."""
         body = None if payload is None else orjson.dumps(payload)
         total = timeout or self.request_timeout
-        deadline = asyncio.get_running_loop().time() + total
         try:
-            resp = await self.send(method, path, body, deadline=deadline)
+            resp = await self.send(method, path, body, total=total)
             data = await self.read(resp)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream did not answer within {total:g} s") from None

@@ -119,9 +119,9 @@ class StubUpstream:
         self.reads = 0
 
     async def send(
-        self, method: str, path: str, body: bytes | None = None, *, deadline: float | None = None
+        self, method: str, path: str, body: bytes | None = None, *, total: float | None = None
     ) -> FakeResponse:
-        self.sent.append((method, path, body, deadline))
+        self.sent.append((method, path, body, total))
         outcome = self.outcomes.pop(0)
         if outcome is Hang:
             await asyncio.Event().wait()
@@ -380,12 +380,11 @@ def test_the_first_success_ends_the_chain() -> None:
     assert out.metrics.fallbacks == []
 
 
-def test_each_attempt_gets_its_own_upstreams_deadline() -> None:
+def test_each_attempt_gets_its_own_upstreams_request_timeout() -> None:
     a = StubUpstream("a", UpstreamUnavailable("x"), request_timeout=10.0)
     b = StubUpstream("b", FakeResponse(), request_timeout=100.0)
 
-    async def scenario() -> tuple[float, float]:
-        start = asyncio.get_running_loop().time()
+    async def scenario() -> None:
         async with Owner() as owner:
             await execute(
                 plan(a, b),
@@ -395,15 +394,11 @@ def test_each_attempt_gets_its_own_upstreams_deadline() -> None:
                 stream_timeout=0,
                 metrics=None,
             )
-        return start, asyncio.get_running_loop().time()
 
-    start, end = asyncio.run(scenario())
-    (_, path, _, deadline_a), (_, _, _, deadline_b) = a.sent[0], b.sent[0]
+    asyncio.run(scenario())
+    (_, path, _, total_a), (_, _, _, total_b) = a.sent[0], b.sent[0]
     assert path == "/chat"
-    assert deadline_a is not None
-    assert deadline_b is not None
-    assert start + 10.0 <= deadline_a <= end + 10.0
-    assert start + 100.0 <= deadline_b <= end + 100.0
+    assert (total_a, total_b) == (10.0, 100.0)
 
 
 # --- execute: relayed plans -----------------------------------------------------------------
@@ -546,7 +541,7 @@ def test_a_stream_falls_back_before_its_first_byte(failure: Any) -> None:
     assert out.result.upstream == "b"
     assert out.rec.upstream == "b"
     assert out.metrics.fallbacks == ["a"]
-    assert a.sent[0][3] is None  # a stream's send has no deadline: FIRST_BYTE_TIMEOUT bounds it
+    assert a.sent[0][3] is None  # a stream's send has no total timeout: FIRST_BYTE_TIMEOUT bounds it
     assert out.owner_callbacks == 2  # the gauge and the stream
     assert resp.closed  # not read to its end: the owner closed it
     assert out.metrics.in_flight == 0
