@@ -541,7 +541,8 @@ def test_a_stream_falls_back_before_its_first_byte(failure: Any) -> None:
     assert out.result.upstream == "b"
     assert out.rec.upstream == "b"
     assert out.metrics.fallbacks == ["a"]
-    assert a.sent[0][3] is None  # a stream's send has no total timeout: FIRST_BYTE_TIMEOUT bounds it
+    # A stream's send has no total timeout: FIRST_BYTE_TIMEOUT bounds it.
+    assert a.sent[0][3] is None
     assert out.owner_callbacks == 2  # the gauge and the stream
     assert resp.closed  # not read to its end: the owner closed it
     assert out.metrics.in_flight == 0
