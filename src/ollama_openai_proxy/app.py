@@ -29,7 +29,7 @@ from ollama_openai_proxy.recycle import supervised
 from ollama_openai_proxy.render import Renderer, dialect_of
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai
-from ollama_openai_proxy.security import GuardMiddleware, RateLimits
+from ollama_openai_proxy.security import AuthThrottle, GuardMiddleware, RateLimits
 
 log = structlog.get_logger("ollama_openai_proxy")
 
@@ -122,6 +122,11 @@ def create_app(
         if settings.rate_limit
         else None
     )
+    auth_throttle = (
+        AuthThrottle(settings.auth_failure_limit, settings.rate_limit_storage_uri)
+        if settings.auth_failure_limit and inbound_keys
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -167,6 +172,8 @@ def create_app(
             await backends.close()
             if rate_limits is not None:
                 await rate_limits.close()
+            if auth_throttle is not None:
+                await auth_throttle.close()
             if metrics is not None:
                 metrics.close()
 
@@ -248,7 +255,9 @@ def create_app(
         allow_headers=CORS_HEADERS,
     )
     if inbound_keys or rate_limits is not None:  # else the guard has nothing to check
-        inner = GuardMiddleware(inner, keys=inbound_keys, limits=rate_limits, renderer=renderer)
+        inner = GuardMiddleware(
+            inner, keys=inbound_keys, limits=rate_limits, renderer=renderer, throttle=auth_throttle
+        )
     app.front = RequestContextMiddleware(
         inner, renderer=renderer, metrics=metrics, endpoints=endpoints
     )

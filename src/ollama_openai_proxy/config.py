@@ -176,6 +176,12 @@ class Settings(BaseSettings):
     proxy_api_keys_file: Path | None = Field(
         None, description="File with one inbound key per line (added to PROXY_API_KEYS)."
     )
+    auth_failure_limit: str = Field(
+        "10/minute",
+        description="Failed authentications allowed per client address (with PROXY_API_KEYS), "
+        "in the limits library's notation; beyond it that address gets 429 until the window "
+        "frees an attempt. Empty = no limit.",
+    )
     rate_limit: str = Field(
         "",
         description="Requests allowed per client, e.g. '60/minute' or '10/second;500/hour' "
@@ -286,6 +292,18 @@ class Settings(BaseSettings):
     @classmethod
     def _keys(cls, v: Any) -> Any:
         return _split(v)
+
+    @field_validator("auth_failure_limit")
+    @classmethod
+    def _auth_failure_limit(cls, v: str) -> str:
+        if v.strip():
+            from limits import parse  # noqa: PLC0415 -- only when a limit is set
+
+            try:
+                parse(v)
+            except ValueError as exc:
+                raise ValueError(f"not one limit ({exc}); use e.g. '10/minute'") from None
+        return v.strip()
 
     @field_validator("rate_limit")
     @classmethod

@@ -6,6 +6,9 @@
 - Without keys, any ``Authorization`` header is accepted -- n8n sends ``Bearer `` with an empty key,
   ollama-python sends ollama.com keys -- and it is never forwarded: the upstream client sends only
   the proxy's own key.
+- ``AUTH_FAILURE_LIMIT``: failed authentications per client address (``10/minute``); beyond
+  it, that address gets 429 without its key being compared until the window frees an attempt, so
+  keys cannot be guessed at line rate (fail2ban's and sshd's ``MaxAuthTries`` idea, per address).
 - ``RATE_LIMIT``: a moving window per key (a hash of it, never the key) or, without keys, per
   client IP; counters in memory or in Redis shared by several instances. If the storage fails,
   requests pass (and a warning is logged): a limiter outage must not become a proxy outage.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -63,10 +67,7 @@ class RateLimits:
 
     async def close(self) -> None:
         """Close a Redis connection pool (memory storage has nothing to close)."""
-        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
-        if client is not None and hasattr(client, "aclose"):
-            await client.aclose()
-            await client.connection_pool.disconnect()
+        await _close(self.storage)
 
     async def check(self, identity: str) -> RateLimited | None:
         for item in self.items:
@@ -77,6 +78,79 @@ class RateLimits:
         return None
 
 
+class AuthThrottle:
+    """Failed authentications per client address, counted in ``limits``' moving window (in
+    memory, or in the rate limits' Redis so that every instance sees them).
+
+    Only addresses that failed recently are looked up: the rest of the traffic costs a dict
+    lookup, not a storage call (a Redis round trip) per request. That local list is bounded by
+    :data:`MAX_SUSPECTS` addresses, so a client cycling through addresses cannot grow it."""
+
+    MAX_SUSPECTS = 100_000
+
+    def __init__(self, spec: str, storage_uri: str, clock: Callable[[], float] = time.monotonic):
+        from limits import parse  # noqa: PLC0415 -- see _storage
+        from limits.aio.strategies import MovingWindowRateLimiter  # noqa: PLC0415
+
+        self.item: RateLimitItem = parse(spec)
+        self.storage = _storage(storage_uri)
+        self.limiter = MovingWindowRateLimiter(self.storage)
+        self._clock = clock
+        self._suspects: dict[str, float] = {}  # address -> until when (clock) it is looked up
+
+    async def close(self) -> None:
+        """Close a Redis connection pool (memory storage has nothing to close)."""
+        await _close(self.storage)
+
+    def _limited(self, retry: float) -> RateLimited:
+        seconds = max(1, int(retry + 0.999))
+        return RateLimited(
+            f"too many failed authentication attempts from this address: {self.item}; "
+            f"retry in {seconds} s",
+            seconds,
+        )
+
+    async def check(self, address: str) -> RateLimited | None:
+        """Before the key is compared: the 429 for an address over its limit, else None."""
+        until = self._suspects.get(address)
+        if until is None:
+            return None
+        if until < self._clock():
+            del self._suspects[address]
+            return None
+        key = "auth-failures:" + address  # apart from RATE_LIMIT's counters in a shared Redis
+        if await self.limiter.test(self.item, key):
+            return None
+        stats = await self.limiter.get_window_stats(self.item, key)
+        return self._limited(stats.reset_time - time.time())
+
+    async def failed(self, address: str) -> RateLimited | None:
+        """Count a failed authentication (logging ``auth_throttled`` when it used the last
+        attempt); the 429 if the limit was already reached, else None."""
+        suspects = self._suspects
+        if address not in suspects and len(suspects) >= self.MAX_SUSPECTS:
+            now = self._clock()
+            for stale in [a for a, until in suspects.items() if until < now]:
+                del suspects[stale]
+            while len(suspects) >= self.MAX_SUSPECTS:  # all recent: forget the oldest
+                del suspects[next(iter(suspects))]
+        suspects[address] = self._clock() + self.item.get_expiry()
+        key = "auth-failures:" + address
+        if not await self.limiter.hit(self.item, key):  # another instance used the last one
+            return self._limited(self.item.get_expiry())
+        stats = await self.limiter.get_window_stats(self.item, key)
+        if stats.remaining == 0:  # once per episode: the attempts refused after it are not
+            log.warning("auth_throttled", client=address, limit=str(self.item))
+        return None
+
+
+async def _close(storage: Storage) -> None:
+    client = getattr(getattr(storage, "bridge", None), "storage", None)
+    if client is not None and hasattr(client, "aclose"):
+        await client.aclose()
+        await client.connection_pool.disconnect()
+
+
 class GuardMiddleware:
     def __init__(
         self,
@@ -84,11 +158,13 @@ class GuardMiddleware:
         keys: list[str],
         limits: RateLimits | None,
         renderer: Renderer,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.limits = limits
         self.renderer = renderer
+        self.throttle = throttle if keys else None  # nothing to guess without keys
 
     def _authorized(self, header: bytes | None) -> tuple[bool, bytes]:
         token = b""
@@ -112,17 +188,27 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         identity = ""
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
         if self.keys:
+            throttle = self.throttle
+            if throttle is not None:
+                refused = await self._guarded(throttle.check, address)
+                if refused is not None:
+                    await self._reject(scope, receive, send, refused)
+                    return
             header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             ok, token = self._authorized(header)
             if not ok:
-                await self._reject(scope, receive, send, Unauthorized("unauthorized"))
+                error: ProxyError = Unauthorized("unauthorized")
+                if throttle is not None:
+                    error = await self._guarded(throttle.failed, address) or error
+                await self._reject(scope, receive, send, error)
                 return
             identity = "key:" + hashlib.sha256(token).hexdigest()[:16]
         if self.limits is not None:
             if not identity:
-                client = scope.get("client")
-                identity = "ip:" + (client[0] if client else "unknown")
+                identity = "ip:" + address
             try:
                 limited = await self.limits.check(identity)
             except Exception as exc:  # storage down: fail open, loudly
@@ -132,6 +218,15 @@ class GuardMiddleware:
                 await self._reject(scope, receive, send, limited)
                 return
         await self.app(scope, receive, send)
+
+    async def _guarded(
+        self, step: Callable[[str], Awaitable[RateLimited | None]], address: str
+    ) -> RateLimited | None:
+        try:
+            return await step(address)
+        except Exception as exc:  # storage down: fail open, loudly (as the rate limits do)
+            log.warning("auth_throttle_storage_failed", error=self.renderer.redact(repr(exc)))
+            return None
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, exc: ProxyError) -> None:
         response = self.renderer.response(exc, dialect_of(scope["path"]), record(scope))

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ProxyServer, settings_for
@@ -129,6 +130,47 @@ def test_rate_limit_shared_through_redis(upstream: FakeUpstream, redis_url: str)
             for p in (a, b, a, b)
         ]
         assert codes == [200, 200, 200, 429]  # one budget across both instances
+
+
+def test_failed_authentications_are_throttled_per_address(upstream: FakeUpstream) -> None:
+    settings = settings_for(upstream.url, proxy_api_keys="right-key", auth_failure_limit="3/minute")
+    with ProxyServer(settings) as p, capture_logs() as logs:
+        codes = [
+            httpx.get(p.url + "/api/tags", headers=bearer(f"guess-{i}")).status_code
+            for i in range(5)
+        ]
+        assert codes == [401, 401, 401, 429, 429]
+        # Throttled, guesses are not compared at all: even the right key waits out the window,
+        # or a guesser would learn which guess was right at full speed.
+        r = httpx.post(p.url + "/api/chat", json=CHAT, headers=bearer("right-key"))
+        assert r.status_code == 429
+        assert r.json()["error"].startswith("too many failed authentication attempts")
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        r = httpx.get(p.url + "/v1/models", headers=bearer("guess"))
+        assert r.status_code == 429
+        assert r.json()["error"]["type"] == "rate_limit_error"
+        assert httpx.get(p.url + "/health").status_code == 200  # liveness stays open
+    throttled = [e for e in logs if e["event"] == "auth_throttled"]
+    assert [(e["client"], e["log_level"]) for e in throttled] == [("127.0.0.1", "warning")]
+
+
+def test_failed_authentications_count_across_instances_through_redis(
+    upstream: FakeUpstream, redis_url: str
+) -> None:
+    common = {
+        "proxy_api_keys": "right-key",
+        "auth_failure_limit": "2/minute",
+        "rate_limit_storage_uri": redis_url,
+    }
+    with (
+        ProxyServer(settings_for(upstream.url, **common)) as a,
+        ProxyServer(settings_for(upstream.url, **common)) as b,
+    ):
+        codes = [
+            httpx.get(p.url + "/api/version", headers=bearer("nope")).status_code
+            for p in (a, b, a, b)
+        ]
+        assert codes == [401, 401, 429, 429]
 
 
 def test_rate_limit_storage_down_fails_open(upstream: FakeUpstream) -> None:
