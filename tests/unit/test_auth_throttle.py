@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
 from ollama_openai_proxy.errors import RateLimited
 from ollama_openai_proxy.security import AuthThrottle
+
+T = TypeVar("T")
 
 
 class Clock:
@@ -18,7 +22,7 @@ class Clock:
         return self.now
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
