@@ -236,6 +236,9 @@ class FakeUpstream:
         self.faults: list[tuple[Callable[[str, Any], bool], Script]] = []
         self.cancelled: list[float] = []  # monotonic times at which a stream's client went away
         self.in_progress = 0  # requests being answered right now
+        # Every request target as it arrived (path and query, undecoded), routed or not: what a
+        # client could make the proxy ask the backend for.
+        self.targets: list[str] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -258,6 +261,7 @@ class FakeUpstream:
         self.completions_supported = True
         self.scripts.clear()
         self.journal.clear()
+        self.targets.clear()
         self.cancelled.clear()
 
     def last(self, path: str = "/v1/chat/completions") -> Any:
@@ -292,6 +296,7 @@ class FakeUpstream:
     async def _start(self) -> None:
         @web.middleware
         async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.targets.append(request.raw_path)
             self.in_progress += 1
             try:
                 return await handler(request)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,90 @@ def test_cors_preflight_passes_with_keys_on(upstream: FakeUpstream) -> None:
         assert pre.status_code == 200
         assert pre.headers["access-control-allow-origin"] == "http://localhost:3000"
         assert httpx.options(p.url + "/api/chat").status_code == 401  # not a preflight
+
+
+# --- what a client can make the proxy ask the backend for ------------------------------------
+# GET /v1/models/{id} is the one route whose client text becomes part of a backend URL (sent with
+# the operator's key). Request targets are sent raw, as a hostile client would (httpx would
+# normalise dot segments); whatever the proxy answers, the backend may only ever see
+# /v1/models/<one id> with no dot segment, query or fragment, even after percent-decoding.
+
+TRICKS = [
+    "../files",
+    "..%2Ffiles",
+    "..%2F..%2Fadmin%3Fq%3D1",
+    "%2e%2e/files",
+    "%2E%2E%2Ffiles",
+    "%252e%252e%252ffiles",
+    "a/../../files",
+    "a/./b",
+    "a%2F..%2F..%2Ffiles",
+    "gpt-4o?x=1",
+    "gpt-4o%3Fx%3D1",
+    "gpt-4o%23frag",
+    "..\\files",
+    "..%5Cfiles",
+    "%00",
+    "a%0d%0aX-Injected:%201",
+    "openai/gpt-4o",
+    "gpt-4o-mini",
+    "..;/files",
+    "~/",
+    "%",
+    "a//b",
+]
+TARGET_ALPHABET = st.sampled_from(
+    [
+        *(".", "..", "/", "%", "%2e", "%2E", "%2f", "%2F", "%25", "%3f", "%23", "%5c", "?", "#"),
+        *("\\", "a", "b", "gpt-4o", ":", "@", "+", ";", "~", "%00", "%0a", "%20", "%c3%a9"),
+        "files",
+    ]
+)
+
+
+def _raw_get(port: int, target: str) -> int:
+    """Status of ``GET <target>`` sent byte for byte; 0 when the server closed without one."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                return 0
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def _assert_only_model_paths_reached(upstream: FakeUpstream) -> None:
+    for target in upstream.targets:
+        parts = urllib.parse.urlsplit(target)
+        assert parts.query == "", target
+        assert parts.fragment == "", target
+        if parts.path == "/v1/models":  # the model list (name resolution)
+            continue
+        assert parts.path.startswith("/v1/models/"), target
+        decoded = urllib.parse.unquote(parts.path)
+        segments = decoded.split("/")[3:]
+        assert segments, target
+        assert all(seg not in ("", ".", "..") for seg in segments), target
+        assert not any(c in decoded for c in "?#\\\x00\r\n"), target
+
+
+@pytest.mark.parametrize("trick", TRICKS)
+def test_no_model_id_reaches_another_backend_path(
+    proxy: ProxyServer, upstream: FakeUpstream, trick: str
+) -> None:
+    status = _raw_get(proxy.port, "/v1/models/" + trick)
+    assert status in (200, 400, 404), status
+    _assert_only_model_paths_reached(upstream)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parts=st.lists(TARGET_ALPHABET, min_size=1, max_size=8))
+def test_fuzz_model_ids_never_escape_the_models_path(
+    proxy: ProxyServer, upstream: FakeUpstream, parts: list[str]
+) -> None:
+    upstream.targets.clear()
+    status = _raw_get(proxy.port, "/v1/models/" + "".join(parts))
+    assert status in (0, 200, 400, 404), status  # 0: uvicorn refused a malformed request line
+    _assert_only_model_paths_reached(upstream)
