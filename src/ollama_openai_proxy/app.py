@@ -137,6 +137,10 @@ def create_app(
             upstreams={u.name: u.base_url for u in backends.upstreams.values()},
             version=__version__,
         )
+        for name in backends.upstreams:
+            profile = backends.policy(name).profile
+            # Which shaping applies is an operator's first question when a backend refuses.
+            log.info("upstream_profile", upstream=name, profile=profile.name, title=profile.title)
         if settings.disable_ssl_verification:
             log.warning(
                 "tls_verification_disabled",

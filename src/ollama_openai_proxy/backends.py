@@ -37,6 +37,7 @@ from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.model_map import ModelMap, resolve
 from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
+from ollama_openai_proxy.profiles import named
 from ollama_openai_proxy.resilience import CircuitBreaker
 from ollama_openai_proxy.topology import Topology
 from ollama_openai_proxy.upstream import Upstream
@@ -90,11 +91,15 @@ class Backends:
             upstream = Upstream(settings, spec, breaker, metrics)
             self.upstreams[spec.name] = upstream
             self.catalogs[spec.name] = Catalog(upstream, settings.models_cache_ttl)
+            profile = named(spec.profile, spec.base_url)
+            # Ollama options: what the backend takes natively (its profile), then what the
+            # operator forwards (PASSTHROUGH_OPTIONS, extra_params), which wins.
             extra = {p: p for p in spec.extra_params}
-            self._policies[spec.name] = (
-                dataclasses.replace(policy, passthrough={**policy.passthrough, **extra})
-                if extra
-                else policy
+            self._policies[spec.name] = dataclasses.replace(
+                policy,
+                passthrough={**profile.options, **policy.passthrough, **extra},
+                profile=profile,
+                extra_body=spec.extra_body,
             )
             self._globs[spec.name] = _globs(spec.models)
             if metrics is not None:
@@ -120,6 +125,10 @@ class Backends:
         self._refresher: asyncio.Task[None] | None = None
         # name -> (the known ids it was resolved against, the resolution)
         self._resolved: dict[str, tuple[frozenset[str], Resolved]] = {}
+
+    def policy(self, name: str) -> Policy:
+        """The translation policy of the upstream called ``name`` (its backend profile)."""
+        return self._policies[name]
 
     # --- lifecycle --------------------------------------------------------------------------
 

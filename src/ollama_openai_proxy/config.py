@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ollama_openai_proxy import topology
 from ollama_openai_proxy.model_map import CAPABILITIES, ModelMap, ModelMeta
 from ollama_openai_proxy.policy import THINK_STYLES, Policy
+from ollama_openai_proxy.profiles import PROFILES
 
 # Ollama's default CORS origins (envconfig/config.go): local pages, desktop apps, VS Code webviews.
 DEFAULT_CORS_ORIGIN_REGEX = (
@@ -134,10 +135,34 @@ class Settings(BaseSettings):
     default_context_length: int = Field(
         32768, ge=256, description="Context length /api/show reports for unknown models."
     )
-    think_style: Literal["reasoning_effort", "openrouter", "chat_template_kwargs", "none"] = Field(
+    think_style: Literal[
+        "auto",
         "reasoning_effort",
-        description="How 'think' reaches the backend: reasoning_effort (OpenAI), openrouter "
-        "(reasoning object), chat_template_kwargs (vLLM/SGLang enable_thinking), none.",
+        "openrouter",
+        "chat_template_kwargs",
+        "thinking",
+        "groq",
+        "none",
+    ] = Field(
+        "auto",
+        description="How 'think' reaches the backend: auto (as its backend profile says), "
+        "reasoning_effort (OpenAI), openrouter (reasoning object), chat_template_kwargs "
+        "(vLLM/SGLang enable_thinking), thinking (Anthropic), groq (reasoning_format), none.",
+    )
+    backend_profile: str = Field(
+        "auto",
+        description="How requests are shaped for the backend at OPENAI_API_BASE_URL: auto "
+        "(detected from its host) or a profile name (docs/BACKENDS.md).",
+    )
+    backend_extra_body: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description="JSON object of fields added to every request body sent to the backend, "
+        'e.g. {"reasoning_format": "parsed"}.',
+    )
+    backend_headers: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description='JSON object of headers sent with every backend call, e.g. {"HTTP-Referer": '
+        '"https://example.org"}.',
     )
     completions_max_tokens: int = Field(
         2048,
@@ -305,6 +330,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"not one limit ({exc}); use e.g. '10/minute'") from None
         return v.strip()
 
+    @field_validator("backend_profile")
+    @classmethod
+    def _backend_profile(cls, v: str) -> str:
+        v = v.strip()
+        if v != "auto" and v not in PROFILES:
+            raise ValueError(f"unknown profile {v!r}; expected auto or one of {sorted(PROFILES)}")
+        return v
+
+    @field_validator("backend_extra_body", mode="before")
+    @classmethod
+    def _backend_extra_body(cls, v: Any) -> Any:
+        return topology.check_extra_body(_json_object(v))
+
+    @field_validator("backend_headers", mode="before")
+    @classmethod
+    def _backend_headers(cls, v: Any) -> Any:
+        return topology.check_headers(_json_object(v))
+
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit(cls, v: str) -> str:
@@ -342,7 +385,9 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every key that must never reach a log line, an error body or a metric."""
         keys = [self.openai_api_key.get_secret_value(), *self.inbound_keys()]
-        keys.extend(u.api_key for u in self.topology().upstreams)
+        for u in self.topology().upstreams:
+            keys.append(u.api_key)
+            keys.extend(v for k, v in u.headers.items() if topology.SECRET_HEADER.search(k))
         return [k for k in dict.fromkeys(keys) if k]
 
     def policy(self) -> Policy:
@@ -363,7 +408,11 @@ class Settings(BaseSettings):
             return self._topology
         if self.upstreams_file is None:
             loaded = topology.single(
-                self.openai_api_base_url, self.openai_api_key.get_secret_value()
+                self.openai_api_base_url,
+                self.openai_api_key.get_secret_value(),
+                self.backend_profile,
+                self.backend_extra_body,
+                self.backend_headers,
             )
         else:
             try:
@@ -372,6 +421,18 @@ class Settings(BaseSettings):
                 raise ConfigError(str(exc)) from None
         self._topology = loaded
         return loaded
+
+
+def _json_object(value: Any) -> Any:
+    """An environment variable's JSON object text, decoded (objects pass as they are)."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+    return value
 
 
 class ConfigError(Exception):

@@ -75,8 +75,14 @@ class Context:
         """What a request for ``name`` sent along ``route`` needs to know of the model."""
         meta = self.model_map.lookup(name)
         f = self.facts(name, route, meta)
-        style = (meta.think_style if meta else None) or self.settings.think_style
-        return Target(route.model, style, "thinking" in f.capabilities)
+        return Target.of(
+            route.model,
+            route.policy.profile,
+            style=(meta.think_style if meta else None) or self.settings.think_style,
+            thinking="thinking" in f.capabilities,
+            listed=bool(meta and meta.capabilities),
+            learned=route.upstream.learned.get(route.model),
+        )
 
     def report(self, up: UpstreamRequest, model: str) -> None:
         """Log what the translation could not carry over (nothing is dropped silently)."""
@@ -88,6 +94,10 @@ class Context:
                 "accepts it",
             )
         self.notes(up.notes, model)
+        for key, message in up.warnings:
+            self.warn_once("backend_adaptation", key, detail=message, model=echo(model))
+        if up.adapted:
+            log.debug("backend_adapted", model=echo(model), adaptations=up.adapted)
 
     def notes(self, notes: list[str], model: str) -> None:
         for note in notes:

@@ -12,7 +12,8 @@
     └── UpstreamError (502)             the backend failed us
         ├── UpstreamStatusError         it answered with an HTTP error status
         │   ├── UpstreamModelNotFound (404)     ... saying the model does not exist
-        │   └── UpstreamEndpointNotFound (502)  ... a 404 for the endpoint itself
+        │   ├── UpstreamEndpointNotFound (502)  ... a 404 for the endpoint itself
+        │   └── UpstreamRefusedParameter (400)  ... a 400/422 naming a parameter it refuses
         ├── UpstreamUnavailable (502)   connection refused/reset, DNS, TLS, closed mid-answer
         │   └── BreakerOpen (503)       its circuit breaker is open: not even tried
         ├── UpstreamTimeout (504)       no answer (or no first byte) in time
@@ -133,6 +134,24 @@ class UpstreamModelNotFound(UpstreamStatusError):
     """The backend says the model does not exist (404 with a model error)."""
 
     openai_type = "not_found_error"
+
+
+class UpstreamRefusedParameter(UpstreamStatusError):
+    """A 400/422 that names one request parameter the backend refuses (``parameter``, a
+    top-level field of the body), and the name it wants instead if it says so
+    (``replacement``): the request can be sent again without it (exchange.py)."""
+
+    def __init__(
+        self,
+        message: str,
+        upstream_status: int,
+        code: str | None,
+        parameter: str,
+        replacement: str | None = None,
+    ) -> None:
+        super().__init__(message, upstream_status, 400, code)
+        self.parameter = parameter
+        self.replacement = replacement
 
 
 class UpstreamEndpointNotFound(UpstreamStatusError):

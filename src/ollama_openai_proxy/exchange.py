@@ -22,11 +22,13 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import aiohttp
+import orjson
 import structlog
 
 from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.errors import (
     UpstreamError,
+    UpstreamRefusedParameter,
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -206,11 +208,26 @@ async def execute(
     for i, attempt in enumerate(attempts):
         upstream = attempt.route.upstream
         rec.upstream = upstream.name
+        sent = attempt
         try:
-            if plan.stream:
-                result = await _stream(plan, attempt, i == last, first_byte_timeout, stream_timeout)
-            else:
-                result = await _whole(plan, attempt, i == last)
+            # Sent again without each parameter the backend refuses (adapt), up to
+            # MAX_ADAPTATIONS of them; inline, not a helper: a coroutine frame per request.
+            for adaptations in range(MAX_ADAPTATIONS + 1):
+                try:
+                    if plan.stream:
+                        result = await _stream(
+                            plan, sent, i == last, first_byte_timeout, stream_timeout
+                        )
+                    else:
+                        result = await _whole(plan, sent, i == last)
+                    break
+                except UpstreamRefusedParameter as exc:
+                    retry = adapt(plan, sent, exc) if adaptations < MAX_ADAPTATIONS else None
+                    if retry is None:
+                        raise
+                    sent = retry
+                    if metrics is not None:
+                        metrics.adapted(upstream.name, exc.parameter)
         except UpstreamError as exc:
             if i == last or not may_fall_back(exc):
                 raise
@@ -230,6 +247,43 @@ async def execute(
             owner.push_async_callback(result.aclose)
         return result
     raise AssertionError("a plan has at least one attempt")  # pragma: no cover
+
+
+# Parameters a backend may refuse that the request cannot do without.
+_ESSENTIAL = frozenset({"model", "messages", "prompt", "input", "stream"})
+MAX_ADAPTATIONS = 3  # distinct parameters one request may be sent again without
+
+
+def adapt(plan: Plan, attempt: Attempt, refused: UpstreamRefusedParameter) -> Attempt | None:
+    """The attempt again without the parameter the backend refused (or under the name it asked
+    for), remembered for that upstream and model so the next request is shaped right at once;
+    None when it cannot be: a relayed plan (the client's own OpenAI request, whose answer it
+    gets as the backend gave it), no JSON body, or a parameter the request needs or did not
+    send. Only before anything reached the client: a stream's refusal comes as its status."""
+    if plan.relay or attempt.body is None:
+        return None
+    name, instead = refused.parameter, refused.replacement
+    if name in _ESSENTIAL:
+        return None
+    payload = orjson.loads(attempt.body)
+    if not isinstance(payload, dict) or name not in payload:
+        return None
+    value = payload.pop(name)
+    if instead is not None and instead not in payload and instead not in _ESSENTIAL:
+        payload[instead] = value
+    else:
+        instead = None
+    upstream = attempt.route.upstream
+    upstream.learn(attempt.route.model, name, instead)
+    log.warning(
+        "backend_refused_parameter",
+        upstream=upstream.name,
+        model=echo(attempt.route.model),
+        parameter=name,
+        action=f"sent as {instead}" if instead else "not sent",
+        error=refused.message,
+    )
+    return Attempt(attempt.route, attempt.path, orjson.dumps(payload))
 
 
 def _settle(plan: Plan, attempt: Attempt, last: bool, resp: Any, body: bytes) -> Reply:

@@ -71,6 +71,11 @@ FALLBACKS = (
     "Requests passed on to the next upstream of their chain, by the upstream that failed.",
     ("upstream",),
 )
+ADAPTATIONS = (
+    f"{PREFIX}_backend_adaptations",
+    "Requests sent again without a parameter the backend refused (and remembered for the model).",
+    ("upstream", "parameter"),
+)
 IN_FLIGHT = (f"{PREFIX}_streams_in_flight", "Streams open to clients.")
 UPSTREAM_IN_FLIGHT = (
     f"{PREFIX}_upstream_requests_in_flight",
@@ -110,6 +115,7 @@ class _Samples(Collector):
             TOKENS: {},
             RETRIES: {},
             FALLBACKS: {},
+            ADAPTATIONS: {},
         }
         self.histograms: dict[Spec, dict[tuple[str, ...], _Histogram]] = {
             DURATION: {},
@@ -160,6 +166,7 @@ class Metrics:
             self._tokens = Counter(*TOKENS, registry=r)
             self._retries = Counter(*RETRIES, registry=r)
             self._fallbacks = Counter(*FALLBACKS, registry=r)
+            self._adaptations = Counter(*ADAPTATIONS, registry=r)
             # across workers: open streams add up; the breaker shows the worst state
             self._in_flight = Gauge(*IN_FLIGHT, registry=r, multiprocess_mode="livesum")
             self._upstream_in_flight = Gauge(
@@ -171,6 +178,7 @@ class Metrics:
                 TOKENS: self._tokens,
                 RETRIES: self._retries,
                 FALLBACKS: self._fallbacks,
+                ADAPTATIONS: self._adaptations,
                 DURATION: self._duration,
                 TTFT: self._ttft,
                 UPSTREAM: self._upstream,
@@ -226,6 +234,9 @@ class Metrics:
 
     def fell_back(self, upstream: str) -> None:
         self._count(FALLBACKS, (upstream,))
+
+    def adapted(self, upstream: str, parameter: str) -> None:
+        self._count(ADAPTATIONS, (upstream, parameter))
 
     def streams(self, delta: int) -> None:
         if self._multi:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-# How a backend is told to reason or not (translate/think.py): OpenAI's reasoning_effort,
-# OpenRouter's reasoning object, vLLM/SGLang's chat_template_kwargs, or nothing.
-THINK_STYLES = ("reasoning_effort", "openrouter", "chat_template_kwargs", "none")
+from ollama_openai_proxy.profiles import DEFAULT, THINK_STYLES, BackendProfile, Family
+
+__all__ = ["THINK_STYLES", "Policy", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,10 @@ class Policy:
     # max_tokens for /v1/completions when the client sets no num_predict: legacy completion
     # endpoints (OpenAI, vLLM) default to 16 tokens, Ollama to "until done".
     completions_max_tokens: int = 2048
+    # How this upstream's backend wants requests shaped (profiles.py).
+    profile: BackendProfile = DEFAULT
+    # Fields the operator adds to every request body sent to this upstream (extra_body).
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +33,38 @@ class Target:
     model: str
     think_style: str = "reasoning_effort"
     thinking: bool = False  # known to support reasoning
+    efforts: tuple[str, ...] = ("low", "medium", "high")  # reasoning_effort values it takes
+    think_off: Mapping[str, Any] | None = None  # body fields that switch its reasoning off
+    family: Family | None = None  # its family in the backend profile, if one matched
+    # Parameters this backend refused for this model before: name -> the name it wants, or
+    # None to leave it out (learned by exchange.adapt, applied by translate/shape.py).
+    learned: Mapping[str, str | None] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        profile: BackendProfile,
+        *,
+        style: str = "auto",
+        thinking: bool = False,
+        listed: bool = False,
+        learned: Mapping[str, str | None] | None = None,
+    ) -> Target:
+        """The target ``model`` on a backend of ``profile``. ``style``: the operator's
+        THINK_STYLE (or the mapping file's), ``auto`` for the profile's. ``thinking``: what the
+        model list or the mapping file says of it; ``listed``: the mapping file lists its
+        capabilities, which then win over the profile's model family. ``learned``: what the
+        backend refused for this model before."""
+        family = profile.family(model)
+        if style == "auto":
+            style = (family.think if family else None) or profile.think
+        if family is not None and family.thinking is not None and not listed:
+            thinking = family.thinking
+        elif not listed:
+            thinking = thinking or profile.assume_thinking
+        think_off = profile.think_off
+        if family is not None and family.think_off is not None:
+            think_off = family.think_off
+        efforts = (family.efforts if family else None) or profile.efforts
+        return cls(model, style, thinking, efforts, think_off, family, learned)

@@ -13,10 +13,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ollama_openai_proxy.profiles import PROFILES
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no ':' -- "name:model" addresses an upstream
 _UPSTREAM_KEYS = frozenset(
-    {"name", "base_url", "api_key", "api_key_env", "models", "timeout", "extra_params"}
+    {
+        "name",
+        "base_url",
+        "api_key",
+        "api_key_env",
+        "models",
+        "timeout",
+        "extra_params",
+        "profile",
+        "extra_body",
+        "headers",
+    }
 )
+# Header names whose values are credentials: kept out of logs and error bodies like the key.
+SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie", re.I)
 _TOP_KEYS = frozenset({"upstreams", "aliases", "fallbacks"})
 
 
@@ -32,6 +47,9 @@ class UpstreamSpec:
     models: tuple[str, ...] | None = None  # globs over the ids the upstream lists; None = all
     timeout: float | None = None  # REQUEST_TIMEOUT for this upstream
     extra_params: tuple[str, ...] = ()  # Ollama options this backend accepts under their name
+    profile: str = "auto"  # a name in profiles.PROFILES, or auto: detected from base_url
+    extra_body: Mapping[str, Any] = field(default_factory=dict)  # added to every request body
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # sent with every call
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +64,24 @@ class Topology:
         return tuple(u.name for u in self.upstreams)
 
 
-def single(base_url: str, api_key: str) -> Topology:
-    """The default: OPENAI_API_BASE_URL and OPENAI_API_KEY, one upstream named ``default``."""
-    return Topology((UpstreamSpec("default", base_url.rstrip("/"), api_key),))
+def single(
+    base_url: str,
+    api_key: str,
+    profile: str = "auto",
+    extra_body: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Topology:
+    """The default: OPENAI_API_BASE_URL and OPENAI_API_KEY (BACKEND_PROFILE,
+    BACKEND_EXTRA_BODY, BACKEND_HEADERS), one upstream named ``default``."""
+    spec = UpstreamSpec(
+        "default",
+        base_url.rstrip("/"),
+        api_key,
+        profile=profile,
+        extra_body=dict(extra_body or {}),
+        headers=dict(headers or {}),
+    )
+    return Topology((spec,))
 
 
 def load(path: Path, env: Mapping[str, str]) -> Topology:
@@ -131,6 +164,16 @@ def _upstream(where: str, entry: Any, env: Mapping[str, str]) -> UpstreamSpec:
     extra = entry.get("extra_params") or []
     if not isinstance(extra, list) or not all(isinstance(p, str) and p for p in extra):
         raise TopologyError(f"{where}: 'extra_params' must be a list of Ollama option names")
+    profile = entry.get("profile", "auto")
+    if profile != "auto" and profile not in PROFILES:
+        raise TopologyError(
+            f"{where}: unknown 'profile' {profile!r}; expected auto or one of {sorted(PROFILES)}"
+        )
+    try:
+        extra_body = check_extra_body(entry.get("extra_body") or {})
+        headers = check_headers(entry.get("headers") or {})
+    except ValueError as exc:
+        raise TopologyError(f"{where}: {exc}") from None
     return UpstreamSpec(
         name,
         base_url.rstrip("/"),
@@ -138,7 +181,43 @@ def _upstream(where: str, entry: Any, env: Mapping[str, str]) -> UpstreamSpec:
         tuple(models) if models is not None else None,
         float(timeout) if timeout is not None else None,
         tuple(extra),
+        profile,
+        extra_body,
+        headers,
     )
+
+
+# Fields the proxy itself must set: an operator's extra_body may not replace them.
+_RESERVED_BODY = frozenset({"model", "messages", "prompt", "input", "stream"})
+
+
+def check_extra_body(value: Any) -> dict[str, Any]:
+    """``extra_body``: a JSON object of fields added to every request body. ValueError (naming
+    the problem) for anything else, or for a field the proxy sets itself."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+        raise ValueError("'extra_body' must be an object of request fields")
+    reserved = sorted(_RESERVED_BODY & set(value))
+    if reserved:
+        raise ValueError(f"'extra_body' may not set {reserved}: the proxy sets them per request")
+    return dict(value)
+
+
+def check_headers(value: Any) -> dict[str, str]:
+    """``headers``: header name -> value, both printable ASCII strings (HTTP/1.1 field syntax,
+    RFC 9110 §5); ValueError otherwise."""
+    if not isinstance(value, dict):
+        raise ValueError("'headers' must map header names to values")  # noqa: TRY004 -- pydantic
+    for name, val in value.items():
+        if not (isinstance(name, str) and _TOKEN.match(name)):
+            raise ValueError(f"'headers': {name!r} is not a header name")
+        if not (isinstance(val, str) and val.isascii() and val.isprintable()):
+            raise ValueError(f"'headers': the value of {name} must be printable ASCII text")
+        if name.lower() in ("host", "content-length", "content-type", "transfer-encoding"):
+            raise ValueError(f"'headers': {name} is set by the proxy")
+    return dict(value)
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 
 
 def _aliases(where: str, raw: Any, names: set[str]) -> dict[str, tuple[str, str]]:

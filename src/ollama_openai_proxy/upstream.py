@@ -47,6 +47,7 @@ KNOWN_PATHS = frozenset({"/chat/completions", "/completions", "/embeddings", "/m
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
 MAX_RETRY_AFTER = 30.0
+MAX_LEARNED = 1024  # models whose refused parameters an upstream remembers
 
 
 def _backoff(attempt: int) -> float:
@@ -90,9 +91,13 @@ class Upstream:
         }
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
+        self._headers.update(spec.headers)  # the operator's (BACKEND_HEADERS, headers:)
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # per total: made once
+        # model id -> parameters it refused: name -> the name it wants instead, or None
+        # (exchange.adapt learns them; the translation applies them, translate/shape.py).
+        self.learned: dict[str, dict[str, str | None]] = {}
 
     async def start(self) -> None:
         s = self._settings
@@ -213,6 +218,14 @@ class Upstream:
                 metrics.retried(self.name, path if path in KNOWN_PATHS else "other")
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def learn(self, model: str, parameter: str, instead: str | None) -> None:
+        """Remember that ``model`` here refuses ``parameter`` (wants ``instead``). At most
+        :data:`MAX_LEARNED` models: client-chosen names must not grow it without bound."""
+        learned = self.learned
+        if model not in learned and len(learned) >= MAX_LEARNED:
+            del learned[next(iter(learned))]
+        learned.setdefault(model, {})[parameter] = instead
 
     def _total_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=seconds, sock_connect=self._settings.connect_timeout)

@@ -6,6 +6,9 @@ sends inside an SSE stream, so both report the same message and status.
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -13,11 +16,36 @@ import orjson
 from ollama_openai_proxy.errors import (
     UpstreamEndpointNotFound,
     UpstreamModelNotFound,
+    UpstreamRefusedParameter,
     UpstreamStatusError,
     echo,
 )
 
 MAX_MESSAGE = 1000
+# How backends name a parameter they refuse, in their messages (the error object's "param" and
+# pydantic's "loc" are read first, as structure). Sources: OpenAI ("Unsupported parameter: 'x'",
+# "Unknown parameter: 'x'", "Unrecognized request argument supplied: x"), vLLM (pydantic errors
+# printed into the message), LiteLLM ("does not support parameters: ['x']"), Google ("Unknown
+# name \"x\""), and the backtick form of several gateways ("`x` is not supported").
+_REFUSAL_PATTERNS = tuple(
+    re.compile(p)
+    for p in (
+        r"Unsupported parameter: '([^']+)'",
+        r"Unsupported value: '([^']+)'",
+        r"Unknown parameter: '([^']+)'",
+        r"Unrecognized request arguments? supplied: ([\w.]+)",
+        r"'extra_forbidden', 'loc': \('body', '([^']+)'",
+        r"does not support parameters: \[\s*'([^']+)'",
+        r"Unknown name \"([^\"]+)\"",
+        r"[`'\"]([\w.]+)[`'\"] is not supported",
+        r"property '([^']+)' is unsupported",
+    )
+)
+_INSTEAD = re.compile(r"[Uu]se '([A-Za-z_][\w]*)' instead")
+_FIELD = re.compile(r"^[A-Za-z_]\w*")  # a top-level field: "stream_options.include_usage" -> ...
+# Codes OpenAI gives such refusals; a "param" with another code (a wrong value of a field the
+# backend does take, say) is not a refusal of the field.
+_REFUSAL_CODES = frozenset({"unsupported_parameter", "unknown_parameter", "unsupported_value"})
 
 
 def error_message(body: Any, status: int | None = None) -> tuple[str, str | None]:
@@ -51,6 +79,49 @@ def error_message(body: Any, status: int | None = None) -> tuple[str, str | None
     return text, None if code is None else str(code)
 
 
+def _dicts(obj: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
+    if depth > 4:
+        return
+    if isinstance(obj, dict):
+        yield obj
+        for value in obj.values():
+            yield from _dicts(value, depth + 1)
+    elif isinstance(obj, list):
+        for value in obj[:20]:
+            yield from _dicts(value, depth + 1)
+
+
+def refused_parameter(body: Any, message: str) -> tuple[str, str | None] | None:
+    """``(field, replacement)`` when a 400/422 answer says the backend refuses one request
+    field (``replacement``: the name it asks for instead, if it says), else None.
+
+    Read from the error object's ``param`` with a refusal ``code`` (OpenAI), pydantic's
+    ``extra_forbidden`` with a ``loc`` (Mistral, FastAPI servers), or the message's own words
+    (:data:`_REFUSAL_PATTERNS`). ``field`` is top-level: ``stream_options.include_usage`` ->
+    ``stream_options``."""
+    name: str | None = None
+    for d in _dicts(body):
+        param, code = d.get("param"), d.get("code")
+        if isinstance(param, str) and param and code in _REFUSAL_CODES:
+            name = param
+            break
+        loc = d.get("loc")
+        if d.get("type") == "extra_forbidden" and isinstance(loc, list) and len(loc) >= 2:
+            name = str(loc[1]) if loc[0] == "body" else str(loc[0])
+            break
+    if name is None:
+        for pattern in _REFUSAL_PATTERNS:
+            found = pattern.search(message)
+            if found:
+                name = found.group(1)
+                break
+    field = _FIELD.match(name) if name else None
+    if field is None:
+        return None
+    instead = _INSTEAD.search(message)
+    return field.group(0), instead.group(1) if instead else None
+
+
 def _is_model_error(message: str, code: str | None) -> bool:
     if code == "model_not_found":
         return True
@@ -78,6 +149,12 @@ def upstream_status_error(
             message,
         )
     if status in (400, 422):
+        if isinstance(body, bytes | bytearray):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                body = orjson.loads(body)
+        refused = refused_parameter(body, message)
+        if refused is not None:
+            return UpstreamRefusedParameter(message, status, code, *refused)
         mapped = 400
     elif status == 408:
         mapped = 504

@@ -261,6 +261,7 @@ def test_upstream_down_while_listing_and_routing(
         assert ready["status"] == "ready"
         assert ready["upstreams"]["down"]["status"] == "unavailable"
         assert ready["upstreams"]["local"]["status"] == "ready"
+        assert {u["profile"] for u in ready["upstreams"].values()} == {"openai-reference"}
         r = httpx.post(server.url + "/api/chat", json={**CHAT, "model": "qwen3:8b"})
         assert r.status_code == 200
 
@@ -291,12 +292,15 @@ def test_an_upstream_keeps_its_last_list_when_it_goes_down(
         steady.stop()
 
 
-def test_single_upstream_metrics_and_ready_are_unchanged(upstream: FakeUpstream) -> None:
+def test_single_upstream_ready_names_its_backend_profile(upstream: FakeUpstream) -> None:
     with ProxyServer(settings_for(upstream.url)) as server:
         assert httpx.get(server.url + "/ready").json() == {
             "status": "ready",
             "circuit_breaker": "closed",
+            "profile": "openai-reference",  # a loopback URL: nothing detected
         }
+    with ProxyServer(settings_for(upstream.url, backend_profile="vllm")) as server:
+        assert httpx.get(server.url + "/ready").json()["profile"] == "vllm"
 
 
 def test_every_upstream_key_is_redacted(

@@ -49,7 +49,11 @@ def test_root_version_health(http: httpx.Client) -> None:
 
 
 def test_ready(http: httpx.Client) -> None:
-    assert http.get("/ready").json() == {"status": "ready", "circuit_breaker": "closed"}
+    assert http.get("/ready").json() == {
+        "status": "ready",
+        "circuit_breaker": "closed",
+        "profile": "openai-reference",
+    }
 
 
 def test_ready_reports_unreachable_upstream() -> None:

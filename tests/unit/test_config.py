@@ -64,6 +64,11 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
             "MODEL_MAPPING_FILE: Value error, file not found",
         ),
         ("OLLAMA_VERSION", "latest", "OLLAMA_VERSION"),
+        ("BACKEND_PROFILE", "openia", "BACKEND_PROFILE: Value error, unknown profile 'openia'"),
+        ("BACKEND_EXTRA_BODY", "{nope", "BACKEND_EXTRA_BODY: Value error, not JSON"),
+        ("BACKEND_EXTRA_BODY", '{"stream": false}', "may not set ['stream']"),
+        ("BACKEND_HEADERS", '{"X-A": 1}', "the value of X-A must be printable ASCII text"),
+        ("THINK_STYLE", "reasoning", "THINK_STYLE"),
         ("DEBUG", "perhaps", "DEBUG"),
     ],
 )
@@ -162,3 +167,17 @@ def test_inbound_keys_file_and_secret_repr(tmp_path: Path) -> None:
     s = load_settings(proxy_api_keys="key-c", proxy_api_keys_file=path)
     assert s.inbound_keys() == ["key-c", "key-a", "key-b"]
     assert "key-c" not in repr(s)
+
+
+def test_backend_profile_extra_body_and_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_BASE_URL", "https://api.groq.com/openai/v1")
+    monkeypatch.setenv("BACKEND_EXTRA_BODY", '{"reasoning_format": "parsed"}')
+    monkeypatch.setenv("BACKEND_HEADERS", '{"Authorization-Extra": "tok-xyz-987"}')
+    s = load_settings()
+    (spec,) = s.topology().upstreams
+    assert (spec.profile, s.think_style) == ("auto", "auto")
+    assert spec.extra_body == {"reasoning_format": "parsed"}
+    assert spec.headers == {"Authorization-Extra": "tok-xyz-987"}
+    assert "tok-xyz-987" in s.secrets()
+    monkeypatch.setenv("BACKEND_PROFILE", "vllm")
+    assert load_settings().topology().upstreams[0].profile == "vllm"

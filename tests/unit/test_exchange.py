@@ -19,6 +19,7 @@ from ollama_openai_proxy.errors import (
     UpstreamError,
     UpstreamModelNotFound,
     UpstreamProtocolError,
+    UpstreamRefusedParameter,
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -30,6 +31,7 @@ from ollama_openai_proxy.exchange import (
     Plan,
     Reply,
     Route,
+    adapt,
     execute,
     may_fall_back,
 )
@@ -117,6 +119,10 @@ class StubUpstream:
         self.read_error = read_error
         self.sent: list[tuple[str, str, bytes | None, float | None]] = []
         self.reads = 0
+        self.learned: dict[str, dict[str, str | None]] = {}
+
+    def learn(self, model: str, parameter: str, instead: str | None) -> None:
+        self.learned.setdefault(model, {})[parameter] = instead
 
     async def send(
         self, method: str, path: str, body: bytes | None = None, *, total: float | None = None
@@ -143,6 +149,7 @@ class StubMetrics:
         self.in_flight = 0
         self.in_flight_calls: list[int] = []
         self.fallbacks: list[str] = []
+        self.adaptations: list[tuple[str, str]] = []
 
     def upstream_in_flight(self, delta: int) -> None:
         self.in_flight += delta
@@ -150,6 +157,9 @@ class StubMetrics:
 
     def fell_back(self, upstream: str) -> None:
         self.fallbacks.append(upstream)
+
+    def adapted(self, upstream: str, parameter: str) -> None:
+        self.adaptations.append((upstream, parameter))
 
 
 def plan(
@@ -618,3 +628,100 @@ def test_a_stream_does_not_fall_back_on_a_4xx() -> None:
     out = run(plan(a, b, stream=True))
     assert isinstance(out.error, UpstreamStatusError)
     assert b.sent == []
+
+
+# --- execute: a parameter the backend refuses -----------------------------------------------
+
+
+def refusal(param: str, instead: str | None = None) -> FakeResponse:
+    message = f"Unsupported parameter: '{param}' is not supported with this model."
+    if instead:
+        message += f" Use '{instead}' instead."
+    body = {"error": {"message": message, "param": param, "code": "unsupported_parameter"}}
+    return FakeResponse(status=400, body=orjson.dumps(body))
+
+
+def body_plan(u: StubUpstream, body: dict[str, Any], *, stream: bool = False) -> Plan:
+    route = Route(cast(Upstream, u), "o4-mini", Policy())
+    return Plan(
+        "POST", (Attempt(route, "/chat", orjson.dumps(body)),), stream=stream, model="client"
+    )
+
+
+BODY = {"model": "o4-mini", "messages": [], "max_tokens": 9, "top_p": 0.5, "seed": 1}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_refused_parameter_is_renamed_or_dropped_and_sent_again(stream: bool) -> None:
+    ok = sse(b'data: {"choices":[]}\n\n') if stream else FakeResponse()
+    u = StubUpstream("a", refusal("max_tokens", "max_completion_tokens"), refusal("top_p"), ok)
+    out = run(body_plan(u, BODY, stream=stream))
+    assert out.error is None
+    sent = [orjson.loads(b or b"") for _, _, b, _ in u.sent]
+    assert sent[1] == {
+        "model": "o4-mini",
+        "messages": [],
+        "top_p": 0.5,
+        "seed": 1,
+        "max_completion_tokens": 9,
+    }
+    assert sent[2] == {"model": "o4-mini", "messages": [], "seed": 1, "max_completion_tokens": 9}
+    # Remembered for the model, so the next request is shaped right at once; counted.
+    assert u.learned == {"o4-mini": {"max_tokens": "max_completion_tokens", "top_p": None}}
+    assert out.metrics.adaptations == [("a", "max_tokens"), ("a", "top_p")]
+    assert out.in_flight_before_close == 1  # one backend call in flight, not three
+
+
+def test_at_most_three_parameters_are_given_up_per_request() -> None:
+    body = {"model": "o4-mini", "messages": [], "a": 1, "b": 2, "c": 3, "d": 4}
+    u = StubUpstream("a", *(refusal(p) for p in "abcd"), FakeResponse())
+    out = run(body_plan(u, body))
+    assert isinstance(out.error, UpstreamRefusedParameter)
+    assert out.error.parameter == "d"
+    assert len(u.sent) == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "refused", "relay"),
+    [
+        (BODY, refusal("messages"), False),  # the request cannot do without it
+        (BODY, refusal("logit_bias"), False),  # not sent by us: nothing to take away
+        (BODY, refusal("top_p"), True),  # the client's own OpenAI request: relayed as is
+    ],
+)
+def test_what_cannot_be_adapted_is_the_clients_400(
+    body: dict[str, Any], refused: FakeResponse, relay: bool
+) -> None:
+    u = StubUpstream("a", refused, FakeResponse())
+    p = body_plan(u, body)
+    out = run(p._replace(relay=relay))
+    assert len(u.sent) == 1
+    assert u.learned == {}
+    if relay:
+        assert isinstance(out.result, Reply)
+        assert out.result.status == 400
+    else:
+        assert isinstance(out.error, UpstreamRefusedParameter)
+        assert out.error.status == 400
+
+
+def test_a_rename_never_overwrites_a_field_already_sent() -> None:
+    body = {"model": "m", "messages": [], "max_tokens": 9, "max_completion_tokens": 5}
+    u = StubUpstream("a", refusal("max_tokens", "max_completion_tokens"), FakeResponse())
+    run(body_plan(u, body))
+    assert orjson.loads(u.sent[1][2] or b"") == {
+        "model": "m",
+        "messages": [],
+        "max_completion_tokens": 5,
+    }
+    assert u.learned == {"o4-mini": {"max_tokens": None}}
+
+
+def test_adapt_is_pure_apart_from_what_it_learns() -> None:
+    u = StubUpstream("a")
+    p = body_plan(u, BODY)
+    exc = UpstreamRefusedParameter("no", 400, "unsupported_parameter", "seed")
+    retry = adapt(p, p.attempts[0], exc)
+    assert retry is not None
+    assert orjson.loads(retry.body or b"") == {k: v for k, v in BODY.items() if k != "seed"}
+    assert orjson.loads(p.attempts[0].body or b"") == BODY  # the plan is left as it was

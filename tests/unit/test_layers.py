@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "errors",
         "access",
         "config",
+        "profiles",
         "topology",
         "policy",
         "model_map",
@@ -52,7 +53,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # all that translate/ may import: it sits above backends, but reads nothing of them
-PURE = {"errors", "schemas", "policy", "model_map", "upstream_errors", "translate"}
+PURE = {"errors", "schemas", "policy", "profiles", "model_map", "upstream_errors", "translate"}
 FRAMEWORKS = ("aiohttp", "starlette", "fastapi", "uvicorn", "httpx")
 
 

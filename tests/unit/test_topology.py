@@ -115,6 +115,30 @@ def test_default_is_one_upstream() -> None:
             "fallbacks['m']: must be a non-empty list",
         ),
         ("upstreams: [", "cannot read it"),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', profile: openai-ish}]",
+            "unknown 'profile' 'openai-ish'; expected auto or one of",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', extra_body: [1]}]",
+            "'extra_body' must be an object of request fields",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', extra_body: {model: x}}]",
+            "'extra_body' may not set ['model']",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', headers: {'bad name': x}}]",
+            "'headers': 'bad name' is not a header name",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', headers: {X-A: \"line\\nbreak\"}}]",
+            "'headers': the value of X-A must be printable ASCII text",
+        ),
+        (
+            "upstreams: [{name: a, base_url: 'http://h', headers: {Host: evil}}]",
+            "'headers': Host is set by the proxy",
+        ),
     ],
 )
 def test_each_mistake_is_named(tmp_path: Path, text: str, message: str) -> None:
@@ -123,6 +147,25 @@ def test_each_mistake_is_named(tmp_path: Path, text: str, message: str) -> None:
         load(path, {})
     assert str(info.value).startswith(f"UPSTREAMS_FILE {path}: ")
     assert message in str(info.value)
+
+
+def test_profile_extra_body_and_headers_per_upstream(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "upstreams:\n"
+        "  - {name: a, base_url: 'http://h/v1', profile: vllm,"
+        " extra_body: {chat_template_kwargs: {enable_thinking: false}},"
+        " headers: {X-Title: team, X-Api-Key: hush-hush-123}}\n"
+        "  - {name: b, base_url: 'https://api.mistral.ai/v1'}\n",
+    )
+    a, b = load(path, {}).upstreams
+    assert (a.profile, b.profile) == ("vllm", "auto")
+    assert a.extra_body == {"chat_template_kwargs": {"enable_thinking": False}}
+    assert a.headers == {"X-Title": "team", "X-Api-Key": "hush-hush-123"}
+    assert "hush-hush-123" not in repr(a)
+    settings = load_settings(_env_file=None, upstreams_file=str(path))
+    assert "hush-hush-123" in settings.secrets()  # redacted like a key
+    assert "team" not in settings.secrets()
 
 
 def test_start_up_stops_with_the_message(tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ from typing import Any
 import orjson
 import pytest
 
+from ollama_openai_proxy.errors import UpstreamRefusedParameter
 from ollama_openai_proxy.upstream_errors import (
     MAX_MESSAGE,
     error_message,
+    refused_parameter,
     stream_error,
     upstream_status_error,
 )
@@ -112,3 +114,124 @@ def test_stream_error_codes() -> None:
     )
     err = stream_error("just text", client_model="m", endpoint="/e")
     assert (err.status, err.message) == (502, "upstream error: just text")
+
+
+# --- a refused parameter, in each backend's words ------------------------------------------------
+
+REFUSALS = [
+    # OpenAI reasoning models (platform.openai.com; microsoft/vscode-copilot-release#8065)
+    (
+        {
+            "error": {
+                "message": "Unsupported parameter: 'max_tokens' is not supported with this "
+                "model. Use 'max_completion_tokens' instead.",
+                "type": "invalid_request_error",
+                "param": "max_tokens",
+                "code": "unsupported_parameter",
+            }
+        },
+        ("max_tokens", "max_completion_tokens"),
+    ),
+    (
+        {
+            "error": {
+                "message": "Unsupported value: 'temperature' does not support 0.2 with this "
+                "model. Only the default (1) value is supported.",
+                "type": "invalid_request_error",
+                "param": "temperature",
+                "code": "unsupported_value",
+            }
+        },
+        ("temperature", None),
+    ),
+    (
+        {"error": {"message": "Unknown parameter: 'stream_options.include_usage'.", "param": None}},
+        ("stream_options", None),
+    ),
+    # Mistral: pydantic's extra_forbidden under "message"
+    (
+        {
+            "object": "error",
+            "message": {
+                "detail": [
+                    {
+                        "type": "extra_forbidden",
+                        "loc": ["body", "stream_options"],
+                        "msg": "Extra inputs are not permitted",
+                        "input": {"include_usage": True},
+                    }
+                ]
+            },
+            "type": "invalid_request_message_error",
+        },
+        ("stream_options", None),
+    ),
+    # Azure / older OpenAI deployments
+    (
+        {"error": {"message": "Unrecognized request argument supplied: random_seed"}},
+        ("random_seed", None),
+    ),
+    # vLLM with a strict request model: pydantic's errors printed into the message
+    (
+        {
+            "object": "error",
+            "message": "[{'type': 'extra_forbidden', 'loc': ('body', 'top_k'), 'msg': 'Extra "
+            "inputs are not permitted', 'input': 5}]",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        },
+        ("top_k", None),
+    ),
+    # LiteLLM
+    (
+        {
+            "error": {
+                "message": "litellm.UnsupportedParamsError: openai does not support parameters: "
+                "['reasoning_effort'], for model=gpt-4o. To drop these, set "
+                "`litellm.drop_params=True`"
+            }
+        },
+        ("reasoning_effort", None),
+    ),
+    # Gateways' backtick form
+    (
+        {"error": {"message": "`parallel_tool_calls` is not supported"}},
+        ("parallel_tool_calls", None),
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "refused"), REFUSALS)
+def test_a_refused_parameter_is_named_in_each_backends_words(
+    body: Any, refused: tuple[str, str | None]
+) -> None:
+    error = upstream_status_error(
+        400, orjson.dumps(body), client_model="m", endpoint="/chat/completions"
+    )
+    assert isinstance(error, UpstreamRefusedParameter)
+    assert (error.parameter, error.replacement) == refused
+    assert error.status == 400  # still the client's 400 if it cannot be adapted
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A wrong value of a field the backend takes is not a refusal of the field.
+        {
+            "error": {
+                "message": "Invalid value for 'temperature'",
+                "param": "temperature",
+                "code": "invalid_value",
+            }
+        },
+        {"error": {"message": "messages: field required"}},
+        {"detail": [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}]},
+        "plain text",
+    ],
+)
+def test_other_400s_are_not_refusals(body: Any) -> None:
+    raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
+    error = upstream_status_error(400, raw, client_model="m", endpoint="/chat/completions")
+    assert not isinstance(error, UpstreamRefusedParameter)
+    assert refused_parameter(body, error.message) is None

@@ -140,11 +140,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         ("status",),
         status=STR,
         circuit_breaker=STR,
+        profile=STR,
         error=STR,
         upstreams={
             "type": "object",
-            "description": "With UPSTREAMS_FILE: each upstream's own status, breaker and error.",
-            "additionalProperties": obj(("status",), status=STR, circuit_breaker=STR, error=STR),
+            "description": "With UPSTREAMS_FILE: each upstream's own status, breaker, backend "
+            "profile and error.",
+            "additionalProperties": obj(
+                ("status",), status=STR, circuit_breaker=STR, profile=STR, error=STR
+            ),
         },
     ),
     "VersionResponse": obj(("version",), version=STR),

@@ -94,6 +94,7 @@ async def ready(request: Request) -> Response:
 
 
 async def _check(ctx: Context, upstream: Upstream) -> dict[str, str]:
+    profile = ctx.backends.policy(upstream.name).profile.name
     try:
         await upstream.json("GET", "/models", timeout=ctx.settings.health_check_timeout)
     except ProxyError as exc:  # unreachable, an error status, or the breaker open
@@ -101,5 +102,10 @@ async def _check(ctx: Context, upstream: Upstream) -> dict[str, str]:
             "status": "unavailable",
             "error": ctx.renderer.redact(exc.message),
             "circuit_breaker": upstream.breaker.state.name.lower(),
+            "profile": profile,
         }
-    return {"status": "ready", "circuit_breaker": upstream.breaker.state.name.lower()}
+    return {
+        "status": "ready",
+        "circuit_breaker": upstream.breaker.state.name.lower(),
+        "profile": profile,
+    }

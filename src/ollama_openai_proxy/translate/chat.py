@@ -22,6 +22,7 @@ from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
 from ollama_openai_proxy.translate.images import data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.options import map_options
+from ollama_openai_proxy.translate.shape import shape
 from ollama_openai_proxy.translate.think import think_params
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
@@ -34,6 +35,10 @@ class UpstreamRequest:
     payload: dict[str, Any]
     dropped_options: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the backend profile changed (DEBUG log), and what the client will not get because of
+    # it, as (key, message) to warn about once per key (translate/shape.py).
+    adapted: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -179,9 +184,7 @@ def _common(
         else:
             payload["response_format"] = response_format
     if not completions:
-        payload.update(
-            think_params(req.get("think"), target.think_style, target.thinking, result.notes)
-        )
+        payload.update(think_params(req.get("think"), target, result.notes))
     if req.get("logprobs"):
         payload["logprobs"] = True
         if req.get("top_logprobs"):
@@ -198,6 +201,23 @@ def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRe
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
         result.payload["tools"] = tools
+    return _for_backend(result, target, policy)
+
+
+def _for_backend(result: UpstreamRequest, target: Target, policy: Policy) -> UpstreamRequest:
+    """The reference request shaped for the upstream's backend profile, plus the operator's
+    fixed ``extra_body`` fields (which win: the operator knows the backend)."""
+    shape(
+        result.payload,
+        policy.profile,
+        target.family,
+        result.adapted,
+        result.warnings,
+        learned=target.learned,
+    )
+    if policy.extra_body:
+        result.payload.update(policy.extra_body)
+        result.adapted.append(f"extra_body fields added: {sorted(policy.extra_body)}")
     return result
 
 
@@ -225,7 +245,7 @@ def generate_request(req: GenerateRequest, target: Target, policy: Policy) -> Up
             "raw mode without /v1/completions: the prompt is sent as a user message"
         )
     _common(req, target, {"messages": messages}, policy, result)
-    return result
+    return _for_backend(result, target, policy)
 
 
 def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> UpstreamRequest:
@@ -241,7 +261,7 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
     if req.get("think") is not None:
         result.notes.append("think has no /v1/completions equivalent; ignored")
     _common(req, target, body, policy, result, completions=True)
-    return result
+    return _for_backend(result, target, policy)
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -1,35 +1,47 @@
 """Ollama ``think`` -> the backend's reasoning controls.
 
-Backends differ, so the operator picks a style (``THINK_STYLE``, or per model in the mapping file):
+The style comes from the upstream's backend profile (profiles.py), unless the operator chose one
+(``THINK_STYLE``, or per model in the mapping file):
 
-* ``reasoning_effort`` -- OpenAI, Azure, OpenRouter, LiteLLM: ``reasoning_effort: low|medium|high``.
+* ``reasoning_effort`` -- OpenAI, Azure, Gemini, Ollama's /v1, LiteLLM: ``reasoning_effort``.
   Sent only to models known to think: OpenAI answers 400 to it on other models, and clients send
   ``think`` freely (n8n's Ollama Chat Model defaults it to true when the option is added).
 * ``openrouter`` -- OpenRouter's ``reasoning`` object, which can also switch thinking off.
-* ``chat_template_kwargs`` -- vLLM and SGLang serving Qwen3/DeepSeek-style templates:
+* ``chat_template_kwargs`` -- vLLM, SGLang, llama.cpp serving Qwen3/DeepSeek-style templates:
   ``chat_template_kwargs: {"enable_thinking": true|false}``. Always sent: the operator chose it.
+* ``thinking`` -- Anthropic: ``thinking: {"type": "enabled", "budget_tokens": N}``.
+* ``groq`` -- Groq: ``reasoning_format: "parsed"`` (reasoning in its own field) or ``"hidden"``.
 * ``none`` -- nothing is sent.
 
-Whatever the style, ``think: false`` also removes reasoning from the answers (stream.py, chat.py).
-Ollama treats ``true`` as ``medium`` and maps ``max`` to ``high`` for models without a max level
-(api/types.go); we do the same.
+``think: false`` sends what the model's profile says switches reasoning off (``reasoning_effort:
+"none"`` on Ollama and gpt-5.1, ``"minimal"`` on gpt-5); whatever the style, it also removes
+reasoning from the answers (stream.py, chat.py). Ollama treats ``true`` as ``medium`` and maps
+``max`` to ``high`` for models without a max level (api/types.go); we do the same, and send
+``xhigh`` to the models that take it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ollama_openai_proxy.policy import Target
 
-def _effort(think: bool | str) -> str:
+# Anthropic's extended thinking budgets per effort; 1,024 is its documented minimum
+# (docs.anthropic.com, extended thinking, "budget_tokens").
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
+
+
+def _effort(think: bool | str, efforts: tuple[str, ...]) -> str:
     if think is True:
         return "medium"
-    return "high" if think == "max" else str(think)
+    if think == "max":
+        return "xhigh" if "xhigh" in efforts else "high"
+    return str(think)
 
 
-def think_params(
-    think: bool | str | None, style: str, capable: bool, notes: list[str]
-) -> dict[str, Any]:
-    """Request parameters expressing ``think`` for a backend of ``style``."""
+def think_params(think: bool | str | None, target: Target, notes: list[str]) -> dict[str, Any]:
+    """Request parameters expressing ``think`` for ``target``'s backend and model family."""
+    style = target.think_style
     if think is None or style == "none":
         return {}
     if style == "chat_template_kwargs":
@@ -37,10 +49,24 @@ def think_params(
             notes.append(f"think level {think!r} sent as enable_thinking=true (no levels here)")
         return {"chat_template_kwargs": {"enable_thinking": think is not False}}
     if think is False:
-        return {"reasoning": {"enabled": False}} if style == "openrouter" and capable else {}
-    if not capable:
+        if not target.thinking:
+            return {}
+        if target.think_off is not None:
+            return dict(target.think_off)
+        if style == "openrouter":
+            return {"reasoning": {"enabled": False}}
+        if style == "groq":
+            return {"reasoning_format": "hidden"}
+        return {}
+    if not target.thinking:
         notes.append("think requested for a model not known to think; no reasoning parameter sent")
         return {}
+    effort = _effort(think, target.efforts)
     if style == "openrouter":
-        return {"reasoning": {"effort": _effort(think)}}
-    return {"reasoning_effort": _effort(think)}
+        return {"reasoning": {"effort": effort}}
+    if style == "thinking":
+        budget = THINKING_BUDGETS.get(effort, THINKING_BUDGETS["medium"])
+        return {"thinking": {"type": "enabled", "budget_tokens": budget}}
+    if style == "groq":
+        return {"reasoning_format": "parsed"}
+    return {"reasoning_effort": effort}

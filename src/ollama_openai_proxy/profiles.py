@@ -1,0 +1,409 @@
+"""Backend profiles: how each OpenAI-compatible backend wants a request shaped. Data only.
+
+The translators build the OpenAI reference request; a backend's profile says what that backend
+does differently -- parameter names, parameters it refuses, how reasoning is switched on, off and
+sized, how JSON output is asked for, whether it takes ``stream_options``, which Ollama options it
+takes natively -- and :func:`ollama_openai_proxy.translate.shape.shape` applies it. A profile is
+chosen per upstream (``profile:`` in ``UPSTREAMS_FILE``, ``BACKEND_PROFILE``), else detected
+from the base URL (:func:`detect`), else ``openai-reference``: the reference request, unchanged.
+
+Each rule names the backend's documentation or the report it answers; docs/BACKENDS.md is the
+same table for operators.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+# How reasoning is asked for (translate/think.py):
+#   reasoning_effort      OpenAI's "reasoning_effort": low|medium|high (and what a family adds)
+#   openrouter            OpenRouter's "reasoning" object, which can also switch it off
+#   chat_template_kwargs  vLLM/SGLang/llama.cpp Qwen3-style templates: {"enable_thinking": bool}
+#   thinking              Anthropic: {"thinking": {"type": "enabled", "budget_tokens": N}}
+#   groq                  Groq: "reasoning_format" parsed|hidden
+#   none                  nothing is sent
+THINK_STYLES = (
+    "reasoning_effort",
+    "openrouter",
+    "chat_template_kwargs",
+    "thinking",
+    "groq",
+    "none",
+)
+ThinkStyle = Literal[
+    "reasoning_effort", "openrouter", "chat_template_kwargs", "thinking", "groq", "none"
+]
+# How "format": "json" is asked for:
+#   native      response_format {"type": "json_object"}
+#   needs_word  the same, but refused unless a message mentions JSON (OpenAI, DeepSeek): a short
+#               system instruction is added when none does
+#   schema      only json_schema is accepted: {"type": "object"} as the schema (LM Studio)
+#   ignored     response_format is accepted and ignored: sent, with a warning
+JsonMode = Literal["native", "needs_word", "schema", "ignored"]
+# Where requests go: OpenAI's <base>/chat/completions with a Bearer key; Azure's classic
+# <resource>/openai/deployments/<name>/chat/completions?api-version=... with an api-key header;
+# Azure's v1 <resource>/openai/v1/chat/completions with an api-key header.
+Layout = Literal["openai", "azure-classic", "azure-v1"]
+LAYOUTS = ("openai", "azure-classic", "azure-v1")
+
+_EFFORTS = ("low", "medium", "high")
+_REMEMBERED = 4096
+# Sampling parameters OpenAI's reasoning models refuse: platform.openai.com/docs/guides/reasoning
+# ("unsupported parameters"); microsoft/vscode-copilot-release#8065 (temperature on gpt-5).
+_OPENAI_REASONING_REFUSES = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+    }
+)
+# What the sampler-rich servers take under these names (vLLM's SamplingParams, SGLang's
+# sampling params, Together's and Fireworks' chat APIs): Ollama's option -> their parameter.
+_SAMPLERS = {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repetition_penalty"}
+
+
+def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Family:
+    """Rules for one backend's models whose id matches ``pattern`` (``re.match``: from the start
+    of the id). Unset fields fall back to the profile's."""
+
+    pattern: str
+    thinking: bool | None = None  # known to reason (None: as the model list says)
+    renames: Mapping[str, str] = field(default_factory=_frozen)
+    refuses: frozenset[str] = frozenset()
+    efforts: tuple[str, ...] | None = None  # reasoning_effort values these models take
+    think_off: Mapping[str, Any] | None = None  # body fields that switch reasoning off
+    think: ThinkStyle | None = None
+
+
+@dataclass(frozen=True)
+class BackendProfile:
+    """How one kind of backend wants its requests (see the module docstring)."""
+
+    name: str
+    title: str
+    hosts: tuple[str, ...] = ()  # host names, or suffixes starting with "."
+    renames: Mapping[str, str] = field(default_factory=_frozen)  # reference name -> its name
+    refuses: frozenset[str] = frozenset()  # parameters it refuses: not sent
+    accepts: frozenset[str] | None = None  # if set, the only top-level fields it takes
+    stream_usage: bool = True  # takes stream_options {"include_usage": true}
+    think: ThinkStyle = "reasoning_effort"
+    think_off: Mapping[str, Any] | None = None  # body fields that switch reasoning off
+    efforts: tuple[str, ...] = _EFFORTS
+    # Send reasoning controls to models nothing describes (no family, no capabilities in the
+    # model list): where the backend accepts them for any model, or most of its models reason.
+    assume_thinking: bool = False
+    json_object: JsonMode = "native"
+    think_tags: bool = False  # may answer reasoning as <think>...</think> inside content
+    dimensions: bool = True  # embeddings take "dimensions"
+    options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
+    layout: Layout = "openai"
+    families: tuple[Family, ...] = ()
+    _compiled: tuple[tuple[re.Pattern[str], Family], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    _found: dict[str, Family | None] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        compiled = tuple((re.compile(f.pattern), f) for f in self.families)
+        object.__setattr__(self, "_compiled", compiled)
+
+    def family(self, model: str) -> Family | None:
+        """The first family whose pattern matches the backend's model id, if any (remembered:
+        this runs per request; at most :data:`_REMEMBERED` ids, as clients choose names)."""
+        found = self._found
+        if model in found:
+            return found[model]
+        fam = next((f for pattern, f in self._compiled if pattern.match(model)), None)
+        if len(found) >= _REMEMBERED:
+            found.clear()
+        found[model] = fam
+        return fam
+
+
+# OpenAI's model families (platform.openai.com/docs/models; /docs/guides/reasoning):
+# gpt-5.1 and later take reasoning_effort "none" (and xhigh from 5.2), gpt-5 "minimal" but not
+# "none", the o-series low|medium|high only; gpt-5-chat and the gpt-4 family do not reason.
+_OPENAI_FAMILIES = (
+    Family(r"gpt-5(\.\d+)?-chat", thinking=False),
+    Family(
+        r"gpt-5\.[2-9]",
+        thinking=True,
+        refuses=_OPENAI_REASONING_REFUSES,
+        efforts=("none", "low", "medium", "high", "xhigh"),
+        think_off={"reasoning_effort": "none"},
+    ),
+    Family(
+        r"gpt-5\.1",
+        thinking=True,
+        refuses=_OPENAI_REASONING_REFUSES,
+        efforts=("none", "low", "medium", "high"),
+        think_off={"reasoning_effort": "none"},
+    ),
+    Family(
+        r"gpt-5",
+        thinking=True,
+        refuses=_OPENAI_REASONING_REFUSES,
+        efforts=("minimal", "low", "medium", "high"),
+        think_off={"reasoning_effort": "minimal"},
+    ),
+    Family(r"o[1-9]|codex-mini", thinking=True, refuses=_OPENAI_REASONING_REFUSES),
+    Family(r"gpt-|chatgpt-", thinking=False),
+)
+# Azure serves the same models; its reasoning models need max_completion_tokens, which older
+# api-versions do not know for the others (learn.microsoft.com/azure/ai-foundry/openai/how-to/
+# reasoning, "API & feature support"): renamed per family, not for every model.
+_AZURE_FAMILIES = tuple(
+    Family(
+        f.pattern,
+        thinking=f.thinking,
+        renames=_frozen({"max_tokens": "max_completion_tokens"}) if f.thinking else _frozen(),
+        refuses=f.refuses,
+        efforts=f.efforts,
+        think_off=f.think_off,
+    )
+    for f in _OPENAI_FAMILIES
+)
+
+PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
+    {
+        p.name: p
+        for p in (
+            # What the proxy always sent: the OpenAI reference request, unchanged.
+            BackendProfile("openai-reference", "any OpenAI-compatible server (reference request)"),
+            BackendProfile(
+                "openai",
+                "OpenAI",
+                hosts=("api.openai.com",),
+                # max_tokens is deprecated and refused by reasoning models; every chat model
+                # takes max_completion_tokens (API reference, chat/create).
+                renames=_frozen({"max_tokens": "max_completion_tokens"}),
+                json_object="needs_word",  # 400 "'messages' must contain the word 'json'"
+                families=_OPENAI_FAMILIES,
+            ),
+            BackendProfile(
+                "azure",
+                "Azure OpenAI (deployment URLs, api-version)",
+                hosts=(".openai.azure.com", ".cognitiveservices.azure.com"),
+                json_object="needs_word",
+                layout="azure-classic",
+                families=_AZURE_FAMILIES,
+            ),
+            BackendProfile(
+                "azure-v1",
+                "Azure OpenAI v1 API (/openai/v1)",
+                json_object="needs_word",
+                layout="azure-v1",
+                families=_AZURE_FAMILIES,
+            ),
+            BackendProfile(
+                "openrouter",
+                "OpenRouter",
+                hosts=("openrouter.ai",),
+                think="openrouter",  # openrouter.ai/docs/use-cases/reasoning-tokens
+                # stream_options is accepted and has no effect: usage always comes
+                # (openrouter.ai/docs, ChatStreamOptions.include_usage "deprecated").
+                stream_usage=False,
+            ),
+            BackendProfile(
+                "groq",
+                "Groq",
+                hosts=("api.groq.com",),
+                # 400 for these (console.groq.com/docs/openai, "unsupported features").
+                refuses=frozenset({"logprobs", "top_logprobs", "logit_bias"}),
+                think="groq",  # console.groq.com/docs/reasoning: reasoning_format
+                think_tags=True,  # reasoning_format "raw" leaves <think> in content
+                families=(
+                    Family(r"deepseek-r1", thinking=True),
+                    # qwen3 switches reasoning off with reasoning_effort "none".
+                    Family(r"qwen/qwen3", thinking=True, think_off={"reasoning_effort": "none"}),
+                    # gpt-oss takes reasoning_effort, not reasoning_format; include_reasoning
+                    # false hides it.
+                    Family(
+                        r"openai/gpt-oss",
+                        thinking=True,
+                        think="reasoning_effort",
+                        think_off={"include_reasoning": False},
+                    ),
+                ),
+            ),
+            BackendProfile(
+                "mistral",
+                "Mistral AI",
+                hosts=("api.mistral.ai",),
+                renames=_frozen({"seed": "random_seed"}),  # docs.mistral.ai/api, chat
+                # Unknown fields are a 422 extra_forbidden: only the documented ones are sent.
+                accepts=frozenset(
+                    {
+                        "model",
+                        "messages",
+                        "temperature",
+                        "top_p",
+                        "max_tokens",
+                        "stream",
+                        "stop",
+                        "random_seed",
+                        "response_format",
+                        "tools",
+                        "tool_choice",
+                        "presence_penalty",
+                        "frequency_penalty",
+                        "n",
+                        "prediction",
+                        "parallel_tool_calls",
+                        "prompt_mode",
+                        "safe_prompt",
+                    }
+                ),
+                stream_usage=False,  # usage comes in the last chunk anyway
+                think="none",  # Magistral models reason by themselves
+            ),
+            BackendProfile(
+                "deepseek",
+                "DeepSeek",
+                hosts=("api.deepseek.com",),
+                think="none",  # the model decides: deepseek-chat or deepseek-reasoner
+                # "Include the word json in the system or user prompt" (api-docs.deepseek.com,
+                # JSON Output).
+                json_object="needs_word",
+                families=(
+                    # deepseek-reasoner: logprobs/top_logprobs "will trigger an error"
+                    # (api-docs.deepseek.com, reasoning model).
+                    Family(
+                        r"deepseek-reasoner",
+                        thinking=True,
+                        refuses=frozenset({"logprobs", "top_logprobs"}),
+                    ),
+                ),
+            ),
+            BackendProfile(
+                "gemini",
+                "Google Gemini (OpenAI-compatible endpoint)",
+                hosts=("generativelanguage.googleapis.com",),
+                # ai.google.dev/gemini-api/docs/openai, "thinking": reasoning_effort
+                # minimal|low|medium|high, and "none" switches thinking off where it can be.
+                efforts=("minimal", "low", "medium", "high"),
+                think_off={"reasoning_effort": "none"},
+                assume_thinking=True,  # the 2.5 and later models reason
+            ),
+            BackendProfile(
+                "anthropic",
+                "Anthropic (OpenAI SDK compatibility)",
+                hosts=("api.anthropic.com",),
+                # docs.anthropic.com/en/api/openai-sdk: reasoning_effort is ignored; extended
+                # thinking is the "thinking" parameter; response_format is ignored.
+                think="thinking",
+                json_object="ignored",
+                assume_thinking=True,  # Claude 3.7 and every Claude 4 model
+            ),
+            BackendProfile(
+                "together",
+                "Together AI",
+                hosts=("api.together.xyz", "api.together.ai"),
+                think_tags=True,  # DeepSeek-R1 and Qwen3 answer <think> in content
+                options=_frozen(_SAMPLERS),
+            ),
+            BackendProfile(
+                "fireworks",
+                "Fireworks AI",
+                hosts=("api.fireworks.ai",),
+                think_tags=True,
+                options=_frozen(_SAMPLERS),
+            ),
+            BackendProfile(
+                "vllm",
+                "vLLM",
+                think="chat_template_kwargs",  # docs.vllm.ai, reasoning outputs
+                think_tags=True,  # without --reasoning-parser, reasoning stays in content
+                options=_frozen(_SAMPLERS),
+            ),
+            BackendProfile(
+                "sglang",
+                "SGLang",
+                think="chat_template_kwargs",
+                think_tags=True,
+                options=_frozen(_SAMPLERS),
+            ),
+            BackendProfile(
+                "llamacpp",
+                "llama.cpp llama-server",
+                think="chat_template_kwargs",  # tools/server/README.md
+                think_tags=True,
+                # llama-server's /v1/chat/completions takes its native sampling fields.
+                options=_frozen(
+                    {
+                        "top_k": "top_k",
+                        "min_p": "min_p",
+                        "typical_p": "typical_p",
+                        "repeat_penalty": "repeat_penalty",
+                        "repeat_last_n": "repeat_last_n",
+                        "mirostat": "mirostat",
+                        "mirostat_tau": "mirostat_tau",
+                        "mirostat_eta": "mirostat_eta",
+                    }
+                ),
+            ),
+            BackendProfile(
+                "lmstudio",
+                "LM Studio",
+                # lmstudio.ai/docs: response_format.type must be json_schema or text.
+                json_object="schema",
+                think_tags=True,
+                options=_frozen(
+                    {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repeat_penalty"}
+                ),
+            ),
+            BackendProfile("tgi", "Hugging Face TGI", think="none", think_tags=True),
+            BackendProfile("litellm", "LiteLLM proxy"),
+            BackendProfile(
+                "ollama",
+                "Ollama's /v1",
+                # ollama/ollama openai/openai.go: reasoning_effort "none" turns thinking off
+                # (a bare think:false sends nothing and the model keeps thinking).
+                think_off={"reasoning_effort": "none"},
+                # Ollama answers think:true on a model that cannot think with its own error,
+                # as the client would get from Ollama itself; think:false is always accepted.
+                assume_thinking=True,
+            ),
+        )
+    }
+)
+DEFAULT = PROFILES["openai-reference"]
+
+
+def detect(base_url: str) -> BackendProfile:
+    """The profile a base URL names: by host (``api.mistral.ai`` -> mistral; Azure's
+    ``/openai/v1`` path -> azure-v1), Ollama's port 11434, else ``openai-reference``."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    for profile in PROFILES.values():
+        for name in profile.hosts:
+            if host == name or (name.startswith(".") and host.endswith(name)):
+                if profile.name == "azure" and "/deployments/" not in parts.path:
+                    return PROFILES["azure-v1"]
+                return profile
+    if parts.port == 11434:  # Ollama's own port: nothing else listens there by default
+        return PROFILES["ollama"]
+    return DEFAULT
+
+
+def named(name: str, base_url: str) -> BackendProfile:
+    """``auto`` -> :func:`detect`; a known name -> that profile. KeyError for an unknown one
+    (configuration validates names at start)."""
+    return detect(base_url) if name == "auto" else PROFILES[name]

@@ -1,0 +1,141 @@
+"""The reference request -> the request one backend accepts (its :class:`BackendProfile`).
+
+Pure: a payload built by the translators goes in, the same dict comes out reshaped, with what was
+done written to two lists: ``adapted`` (for the DEBUG log: every adaptation is visible there)
+and ``warnings``, ``(key, message)`` pairs for what the client asked for and will not get (a
+parameter the backend refuses, a format it ignores); keys come from a small fixed set (parameter
+and profile names), so a caller can warn once per key.
+Reasoning parameters are written by translate/think.py, from the same profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ollama_openai_proxy.profiles import BackendProfile, Family
+
+# Added when a backend requires the word "json" in the messages for json_object (OpenAI:
+# "'messages' must contain the word 'json' in some form"). Ollama has no such rule, so its
+# clients' requests must not depend on one.
+JSON_INSTRUCTION = "Respond in JSON."
+MIN_THINKING_BUDGET = 1024
+# The fields the proxy adds itself: dropping them is an adaptation, not a client's loss.
+_OWN = frozenset({"stream_options"})
+
+
+def shape(
+    payload: dict[str, Any],
+    profile: BackendProfile,
+    family: Family | None,
+    adapted: list[str],
+    warnings: list[tuple[str, str]],
+    *,
+    learned: Mapping[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """Reshape ``payload`` (an OpenAI chat or completions body) in place for ``profile`` and the
+    model's ``family``; returns it. Renames (``max_tokens`` -> ``max_completion_tokens``,
+    ``seed`` -> ``random_seed``), drops what the backend refuses or does not list, removes
+    ``stream_options`` where it is refused, and asks for JSON the way the backend accepts.
+    ``learned``: what this backend refused for this model before (exchange.adapt), applied
+    last: name -> the name it wants, or None to leave the parameter out."""
+    renames = profile.renames
+    refuses = profile.refuses
+    if family is not None:
+        if family.renames:
+            renames = {**renames, **family.renames}
+        if family.refuses:
+            refuses = refuses | family.refuses
+    for old, new in renames.items():
+        if old in payload:
+            payload[new] = payload.pop(old)
+            adapted.append(f"{old} sent as {new}")
+    if not profile.stream_usage and "stream_options" in payload:
+        del payload["stream_options"]
+        adapted.append("stream_options not sent (the backend refuses it or ignores it)")
+    accepts = profile.accepts
+    for name in [k for k in payload if k in refuses or (accepts is not None and k not in accepts)]:
+        del payload[name]
+        note = f"{name} not sent: the {profile.name} backend profile refuses it for this model"
+        adapted.append(note)
+        if name not in _OWN:
+            warnings.append((f"{name} ({profile.name})", note))
+    fmt = payload.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        _json_object(payload, profile, adapted, warnings)
+    thinking = payload.get("thinking")
+    if isinstance(thinking, dict) and "budget_tokens" in thinking:
+        _thinking_budget(payload, thinking, adapted, warnings)
+    if learned:
+        for name, instead in learned.items():
+            if name not in payload:
+                continue
+            value = payload.pop(name)
+            if instead is not None:
+                payload[instead] = value
+                adapted.append(f"{name} sent as {instead} (the backend asked for it before)")
+            else:
+                note = f"{name} not sent: the backend refused it for this model before"
+                adapted.append(note)
+                if name not in _OWN:
+                    warnings.append((f"{name} (refused)", note))
+    return payload
+
+
+def _thinking_budget(
+    payload: dict[str, Any],
+    thinking: dict[str, Any],
+    adapted: list[str],
+    warnings: list[tuple[str, str]],
+) -> None:
+    # Anthropic: budget_tokens must be at least 1,024 and below max_tokens (docs.anthropic.com,
+    # extended thinking). A client's small num_predict wins over the effort's budget.
+    limit = payload.get("max_tokens") or payload.get("max_completion_tokens")
+    if not isinstance(limit, int) or limit > thinking["budget_tokens"]:
+        return
+    if limit > MIN_THINKING_BUDGET:
+        payload["thinking"] = {**thinking, "budget_tokens": limit - 1}
+        adapted.append(f"thinking budget_tokens lowered to {limit - 1}, under max_tokens")
+        return
+    del payload["thinking"]
+    note = f"think not sent: max_tokens {limit} leaves no room for a thinking budget (min 1024)"
+    adapted.append(note)
+    warnings.append(("thinking (max_tokens)", note))
+
+
+def _json_object(
+    payload: dict[str, Any],
+    profile: BackendProfile,
+    adapted: list[str],
+    warnings: list[tuple[str, str]],
+) -> None:
+    mode = profile.json_object
+    if mode == "schema":
+        payload["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": {"type": "object"}},
+        }
+        adapted.append("format json sent as json_schema {type: object}")
+    elif mode == "needs_word":
+        messages = payload.get("messages")
+        if isinstance(messages, list) and not any(_mentions_json(m) for m in messages):
+            messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
+            adapted.append(f"system message {JSON_INSTRUCTION!r} added: json_object needs one")
+    elif mode == "ignored":
+        note = f"format json sent, but the {profile.name} backend ignores response_format"
+        adapted.append(note)
+        warnings.append((f"response_format ({profile.name})", note))
+
+
+def _mentions_json(message: Any) -> bool:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return "json" in content.lower()
+    if isinstance(content, list):
+        return any(
+            isinstance(part, dict)
+            and isinstance(part.get("text"), str)
+            and "json" in part["text"].lower()
+            for part in content
+        )
+    return False
