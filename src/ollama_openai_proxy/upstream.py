@@ -164,12 +164,18 @@ class Upstream:
                 timeout = self._timeouts[total] = self._total_timeout(total)
             kwargs["timeout"] = timeout
         breaker.before()
+        retried = 0  # the status of the answer last retried; 0: it had none
         try:
             for attempt in range(attempts):
                 if total is not None and attempt:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
-                        breaker.failure(gateway=True)
+                        # out of time while retrying: the call ends as its last attempt did (a
+                        # 429 that asked us to wait is no sign of a sick backend)
+                        if retried:
+                            breaker.record(retried)
+                        else:
+                            breaker.failure(gateway=True)
                         raise TimeoutError
                     kwargs["timeout"] = self._total_timeout(remaining)
                 started = time.perf_counter()
@@ -181,6 +187,7 @@ class Upstream:
                     if attempt == attempts - 1 or breaker.state is BreakerState.OPEN:
                         breaker.failure(gateway=True)
                         raise map_failure(exc, self._host) from None
+                    retried = 0
                     delay = _backoff(attempt)
                 except FOREIGN_FAILURES as exc:
                     breaker.failure(gateway=True)
@@ -213,6 +220,7 @@ class Upstream:
                             breaker.record(status)
                         return resp  # the backend asks for longer than a client will wait
                     resp.release()
+                    retried = status
                     delay = _backoff(attempt) if wait is None else wait
                 if total is not None:
                     delay = min(delay, max(0.0, deadline - loop.time()))

@@ -421,9 +421,9 @@ class Hang:
 
 
 class StubResponse:
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, retry_after: str | None = None) -> None:
         self.status = status
-        self.headers: dict[str, str] = {}
+        self.headers = {} if retry_after is None else {"Retry-After": retry_after}
         self.released = False
 
     def release(self) -> None:
@@ -438,6 +438,7 @@ class StubSession:
         self.outcomes = list(outcomes)
         self.attempts = 0
         self.hanging = asyncio.Event()  # set when an attempt hangs
+        self.retry_after: str | None = None  # the Retry-After of every answer
 
     async def request(self, method: str, url: str, **kwargs: Any) -> StubResponse:
         self.attempts += 1
@@ -448,7 +449,7 @@ class StubSession:
         if isinstance(outcome, BaseException):
             raise outcome
         assert isinstance(outcome, int)
-        return StubResponse(outcome)
+        return StubResponse(outcome, self.retry_after)
 
 
 @pytest.fixture(autouse=True)
@@ -591,3 +592,20 @@ def test_the_metric_follows_the_state() -> None:
     clock.advance(30.0)
     assert run(up.send("POST", "/chat/completions", b"{}")).status == 200
     assert metrics.states == [2, 1, 0]
+
+
+def test_out_of_time_while_retrying_ends_as_the_last_attempt_did() -> None:
+    # a 429 asking to wait longer than the time left: the backend is busy, not sick
+    b = breaker(Clock())
+    up, session = upstream_with(b, 429, 200)
+    session.retry_after = "5"
+    with pytest.raises(TimeoutError):
+        run(up.send("POST", "/chat/completions", b"{}", total=0.001))
+    assert (session.attempts, b.counts()) == (1, (1, 0))
+    # a 503: that one is
+    b = breaker(Clock())
+    up, session = upstream_with(b, 503, 200)
+    session.retry_after = "5"
+    with pytest.raises(TimeoutError):
+        run(up.send("POST", "/chat/completions", b"{}", total=0.001))
+    assert (b.counts(), b.consecutive) == ((1, 1), 1)
