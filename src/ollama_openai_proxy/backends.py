@@ -85,10 +85,7 @@ class Backends:
         self._policies: dict[str, Policy] = {}
         self._globs: dict[str, re.Pattern[str] | None] = {}
         for spec in topology.upstreams:
-            breaker = CircuitBreaker(
-                settings.circuit_breaker_threshold, settings.circuit_breaker_cooldown
-            )
-            upstream = Upstream(settings, spec, breaker, metrics)
+            upstream = Upstream(settings, spec, CircuitBreaker.from_settings(settings), metrics)
             self.upstreams[spec.name] = upstream
             self.catalogs[spec.name] = Catalog(upstream, settings.models_cache_ttl)
             profile = named(spec.profile, spec.base_url)

@@ -173,16 +173,40 @@ class Settings(BaseSettings):
     embed_max_inputs: int = Field(
         2048, ge=1, description="Most inputs in one /api/embed request (OpenAI's limit is 2048)."
     )
+    # The circuit breaker (resilience.CircuitBreaker): one outcome per client call, retries
+    # included; it opens on a failure rate, or on a run of failures while too few calls were seen
+    # to judge a rate by.
     circuit_breaker_threshold: int = Field(
         5,
         ge=0,
-        description="Consecutive backend failures (connection errors, timeouts, 5xx) "
-        "that open the circuit breaker; 0 disables it.",
+        description="Calls in a row (each after its retries) that got no answer or a "
+        "502/503/504 and open the circuit breaker while the window holds fewer than "
+        "CIRCUIT_BREAKER_MIN_CALLS calls; 0 disables the breaker.",
+    )
+    circuit_breaker_failure_rate: float = Field(
+        50.0,
+        gt=0,
+        le=100,
+        description="Percentage of failed calls over CIRCUIT_BREAKER_WINDOW that opens the "
+        "breaker, once the window holds CIRCUIT_BREAKER_MIN_CALLS calls.",
+    )
+    circuit_breaker_window: int = Field(
+        30, ge=1, le=3600, description="Seconds of calls the failure rate is taken over."
+    )
+    circuit_breaker_min_calls: int = Field(
+        20, ge=1, description="Calls the window must hold before its failure rate counts."
+    )
+    circuit_breaker_half_open_calls: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Trial calls let through at a time after the cooldown; that many successes "
+        "close the breaker, one failure re-opens it.",
     )
     circuit_breaker_cooldown: float = Field(
         30.0,
         gt=0,
-        description="Seconds an open breaker fails fast before one probe is let through.",
+        description="Seconds an open breaker fails fast before trial calls are let through.",
     )
     max_concurrent_requests: int = Field(
         10000, ge=1, description="Most backend calls at once (an open stream counts until it ends)."

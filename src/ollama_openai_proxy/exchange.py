@@ -317,20 +317,34 @@ async def _stream(
     plan: Plan, attempt: Attempt, last: bool, first_byte_timeout: float, stream_timeout: float
 ) -> Reply | EventStream:
     upstream = attempt.route.upstream
+    breaker = upstream.breaker
     deadline = asyncio.get_running_loop().time() + stream_timeout if stream_timeout else 0.0
+    resp = None
     try:
         # Until the first read nothing was sent to the client: a timeout is still a real 504,
         # and the next upstream of the chain may be tried.
         async with asyncio.timeout(first_byte_timeout):
-            resp = await upstream.send(plan.method, attempt.path, attempt.body)
+            # The breaker hears of this call after its first read, not its headers (settle):
+            # a stuck engine answers a stream's headers at once, then nothing.
+            resp = await upstream.send(plan.method, attempt.path, attempt.body, settle=False)
             if resp.status < 400 and resp.content_type == SSE:
-                return await _open(resp, upstream, not plan.relay, deadline)
+                stream = await _open(resp, upstream, not plan.relay, deadline)
+                breaker.success()
+                return stream
             # An error, or a backend that ignored stream:true and answered one JSON body.
             body = await upstream.read(resp)
     except TimeoutError:
+        # Nothing within the time: a sick backend, whether its headers came or not (when they
+        # had not, send() was cancelled and reported no verdict of its own).
+        breaker.failure(gateway=True)
         raise UpstreamTimeout(
             f"upstream sent nothing within {first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
         ) from None
+    except BaseException as exc:
+        if resp is not None:  # else send() reported it, or it was the breaker's own refusal
+            breaker.record_error(exc)
+        raise
+    breaker.record(resp.status)
     return _settle(plan, attempt, last, resp, body)
 
 

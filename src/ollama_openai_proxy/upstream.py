@@ -79,6 +79,7 @@ class Upstream:
         self.extra_params = spec.extra_params
         self.request_timeout = spec.timeout or settings.request_timeout
         self.breaker = breaker or CircuitBreaker(0, 1.0)
+        self.breaker.on_change = self._breaker_changed  # the metric and the log follow its state
         self.metrics = metrics
         self.base_url = spec.base_url
         self._host = urlsplit(self.base_url).netloc
@@ -138,6 +139,7 @@ class Upstream:
         body: bytes | None = None,
         *,
         total: float | None = None,
+        settle: bool = True,
     ) -> aiohttp.ClientResponse:
         """Send one request, retrying connection failures and retryable statuses.
 
@@ -146,6 +148,13 @@ class Upstream:
         aiohttp's own total timeout for the time left (cheaper than wrapping the call in
         asyncio.timeout; the first attempt's is made once per value), and a TimeoutError then
         propagates as such.
+
+        The circuit breaker admits the call once (raises
+        :class:`~ollama_openai_proxy.errors.BreakerOpen`) and hears its outcome once, whatever
+        the retries: a failure raised from here is reported here, a cancellation is no verdict.
+        A response returned is reported by its status -- by the caller instead when ``settle``
+        is false (a stream: only its first read shows the backend at work), with
+        ``breaker.record``/``record_error``. Retries stop once the breaker has opened.
         """
         attempts = self._settings.max_retries + 1
         url = self.url(path)
@@ -159,64 +168,80 @@ class Upstream:
             if timeout is None:
                 timeout = self._timeouts[total] = self._total_timeout(total)
             kwargs["timeout"] = timeout
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            if total is not None and attempt:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                kwargs["timeout"] = self._total_timeout(remaining)
-            breaker.before()
-            started = time.perf_counter()
-            try:
-                resp = await self.session.request(method, url, **kwargs)
-            except asyncio.CancelledError:
-                breaker.abandon()  # neither a success nor a failure: the breaker must not wait
-                raise
-            except RETRYABLE_FAILURES as exc:
-                # Refused or reset connections and stale pooled keep-alive sockets: nothing was
-                # answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).
-                self._failed()
-                if last:
+        breaker.before()
+        retried = 0  # the status of the answer last retried; 0: it had none
+        try:
+            for attempt in range(attempts):
+                if total is not None and attempt:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        # out of time while retrying: the call ends as its last attempt did (a
+                        # 429 that asked us to wait is no sign of a sick backend)
+                        if retried:
+                            breaker.record(retried)
+                        else:
+                            breaker.failure(gateway=True)
+                        raise TimeoutError
+                    kwargs["timeout"] = self._total_timeout(remaining)
+                started = time.perf_counter()
+                try:
+                    resp = await self.session.request(method, url, **kwargs)
+                except RETRYABLE_FAILURES as exc:
+                    # Refused or reset connections and stale pooled keep-alive sockets: nothing
+                    # was answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).
+                    if attempt == attempts - 1 or breaker.state is BreakerState.OPEN:
+                        breaker.failure(gateway=True)
+                        raise map_failure(exc, self._host) from None
+                    retried = 0
+                    delay = _backoff(attempt)
+                except FOREIGN_FAILURES as exc:
+                    breaker.failure(gateway=True)
+                    if total is not None and isinstance(exc, TimeoutError):
+                        raise
                     raise map_failure(exc, self._host) from None
-                delay = _backoff(attempt)
-            except FOREIGN_FAILURES as exc:
-                self._failed()
-                if total is not None and isinstance(exc, TimeoutError):
-                    raise
-                raise map_failure(exc, self._host) from None
-            else:
+                else:
+                    status = resp.status
+                    if metrics is not None:
+                        metrics.upstream_done(
+                            self.name,
+                            path if path in KNOWN_PATHS else "other",
+                            status,
+                            time.perf_counter() - started,
+                        )
+                    if (
+                        status not in RETRY_STATUSES
+                        or attempt == attempts - 1
+                        or breaker.state is BreakerState.OPEN
+                    ):
+                        if settle:
+                            if status < 500:
+                                breaker.success()
+                            else:
+                                breaker.record(status)
+                        return resp
+                    wait = _retry_after(resp)
+                    if wait is not None and wait > MAX_RETRY_AFTER:
+                        if settle:
+                            breaker.record(status)
+                        return resp  # the backend asks for longer than a client will wait
+                    resp.release()
+                    retried = status
+                    delay = _backoff(attempt) if wait is None else wait
+                if total is not None:
+                    delay = min(delay, max(0.0, deadline - loop.time()))
+                log.warning(
+                    "upstream_retry",
+                    upstream=self.name,
+                    path=path,
+                    attempt=attempt + 1,
+                    delay_s=round(delay, 3),
+                )
                 if metrics is not None:
-                    metrics.upstream_done(
-                        self.name,
-                        path if path in KNOWN_PATHS else "other",
-                        resp.status,
-                        time.perf_counter() - started,
-                    )
-                if resp.status >= 500:
-                    self._failed()
-                elif breaker.state is not BreakerState.CLOSED or breaker.failures:
-                    breaker.success()
-                    self._breaker_metric()
-                if resp.status not in RETRY_STATUSES or last:
-                    return resp
-                wait = _retry_after(resp)
-                if wait is not None and wait > MAX_RETRY_AFTER:
-                    return resp  # the backend asks for longer than a client will wait
-                resp.release()
-                delay = _backoff(attempt) if wait is None else wait
-            if total is not None:
-                delay = min(delay, max(0.0, deadline - loop.time()))
-            log.warning(
-                "upstream_retry",
-                upstream=self.name,
-                path=path,
-                attempt=attempt + 1,
-                delay_s=round(delay, 3),
-            )
-            if metrics is not None:
-                metrics.retried(self.name, path if path in KNOWN_PATHS else "other")
-            await asyncio.sleep(delay)
+                    metrics.retried(self.name, path if path in KNOWN_PATHS else "other")
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            breaker.abandon()  # neither a success nor a failure: the breaker must not wait
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def learn(self, model: str, parameter: str, instead: str | None) -> None:
@@ -230,13 +255,21 @@ class Upstream:
     def _total_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=seconds, sock_connect=self._settings.connect_timeout)
 
-    def _failed(self) -> None:
-        self.breaker.failure()
-        self._breaker_metric()
-
-    def _breaker_metric(self) -> None:
+    def _breaker_changed(self, state: BreakerState, reason: str) -> None:
+        breaker = self.breaker
+        calls, failures = breaker.counts()
+        (log.info if state is BreakerState.CLOSED else log.warning)(
+            "circuit_breaker",
+            upstream=self.name,
+            state=state.name.lower(),
+            reason=reason,
+            window_calls=calls,
+            window_failures=failures,
+            window_s=breaker.window,
+            cooldown_s=breaker.cooldown,
+        )
         if self.metrics is not None:
-            self.metrics.breaker_state(self.name, int(self.breaker.state))
+            self.metrics.breaker_state(self.name, int(state))
 
     async def read(self, resp: aiohttp.ClientResponse) -> bytes:
         """The whole body of ``resp`` (released afterwards), failures mapped."""

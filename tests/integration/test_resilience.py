@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ollama_openai_proxy.config import Settings
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 
@@ -26,15 +27,21 @@ def lines(r: httpx.Response) -> list[dict[str, Any]]:
 
 
 def test_circuit_breaker_opens_fails_fast_and_recovers(upstream: FakeUpstream) -> None:
-    settings = settings_for(upstream.url, circuit_breaker_threshold=2, circuit_breaker_cooldown=0.5)
+    settings = settings_for(
+        upstream.url,
+        circuit_breaker_threshold=2,
+        circuit_breaker_cooldown=0.5,
+        circuit_breaker_half_open_calls=1,
+    )
     with ProxyServer(settings) as p:
-        upstream.script(Script(status=500, error="down"), Script(status=503, error="down"))
+        upstream.script(Script(status=502, error="down"), Script(status=503, error="down"))
         assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 502
         assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 502
         r = httpx.post(p.url + "/api/chat", json=CHAT)
         assert r.status_code == 503
-        assert r.json()["error"].startswith(
-            "upstream unavailable: circuit breaker open after 2 consecutive failures"
+        assert r.json()["error"] == (
+            "upstream unavailable: circuit breaker open: 2 calls in a row got no answer or a "
+            "502/503/504; next attempt in 1 s"
         )
         assert chats(upstream) == 2  # failed fast: the backend was not called
         ready = httpx.get(p.url + "/ready")
@@ -44,19 +51,55 @@ def test_circuit_breaker_opens_fails_fast_and_recovers(upstream: FakeUpstream) -
             in httpx.get(p.url + "/v1/metrics").text
         )
         time.sleep(0.6)
-        assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 200  # the probe
+        assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 200  # the trial call
         assert httpx.get(p.url + "/ready").json()["circuit_breaker"] == "closed"
 
 
-def test_failed_probe_reopens(upstream: FakeUpstream) -> None:
+def test_failed_trial_call_reopens(upstream: FakeUpstream) -> None:
     settings = settings_for(upstream.url, circuit_breaker_threshold=1, circuit_breaker_cooldown=0.3)
     with ProxyServer(settings) as p:
-        upstream.script(Script(status=500), Script(status=500))
+        upstream.script(Script(status=502), Script(status=502))
         assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 502
         time.sleep(0.35)
-        assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 502  # probe fails
-        assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 503  # open again
+        assert httpx.post(p.url + "/api/chat", json=CHAT).status_code == 502  # trial fails
+        r = httpx.post(p.url + "/api/chat", json=CHAT)
+        assert r.status_code == 503  # open again
+        assert "a trial call failed after 0.3 s open" in r.json()["error"]
         assert chats(upstream) == 2
+
+
+def test_a_few_bad_requests_do_not_cost_other_clients_a_503(upstream: FakeUpstream) -> None:
+    """Issue #14: two requests whose content makes the backend answer 500, each retried three
+    times, opened the breaker for everyone. With the default breaker they are two failed calls
+    among many, and nobody else notices."""
+    settings = settings_for(
+        upstream.url,
+        max_retries=3,
+        circuit_breaker_threshold=Settings.model_fields["circuit_breaker_threshold"].default,
+    )
+    poison = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "poison"}]}
+    upstream.faults.append(
+        (lambda path, body: "poison" in json.dumps(body), Script(status=500, error="engine bug"))
+    )
+    with ProxyServer(settings) as p, httpx.Client(base_url=p.url, timeout=30) as c:
+        statuses = []
+        for i in range(30):
+            if i == 3:  # one after the other: 8 failed attempts in a row
+                for _ in range(2):
+                    r = c.post("/api/chat", json={**poison, "stream": False})
+                    assert (r.status_code, r.json()) == (
+                        502,
+                        {"error": "upstream error (HTTP 500): engine bug"},
+                    )
+            statuses.append(c.post("/api/chat", json={**CHAT, "stream": i % 2 == 0}).status_code)
+        assert statuses == [200] * 30
+        poisoned = [e for e in upstream.journal if "poison" in json.dumps(e.get("body"))]
+        assert len(poisoned) == 8  # 2 requests x 4 attempts: what opened it before
+        assert c.get("/ready").json()["circuit_breaker"] == "closed"
+        assert (
+            'ollama_proxy_circuit_breaker_state{upstream="default"} 0.0'
+            in c.get("/v1/metrics").text
+        )
 
 
 def test_connection_refused_is_retried_then_502() -> None:

@@ -22,6 +22,15 @@ def test_defaults() -> None:
     assert (s.proxy_host, s.proxy_port) == ("127.0.0.1", 11434)
     assert s.max_connections >= 10000
     assert s.request_max_size == 64 * 1024 * 1024
+    breaker = (
+        s.circuit_breaker_failure_rate,
+        s.circuit_breaker_window,
+        s.circuit_breaker_min_calls,
+        s.circuit_breaker_threshold,
+        s.circuit_breaker_half_open_calls,
+        s.circuit_breaker_cooldown,
+    )
+    assert breaker == (50.0, 30, 20, 5, 3, 30.0)
 
 
 def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -70,6 +79,34 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         ("BACKEND_HEADERS", '{"X-A": 1}', "the value of X-A must be printable ASCII text"),
         ("THINK_STYLE", "reasoning", "THINK_STYLE"),
         ("DEBUG", "perhaps", "DEBUG"),
+        ("CIRCUIT_BREAKER_THRESHOLD", "-1", "CIRCUIT_BREAKER_THRESHOLD: Input should be greater"),
+        (
+            "CIRCUIT_BREAKER_FAILURE_RATE",
+            "0",
+            "CIRCUIT_BREAKER_FAILURE_RATE: Input should be greater than 0",
+        ),
+        (
+            "CIRCUIT_BREAKER_FAILURE_RATE",
+            "150",
+            "CIRCUIT_BREAKER_FAILURE_RATE: Input should be less than or equal to 100",
+        ),
+        (
+            "CIRCUIT_BREAKER_WINDOW",
+            "0.5",
+            "CIRCUIT_BREAKER_WINDOW: Input should be a valid integer",
+        ),
+        (
+            "CIRCUIT_BREAKER_WINDOW",
+            "86400",
+            "CIRCUIT_BREAKER_WINDOW: Input should be less than or equal to 3600",
+        ),
+        ("CIRCUIT_BREAKER_MIN_CALLS", "0", "CIRCUIT_BREAKER_MIN_CALLS: Input should be greater"),
+        (
+            "CIRCUIT_BREAKER_HALF_OPEN_CALLS",
+            "0",
+            "CIRCUIT_BREAKER_HALF_OPEN_CALLS: Input should be greater",
+        ),
+        ("CIRCUIT_BREAKER_COOLDOWN", "0", "CIRCUIT_BREAKER_COOLDOWN: Input should be greater"),
     ],
 )
 def test_invalid_values_give_one_clear_message(

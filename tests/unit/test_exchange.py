@@ -38,6 +38,7 @@ from ollama_openai_proxy.exchange import (
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
+from ollama_openai_proxy.resilience import CircuitBreaker
 from ollama_openai_proxy.sse import SSEEvent
 from ollama_openai_proxy.upstream import Upstream
 
@@ -48,18 +49,25 @@ OK = orjson.dumps({"id": "chatcmpl-1", "choices": []})
 # --- stand-ins ------------------------------------------------------------------------------
 
 
+class Hang:
+    """A send, or a read, that never answers (until cancelled)."""
+
+
 class Content:
     """``resp.content``: hands out the scripted chunks, then b"" (the end)."""
 
-    def __init__(self, chunks: list[bytes | BaseException]) -> None:
+    def __init__(self, chunks: list[bytes | BaseException | type[Hang]]) -> None:
         self.chunks = list(chunks)
 
     async def readany(self) -> bytes:
         if not self.chunks:
             return b""
         chunk = self.chunks.pop(0)
+        if chunk is Hang:
+            await asyncio.Event().wait()
         if isinstance(chunk, BaseException):
             raise chunk
+        assert isinstance(chunk, bytes)
         return chunk
 
 
@@ -74,7 +82,7 @@ class FakeResponse:
     body: bytes = OK
     content_type: str = JSON
     headers: Mapping[str, str] = field(default_factory=lambda: {"X-Upstream": "yes"})
-    chunks: list[bytes | BaseException] = field(default_factory=list)
+    chunks: list[bytes | BaseException | type[Hang]] = field(default_factory=list)
     released: bool = False
     closed: bool = False
 
@@ -94,17 +102,15 @@ def answer(status: int, error: Any = None, content_type: str = JSON) -> FakeResp
     return FakeResponse(status=status, body=body, content_type=content_type)
 
 
-def sse(*chunks: bytes | BaseException) -> FakeResponse:
+def sse(*chunks: bytes | BaseException | type[Hang]) -> FakeResponse:
     return FakeResponse(content_type=SSE, body=b"", chunks=list(chunks))
-
-
-class Hang:
-    """A send that never answers (until cancelled)."""
 
 
 class StubUpstream:
     """Each ``send`` takes the next scripted outcome: a response, or an exception to raise;
-    :class:`Hang` blocks. ``read`` gives the response's body, or raises ``read_error``."""
+    :class:`Hang` blocks. ``read`` gives the response's body, or raises ``read_error``. The
+    breaker is real: what execute reports to it is what the tests read (``send`` itself reports
+    nothing here, as Upstream.send when ``settle`` is false)."""
 
     def __init__(
         self,
@@ -118,16 +124,25 @@ class StubUpstream:
         self.outcomes = list(outcomes)
         self.read_error = read_error
         self.sent: list[tuple[str, str, bytes | None, float | None]] = []
+        self.settle: list[bool] = []
         self.reads = 0
         self.learned: dict[str, dict[str, str | None]] = {}
+        self.breaker = CircuitBreaker(5, 30.0)
 
     def learn(self, model: str, parameter: str, instead: str | None) -> None:
         self.learned.setdefault(model, {})[parameter] = instead
 
     async def send(
-        self, method: str, path: str, body: bytes | None = None, *, total: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        total: float | None = None,
+        settle: bool = True,
     ) -> FakeResponse:
         self.sent.append((method, path, body, total))
+        self.settle.append(settle)
         outcome = self.outcomes.pop(0)
         if outcome is Hang:
             await asyncio.Event().wait()
@@ -725,3 +740,88 @@ def test_adapt_is_pure_apart_from_what_it_learns() -> None:
     assert retry is not None
     assert orjson.loads(retry.body or b"") == {k: v for k, v in BODY.items() if k != "seed"}
     assert orjson.loads(p.attempts[0].body or b"") == BODY  # the plan is left as it was
+
+
+# --- execute: what a stream tells the circuit breaker --------------------------------------
+# Upstream.send reports a whole answer at its headers; a stream is reported by execute after its
+# first read (send(settle=False)), once.
+
+
+def test_a_stream_is_a_success_once_its_first_read_came() -> None:
+    a = StubUpstream("a", sse(EVENT))
+    out = run(plan(a, stream=True))
+    assert isinstance(out.result, EventStream)
+    assert a.settle == [False]
+    assert a.breaker.counts() == (1, 0)
+
+
+def test_headers_and_then_nothing_is_one_gateway_failure() -> None:
+    # a stuck engine: the stream's headers at once, no first event
+    a = StubUpstream("a", sse(Hang))
+    out = run(plan(a, stream=True), first_byte_timeout=0.01)
+    assert isinstance(out.error, UpstreamTimeout)
+    assert a.breaker.counts() == (1, 1)
+    assert a.breaker.consecutive == 1
+
+
+def test_no_headers_in_time_is_one_gateway_failure() -> None:
+    a = StubUpstream("a", Hang)
+    run(plan(a, stream=True), first_byte_timeout=0.01)
+    assert (a.breaker.counts(), a.breaker.consecutive) == ((1, 1), 1)
+
+
+def test_a_first_read_cut_is_a_gateway_failure() -> None:
+    a = StubUpstream("a", sse(ConnectionResetError("reset")))
+    out = run(plan(a, stream=True))
+    assert isinstance(out.error, UpstreamUnavailable)
+    assert (a.breaker.counts(), a.breaker.consecutive) == ((1, 1), 1)
+
+
+@pytest.mark.parametrize(("status", "failures"), [(400, 0), (404, 0), (429, 0), (500, 1)])
+def test_a_stream_answered_with_an_error_status_is_reported_by_it(
+    status: int, failures: int
+) -> None:
+    a = StubUpstream("a", answer(status))
+    run(plan(a, stream=True))
+    assert a.breaker.counts() == (1, failures)
+
+
+def test_a_failure_send_raised_is_not_reported_again() -> None:
+    # Upstream.send reported it (the stub does not): execute adds nothing
+    a = StubUpstream("a", UpstreamUnavailable("refused"))
+    run(plan(a, stream=True))
+    assert a.breaker.counts() == (0, 0)
+
+
+def test_a_malformed_first_read_is_no_verdict() -> None:
+    a = StubUpstream("a", sse(b"data: \xff\n\n"))
+    out = run(plan(a, stream=True))
+    assert isinstance(out.error, UpstreamProtocolError)
+    assert a.breaker.counts() == (0, 0)
+
+
+def test_a_stream_the_client_left_before_its_first_read_is_no_verdict() -> None:
+    a = StubUpstream("a", sse(Hang))
+
+    async def scenario() -> None:
+        owner = Owner()
+        task = asyncio.create_task(
+            execute(
+                plan(a, stream=True),
+                owner,
+                AccessRecord(),
+                first_byte_timeout=30,
+                stream_timeout=0,
+                metrics=None,
+            )
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(a.sent) == 1
+        task.cancel()  # the client left
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await owner.aclose()
+
+    asyncio.run(scenario())
+    assert a.breaker.counts() == (0, 0)

@@ -1,5 +1,5 @@
-"""The circuit breaker (driven by an injected clock) and the concurrency gate (driven by asyncio
-directly: each scenario runs in its own ``asyncio.run``, no sleeps beyond yielding to the loop)."""
+"""The concurrency gate, driven by asyncio directly: each scenario runs in its own
+``asyncio.run``, no sleeps beyond yielding to the loop. (The circuit breaker: test_breaker.py.)"""
 
 from __future__ import annotations
 
@@ -9,179 +9,10 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.errors import BreakerOpen, Busy, UpstreamUnavailable
-from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker, ConcurrencyLimiter
+from ollama_openai_proxy.errors import Busy
+from ollama_openai_proxy.resilience import ConcurrencyLimiter
 
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def opened(threshold: int = 3, cooldown: float = 30.0) -> tuple[CircuitBreaker, Clock]:
-    """A breaker that has just opened (``threshold`` failures at the clock's current time)."""
-    clock = Clock()
-    breaker = CircuitBreaker(threshold, cooldown, clock=clock)
-    for _ in range(threshold):
-        breaker.before()
-        breaker.failure()
-    assert state(breaker) is BreakerState.OPEN
-    return breaker, clock
-
-
-def state(breaker: CircuitBreaker) -> BreakerState:
-    # a call, so that mypy does not narrow breaker.state across the calls that change it
-    return breaker.state
-
-
-def fails_fast(breaker: CircuitBreaker) -> str:
-    with pytest.raises(BreakerOpen) as info:
-        breaker.before()
-    return info.value.message
-
-
-# --- circuit breaker ------------------------------------------------------------------------
-
-
-def test_breaker_stays_closed_below_the_threshold() -> None:
-    breaker = CircuitBreaker(3, 30.0, clock=Clock())
-    for _ in range(2):
-        breaker.before()
-        breaker.failure()
-    assert state(breaker) is BreakerState.CLOSED
-    assert breaker.failures == 2
-    breaker.before()  # still lets calls through
-
-
-def test_breaker_opens_after_threshold_consecutive_failures() -> None:
-    breaker, _ = opened(threshold=3)
-    assert breaker.failures == 3
-    fails_fast(breaker)
-
-
-def test_threshold_one_opens_on_the_first_failure() -> None:
-    breaker = CircuitBreaker(1, 10.0, clock=Clock())
-    breaker.failure()
-    assert state(breaker) is BreakerState.OPEN
-    fails_fast(breaker)
-
-
-def test_open_breaker_fails_fast_saying_how_long() -> None:
-    breaker, clock = opened(threshold=3, cooldown=30.0)
-    message = fails_fast(breaker)
-    assert "circuit breaker open after 3 consecutive failures" in message
-    assert message.endswith("next attempt in 30 s")
-    clock.advance(12.4)
-    assert fails_fast(breaker).endswith("next attempt in 18 s")  # 17.6 s, rounded
-    # Every call while open fails the same way, and none counts as a failure.
-    for _ in range(5):
-        fails_fast(breaker)
-    assert breaker.failures == 3
-    assert state(breaker) is BreakerState.OPEN
-
-
-def test_breaker_open_is_a_503_and_an_unavailable_upstream() -> None:
-    breaker, _ = opened()
-    with pytest.raises(BreakerOpen) as info:
-        breaker.before()
-    assert info.value.status == 503
-    # exchange.may_fall_back relies on this to try the next upstream
-    assert isinstance(info.value, UpstreamUnavailable)
-
-
-def test_success_resets_the_failure_count() -> None:
-    breaker = CircuitBreaker(3, 30.0, clock=Clock())
-    breaker.failure()
-    breaker.failure()
-    breaker.success()
-    assert breaker.failures == 0
-    breaker.failure()
-    breaker.failure()
-    # 4 failures in all, but never 3 in a row
-    assert state(breaker) is BreakerState.CLOSED
-    breaker.before()
-
-
-def test_still_open_just_before_the_cooldown_ends() -> None:
-    breaker, clock = opened(cooldown=30.0)
-    clock.advance(29.999)
-    fails_fast(breaker)
-    assert state(breaker) is BreakerState.OPEN
-
-
-def test_half_open_after_cooldown_lets_exactly_one_probe_through() -> None:
-    breaker, clock = opened(cooldown=30.0)
-    clock.advance(30.0)
-    breaker.before()  # the probe
-    assert state(breaker) is BreakerState.HALF_OPEN
-    for _ in range(3):
-        message = fails_fast(breaker)  # everyone else while the probe is out
-        assert message.endswith("a probe call is under way")
-    clock.advance(30.0)  # within another cooldown the probe may still answer
-    fails_fast(breaker)
-    assert state(breaker) is BreakerState.HALF_OPEN
-    clock.advance(0.001)  # beyond it, the probe counts as lost: the next call probes
-    breaker.before()
-    fails_fast(breaker)
-
-
-def test_probe_success_closes_the_breaker() -> None:
-    breaker, clock = opened(cooldown=30.0)
-    clock.advance(31.0)
-    breaker.before()
-    breaker.success()
-    assert state(breaker) is BreakerState.CLOSED
-    assert breaker.failures == 0
-    for _ in range(5):
-        breaker.before()
-    # and it takes a full threshold of failures to open again
-    breaker.failure()
-    breaker.failure()
-    assert state(breaker) is BreakerState.CLOSED
-    breaker.failure()
-    assert state(breaker) is BreakerState.OPEN
-
-
-def test_probe_failure_reopens_with_a_fresh_cooldown() -> None:
-    breaker, clock = opened(cooldown=30.0)
-    clock.advance(30.0)
-    breaker.before()
-    clock.advance(5.0)  # the probe took 5 s to fail
-    breaker.failure()
-    assert state(breaker) is BreakerState.OPEN
-    assert fails_fast(breaker).endswith("next attempt in 30 s")
-    clock.advance(29.9)
-    fails_fast(breaker)
-    clock.advance(0.1)
-    breaker.before()  # the next probe, a full cooldown after the failed one
-    assert state(breaker) is BreakerState.HALF_OPEN
-    fails_fast(breaker)
-
-
-def test_threshold_zero_disables_the_breaker() -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(0, 30.0, clock=clock)
-    for _ in range(100):
-        breaker.before()
-        breaker.failure()
-    assert state(breaker) is BreakerState.CLOSED
-    breaker.before()
-
-
-def test_an_abandoned_probe_does_not_wedge_the_breaker() -> None:
-    breaker, clock = opened(cooldown=30.0)
-    clock.advance(30.0)
-    breaker.before()  # the probe goes out and is never heard of again
-    clock.advance(10 * 30.0)
-    breaker.before()
 
 
 # --- concurrency limiter --------------------------------------------------------------------
@@ -451,15 +282,3 @@ def test_slot_is_only_an_async_context_manager() -> None:
         await assert_capacity(limiter)
 
     run(scenario)
-
-
-def test_an_abandoned_probe_lets_the_next_call_probe_at_once() -> None:
-    breaker, clock = opened(cooldown=30.0)
-    clock.advance(30.0)
-    breaker.before()  # the probe
-    with pytest.raises(BreakerOpen):
-        breaker.before()  # while it is out, others fail fast
-    breaker.abandon()  # cancelled: Upstream.send reports it
-    breaker.before()  # the next call is the probe
-    breaker.success()
-    assert state(breaker) is BreakerState.CLOSED
