@@ -56,6 +56,7 @@ class Answer:
     keep_alive: float  # seconds, for /api/ps
     generate: bool  # generate's shape (response) rather than chat's (message)
     stream: bool = True  # Ollama streams unless told not to
+    think_tags: bool = False  # the backend may leave reasoning in content as <think>...</think>
 
 
 @router.post(
@@ -74,8 +75,8 @@ async def chat(request: Request) -> Response:
     keep_alive = parse_keep_alive(req.get("keep_alive"))
     if not req.get("messages"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
-    answer = _answer(req, model, start, keep_alive, generate=False)
     resolved = await ctx.backends.resolve(model)
+    answer = _answer(req, model, start, keep_alive, resolved, generate=False)
 
     def build(route: Route) -> UpstreamRequest:
         return chat_request(req, ctx.target(model, route), route.policy)
@@ -102,8 +103,8 @@ async def generate(request: Request) -> Response:
         raise BadRequest("raw mode does not support template, system, or context")
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
-    answer = _answer(req, model, start, keep_alive, generate=True)
     resolved = await ctx.backends.resolve(model)
+    answer = _answer(req, model, start, keep_alive, resolved, generate=True)
     if uses_completions(req):
 
         def build_completion(route: Route) -> UpstreamRequest:
@@ -132,7 +133,13 @@ async def generate(request: Request) -> Response:
 
 
 def _answer(
-    req: Mapping[str, Any], model: str, start: int, keep_alive: float | None, *, generate: bool
+    req: Mapping[str, Any],
+    model: str,
+    start: int,
+    keep_alive: float | None,
+    resolved: Resolved,
+    *,
+    generate: bool,
 ) -> Answer:
     return Answer(
         model,
@@ -141,6 +148,8 @@ def _answer(
         keep_alive=_ttl(keep_alive),
         generate=generate,
         stream=req.get("stream") is not False,  # Ollama streams unless told not to
+        # Any upstream of the chain may answer: split tags if one of them may send them.
+        think_tags=any(r.policy.profile.think_tags for r in resolved.routes),
     )
 
 
@@ -161,10 +170,23 @@ async def _complete(
         notes: list[str] = []
         try:  # errors.reading(), inline: a context manager per request is measurable here
             if answer.generate:
-                out = generate_response(body, model, now_ns=now, total_ns=total, think=answer.think)
+                out = generate_response(
+                    body,
+                    model,
+                    now_ns=now,
+                    total_ns=total,
+                    think=answer.think,
+                    think_tags=answer.think_tags,
+                )
             else:
                 out = chat_response(
-                    body, model, now_ns=now, total_ns=total, think=answer.think, notes=notes
+                    body,
+                    model,
+                    now_ns=now,
+                    total_ns=total,
+                    think=answer.think,
+                    notes=notes,
+                    think_tags=answer.think_tags,
                 )
             usage = body.get("usage")
         except SHAPE_ERRORS:
@@ -174,7 +196,11 @@ async def _complete(
         ctx.count(rec, usage)
         return json_response(out)
     tr = StreamTranslator(
-        model, generate=answer.generate, think=answer.think, start_ns=answer.start
+        model,
+        generate=answer.generate,
+        think=answer.think,
+        start_ns=answer.start,
+        think_tags=answer.think_tags,
     )
     async with ctx.held() as owner:
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue

@@ -24,6 +24,7 @@ from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.options import map_options
 from ollama_openai_proxy.translate.shape import shape
 from ollama_openai_proxy.translate.think import think_params
+from ollama_openai_proxy.translate.thinktags import split_think
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
@@ -385,6 +386,10 @@ def reasoning_of(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _tags(content: str, think_tags: bool) -> tuple[str, str | None]:
+    return split_think(content) if think_tags else (content, None)
+
+
 def _first_choice(resp: Mapping[str, Any]) -> Mapping[str, Any]:
     choices = resp.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -400,15 +405,17 @@ def chat_response(
     total_ns: int,
     think: bool,
     notes: list[str],
+    think_tags: bool = False,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body.
+    ``think_tags``: the backend may leave reasoning in content as ``<think>...</think>``.
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
     msg = choice.get("message") or {}
-    content = expect(msg.get("content"), str) or ""
+    content, tagged = _tags(expect(msg.get("content"), str) or "", think_tags)
     message: dict[str, Any] = {"role": "assistant", "content": content}
-    thinking = reasoning_of(msg) if think else None
+    thinking = (reasoning_of(msg) or tagged) if think else None
     if thinking:
         message["thinking"] = thinking
     calls = expect(msg.get("tool_calls"), list)
@@ -433,6 +440,7 @@ def generate_response(
     now_ns: int,
     total_ns: int,
     think: bool,
+    think_tags: bool = False,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
 
@@ -440,12 +448,13 @@ def generate_response(
     choice = _first_choice(resp)
     # /v1/completions answers choices[].text; chat answers choices[].message
     msg = choice.get("message") or {"content": choice.get("text")}
+    response, tagged = _tags(expect(msg.get("content"), str) or "", think_tags)
     out: dict[str, Any] = {
         "model": model,
         "created_at": rfc3339(now_ns),
-        "response": expect(msg.get("content"), str) or "",
+        "response": response,
     }
-    thinking = reasoning_of(msg) if think else None
+    thinking = (reasoning_of(msg) or tagged) if think else None
     if thinking:
         out["thinking"] = thinking
     out["done"] = True

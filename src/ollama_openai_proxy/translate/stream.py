@@ -35,6 +35,7 @@ from ollama_openai_proxy.translate.chat import (
     tool_calls_to_ollama,
 )
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
+from ollama_openai_proxy.translate.thinktags import ThinkSplitter
 from ollama_openai_proxy.upstream_errors import stream_error
 
 
@@ -49,6 +50,7 @@ class StreamTranslator:
         "_model",
         "_prefix",
         "_start_ns",
+        "_tags",
         "_think",
         "_ts",
         "_usage",
@@ -64,6 +66,7 @@ class StreamTranslator:
         generate: bool,
         think: bool,
         start_ns: int,
+        think_tags: bool = False,
         clock: Callable[[], int] = time.perf_counter_ns,
         wall: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -72,6 +75,8 @@ class StreamTranslator:
         self._prefix = b'{"model":' + dumps(model) + b',"created_at":"'
         self._generate = generate
         self._think = think
+        # A backend profile that may leave reasoning as <think>...</think> in content.
+        self._tags = ThinkSplitter() if think_tags else None
         self._start_ns = start_ns
         self._clock = clock
         self._wall = wall
@@ -155,6 +160,10 @@ class StreamTranslator:
     def _delta(self, delta: Mapping[str, Any]) -> bytes:
         content = expect(delta.get("content"), str)
         thinking = reasoning_of(delta) if self._think else None
+        if content and self._tags is not None:
+            content, tagged = self._tags.feed(content)
+            if tagged and self._think:
+                thinking = thinking + tagged if thinking else tagged
         calls = delta.get("tool_calls")
         if calls is not None and expect(calls, list):
             self._buffer_calls(calls)
@@ -230,6 +239,10 @@ class StreamTranslator:
         end = self._clock()
         created_at = rfc3339(self._wall())
         out = b""
+        if self._tags is not None:
+            content, thinking = self._tags.flush()
+            if content or (thinking and self._think):
+                out += self._text_line(content, thinking if self._think else None)
         if self._calls:
             calls = [
                 {"id": slot[0], "function": {"name": slot[1], "arguments": "".join(slot[2])}}
