@@ -108,7 +108,6 @@ class BackendProfile:
     assume_thinking: bool = False
     json_object: JsonMode = "native"
     think_tags: bool = False  # may answer reasoning as <think>...</think> inside content
-    dimensions: bool = True  # embeddings take "dimensions"
     options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
     layout: Layout = "openai"
     families: tuple[Family, ...] = ()
@@ -164,6 +163,9 @@ _OPENAI_FAMILIES = (
         think_off={"reasoning_effort": "minimal"},
     ),
     Family(r"o[1-9]|codex-mini", thinking=True, refuses=_OPENAI_REASONING_REFUSES),
+    # 400 "This model does not support specifying dimensions." (only text-embedding-3-* take it,
+    # API reference, embeddings/create); the proxy then computes it (translate/embed.py).
+    Family(r"text-embedding-ada", thinking=False, refuses=frozenset({"dimensions"})),
     Family(r"gpt-|chatgpt-", thinking=False),
 )
 # Azure serves the same models; its reasoning models need max_completion_tokens, which older

@@ -41,6 +41,12 @@ _REFUSAL_PATTERNS = tuple(
         r"property '([^']+)' is unsupported",
     )
 )
+# Refusals that name no field but can only mean one (OpenAI's ada embeddings; vLLM for models
+# without matryoshka representations).
+_REFUSED_FIELDS = (
+    (re.compile(r"does not support specifying dimensions"), "dimensions"),
+    (re.compile(r"does not support matryoshka"), "dimensions"),
+)
 _INSTEAD = re.compile(r"[Uu]se '([A-Za-z_][\w]*)' instead")
 _FIELD = re.compile(r"^[A-Za-z_]\w*")  # a top-level field: "stream_options.include_usage" -> ...
 # Codes OpenAI gives such refusals; a "param" with another code (a wrong value of a field the
@@ -115,6 +121,8 @@ def refused_parameter(body: Any, message: str) -> tuple[str, str | None] | None:
             if found:
                 name = found.group(1)
                 break
+        else:
+            name = next((f for p, f in _REFUSED_FIELDS if p.search(message)), None)
     field = _FIELD.match(name) if name else None
     if field is None:
         return None

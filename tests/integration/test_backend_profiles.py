@@ -10,7 +10,7 @@ import httpx
 import ollama
 from structlog.testing import capture_logs
 
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 
 HI = [{"role": "user", "content": "hi"}]
@@ -147,3 +147,46 @@ def test_a_parameter_no_profile_knows_is_dropped_once_and_remembered(
         'ollama_proxy_backend_adaptations_total{parameter="top_k",upstream="default"} 1.0'
         in metrics
     )
+
+
+def test_embed_dimensions_are_computed_where_the_backend_refuses_them(
+    upstream: FakeUpstream,
+) -> None:
+    # text-embedding-ada-002's answer to "dimensions" (OpenAI); the fake's vectors are
+    # [3, 4 + i, 0].
+    refusal = {
+        "error": {
+            "message": "This model does not support specifying dimensions.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    upstream.faults.append(
+        (
+            lambda path, body: path == "/v1/embeddings" and "dimensions" in (body or {}),
+            Script(status=400, error=refusal),
+        )
+    )
+    with ProxyServer(settings_for(upstream.url)) as p, ollama.Client(host=p.url) as client:
+        out = client.embed(model="text-embedding-3-small", input=["a", "b"], dimensions=2)
+        again = client.embed(model="text-embedding-3-small", input="a", dimensions=2)
+    # Ollama's way: normalised, cut to the dimensions, normalised again.
+    assert [[round(x, 6) for x in v] for v in out.embeddings] == [
+        [0.6, 0.8],
+        [round(3 / 34**0.5, 6), round(5 / 34**0.5, 6)],
+    ]
+    assert [round(x, 6) for x in again.embeddings[0]] == [0.6, 0.8]
+    embeds = [e["body"] for e in upstream.journal if e["path"] == "/v1/embeddings"]
+    assert ["dimensions" in b for b in embeds] == [True, False, False]  # remembered
+
+
+def test_openai_ada_embeddings_never_get_dimensions(upstream: FakeUpstream) -> None:
+    upstream.models = ["text-embedding-ada-002"]
+    with (
+        ProxyServer(settings_for(upstream.url, backend_profile="openai")) as p,
+        ollama.Client(host=p.url) as client,
+    ):
+        out = client.embed(model="text-embedding-ada-002", input="a", dimensions=2)
+    assert [round(x, 6) for x in out.embeddings[0]] == [0.6, 0.8]
+    assert "dimensions" not in upstream.last("/v1/embeddings")["body"]

@@ -194,6 +194,15 @@ REFUSALS = [
         },
         ("reasoning_effort", None),
     ),
+    # OpenAI's ada embeddings, vLLM without a matryoshka model: no name given, only one meant
+    (
+        {"error": {"message": "This model does not support specifying dimensions.", "param": None}},
+        ("dimensions", None),
+    ),
+    (
+        {"object": "error", "message": 'Model "bge" does not support matryoshka representation'},
+        ("dimensions", None),
+    ),
     # Gateways' backtick form
     (
         {"error": {"message": "`parallel_tool_calls` is not supported"}},

@@ -15,7 +15,7 @@ from ollama_openai_proxy.errors import BadRequest, UpstreamModelNotFound, echo, 
 from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.routes import fetch, parse_body, plan
-from ollama_openai_proxy.translate.chat import UpstreamRequest
+from ollama_openai_proxy.translate.chat import UpstreamRequest, for_backend
 from ollama_openai_proxy.translate.embed import (
     embed_inputs,
     embed_response,
@@ -34,7 +34,8 @@ async def _call(
     ctx.label(rec, resolved)
 
     def build(route: Route) -> UpstreamRequest:
-        return UpstreamRequest(embeddings_request(route.model, inputs, dimensions))
+        up = UpstreamRequest(embeddings_request(route.model, inputs, dimensions))
+        return for_backend(up, ctx.target(model, route), route.policy)
 
     p = plan(ctx, resolved, "/embeddings", build)
     try:
@@ -67,7 +68,9 @@ async def embed(request: Request) -> Response:
     rec = record(request.scope)
     body = await _call(ctx, rec, model, inputs, req.get("dimensions"))
     with reading(NOT_EMBEDDINGS, body):
-        out = embed_response(body, model, len(inputs), time.perf_counter_ns() - start)
+        out = embed_response(
+            body, model, len(inputs), time.perf_counter_ns() - start, req.get("dimensions")
+        )
         ctx.count(rec, body.get("usage"))
     return json_response(out)
 

@@ -202,10 +202,10 @@ def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRe
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
         result.payload["tools"] = tools
-    return _for_backend(result, target, policy)
+    return for_backend(result, target, policy)
 
 
-def _for_backend(result: UpstreamRequest, target: Target, policy: Policy) -> UpstreamRequest:
+def for_backend(result: UpstreamRequest, target: Target, policy: Policy) -> UpstreamRequest:
     """The reference request shaped for the upstream's backend profile, plus the operator's
     fixed ``extra_body`` fields (which win: the operator knows the backend)."""
     shape(
@@ -246,7 +246,7 @@ def generate_request(req: GenerateRequest, target: Target, policy: Policy) -> Up
             "raw mode without /v1/completions: the prompt is sent as a user message"
         )
     _common(req, target, {"messages": messages}, policy, result)
-    return _for_backend(result, target, policy)
+    return for_backend(result, target, policy)
 
 
 def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> UpstreamRequest:
@@ -262,7 +262,7 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
     if req.get("think") is not None:
         result.notes.append("think has no /v1/completions equivalent; ignored")
     _common(req, target, body, policy, result, completions=True)
-    return _for_backend(result, target, policy)
+    return for_backend(result, target, policy)
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -62,12 +62,27 @@ def normalise(vector: list[float]) -> list[float]:
     return [x / norm for x in vector]
 
 
+def shorten(vector: list[float], dimensions: int | None) -> list[float]:
+    """``vector`` L2-normalised, then cut to its first ``dimensions`` and normalised again when
+    longer: what Ollama does for ``dimensions`` (EmbedHandler, server/routes.go), and what
+    Matryoshka-trained models (text-embedding-3-*) are meant for. A backend that refused
+    ``dimensions`` (it was not sent) answers full-length vectors: they are cut here."""
+    vector = normalise(vector)
+    if dimensions and dimensions < len(vector):
+        vector = normalise(vector[:dimensions])
+    return vector
+
+
 def embed_response(
-    resp: Mapping[str, Any], model: str, count: int, total_ns: int
+    resp: Mapping[str, Any],
+    model: str,
+    count: int,
+    total_ns: int,
+    dimensions: int | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": model,
-        "embeddings": [normalise(v) for v in _vectors(resp, count)],
+        "embeddings": [shorten(v, dimensions) for v in _vectors(resp, count)],
         "total_duration": total_ns,
     }
     usage = resp.get("usage")

@@ -20,8 +20,9 @@ from ollama_openai_proxy.profiles import BackendProfile, Family
 # clients' requests must not depend on one.
 JSON_INSTRUCTION = "Respond in JSON."
 MIN_THINKING_BUDGET = 1024
-# The fields the proxy adds itself: dropping them is an adaptation, not a client's loss.
-_OWN = frozenset({"stream_options"})
+# Fields whose loss the client does not notice: the proxy adds stream_options itself, and
+# computes an embedding's dimensions where the backend cannot (translate/embed.py).
+_OWN = frozenset({"stream_options", "dimensions"})
 
 
 def shape(

@@ -89,7 +89,7 @@ class ThinkSplitter:
         if self._state in (_LEAD, _INSIDE):
             return "", buf
         if self._state == _START:
-            return buf.lstrip(), ""  # a "<thi" that never became a tag, or whitespace
+            return buf, ""  # a "<thi" that never became a tag, or whitespace: content
         return "", ""
 
 

@@ -12,6 +12,7 @@ from ollama_openai_proxy.translate.embed import (
     embeddings_request,
     embeddings_response,
     normalise,
+    shorten,
 )
 from tests.conftest import contract
 
@@ -99,3 +100,9 @@ def test_golden_legacy_variant() -> None:
     )
     first = min(fx["openai_response"]["data"], key=lambda d: d["index"])
     assert embeddings_response({"data": [first]}) == {"embedding": first["embedding"]}
+
+
+def test_dimensions_as_ollama_computes_them() -> None:
+    assert shorten([3.0, 4.0, 12.0], 2) == [0.6, 0.8]  # normalised, cut, normalised again
+    assert shorten([3.0, 4.0], 5) == [0.6, 0.8]  # longer than the vector: only normalised
+    assert shorten([3.0, 4.0], None) == [0.6, 0.8]
