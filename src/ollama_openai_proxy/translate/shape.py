@@ -67,6 +67,13 @@ def shape(
     thinking = payload.get("thinking")
     if isinstance(thinking, dict) and "budget_tokens" in thinking:
         _thinking_budget(payload, thinking, adapted, warnings)
+        # "Thinking isn't compatible with temperature ... modifications" (docs.anthropic.com,
+        # extended thinking): only the default, 1, is accepted with it.
+        if payload.get("temperature", 1) != 1 and "thinking" in payload:
+            del payload["temperature"]
+            note = "temperature not sent: Anthropic takes only 1 with extended thinking"
+            adapted.append(note)
+            warnings.append((f"temperature ({profile.name}, thinking)", note))
     if learned:
         for name, instead in learned.items():
             if name not in payload:

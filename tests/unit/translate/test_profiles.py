@@ -116,6 +116,13 @@ def body(up: UpstreamRequest) -> dict[str, Any]:
             {"think": True, "options": {"num_predict": 500}},
             {"max_tokens": 500},
         ),
+        (
+            "anthropic",
+            "claude-sonnet-4-5",
+            {"think": "low", "options": {"temperature": 0.2}},
+            {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+        ),
+        ("anthropic", "claude-sonnet-4-5", {"options": {"temperature": 0.2}}, {"temperature": 0.2}),
         # Ollama's /v1: think false is reasoning_effort "none", or the model keeps thinking.
         ("ollama", "qwen3:8b", {"think": False}, {"reasoning_effort": "none"}),
         ("ollama", "qwen3:8b", {"think": True}, {"reasoning_effort": "medium"}),
