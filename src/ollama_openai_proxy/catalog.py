@@ -70,6 +70,10 @@ class Catalog:
                 self._inflight = None
 
     async def _refresh(self) -> dict[str, Any]:
+        deployment = getattr(self._upstream, "deployment", None)
+        if deployment is not None:
+            # Azure's classic layout: the URL names one deployment, which is the one model.
+            return self._keep({"object": "list", "data": [_deployment_entry(deployment)]})
         try:
             body = await self._upstream.json("GET", "/models")
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
@@ -83,6 +87,9 @@ class Catalog:
             log.warning("models_refresh_failed_serving_cached", error=exc.message)
             self._expires = self._clock() + min(self._ttl, RETRY_FAILED_LIST)
             return self._body
+        return self._keep(body)
+
+    def _keep(self, body: dict[str, Any]) -> dict[str, Any]:
         self._body = body
         self._entries = {
             m["id"]: m for m in body["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)
@@ -91,6 +98,10 @@ class Catalog:
         self.version += 1
         self._expires = self._clock() + self._ttl
         return body
+
+
+def _deployment_entry(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "azure"}
 
 
 FOREVER_S = 10 * 365 * 86400  # what /api/ps shows for keep_alive "forever" (negative)

@@ -87,6 +87,9 @@ class Family:
     efforts: tuple[str, ...] | None = None  # reasoning_effort values these models take
     think_off: Mapping[str, Any] | None = None  # body fields that switch reasoning off
     think: ThinkStyle | None = None
+    # ``refuses`` holds only while the model reasons: gpt-5.1 and later take sampling again
+    # with reasoning_effort "none", their default (vercel/ai#10932, quoting OpenAI's docs).
+    refuses_while_reasoning: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ class BackendProfile:
     hosts: tuple[str, ...] = ()  # host names, or suffixes starting with "."
     renames: Mapping[str, str] = field(default_factory=_frozen)  # reference name -> its name
     refuses: frozenset[str] = frozenset()  # parameters it refuses: not sent
-    accepts: frozenset[str] | None = None  # if set, the only top-level fields it takes
+    accepts: frozenset[str] | None = None  # if set, the only fields a chat body may carry
+    embed_renames: Mapping[str, str] = field(default_factory=_frozen)  # the same, embeddings
     stream_usage: bool = True  # takes stream_options {"include_usage": true}
     think: ThinkStyle = "reasoning_effort"
     think_off: Mapping[str, Any] | None = None  # body fields that switch reasoning off
@@ -147,6 +151,7 @@ _OPENAI_FAMILIES = (
         refuses=_OPENAI_REASONING_REFUSES,
         efforts=("none", "low", "medium", "high", "xhigh"),
         think_off={"reasoning_effort": "none"},
+        refuses_while_reasoning=True,
     ),
     Family(
         r"gpt-5\.1",
@@ -154,6 +159,7 @@ _OPENAI_FAMILIES = (
         refuses=_OPENAI_REASONING_REFUSES,
         efforts=("none", "low", "medium", "high"),
         think_off={"reasoning_effort": "none"},
+        refuses_while_reasoning=True,
     ),
     Family(
         r"gpt-5",
@@ -275,6 +281,8 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 ),
                 stream_usage=False,  # usage comes in the last chunk anyway
                 think="none",  # Magistral models reason by themselves
+                # Embeddings: output_dimension (mistralai/client-python, EmbeddingRequest).
+                embed_renames=_frozen({"dimensions": "output_dimension"}),
             ),
             BackendProfile(
                 "deepseek",
@@ -298,9 +306,11 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "gemini",
                 "Google Gemini (OpenAI-compatible endpoint)",
                 hosts=("generativelanguage.googleapis.com",),
-                # ai.google.dev/gemini-api/docs/openai, "thinking": reasoning_effort
-                # minimal|low|medium|high, and "none" switches thinking off where it can be.
-                efforts=("minimal", "low", "medium", "high"),
+                # ai.google.dev/gemini-api/docs/openai, "thinking": reasoning_effort, and
+                # "none" switches thinking off where it can be. The API refuses "minimal"
+                # though its docs list it ("Valid values are: high, low, medium, none",
+                # discuss.ai.google.dev t/117875).
+                efforts=("none", "low", "medium", "high"),
                 think_off={"reasoning_effort": "none"},
                 assume_thinking=True,  # the 2.5 and later models reason
             ),

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -29,6 +30,7 @@ from ollama_openai_proxy.errors import (
     malformed,
 )
 from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_proxy.profiles import named
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
 from ollama_openai_proxy.sse import EventTooLarge
 from ollama_openai_proxy.topology import UpstreamSpec
@@ -48,6 +50,7 @@ BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
 MAX_RETRY_AFTER = 30.0
 MAX_LEARNED = 1024  # models whose refused parameters an upstream remembers
+_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)")
 
 
 def _backoff(attempt: int) -> float:
@@ -82,7 +85,16 @@ class Upstream:
         self.breaker.on_change = self._breaker_changed  # the metric and the log follow its state
         self.metrics = metrics
         self.base_url = spec.base_url
-        self._host = urlsplit(self.base_url).netloc
+        parts = urlsplit(self.base_url)
+        self._host = parts.netloc
+        # A query in the base URL (Azure's ?api-version=...) goes after each request's path,
+        # not before it.
+        self._prefix = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        self._query = "?" + parts.query if parts.query else ""
+        layout = named(spec.profile, spec.base_url).layout
+        # Azure's classic layout names the model in the URL: the deployment is the one model.
+        found = _DEPLOYMENT.search(parts.path) if layout == "azure-classic" else None
+        self.deployment = found.group(1) if found else None
         # The proxy names itself to the backend rather than as aiohttp (which would also need
         # skip_auto_headers, a slower path through aiohttp's header handling).
         self._headers = {
@@ -90,7 +102,11 @@ class Upstream:
             "Accept": "application/json",
             "User-Agent": f"ollama-openai-proxy/{__version__}",
         }
-        if key:
+        if key and layout in ("azure-classic", "azure-v1"):
+            # Azure's key header (learn.microsoft.com/azure/ai-foundry/openai/reference):
+            # a key sent as Bearer is refused with 401; Bearer is for Entra ID tokens.
+            self._headers["api-key"] = key
+        elif key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._headers.update(spec.headers)  # the operator's (BACKEND_HEADERS, headers:)
         self._settings = settings
@@ -130,7 +146,12 @@ class Upstream:
         return self._session
 
     def url(self, path: str) -> str:
-        return self.base_url + path
+        """The full URL of ``path`` (``/chat/completions``) on this backend. Azure's classic
+        layout has no model list under a deployment: ``/models`` is the resource's own
+        (``/openai/models``), which tells whether the key and the resource answer."""
+        if self.deployment is not None and path == "/models":
+            return self._prefix[: self._prefix.index("/openai/") + 7] + path + self._query
+        return self._prefix + path + self._query
 
     async def send(
         self,

@@ -64,6 +64,8 @@ def error_message(body: Any, status: int | None = None) -> tuple[str, str | None
             obj = body.decode("utf-8", "replace").strip()
     code: Any = None
     message: Any = None
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        obj = obj[0]  # Gemini's OpenAI endpoint wraps its error object in a list
     if isinstance(obj, dict):
         err = obj.get("error", obj)
         if isinstance(err, dict):

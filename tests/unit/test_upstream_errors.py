@@ -203,6 +203,20 @@ REFUSALS = [
         {"object": "error", "message": 'Model "bge" does not support matryoshka representation'},
         ("dimensions", None),
     ),
+    # Gemini's OpenAI endpoint: the error object inside a list
+    (
+        [
+            {
+                "error": {
+                    "code": 400,
+                    "message": 'Invalid JSON payload received. Unknown name "seed": Cannot find '
+                    "field.",
+                    "status": "INVALID_ARGUMENT",
+                }
+            }
+        ],
+        ("seed", None),
+    ),
     # Gateways' backtick form
     (
         {"error": {"message": "`parallel_tool_calls` is not supported"}},

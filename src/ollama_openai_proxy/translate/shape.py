@@ -40,12 +40,15 @@ def shape(
     ``stream_options`` where it is refused, and asks for JSON the way the backend accepts.
     ``learned``: what this backend refused for this model before (exchange.adapt), applied
     last: name -> the name it wants, or None to leave the parameter out."""
-    renames = profile.renames
+    chat = "messages" in payload
+    renames = profile.renames if chat or "prompt" in payload else profile.embed_renames
     refuses = profile.refuses
     if family is not None:
         if family.renames:
             renames = {**renames, **family.renames}
-        if family.refuses:
+        if family.refuses and not (
+            family.refuses_while_reasoning and payload.get("reasoning_effort", "none") == "none"
+        ):
             refuses = refuses | family.refuses
     for old, new in renames.items():
         if old in payload:
@@ -54,7 +57,7 @@ def shape(
     if not profile.stream_usage and "stream_options" in payload:
         del payload["stream_options"]
         adapted.append("stream_options not sent (the backend refuses it or ignores it)")
-    accepts = profile.accepts
+    accepts = profile.accepts if chat else None
     for name in [k for k in payload if k in refuses or (accepts is not None and k not in accepts)]:
         del payload[name]
         note = f"{name} not sent: the {profile.name} backend profile refuses it for this model"

@@ -66,6 +66,14 @@ def body(up: UpstreamRequest) -> dict[str, Any]:
             {"options": {"num_predict": 64, "temperature": 0.2}},
             {"max_completion_tokens": 64, "temperature": 0.2},
         ),
+        # gpt-5.1 and later take sampling with reasoning_effort "none", their default.
+        ("openai", "gpt-5.1", {"options": {"temperature": 0.2}}, {"temperature": 0.2}),
+        (
+            "openai",
+            "gpt-5.2",
+            {"think": "high", "options": {"temperature": 0.2}},
+            {"reasoning_effort": "high"},
+        ),
         # think on reasoning models: effort levels per family; think false where it can be.
         ("openai", "o4-mini", {"think": True}, {"reasoning_effort": "medium"}),
         ("openai", "gpt-5.1", {"think": False}, {"reasoning_effort": "none"}),
@@ -263,3 +271,22 @@ def test_family_lookups_are_remembered_and_bounded() -> None:
     for i in range(5000):
         p.family(f"client-chosen-{i}")
     assert len(p._found) <= 4096
+
+
+def test_embeddings_are_shaped_with_their_own_names() -> None:
+    from ollama_openai_proxy.translate.chat import for_backend
+    from ollama_openai_proxy.translate.embed import embeddings_request
+
+    def embed(profile: str) -> dict[str, Any]:
+        p = PROFILES[profile]
+        up = UpstreamRequest(embeddings_request("m", ["a"], 64))
+        return for_backend(up, Target.of("m", p), Policy(profile=p)).payload
+
+    # Mistral: output_dimension; its chat allowlist does not apply to embeddings.
+    assert embed("mistral") == {
+        "model": "m",
+        "input": ["a"],
+        "encoding_format": "float",
+        "output_dimension": 64,
+    }
+    assert embed("openai")["dimensions"] == 64
