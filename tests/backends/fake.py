@@ -150,6 +150,10 @@ class FakeBackend(FakeUpstream):
         super().__init__(models=list(ruleset.models), api_key=api_key)
         self.ruleset = ruleset
 
+    def start(self) -> FakeBackend:
+        super().start()
+        return self
+
     @property
     def root(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -473,8 +477,7 @@ def mentions(req: Request, word: str) -> bool:
 @contextlib.contextmanager
 def serving(ruleset: RuleSet, api_key: str = "sk-test-upstream") -> Iterator[FakeBackend]:
     """A started FakeBackend for ``ruleset``, stopped afterwards."""
-    fake = FakeBackend(ruleset, api_key)
-    fake.start()
+    fake = FakeBackend(ruleset, api_key).start()
     try:
         yield fake
     finally:

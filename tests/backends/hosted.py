@@ -138,7 +138,7 @@ def groq_unknown(req: Request) -> Refusal | None:
     for key in req.params:
         if key not in GROQ_PARAMS:
             # Observed: fanenr/chatbot#21 ("property 'store' is unsupported, did you mean
-            # 'stop'?"); mnfst/modelparams.dev#114 (top_k -> 400).
+            # 'stop'?" -- store was accepted later); mnfst/modelparams.dev#114 (top_k -> 400).
             close = difflib.get_close_matches(key, sorted(GROQ_PARAMS), n=1)
             hint = f", did you mean '{close[0]}'?" if close else ""
             return _groq_error(f"property '{key}' is unsupported{hint}")
