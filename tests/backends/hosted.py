@@ -412,6 +412,16 @@ def anthropic_thinking(req: Request) -> Refusal | None:
             "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-"
             "thinking#max-tokens-and-context-window-size"
         )
+    temperature = req.params.get("temperature", 1)
+    if temperature != 1:
+        # Documented (extended thinking, "important considerations"): thinking is not compatible
+        # with temperature or top_k changes; observed wording: MartialBE/one-hub#529,
+        # egoist/chatwise-releases#1348.
+        return openai_error(
+            "`temperature` may only be set to 1 when thinking is enabled. Please consult our "
+            "documentation at https://docs.anthropic.com/en/docs/build-with-claude/extended-"
+            "thinking#important-considerations-when-using-extended-thinking"
+        )
     return None
 
 

@@ -486,6 +486,11 @@ def test_anthropic_ignores_reasoning_effort_and_wants_a_thinking_budget(fake):
     resp = chat(f, reference("claude-sonnet-4-5", thinking=budget))  # max_tokens 64
     assert error(resp, 400)["error"]["message"].startswith("`max_tokens` must be greater")
     resp = chat(f, reference("claude-sonnet-4-5", thinking=budget, max_tokens=4096))
+    assert error(resp, 400)["error"]["message"].startswith(
+        "`temperature` may only be set to 1 when thinking is enabled."
+    )
+    corrected = reference("claude-sonnet-4-5", thinking=budget, max_tokens=4096, temperature=DROP)
+    resp = chat(f, corrected)
     assert resp.status_code == 200
     assert f.last()["thinking"] is True
     # ...and the OpenAI-compatible answer never carries the thought process.
