@@ -412,15 +412,26 @@ def unknown_parameter(style: str, param: str, value: Any, model: str) -> Refusal
             },
         )
     if style == "litellm":
-        # Observed: BerriAI/litellm#14753 (the UnsupportedParamsError text), BerriAI/litellm#13825
-        # (the proxy's error object: type and param null, code "400").
+        # Observed by running litellm[proxy]==1.106.12 in front of this fake (OpenAI provider,
+        # reasoning_effort to gpt-4o-mini): the proxy's own UnsupportedParamsError, 400, type
+        # invalid_request_error, code "400"; BerriAI/litellm#14753 quotes the first sentence.
         message = (
             f"litellm.UnsupportedParamsError: openai does not support parameters: ['{param}'], "
             f"for model={model}. To drop these, set `litellm.drop_params=True` or for proxy:\n\n"
-            "`litellm_settings:\n drop_params: true`\n"
+            "`litellm_settings:\n drop_params: true`\n. \n If you want to use these params "
+            f"dynamically send allowed_openai_params=['{param}'] in your request.\n\nLiteLLM: "
+            f"model group '{model}' failed with the error above. No fallback was attempted."
         )
         return Refusal(
-            400, {"error": {"message": message, "type": None, "param": None, "code": "400"}}
+            400,
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "400",
+                }
+            },
         )
     raise ValueError(style)
 

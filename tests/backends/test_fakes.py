@@ -677,8 +677,11 @@ def test_deepseek_thinking_tool_turns_need_reasoning_content_back(fake):
                     "message": "litellm.UnsupportedParamsError: openai does not support "
                     "parameters: ['parallel_tool_calls'], for model=gpt-4o-mini. To drop these, "
                     "set `litellm.drop_params=True` or for proxy:\n\n`litellm_settings:\n "
-                    "drop_params: true`\n",
-                    "type": None,
+                    "drop_params: true`\n. \n If you want to use these params dynamically send "
+                    "allowed_openai_params=['parallel_tool_calls'] in your request.\n\nLiteLLM: "
+                    "model group 'gpt-4o-mini' failed with the error above. No fallback was "
+                    "attempted.",
+                    "type": "invalid_request_error",
                     "param": None,
                     "code": "400",
                 }
