@@ -49,13 +49,10 @@ def _llamacpp_error(message: str) -> Refusal:
 
 
 def llamacpp_params(req: Request) -> Refusal | None:
-    # Documented (tools/server, oaicompat_chat_params_parse): n must be 1; top_logprobs needs
-    # logprobs; response_format text, json_object (optionally with "schema") or json_schema.
-    # Everything else is copied through and unknown keys are ignored.
-    if req.params.get("n", 1) != 1:
-        return _llamacpp_error("Only one completion choice is allowed")
-    if req.params.get("top_logprobs") is not None and not req.params.get("logprobs"):
-        return _llamacpp_error("top_logprobs requires logprobs to be set to true")
+    # Documented: ggml-org/llama.cpp tools/server/server-common.cpp (006639c)
+    # oaicompat_chat_params_parse throws std::invalid_argument, which server.cpp's ex_wrapper
+    # turns into 400 invalid_request_error, for these; everything else in the body is copied
+    # through and unknown keys are ignored. (Older builds also refused n != 1.)
     fmt = req.params.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (
         None,
@@ -67,6 +64,13 @@ def llamacpp_params(req: Request) -> Refusal | None:
             'response_format type must be one of "text" or "json_object", but got: '
             f"{fmt.get('type')}"
         )
+    if req.params.get("logprobs"):
+        if req.params.get("tools") and req.params.get("stream"):
+            return _llamacpp_error("logprobs is not supported with tools + stream")
+    elif req.params.get("top_logprobs") is not None:
+        return _llamacpp_error("top_logprobs requires logprobs to be set to true")
+    if isinstance(_kwargs(req).get("enable_thinking"), str):
+        return _llamacpp_error('invalid type for "enable_thinking" (expected boolean, got string)')
     return None
 
 
@@ -99,7 +103,7 @@ def llamacpp_style(server_default: str) -> Any:
 
 LLAMACPP = RuleSet(
     name="llamacpp",
-    summary="llama-server --reasoning-format auto: reasoning_content; n=1; lenient",
+    summary="llama-server --reasoning-format auto: reasoning_content; lenient about the rest",
     models=("qwen3-8b",),
     auth=no_auth,
     chat_checks=(llamacpp_params,),

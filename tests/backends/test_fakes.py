@@ -379,14 +379,16 @@ def test_llamacpp_is_lenient_and_answers_reasoning_content(fake):
     resp = chat(f, reference("qwen3-8b", chat_template_kwargs=off), {})
     assert joined(resp) == "Hello!"
     assert not any("reasoning_content" in d for d in deltas(resp))
-    resp = chat(f, reference("qwen3-8b", n=2), {})
+    resp = chat(f, reference("qwen3-8b", top_logprobs=3), {})
     assert error(resp, 400) == {
         "error": {
             "code": 400,
-            "message": "Only one completion choice is allowed",
+            "message": "top_logprobs requires logprobs to be set to true",
             "type": "invalid_request_error",
         }
     }
+    resp = chat(f, reference("qwen3-8b", chat_template_kwargs={"enable_thinking": "no"}), {})
+    assert error(resp, 400)["error"]["message"].startswith('invalid type for "enable_thinking"')
 
 
 def test_llamacpp_raw_puts_think_tags_in_the_content(fake):
