@@ -22,7 +22,7 @@ from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
 from ollama_openai_proxy.translate.images import data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.options import map_options
-from ollama_openai_proxy.translate.shape import shape
+from ollama_openai_proxy.translate.shape import forget, shape
 from ollama_openai_proxy.translate.think import think_params
 from ollama_openai_proxy.translate.thinktags import split_think
 
@@ -207,18 +207,14 @@ def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRe
 
 def for_backend(result: UpstreamRequest, target: Target, policy: Policy) -> UpstreamRequest:
     """The reference request shaped for the upstream's backend profile, plus the operator's
-    fixed ``extra_body`` fields (which win: the operator knows the backend)."""
-    shape(
-        result.payload,
-        policy.profile,
-        target.family,
-        result.adapted,
-        result.warnings,
-        learned=target.learned,
-    )
+    fixed ``extra_body`` fields (which win: the operator knows the backend), less what the
+    backend refused for this model before (which wins over both: it said so)."""
+    shape(result.payload, policy.profile, target.family, result.adapted, result.warnings)
     if policy.extra_body:
         result.payload.update(policy.extra_body)
         result.adapted.append(f"extra_body fields added: {sorted(policy.extra_body)}")
+    if target.learned:
+        forget(result.payload, target.learned, result.adapted, result.warnings)
     return result
 
 

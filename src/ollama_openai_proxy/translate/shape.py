@@ -31,15 +31,11 @@ def shape(
     family: Family | None,
     adapted: list[str],
     warnings: list[tuple[str, str]],
-    *,
-    learned: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Reshape ``payload`` (an OpenAI chat or completions body) in place for ``profile`` and the
     model's ``family``; returns it. Renames (``max_tokens`` -> ``max_completion_tokens``,
     ``seed`` -> ``random_seed``), drops what the backend refuses or does not list, removes
-    ``stream_options`` where it is refused, and asks for JSON the way the backend accepts.
-    ``learned``: what this backend refused for this model before (exchange.adapt), applied
-    last: name -> the name it wants, or None to leave the parameter out."""
+    ``stream_options`` where it is refused, and asks for JSON the way the backend accepts."""
     chat = "messages" in payload
     renames = profile.renames if chat or "prompt" in payload else profile.embed_renames
     refuses = profile.refuses
@@ -77,20 +73,30 @@ def shape(
             note = "temperature not sent: Anthropic takes only 1 with extended thinking"
             adapted.append(note)
             warnings.append((f"temperature ({profile.name}, thinking)", note))
-    if learned:
-        for name, instead in learned.items():
-            if name not in payload:
-                continue
-            value = payload.pop(name)
-            if instead is not None:
-                payload[instead] = value
-                adapted.append(f"{name} sent as {instead} (the backend asked for it before)")
-            else:
-                note = f"{name} not sent: the backend refused it for this model before"
-                adapted.append(note)
-                if name not in _OWN:
-                    warnings.append((f"{name} (refused)", note))
     return payload
+
+
+def forget(
+    payload: dict[str, Any],
+    learned: Mapping[str, str | None],
+    adapted: list[str],
+    warnings: list[tuple[str, str]],
+) -> None:
+    """What this backend refused for this model before (exchange.adapt), applied to the final
+    body -- after the operator's extra_body, which may be what it refused: name -> the name it
+    wants, or None to leave the parameter out."""
+    for name, instead in learned.items():
+        if name not in payload:
+            continue
+        value = payload.pop(name)
+        if instead is not None:
+            payload[instead] = value
+            adapted.append(f"{name} sent as {instead} (the backend asked for it before)")
+        else:
+            note = f"{name} not sent: the backend refused it for this model before"
+            adapted.append(note)
+            if name not in _OWN:
+                warnings.append((f"{name} (refused)", note))
 
 
 def _thinking_budget(
