@@ -118,6 +118,9 @@ class BackendProfile:
     _compiled: tuple[tuple[re.Pattern[str], Family], ...] = field(
         init=False, repr=False, compare=False
     )
+    # Nothing to reshape in a request for a model of no family: the translator's request is
+    # this backend's (the per-request shaping is skipped: translate/chat.py, for_backend).
+    plain: bool = field(init=False, repr=False, compare=False)
 
     _found: dict[str, Family | None] = field(
         init=False, repr=False, compare=False, default_factory=dict
@@ -126,6 +129,16 @@ class BackendProfile:
     def __post_init__(self) -> None:
         compiled = tuple((re.compile(f.pattern), f) for f in self.families)
         object.__setattr__(self, "_compiled", compiled)
+        plain = (
+            not self.renames
+            and not self.embed_renames
+            and not self.refuses
+            and self.accepts is None
+            and self.stream_usage
+            and self.json_object == "native"
+            and self.think != "thinking"  # its budget is checked against max_tokens
+        )
+        object.__setattr__(self, "plain", plain)
 
     def family(self, model: str) -> Family | None:
         """The first family whose pattern matches the backend's model id, if any (remembered:

@@ -141,6 +141,12 @@ def _answer(
     *,
     generate: bool,
 ) -> Answer:
+    # Any upstream of the chain may answer: split tags if one of them may send them.
+    think_tags = False
+    for route in resolved.routes:  # a loop, not any(<genexpr>): this runs per request
+        if route.policy.profile.think_tags:
+            think_tags = True
+            break
     return Answer(
         model,
         think=req.get("think") is not False,
@@ -148,8 +154,7 @@ def _answer(
         keep_alive=_ttl(keep_alive),
         generate=generate,
         stream=req.get("stream") is not False,  # Ollama streams unless told not to
-        # Any upstream of the chain may answer: split tags if one of them may send them.
-        think_tags=any(r.policy.profile.think_tags for r in resolved.routes),
+        think_tags=think_tags,
     )
 
 

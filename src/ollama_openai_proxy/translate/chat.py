@@ -209,7 +209,9 @@ def for_backend(result: UpstreamRequest, target: Target, policy: Policy) -> Upst
     """The reference request shaped for the upstream's backend profile, plus the operator's
     fixed ``extra_body`` fields (which win: the operator knows the backend), less what the
     backend refused for this model before (which wins over both: it said so)."""
-    shape(result.payload, policy.profile, target.family, result.adapted, result.warnings)
+    profile = policy.profile
+    if not profile.plain or target.family is not None:
+        shape(result.payload, profile, target.family, result.adapted, result.warnings)
     if policy.extra_body:
         result.payload.update(policy.extra_body)
         result.adapted.append(f"extra_body fields added: {sorted(policy.extra_body)}")
