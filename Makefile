@@ -55,4 +55,4 @@ run: dev
 	$(BIN)/ollama-openai-proxy
 
 clean:
-	rm -rf $(VENV) .venv-py38 build tests/*/node_modules tests/n8n/vendor .coverage .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-py38 .venv-litellm build tests/*/node_modules tests/n8n/vendor .coverage .pytest_cache .mypy_cache .ruff_cache

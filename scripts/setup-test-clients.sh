@@ -34,3 +34,19 @@ if [ -n "$py38" ]; then
 else
   echo "*** Python 3.8 not found: the old-SDK test will be skipped ***"
 fi
+
+# LiteLLM's proxy: a real third-party OpenAI-compatible server the backend-profile tests put
+# between the proxy and the fake backends (issue #15). Its own virtualenv, from a full lock: its
+# pins (openai 2.x, rich 13, ...) conflict with the test environment's.
+lock=tests/litellm/requirements.lock
+stamp=".venv-litellm/.stamp-$(sha256sum "$lock" | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  rm -rf .venv-litellm
+  if "${PYTHON:-python3}" -m venv .venv-litellm \
+    && .venv-litellm/bin/python -m pip install -q --disable-pip-version-check -r "$lock"; then
+    touch "$stamp"
+  else
+    rm -rf .venv-litellm
+    echo "*** could not install LiteLLM's proxy: its test will be skipped ***"
+  fi
+fi

@@ -395,7 +395,13 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 ),
             ),
             BackendProfile("tgi", "Hugging Face TGI", think="none", think_tags=True),
-            BackendProfile("litellm", "LiteLLM proxy"),
+            BackendProfile(
+                "litellm",
+                "LiteLLM proxy",
+                # It relays OpenAI's own refusal of json_object without the word "json"
+                # (tests/clients/test_litellm.py); the instruction is harmless elsewhere.
+                json_object="needs_word",
+            ),
             BackendProfile(
                 "ollama",
                 "Ollama's /v1",
