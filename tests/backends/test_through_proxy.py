@@ -18,6 +18,18 @@ from tests.servers import ProxyServer, settings_for
 
 OPTIONS = {"num_predict": 64, "seed": 7, "temperature": 0.7, "top_p": 0.9}
 HI = [{"role": "user", "content": "Name the three primary colors."}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
 
 # (fake rule set, profile, model, base URL path after the fake's root or None for its own)
 CASES = [
@@ -88,6 +100,10 @@ def test_every_request_shape_is_accepted(
                 client.chat(model=model, messages=HI, stream=True, think=think, options=OPTIONS)
             )
             assert streamed
+        tooled = client.chat(model=model, messages=HI, tools=[WEATHER], stream=False)
+        assert tooled.message.content or tooled.message.tool_calls or tooled.message.thinking
+        parts = list(client.chat(model=model, messages=HI, tools=[WEATHER], stream=True))
+        assert parts[-1].done
         as_json = client.chat(model=model, messages=HI, stream=False, format="json")
         assert as_json.message.content is not None
         generated = client.generate(model=model, prompt="hi", stream=False, options=OPTIONS)
