@@ -222,6 +222,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._max_head = limits.head_bytes
         self._max_fields = limits.head_fields
         self._head_timeout = limits.head_timeout
+        self._body_timeout = limits.body_timeout
         self._ip: str | None = None  # counted in guard.per_ip until the connection is lost
         self._open = False  # admitted (uvicorn knows the connection)
         self._lingering = False  # refused: drained until closed
@@ -234,6 +235,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_start = 0.0
         self._body_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # loop time the timer is set for
 
     # -- connection --------------------------------------------------------------------------
 
@@ -345,8 +347,9 @@ class GuardedProtocol(HttpToolsProtocol):
                 f"more than {self._max_fields} header fields (REQUEST_HEADERS_MAX_COUNT)"
             )
         self._in_head = False
-        self._body_start = self._last_read
+        self._body_start = now = self._last_read
         self._body_bytes = 0
+        self._arm(now + self._body_timeout)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -359,8 +362,18 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _start_head(self, now: float) -> None:
         self._head_due = due = now + self._head_timeout
-        if self._timer is None:
-            self._timer = self.loop.call_at(due, self._check)
+        self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        """Have the timer fire by ``due``: a timer already set for then or earlier stays (it
+        finds what to do when it fires), so a busy connection re-arms rarely, not per request."""
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= due:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(due, self._check)
+        self._timer_at = due
 
     def _check(self) -> None:
         """The connection's one timer: refuse a late head or body, else sleep until the next
@@ -406,7 +419,7 @@ class GuardedProtocol(HttpToolsProtocol):
                     )
                 )
                 return
-        self._timer = self.loop.call_at(due, self._check)
+        self._arm(due)
 
     # -- refusing ----------------------------------------------------------------------------
 

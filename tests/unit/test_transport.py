@@ -484,3 +484,29 @@ def test_forwarding_headers_are_believed_from_no_one_by_default() -> None:
     assert (listed["proxy_headers"], listed["forwarded_allow_ips"]) == (True, ["10.0.0.5", "::1"])
     anyone = server_options(load_settings(_env_file=None, forwarded_allow_ips="*,10.0.0.5"))
     assert anyone["forwarded_allow_ips"] == "*"
+
+
+def test_a_body_timeout_shorter_than_the_head_timeout_is_kept() -> None:
+    h = Harness(Limits(head_timeout=10.0, body_timeout=2.0, body_min_rate=0))
+    asyncio.set_event_loop(h.loop)
+    try:
+        protocol, wire = h.connect()
+        protocol.data_received(b"POST / HTTP/1.1\r\ncontent-length: 10\r\n\r\nab")
+        h.step(1.5)
+        assert wire.status() is None
+        h.step(0.5)
+        assert wire.status() == 408
+    finally:
+        h.close()
+
+
+def test_a_head_after_a_slow_body_gets_its_own_deadline(h: Harness) -> None:
+    protocol, wire = h.connect()
+    protocol.data_received(b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\na")
+    h.step(12.0)  # the timer now waits for the body, until 30 s after its last byte
+    protocol.data_received(b"b")  # the request is whole and answered
+    h.step()
+    assert wire.status() == 200
+    protocol.data_received(b"GET / HTTP/1.1\r\n")  # the next head: due in 10 s, not 30
+    h.step(10.0)
+    assert bytes(wire.out).count(b"408 Request Timeout") == 1
