@@ -334,6 +334,11 @@ class GuardedProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """An ``Upgrade`` request (WebSocket, h2c) is served as plain HTTP/1.1, as RFC 9110
+        section 7.8 allows. uvicorn would log two warnings for each, one advising to install a
+        WebSocket library: noise any client could repeat without end."""
+
     # -- parser callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:

@@ -4,6 +4,7 @@ moves (no sleeping), with a recording transport; and the Guard's bookkeeping."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -137,6 +138,7 @@ class Harness:
             http=self.guard,  # type: ignore[arg-type]  # uvicorn calls it like a class
             ws="none",
             log_config=None,
+            access_log=False,
             timeout_keep_alive=10**6,
         )
         self.config.load()
@@ -510,3 +512,16 @@ def test_a_head_after_a_slow_body_gets_its_own_deadline(h: Harness) -> None:
     protocol.data_received(b"GET / HTTP/1.1\r\n")  # the next head: due in 10 s, not 30
     h.step(10.0)
     assert bytes(wire.out).count(b"408 Request Timeout") == 1
+
+
+def test_an_upgrade_request_is_served_as_plain_http(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    protocol, wire = h.connect()
+    protocol.data_received(
+        b"GET / HTTP/1.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    h.step()
+    assert wire.status() == 200
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
