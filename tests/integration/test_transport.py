@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
@@ -305,3 +306,14 @@ def test_a_thousand_slow_clients_do_not_stop_normal_ones(upstream: FakeUpstream)
             answer = read_all(sock)
             assert status(answer) == 408
         assert time.monotonic() - started < 8
+
+
+def test_believing_every_peer_is_warned_about(upstream: FakeUpstream) -> None:
+    with capture_logs() as logs, ProxyServer(settings_for(upstream.url, forwarded_allow_ips="*")):
+        pass
+    assert [e["log_level"] for e in logs if e["event"] == "forwarded_headers_from_anyone"] == [
+        "warning"
+    ]
+    with capture_logs() as logs, ProxyServer(settings_for(upstream.url)):
+        pass
+    assert not [e for e in logs if e["event"] == "forwarded_headers_from_anyone"]
