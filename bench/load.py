@@ -136,6 +136,8 @@ async def main() -> None:
         "OPENAI_API_KEY": "bench",
         "PROXY_PORT": str(proxy_port),
         "LOG_LEVEL": "WARNING",
+        # one address holds CONCURRENCY streams: no per-address share (default 1,024)
+        "MAX_CLIENT_CONNECTIONS_PER_IP": "0",
     }
     proxy = subprocess.Popen(
         [sys.executable, "-m", "ollama_openai_proxy"],

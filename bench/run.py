@@ -69,6 +69,9 @@ class Stack:
             # The default level: every request writes its access-log line (to /dev/null here).
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
             "MAX_RETRIES": "0",
+            # every load generator here is one address (127.0.0.1), and the 10,000-stream run
+            # holds more than the default per-address share (1,024 per worker)
+            "MAX_CLIENT_CONNECTIONS_PER_IP": "0",
             "WORKERS": str(workers),
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="bench-metrics-")
             if workers > 1

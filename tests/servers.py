@@ -10,6 +10,7 @@ import uvicorn
 
 from ollama_openai_proxy.app import create_app
 from ollama_openai_proxy.config import Settings
+from ollama_openai_proxy.transport import server_options
 
 
 def settings_for(upstream_url: str, **overrides: Any) -> Settings:
@@ -36,11 +37,11 @@ class ProxyServer:
             host="127.0.0.1",
             port=0,
             loop="uvloop",
-            http="httptools",
             log_config=None,
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=2,
+            **server_options(settings),  # the command's protocol and forwarding options
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="proxy", daemon=True)

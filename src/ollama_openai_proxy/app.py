@@ -147,6 +147,13 @@ def create_app(
                 detail="DISABLE_SSL_VERIFICATION is set: the backend's certificate is NOT checked; "
                 "anyone on the network path can read and alter traffic, including the API key",
             )
+        if settings.forwarded_allow_ips == ["*"]:
+            log.warning(
+                "forwarded_headers_from_anyone",
+                detail="FORWARDED_ALLOW_IPS=*: every peer's X-Forwarded-For is believed, so a "
+                "client that reaches the port directly chooses the address its rate limit and "
+                "connection cap count; list the reverse proxies instead",
+            )
         for spec in topology.upstreams:
             if not spec.api_key and "api.openai.com" in spec.base_url:
                 log.warning(

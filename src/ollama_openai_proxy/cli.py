@@ -20,6 +20,7 @@ from ollama_openai_proxy.config import ConfigError, Settings, load_settings
 from ollama_openai_proxy.errors import Redactor
 from ollama_openai_proxy.logs import configure_logging
 from ollama_openai_proxy.recycle import exec_in_place, inherited_listener, leave
+from ollama_openai_proxy.transport import server_options
 
 
 def _raise_fd_limit() -> None:
@@ -74,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         "host": settings.proxy_host,
         "port": settings.proxy_port,
         "loop": "uvloop",
-        "http": "httptools",
         "log_config": None,
         "access_log": False,  # RequestContextMiddleware logs each request once, at its end
         "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_period,
         "backlog": settings.backlog,  # uvicorn's 2,048 drops bursts of new streams
+        # the guarded httptools protocol (header, timing and connection limits), no WebSocket,
+        # forwarding headers only from FORWARDED_ALLOW_IPS
+        **server_options(settings),
     }
     if settings.ssl_certfile is not None:
         server["ssl_certfile"] = str(settings.ssl_certfile)

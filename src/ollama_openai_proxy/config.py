@@ -6,6 +6,7 @@ truth and a test keeps the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -283,6 +284,50 @@ class Settings(BaseSettings):
         description="Listen backlog: connections waiting to be accepted (the "
         "kernel caps it at net.core.somaxconn).",
     )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or CIDR networks of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto headers are believed; '*' = any peer (unsafe "
+        "unless only proxies can reach the port); unset = those headers are ignored.",
+    )
+    request_headers_max_size: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description="Largest request line plus headers, in bytes (or 64KiB); more gets 431.",
+    )
+    request_headers_max_count: int = Field(
+        100, ge=1, le=10000, description="Most header fields in one request; more gets 431."
+    )
+    request_headers_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request's line and headers may take to arrive, from their first "
+        "byte (or the connection's opening); then 408 and close.",
+    )
+    request_body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Longest silence while a request body is read, in seconds; then 408 and "
+        "close. Also the grace period of REQUEST_BODY_MIN_RATE.",
+    )
+    request_body_min_rate: int = Field(
+        500,
+        ge=0,
+        description="Slowest accepted request body, in bytes/s after REQUEST_BODY_TIMEOUT's "
+        "grace; 0 = no minimum.",
+    )
+    max_client_connections: int = Field(
+        16384,
+        ge=1,
+        description="Most open client connections per process; more are answered 503 and closed.",
+    )
+    max_client_connections_per_ip: int = Field(
+        1024,
+        ge=0,
+        description="Most open connections from one client address per process (addresses in "
+        "FORWARDED_ALLOW_IPS excepted); 0 = no cap.",
+    )
     shutdown_grace_period: float = Field(
         30.0,
         ge=0,
@@ -311,6 +356,32 @@ class Settings(BaseSettings):
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
+
+    @field_validator("request_headers_max_size", mode="before")
+    @classmethod
+    def _head_size(cls, v: Any) -> int:
+        return parse_size(v)
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _forwarders(cls, v: Any) -> Any:
+        return _split(v) or []
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        # uvicorn takes anything that is not an address or network as a literal host name that
+        # never matches a peer; a typo would silently trust no one, so each entry is checked.
+        for entry in v:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR network ({exc})"
+                ) from None
+        return ["*"] if "*" in v else v
 
     @field_validator("cors_origins", mode="before")
     @classmethod

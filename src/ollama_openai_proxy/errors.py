@@ -2,13 +2,16 @@
 
     ProxyError                          any failure we answer with an error body (500)
     ├── BadRequest (400)                the client's request is malformed or invalid
-    │   └── PayloadTooLarge (413)       the body exceeds REQUEST_MAX_SIZE
+    │   ├── PayloadTooLarge (413)       the body exceeds REQUEST_MAX_SIZE
+    │   ├── HeadersTooLarge (431)       the head exceeds REQUEST_HEADERS_MAX_SIZE / _MAX_COUNT
+    │   └── RequestTimeout (408)        the head or body did not arrive in time (transport.py)
     ├── Unauthorized (401)              no valid inbound key (PROXY_API_KEYS)
     ├── ModelNotFound (404)             the model is unknown here
     ├── RouteNotFound (404/405)         no such route / method
     ├── RateLimited (429)               RATE_LIMIT exceeded; carries ``retry_after``
     ├── NotSupported (501)              a route the proxy cannot serve (model management)
     ├── Busy (503)                      no concurrency slot (MAX_CONCURRENT_REQUESTS)
+    │   └── TooManyConnections (503)    MAX_CLIENT_CONNECTIONS(_PER_IP): connection refused
     └── UpstreamError (502)             the backend failed us
         ├── UpstreamStatusError         it answered with an HTTP error status
         │   ├── UpstreamModelNotFound (404)     ... saying the model does not exist
@@ -68,6 +71,21 @@ class PayloadTooLarge(BadRequest):
     status = 413
 
 
+class HeadersTooLarge(BadRequest):
+    """The request line and headers exceed REQUEST_HEADERS_MAX_SIZE bytes, or the headers
+    REQUEST_HEADERS_MAX_COUNT fields: 431 (RFC 6585 section 5), and the connection closes."""
+
+    status = 431
+
+
+class RequestTimeout(BadRequest):
+    """The request head or body did not arrive in time (REQUEST_HEADERS_TIMEOUT,
+    REQUEST_BODY_TIMEOUT, REQUEST_BODY_MIN_RATE): 408 (RFC 9110 section 15.5.9), and the
+    connection closes."""
+
+    status = 408
+
+
 class Unauthorized(ProxyError):
     status = 401
     openai_type = "authentication_error"
@@ -106,6 +124,11 @@ class NotSupported(ProxyError):
 
 class Busy(ProxyError):
     status = 503
+
+
+class TooManyConnections(Busy):
+    """A new connection beyond MAX_CLIENT_CONNECTIONS or MAX_CLIENT_CONNECTIONS_PER_IP: answered
+    503 at once, before its request is read, and closed."""
 
 
 class UpstreamError(ProxyError):

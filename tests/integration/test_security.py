@@ -88,6 +88,37 @@ def test_rate_limit_per_ip_without_keys(upstream: FakeUpstream) -> None:
         assert httpx.get(p.url + "/health").status_code == 200  # never limited
 
 
+def test_forwarded_for_is_ignored_unless_the_peer_is_a_listed_proxy(
+    upstream: FakeUpstream,
+) -> None:
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local client could pick
+    a new rate-limit identity per request. Here no one is believed unless listed."""
+    with ProxyServer(settings_for(upstream.url, rate_limit="2/minute")) as p:
+        codes = [
+            httpx.get(p.url + "/api/tags", headers={"X-Forwarded-For": f"1.2.3.{i}"}).status_code
+            for i in range(3)
+        ]
+        assert codes == [200, 200, 429]  # all counted under 127.0.0.1
+    settings = settings_for(upstream.url, rate_limit="2/minute", forwarded_allow_ips="127.0.0.1")
+    with ProxyServer(settings) as p:
+        codes = [
+            httpx.get(p.url + "/api/tags", headers={"X-Forwarded-For": f"1.2.3.{i}"}).status_code
+            for i in range(3)
+        ]
+        assert codes == [200, 200, 200]  # each forwarded address has its own window
+        same = [
+            httpx.get(p.url + "/api/tags", headers={"X-Forwarded-For": "5.6.7.8"}).status_code
+            for _ in range(3)
+        ]
+        assert same == [200, 200, 429]
+        # what the forwarded client sends cannot go around its proxy: the last address the
+        # trusted proxy appended is the one counted
+        spoofed = httpx.get(
+            p.url + "/api/tags", headers={"X-Forwarded-For": "9.9.9.9, 5.6.7.8"}
+        ).status_code
+        assert spoofed == 429
+
+
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     server = shutil.which("redis-server")
