@@ -428,7 +428,7 @@ class Settings(BaseSettings):
     @field_validator("backend_profile")
     @classmethod
     def _backend_profile(cls, v: str) -> str:
-        v = v.strip()
+        v = v.strip().lower()
         if v != "auto" and v not in PROFILES:
             raise ValueError(f"unknown profile {v!r}; expected auto or one of {sorted(PROFILES)}")
         return v
@@ -483,6 +483,11 @@ class Settings(BaseSettings):
         for u in self.topology().upstreams:
             keys.append(u.api_key)
             keys.extend(v for k, v in u.headers.items() if topology.SECRET_HEADER.search(k))
+            keys.extend(
+                v
+                for k, v in u.extra_body.items()
+                if isinstance(v, str) and topology.SECRET_HEADER.search(k)
+            )
         return [k for k in dict.fromkeys(keys) if k]
 
     def policy(self) -> Policy:

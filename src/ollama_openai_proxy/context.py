@@ -81,7 +81,7 @@ class Context:
             style=(meta.think_style if meta else None) or self.settings.think_style,
             thinking="thinking" in f.capabilities,
             listed=bool(meta and meta.capabilities),
-            learned=route.upstream.learned.get(route.model),
+            learned=route.upstream.refusals.get(route.model),
         )
 
     def report(self, up: UpstreamRequest, model: str) -> None:
@@ -96,8 +96,12 @@ class Context:
         self.notes(up.notes, model)
         for key, message in up.warnings:
             self.warn_once("backend_adaptation", key, detail=message, model=echo(model))
-        if up.adapted:
-            log.debug("backend_adapted", model=echo(model), adaptations=up.adapted)
+        self.adapted(up.adapted, model)
+
+    def adapted(self, adaptations: list[str], model: str) -> None:
+        """What was done for the backend's sake, at DEBUG (docs/BACKENDS.md)."""
+        if adaptations:
+            log.debug("backend_adapted", model=echo(model), adaptations=adaptations)
 
     def notes(self, notes: list[str], model: str) -> None:
         for note in notes:

@@ -37,6 +37,7 @@ from ollama_openai_proxy.errors import (
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
+from ollama_openai_proxy.profiles import reasoning_on
 from ollama_openai_proxy.sse import SSEEvent, SSEParser
 from ollama_openai_proxy.upstream import FOREIGN_FAILURES, Upstream, decode, map_failure
 from ollama_openai_proxy.upstream_errors import upstream_status_error
@@ -268,13 +269,14 @@ def adapt(plan: Plan, attempt: Attempt, refused: UpstreamRefusedParameter) -> At
     payload = orjson.loads(attempt.body)
     if not isinstance(payload, dict) or name not in payload:
         return None
+    reasoning = reasoning_on(payload)
     value = payload.pop(name)
     if instead is not None and instead not in payload and instead not in _ESSENTIAL:
         payload[instead] = value
     else:
         instead = None
     upstream = attempt.route.upstream
-    upstream.learn(attempt.route.model, name, instead)
+    upstream.refusals.learn(attempt.route.model, attempt.path, reasoning, name, instead)
     log.warning(
         "backend_refused_parameter",
         upstream=upstream.name,

@@ -36,9 +36,10 @@ class Target:
     efforts: tuple[str, ...] = ("low", "medium", "high")  # reasoning_effort values it takes
     think_off: Mapping[str, Any] | None = None  # body fields that switch its reasoning off
     family: Family | None = None  # its family in the backend profile, if one matched
-    # Parameters this backend refused for this model before: name -> the name it wants, or
-    # None to leave it out (learned by exchange.adapt, applied by translate/shape.py).
-    learned: Mapping[str, str | None] | None = None
+    # Parameters this backend refused for this model before, per (endpoint path, reasoning on):
+    # name -> (the name it wants or None to leave it out, expiry) -- upstream.Refusals, learned
+    # by exchange.adapt, applied by translate/shape.py.
+    learned: Mapping[tuple[str, bool], Mapping[str, tuple[str | None, float]]] | None = None
 
     @classmethod
     def of(
@@ -49,7 +50,7 @@ class Target:
         style: str = "auto",
         thinking: bool = False,
         listed: bool = False,
-        learned: Mapping[str, str | None] | None = None,
+        learned: Mapping[tuple[str, bool], Mapping[str, tuple[str | None, float]]] | None = None,
     ) -> Target:
         """The target ``model`` on a backend of ``profile``. ``style``: the operator's
         THINK_STYLE (or the mapping file's), ``auto`` for the profile's. ``thinking``: what the

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -191,13 +191,8 @@ _OPENAI_FAMILIES = (
 # api-versions do not know for the others (learn.microsoft.com/azure/ai-foundry/openai/how-to/
 # reasoning, "API & feature support"): renamed per family, not for every model.
 _AZURE_FAMILIES = tuple(
-    Family(
-        f.pattern,
-        thinking=f.thinking,
-        renames=_frozen({"max_tokens": "max_completion_tokens"}) if f.thinking else _frozen(),
-        refuses=f.refuses,
-        efforts=f.efforts,
-        think_off=f.think_off,
+    replace(
+        f, renames=_frozen({"max_tokens": "max_completion_tokens"}) if f.thinking else f.renames
     )
     for f in _OPENAI_FAMILIES
 )
@@ -211,7 +206,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "openai",
                 "OpenAI",
-                hosts=("api.openai.com",),
+                hosts=("api.openai.com", ".api.openai.com"),  # eu.api.openai.com too
                 # max_tokens is deprecated and refused by reasoning models; every chat model
                 # takes max_completion_tokens (API reference, chat/create).
                 renames=_frozen({"max_tokens": "max_completion_tokens"}),
@@ -221,7 +216,11 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "azure",
                 "Azure OpenAI (deployment URLs, api-version)",
-                hosts=(".openai.azure.com", ".cognitiveservices.azure.com"),
+                hosts=(
+                    ".openai.azure.com",
+                    ".cognitiveservices.azure.com",
+                    ".services.ai.azure.com",
+                ),
                 json_object="needs_word",
                 layout="azure-classic",
                 families=_AZURE_FAMILIES,
@@ -267,7 +266,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "mistral",
                 "Mistral AI",
-                hosts=("api.mistral.ai",),
+                hosts=("api.mistral.ai", ".mistral.ai"),  # codestral.mistral.ai
                 renames=_frozen({"seed": "random_seed"}),  # docs.mistral.ai/api, chat
                 # Unknown fields are a 422 extra_forbidden: only the documented ones are sent.
                 accepts=frozenset(
@@ -326,6 +325,22 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 efforts=("none", "low", "medium", "high"),
                 think_off={"reasoning_effort": "none"},
                 assume_thinking=True,  # the 2.5 and later models reason
+                families=(
+                    # Gemini 3 Pro takes low and high only (discuss.ai.google.dev t/112648),
+                    # and neither Pro model can stop thinking (ai.google.dev, thinking).
+                    Family(
+                        r"gemini-3(\.\d+)?-pro",
+                        thinking=True,
+                        efforts=("low", "high"),
+                        think_off={},
+                    ),
+                    Family(
+                        r"gemini-2\.5-pro",
+                        thinking=True,
+                        efforts=("low", "medium", "high"),
+                        think_off={},
+                    ),
+                ),
             ),
             BackendProfile(
                 "anthropic",
@@ -418,9 +433,22 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
 DEFAULT = PROFILES["openai-reference"]
 
 
+def reasoning_on(payload: Mapping[str, Any]) -> bool:
+    """Whether a request body asks for reasoning (some backends refuse a parameter only then:
+    what they refused with it on is not refused with it off, exchange.adapt)."""
+    effort = payload.get("reasoning_effort")
+    if effort is not None and effort != "none":
+        return True
+    reasoning = payload.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("enabled", True) is not False:
+        return True
+    return "thinking" in payload
+
+
 def detect(base_url: str) -> BackendProfile:
     """The profile a base URL names: by host (``api.mistral.ai`` -> mistral; Azure's
-    ``/openai/v1`` path -> azure-v1), Ollama's port 11434, else ``openai-reference``."""
+    ``/openai/v1`` path -> azure-v1), Ollama's port 11434 or LM Studio's 1234, else
+    ``openai-reference``."""
     parts = urlsplit(base_url)
     host = (parts.hostname or "").lower()
     for profile in PROFILES.values():
@@ -429,9 +457,14 @@ def detect(base_url: str) -> BackendProfile:
                 if profile.name == "azure" and "/deployments/" not in parts.path:
                     return PROFILES["azure-v1"]
                 return profile
-    if parts.port == 11434:  # Ollama's own port: nothing else listens there by default
-        return PROFILES["ollama"]
+    if parts.port in _PORTS:  # default ports nothing else listens on by default
+        return PROFILES[_PORTS[parts.port]]
     return DEFAULT
+
+
+# Ollama's and LM Studio's default ports (vLLM's 8000, llama.cpp's 8080 and LiteLLM's 4000 are
+# too common to tell anything: name those profiles).
+_PORTS = {11434: "ollama", 1234: "lmstudio"}
 
 
 def named(name: str, base_url: str) -> BackendProfile:

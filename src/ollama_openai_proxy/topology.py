@@ -31,7 +31,7 @@ _UPSTREAM_KEYS = frozenset(
     }
 )
 # Header names whose values are credentials: kept out of logs and error bodies like the key.
-SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie", re.I)
+SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie|signature|credential", re.I)
 _TOP_KEYS = frozenset({"upstreams", "aliases", "fallbacks"})
 
 
@@ -165,6 +165,7 @@ def _upstream(where: str, entry: Any, env: Mapping[str, str]) -> UpstreamSpec:
     if not isinstance(extra, list) or not all(isinstance(p, str) and p for p in extra):
         raise TopologyError(f"{where}: 'extra_params' must be a list of Ollama option names")
     profile = entry.get("profile", "auto")
+    profile = profile.strip().lower() if isinstance(profile, str) else profile
     if profile != "auto" and profile not in PROFILES:
         raise TopologyError(
             f"{where}: unknown 'profile' {profile!r}; expected auto or one of {sorted(PROFILES)}"

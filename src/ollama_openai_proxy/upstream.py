@@ -13,6 +13,7 @@ import asyncio
 import random
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,6 +51,7 @@ BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
 MAX_RETRY_AFTER = 30.0
 MAX_LEARNED = 1024  # models whose refused parameters an upstream remembers
+LEARNED_TTL = 3600.0  # seconds a refusal is remembered: a backend may come to take it
 _DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)")
 
 
@@ -67,6 +69,48 @@ def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date: rare from API servers; fall back to our backoff
+
+
+# (endpoint path, reasoning on) -> parameter -> (the name it wants instead or None, expiry)
+Learned = dict[tuple[str, bool], dict[str, tuple[str | None, float]]]
+
+
+class Refusals:
+    """Parameters a backend refused, per model id, endpoint and whether the request reasoned
+    (gpt-5.1 refuses temperature only while reasoning). Entries expire after
+    :data:`LEARNED_TTL` seconds, so a backend that learns a parameter is asked again; at most
+    :data:`MAX_LEARNED` models, as clients choose the names."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._by_model: dict[str, Learned] = {}
+        self._clock = clock
+
+    def learn(
+        self, model: str, path: str, reasoning: bool, parameter: str, instead: str | None
+    ) -> None:
+        """``model`` refused ``parameter`` at ``path`` (and wants ``instead``)."""
+        by_model = self._by_model
+        if model not in by_model and len(by_model) >= MAX_LEARNED:
+            del by_model[next(iter(by_model))]
+        entry = by_model.setdefault(model, {}).setdefault((path, reasoning), {})
+        entry[parameter] = (instead, self._clock() + LEARNED_TTL)
+
+    def get(self, model: str) -> Learned | None:
+        """What ``model`` refused and is still remembered (expired entries are dropped)."""
+        learned = self._by_model.get(model)
+        if learned is None:  # the usual case: nothing refused
+            return None
+        now = self._clock()
+        for key in list(learned):
+            kept = {p: v for p, v in learned[key].items() if v[1] > now}
+            if kept:
+                learned[key] = kept
+            else:
+                del learned[key]
+        if not learned:
+            del self._by_model[model]
+            return None
+        return learned
 
 
 class Upstream:
@@ -112,9 +156,8 @@ class Upstream:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # per total: made once
-        # model id -> parameters it refused: name -> the name it wants instead, or None
-        # (exchange.adapt learns them; the translation applies them, translate/shape.py).
-        self.learned: dict[str, dict[str, str | None]] = {}
+        # What this backend refused (exchange.adapt learns it; the translation applies it).
+        self.refusals = Refusals()
 
     async def start(self) -> None:
         s = self._settings
@@ -264,14 +307,6 @@ class Upstream:
             breaker.abandon()  # neither a success nor a failure: the breaker must not wait
             raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def learn(self, model: str, parameter: str, instead: str | None) -> None:
-        """Remember that ``model`` here refuses ``parameter`` (wants ``instead``). At most
-        :data:`MAX_LEARNED` models: client-chosen names must not grow it without bound."""
-        learned = self.learned
-        if model not in learned and len(learned) >= MAX_LEARNED:
-            del learned[next(iter(learned))]
-        learned.setdefault(model, {})[parameter] = instead
 
     def _total_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=seconds, sock_connect=self._settings.connect_timeout)

@@ -37,7 +37,8 @@ _REFUSAL_PATTERNS = tuple(
         r"'extra_forbidden', 'loc': \('body', '([^']+)'",
         r"does not support parameters: \[\s*'([^']+)'",
         r"Unknown name \"([^\"]+)\"",
-        r"[`'\"]([\w.]+)[`'\"] is not supported",
+        r"^[`'\"]([\w.]+)[`'\"] is not supported",
+        r"(?:[Pp]arameter|[Aa]rgument|[Ff]ield) [`'\"]([\w.]+)[`'\"] is not supported",
         r"property '([^']+)' is unsupported",
     )
 )
@@ -49,6 +50,8 @@ _REFUSED_FIELDS = (
 )
 _INSTEAD = re.compile(r"[Uu]se '([A-Za-z_][\w]*)' instead")
 _FIELD = re.compile(r"^[A-Za-z_]\w*")  # a top-level field: "stream_options.include_usage" -> ...
+# Objects the proxy adds itself, which may go whole when a field inside them is refused.
+_OWN_OBJECTS = frozenset({"stream_options"})
 # Codes OpenAI gives such refusals; a "param" with another code (a wrong value of a field the
 # backend does take, say) is not a refusal of the field.
 _REFUSAL_CODES = frozenset({"unsupported_parameter", "unknown_parameter", "unsupported_value"})
@@ -114,8 +117,9 @@ def refused_parameter(body: Any, message: str) -> tuple[str, str | None] | None:
             name = param
             break
         loc = d.get("loc")
-        if d.get("type") == "extra_forbidden" and isinstance(loc, list) and len(loc) >= 2:
-            name = str(loc[1]) if loc[0] == "body" else str(loc[0])
+        if d.get("type") == "extra_forbidden" and isinstance(loc, list) and loc:
+            path = loc[1:] if loc[0] == "body" else loc
+            name = ".".join(str(part) for part in path)
             break
     if name is None:
         for pattern in _REFUSAL_PATTERNS:
@@ -128,8 +132,13 @@ def refused_parameter(body: Any, message: str) -> tuple[str, str | None] | None:
     field = _FIELD.match(name) if name else None
     if field is None:
         return None
+    top = field.group(0)
+    if top != name and top not in _OWN_OBJECTS:
+        # A field inside one the request needs (tools[0].function.strict, a message's name):
+        # leaving out the whole field would change the request; the client gets the 400.
+        return None
     instead = _INSTEAD.search(message)
-    return field.group(0), instead.group(1) if instead else None
+    return top, instead.group(1) if instead else None
 
 
 def _is_model_error(message: str, code: str | None) -> bool:

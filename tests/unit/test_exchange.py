@@ -40,7 +40,7 @@ from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.resilience import CircuitBreaker
 from ollama_openai_proxy.sse import SSEEvent
-from ollama_openai_proxy.upstream import Upstream
+from ollama_openai_proxy.upstream import Refusals, Upstream
 
 JSON = "application/json"
 OK = orjson.dumps({"id": "chatcmpl-1", "choices": []})
@@ -126,11 +126,17 @@ class StubUpstream:
         self.sent: list[tuple[str, str, bytes | None, float | None]] = []
         self.settle: list[bool] = []
         self.reads = 0
-        self.learned: dict[str, dict[str, str | None]] = {}
         self.breaker = CircuitBreaker(5, 30.0)
+        self.refusals = Refusals(clock=lambda: 0.0)
 
-    def learn(self, model: str, parameter: str, instead: str | None) -> None:
-        self.learned.setdefault(model, {})[parameter] = instead
+    @property
+    def learned(self) -> dict[str, dict[str, str | None]]:
+        """model -> parameter -> instead, over every endpoint and condition (for asserts)."""
+        out: dict[str, dict[str, str | None]] = {}
+        for model in ("o4-mini", "a-model", "b-model"):
+            for entries in (self.refusals.get(model) or {}).values():
+                out.setdefault(model, {}).update({p: v[0] for p, v in entries.items()})
+        return out
 
     async def send(
         self,
@@ -825,3 +831,21 @@ def test_a_stream_the_client_left_before_its_first_read_is_no_verdict() -> None:
 
     asyncio.run(scenario())
     assert a.breaker.counts() == (0, 0)
+
+
+def test_what_is_learned_is_kept_per_endpoint_and_reasoning_and_expires() -> None:
+    now = [0.0]
+    refusals = Refusals(clock=lambda: now[0])
+    refusals.learn("gpt-5.1", "/chat/completions", True, "temperature", None)
+    learned = refusals.get("gpt-5.1")
+    assert learned == {("/chat/completions", True): {"temperature": (None, 3600.0)}}
+    now[0] = 3601.0  # a backend may come to take it: asked again after an hour
+    assert refusals.get("gpt-5.1") is None
+    assert refusals.get("never-refused") is None
+
+
+def test_a_refusal_while_reasoning_is_learned_as_such() -> None:
+    body = {"model": "o4-mini", "messages": [], "temperature": 0.5, "reasoning_effort": "high"}
+    u = StubUpstream("a", refusal("temperature"), FakeResponse())
+    run(body_plan(u, body))
+    assert u.refusals.get("o4-mini") == {("/chat", True): {"temperature": (None, 3600.0)}}

@@ -168,6 +168,14 @@ def test_profile_extra_body_and_headers_per_upstream(tmp_path: Path) -> None:
     assert "team" not in settings.secrets()
 
 
+@pytest.mark.parametrize(
+    "name", ["Ocp-Apim-Subscription-Key", "X-Portkey-Virtual-Key", "X-Key", "x-auth-token"]
+)
+def test_credential_headers_are_secrets(name: str) -> None:
+    settings = load_settings(_env_file=None, backend_headers=f'{{"{name}": "cred-value-77"}}')
+    assert "cred-value-77" in settings.secrets()
+
+
 def test_start_up_stops_with_the_message(tmp_path: Path) -> None:
     path = write(tmp_path, "upstreams: [{name: a, base_url: 'ftp://h'}]")
     with pytest.raises(ConfigError, match=r"upstreams\[0\] \(a\): 'base_url' must be an http"):

@@ -251,6 +251,19 @@ def test_a_refused_parameter_is_named_in_each_backends_words(
         {"error": {"message": "messages: field required"}},
         {"detail": [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}]},
         "plain text",
+        # Inside a field the request needs: leaving out the whole field would change it.
+        {
+            "detail": [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ["body", "tools", 0, "function", "strict"],
+                    "msg": "Extra inputs are not permitted",
+                }
+            ]
+        },
+        {"error": {"message": "Unknown parameter: 'messages[0].name'."}},
+        # Not a refusal of the field, though the words come close.
+        {"error": {"message": "Sorry, the value in 'stop' is not supported: too long"}},
     ],
 )
 def test_other_400s_are_not_refusals(body: Any) -> None:

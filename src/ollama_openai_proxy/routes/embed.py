@@ -15,7 +15,7 @@ from ollama_openai_proxy.errors import BadRequest, UpstreamModelNotFound, echo, 
 from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.routes import fetch, parse_body, plan
-from ollama_openai_proxy.translate.chat import UpstreamRequest, for_backend
+from ollama_openai_proxy.translate.chat import EMBEDDINGS_PATH, UpstreamRequest, for_backend
 from ollama_openai_proxy.translate.embed import (
     embed_inputs,
     embed_response,
@@ -35,7 +35,7 @@ async def _call(
 
     def build(route: Route) -> UpstreamRequest:
         up = UpstreamRequest(embeddings_request(route.model, inputs, dimensions))
-        return for_backend(up, ctx.target(model, route), route.policy)
+        return for_backend(up, ctx.target(model, route), route.policy, EMBEDDINGS_PATH)
 
     p = plan(ctx, resolved, "/embeddings", build)
     try:
@@ -68,9 +68,10 @@ async def embed(request: Request) -> Response:
     rec = record(request.scope)
     body = await _call(ctx, rec, model, inputs, req.get("dimensions"))
     with reading(NOT_EMBEDDINGS, body):
-        out = embed_response(
-            body, model, len(inputs), time.perf_counter_ns() - start, req.get("dimensions")
-        )
+        dimensions = req.get("dimensions")
+        out = embed_response(body, model, len(inputs), time.perf_counter_ns() - start, dimensions)
+        if dimensions and out["embeddings"] and len(body["data"][0]["embedding"]) > dimensions:
+            ctx.adapted([f"embeddings cut to {dimensions} dimensions here, as Ollama does"], model)
         ctx.count(rec, body.get("usage"))
     return json_response(out)
 

@@ -173,6 +173,7 @@ async def _complete(
         body = await fetch(ctx, rec, p)
         now, total = time.time_ns(), time.perf_counter_ns() - answer.start
         notes: list[str] = []
+        adapted: list[str] = []
         try:  # errors.reading(), inline: a context manager per request is measurable here
             if answer.generate:
                 out = generate_response(
@@ -182,6 +183,7 @@ async def _complete(
                     total_ns=total,
                     think=answer.think,
                     think_tags=answer.think_tags,
+                    adapted=adapted,
                 )
             else:
                 out = chat_response(
@@ -192,11 +194,13 @@ async def _complete(
                     think=answer.think,
                     notes=notes,
                     think_tags=answer.think_tags,
+                    adapted=adapted,
                 )
             usage = body.get("usage")
         except SHAPE_ERRORS:
             raise malformed("an answer that is not a completion", body) from None
         ctx.notes(notes, model)
+        ctx.adapted(adapted, model)
         ctx.recent.touch(model, answer.keep_alive)
         ctx.count(rec, usage)
         return json_response(out)
@@ -243,4 +247,5 @@ def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: 
     if rec.ttft_ms is not None:
         ctx.recent.touch(answer.model, answer.keep_alive)
     ctx.notes(tr.notes, answer.model)
+    ctx.adapted(tr.adapted, answer.model)
     ctx.count(rec, tr.usage)

@@ -26,6 +26,10 @@ from ollama_openai_proxy.translate.shape import forget, shape
 from ollama_openai_proxy.translate.think import think_params
 from ollama_openai_proxy.translate.thinktags import split_think
 
+# The backend endpoints a translated request goes to (relative to its base URL).
+CHAT_PATH = "/chat/completions"
+COMPLETIONS_PATH = "/completions"
+EMBEDDINGS_PATH = "/embeddings"
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
 
@@ -185,7 +189,10 @@ def _common(
         else:
             payload["response_format"] = response_format
     if not completions:
-        payload.update(think_params(req.get("think"), target, result.notes))
+        params = think_params(req.get("think"), target, result.notes)
+        if params:
+            payload.update(params)
+            result.adapted.append(f"think {req.get('think')!r} sent as {params}")
     if req.get("logprobs"):
         payload["logprobs"] = True
         if req.get("top_logprobs"):
@@ -202,21 +209,23 @@ def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRe
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
         result.payload["tools"] = tools
-    return for_backend(result, target, policy)
+    return for_backend(result, target, policy, CHAT_PATH)
 
 
-def for_backend(result: UpstreamRequest, target: Target, policy: Policy) -> UpstreamRequest:
+def for_backend(
+    result: UpstreamRequest, target: Target, policy: Policy, endpoint: str
+) -> UpstreamRequest:
     """The reference request shaped for the upstream's backend profile, plus the operator's
     fixed ``extra_body`` fields (which win: the operator knows the backend), less what the
     backend refused for this model before (which wins over both: it said so)."""
     profile = policy.profile
     if not profile.plain or target.family is not None:
         shape(result.payload, profile, target.family, result.adapted, result.warnings)
-    if policy.extra_body:
+    if policy.extra_body and endpoint != EMBEDDINGS_PATH:  # request fields for generation
         result.payload.update(policy.extra_body)
         result.adapted.append(f"extra_body fields added: {sorted(policy.extra_body)}")
     if target.learned:
-        forget(result.payload, target.learned, result.adapted, result.warnings)
+        forget(result.payload, endpoint, target.learned, result.adapted, result.warnings)
     return result
 
 
@@ -244,7 +253,7 @@ def generate_request(req: GenerateRequest, target: Target, policy: Policy) -> Up
             "raw mode without /v1/completions: the prompt is sent as a user message"
         )
     _common(req, target, {"messages": messages}, policy, result)
-    return for_backend(result, target, policy)
+    return for_backend(result, target, policy, CHAT_PATH)
 
 
 def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> UpstreamRequest:
@@ -260,7 +269,7 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
     if req.get("think") is not None:
         result.notes.append("think has no /v1/completions equivalent; ignored")
     _common(req, target, body, policy, result, completions=True)
-    return for_backend(result, target, policy)
+    return for_backend(result, target, policy, COMPLETIONS_PATH)
 
 
 # --- responses --------------------------------------------------------------------------------
@@ -384,8 +393,13 @@ def reasoning_of(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _tags(content: str, think_tags: bool) -> tuple[str, str | None]:
-    return split_think(content) if think_tags else (content, None)
+def _tags(content: str, think_tags: bool, adapted: list[str] | None) -> tuple[str, str | None]:
+    if not think_tags:
+        return content, None
+    content, thinking = split_think(content)
+    if thinking is not None and adapted is not None:
+        adapted.append("reasoning split out of <think> tags in the content")
+    return content, thinking
 
 
 def _first_choice(resp: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -404,6 +418,7 @@ def chat_response(
     think: bool,
     notes: list[str],
     think_tags: bool = False,
+    adapted: list[str] | None = None,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body.
     ``think_tags``: the backend may leave reasoning in content as ``<think>...</think>``.
@@ -411,7 +426,7 @@ def chat_response(
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
     msg = choice.get("message") or {}
-    content, tagged = _tags(expect(msg.get("content"), str) or "", think_tags)
+    content, tagged = _tags(expect(msg.get("content"), str) or "", think_tags, adapted)
     message: dict[str, Any] = {"role": "assistant", "content": content}
     thinking = (reasoning_of(msg) or tagged) if think else None
     if thinking:
@@ -439,6 +454,7 @@ def generate_response(
     total_ns: int,
     think: bool,
     think_tags: bool = False,
+    adapted: list[str] | None = None,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
 
@@ -446,7 +462,7 @@ def generate_response(
     choice = _first_choice(resp)
     # /v1/completions answers choices[].text; chat answers choices[].message
     msg = choice.get("message") or {"content": choice.get("text")}
-    response, tagged = _tags(expect(msg.get("content"), str) or "", think_tags)
+    response, tagged = _tags(expect(msg.get("content"), str) or "", think_tags, adapted)
     out: dict[str, Any] = {
         "model": model,
         "created_at": rfc3339(now_ns),

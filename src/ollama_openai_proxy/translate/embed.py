@@ -34,7 +34,11 @@ def embed_inputs(value: Any, max_inputs: int) -> list[str]:
 
 
 def embeddings_request(model: str, inputs: list[str], dimensions: int | None) -> dict[str, Any]:
+    """OpenAI's embeddings body. ``dimensions`` 0 or None: the model's own (Go's zero value is
+    Ollama's "unset"); negative: BadRequest, as Ollama answers."""
     payload: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
+    if dimensions is not None and dimensions < 0:
+        raise BadRequest("dimensions must be a positive integer")
     if dimensions:
         payload["dimensions"] = dimensions
     return payload
@@ -68,7 +72,7 @@ def shorten(vector: list[float], dimensions: int | None) -> list[float]:
     Matryoshka-trained models (text-embedding-3-*) are meant for. A backend that refused
     ``dimensions`` (it was not sent) answers full-length vectors: they are cut here."""
     vector = normalise(vector)
-    if dimensions and dimensions < len(vector):
+    if dimensions and 0 < dimensions < len(vector):
         vector = normalise(vector[:dimensions])
     return vector
 

@@ -15,6 +15,13 @@ from ollama_openai_proxy.errors import BadRequest
 
 # Same name and meaning on both sides.
 _FLOATS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+# Options translated here, and the OpenAI parameter each becomes.
+_NATIVE = {
+    **{name: name for name in _FLOATS},
+    "num_predict": "max_tokens",
+    "seed": "seed",
+    "stop": "stop",
+}
 # OpenAI accepts at most four stop sequences.
 MAX_STOP = 4
 
@@ -48,6 +55,16 @@ def map_options(
     notes: list[str] = []
     for name, value in options.items():
         if value is None:
+            continue
+        if name in passthrough and name in _NATIVE:
+            # The operator names the backend's parameter for an option we translate ourselves
+            # (num_predict=max_completion_tokens, seed=random_seed): the value as we would send
+            # it, under that name.
+            native: dict[str, Any] = {}
+            _, more = map_options({name: value}, {}, native)
+            notes.extend(more)
+            if _NATIVE[name] in native:
+                out[passthrough[name]] = native[_NATIVE[name]]
             continue
         if name in _FLOATS:
             out[name] = _number(name, value)

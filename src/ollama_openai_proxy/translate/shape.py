@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ollama_openai_proxy.profiles import BackendProfile, Family
+from ollama_openai_proxy.profiles import BackendProfile, Family, reasoning_on
 
 # Added when a backend requires the word "json" in the messages for json_object (OpenAI:
 # "'messages' must contain the word 'json' in some form"). Ollama has no such rule, so its
@@ -37,15 +37,23 @@ def shape(
     ``seed`` -> ``random_seed``), drops what the backend refuses or does not list, removes
     ``stream_options`` where it is refused, and asks for JSON the way the backend accepts."""
     chat = "messages" in payload
-    renames = profile.renames if chat or "prompt" in payload else profile.embed_renames
-    refuses = profile.refuses
-    if family is not None:
-        if family.renames:
+    # Renames are a chat body's (a legacy completion keeps max_tokens: OpenAI's /completions has
+    # no max_completion_tokens) or an embedding body's own.
+    if chat:
+        renames = profile.renames
+        if family is not None and family.renames:
             renames = {**renames, **family.renames}
-        if family.refuses and not (
+    else:
+        renames = profile.embed_renames if "input" in payload else {}
+    refuses = profile.refuses
+    if (
+        family is not None
+        and family.refuses
+        and not (
             family.refuses_while_reasoning and payload.get("reasoning_effort", "none") == "none"
-        ):
-            refuses = refuses | family.refuses
+        )
+    ):
+        refuses = refuses | family.refuses
     for old, new in renames.items():
         if old in payload:
             payload[new] = payload.pop(old)
@@ -78,14 +86,19 @@ def shape(
 
 def forget(
     payload: dict[str, Any],
-    learned: Mapping[str, str | None],
+    endpoint: str,
+    learned: Mapping[tuple[str, bool], Mapping[str, tuple[str | None, float]]],
     adapted: list[str],
     warnings: list[tuple[str, str]],
 ) -> None:
-    """What this backend refused for this model before (exchange.adapt), applied to the final
-    body -- after the operator's extra_body, which may be what it refused: name -> the name it
-    wants, or None to leave the parameter out."""
-    for name, instead in learned.items():
+    """What this backend refused for this model at ``endpoint`` before, with reasoning on or
+    off as this body asks (exchange.adapt), applied to the final body -- after the operator's
+    extra_body, which may be what it refused: name -> the name it wants, or None to leave the
+    parameter out."""
+    refused = learned.get((endpoint, reasoning_on(payload)))
+    if not refused:
+        return
+    for name, (instead, _) in refused.items():
         if name not in payload:
             continue
         value = payload.pop(name)
@@ -136,8 +149,17 @@ def _json_object(
     elif mode == "needs_word":
         messages = payload.get("messages")
         if isinstance(messages, list) and not any(_mentions_json(m) for m in messages):
-            messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
-            adapted.append(f"system message {JSON_INSTRUCTION!r} added: json_object needs one")
+            first = messages[0] if messages else None
+            if (
+                isinstance(first, dict)
+                and first.get("role") == "system"
+                and isinstance(first.get("content"), str)
+            ):
+                # One system message, not two: strict chat templates refuse a second.
+                messages[0] = {**first, "content": f"{first['content']}\n\n{JSON_INSTRUCTION}"}
+            else:
+                messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
+            adapted.append(f"{JSON_INSTRUCTION!r} added to the system message: json_object")
     elif mode == "ignored":
         note = f"format json sent, but the {profile.name} backend ignores response_format"
         adapted.append(note)

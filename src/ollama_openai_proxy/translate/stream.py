@@ -49,12 +49,14 @@ class StreamTranslator:
         "_last_ns",
         "_model",
         "_prefix",
+        "_reasoned",
         "_start_ns",
         "_tags",
         "_think",
         "_ts",
         "_usage",
         "_wall",
+        "adapted",
         "done",
         "notes",
     )
@@ -77,6 +79,7 @@ class StreamTranslator:
         self._think = think
         # A backend profile that may leave reasoning as <think>...</think> in content.
         self._tags = ThinkSplitter() if think_tags else None
+        self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
         self._start_ns = start_ns
         self._clock = clock
         self._wall = wall
@@ -89,6 +92,7 @@ class StreamTranslator:
         self.stamp()
         self.done = False  # the backend said [DONE]
         self.notes: list[str] = []
+        self.adapted: list[str] = []  # for the DEBUG log: what was done for the backend
 
     @property
     def usage(self) -> Mapping[str, Any] | None:
@@ -162,8 +166,12 @@ class StreamTranslator:
         thinking = reasoning_of(delta) if self._think else None
         if content and self._tags is not None:
             content, tagged = self._tags.feed(content)
-            if tagged and self._think:
-                thinking = thinking + tagged if thinking else tagged
+            if thinking:
+                self._reasoned = True  # the backend separates it: tags only repeat it
+            elif tagged and self._think and not self._reasoned:
+                thinking = tagged
+            if tagged and not self.adapted:
+                self.adapted.append("reasoning split out of <think> tags in the content")
         calls = delta.get("tool_calls")
         if calls is not None and expect(calls, list):
             self._buffer_calls(calls)
@@ -241,8 +249,9 @@ class StreamTranslator:
         out = b""
         if self._tags is not None:
             content, thinking = self._tags.flush()
-            if content or (thinking and self._think):
-                out += self._text_line(content, thinking if self._think else None)
+            keep = thinking if self._think and not self._reasoned else None
+            if content or keep:
+                out += self._text_line(content, keep)
         if self._calls:
             calls = [
                 {"id": slot[0], "function": {"name": slot[1], "arguments": "".join(slot[2])}}

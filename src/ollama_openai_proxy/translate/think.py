@@ -31,12 +31,23 @@ from ollama_openai_proxy.policy import Target
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
 
 
+_ORDER = ("minimal", "low", "medium", "high", "xhigh")
+
+
 def _effort(think: bool | str, efforts: tuple[str, ...]) -> str:
-    if think is True:
-        return "medium"
-    if think == "max":
-        return "xhigh" if "xhigh" in efforts else "high"
-    return str(think)
+    """The level to send: Ollama's (true is medium, max the highest there is), or the model's
+    nearest one (Gemini 3 Pro has no medium: true is high there)."""
+    effort = "medium" if think is True else str(think)
+    if effort == "max":
+        effort = "xhigh" if "xhigh" in efforts else "high"
+    if effort in efforts or effort not in _ORDER:
+        return effort
+    levels = [e for e in efforts if e in _ORDER]
+    if not levels:
+        return effort
+    want = _ORDER.index(effort)
+    # the nearest level, the higher one on a tie (more reasoning, not less, than asked)
+    return min(levels, key=lambda e: (abs(_ORDER.index(e) - want), -_ORDER.index(e)))
 
 
 def think_params(think: bool | str | None, target: Target, notes: list[str]) -> dict[str, Any]:

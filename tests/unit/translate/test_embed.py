@@ -106,3 +106,12 @@ def test_dimensions_as_ollama_computes_them() -> None:
     assert shorten([3.0, 4.0, 12.0], 2) == [0.6, 0.8]  # normalised, cut, normalised again
     assert shorten([3.0, 4.0], 5) == [0.6, 0.8]  # longer than the vector: only normalised
     assert shorten([3.0, 4.0], None) == [0.6, 0.8]
+
+
+def test_negative_dimensions_are_refused_and_zero_means_unset() -> None:
+    from ollama_openai_proxy.translate.embed import embeddings_request
+
+    with pytest.raises(BadRequest, match="dimensions must be a positive integer"):
+        embeddings_request("m", ["a"], -1)
+    assert "dimensions" not in embeddings_request("m", ["a"], 0)
+    assert shorten([3.0, 4.0], -1) == [0.6, 0.8]

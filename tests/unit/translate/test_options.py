@@ -95,3 +95,25 @@ def test_wrong_types_are_clear_400s(options: dict[str, Any], message: str) -> No
     with pytest.raises(BadRequest, match=message) as info:
         run(options)
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("options", "passthrough", "expected"),
+    [
+        # The rows: the operator's name for an option we translate wins.
+        (
+            {"num_predict": 64},
+            {"num_predict": "max_completion_tokens"},
+            {"max_completion_tokens": 64},
+        ),
+        ({"seed": 42}, {"seed": "random_seed"}, {"random_seed": 42}),
+        ({"num_predict": -1}, {"num_predict": "n_predict"}, {}),  # "until done": nothing sent
+        ({"stop": "x"}, {"stop": "stop_sequences"}, {"stop_sequences": ["x"]}),
+    ],
+)
+def test_passthrough_renames_what_is_translated_too(
+    options: dict[str, Any], passthrough: dict[str, str], expected: dict[str, Any]
+) -> None:
+    out: dict[str, Any] = {}
+    assert map_options(options, passthrough, out) == ([], [])
+    assert out == expected

@@ -90,6 +90,17 @@ def body(up: UpstreamRequest) -> dict[str, Any]:
             {"logprobs": True, "think": True},
             {},
         ),
+        # gpt-5.1 keeps sampling without reasoning on Azure too.
+        (
+            "azure",
+            "gpt-5.1",
+            {"think": False, "options": {"temperature": 0.3}},
+            {"reasoning_effort": "none", "temperature": 0.3},
+        ),
+        # Gemini 3 Pro has low and high only, and cannot stop thinking.
+        ("gemini", "gemini-3-pro-preview", {"think": True}, {"reasoning_effort": "high"}),
+        ("gemini", "gemini-3-pro-preview", {"think": "low"}, {"reasoning_effort": "low"}),
+        ("gemini", "gemini-2.5-pro", {"think": False}, {}),
         # Azure: max_completion_tokens for reasoning deployments only.
         ("azure", "o4-mini", {"options": {"num_predict": 9}}, {"max_completion_tokens": 9}),
         ("azure", "gpt-4o", {"options": {"num_predict": 9}}, {"max_tokens": 9}),
@@ -246,6 +257,11 @@ def test_completions_are_shaped_too() -> None:
         ("http://127.0.0.1:11434/v1", "ollama"),
         ("http://gpu-box:8000/v1", "openai-reference"),
         ("https://evil.api.openai.com.example.org/v1", "openai-reference"),
+        ("https://eu.api.openai.com/v1", "openai"),
+        ("https://codestral.mistral.ai/v1", "mistral"),
+        ("https://x.services.ai.azure.com/openai/v1", "azure-v1"),
+        ("http://127.0.0.1:1234/v1", "lmstudio"),
+        ("http://127.0.0.1:8000/v1", "openai-reference"),
     ],
 )
 def test_the_profile_is_detected_from_the_base_url(url: str, profile: str) -> None:
@@ -280,7 +296,7 @@ def test_embeddings_are_shaped_with_their_own_names() -> None:
     def embed(profile: str) -> dict[str, Any]:
         p = PROFILES[profile]
         up = UpstreamRequest(embeddings_request("m", ["a"], 64))
-        return for_backend(up, Target.of("m", p), Policy(profile=p)).payload
+        return for_backend(up, Target.of("m", p), Policy(profile=p), "/embeddings").payload
 
     # Mistral: output_dimension; its chat allowlist does not apply to embeddings.
     assert embed("mistral") == {
@@ -290,3 +306,57 @@ def test_embeddings_are_shaped_with_their_own_names() -> None:
         "output_dimension": 64,
     }
     assert embed("openai")["dimensions"] == 64
+
+
+def test_what_a_backend_refused_applies_only_where_and_when_it_was_refused() -> None:
+    p = PROFILES["openai-reference"]
+    learned = {("/chat/completions", True): {"temperature": (None, 1e9)}}
+    policy = Policy(profile=p)
+
+    def chat(**fields: Any) -> dict[str, Any]:
+        req = CHAT.validate_python({"model": "gpt-5.1", "messages": HI, "stream": False, **fields})
+        target = Target.of("gpt-5.1", p, thinking=True, learned=learned)
+        return chat_request(req, target, policy).payload
+
+    assert "temperature" not in chat(think="high", options={"temperature": 0.5})
+    assert chat(think=False, options={"temperature": 0.5})["temperature"] == 0.5
+    assert chat(options={"temperature": 0.5})["temperature"] == 0.5
+
+
+def test_legacy_completions_keep_max_tokens_and_embeddings_get_no_extra_body() -> None:
+    from ollama_openai_proxy.translate.chat import for_backend
+    from ollama_openai_proxy.translate.embed import embeddings_request
+
+    p = PROFILES["openai"]
+    req = GENERATE.validate_python(
+        {
+            "model": "gpt-3.5-turbo-instruct",
+            "prompt": "def f(",
+            "suffix": "x",
+            "stream": False,
+            "options": {"num_predict": 200},
+        }
+    )
+    policy = Policy(profile=p, extra_body={"service_tier": "flex"})
+    up = completion_request(req, Target.of("gpt-3.5-turbo-instruct", p), policy)
+    assert up.payload["max_tokens"] == 200
+    assert "max_completion_tokens" not in up.payload
+    assert up.payload["service_tier"] == "flex"
+    embed = UpstreamRequest(embeddings_request("text-embedding-3-small", ["a"], None))
+    out = for_backend(embed, Target.of("text-embedding-3-small", p), policy, "/embeddings")
+    assert "service_tier" not in out.payload
+
+
+def test_the_json_instruction_joins_an_existing_system_message() -> None:
+    p = PROFILES["openai"]
+    req = CHAT.validate_python(
+        {
+            "model": "gpt-4o",
+            "format": "json",
+            "stream": False,
+            "messages": [{"role": "system", "content": "Be brief."}, *HI],
+        }
+    )
+    messages = chat_request(req, Target.of("gpt-4o", p), Policy(profile=p)).payload["messages"]
+    assert messages[0] == {"role": "system", "content": f"Be brief.\n\n{JSON_INSTRUCTION}"}
+    assert messages[1:] == HI

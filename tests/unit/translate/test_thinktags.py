@@ -126,3 +126,19 @@ def test_whole_answers() -> None:
     assert off["message"] == {"role": "assistant", "content": "Yes."}
     gen = generate_response(body, "m", now_ns=0, total_ns=1, think=True, think_tags=True)
     assert (gen["response"], gen["thinking"]) == ("Yes.", "hm")
+
+
+def test_tags_and_a_reasoning_field_together_give_the_thinking_once() -> None:
+    # llama.cpp's --reasoning-format deepseek-legacy sends both.
+    tr = StreamTranslator("m", generate=False, think=True, start_ns=0, think_tags=True)
+    out = b""
+    for content, reasoning in [("<think>Hm", "Hm"), (".</think>", "."), ("Yes", None)]:
+        delta: dict[str, Any] = {"content": content}
+        if reasoning:
+            delta["reasoning_content"] = reasoning
+        out += tr.feed(orjson.dumps({"choices": [{"index": 0, "delta": delta}]}).decode())
+    out += tr.finish()
+    got = lines(out)
+    assert "".join(x["message"].get("thinking", "") for x in got) == "Hm."
+    assert "".join(x["message"]["content"] for x in got) == "Yes"
+    assert tr.adapted == ["reasoning split out of <think> tags in the content"]
