@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "upstream_errors",
         "logs",
         "metrics",
+        "limits",
         "schemas",
         "sse",
         "http",
