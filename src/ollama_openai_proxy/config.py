@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         description="Most inputs in one /api/embed or /v1/embeddings request (OpenAI's limit).",
     )
     request_max_values: int = Field(
-        1_000_000,
+        500_000,
         ge=1000,
         description="Most commas (JSON values, or commas in text) in a body the proxy parses; "
         "checked before parsing, which costs memory per value.",

@@ -32,7 +32,7 @@ class Limits(NamedTuple):
     what the most generous real backend accepts, so that only what none of them takes is
     refused (sources in docs/CONFIGURATION.md)."""
 
-    values: int = 1_000_000
+    values: int = 500_000
     messages: int = 100_000
     images: int = 3_000
     tools: int = 1_024
