@@ -67,13 +67,30 @@ def _stop(options: Any, limits: Limits) -> None:
 def check_chat(req: Mapping[str, Any], limits: Limits) -> None:
     """An Ollama ``/api/chat`` request (validated by ``schemas.CHAT``) against ``limits``:
     messages, tools, stop sequences, images (per message and in all) and each assistant
-    message's tool calls (OpenAI allows as many as tools: 128 each). Raises TooMany."""
+    message's tool calls (OpenAI allows as many as tools: 128 each). Raises TooMany.
+
+    On every chat request: written for the common case (a few messages, no images), which costs
+    a dict lookup per message."""
     messages = req.get("messages")
-    _check(messages, limits.messages, "messages", "REQUEST_MAX_MESSAGES")
-    _check(req.get("tools"), limits.tools, "tools", "REQUEST_MAX_TOOLS")
-    _stop(req.get("options"), limits)
-    if not messages:
-        return
+    if messages:
+        if len(messages) > limits.messages:
+            raise TooMany(
+                "messages", len(messages), limits.messages, "REQUEST_MAX_MESSAGES", "messages"
+            )
+        for msg in messages:
+            if msg.get("images") or msg.get("tool_calls"):
+                _attachments(messages, limits)
+                break
+    tools = req.get("tools")
+    if tools and len(tools) > limits.tools:
+        raise TooMany("tools", len(tools), limits.tools, "REQUEST_MAX_TOOLS", "tools")
+    options = req.get("options")
+    if options:
+        _stop(options, limits)
+
+
+def _attachments(messages: list[Any], limits: Limits) -> None:
+    """The images of all messages together, and each message's tool calls."""
     images = 0
     for i, msg in enumerate(messages):
         pictures = msg.get("images")
