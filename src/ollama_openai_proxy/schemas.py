@@ -32,7 +32,6 @@ from typing_extensions import TypedDict
 from ollama_openai_proxy.errors import BadRequest, echo
 
 STRICT = ConfigDict(strict=True)
-# Go's int is 64 bits: a JSON integer outside that range is a decoding error in Ollama.
 
 
 def _integral(value: Any) -> Any:
@@ -40,6 +39,7 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# Go's int is 64 bits: a JSON integer outside that range is a decoding error in Ollama.
 Int64 = Annotated[
     int,
     BeforeValidator(_integral),
@@ -59,12 +59,13 @@ KeepAlive = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
+                # translate/keepalive.py MAX_KEEP_ALIVE_S (a test keeps them equal)
                 {"type": "number", "maximum": 9_223_372_036},
                 {"type": "string", "pattern": DURATION},
                 {"type": "null"},
             ],
-            "description": "Seconds (negative: forever), or a Go duration such as '5m' "
-            "(negative: forever; more than 2562047h is refused).",
+            "description": "Seconds, or a Go duration such as '5m'; negative is forever. A "
+            "duration longer than 2562047h (Go's time.Duration) is refused.",
         }
     ),
 ]

@@ -174,3 +174,11 @@ def test_widen_refuses_what_not_even_a_float_holds() -> None:
     with pytest.raises(BadRequest) as info:
         widen({"format": {"enum": [1, 10**400]}})
     assert info.value.message == "invalid value for 'format.enum.1': number out of range"
+
+
+def test_the_documented_keep_alive_is_the_checked_one() -> None:
+    from ollama_openai_proxy.translate.keepalive import MAX_KEEP_ALIVE_S
+
+    schema = openapi_body(CHAT)["requestBody"]["content"]["application/json"]["schema"]
+    number, *_ = schema["properties"]["keep_alive"]["anyOf"]
+    assert number == {"type": "number", "maximum": MAX_KEEP_ALIVE_S}
