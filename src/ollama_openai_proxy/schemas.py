@@ -136,9 +136,9 @@ class ToolFunction(TypedDict):
 @with_config(ConfigDict(strict=True, extra="allow"))
 class Tool(TypedDict):
     """A function tool, forwarded as sent (other keys kept): OpenAI-compatible backends take
-    only ``type: "function"`` with a named function."""
+    only ``type: "function"`` (the translation adds it when absent) with a named function."""
 
-    type: Literal["function"]
+    type: NotRequired[Literal["function"]]
     function: ToolFunction
 
 

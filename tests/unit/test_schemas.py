@@ -132,6 +132,8 @@ def test_a_union_field_is_named_once_with_each_alternative() -> None:
 def test_tools_keep_their_other_keys() -> None:
     tool = {"type": "function", "function": {"name": "f", "strict": True}, "x": 1}
     assert parse(CHAT, orjson.dumps({"tools": [tool]}))["tools"] == [tool]
+    untyped = {"function": {"name": "f"}}  # the translation adds the type
+    assert parse(CHAT, orjson.dumps({"tools": [untyped]}))["tools"] == [untyped]
 
 
 @pytest.mark.parametrize(

@@ -237,7 +237,8 @@ def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRe
     _common(req, target, {"messages": messages}, policy, result)
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
-        result.payload["tools"] = tools
+        # Ollama's tools are functions; OpenAI requires the type a client may leave out.
+        result.payload["tools"] = [t if "type" in t else {"type": "function", **t} for t in tools]
     return result
 
 

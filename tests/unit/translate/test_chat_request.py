@@ -461,3 +461,12 @@ def test_completions_take_logprobs_as_one_integer(top: int | None, sent: int, no
     assert up.payload["logprobs"] == sent
     assert "top_logprobs" not in up.payload
     assert any("top_logprobs" in n for n in up.notes) is noted
+
+
+def test_a_tool_without_its_type_is_sent_as_a_function() -> None:
+    tools = [{"function": {"name": "f"}}, {"type": "function", "function": {"name": "g"}}]
+    up = chat({"messages": [{"role": "user", "content": "x"}], "tools": tools})
+    assert up.payload["tools"] == [
+        {"type": "function", "function": {"name": "f"}},
+        {"type": "function", "function": {"name": "g"}},
+    ]
