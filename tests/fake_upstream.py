@@ -473,9 +473,20 @@ class FakeUpstream:
             assert isinstance(body, dict)
             if not isinstance(body.get("prompt"), str):
                 raise Invalid("prompt must be a string")
+            logprobs = body.get("logprobs")
+            if logprobs is not None and (
+                type(logprobs) is not int or not 0 <= logprobs <= 5  # an integer, not a bool
+            ):
+                raise Invalid("logprobs must be an integer from 0 to 5")
         except (Invalid, TypeError, AttributeError) as exc:
             return _fail(str(exc))
-        if not self.completions_supported or body["model"] not in self.models:
+        if body["model"] not in self.models:
+            return _fail(
+                f"The model `{body['model']}` does not exist or you do not have access to it.",
+                404,
+                "model_not_found",
+            )
+        if not self.completions_supported:
             # What OpenAI answers for chat models on the legacy endpoint.
             return _fail(
                 "This is a chat model and not supported in the v1/completions endpoint. "

@@ -13,6 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy import __version__, allocator, openapi
@@ -32,6 +33,8 @@ from ollama_openai_proxy.routes import embed, inference, manage, meta, models, o
 from ollama_openai_proxy.security import AuthThrottle, GuardMiddleware, RateLimits
 
 log = structlog.get_logger("ollama_openai_proxy")
+
+ROUTERS = (meta, models, inference, embed, manage, openai)
 
 # Seconds the start waits for the model lists: requests resolve names against them (backends.py).
 STARTUP_LIST_WAIT = 5.0
@@ -107,6 +110,7 @@ def create_app(
             settings.max_concurrent_requests, settings.max_queued_requests, settings.queue_timeout
         ),
         metrics=metrics,
+        limits=settings.limits(),
     )
     if settings.memory_recycle_above_mb and recycle is None:
         recycle = supervised()
@@ -203,10 +207,11 @@ def create_app(
     )
     app.state.ctx = ctx
     openapi.install(app, yaml_url="/openapi.yaml" if docs else None)
-    for module in (meta, models, inference, embed, manage, openai):
+    for module in ROUTERS:
         app.include_router(module.router)
     if metrics is not None:
         for path in dict.fromkeys(("/v1/metrics", settings.metrics_path)):
+            app.add_api_route(path, meta.metrics, methods=["HEAD"], include_in_schema=False)
             app.add_api_route(
                 path,
                 meta.metrics,
@@ -223,9 +228,27 @@ def create_app(
         path = request.scope["path"]
         return renderer.response(exc, dialect_of(path), record(request.scope))
 
+    def allowed(scope: Scope) -> str:
+        """The methods the routes at this path serve, for a 405's ``Allow`` (RFC 9110 §15.5.6):
+        every route of the path, since Starlette names only the first one's (GET and HEAD
+        are separate routes here)."""
+        methods: set[str] = set()
+        # The app's own routes and those of the included routers (FastAPI wraps an included
+        # router in one route of its own, whose methods it does not expose).
+        routes = [*app.router.routes, *(r for m in ROUTERS for r in m.router.routes)]
+        for route in routes:
+            if (
+                isinstance(route, Route)
+                and route.methods
+                and route.matches(scope)[0] is not Match.NONE
+            ):
+                methods |= route.methods
+        return ", ".join(sorted(methods))
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        error = Renderer.route_error(exc.status_code, str(exc.detail))
+        allow = allowed(request.scope) if exc.status_code == 405 else ""
+        error = Renderer.route_error(exc.status_code, str(exc.detail), allow)
         return renderer.response(error, dialect_of(request.scope["path"]), record(request.scope))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
@@ -254,7 +277,7 @@ def create_app(
     endpoints = {"/v1/metrics", settings.metrics_path}
     if docs:
         endpoints.update(("/docs", "/redoc", "/openapi.json", "/openapi.yaml"))
-    for module in (meta, models, inference, embed, manage, openai):
+    for module in ROUTERS:
         endpoints.update(getattr(r, "path", "") for r in module.router.routes)
     # Outermost first: request id, access log and metrics; keys and rate limits; CORS; the hot
     # routes; everything else goes on to FastAPI's own stack (app.fallback).

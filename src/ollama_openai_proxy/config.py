@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ollama_openai_proxy import topology
+from ollama_openai_proxy.limits import Limits
 from ollama_openai_proxy.model_map import CAPABILITIES, ModelMap, ModelMeta
 from ollama_openai_proxy.policy import THINK_STYLES, Policy
 from ollama_openai_proxy.profiles import PROFILES
@@ -172,7 +173,28 @@ class Settings(BaseSettings):
         "when the client sets no num_predict; those endpoints default to 16.",
     )
     embed_max_inputs: int = Field(
-        2048, ge=1, description="Most inputs in one /api/embed request (OpenAI's limit is 2048)."
+        2048,
+        ge=1,
+        description="Most inputs in one /api/embed or /v1/embeddings request (OpenAI's limit).",
+    )
+    request_max_values: int = Field(
+        500_000,
+        ge=1000,
+        description="Most commas (JSON values, or commas in text) in a body the proxy parses; "
+        "checked before parsing, which costs memory per value.",
+    )
+    request_max_messages: int = Field(
+        100_000, ge=1, description="Most messages in one chat request."
+    )
+    request_max_images: int = Field(
+        3000, ge=1, description="Most images in one request, all messages together."
+    )
+    request_max_tools: int = Field(
+        1024, ge=1, description="Most tools in one request, and tool calls in one message."
+    )
+    request_max_stop: int = Field(256, ge=1, description="Most stop sequences in one request.")
+    request_max_context: int = Field(
+        262_144, ge=1, description="Most tokens in a generate request's 'context'."
     )
     # The circuit breaker (resilience.CircuitBreaker): one outcome per client call, retries
     # included; it opens on a failure rate, or on a run of failures while too few calls were seen
@@ -489,6 +511,18 @@ class Settings(BaseSettings):
                 if isinstance(v, str) and topology.SECRET_HEADER.search(k)
             )
         return [k for k in dict.fromkeys(keys) if k]
+
+    def limits(self) -> Limits:
+        """The request limits in force (REQUEST_MAX_* and EMBED_MAX_INPUTS)."""
+        return Limits(
+            values=self.request_max_values,
+            messages=self.request_max_messages,
+            images=self.request_max_images,
+            tools=self.request_max_tools,
+            stop=self.request_max_stop,
+            context=self.request_max_context,
+            embed_inputs=self.embed_max_inputs,
+        )
 
     def policy(self) -> Policy:
         return Policy(

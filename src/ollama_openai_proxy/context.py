@@ -14,6 +14,7 @@ from ollama_openai_proxy.catalog import RecentModels
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import echo
 from ollama_openai_proxy.exchange import Route
+from ollama_openai_proxy.limits import Limits
 from ollama_openai_proxy.logs import WarnOnce
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.model_map import ModelMap, ModelMeta
@@ -25,6 +26,7 @@ from ollama_openai_proxy.translate.chat import UpstreamRequest
 from ollama_openai_proxy.translate.models import ModelFacts, facts
 
 log = structlog.get_logger("ollama_openai_proxy")
+MAX_NOTES = 20  # translation notes logged per request
 
 
 @dataclass(slots=True)
@@ -36,6 +38,7 @@ class Context:
     renderer: Renderer
     limiter: ConcurrencyLimiter
     metrics: Metrics | None = None
+    limits: Limits = field(default_factory=Limits)  # REQUEST_MAX_*: settings.limits()
     recent: RecentModels = field(default_factory=RecentModels)
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
 
@@ -104,8 +107,17 @@ class Context:
             log.debug("backend_adapted", model=echo(model), adaptations=adaptations)
 
     def notes(self, notes: list[str], model: str) -> None:
-        for note in notes:
-            log.warning("translation_note", note=note, model=echo(model))
+        """Log each distinct note once, at most :data:`MAX_NOTES` lines per request: a history of
+        many unanswered tool calls must not become as many log lines."""
+        distinct = list(dict.fromkeys(notes))
+        for note in distinct[:MAX_NOTES]:
+            log.warning("translation_note", note=echo(note), model=echo(model))
+        if len(distinct) > MAX_NOTES:
+            log.warning(
+                "translation_note",
+                note=f"... and {len(distinct) - MAX_NOTES} more notes like these",
+                model=echo(model),
+            )
 
 
 class Held(Owner):

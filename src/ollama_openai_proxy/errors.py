@@ -2,12 +2,13 @@
 
     ProxyError                          any failure we answer with an error body (500)
     ├── BadRequest (400)                the client's request is malformed or invalid
+    │   ├── TooMany (400)               an array longer than its REQUEST_MAX_* limit
     │   ├── PayloadTooLarge (413)       the body exceeds REQUEST_MAX_SIZE
     │   ├── HeadersTooLarge (431)       the head exceeds REQUEST_HEADERS_MAX_SIZE / _MAX_COUNT
     │   └── RequestTimeout (408)        the head or body did not arrive in time (transport.py)
     ├── Unauthorized (401)              no valid inbound key (PROXY_API_KEYS)
     ├── ModelNotFound (404)             the model is unknown here
-    ├── RouteNotFound (404/405)         no such route / method
+    ├── RouteNotFound (404/405)         no such route / method (``allow``: the path's methods)
     ├── RateLimited (429)               RATE_LIMIT exceeded; carries ``retry_after``
     ├── NotSupported (501)              a route the proxy cannot serve (model management)
     ├── Busy (503)                      no concurrency slot (MAX_CONCURRENT_REQUESTS)
@@ -48,12 +49,15 @@ class ProxyError(Exception):
     """Base of every error the proxy answers with an error body.
 
     ``status`` is the HTTP status the client gets; ``openai_type`` the ``error.type`` of the
-    OpenAI error shape; ``code`` its ``error.code`` (a backend's own code when it gave one).
+    OpenAI error shape; ``code`` its ``error.code`` (a backend's own code when it gave one);
+    ``param`` its ``error.param``, the request field at fault when there is one (OpenAI's own
+    notation: ``messages[2].tool_calls``).
     """
 
     status: int = 500
     openai_type: str = "api_error"
     code: str | None = None
+    param: str | None = None
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -63,8 +67,29 @@ class ProxyError(Exception):
 
 
 class BadRequest(ProxyError):
+    """``param``: the field at fault, named in the OpenAI error's ``param``."""
+
     status = 400
     openai_type = "invalid_request_error"
+
+    def __init__(self, message: str, status: int | None = None, *, param: str | None = None):
+        super().__init__(message, status)
+        self.param = param
+
+
+class TooMany(BadRequest):
+    """An array of the request holds more items than ``setting`` allows (400 before anything
+    is built from it). The message names the field, the count and the limit; ``code`` is
+    OpenAI's for the same refusal (its API answers ``array_above_max_length`` with
+    ``param: "tools"`` to a 129th tool)."""
+
+    code = "array_above_max_length"
+
+    def __init__(self, field: str, count: int, limit: int, setting: str, param: str) -> None:
+        super().__init__(
+            f"too many items in '{field}': {count} (at most {limit}, {setting})", param=param
+        )
+        self.limit = limit
 
 
 class PayloadTooLarge(BadRequest):
@@ -102,8 +127,15 @@ class ModelNotFound(ProxyError):
 
 
 class RouteNotFound(ProxyError):
+    """404, or 405 with ``allow``: the methods the path has (the ``Allow`` header RFC 9110
+    §15.5.6 requires on a 405)."""
+
     status = 404
     openai_type = "not_found_error"
+
+    def __init__(self, message: str, status: int | None = None, allow: str = "") -> None:
+        super().__init__(message, status)
+        self.allow = allow
 
 
 class RateLimited(ProxyError):

@@ -61,7 +61,7 @@ class Renderer:
                     "error": {
                         "message": message,
                         "type": exc.openai_type,
-                        "param": None,
+                        "param": exc.param,
                         "code": exc.code,
                     }
                 }
@@ -87,7 +87,7 @@ class Renderer:
         self, exc: ProxyError, dialect: Dialect, rec: AccessRecord | None = None
     ) -> Response:
         """The whole error response: status, JSON body, and the headers the error calls for
-        (``WWW-Authenticate`` on 401, ``Retry-After`` on 429)."""
+        (``WWW-Authenticate`` on 401, ``Retry-After`` on 429, ``Allow`` on 405)."""
         self.failed(exc, rec)
         body = self.body(exc, dialect)
         response = JSONBytes(body, exc.status)
@@ -95,6 +95,8 @@ class Renderer:
             response.raw_headers.append((b"www-authenticate", b"Bearer"))
         elif isinstance(exc, RateLimited):
             response.raw_headers.append((b"retry-after", str(exc.retry_after).encode()))
+        elif isinstance(exc, RouteNotFound) and exc.allow:
+            response.raw_headers.append((b"allow", exc.allow.encode()))
         return response
 
     def stream_error(self, exc: ProxyError, dialect: Dialect, rec: AccessRecord | None) -> bytes:
@@ -111,10 +113,11 @@ class Renderer:
         return ProxyError(INTERNAL, 500)
 
     @staticmethod
-    def route_error(status: int, detail: str) -> ProxyError:
-        """Starlette's routing errors in Ollama's words (Go's net/http)."""
+    def route_error(status: int, detail: str, allow: str = "") -> ProxyError:
+        """Starlette's routing errors in Ollama's words (Go's net/http); ``allow``: the path's
+        methods, for a 405's ``Allow`` header."""
         if status == 404:
             return RouteNotFound("404 page not found", 404)
         if status == 405:
-            return RouteNotFound("405 method not allowed", 405)
+            return RouteNotFound("405 method not allowed", 405, allow)
         return ProxyError(f"{status} {detail}", status)

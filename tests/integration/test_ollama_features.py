@@ -326,7 +326,7 @@ def test_invalid_image_is_400(proxy: ProxyServer) -> None:
         },
     )
     assert r.status_code == 400
-    assert r.json()["error"].startswith("invalid image: not valid base64 data")
+    assert r.json()["error"].startswith("invalid image at messages.0.images.0: not valid base64")
 
 
 @pytest.mark.compat(CLIENT, "embeddings")

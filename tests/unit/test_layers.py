@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "upstream_errors",
         "logs",
         "metrics",
+        "limits",
         "schemas",
         "sse",
         "http",

@@ -4,6 +4,7 @@ committed docs/openapi.json identical to what the app serves."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,8 @@ def test_examples_match_their_schemas(path: str, method: str, op: dict[str, Any]
                 continue
             if media_type == openapi.NDJSON:  # each line is one object of the schema
                 lines = media["example"].splitlines()
-                assert json.loads(lines[-1])["done"] is True
+                last = json.loads(lines[-1])  # the final line: done, or pull's success
+                assert last.get("done") is True or last.get("status") == "success"
                 for line in lines:
                     validate(json.loads(line), media["schema"])
             else:
@@ -103,3 +105,23 @@ def test_error_statuses_are_explained() -> None:
         for status in op["responses"]:
             if int(status) >= 400:
                 assert int(status) in openapi.ERRORS
+
+
+@pytest.mark.parametrize(("path", "method", "op"), OPERATIONS, ids=IDS)
+def test_every_path_template_names_a_declared_parameter(
+    path: str, method: str, op: dict[str, Any]
+) -> None:
+    """``/api/blobs/{digest}`` once declared no ``digest`` (issue #14)."""
+    names = set(re.findall(r"{(\w+)}", path))
+    declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+    assert names == declared
+    for param in op.get("parameters", []):
+        assert param["required"] is True
+        assert param["schema"]["type"] == "string"
+
+
+def test_openai_errors_say_param_and_code_may_be_null() -> None:
+    error = DOC["components"]["schemas"]["OpenAIError"]["properties"]["error"]
+    assert error["required"] == ["message", "type", "param", "code"]
+    validate({"message": "m", "type": "t", "param": None, "code": None}, error)
+    validate({"message": "m", "type": "t", "param": "tools", "code": "c"}, error)

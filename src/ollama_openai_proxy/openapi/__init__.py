@@ -15,8 +15,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
 from starlette.responses import Response
 
+from ollama_openai_proxy import schemas
+from ollama_openai_proxy.limits import Limits
 from ollama_openai_proxy.openapi.operations import OPERATIONS
 from ollama_openai_proxy.openapi.shapes import ERRORS, NDJSON, OBJ, SCHEMAS, json_content, ref
 
@@ -34,16 +37,26 @@ last line. Guides: the `docs/` folder of the repository."""
 def _error_response(status: int, openai: bool) -> dict[str, Any]:
     schema = ref("OpenAIError" if openai else "Error")
     example = (
-        {"error": {"message": ERRORS[status], "type": "invalid_request_error"}}
+        {
+            "error": {
+                "message": ERRORS[status],
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
         if openai
         else {"error": ERRORS[status]}
     )
     return json_content(schema, example, ERRORS[status])
 
 
-def _path_parameters(path: str, operation: dict[str, Any], examples: dict[str, str]) -> None:
+def _path_parameters(path: str, operation: dict[str, Any], spec: dict[str, Any]) -> None:
     """Every ``{name}`` of ``path`` declared (a route that reads the raw request declares none),
-    each with its example from the operation's ``path_examples``."""
+    each with its example from the operation's ``path_examples`` and its schema from
+    ``path_schemas``."""
+    examples = spec.get("path_examples", {})
+    schemas_ = spec.get("path_schemas", {})
     params = operation.setdefault("parameters", [])
     declared = {p["name"]: p for p in params if p.get("in") == "path"}
     for name in re.findall(r"{(\w+)(?::\w+)?}", path):
@@ -53,12 +66,92 @@ def _path_parameters(path: str, operation: dict[str, Any], examples: dict[str, s
             params.append(param)
         if name in examples:
             param["example"] = examples[name]
+        if name in schemas_:
+            param["schema"] = schemas_[name]
     if not params:
         del operation["parameters"]
 
 
+# The JSON bodies of the handlers that read raw requests, by operationId: set here rather than
+# through FastAPI, whose OpenAPI models turn integer bounds into floats (2**63 - 1 -> 2**63).
+BODIES: dict[str, TypeAdapter[Any]] = {
+    "chat": schemas.CHAT,
+    "generate": schemas.GENERATE,
+    "embed": schemas.EMBED,
+    "embeddings": schemas.EMBEDDINGS,
+    "show": schemas.SHOW,
+    "pull": schemas.PULL,
+}
+
+# How each body names its model. The handlers check it in Ollama's words ("model is required";
+# generate answers 404 "model '' not found"), so the validators let it be absent: the document
+# says what a request needs. show and pull also take the deprecated ``name``.
+MODEL = {"type": "string", "minLength": 1}
+NAMED = ("show", "pull")
+
+
+# Rules across fields, in JSON Schema: Ollama refuses a raw prompt with a template, a system
+# prompt or a context (400 "raw mode does not support template, system, or context").
+RULES: dict[str, dict[str, Any]] = {
+    "generate": {
+        "if": {"required": ["raw"], "properties": {"raw": {"const": True}}},
+        "then": {
+            "properties": {
+                "system": {"maxLength": 0},
+                "template": {"maxLength": 0},
+                "context": {"maxItems": 0},
+            }
+        },
+    }
+}
+
+
+def _require_model(operation_id: str, schema: dict[str, Any]) -> None:
+    if operation_id in NAMED:
+        schema["anyOf"] = [
+            {"required": [key], "properties": {key: MODEL}} for key in ("model", "name")
+        ]
+    else:
+        schema["required"] = ["model"]
+        schema["properties"]["model"] = dict(MODEL, title="Model")
+
+
+# The request arrays bounded by a limit (limits.Limits field), by operation and property path.
+LIMITED: dict[str, dict[tuple[str, ...], str]] = {
+    "chat": {
+        ("messages",): "messages",
+        ("messages", "images"): "images",
+        ("messages", "tool_calls"): "tools",
+        ("tools",): "tools",
+    },
+    "generate": {("images",): "images", ("context",): "context"},
+    "embed": {("input",): "embed_inputs"},
+}
+
+
+def _array(schema: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The array schema at ``names`` (properties, through ``anyOf`` members and ``items``)."""
+    node = schema
+    for name in names:
+        if node.get("type") == "array":
+            node = node["items"]
+        node = node["properties"][name]
+        node = next((m for m in node.get("anyOf", [node]) if m.get("type") == "array"), node)
+    return node
+
+
+def _limit_arrays(operation: dict[str, Any], limits: Limits) -> None:
+    """``maxItems`` from the limits in force on each bounded array of the request body."""
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    for names, field in LIMITED.get(operation["operationId"], {}).items():
+        _array(body["schema"], names)["maxItems"] = getattr(limits, field)
+
+
 def build(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI document with every operation completed from OPERATIONS."""
+    """The app's OpenAPI document with every operation completed from OPERATIONS, and the
+    request limits of its settings (``app.state.ctx.limits``) as ``maxItems``."""
+    ctx = getattr(app.state, "ctx", None)
+    limits: Limits = ctx.limits if ctx is not None else Limits()
     doc = get_openapi(
         title=app.title,
         version=app.version,
@@ -95,11 +188,18 @@ def build(app: FastAPI) -> dict[str, Any]:
             if "response" in spec:
                 responses["200"] = spec["response"]
             responses.update(spec.get("extra", {}))
-            _path_parameters(path, operation, spec.get("path_examples", {}))
+            if operation["operationId"] in BODIES:
+                operation.update(schemas.openapi_body(BODIES[operation["operationId"]]))
+                body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
+                _require_model(operation["operationId"], body_schema)
+                body_schema.update(RULES.get(operation["operationId"], {}))
+            _path_parameters(path, operation, spec)
+            _limit_arrays(operation, limits)
             if "request" in spec:
+                schema = spec.get("request_schema", OBJ)
                 body = operation.setdefault(
                     "requestBody",
-                    {"required": True, "content": {"application/json": {"schema": OBJ}}},
+                    {"required": True, "content": {"application/json": {"schema": schema}}},
                 )
                 body["content"]["application/json"]["example"] = spec["request"]
             for status in spec["errors"]:

@@ -191,7 +191,20 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "object with `stream: false`) when the backend serves the model, 404 otherwise. Clients "
         'that "check, then pull" a model keep working.',
         "request": {"model": "gpt-4o-mini", "stream": False},
-        "response": json_content(ref("ProgressResponse"), {"status": "success"}),
+        "response": {
+            "description": "With `stream` true (the default), one status per line "
+            f"(`{NDJSON}`), the last `success`; with `stream: false`, one object.",
+            "content": {
+                NDJSON: {
+                    "schema": ref("ProgressResponse"),
+                    "example": '{"status":"pulling manifest"}\n{"status":"success"}\n',
+                },
+                "application/json": {
+                    "schema": ref("ProgressResponse"),
+                    "example": {"status": "success"},
+                },
+            },
+        },
         "errors": (400, 401, 404, 502, 503, 504),
     },
     "version": {
@@ -274,12 +287,31 @@ _FORWARDED = (
 )
 _OPENAI_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
 _OPENAI_GET_ERRORS = (401, 404, 429, 502, 503, 504)
+
+
+def _openai_body(*required: str, **props: Any) -> dict[str, Any]:
+    """What OpenAI's API requires of a request body (openai-openapi: CreateChatCompletionRequest
+    and the others); the rest is the backend's to check, the body being forwarded as sent."""
+    return {
+        "type": "object",
+        "required": ["model", *required],
+        "properties": {"model": STR, **props},
+    }
+
+
+# An id /v1/models/{model} forwards: printable ASCII without ? # % \, and no empty, "." or ".."
+# path segment (routes/openai.py model_path refuses those with 400).
+_MODEL_SEGMENT = r'(?!\.\.?(/|$))[ !"$&-.0->@-\[\]-~]+'
+MODEL_ID = {"type": "string", "pattern": f"^{_MODEL_SEGMENT}(/{_MODEL_SEGMENT})*$"}
 OPERATIONS.update(
     {
         "openai_chat_completions": {
             "description": _FORWARDED.format(path="/v1/chat/completions"),
             "openai": True,
             "request": {"model": "gpt-4o-mini", "messages": _HELLO},
+            "request_schema": _openai_body(
+                "messages", messages={"type": "array", "minItems": 1, "items": OBJ}
+            ),
             "response": json_content(
                 OBJ,
                 {
@@ -303,12 +335,14 @@ OPERATIONS.update(
             "description": _FORWARDED.format(path="/v1/completions"),
             "openai": True,
             "request": {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hello"},
+            "request_schema": _openai_body("prompt"),
             "errors": _OPENAI_ERRORS,
         },
         "openai_embeddings": {
             "description": _FORWARDED.format(path="/v1/embeddings"),
             "openai": True,
             "request": {"model": "text-embedding-3-small", "input": "some text"},
+            "request_schema": _openai_body("input"),
             "response": json_content(
                 OBJ,
                 {
@@ -345,6 +379,7 @@ OPERATIONS.update(
             "segment, `?`, `#`, `%` or `\\`: those are refused with 400.",
             "openai": True,
             "path_examples": {"model": "gpt-4o-mini"},
+            "path_schemas": {"model": MODEL_ID},
             "response": json_content(
                 OBJ,
                 {
@@ -354,7 +389,7 @@ OPERATIONS.update(
                     "owned_by": "system",
                 },
             ),
-            "errors": _OPENAI_GET_ERRORS,
+            "errors": (400, *_OPENAI_GET_ERRORS),
         },
     }
 )

@@ -13,6 +13,7 @@ def ref(name: str) -> dict[str, str]:
 
 
 STR = {"type": "string"}
+NULLABLE_STR = {"type": ["string", "null"]}
 INT = {"type": "integer"}
 BOOL = {"type": "boolean"}
 OBJ = {"type": "object"}
@@ -72,9 +73,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         **obj(("error",), error=STR),
         "description": "Ollama's error shape; on a stream that already started, the last line.",
     },
+    # OpenAI's Error (openai-openapi openapi.yaml): param and code are strings or null.
     "OpenAIError": obj(
         ("error",),
-        error=obj(("message",), message=STR, type=STR, param=STR, code=STR),
+        error=obj(
+            ("message", "type", "param", "code"),
+            message=STR,
+            type=STR,
+            param=NULLABLE_STR,
+            code=NULLABLE_STR,
+        ),
     ),
     "Message": _MESSAGE,
     "ModelDetails": _DETAILS,

@@ -22,15 +22,19 @@ from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_proxy.http import read_body
+from ollama_openai_proxy.limits import check_values
 from ollama_openai_proxy.translate.chat import UpstreamRequest
 
 T = TypeVar("T")
 
 
 async def parse_body(request: Request, adapter: TypeAdapter[T]) -> tuple[Context, T]:
-    """The app context and the validated JSON body (413 if too large, 400 if invalid)."""
+    """The app context and the validated JSON body: 413 if larger than REQUEST_MAX_SIZE, 400
+    if it has more values than REQUEST_MAX_VALUES (checked before parsing) or is invalid."""
     ctx = get_context(request)
-    return ctx, schemas.parse(adapter, await read_body(request, ctx.settings.request_max_size))
+    body = await read_body(request, ctx.settings.request_max_size)
+    check_values(body, ctx.limits.values)
+    return ctx, schemas.parse(adapter, body)
 
 
 def plan(
@@ -40,16 +44,33 @@ def plan(
     build: Callable[[Route], UpstreamRequest],
     *,
     stream: bool = False,
+    source: Any = None,
 ) -> Plan:
     """A POST of ``build(route)``'s payload to ``path`` on each of the model's routes in turn
-    (the fallback chain). What the translation could not carry is logged once, for the first."""
+    (the fallback chain). What the translation could not carry is logged once, for the first.
+
+    ``source``: the client's decoded request (built from by ``build``): if the payload cannot
+    be encoded, its integers beyond 64 bits become floats and the plan is built again."""
+    try:
+        attempts = _attempts(ctx, model, path, build)
+    except orjson.JSONEncodeError:
+        # An integer beyond 64 bits in a free-form field (a tool schema, arguments, format,
+        # passed-through options): as a float, as Ollama reads it (400 if not even that).
+        schemas.widen(source)
+        attempts = _attempts(ctx, model, path, build)
+    return Plan("POST", tuple(attempts), stream=stream, model=model.name)
+
+
+def _attempts(
+    ctx: Context, model: Resolved, path: str, build: Callable[[Route], UpstreamRequest]
+) -> list[Attempt]:
     attempts = []
     for i, route in enumerate(model.routes):
         up = build(route)
+        attempts.append(Attempt(route, path, orjson.dumps(up.payload)))
         if i == 0:
             ctx.report(up, model.name)
-        attempts.append(Attempt(route, path, orjson.dumps(up.payload)))
-    return Plan("POST", tuple(attempts), stream=stream, model=model.name)
+    return attempts
 
 
 async def fetch(ctx: Context, rec: AccessRecord, p: Plan) -> Any:

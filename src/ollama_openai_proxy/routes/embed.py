@@ -22,6 +22,7 @@ from ollama_openai_proxy.translate.embed import (
     embeddings_request,
     embeddings_response,
 )
+from ollama_openai_proxy.translate.keepalive import parse_keep_alive
 
 router = APIRouter()
 NOT_EMBEDDINGS = "an answer that is not an embedding list"
@@ -54,7 +55,6 @@ async def _call(
     "/api/embed",
     operation_id="embed",
     summary="Embeddings for one or many inputs",
-    openapi_extra=schemas.openapi_body(schemas.EMBED),
 )
 async def embed(request: Request) -> Response:
     start = time.perf_counter_ns()
@@ -62,7 +62,8 @@ async def embed(request: Request) -> Response:
     model = req.get("model")
     if not model:
         raise BadRequest("model is required")
-    inputs = embed_inputs(req.get("input"), ctx.settings.embed_max_inputs)
+    parse_keep_alive(req.get("keep_alive"))  # no effect here, but an invalid one is a 400
+    inputs = embed_inputs(req.get("input"), ctx.limits.embed_inputs)
     if not inputs:
         return json_response({"model": model, "embeddings": []})
     rec = record(request.scope)
@@ -80,13 +81,13 @@ async def embed(request: Request) -> Response:
     "/api/embeddings",
     operation_id="embeddings",
     summary="One embedding (legacy API)",
-    openapi_extra=schemas.openapi_body(schemas.EMBEDDINGS),
 )
 async def embeddings(request: Request) -> Response:
     ctx, req = await parse_body(request, schemas.EMBEDDINGS)
     model = req.get("model")
     if not model:
         raise BadRequest("model is required")
+    parse_keep_alive(req.get("keep_alive"))
     prompt = req.get("prompt")
     if not prompt:
         return json_response({"embedding": []})

@@ -23,6 +23,7 @@ from ollama_openai_proxy.errors import (
 )
 from ollama_openai_proxy.exchange import Plan, Reply, Route
 from ollama_openai_proxy.http import NDJSON, json_response
+from ollama_openai_proxy.limits import check_chat, check_generate
 from ollama_openai_proxy.routes import fetch, parse_body, plan
 from ollama_openai_proxy.streams import ndjson_stream
 from ollama_openai_proxy.translate.chat import (
@@ -63,7 +64,6 @@ class Answer:
     "/api/chat",
     operation_id="chat",
     summary="Chat (NDJSON stream unless stream is false)",
-    openapi_extra=schemas.openapi_body(schemas.CHAT),
 )
 async def chat(request: Request) -> Response:
     start = time.perf_counter_ns()
@@ -71,7 +71,8 @@ async def chat(request: Request) -> Response:
     model = req.get("model")
     if not model:
         raise BadRequest("model is required")
-    schemas.check_think(req.get("think"))
+    check_chat(req, ctx.limits)
+    schemas.check_fields(req)
     keep_alive = parse_keep_alive(req.get("keep_alive"))
     if not req.get("messages"):
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
@@ -81,7 +82,7 @@ async def chat(request: Request) -> Response:
     def build(route: Route) -> UpstreamRequest:
         return chat_request(req, ctx.target(model, route), route.policy)
 
-    p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream)
+    p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream, source=req)
     return await _complete(ctx, request, p, answer, resolved)
 
 
@@ -89,7 +90,6 @@ async def chat(request: Request) -> Response:
     "/api/generate",
     operation_id="generate",
     summary="Generate from a prompt (NDJSON stream unless stream is false)",
-    openapi_extra=schemas.openapi_body(schemas.GENERATE),
 )
 async def generate(request: Request) -> Response:
     start = time.perf_counter_ns()
@@ -97,7 +97,8 @@ async def generate(request: Request) -> Response:
     model = req.get("model")
     if not model:
         raise ModelNotFound("")  # Ollama answers 404 "model '' not found" here, not 400
-    schemas.check_think(req.get("think"))
+    check_generate(req, ctx.limits)
+    schemas.check_fields(req)
     keep_alive = parse_keep_alive(req.get("keep_alive"))
     if req.get("raw") and (req.get("system") or req.get("template") or req.get("context")):
         raise BadRequest("raw mode does not support template, system, or context")
@@ -110,7 +111,7 @@ async def generate(request: Request) -> Response:
         def build_completion(route: Route) -> UpstreamRequest:
             return completion_request(req, ctx.target(model, route), route.policy)
 
-        p = plan(ctx, resolved, COMPLETIONS, build_completion, stream=answer.stream)
+        p = plan(ctx, resolved, COMPLETIONS, build_completion, stream=answer.stream, source=req)
         try:
             return await _complete(ctx, request, p, answer, resolved)
         except UpstreamEndpointNotFound as exc:
@@ -128,7 +129,7 @@ async def generate(request: Request) -> Response:
     def build(route: Route) -> UpstreamRequest:
         return generate_request(req, ctx.target(model, route), route.policy)
 
-    p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream)
+    p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream, source=req)
     return await _complete(ctx, request, p, answer, resolved)
 
 

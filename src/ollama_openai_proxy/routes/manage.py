@@ -20,7 +20,6 @@ router = APIRouter()
     "/api/pull",
     operation_id="pull",
     summary="Succeeds for models the backend serves",
-    openapi_extra=schemas.openapi_body(schemas.PULL),
 )
 async def pull(request: Request) -> Response:
     ctx, req = await parse_body(request, schemas.PULL)

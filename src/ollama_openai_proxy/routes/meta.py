@@ -41,7 +41,8 @@ async def version(request: Request) -> Response:
     return json_response({"version": get_context(request).settings.ollama_version})
 
 
-@router.get(
+@get_and_head(
+    router,
     "/v1/version",
     operation_id="proxy_version",
     summary="The proxy's own version, build and dependencies (VERSION_ENDPOINT_ENABLED)",
@@ -59,7 +60,8 @@ async def metrics(request: Request) -> Response:
     return Response(m.exposition(), media_type=m.content_type)
 
 
-@router.get(
+@get_and_head(
+    router,
     "/health",
     operation_id="health",
     summary="Liveness: the process answers (no backend call)",
@@ -68,7 +70,8 @@ async def health() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get(
+@get_and_head(
+    router,
     "/ready",
     operation_id="ready",
     summary="Readiness: the backend answers GET /models within HEALTH_CHECK_TIMEOUT",

@@ -32,7 +32,6 @@ async def tags(request: Request) -> Response:
     "/api/show",
     operation_id="show",
     summary="Model details, capabilities and context length",
-    openapi_extra=schemas.openapi_body(schemas.SHOW),
 )
 async def show(request: Request) -> Response:
     ctx, req = await parse_body(request, schemas.SHOW)
@@ -47,7 +46,9 @@ async def show(request: Request) -> Response:
     return json_response(tm.show(name, route.model, ctx.facts(name, route), time.time_ns()))
 
 
-@router.get("/api/ps", operation_id="ps", summary="Models used recently (within keep_alive)")
+@get_and_head(
+    router, "/api/ps", operation_id="ps", summary="Models used recently (within keep_alive)"
+)
 async def ps(request: Request) -> Response:
     ctx = get_context(request)
     models = [tm.ps_entry(name, ctx.facts(name), expires) for name, expires in ctx.recent.active()]

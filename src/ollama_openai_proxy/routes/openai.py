@@ -22,6 +22,8 @@ from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.exchange import Attempt, EventStream, Plan, Route
 from ollama_openai_proxy.http import json_response, read_body
+from ollama_openai_proxy.limits import check_openai, check_values
+from ollama_openai_proxy.routes import get_and_head
 from ollama_openai_proxy.streams import sse_relay
 from ollama_openai_proxy.translate.models import openai_models
 
@@ -35,16 +37,20 @@ _UNSAFE_IN_ID = frozenset("?#%\\")
 def _inspect(ctx: Context, body: bytes) -> tuple[str | None, dict[str, Any] | None, bool]:
     """``(model, decoded body, stream)``. The body is decoded only when it matters: with a
     model map or several upstreams (the model picks the route), or when it may ask for a stream
-    (the timeouts differ); otherwise it is forwarded without being decoded."""
+    (the timeouts differ); otherwise it is forwarded without being decoded. A body the proxy
+    decodes is held to the same limits as the Ollama routes' (REQUEST_MAX_VALUES before
+    decoding, then the arrays' counts), a 400 in OpenAI's shape naming ``param``."""
     route_by_model = bool(ctx.model_map) or ctx.backends.multi
     if not route_by_model and b'"stream"' not in body:
         return None, None, False
+    check_values(body, ctx.limits.values)
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         return None, None, False
+    check_openai(obj, ctx.limits)
     stream = obj.get("stream") is True
     model = obj.get("model")
     if route_by_model and isinstance(model, str):
@@ -55,7 +61,11 @@ def _inspect(ctx: Context, body: bytes) -> tuple[str | None, dict[str, Any] | No
 def _for_route(body: bytes, obj: dict[str, Any] | None, route: Route) -> bytes:
     if obj is None or obj["model"] == route.model:
         return body
-    return orjson.dumps({**obj, "model": route.model})
+    try:
+        return orjson.dumps({**obj, "model": route.model})
+    except orjson.JSONEncodeError:
+        # orjson reads 1,024 levels of nesting but writes 254: deeper cannot be re-encoded.
+        raise BadRequest("request nested too deeply (at most 254 levels)") from None
 
 
 def model_path(model: str) -> str:
@@ -148,8 +158,11 @@ async def embeddings(request: Request) -> Response:
     return await _forward(request, "POST", "/embeddings")
 
 
-@router.get(
-    "/v1/models", operation_id="openai_models", summary="OpenAI model list (aliases applied)"
+@get_and_head(
+    router,
+    "/v1/models",
+    operation_id="openai_models",
+    summary="OpenAI model list (aliases applied)",
 )
 async def models(request: Request) -> Response:
     ctx = get_context(request)
@@ -158,8 +171,11 @@ async def models(request: Request) -> Response:
     return json_response(openai_models(await ctx.backends.models(), ctx.model_map))
 
 
-@router.get(
-    "/v1/models/{model:path}", operation_id="openai_model", summary="One OpenAI model (forwarded)"
+@get_and_head(
+    router,
+    "/v1/models/{model:path}",
+    operation_id="openai_model",
+    summary="One OpenAI model (forwarded)",
 )
 async def model(request: Request, model: str) -> Response:
     model_path(model)  # refuse a hostile id before anything else

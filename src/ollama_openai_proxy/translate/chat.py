@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ import orjson
 from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
-from ollama_openai_proxy.translate.images import data_url
+from ollama_openai_proxy.translate.images import check_images, data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.options import map_options
 from ollama_openai_proxy.translate.shape import forget, shape
@@ -31,6 +32,7 @@ CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
 EMBEDDINGS_PATH = "/embeddings"
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+COMPLETIONS_MAX_LOGPROBS = 5
 
 
 @dataclass(slots=True)
@@ -49,11 +51,15 @@ class UpstreamRequest:
 # --- requests ---------------------------------------------------------------------------------
 
 
-def _content(text: str, images: list[str] | None) -> str | list[dict[str, Any]]:
+def _content(text: str, images: list[str] | None, where: str) -> str | list[dict[str, Any]]:
+    """``where``: the images' field in the request (``messages.0.images``), for errors."""
     if not images:
         return text
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-    parts.extend({"type": "image_url", "image_url": {"url": data_url(img)}} for img in images)
+    parts.extend(
+        {"type": "image_url", "image_url": {"url": data_url(img, f"{where}.{i}")}}
+        for i, img in enumerate(images)
+    )
     return parts
 
 
@@ -77,24 +83,41 @@ class _History:
 
     def __init__(self, notes: list[str]) -> None:
         self.out: list[dict[str, Any]] = []
-        self.pending: list[tuple[str, str]] = []  # unanswered (id, name) of the last assistant turn
+        # The unanswered calls of the last assistant turn, in order: id -> name; and the same ids
+        # by name (answered ones are skipped when met). A result finds its call in constant
+        # time, so a long history costs linear time, never calls x results.
+        self.pending: dict[str, str] = {}
+        self.by_name: dict[str, deque[str]] = {}
         self.notes = notes
 
+    def call(self, call_id: str, name: str) -> None:
+        self.pending[call_id] = name
+        self.by_name.setdefault(name, deque()).append(call_id)
+
     def close_round(self) -> None:
-        for call_id, name in self.pending:
+        for call_id, name in self.pending.items():
             self.notes.append(f"tool call {name!r} had no result in the history; sent empty")
             self.out.append({"role": "tool", "tool_call_id": call_id, "content": ""})
         self.pending.clear()
+        self.by_name.clear()
+
+    def _first_named(self, name: str) -> str | None:
+        ids = self.by_name.get(name)
+        while ids:
+            if ids[0] in self.pending:
+                return ids[0]
+            ids.popleft()
+        return None
 
     def tool_result(self, msg: Message, content: str) -> None:
         call_id, name = msg.get("tool_call_id"), msg.get("tool_name")
         match = None
-        if call_id:
-            match = next((c for c in self.pending if c[0] == call_id), None)
+        if call_id and call_id in self.pending:
+            match = call_id
         if match is None and name:
-            match = next((c for c in self.pending if c[1] == name), None)
+            match = self._first_named(name)
         if match is None and self.pending and not call_id:
-            match = self.pending[0]
+            match = next(iter(self.pending))
         if match is None:
             # Nothing to answer: a strict backend would reject the message, so keep its text
             # as a user turn rather than lose it.
@@ -102,8 +125,8 @@ class _History:
             label = f" {name}" if name else ""
             self.out.append({"role": "user", "content": f"[tool result{label}] {content}"})
             return
-        self.pending.remove(match)
-        self.out.append({"role": "tool", "tool_call_id": match[0], "content": content})
+        del self.pending[match]
+        self.out.append({"role": "tool", "tool_call_id": match, "content": content})
 
     def message(self, i: int, msg: Message, content: str) -> None:
         self.close_round()
@@ -112,15 +135,21 @@ class _History:
             raise BadRequest(f"invalid message role {msg['role']!r} at messages.{i}")
         images = msg.get("images")
         if images and role != "user":
+            check_images(images, f"messages.{i}.images")  # invalid is invalid, dropped or not
             self.notes.append(f"images on a {role} message are not supported upstream; dropped")
             images = None
-        out: dict[str, Any] = {"role": role, "content": _content(content, images)}
+        out: dict[str, Any] = {
+            "role": role,
+            "content": _content(content, images, f"messages.{i}.images"),
+        }
         tool_calls = msg.get("tool_calls") if role == "assistant" else None
         if tool_calls:
             calls = []
             for j, tc in enumerate(tool_calls):
                 fn = tc["function"]
                 call_id = tc.get("id") or f"call_{i}_{j}"
+                if call_id in self.pending:  # a repeated id: each call needs its own answer
+                    call_id = f"call_{i}_{j}"
                 calls.append(
                     {
                         "id": call_id,
@@ -131,7 +160,7 @@ class _History:
                         },
                     }
                 )
-                self.pending.append((call_id, fn["name"]))
+                self.call(call_id, fn["name"])
             out["tool_calls"] = calls
             if not content:
                 out["content"] = None
@@ -194,9 +223,20 @@ def _common(
             payload.update(params)
             result.adapted.append(f"think {req.get('think')!r} sent as {params}")
     if req.get("logprobs"):
-        payload["logprobs"] = True
-        if req.get("top_logprobs"):
-            payload["top_logprobs"] = req["top_logprobs"]
+        top = req.get("top_logprobs") or 0
+        if completions:
+            # /v1/completions takes one integer instead: how many alternatives, 0 to 5
+            # (openai-openapi CreateCompletionRequest.logprobs); it has no top_logprobs.
+            if top > COMPLETIONS_MAX_LOGPROBS:
+                result.notes.append(
+                    f"top_logprobs {top}: /v1/completions returns at most "
+                    f"{COMPLETIONS_MAX_LOGPROBS}; sent {COMPLETIONS_MAX_LOGPROBS}"
+                )
+            payload["logprobs"] = min(top, COMPLETIONS_MAX_LOGPROBS)
+        else:
+            payload["logprobs"] = True
+            if top:
+                payload["top_logprobs"] = top
     if completions and "max_tokens" not in payload:
         payload["max_tokens"] = policy.completions_max_tokens
     result.payload = payload
@@ -208,7 +248,8 @@ def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRe
     _common(req, target, {"messages": messages}, policy, result)
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
-        result.payload["tools"] = tools
+        # Ollama's tools are functions; OpenAI requires the type a client may leave out.
+        result.payload["tools"] = [t if "type" in t else {"type": "function", **t} for t in tools]
     return for_backend(result, target, policy, CHAT_PATH)
 
 
@@ -243,7 +284,7 @@ def generate_request(req: GenerateRequest, target: Target, policy: Policy) -> Up
     if system:
         messages.append({"role": "system", "content": system})
     messages.append(
-        {"role": "user", "content": _content(req.get("prompt") or "", req.get("images"))}
+        {"role": "user", "content": _content(req.get("prompt") or "", req.get("images"), "images")}
     )
     for name in ("template", "context"):
         if req.get(name):
@@ -262,7 +303,9 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
     body: dict[str, Any] = {"prompt": req.get("prompt") or ""}
     if req.get("suffix"):
         body["suffix"] = req["suffix"]
-    if req.get("images"):
+    images = req.get("images")
+    if images:
+        check_images(images, "images")
         result.notes.append("images cannot be sent to /v1/completions; dropped")
     if req.get("context"):
         result.notes.append("generate field 'context' has no OpenAI equivalent; ignored")

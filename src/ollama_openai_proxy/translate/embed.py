@@ -12,34 +12,35 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ollama_openai_proxy.errors import BadRequest
+from ollama_openai_proxy.errors import BadRequest, TooMany
 
 
 def embed_inputs(value: Any, max_inputs: int) -> list[str]:
-    """The inputs of an ``/api/embed`` request; ``[]`` means answer locally with no vectors."""
+    """The inputs of an ``/api/embed`` request (a string or a list of strings, ollama
+    server/routes.go EmbedHandler); ``[]`` means answer locally with no vectors.
+
+    Raises TooMany beyond ``max_inputs`` (EMBED_MAX_INPUTS, counted before anything else),
+    BadRequest for another type (Ollama's "invalid input type") or an empty string in a list
+    (OpenAI refuses those)."""
     if value is None or value == "":
         return []
     inputs = [value] if isinstance(value, str) else value
+    if isinstance(inputs, list) and len(inputs) > max_inputs:
+        raise TooMany("input", len(inputs), max_inputs, "EMBED_MAX_INPUTS", "input")
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-        raise BadRequest("invalid input type")  # Ollama's wording
-    if len(inputs) > max_inputs:
-        raise BadRequest(
-            f"too many inputs: {len(inputs)} (at most {max_inputs} per request, EMBED_MAX_INPUTS)"
-        )
+        raise BadRequest("invalid input type", param="input")  # Ollama's wording
     for i, text in enumerate(inputs):
         if not text:
             # OpenAI rejects empty strings; name the input rather than relay "'$.input' is invalid"
-            raise BadRequest(f"input {i} is an empty string; it cannot be embedded")
+            raise BadRequest(f"input {i} is an empty string; it cannot be embedded", param="input")
     return inputs
 
 
 def embeddings_request(model: str, inputs: list[str], dimensions: int | None) -> dict[str, Any]:
-    """OpenAI's embeddings body. ``dimensions`` 0 or None: the model's own (Go's zero value is
-    Ollama's "unset"); negative: BadRequest, as Ollama answers."""
+    """OpenAI's embeddings body. ``dimensions`` 0, negative or None: the model's own (Ollama
+    cuts only for a positive one, server/routes.go)."""
     payload: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
-    if dimensions is not None and dimensions < 0:
-        raise BadRequest("dimensions must be a positive integer")
-    if dimensions:
+    if dimensions is not None and dimensions > 0:  # Ollama ignores 0 and below (routes.go)
         payload["dimensions"] = dimensions
     return payload
 

@@ -8,6 +8,7 @@ backends that accept them (vLLM, llama.cpp) with ``PASSTHROUGH_OPTIONS``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,18 +27,38 @@ _NATIVE = {
 MAX_STOP = 4
 
 
+# Ollama's integer options are Go ints (int64); OpenAI's seed is int64 too (openapi.yaml). A JSON
+# number outside that range cannot reach a backend (nor be encoded: orjson stops at 64 bits).
+INT64 = range(-(2**63), 2**63)
+
+
 def _number(name: str, value: Any) -> float | int:
     # bool is an int subclass in Python; Ollama's decoder rejects it for numeric options.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f'option "{name}" must be of type number')
-    return value
+        raise BadRequest(f'option "{name}" must be of type number', param=name)
+    number: float | int = value
+    if isinstance(number, int) and number not in INT64:
+        try:
+            number = float(number)  # a float64, as Go reads a JSON number
+        except OverflowError:
+            number = math.inf
+    if not math.isfinite(number):
+        # JSON 1e400 parses as infinity, which JSON cannot carry on (orjson would send null);
+        # Go's decoder refuses it.
+        raise BadRequest(f'option "{name}" is out of range', param=name)
+    return number
 
 
 def _integer(name: str, value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f'option "{name}" must be of type integer')
+        raise BadRequest(f'option "{name}" must be of type integer', param=name)
+    if value not in INT64:
+        raise BadRequest(
+            f'option "{name}" is out of range (a 64-bit integer: at most {INT64.stop - 1})',
+            param=name,
+        )
     return value
 
 
@@ -82,7 +103,7 @@ def map_options(
             # Ollama wants a list; n8n and some scripts send a bare string, accept it.
             stops = [value] if isinstance(value, str) else value
             if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-                raise BadRequest('option "stop" must be a list of strings')
+                raise BadRequest('option "stop" must be a list of strings', param="stop")
             if len(stops) > MAX_STOP:
                 notes.append(f"stop: {len(stops)} sequences, OpenAI accepts {MAX_STOP}; kept first")
                 stops = stops[:MAX_STOP]

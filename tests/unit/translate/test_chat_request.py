@@ -371,3 +371,102 @@ def test_think_notes() -> None:
         {"messages": [{"role": "user", "content": "x"}], "think": "low"},
         Target("m", "chat_template_kwargs"),
     ).notes
+
+
+# --- hostile but legal input (issue #14) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "detail"),
+    [
+        ("é", "string argument should contain only ASCII characters"),  # was a ValueError: 500
+        ("", "empty"),
+        (" QUJD", "not valid base64"),  # Go's decoder does not strip white space either
+        ("data:text/plain;base64,QUJD", "data:image/<type>;base64,<data>"),
+        ("data:image/png;base64,", "empty"),
+        ("data:image/png;base64,é", "not valid base64"),
+    ],
+)
+def test_an_invalid_image_is_400_naming_it(image: str, detail: str) -> None:
+    msgs = [
+        {"role": "user", "content": "x"},
+        {"role": "user", "content": "y", "images": ["QUJD", image]},
+    ]
+    with pytest.raises(BadRequest) as info:
+        chat({"messages": msgs})
+    assert info.value.message.startswith("invalid image at messages.1.images.1: ")
+    assert detail in info.value.message
+    assert info.value.param == "messages.1.images.1"
+
+
+def test_images_are_checked_even_where_they_are_dropped() -> None:
+    with pytest.raises(BadRequest, match=r"invalid image at messages\.0\.images\.0"):
+        chat({"messages": [{"role": "assistant", "content": "x", "images": ["é"]}]})
+    raw = GENERATE.validate_python({"model": "m", "prompt": "x", "raw": True, "images": ["é"]})
+    with pytest.raises(BadRequest, match=r"invalid image at images\.0"):
+        completion_request(raw, Target("m"), Policy())
+    generate = GENERATE.validate_python({"model": "m", "prompt": "x", "images": ["QUJD", "é"]})
+    with pytest.raises(BadRequest, match=r"invalid image at images\.1"):
+        generate_request(generate, Target("m"), Policy())
+
+
+def test_many_tool_results_pair_in_linear_time() -> None:
+    """A result finds its call in constant time: 20,000 calls answered in reverse order, then
+    20,000 results matching nothing, take well under a second (the quadratic search they
+    replaced took minutes)."""
+    import time
+
+    n = 20_000
+    calls = [{"id": f"c{j}", "function": {"name": f"f{j}"}} for j in range(n)]
+    results = [
+        {"role": "tool", "tool_call_id": f"c{j}", "content": "r"} for j in reversed(range(n))
+    ]
+    strays = [{"role": "tool", "tool_call_id": f"x{j}", "content": "r"} for j in range(n)]
+    history: list[Any] = [{"role": "assistant", "tool_calls": calls}, *results, *strays]
+    notes: list[str] = []
+    start = time.perf_counter()
+    out = messages_to_openai(history, notes)
+    assert time.perf_counter() - start < 2
+    assert [m["tool_call_id"] for m in out[1 : n + 1]] == [f"c{j}" for j in reversed(range(n))]
+    assert all(m["role"] == "user" for m in out[n + 1 :])
+
+
+def test_a_repeated_call_id_gets_its_own_answer() -> None:
+    calls: Any = [
+        {"id": "same", "function": {"name": "f"}},
+        {"id": "same", "function": {"name": "g"}},
+    ]
+    out = messages_to_openai(
+        [
+            {"role": "assistant", "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "same", "content": "1"},
+            {"role": "tool", "tool_name": "g", "content": "2"},
+        ],
+        [],
+    )
+    ids = [c["id"] for c in out[0]["tool_calls"]]
+    assert ids == ["same", "call_0_1"]  # OpenAI wants each id once
+    assert [(m["tool_call_id"], m["content"]) for m in out[1:]] == [
+        ("same", "1"),
+        ("call_0_1", "2"),
+    ]
+
+
+@pytest.mark.parametrize(("top", "sent", "noted"), [(None, 0, False), (3, 3, False), (20, 5, True)])
+def test_completions_take_logprobs_as_one_integer(top: int | None, sent: int, noted: bool) -> None:
+    req = GENERATE.validate_python(
+        {"model": "m", "prompt": "x", "raw": True, "logprobs": True, "top_logprobs": top}
+    )
+    up = completion_request(req, Target("m"), Policy())
+    assert up.payload["logprobs"] == sent
+    assert "top_logprobs" not in up.payload
+    assert any("top_logprobs" in n for n in up.notes) is noted
+
+
+def test_a_tool_without_its_type_is_sent_as_a_function() -> None:
+    tools = [{"function": {"name": "f"}}, {"type": "function", "function": {"name": "g"}}]
+    up = chat({"messages": [{"role": "user", "content": "x"}], "tools": tools})
+    assert up.payload["tools"] == [
+        {"type": "function", "function": {"name": "f"}},
+        {"type": "function", "function": {"name": "g"}},
+    ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -27,6 +28,13 @@ from tests.conftest import contract
         ("-1m", -60.0),
         ("1.5h", 5400.0),
         ("10us", 1e-5),
+        ("-0", 0.0),
+        ("+0", 0.0),
+        ("2562047h", 2562047 * 3600.0),
+        (9_223_372_036, 9_223_372_036.0),
+        (-1e300, -1.0),  # negative is forever, however large
+        (-(10**400), -1.0),
+        (-5, -1.0),
     ],
 )
 def test_parse(value: Any, seconds: float | None) -> None:
@@ -43,11 +51,28 @@ def test_parse(value: Any, seconds: float | None) -> None:
         ("300", 'time: missing unit in duration "300"'),
         ("5x", 'time: invalid duration "5x"'),
         (True, "invalid keep_alive"),
+        (False, "invalid keep_alive"),
+        # Go's time.Duration holds 2562047h at most: ParseDuration refuses more, and a number
+        # of seconds beyond it would overflow (was an OverflowError after the backend call)
+        ("99999999999h", 'time: invalid duration "99999999999h"'),
+        ("2562048h", 'time: invalid duration "2562048h"'),
+        (1e300, "invalid keep_alive: out of range"),
+        (10**400, "invalid keep_alive: out of range"),
+        (9_223_372_037, "invalid keep_alive: out of range"),
+        (float("inf"), "invalid keep_alive: out of range"),
+        (float("-inf"), "invalid keep_alive: out of range"),
+        (float("nan"), "invalid keep_alive: out of range"),
+        # Go's syntax exactly: one sign, no spaces, ASCII digits
+        ("+", 'time: invalid duration "+"'),
+        ("+-5m", 'time: invalid duration "+-5m"'),
+        (" 5m", 'time: invalid duration " 5m"'),
+        ("\u0665m", "time: invalid duration"),
     ],
 )
 def test_invalid(value: Any, message: str) -> None:
-    with pytest.raises(BadRequest, match=message):
+    with pytest.raises(BadRequest, match=re.escape(message)) as info:
         parse_keep_alive(value)
+    assert info.value.param == "keep_alive"
 
 
 @pytest.mark.parametrize(

@@ -117,3 +117,35 @@ def test_passthrough_renames_what_is_translated_too(
     out: dict[str, Any] = {}
     assert map_options(options, passthrough, out) == ([], [])
     assert out == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("num_predict", 1e308),  # is_integer(), so int(1e308): "Integer exceeds 64-bit range"
+        ("num_predict", 2**64),
+        ("num_predict", 10**100),
+        ("seed", 2**70),
+        ("seed", -(2**63) - 1),
+    ],
+)
+def test_integers_beyond_64_bits_are_400_naming_the_option(name: str, value: Any) -> None:
+    with pytest.raises(BadRequest) as info:
+        run({name: value})
+    assert info.value.message.startswith(f'option "{name}" is out of range')
+    assert info.value.param == name
+
+
+def test_64_bit_integers_pass() -> None:
+    assert run({"num_predict": 2**63 - 1, "seed": 2**63 - 1})[0] == {
+        "max_tokens": 2**63 - 1,
+        "seed": 2**63 - 1,
+    }
+
+
+def test_numbers_are_read_as_go_reads_them() -> None:
+    # a big integer is a float64 to Go; infinity (a JSON 1e400) is refused, never sent as null
+    assert run({"temperature": 2**70})[0] == {"temperature": float(2**70)}
+    for value in (float("inf"), float("-inf"), float("nan"), 10**400):
+        with pytest.raises(BadRequest, match='option "temperature" is out of range'):
+            run({"temperature": value})
