@@ -18,16 +18,29 @@ lmstudio                   response_format.type json_schema or text only
 llamacpp / llamacpp-raw    ``reasoning_content`` / ``<think>`` tags (--reasoning-format)
 ollama-v1                  ``reasoning`` field; reasoning_effort "none" stops thinking
 strict-unknown[-legacy|-vllm|-litellm]  refuses ``parallel_tool_calls``, in four wordings
+openrouter                 the ``reasoning`` object; mandatory reasoning cannot be switched off
+together                   ``reasoning`` field; reasoning_effort low|medium|high; samplers taken
+fireworks                  unknown fields refused; max_tokens > 4096 only when streaming
+vllm / vllm-raw            ``reasoning`` field / ``<think>`` tags (--reasoning-parser or not)
+sglang / sglang-raw        ``reasoning_content`` / ``<think>`` tags (--reasoning-parser or not)
+tgi                        response_format needs ``value``; top_p in (0, 1); 422s
 =========================  ======================================================================
 """
 
 from __future__ import annotations
 
-from tests.backends import hosted, local, openai_family
+from tests.backends import engines, hosted, local, openai_family, platforms
 from tests.backends.fake import FakeBackend, Refusal, Request, RuleSet, serving
 
 RULE_SETS: dict[str, RuleSet] = {
-    rs.name: rs for rs in (*openai_family.RULE_SETS, *hosted.RULE_SETS, *local.RULE_SETS)
+    rs.name: rs
+    for rs in (
+        *openai_family.RULE_SETS,
+        *hosted.RULE_SETS,
+        *platforms.RULE_SETS,
+        *local.RULE_SETS,
+        *engines.RULE_SETS,
+    )
 }
 
 

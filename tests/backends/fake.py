@@ -96,7 +96,14 @@ class RuleSet:
     thinks: Callable[[Request], bool] = never
     reasoning: Callable[[Request], str] = hidden
     tool_calls: str = "openai"  # or "gemini": streamed calls without index, finish "stop"
-    stream_usage: str = "option"  # "option": with stream_options.include_usage; "always"
+    # "option": a usage-only chunk when stream_options.include_usage asks for it; "always": usage
+    # on the finish chunk, asked or not (Mistral); "last": a usage-only chunk, asked or not
+    # (OpenRouter).
+    stream_usage: str = "option"
+    # SSE comment lines sent before the first event (OpenRouter's keep-alives).
+    stream_comments: tuple[str, ...] = ()
+    # Extra fields of the /models entries, per model (OpenRouter's supported_parameters).
+    model_entries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     reasoning_tokens: bool = False  # usage.completion_tokens_details.reasoning_tokens
     embedding_dimensions: bool = True  # honours "dimensions" (else it is ignored)
     not_found: Callable[[str], Refusal] | None = None  # answer to an unknown route
@@ -149,6 +156,7 @@ class FakeBackend(FakeUpstream):
     def __init__(self, ruleset: RuleSet, api_key: str = "sk-test-upstream") -> None:
         super().__init__(models=list(ruleset.models), api_key=api_key)
         self.ruleset = ruleset
+        self.model_entries = {m: dict(e) for m, e in ruleset.model_entries.items()}
 
     def start(self) -> FakeBackend:
         super().start()
@@ -358,6 +366,8 @@ class FakeBackend(FakeUpstream):
             choice = {"index": 0, "delta": delta, "finish_reason": finish}
             return b"data: " + orjson.dumps({**env, "choices": [choice], **extra}) + b"\n\n"
 
+        for comment in self.ruleset.stream_comments:
+            yield b": " + comment.encode() + b"\n\n"
         yield event({"role": "assistant", "content": ""})
         open_tag = False  # a <think> tag was opened in the content and not yet closed
         saw_calls = False
@@ -406,7 +416,8 @@ class FakeBackend(FakeUpstream):
         if finish:
             extra = {"usage": usage} if usage and self.ruleset.stream_usage == "always" else {}
             yield event({}, finish, **extra)
-        if usage and wants_usage and self.ruleset.stream_usage == "option":
+        mode = self.ruleset.stream_usage
+        if usage and (mode == "last" or (wants_usage and mode == "option")):
             yield b"data: " + orjson.dumps({**env, "choices": [], "usage": usage}) + b"\n\n"
         if script.done_marker:
             yield b"data: [DONE]\n\n"

@@ -655,3 +655,353 @@ def test_every_rule_set_answers_a_plain_request_and_keeps_fake_upstream_machiner
     assert joined(resp).endswith("Bonjour")
     assert f.last()["body"]["model"] == model
     assert f.targets[-1] == (path or f.ruleset.base_path + "/chat/completions")
+
+
+# --- openrouter ---------------------------------------------------------------------------------
+
+
+def _openrouter_err(message: str, **metadata: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "code": 400}
+    if metadata:
+        error["metadata"] = metadata
+    return {"error": error}
+
+
+def test_openrouter_refuses_to_switch_off_mandatory_reasoning(fake):
+    f = fake("openrouter")
+    assert f.url.endswith("/api/v1")
+    expected = _openrouter_err(
+        "Reasoning is mandatory for this endpoint and cannot be disabled.", provider_name=None
+    )
+    for off in ({"enabled": False}, {"effort": "none"}):
+        resp = chat(f, reference("deepseek/deepseek-r1", reasoning=off))
+        assert error(resp, 400) == expected
+    # Asking for an effort is fine, as is saying nothing; the model reasons either way.
+    for body in (
+        reference("deepseek/deepseek-r1", reasoning={"effort": "low"}),
+        reference("deepseek/deepseek-r1"),
+    ):
+        resp = chat(f, body)
+        assert joined(resp, "reasoning") == "Thinking it over."
+        assert joined(resp) == "Hello!"
+    # A model whose reasoning is optional switches it off.
+    resp = chat(f, reference("qwen/qwen3-14b", reasoning={"enabled": False}, stream=False))
+    assert resp.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
+    assert f.last()["thinking"] is False
+
+
+def test_openrouter_reasoning_object_rules(fake):
+    f = fake("openrouter")
+    both = {"effort": "high", "max_tokens": 2000}
+    resp = chat(f, reference("qwen/qwen3-14b", reasoning=both))
+    assert error(resp, 400) == _openrouter_err(
+        'Only one of "reasoning.effort" and "reasoning.max_tokens" can be specified'
+    )
+    resp = chat(f, reference("qwen/qwen3-14b", reasoning={"effort": "high", "exclude": True}))
+    assert f.last()["thinking"] is True  # it reasons, and does not show it
+    assert joined(resp) == "Hello!"
+    assert not any("reasoning" in d for d in deltas(resp))
+    # Parameters a model does not take are ignored: reasoning on gpt-4o-mini, top_k, anything.
+    body = reference("openai/gpt-4o-mini", reasoning={"effort": "high"}, top_k=40, transforms=[])
+    resp = chat(f, body)
+    assert joined(resp) == "Hello!"
+    assert f.last()["thinking"] is False
+    resp = chat(f, reference("openai/gpt-5-turbo"))
+    assert error(resp, 400)["error"]["message"] == "openai/gpt-5-turbo is not a valid model ID"
+
+
+def test_openrouter_streams_usage_and_keepalive_comments_without_being_asked(fake):
+    f = fake("openrouter")
+    resp = chat(f, reference("openai/gpt-4o-mini", stream_options=DROP))
+    assert resp.text.startswith(": OPENROUTER PROCESSING\n\n")
+    last = chunks(resp)[-1]
+    assert last["choices"] == []
+    assert last["usage"]["total_tokens"] == 9
+    # The model list says which models reason, and which cannot stop.
+    listed = httpx.get(f.url + "/models", headers=BEARER).json()["data"]
+    entries = {m["id"]: m for m in listed}
+    assert "reasoning" in entries["qwen/qwen3-14b"]["supported_parameters"]
+    assert entries["deepseek/deepseek-r1"]["reasoning"] == {"mandatory": True}
+    assert "reasoning" not in entries["openai/gpt-4o-mini"]["supported_parameters"]
+
+
+# --- together -----------------------------------------------------------------------------------
+
+
+def test_together_takes_samplers_and_low_medium_high_efforts(fake):
+    f = fake("together")
+    body = reference(
+        "openai/gpt-oss-20b", top_k=40, min_p=0.05, repetition_penalty=1.1, reasoning_effort="low"
+    )
+    resp = chat(f, body)
+    assert joined(resp, "reasoning") == "Thinking it over."
+    assert joined(resp) == "Hello!"
+    for effort in ("none", "minimal", "xhigh"):
+        resp = chat(f, {**body, "reasoning_effort": effort})
+        assert error(resp, 400)["error"]["param"] == "reasoning_effort"
+
+
+def test_together_hybrid_models_switch_reasoning_with_the_reasoning_object(fake):
+    f = fake("together")
+    resp = chat(f, reference("Qwen/Qwen3.5-9B", stream=False))
+    assert resp.json()["choices"][0]["message"]["reasoning"] == "Thinking it over."
+    resp = chat(f, reference("Qwen/Qwen3.5-9B", stream=False, reasoning={"enabled": False}))
+    assert resp.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
+    # Reasoning-only models cannot be switched off; the plain ones never reason.
+    resp = chat(f, reference("deepseek-ai/DeepSeek-R1", reasoning={"enabled": False}))
+    assert joined(resp, "reasoning") == "Thinking it over."
+    resp = chat(f, reference("meta-llama/Llama-3.3-70B-Instruct-Turbo"))
+    assert not any("reasoning" in d for d in deltas(resp))
+
+
+# --- fireworks ----------------------------------------------------------------------------------
+
+FW_QWEN3 = "accounts/fireworks/models/qwen3-235b-a22b"
+FW_R1 = "accounts/fireworks/models/deepseek-r1-0528"
+FW_LLAMA = "accounts/fireworks/models/llama-v3p3-70b-instruct"
+
+
+def _fireworks_err(message: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "param": param, "code": "BAD_REQUEST", "type": "error"}}
+
+
+def test_fireworks_refuses_fields_it_does_not_know(fake):
+    f = fake("fireworks")
+    assert f.url.endswith("/inference/v1")
+    # The reference request passes (stream_options included), with Fireworks' own samplers.
+    resp = chat(f, reference(FW_LLAMA, top_k=40, min_p=0.05, repetition_penalty=1.1))
+    assert joined(resp) == "Hello!"
+    assert chunks(resp)[-1]["usage"]["total_tokens"] == 9
+    off = {"enable_thinking": False}
+    resp = chat(f, reference(FW_QWEN3, chat_template_kwargs=off))
+    assert error(resp, 400) == _fireworks_err(
+        "Extra inputs are not permitted, field: 'chat_template_kwargs', value: "
+        "{'enable_thinking': False}."
+    )
+    history = [
+        *reference(FW_LLAMA)["messages"],
+        {"role": "assistant", "content": "Hello", "reasoning": "hm"},
+        {"role": "user", "content": "Again"},
+    ]
+    resp = chat(f, reference(FW_LLAMA, messages=history))
+    assert error(resp, 400)["error"]["message"] == (
+        "Extra inputs are not permitted, field: 'messages[2].reasoning', value: 'hm'."
+    )
+    history[2] = {"role": "assistant", "content": "Hello", "reasoning_content": "hm"}
+    assert chat(f, reference(FW_LLAMA, messages=history)).status_code == 200
+
+
+def test_fireworks_wants_a_stream_for_more_than_4096_tokens(fake):
+    f = fake("fireworks")
+    resp = chat(f, reference(FW_LLAMA, stream=False, stream_options=DROP, max_tokens=8192))
+    assert error(resp, 400) == _fireworks_err(
+        "Requests with max_tokens > 4096 must have stream=true", "max_tokens"
+    )
+    assert chat(f, reference(FW_LLAMA, max_tokens=8192)).status_code == 200  # streamed
+    body = reference(FW_LLAMA, stream=False, stream_options=DROP, max_tokens=4096)
+    assert chat(f, body).status_code == 200
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    resp = chat(f, {**body, "tools": tools, "response_format": {"type": "json_object"}})
+    assert error(resp, 400)["error"]["message"] == (
+        "You cannot specify response format and function call at the same time"
+    )
+
+
+def test_fireworks_reasoning_effort_and_where_reasoning_shows(fake):
+    f = fake("fireworks")
+    resp = chat(f, reference(FW_QWEN3, reasoning_effort="medium", stream=False))
+    message = resp.json()["choices"][0]["message"]
+    assert message["reasoning_content"] == "Thinking it over."
+    assert message["content"] == "Hello!"
+    resp = chat(f, reference(FW_QWEN3, reasoning_effort="none", stream=False))
+    assert resp.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
+    resp = chat(f, reference(FW_R1, stream=False))  # this one answers in tags
+    assert resp.json()["choices"][0]["message"]["content"] == (
+        "<think>Thinking it over.</think>Hello!"
+    )
+    resp = chat(f, reference(FW_QWEN3, reasoning_effort="extreme"))
+    assert error(resp, 400)["error"]["param"] == "reasoning_effort"
+
+
+# --- vllm ---------------------------------------------------------------------------------------
+
+QWEN3 = "Qwen/Qwen3-8B"
+LLAMA31 = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_vllm_refuses_stream_options_without_a_stream(fake):
+    f = fake("vllm")
+    body = reference(QWEN3, stream=False)  # stream_options left in
+    err = error(chat(f, body), 400)["error"]
+    assert err["type"] == "Bad Request"
+    assert err["code"] == 400
+    assert err["param"] == "stream_options"
+    assert err["message"].startswith("1 validation error:\n")
+    assert "Stream options can only be defined when `stream=True`." in err["message"]
+    resp = chat(f, reference(QWEN3, stream=False, stream_options=DROP))
+    assert resp.status_code == 200
+    # Its key is checked like OpenAI's, but answered in its own words.
+    resp = chat(f, reference(QWEN3), {"Authorization": "Bearer wrong"})
+    assert error(resp, 401) == {"error": "Unauthorized"}
+
+
+def test_vllm_takes_samplers_and_unknown_fields_but_checks_values(fake):
+    f = fake("vllm")
+    body = reference(LLAMA31, top_k=40, min_p=0.05, repetition_penalty=1.1, made_up_field=1)
+    assert chat(f, body).status_code == 200  # unknown fields: a warning in its log only
+    err = error(chat(f, {**body, "top_logprobs": 3}), 400)["error"]
+    assert err["param"] == "top_logprobs"
+    assert chat(f, {**body, "top_logprobs": 3, "logprobs": True}).status_code == 200
+    err = error(chat(f, {**body, "reasoning_effort": "maximum"}), 400)["error"]
+    assert err["param"] == "body.reasoning_effort"
+    assert "literal_error" in err["message"]
+    err = error(chat(f, {**body, "tools": []}), 400)["error"]
+    assert err["param"] == "tools"
+    err = error(chat(f, {**body, "tool_choice": "required"}), 400)["error"]
+    assert err["param"] == "tool_choice"
+
+
+def test_vllm_reasoning_parser_field_and_enable_thinking(fake):
+    f = fake("vllm")
+    resp = chat(f, reference(QWEN3))
+    assert joined(resp, "reasoning") == "Thinking it over."  # not reasoning_content any more
+    assert joined(resp) == "Hello!"
+    off = {"enable_thinking": False}
+    resp = chat(f, reference(QWEN3, chat_template_kwargs=off, stream=False, stream_options=DROP))
+    assert resp.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
+    resp = chat(f, reference(QWEN3, reasoning_effort="none"))  # sets enable_thinking false
+    assert not any("reasoning" in d for d in deltas(resp))
+    resp = chat(f, reference(QWEN3, include_reasoning=False))
+    assert f.last()["thinking"] is True
+    assert not any("reasoning" in d for d in deltas(resp))
+    # A DeepSeek-R1 distill thinks whatever its template is told.
+    resp = chat(f, reference("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", chat_template_kwargs=off))
+    assert joined(resp, "reasoning") == "Thinking it over."
+
+
+def test_vllm_raw_leaves_think_tags_in_the_content(fake):
+    f = fake("vllm-raw")
+    resp = chat(f, reference(QWEN3))
+    assert joined(resp) == "<think>Thinking it over.</think>Hello!"
+    off = {"enable_thinking": False}
+    resp = chat(f, reference(QWEN3, chat_template_kwargs=off))
+    assert joined(resp) == "Hello!"
+
+
+# --- sglang -------------------------------------------------------------------------------------
+
+
+def test_sglang_reasoning_content_and_its_switches(fake):
+    f = fake("sglang")
+    body = reference(QWEN3, top_k=40, min_p=0.05, repetition_penalty=1.1, made_up_field=1)
+    resp = chat(f, body)  # samplers and unknown fields accepted
+    assert joined(resp, "reasoning_content") == "Thinking it over."
+    assert joined(resp) == "Hello!"
+    resp = chat(f, reference(QWEN3, stream=False, reasoning_effort="none"))
+    assert resp.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
+    off = {"enable_thinking": False}
+    resp = chat(f, reference(QWEN3, stream=False, chat_template_kwargs=off))
+    assert resp.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
+    resp = chat(f, reference(QWEN3, stream=False, separate_reasoning=False))
+    assert resp.json()["choices"][0]["message"]["content"].startswith("<think>Thinking")
+    # stream_options without a stream is no error here (unlike vLLM).
+    assert chat(f, reference(QWEN3, stream=False)).status_code == 200
+    resp = chat(f, reference("meta-llama/Llama-3.1-8B-Instruct"))
+    assert not any("reasoning_content" in d for d in deltas(resp))
+
+
+def test_sglang_refuses_in_its_flat_error_object(fake):
+    f = fake("sglang")
+    resp = chat(f, reference(QWEN3, tool_choice="required"))
+    assert error(resp, 400) == {
+        "object": "error",
+        "message": "Tools cannot be empty if tool choice is set to required.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+    resp = chat(f, reference(QWEN3, reasoning_effort=True))
+    err = error(resp, 400)
+    assert err["type"] == "Bad Request"
+    assert "reasoning_effort" in err["message"]
+    assert chat(f, reference(QWEN3, reasoning_effort=0.5)).status_code == 200
+    bad = {"type": "json_schema", "json_schema": {"name": "r"}}
+    resp = chat(f, reference(QWEN3, response_format=bad))
+    assert error(resp, 400)["message"] == (
+        "schema_ is required for json_schema response format request."
+    )
+
+
+def test_sglang_raw_leaves_think_tags_in_the_content(fake):
+    f = fake("sglang-raw")
+    resp = chat(f, reference(QWEN3, stream=False))
+    assert resp.json()["choices"][0]["message"]["content"] == (
+        "<think>Thinking it over.</think>Hello!"
+    )
+
+
+# --- tgi ----------------------------------------------------------------------------------------
+
+
+def test_tgi_refuses_openais_json_mode_and_wants_a_grammar_value(fake):
+    f = fake("tgi")
+    body = reference(QWEN3, response_format={"type": "json_object"})
+    resp = chat(f, body)
+    assert resp.status_code == 422
+    assert resp.headers["content-type"].startswith("text/plain")
+    assert resp.text.startswith(
+        "Failed to deserialize the JSON body into the target type: response_format: missing "
+        "field `value` at line 1 column "
+    )
+    schema = {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}
+    resp = chat(f, {**body, "response_format": schema})  # OpenAI's json_schema: no value either
+    assert "missing field `value`" in resp.text
+    resp = chat(f, {**body, "response_format": {"type": "text"}})
+    assert resp.text.startswith(
+        "Failed to deserialize the JSON body into the target type: response_format: unknown "
+        "variant `text`"
+    )
+    bare = {"type": "json", "value": {"type": "object"}}
+    resp = chat(f, {**body, "response_format": bare})
+    assert error(resp, 422) == {
+        "error": "Input validation error: grammar is not valid: Grammar must have a 'properties' "
+        "field",
+        "error_type": "validation",
+    }
+    grammar = {"type": "json", "value": {"type": "object", "properties": {"a": {"type": "string"}}}}
+    assert chat(f, {**body, "response_format": grammar}).status_code == 200
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    resp = chat(f, {**body, "response_format": grammar, "tools": tools})
+    assert error(resp, 422) == {
+        "error": "Tool error: Grammar and tools are mutually exclusive",
+        "error_type": "tool_error",
+    }
+
+
+def test_tgi_checks_sampling_values_and_ignores_unknown_fields(fake):
+    f = fake("tgi")
+    body = reference(LLAMA31, reasoning_effort="high", chat_template_kwargs={}, top_k=40)
+    assert chat(f, body).status_code == 200  # fields it does not declare are ignored
+    assert chat(f, reference(LLAMA31, temperature=0)).status_code == 200  # greedy
+    assert error(chat(f, reference(LLAMA31, top_p=1.0)), 422) == {
+        "error": "Input validation error: `top_p` must be > 0.0 and < 1.0",
+        "error_type": "validation",
+    }
+    assert chat(f, reference(LLAMA31, top_p=0.99)).status_code == 200
+    resp = chat(f, reference(LLAMA31, presence_penalty=-2.0))
+    assert "`repetition_penalty` must be strictly positive" in error(resp, 422)["error"]
+    resp = chat(f, reference(LLAMA31, logprobs=True, top_logprobs=10))
+    assert error(resp, 422)["error"].endswith("`top_n_tokens` must be >= 0 and <= 5. Given: 10")
+    resp = chat(f, reference(LLAMA31, stop="END"))
+    assert resp.status_code == 422
+    assert 'stop: invalid type: string "END", expected a sequence' in resp.text
+    assert chat(f, reference(LLAMA31, stop=["END"])).status_code == 200
+
+
+def test_tgi_answers_with_think_tags_and_cannot_be_told_not_to_think(fake):
+    f = fake("tgi")
+    off = {"enable_thinking": False}
+    resp = chat(f, reference(QWEN3, chat_template_kwargs=off, reasoning_effort="none"))
+    assert joined(resp) == "<think>Thinking it over.</think>Hello!"
+    resp = chat(f, reference(LLAMA31, stream=False))
+    assert resp.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
