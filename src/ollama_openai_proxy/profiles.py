@@ -44,7 +44,8 @@ ThinkStyle = Literal[
 #               system instruction is added when none does
 #   schema      only json_schema is accepted: {"type": "object"} as the schema (LM Studio)
 #   ignored     response_format is accepted and ignored: sent, with a warning
-JsonMode = Literal["native", "needs_word", "schema", "ignored"]
+#   instruction no schema-free JSON mode: the instruction only, with a warning (TGI)
+JsonMode = Literal["native", "needs_word", "schema", "ignored", "instruction"]
 # Where requests go: OpenAI's <base>/chat/completions with a Bearer key; Azure's classic
 # <resource>/openai/deployments/<name>/chat/completions?api-version=... with an api-key header;
 # Azure's v1 <resource>/openai/v1/chat/completions with an api-key header.
@@ -112,6 +113,10 @@ class BackendProfile:
     assume_thinking: bool = False
     json_object: JsonMode = "native"
     think_tags: bool = False  # may answer reasoning as <think>...</think> inside content
+    # A JSON schema as TGI's grammar, {"type": "json", "value": schema}, not OpenAI's json_schema
+    tgi_grammar: bool = False
+    top_p_below_one: bool = False  # top_p must be < 1 (1 means no filtering: not sent)
+    max_tokens_unstreamed: int | None = None  # the most a non-streamed request may ask for
     options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
     layout: Layout = "openai"
     families: tuple[Family, ...] = ()
@@ -137,6 +142,9 @@ class BackendProfile:
             and self.stream_usage
             and self.json_object == "native"
             and self.think != "thinking"  # its budget is checked against max_tokens
+            and not self.tgi_grammar
+            and not self.top_p_below_one
+            and self.max_tokens_unstreamed is None
         )
         object.__setattr__(self, "plain", plain)
 
@@ -356,7 +364,11 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "together",
                 "Together AI",
                 hosts=("api.together.xyz", "api.together.ai"),
-                think_tags=True,  # DeepSeek-R1 and Qwen3 answer <think> in content
+                think_tags=True,  # older DeepSeek-R1 deployments answer <think> in content
+                # Hybrid models reason by default; reasoning {enabled: false} stops them
+                # (docs.together.ai/docs/inference/chat/reasoning).
+                think_off={"reasoning": {"enabled": False}},
+                assume_thinking=True,
                 options=_frozen(_SAMPLERS),
             ),
             BackendProfile(
@@ -365,6 +377,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 hosts=("api.fireworks.ai",),
                 think_tags=True,
                 options=_frozen(_SAMPLERS),
+                # "Requests with max_tokens > 4096 must have stream=true" (400, observed in
+                # nullclaw#231, goclaw#660).
+                max_tokens_unstreamed=4096,
             ),
             BackendProfile(
                 "vllm",
@@ -409,7 +424,17 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                     {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repeat_penalty"}
                 ),
             ),
-            BackendProfile("tgi", "Hugging Face TGI", think="none", think_tags=True),
+            BackendProfile(
+                "tgi",
+                "Hugging Face TGI",
+                think="none",
+                think_tags=True,
+                # router/src/lib.rs GrammarType: response_format is {type: json, value: schema};
+                # there is no JSON mode without a schema (text-generation-inference#2899).
+                json_object="instruction",
+                tgi_grammar=True,
+                top_p_below_one=True,  # validation.rs: "`top_p` must be > 0.0 and < 1.0"
+            ),
             BackendProfile(
                 "litellm",
                 "LiteLLM proxy",

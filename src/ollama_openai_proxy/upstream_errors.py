@@ -47,6 +47,9 @@ _REFUSAL_PATTERNS = tuple(
 _REFUSED_FIELDS = (
     (re.compile(r"does not support specifying dimensions"), "dimensions"),
     (re.compile(r"does not support matryoshka"), "dimensions"),
+    # OpenRouter, for a model that always reasons asked not to (reasoning.mandatory in its
+    # /models entry): without the reasoning object it reasons, and the answer hides it.
+    (re.compile(r"Reasoning is mandatory for this endpoint"), "reasoning"),
 )
 _INSTEAD = re.compile(r"[Uu]se '([A-Za-z_][\w]*)' instead")
 _FIELD = re.compile(r"^[A-Za-z_]\w*")  # a top-level field: "stream_options.include_usage" -> ...

@@ -69,8 +69,24 @@ def shape(
         if name not in _OWN:
             warnings.append((f"{name} ({profile.name})", note))
     fmt = payload.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        _json_object(payload, profile, adapted, warnings)
+    if isinstance(fmt, dict):
+        if fmt.get("type") == "json_object":
+            _json_object(payload, profile, adapted, warnings)
+        elif fmt.get("type") == "json_schema" and profile.tgi_grammar:
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            payload["response_format"] = {"type": "json", "value": schema}
+            adapted.append("format schema sent as TGI's grammar {type: json, value}")
+    if profile.top_p_below_one and payload.get("top_p", 0) >= 1:
+        del payload["top_p"]  # 1 filters nothing: the same as not sending it
+        adapted.append("top_p 1 not sent (the backend takes only values below 1)")
+    cap = profile.max_tokens_unstreamed
+    if cap is not None and not payload.get("stream"):
+        for name in ("max_tokens", "max_completion_tokens"):
+            if isinstance(payload.get(name), int) and payload[name] > cap:
+                note = f"{name} {payload[name]} lowered to {cap}: the most without streaming here"
+                payload[name] = cap
+                adapted.append(note)
+                warnings.append((f"{name} (unstreamed, {profile.name})", note))
     thinking = payload.get("thinking")
     if isinstance(thinking, dict) and "budget_tokens" in thinking:
         _thinking_budget(payload, thinking, adapted, warnings)
@@ -147,23 +163,35 @@ def _json_object(
         }
         adapted.append("format json sent as json_schema {type: object}")
     elif mode == "needs_word":
-        messages = payload.get("messages")
-        if isinstance(messages, list) and not any(_mentions_json(m) for m in messages):
-            first = messages[0] if messages else None
-            if (
-                isinstance(first, dict)
-                and first.get("role") == "system"
-                and isinstance(first.get("content"), str)
-            ):
-                # One system message, not two: strict chat templates refuse a second.
-                messages[0] = {**first, "content": f"{first['content']}\n\n{JSON_INSTRUCTION}"}
-            else:
-                messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
-            adapted.append(f"{JSON_INSTRUCTION!r} added to the system message: json_object")
+        _add_instruction(payload, adapted)
+    elif mode == "instruction":
+        del payload["response_format"]
+        _add_instruction(payload, adapted)
+        note = f"format json asked by instruction only: {profile.name} has no schema-free mode"
+        adapted.append(note)
+        warnings.append((f"response_format ({profile.name})", note))
     elif mode == "ignored":
         note = f"format json sent, but the {profile.name} backend ignores response_format"
         adapted.append(note)
         warnings.append((f"response_format ({profile.name})", note))
+
+
+def _add_instruction(payload: dict[str, Any], adapted: list[str]) -> None:
+    """:data:`JSON_INSTRUCTION` in the system message, unless a message mentions JSON."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or any(_mentions_json(m) for m in messages):
+        return
+    first = messages[0] if messages else None
+    if (
+        isinstance(first, dict)
+        and first.get("role") == "system"
+        and isinstance(first.get("content"), str)
+    ):
+        # One system message, not two: strict chat templates refuse a second.
+        messages[0] = {**first, "content": f"{first['content']}\n\n{JSON_INSTRUCTION}"}
+    else:
+        messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
+    adapted.append(f"{JSON_INSTRUCTION!r} added to the system message for JSON output")
 
 
 def _mentions_json(message: Any) -> bool:

@@ -166,6 +166,29 @@ def body(up: UpstreamRequest) -> dict[str, Any]:
                 "repetition_penalty": 1.1,
             },
         ),
+        # TGI: top_p only below 1; no schema-free JSON mode; schemas as its grammar.
+        (
+            "tgi",
+            "Qwen/Qwen3-8B",
+            {"options": {"top_p": 1.0, "temperature": 0.2}},
+            {"temperature": 0.2},
+        ),
+        (
+            "tgi",
+            "Qwen/Qwen3-8B",
+            {"format": {"type": "object", "properties": {"a": {}}}},
+            {
+                "response_format": {
+                    "type": "json",
+                    "value": {"type": "object", "properties": {"a": {}}},
+                }
+            },
+        ),
+        ("tgi", "Qwen/Qwen3-8B", {"format": "json"}, {}),
+        # Fireworks: at most 4096 tokens without streaming.
+        ("fireworks", "llama-v3p3-70b", {"options": {"num_predict": 8192}}, {"max_tokens": 4096}),
+        # Together: hybrid models are switched off with the reasoning object.
+        ("together", "Qwen/Qwen3.5-9B", {"think": False}, {"reasoning": {"enabled": False}}),
         # DeepSeek's reasoner refuses logprobs.
         ("deepseek", "deepseek-reasoner", {"logprobs": True}, {}),
         # The reference profile changes nothing.
