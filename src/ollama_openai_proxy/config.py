@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     request_max_size: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest accepted request body (bytes, or 64MB/64MiB)."
     )
+    response_max_size: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Largest whole (non-streamed) backend answer the proxy reads, after "
+        "decompression (bytes, or 256MiB).",
+    )
     health_check_timeout: float = Field(
         5.0, gt=0, description="Seconds /ready waits for the backend."
     )
@@ -374,7 +380,7 @@ class Settings(BaseSettings):
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
 
-    @field_validator("request_max_size", mode="before")
+    @field_validator("request_max_size", "response_max_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)

@@ -89,12 +89,19 @@ class Context:
 
     def report(self, up: UpstreamRequest, model: str) -> None:
         """Log what the translation could not carry over (nothing is dropped silently)."""
-        for name in up.dropped_options:
+        dropped = up.dropped_options
+        for name in dropped[:MAX_NOTES]:  # a body of 100,000 option names is 20 lines, not 100,000
             self.warn_once(
                 "option_not_sent_upstream",
-                name,
+                echo(name),
                 hint="no OpenAI equivalent; forward it with PASSTHROUGH_OPTIONS if the backend "
                 "accepts it",
+            )
+        if len(dropped) > MAX_NOTES:
+            log.warning(
+                "option_not_sent_upstream",
+                key=f"... and {len(dropped) - MAX_NOTES} more options",
+                model=echo(model),
             )
         self.notes(up.notes, model)
         for key, message in up.warnings:

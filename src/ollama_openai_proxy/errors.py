@@ -271,6 +271,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets = tuple(s for s in secrets if s and len(s) >= 4)
+        self._raw = tuple(s.encode() for s in self._secrets)  # for bytes(): encoded once
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
@@ -280,8 +281,7 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         """The same for a body relayed as bytes."""
-        for secret in self._secrets:
-            raw = secret.encode()
+        for raw in self._raw:
             if raw in data:
                 data = data.replace(raw, b"[redacted]")
         return data

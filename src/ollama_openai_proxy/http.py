@@ -4,7 +4,7 @@ the request's resources."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -63,8 +63,12 @@ class JSONBytes(Response):
         self.raw_headers = [_JSON_TYPE, (b"content-length", str(len(body)).encode())]
 
 
-def json_response(obj: Any, status: int = 200) -> Response:
-    return JSONBytes(orjson.dumps(obj), status)
+def json_response(
+    obj: Any, status: int = 200, redact: Callable[[bytes], bytes] | None = None
+) -> Response:
+    """``obj`` as a JSON response; ``redact`` (``Redactor.bytes``) for what a backend wrote."""
+    body = orjson.dumps(obj)
+    return JSONBytes(body if redact is None else redact(body), status)
 
 
 WATCH_KEY = "proxy.watch"

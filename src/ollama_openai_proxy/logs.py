@@ -171,13 +171,16 @@ class WarnOnce:
     """Log a warning the first time a key is seen, then only at DEBUG: clients such as n8n send
     the same unsupported options on every request."""
 
+    MAX_KEYS = 10_000  # keys may come from clients (option names): the set must stay bounded
+
     def __init__(self, logger: Any) -> None:
         self._seen: set[str] = set()
         self._log = logger
 
     def __call__(self, event: str, key: str, **kw: Any) -> None:
-        if key in self._seen:
+        seen = self._seen
+        if key in seen or len(seen) >= self.MAX_KEYS:
             self._log.debug(event, key=key, **kw)
             return
-        self._seen.add(key)
+        seen.add(key)
         self._log.warning(event, key=key, **kw)

@@ -22,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ollama_openai_proxy.access import SCOPE_KEY, AccessRecord
+from ollama_openai_proxy.errors import ECHO_CHARS, echo
 from ollama_openai_proxy.logs import ACCESS_LOGGER, REQUEST_ID, access_handler
 from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.render import Renderer, dialect_of
@@ -105,6 +106,8 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - start
             path = scope["path"]
+            if len(path) > ECHO_CHARS:  # a client's 60 KB path is not a 60 KB log line
+                path = echo(path)
             details = rec.fields()
             if self.access is not None:
                 self.access(

@@ -80,6 +80,10 @@ async def _ndjson(
     which goes at once: it decides the status (time to first byte)."""
     sent = False
     out: list[bytes] = []
+    # What a backend generates may quote the key it was sent, as its errors may: redacted per
+    # network read's lines (a key cut across two of its tokens is not caught; /v1's relay,
+    # which passes bytes through, redacts across reads).
+    redact = renderer.redact.bytes
     try:
         async for read in events:
             tr.stamp()
@@ -89,20 +93,20 @@ async def _ndjson(
                     out.append(data)
                     if not sent:
                         sent = True
-                        yield data
+                        yield redact(data)
                         out.clear()
             if out:
-                yield out[0] if len(out) == 1 else b"".join(out)
+                yield redact(out[0] if len(out) == 1 else b"".join(out))
                 out.clear()
         final = _final(tr)
     except Exception as exc:
         err = exc if isinstance(exc, ProxyError) else renderer.unexpected(exc)
-        pending = b"".join(out)
+        pending = redact(b"".join(out))
         if not sent and not pending:
             raise err from None
         yield pending + renderer.stream_error(err, Dialect.OLLAMA, rec)
         return
-    yield b"".join(out) + final
+    yield redact(b"".join(out) + final)
 
 
 def _final(tr: StreamTranslator) -> bytes:

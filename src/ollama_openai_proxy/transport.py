@@ -48,6 +48,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from ollama_openai_proxy.errors import (
     BadRequest,
     HeadersTooLarge,
+    PayloadTooLarge,
     ProxyError,
     Redactor,
     RequestTimeout,
@@ -84,6 +85,7 @@ class Limits:
     connections: int = 16384
     per_ip: int = 1024
     trusted: tuple[str, ...] = ()
+    body_bytes: int = 64 * 1024 * 1024  # REQUEST_MAX_SIZE: what one request's body may carry
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -96,6 +98,7 @@ class Limits:
             connections=settings.max_client_connections,
             per_ip=settings.max_client_connections_per_ip,
             trusted=tuple(settings.forwarded_allow_ips),
+            body_bytes=settings.request_max_size,
         )
 
 
@@ -206,6 +209,7 @@ def answer(error: ProxyError, path: str, default_headers: list[tuple[bytes, byte
 
 # uvicorn's callbacks, called directly from the overrides below: super() costs about 0.1 µs
 # a call, twice per request.
+_on_header = HttpToolsProtocol.on_header
 _headers_complete = HttpToolsProtocol.on_headers_complete
 _message_complete = HttpToolsProtocol.on_message_complete
 
@@ -229,6 +233,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self._max_fields = limits.head_fields
         self._head_timeout = limits.head_timeout
         self._body_timeout = limits.body_timeout
+        # A body's bytes and its chunked trailers, which httptools gathers like headers: a
+        # body larger than REQUEST_MAX_SIZE, framing and trailers included, is refused here
+        # even when the app answered without reading it (a 401).
+        self._max_body = limits.body_bytes + limits.head_bytes
+        self._trailers = 0
         self._ip: str | None = None  # counted in guard.per_ip until the connection is lost
         self._open = False  # admitted (uvicorn knows the connection)
         self._lingering = False  # refused: drained until closed
@@ -293,6 +302,14 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_room = room
         else:
             self._body_bytes += len(data)
+            if self._body_bytes > self._max_body:
+                self._refuse(
+                    PayloadTooLarge(
+                        f"request body larger than {self._max_body - self._max_head} bytes "
+                        "(REQUEST_MAX_SIZE)"
+                    )
+                )
+                return
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -357,6 +374,18 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- parser callbacks --------------------------------------------------------------------
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            # A chunked body's trailer field: no ASGI app sees trailers, so none is kept
+            # (uvicorn would add each to the request's headers), and they count as head fields.
+            self._trailers += 1
+            if self._trailers > self._max_fields:
+                raise HeadersTooLarge(
+                    f"more than {self._max_fields} trailer fields (REQUEST_HEADERS_MAX_COUNT)"
+                )
+            return
+        _on_header(self, name, value)
+
     def on_headers_complete(self) -> None:
         if len(self.headers) > self._max_fields:
             raise HeadersTooLarge(
@@ -365,6 +394,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_head = False
         self._body_start = now = self._last_read
         self._body_bytes = 0
+        self._trailers = 0
         due = now + self._body_timeout
         if self._timer is None or self._timer_at > due:
             self._arm(due)

@@ -328,9 +328,24 @@ class Upstream:
             self.metrics.breaker_state(self.name, int(state))
 
     async def read(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The whole body of ``resp`` (released afterwards), failures mapped."""
+        """The whole body of ``resp`` (released afterwards), failures mapped; an answer larger
+        than RESPONSE_MAX_SIZE once decompressed (an 815 KB gzip body can be 800 MB) is an
+        :class:`UpstreamProtocolError`, read no further."""
+        limit = self._settings.response_max_size
         try:
-            return await resp.read()
+            length = resp.content_length
+            if length is not None and length <= limit and "Content-Encoding" not in resp.headers:
+                return await resp.read()  # the usual case: a plain body of a stated length
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise UpstreamProtocolError(
+                        f"upstream answer larger than {limit} bytes (RESPONSE_MAX_SIZE)"
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
         except FOREIGN_FAILURES as exc:
             raise map_failure(exc, self._host, reading=True) from None
         finally:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 
 CHAT = {"model": "gpt-4o-mini", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
@@ -337,6 +337,9 @@ TRICKS = [
     "openai/gpt-4o",
     "gpt-4o-mini",
     "..;/files",
+    "..%3B/files",
+    "%2e%2e;/files",
+    "a" * 300,
     "~/",
     "%",
     "a//b",
@@ -375,7 +378,7 @@ def _assert_only_model_paths_reached(upstream: FakeUpstream) -> None:
         segments = decoded.split("/")[3:]
         assert segments, target
         assert all(seg not in ("", ".", "..") for seg in segments), target
-        assert not any(c in decoded for c in "?#\\\x00\r\n"), target
+        assert not any(c in decoded for c in "?#;\\\x00\r\n"), target
 
 
 @pytest.mark.parametrize("trick", TRICKS)
@@ -396,3 +399,91 @@ def test_fuzz_model_ids_never_escape_the_models_path(
     status = _raw_get(proxy.port, "/v1/models/" + "".join(parts))
     assert status in (0, 200, 400, 404), status  # 0: uvicorn refused a malformed request line
     _assert_only_model_paths_reached(upstream)
+
+
+def test_a_whole_answer_is_bounded_after_decompression(tmp_path: Path) -> None:
+    """A hostile backend's gzip bomb: 2 MB of zeros in a few KB, against a 1 MB limit."""
+    import gzip
+
+    from aiohttp import web
+
+    bomb = gzip.compress(b'{"choices":[{"message":{"content":"' + b"0" * 2_000_000 + b'"}}]}')
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(
+            body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        settings = settings_for(f"http://127.0.0.1:{port}/v1", response_max_size=1_000_000)
+        with ProxyServer(settings) as p:
+            chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            r = httpx.post(p.url + "/api/chat", json={**chat, "stream": False})
+            assert r.status_code == 502
+            assert r.json() == {
+                "error": "upstream answer larger than 1000000 bytes (RESPONSE_MAX_SIZE)"
+            }
+            r = httpx.post(p.url + "/v1/chat/completions", json=chat)
+            assert r.status_code == 502
+            assert "RESPONSE_MAX_SIZE" in r.json()["error"]["message"]
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_what_a_backend_writes_never_carries_the_key(upstream: FakeUpstream) -> None:
+    """The backend key quoted in generated text (Ollama routes, streamed and not) and in a
+    relayed header (/v1) is redacted, as it is in error bodies."""
+    key = "sk-test-upstream"
+    with ProxyServer(settings_for(upstream.url)) as p:
+        upstream.script(Script(message={"role": "assistant", "content": f"the key is {key}"}))
+        r = httpx.post(p.url + "/api/chat", json={**CHAT, "stream": False})
+        assert r.status_code == 200
+        assert key not in r.text
+        assert "[redacted]" in r.json()["message"]["content"]
+        upstream.script(Script(chunks=[{"content": f"key {key} here"}]))
+        r = httpx.post(p.url + "/api/chat", json={**CHAT, "stream": True})
+        assert key not in r.text
+        assert "[redacted]" in r.text
+        upstream.script(
+            Script(
+                status=401, error={"error": {"message": "no"}}, headers={"x-ratelimit-debug": key}
+            )
+        )
+        r = httpx.post(p.url + "/v1/chat/completions", json=CHAT)
+        assert r.status_code == 401
+        assert r.headers.get("x-ratelimit-debug") == "[redacted]"
+
+
+def test_a_clients_huge_text_is_echoed_bounded(upstream: FakeUpstream) -> None:
+    role = "r" * 100_000
+    with ProxyServer(settings_for(upstream.url)) as p:
+        r = httpx.post(
+            p.url + "/api/chat",
+            json={"model": "gpt-4o-mini", "messages": [{"role": role, "content": "x"}]},
+        )
+        assert r.status_code == 400
+        assert len(r.content) < 1000
+        r = httpx.post(p.url + "/api/blobs/sha256-" + "a" * 5000)
+        assert r.status_code == 501
+        assert len(r.content) < 1000

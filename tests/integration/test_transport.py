@@ -3,6 +3,7 @@ heads, slow heads and bodies, connection floods -- refused fast, while other cli
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import socket
 import threading
@@ -145,6 +146,28 @@ def test_too_many_header_fields_get_431(upstream: FakeUpstream) -> None:
         assert r.headers["connection"] == "close"
         r = httpx.get(p.url + "/v1/models", headers={f"x-{i}": "v" for i in range(90)})
         assert r.status_code == 200
+
+
+def test_chunked_trailers_are_bounded_and_never_kept(upstream: FakeUpstream) -> None:
+    """Trailers after a chunked body are gathered by the parser like headers: too many fields
+    get 431, and a body whose trailers take it past REQUEST_MAX_SIZE gets 413, before the app
+    has the body (it ends only after its trailers)."""
+    settings = settings_for(upstream.url, request_max_size=100_000)
+    with ProxyServer(settings) as p:
+        head = b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunk = b"2\r\n{}\r\n0\r\n"
+        with connect(p.port) as sock:
+            sock.sendall(head + chunk + b"X-T: v\r\n" * 101 + b"\r\n")
+            answer = read_all(sock)
+        assert status(answer) == 431
+        assert body(answer) == {"error": "more than 100 trailer fields (REQUEST_HEADERS_MAX_COUNT)"}
+        filler = b"X-T: " + b"v" * 1000 + b"\r\n"
+        with connect(p.port) as sock:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(head + chunk + filler * 99 + b"Y" * 200_000)  # one huge field
+            answer = read_all(sock)
+        assert status(answer) == 413
+        assert httpx.get(p.url + "/api/version").status_code == 200  # and the server is fine
 
 
 def test_a_slow_head_gets_408_and_is_closed_within_the_timeout(upstream: FakeUpstream) -> None:

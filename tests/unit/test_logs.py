@@ -99,3 +99,25 @@ def test_values_json_cannot_encode_are_written_as_repr(stream: CountingStream) -
     (line,) = lines(stream)
     assert str(line["value"]).startswith("<object object")
     assert line["keys"] == {"1": "a"}
+
+
+def test_warn_once_remembers_a_bounded_number_of_keys() -> None:
+    from ollama_openai_proxy.logs import WarnOnce
+
+    class Spy:
+        def __init__(self) -> None:
+            self.levels: list[str] = []
+
+        def warning(self, *_: object, **__: object) -> None:
+            self.levels.append("warning")
+
+        def debug(self, *_: object, **__: object) -> None:
+            self.levels.append("debug")
+
+    spy = Spy()
+    warn = WarnOnce(spy)
+    warn.MAX_KEYS = 3
+    for key in ("a", "a", "b", "c", "d", "e"):
+        warn("option_not_sent_upstream", key)
+    assert spy.levels == ["warning", "debug", "warning", "warning", "debug", "debug"]
+    assert len(warn._seen) == 3

@@ -204,7 +204,7 @@ async def _complete(
         ctx.adapted(adapted, model)
         ctx.recent.touch(model, answer.keep_alive)
         ctx.count(rec, usage)
-        return json_response(out)
+        return json_response(out, redact=ctx.renderer.redact.bytes)
     tr = StreamTranslator(
         model,
         generate=answer.generate,
@@ -217,7 +217,7 @@ async def _complete(
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, answer)
         if isinstance(reply, Reply):  # a backend that ignored stream: true
-            body = tr.feed_completion(reply.data) + tr.finish()
+            body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
             rec.ttft_ms = round((time.perf_counter_ns() - answer.start) / 1e6, 3)
             return Response(body, media_type=NDJSON)
 

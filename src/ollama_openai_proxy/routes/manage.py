@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
-from ollama_openai_proxy.errors import BadRequest, NotSupported, ProxyError
+from ollama_openai_proxy.errors import BadRequest, NotSupported, ProxyError, echo
 from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.routes import parse_body
 from ollama_openai_proxy.translate.ndjson import line
@@ -40,7 +40,8 @@ async def pull(request: Request) -> Response:
 
 async def _unsupported(request: Request) -> Response:
     raise NotSupported(
-        f"{request.url.path} is not supported by this proxy: models are managed on the backend"
+        f"{echo(request.url.path)} is not supported by this proxy: models are managed on the "
+        "backend"
     )
 
 

@@ -9,7 +9,7 @@ answer passes the request to the next backend of the model's fallback chain.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +31,10 @@ router = APIRouter()
 
 # Response headers worth keeping: rate-limit state and retry hints help clients back off.
 _KEEP_HEADERS = ("retry-after", "x-ratelimit-", "openai-processing-ms")
-_UNSAFE_IN_ID = frozenset("?#%\\")
+# ";" too: servlet containers (Tomcat, Spring) and some gateways strip ";..." path parameters,
+# so "..;" would be a ".." segment there.
+_UNSAFE_IN_ID = frozenset("?#%\\;")
+MAX_ID = 256  # characters in a model id taken from a URL
 
 
 def _inspect(ctx: Context, body: bytes) -> tuple[str | None, dict[str, Any] | None, bool]:
@@ -71,26 +74,29 @@ def _for_route(body: bytes, obj: dict[str, Any] | None, route: Route) -> bytes:
 def model_path(model: str) -> str:
     """``/models/<id>`` for the backend. The id comes from the client's URL: it may contain
     ``/`` (OpenRouter's ``openai/gpt-4o``) but never a ``.`` or ``..`` segment, ``?``, ``#``,
-    ``%`` or ``\\``, which would let it reach another backend path with the proxy's key
-    (``/v1/models/../files``). Raises BadRequest for those."""
+    ``%``, ``\\`` or ``;``, which would let it reach another backend path with the proxy's key
+    (``/v1/models/../files``; ``..;/`` where ``;`` parameters are stripped), nor more than
+    :data:`MAX_ID` characters. Raises BadRequest for those."""
     segments = model.split("/")
     if (
-        any(seg in ("", ".", "..") for seg in segments)
+        len(model) > MAX_ID
+        or any(seg in ("", ".", "..") for seg in segments)
         or not model.isprintable()
         or not _UNSAFE_IN_ID.isdisjoint(model)
     ):
         raise BadRequest(
-            "invalid model id: empty, '.' or '..' path segments and the characters ? # % \\ "
-            "are not allowed"
+            f"invalid model id: at most {MAX_ID} characters; empty, '.' or '..' path segments and "
+            "the characters ? # % \\ ; are not allowed"
         )
     return "/models/" + quote(model, safe="/:@+")
 
 
-def _headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The backend's headers worth relaying. Only ASCII values: HTTP header values are Latin-1
-    at most (Starlette encodes them so), and these headers' real values are ASCII."""
+def _headers(headers: Mapping[str, str], redact: Callable[[str], str]) -> dict[str, str]:
+    """The backend's headers worth relaying, redacted like its body (a backend may quote the key
+    it was sent in a header too). Only ASCII values: HTTP header values are Latin-1 at most
+    (Starlette encodes them so), and these headers' real values are ASCII."""
     return {
-        k: v
+        k: redact(v)
         for k, v in headers.items()
         if k.lower().startswith(_KEEP_HEADERS) and v.isascii() and v.isprintable()
     }
@@ -123,7 +129,9 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
     async with ctx.held() as owner:
         reply = await ctx.backends.execute(p, owner, rec)
         if isinstance(reply, EventStream):
-            return sse_relay(reply, owner, ctx.renderer, rec, _headers(reply.headers))
+            return sse_relay(
+                reply, owner, ctx.renderer, rec, _headers(reply.headers, ctx.renderer.redact)
+            )
     media_type = reply.headers.get("content-type", "")
     if not (media_type.isascii() and media_type.isprintable()):
         media_type = reply.content_type or "application/json"
@@ -131,7 +139,7 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
         ctx.renderer.redact.bytes(reply.body),  # a backend may quote the key it was sent
         status_code=reply.status,
         media_type=media_type,
-        headers=_headers(reply.headers),
+        headers=_headers(reply.headers, ctx.renderer.redact),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.errors import BadRequest
+from ollama_openai_proxy.errors import BadRequest, echo
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
 from ollama_openai_proxy.translate.images import check_images, data_url
@@ -132,7 +132,7 @@ class _History:
         self.close_round()
         role = msg["role"].lower()
         if role not in ROLES:
-            raise BadRequest(f"invalid message role {msg['role']!r} at messages.{i}")
+            raise BadRequest(f"invalid message role {echo(msg['role'])!r} at messages.{i}")
         images = msg.get("images")
         if images and role != "user":
             check_images(images, f"messages.{i}.images")  # invalid is invalid, dropped or not
