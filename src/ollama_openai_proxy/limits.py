@@ -21,10 +21,15 @@ count, the limit and its setting, in the caller's dialect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+import orjson
+
 from ollama_openai_proxy.errors import BadRequest, TooMany
+
+# Bodies with more commas than this have their counts checked on a plain parse first.
+PRECHECK_COMMAS = 10_000
 
 
 class Limits(NamedTuple):
@@ -52,6 +57,25 @@ def check_values(body: bytes, limit: int) -> None:
             f"request body too complex: more than {limit} commas, i.e. JSON values or commas in "
             f"its text (at most {limit}, REQUEST_MAX_VALUES)"
         )
+
+
+def precheck(body: bytes, check: Callable[[Any, Limits], None], limits: Limits) -> None:
+    """The counts of ``check`` on a plain parse of ``body`` (orjson, C speed) before the
+    validator builds its tree, for a body with more than :data:`PRECHECK_COMMAS` commas: the
+    validator takes seconds over half a million empty messages, blocking every other client,
+    where this parse takes tens of milliseconds. Raises TooMany; a body the validator will
+    refuse anyway (not JSON, wrong types) is left to it."""
+    if len(body) <= PRECHECK_COMMAS or body.count(b",") <= PRECHECK_COMMAS:
+        return
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(data, dict):
+        try:
+            check(data, limits)
+        except (AttributeError, TypeError):  # wrong types: the validator names them
+            return
 
 
 def _check(value: Any, limit: int, field: str, setting: str, param: str | None = None) -> None:

@@ -139,3 +139,22 @@ def test_openai_limits_name_the_param(req: dict[str, Any], param: str) -> None:
 
 def test_openai_bodies_of_other_types_are_the_backends_to_judge() -> None:
     check_openai({"messages": "x", "tools": 3, "stop": "x", "input": "x"}, SMALL)
+
+
+def test_many_values_are_counted_before_the_validator_builds_its_tree() -> None:
+    import time
+
+    import orjson
+
+    from ollama_openai_proxy.errors import TooMany
+    from ollama_openai_proxy.limits import Limits, check_chat, precheck
+
+    body = orjson.dumps({"model": "m", "messages": [{}] * 499_990})
+    started = time.perf_counter()
+    with pytest.raises(TooMany, match="REQUEST_MAX_MESSAGES"):
+        precheck(body, check_chat, Limits(messages=100_000))
+    assert time.perf_counter() - started < 1.0  # the validator took 5 s over this body
+    # Not JSON, or the wrong types: left for the validator to name.
+    precheck(b"{" + b"," * 20_000, check_chat, Limits())
+    precheck(orjson.dumps({"messages": "x" * 20_000 + "," * 20_000}), check_chat, Limits())
+    precheck(orjson.dumps({"messages": [1] * 20_000}), check_chat, Limits())

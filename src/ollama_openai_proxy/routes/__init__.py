@@ -22,18 +22,25 @@ from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_proxy.http import read_body
-from ollama_openai_proxy.limits import check_values
+from ollama_openai_proxy.limits import Limits, check_values, precheck
 from ollama_openai_proxy.translate.chat import UpstreamRequest
 
 T = TypeVar("T")
 
 
-async def parse_body(request: Request, adapter: TypeAdapter[T]) -> tuple[Context, T]:
+async def parse_body(
+    request: Request,
+    adapter: TypeAdapter[T],
+    counts: Callable[[Any, Limits], None] | None = None,
+) -> tuple[Context, T]:
     """The app context and the validated JSON body: 413 if larger than REQUEST_MAX_SIZE, 400
-    if it has more values than REQUEST_MAX_VALUES (checked before parsing) or is invalid."""
+    if it has more values than REQUEST_MAX_VALUES (checked before parsing), arrays longer than
+    ``counts`` allows (checked before validation for bodies of many values) or is invalid."""
     ctx = get_context(request)
     body = await read_body(request, ctx.settings.request_max_size)
     check_values(body, ctx.limits.values)
+    if counts is not None:
+        precheck(body, counts, ctx.limits)
     return ctx, schemas.parse(adapter, body)
 
 

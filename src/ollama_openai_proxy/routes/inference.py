@@ -67,7 +67,7 @@ class Answer:
 )
 async def chat(request: Request) -> Response:
     start = time.perf_counter_ns()
-    ctx, req = await parse_body(request, schemas.CHAT)
+    ctx, req = await parse_body(request, schemas.CHAT, check_chat)
     model = req.get("model")
     if not model:
         raise BadRequest("model is required")
@@ -93,7 +93,7 @@ async def chat(request: Request) -> Response:
 )
 async def generate(request: Request) -> Response:
     start = time.perf_counter_ns()
-    ctx, req = await parse_body(request, schemas.GENERATE)
+    ctx, req = await parse_body(request, schemas.GENERATE, check_generate)
     model = req.get("model")
     if not model:
         raise ModelNotFound("")  # Ollama answers 404 "model '' not found" here, not 400
