@@ -299,10 +299,15 @@ def _openai_body(*required: str, **props: Any) -> dict[str, Any]:
     }
 
 
-# An id /v1/models/{model} forwards: printable ASCII without ? # % \, and no empty, "." or ".."
-# path segment (routes/openai.py model_path refuses those with 400).
-_MODEL_SEGMENT = r'(?!\.\.?(/|$))[ !"$&-.0->@-\[\]-~]+'
-MODEL_ID = {"type": "string", "pattern": f"^{_MODEL_SEGMENT}(/{_MODEL_SEGMENT})*$"}
+# An id /v1/models/{model} forwards: at most 256 characters of printable ASCII without
+# ? # % \ ;, and no empty, "." or ".." path segment (routes/openai.py model_path refuses those
+# with 400).
+_MODEL_SEGMENT = r'(?!\.\.?(/|$))[ !"$&-.0-:<->@-\[\]-~]+'
+MODEL_ID = {
+    "type": "string",
+    "maxLength": 256,
+    "pattern": f"^{_MODEL_SEGMENT}(/{_MODEL_SEGMENT})*$",
+}
 OPERATIONS.update(
     {
         "openai_chat_completions": {
