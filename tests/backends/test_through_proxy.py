@@ -250,3 +250,41 @@ def test_a_parameter_no_profile_knows_is_refused_once(
     chats = [e for e in backend.journal if e["path"].endswith("/chat/completions")]
     assert ["parallel_tool_calls" in e["body"] for e in chats] == [True, False, False, False]
     assert [bool(e.get("refused")) for e in chats] == [True, False, False, False]
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash", "gemini-3-flash-preview"])
+def test_geminis_parallel_tool_calls_without_index_stay_apart(
+    proxy_for: Callable[..., Any], model: str
+) -> None:
+    """Gemini streams each call whole in its own chunk with no ``index`` (issue #16): the client
+    gets both calls, each with its own arguments."""
+    from tests.fake_upstream import Script
+
+    backend, server = proxy_for("gemini", "gemini", None)
+    calls = [
+        {
+            "index": 0,
+            "id": "c1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        },
+        {
+            "index": 1,
+            "id": "c2",
+            "type": "function",
+            "function": {"name": "get_time", "arguments": '{"tz": "Europe/Paris"}'},
+        },
+    ]
+    with ollama.Client(host=server.url) as client:
+        for stream in (True, False):
+            backend.script(Script(chunks=[{"tool_calls": calls}], finish_reason="tool_calls"))
+            if stream:
+                parts = list(client.chat(model=model, messages=HI, tools=[WEATHER], stream=True))
+                got = [c for p in parts for c in (p.message.tool_calls or [])]
+            else:
+                out = client.chat(model=model, messages=HI, tools=[WEATHER], stream=False)
+                got = list(out.message.tool_calls or [])
+            assert [(c.function.name, dict(c.function.arguments)) for c in got] == [
+                ("get_weather", {"city": "Paris"}),
+                ("get_time", {"tz": "Europe/Paris"}),
+            ]

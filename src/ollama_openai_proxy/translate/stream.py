@@ -50,6 +50,7 @@ class StreamTranslator:
         "_model",
         "_prefix",
         "_reasoned",
+        "_remap",
         "_start_ns",
         "_tags",
         "_think",
@@ -80,6 +81,7 @@ class StreamTranslator:
         # A backend profile that may leave reasoning as <think>...</think> in content.
         self._tags = ThinkSplitter() if think_tags else None
         self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
+        self._remap = False  # tool-call indices were reused by another call (_call_index)
         self._start_ns = start_ns
         self._clock = clock
         self._wall = wall
@@ -191,12 +193,12 @@ class StreamTranslator:
     def _buffer_calls(self, calls: list[Any]) -> None:
         for position, frag in enumerate(calls):
             index = frag.get("index")
-            if not isinstance(index, int):
-                index = position  # complete (non-streamed) calls carry no index
             fn = expect(frag.get("function"), dict) or {}
             call_id = expect(frag.get("id"), str)
             name = expect(fn.get("name"), str)
             args = expect(fn.get("arguments"), ARGUMENTS)
+            if call_id or not isinstance(index, int) or self._remap:
+                index = self._call_index(index, position, call_id, name)
             slot = self._calls.get(index)
             if slot is None:
                 slot = self._calls[index] = [None, "", []]
@@ -207,6 +209,35 @@ class StreamTranslator:
                 slot[1] = name
             if args:
                 slot[2].append(args if isinstance(args, str) else orjson.dumps(args).decode())
+
+    def _call_index(self, index: Any, position: int, call_id: str | None, name: str | None) -> int:
+        """Which call a fragment belongs to when its ``index`` alone cannot say. Gemini streams
+        parallel calls whole, one per chunk, with no ``index``; Ollama's own /v1 stamps every
+        call ``index: 0`` (both: issue #16, with the calls' ids distinct). So a fragment with
+        an id already seen continues that call, and a new id starts a new call whatever its
+        index says; with neither id nor index, a name after a call whose arguments are complete
+        JSON starts a new one, and anything else continues the last (a complete call of a
+        non-streamed answer: its position)."""
+        calls = self._calls
+        if call_id:
+            for i, slot in calls.items():  # a few calls at most
+                if slot[0] == call_id:
+                    return i
+            if isinstance(index, int) and (index not in calls or calls[index][0] is None):
+                return index
+            if isinstance(index, int):
+                self._remap = True  # the backend reuses indices: they say nothing from now on
+            return max(calls, default=-1) + 1
+        if isinstance(index, int) and not self._remap:
+            return index
+        if self._remap:
+            return max(calls)  # an id-less fragment continues the call begun last
+        if not calls:
+            return position
+        last = max(calls)
+        if name and calls[last][1] and _complete("".join(calls[last][2])):
+            return last + 1
+        return last if position == 0 else max(position, last)
 
     # --- output -----------------------------------------------------------------------------
 
@@ -285,3 +316,12 @@ class StreamTranslator:
         out += line(final)
         self._calls.clear()  # only now: a failure above quotes the calls
         return out
+
+
+def _complete(arguments: str) -> bool:
+    """Whether a call's argument text is already a whole JSON value."""
+    try:
+        orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return False
+    return True

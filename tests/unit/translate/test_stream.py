@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.errors import Redactor, UpstreamProtocolError, UpstreamStatusError
@@ -690,3 +692,93 @@ def test_ndjson_stream_failing_finish_is_a_502_not_a_500(
         return
     out = [json.loads(x) for x in ndjson(translator(), [FIRST_LINE, *datas]).splitlines()]
     assert out[-1]["error"].startswith("upstream sent a stream whose end cannot be translated: ")
+
+
+# --- parallel tool calls without a usable index (issue #16) --------------------------------
+
+PARIS = ("get_weather", {"city": "Paris"})
+TZ = ("get_time", {"tz": "Europe/Paris"})
+
+
+def calls_of(lines: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (c["function"]["name"], c["function"]["arguments"])
+        for line in lines
+        for c in line["message"].get("tool_calls", [])
+    ]
+
+
+def whole(call_id: str, call: tuple[str, dict[str, Any]], index: int | None) -> dict[str, Any]:
+    frag: dict[str, Any] = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": call[0], "arguments": json.dumps(call[1])},
+    }
+    if index is not None:
+        frag["index"] = index
+    return frag
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        None,  # Gemini's OpenAI endpoint: whole calls, one per chunk, no index
+        0,  # Ollama's own /v1: every call index 0
+    ],
+)
+def test_calls_with_their_own_ids_stay_apart_whatever_their_index(index: int | None) -> None:
+    events = [
+        chunk({"tool_calls": [whole("call_a", PARIS, index)]}),
+        chunk({"tool_calls": [whole("call_b", TZ, index)]}),
+        chunk(finish="tool_calls"),
+    ]
+    assert calls_of(run(translator(), events)) == [PARIS, TZ]
+
+
+def test_a_name_after_a_complete_call_starts_another_when_nothing_else_tells() -> None:
+    frag = {"function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    other = {"function": {"name": "get_time", "arguments": '{"tz": '}}
+    rest = {"function": {"arguments": '"Europe/Paris"}'}}
+    events = [
+        chunk({"tool_calls": [frag]}),
+        chunk({"tool_calls": [other]}),
+        chunk({"tool_calls": [rest]}),
+        chunk(finish="tool_calls"),
+    ]
+    assert calls_of(run(translator(), events)) == [PARIS, TZ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=6),
+    style=st.sampled_from(["openai", "no-index", "index-zero", "id-every-fragment"]),
+)
+def test_any_fragmentation_gives_the_calls_whole_and_in_order(cuts: list[int], style: str) -> None:
+    """Three calls streamed in pieces: with indices (OpenAI), without (Gemini), all index 0
+    (Ollama's /v1), or the id repeated on every fragment; the calls come out whole, in order."""
+    wanted = [PARIS, TZ, ("search", {"q": "a, b", "n": 3})]
+    events = []
+    for n, (name, args) in enumerate(wanted):
+        text = json.dumps(args)
+        pieces, start = [], 0
+        for cut in cuts:
+            if start >= len(text):
+                break
+            pieces.append(text[start : start + cut])
+            start += cut
+        if start < len(text):
+            pieces.append(text[start:])
+        for p, piece in enumerate(pieces):
+            frag: dict[str, Any] = {"function": {"arguments": piece}}
+            if p == 0 or style == "id-every-fragment":
+                frag["id"] = f"call_{n}"
+            if p == 0:
+                frag["function"]["name"] = name
+                frag["type"] = "function"
+            if style == "openai" or style == "id-every-fragment":
+                frag["index"] = n
+            elif style == "index-zero":
+                frag["index"] = 0
+            events.append(chunk({"tool_calls": [frag]}))
+    events.append(chunk(finish="tool_calls"))
+    assert calls_of(run(translator(), events)) == wanted
