@@ -75,9 +75,7 @@ class Catalog:
             # Azure's classic layout: the URL names one deployment, which is the one model.
             return self._keep({"object": "list", "data": [_deployment_entry(deployment)]})
         try:
-            body = await self._upstream.json("GET", "/models")
-            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-                body = {"object": "list", "data": []}
+            body = _model_list(await self._upstream.json("GET", "/models"))
         except UpstreamError as exc:
             if self._body is None:
                 # MODELS_CACHE_TTL=0 caches no list, but a failure is still remembered
@@ -98,6 +96,26 @@ class Catalog:
         self.version += 1
         self._expires = self._clock() + self._ttl
         return body
+
+
+def _model_list(body: Any) -> dict[str, Any]:
+    """A backend's model list as OpenAI's ``{"object": "list", "data": [...]}``: some answer a
+    bare array, or ``{"models": [...]}`` (issue #16); anything else is an empty list, said in
+    the log rather than silently (``/api/tags`` would be empty)."""
+    if isinstance(body, dict) and isinstance(body.get("data"), list):
+        return body
+    if isinstance(body, list):
+        return {"object": "list", "data": body}
+    if isinstance(body, dict) and isinstance(body.get("models"), list):  # Ollama's /api/tags shape
+        data = [
+            {**m, "id": m.get("model") or m.get("name")}
+            if isinstance(m, dict) and "id" not in m
+            else m
+            for m in body["models"]
+        ]
+        return {"object": "list", "data": data}
+    log.warning("model_list_unreadable", detail="not {data: [...]}, a list or {models: [...]}")
+    return {"object": "list", "data": []}
 
 
 def _deployment_entry(name: str) -> dict[str, Any]:

@@ -275,7 +275,6 @@ def test_version_bumps_per_successful_listing_only() -> None:
     [
         None,
         [],
-        [{"id": "a"}],
         "models",
         {},
         {"object": "list"},
@@ -419,3 +418,18 @@ def test_recent_models_are_bounded_and_expiries_clamped() -> None:
     recent.touch("huge", 1e300)  # no OverflowError, and a date any client can parse
     expires = dict(recent.active())["huge"]
     assert expires - clock.now == 10 * 365 * 86400 * S
+
+
+@pytest.mark.parametrize(
+    ("body", "ids"),
+    [
+        ({"object": "list", "data": [{"id": "a"}]}, ["a"]),
+        ([{"id": "a"}, {"id": "b"}], ["a", "b"]),  # a bare array
+        ({"models": [{"name": "qwen3:8b", "model": "qwen3:8b"}]}, ["qwen3:8b"]),
+        ({"unexpected": True}, []),
+    ],
+)
+def test_model_lists_in_the_shapes_backends_answer(body: Any, ids: list[str]) -> None:
+    from ollama_openai_proxy.catalog import _model_list
+
+    assert [m.get("id") for m in _model_list(body)["data"]] == ids
