@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.errors import BadRequest, echo
+from ollama_openai_proxy.errors import BadRequest, UpstreamStatusError, echo
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
 from ollama_openai_proxy.translate.images import check_images, data_url
@@ -333,17 +333,26 @@ def expect(value: Any, kind: type | tuple[type, ...]) -> Any:
     raise TypeError(f"{type(value).__name__} where {kind} was expected")
 
 
-_DONE_REASONS = {"stop": "stop", "length": "length"}
+# The words backends use for "the token limit ended it" (OpenAI length, Anthropic's compat
+# max_tokens, Gemini MAX_TOKENS, vLLM's older model_length); everything else ended normally.
+_LENGTH = frozenset({"length", "max_tokens", "MAX_TOKENS", "model_length", "max_output_tokens"})
+# An answer ended by an error (OpenRouter's finish_reason "error"): never a complete answer.
+ERROR_FINISH = frozenset({"error", "ERROR"})
 
 
 def done_reason(finish_reason: str | None) -> str:
-    """OpenAI ``finish_reason`` -> Ollama ``done_reason``.
+    """A backend's ``finish_reason`` -> Ollama ``done_reason``.
 
     Ollama only reports ``stop`` and ``length`` for generation; it says ``stop`` after tool calls
     (its own OpenAI layer rewrites stop+tools back to ``tool_calls``, openai.go), and for
-    ``content_filter`` or unknown reasons ``stop`` is the honest nearest value.
-    """
-    return _DONE_REASONS.get(finish_reason or "stop", "stop")
+    ``content_filter``, ``eos_token`` (TGI), ``end_turn``, ``STOP`` or unknown reasons ``stop`` is
+    the honest nearest value. Raises UpstreamStatusError for an ``error`` finish: an answer the
+    backend cut by an error must not look complete (issue #16)."""
+    if finish_reason in _LENGTH:
+        return "length"
+    if finish_reason in ERROR_FINISH:
+        raise UpstreamStatusError("upstream ended the answer with finish_reason 'error'", 200, 502)
+    return "stop"
 
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits

@@ -782,3 +782,38 @@ def test_any_fragmentation_gives_the_calls_whole_and_in_order(cuts: list[int], s
             events.append(chunk({"tool_calls": [frag]}))
     events.append(chunk(finish="tool_calls"))
     assert calls_of(run(translator(), events)) == wanted
+
+
+@pytest.mark.parametrize(
+    ("finish", "done"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("max_tokens", "length"),  # Anthropic's OpenAI compatibility
+        ("MAX_TOKENS", "length"),  # Gemini
+        ("model_length", "length"),  # older vLLM
+        ("tool_calls", "stop"),
+        ("content_filter", "stop"),
+        ("eos_token", "stop"),  # TGI
+        ("end_turn", "stop"),
+        (None, "stop"),
+    ],
+)
+def test_finish_reasons_in_the_wild(finish: str | None, done: str) -> None:
+    from ollama_openai_proxy.translate.chat import done_reason
+
+    assert done_reason(finish) == done
+
+
+def test_an_error_finish_is_not_a_complete_answer() -> None:
+    from ollama_openai_proxy.translate.chat import chat_response
+
+    tr = translator()
+    out = tr.feed(orjson.dumps(chunk({"content": "Half"})).decode())
+    out += tr.feed(orjson.dumps(chunk(finish="error")).decode())
+    with pytest.raises(UpstreamStatusError, match="finish_reason 'error'"):
+        tr.finish()
+    assert b"Half" in out
+    body = {"choices": [{"message": {"content": "Half"}, "finish_reason": "error"}]}
+    with pytest.raises(UpstreamStatusError, match="finish_reason 'error'"):
+        chat_response(body, "m", now_ns=0, total_ns=1, think=True, notes=[])
