@@ -84,13 +84,27 @@ def error_message(body: Any, status: int | None = None) -> tuple[str, str | None
         if message is None and isinstance(obj.get("message"), str):
             message = obj["message"]
     elif isinstance(obj, str) and obj:
-        message = obj
+        message = _html_title(obj) or obj
     if not message:
         message = f"upstream returned HTTP {status}" if status else "upstream error"
     text = message if isinstance(message, str) else orjson.dumps(message).decode()
     if len(text) > MAX_MESSAGE:
         text = text[:MAX_MESSAGE] + "..."
     return text, None if code is None else str(code)
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+
+
+def _html_title(text: str) -> str | None:
+    """An HTML error page (a CDN's, a gateway's) as its title, not a thousand characters of
+    markup (issue #16)."""
+    head = text[:4096].lstrip()
+    if not head.startswith("<"):
+        return None
+    found = _TITLE.search(head)
+    title = " ".join(found.group(1).split()) if found else ""
+    return f"an HTML page{': ' + title if title else ''} (not an API answer)"
 
 
 def _dicts(obj: Any, depth: int = 0) -> Iterator[dict[str, Any]]:

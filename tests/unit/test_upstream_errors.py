@@ -271,3 +271,20 @@ def test_other_400s_are_not_refusals(body: Any) -> None:
     error = upstream_status_error(400, raw, client_model="m", endpoint="/chat/completions")
     assert not isinstance(error, UpstreamRefusedParameter)
     assert refused_parameter(body, error.message) is None
+
+
+def test_an_html_error_page_reads_as_its_title() -> None:
+    page = (
+        b"<!DOCTYPE html><html><head><title>502 Bad Gateway | example.com | Cloudflare</title>"
+        + b"<style>"
+        + b"x" * 2000
+        + b"</style></head><body>...</body></html>"
+    )
+    error = upstream_status_error(502, page, client_model="m", endpoint="/chat/completions")
+    assert error.message == (
+        "upstream error (HTTP 502): an HTML page: 502 Bad Gateway | example.com | Cloudflare "
+        "(not an API answer)"
+    )
+    assert error_message(b"<html><body>oops</body></html>", 500)[0] == (
+        "an HTML page (not an API answer)"
+    )
