@@ -445,6 +445,34 @@ def reasoning_of(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+def content_parts(value: Any) -> tuple[str, str | None]:
+    """``(text, thinking)`` of a content given as a list of typed parts, as Mistral's Magistral
+    answers (``[{"type": "thinking", "thinking": [{"type": "text", "text": ...}]},
+    {"type": "text", "text": ...}]``, docs.mistral.ai reasoning; issue #16). Parts of other
+    types (references, ...) carry no text for Ollama. TypeError if it is not such a list."""
+    if not isinstance(value, list):
+        raise TypeError(f"{type(value).__name__} where content text or parts were expected")
+    text: list[str] = []
+    thinking: list[str] = []
+    for part in value:
+        if not isinstance(part, dict):
+            raise TypeError("a content part that is not an object")
+        kind = part.get("type")
+        if kind == "text" and isinstance(part.get("text"), str):
+            text.append(part["text"])
+        elif kind == "thinking":
+            inner = part.get("thinking")
+            if isinstance(inner, str):
+                thinking.append(inner)
+            elif isinstance(inner, list):
+                thinking.extend(
+                    p["text"]
+                    for p in inner
+                    if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+    return "".join(text), "".join(thinking) or None
+
+
 def _tags(content: str, think_tags: bool, adapted: list[str] | None) -> tuple[str, str | None]:
     if not think_tags:
         return content, None
@@ -478,9 +506,13 @@ def chat_response(
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
     msg = choice.get("message") or {}
-    content, tagged = _tags(expect(msg.get("content"), str) or "", think_tags, adapted)
+    raw = msg.get("content")
+    parted = None
+    if raw is not None and not isinstance(raw, str):
+        raw, parted = content_parts(raw)
+    content, tagged = _tags(raw or "", think_tags, adapted)
     message: dict[str, Any] = {"role": "assistant", "content": content}
-    thinking = (reasoning_of(msg) or tagged) if think else None
+    thinking = (reasoning_of(msg) or parted or tagged) if think else None
     if thinking:
         message["thinking"] = thinking
     calls = expect(msg.get("tool_calls"), list)
@@ -514,13 +546,17 @@ def generate_response(
     choice = _first_choice(resp)
     # /v1/completions answers choices[].text; chat answers choices[].message
     msg = choice.get("message") or {"content": choice.get("text")}
-    response, tagged = _tags(expect(msg.get("content"), str) or "", think_tags, adapted)
+    raw = msg.get("content")
+    parted = None
+    if raw is not None and not isinstance(raw, str):
+        raw, parted = content_parts(raw)
+    response, tagged = _tags(raw or "", think_tags, adapted)
     out: dict[str, Any] = {
         "model": model,
         "created_at": rfc3339(now_ns),
         "response": response,
     }
-    thinking = (reasoning_of(msg) or tagged) if think else None
+    thinking = (reasoning_of(msg) or parted or tagged) if think else None
     if thinking:
         out["thinking"] = thinking
     out["done"] = True

@@ -28,6 +28,7 @@ import orjson
 from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
 from ollama_openai_proxy.translate.chat import (
     ARGUMENTS,
+    content_parts,
     done_reason,
     expect,
     metrics,
@@ -164,8 +165,13 @@ class StreamTranslator:
         return out
 
     def _delta(self, delta: Mapping[str, Any]) -> bytes:
-        content = expect(delta.get("content"), str)
+        content = delta.get("content")
+        parted = None
+        if content is not None and not isinstance(content, str):
+            content, parted = content_parts(content)  # Magistral's typed parts
         thinking = reasoning_of(delta) if self._think else None
+        if parted and self._think:
+            thinking = thinking + parted if thinking else parted
         if content and self._tags is not None:
             content, tagged = self._tags.feed(content)
             if thinking:

@@ -325,3 +325,40 @@ def test_boolean_token_counts_are_not_relayed() -> None:
     out = translate(answer({"content": "a"}, usage={"prompt_tokens": True, "completion_tokens": 3}))
     assert "prompt_eval_count" not in out
     assert out["eval_count"] == 3
+
+
+MAGISTRAL = [
+    {"type": "thinking", "thinking": [{"type": "text", "text": "2 plus 2..."}]},
+    {"type": "text", "text": "The answer is 4."},
+]
+
+
+def test_magistrals_typed_content_parts_are_text_and_thinking() -> None:
+    from ollama_openai_proxy.translate.chat import chat_response, generate_response
+
+    body = {"choices": [{"message": {"content": MAGISTRAL}, "finish_reason": "stop"}]}
+    out = chat_response(body, "m", now_ns=0, total_ns=1, think=True, notes=[])
+    assert out["message"] == {
+        "role": "assistant",
+        "content": "The answer is 4.",
+        "thinking": "2 plus 2...",
+    }
+    hidden = chat_response(body, "m", now_ns=0, total_ns=1, think=False, notes=[])
+    assert hidden["message"] == {"role": "assistant", "content": "The answer is 4."}
+    gen = generate_response(body, "m", now_ns=0, total_ns=1, think=True)
+    assert (gen["response"], gen["thinking"]) == ("The answer is 4.", "2 plus 2...")
+
+
+def test_magistrals_typed_parts_streamed() -> None:
+    import orjson
+
+    from ollama_openai_proxy.translate.stream import StreamTranslator
+
+    tr = StreamTranslator("m", generate=False, think=True, start_ns=0)
+    out = b""
+    for part in MAGISTRAL:
+        event = {"choices": [{"index": 0, "delta": {"content": [part]}}]}
+        out += tr.feed(orjson.dumps(event).decode())
+    lines = [orjson.loads(x) for x in out.splitlines()]
+    assert [x["message"].get("thinking") for x in lines] == ["2 plus 2...", None]
+    assert "".join(x["message"]["content"] for x in lines) == "The answer is 4."
