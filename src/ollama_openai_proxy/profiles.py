@@ -117,6 +117,7 @@ class BackendProfile:
     tgi_grammar: bool = False
     top_p_below_one: bool = False  # top_p must be < 1 (1 means no filtering: not sent)
     max_tokens_unstreamed: int | None = None  # the most a non-streamed request may ask for
+    nine_char_call_ids: bool = False  # tool-call ids must be 9 letters and digits (Mistral)
     options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
     layout: Layout = "openai"
     families: tuple[Family, ...] = ()
@@ -145,6 +146,7 @@ class BackendProfile:
             and not self.tgi_grammar
             and not self.top_p_below_one
             and self.max_tokens_unstreamed is None
+            and not self.nine_char_call_ids
         )
         object.__setattr__(self, "plain", plain)
 
@@ -303,6 +305,8 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 think="none",  # Magistral models reason by themselves
                 # Embeddings: output_dimension (mistralai/client-python, EmbeddingRequest).
                 embed_renames=_frozen({"dimensions": "output_dimension"}),
+                # 400 "Tool call id was call_1_0 but must be a-z, A-Z, 0-9, with a length of 9"
+                nine_char_call_ids=True,
             ),
             BackendProfile(
                 "deepseek",

@@ -147,9 +147,9 @@ class _History:
             calls = []
             for j, tc in enumerate(tool_calls):
                 fn = tc["function"]
-                call_id = tc.get("id") or f"call_{i}_{j}"
+                call_id = tc.get("id") or synth_id(i, j)
                 if call_id in self.pending:  # a repeated id: each call needs its own answer
-                    call_id = f"call_{i}_{j}"
+                    call_id = synth_id(i, j)
                 calls.append(
                     {
                         "id": call_id,
@@ -356,6 +356,22 @@ def done_reason(finish_reason: str | None) -> str:
 
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+_BASE36 = string.digits + string.ascii_lowercase
+
+
+def synth_id(message: int, call: int) -> str:
+    """A tool-call id for a history that has none: 9 letters and digits, which every backend
+    takes (Mistral takes nothing else: "must be a-z, A-Z, 0-9, with a length of 9", issue #16),
+    and the same for the same position, so a prompt cache sees the same history."""
+
+    def b36(n: int, width: int) -> str:
+        digits = ""
+        for _ in range(width):
+            n, r = divmod(n, 36)
+            digits = _BASE36[r] + digits
+        return digits
+
+    return "c" + b36(message, 5) + b36(call, 3)
 
 
 def new_call_id() -> str:

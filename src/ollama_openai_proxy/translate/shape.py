@@ -10,6 +10,9 @@ Reasoning parameters are written by translate/think.py, from the same profile.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import string
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,6 +90,8 @@ def shape(
                 payload[name] = cap
                 adapted.append(note)
                 warnings.append((f"{name} (unstreamed, {profile.name})", note))
+    if chat and profile.nine_char_call_ids:
+        _nine_char_ids(payload["messages"], adapted)
     thinking = payload.get("thinking")
     if isinstance(thinking, dict) and "budget_tokens" in thinking:
         _thinking_budget(payload, thinking, adapted, warnings)
@@ -174,6 +179,45 @@ def _json_object(
         note = f"format json sent, but the {profile.name} backend ignores response_format"
         adapted.append(note)
         warnings.append((f"response_format ({profile.name})", note))
+
+
+_NINE = re.compile(r"[A-Za-z0-9]{9}")
+_BASE62 = string.digits + string.ascii_letters
+
+
+def nine_chars(call_id: str) -> str:
+    """A tool-call id as 9 letters and digits, the same for the same id (so a call and its
+    result still pair), for backends that take no other (Mistral)."""
+    if _NINE.fullmatch(call_id):
+        return call_id
+    n = int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest(), "big")
+    out = ""
+    for _ in range(9):
+        n, r = divmod(n, 62)
+        out += _BASE62[r]
+    return out
+
+
+def _nine_char_ids(messages: Any, adapted: list[str]) -> None:
+    if not isinstance(messages, list):
+        return
+    changed = False
+    for msg in messages:
+        if not isinstance(msg, dict):
+            continue
+        calls = msg.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                if isinstance(call, dict) and isinstance(call.get("id"), str):
+                    short = nine_chars(call["id"])
+                    changed |= short != call["id"]
+                    call["id"] = short
+        if isinstance(msg.get("tool_call_id"), str):
+            short = nine_chars(msg["tool_call_id"])
+            changed |= short != msg["tool_call_id"]
+            msg["tool_call_id"] = short
+    if changed:
+        adapted.append("tool-call ids sent as 9 letters and digits")
 
 
 def _add_instruction(payload: dict[str, Any], adapted: list[str]) -> None:

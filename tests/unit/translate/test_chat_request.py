@@ -203,9 +203,9 @@ def test_tool_results_paired_by_name_then_position() -> None:
     notes: list[str] = []
     msgs = messages_to_openai(CHAT.validate_python(fx["request"])["messages"] or [], notes)
     calls = msgs[1]["tool_calls"]
-    assert [c["id"] for c in calls] == ["call_1_0", "call_1_1"]
+    assert [c["id"] for c in calls] == ["c00001000", "c00001001"]
     assert msgs[1]["content"] is None
-    assert [m["tool_call_id"] for m in msgs[2:]] == ["call_1_0", "call_1_1"]
+    assert [m["tool_call_id"] for m in msgs[2:]] == ["c00001000", "c00001001"]
     assert orjson.loads(calls[1]["function"]["arguments"]) == {"city": "Paris", "unit": "celsius"}
     assert notes == []
 
@@ -249,10 +249,14 @@ def test_missing_tool_results_are_filled_and_orphans_kept_as_user_text() -> None
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_1_0", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                {
+                    "id": "c00001000",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": "{}"},
+                }
             ],
         },
-        {"role": "tool", "tool_call_id": "call_1_0", "content": ""},
+        {"role": "tool", "tool_call_id": "c00001000", "content": ""},
         {"role": "user", "content": "next"},
     ]
     assert len(notes) == 2
@@ -445,10 +449,10 @@ def test_a_repeated_call_id_gets_its_own_answer() -> None:
         [],
     )
     ids = [c["id"] for c in out[0]["tool_calls"]]
-    assert ids == ["same", "call_0_1"]  # OpenAI wants each id once
+    assert ids == ["same", "c00000001"]  # OpenAI wants each id once
     assert [(m["tool_call_id"], m["content"]) for m in out[1:]] == [
         ("same", "1"),
-        ("call_0_1", "2"),
+        ("c00000001", "2"),
     ]
 
 

@@ -383,3 +383,33 @@ def test_the_json_instruction_joins_an_existing_system_message() -> None:
     messages = chat_request(req, Target.of("gpt-4o", p), Policy(profile=p)).payload["messages"]
     assert messages[0] == {"role": "system", "content": f"Be brief.\n\n{JSON_INSTRUCTION}"}
     assert messages[1:] == HI
+
+
+def test_mistral_gets_nine_character_tool_call_ids_that_still_pair() -> None:
+    """The ollama SDK's own tool example, second turn, to Mistral: its ids must be 9 letters and
+    digits ("Tool call id was call_1_0 but must be a-z, A-Z, 0-9, with a length of 9")."""
+    from ollama_openai_proxy.translate.shape import nine_chars
+
+    history = [
+        {"role": "user", "content": "What is 3 plus 4?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call_abcdefgh", "function": {"name": "add", "arguments": {"a": 3, "b": 4}}},
+                {"function": {"name": "add", "arguments": {"a": 1, "b": 1}}},
+            ],
+        },
+        {"role": "tool", "content": "7", "tool_name": "add"},
+        {"role": "tool", "content": "2", "tool_name": "add"},
+    ]
+    p = PROFILES["mistral"]
+    req = CHAT.validate_python({"model": "mistral-small-latest", "messages": history})
+    messages = chat_request(req, Target.of("mistral-small-latest", p), Policy(profile=p)).payload[
+        "messages"
+    ]
+    ids = [c["id"] for c in messages[1]["tool_calls"]]
+    assert all(len(i) == 9 and i.isalnum() for i in ids)
+    assert [m["tool_call_id"] for m in messages[2:]] == ids
+    assert ids[0] == nine_chars("call_abcdefgh")
+    assert nine_chars("abcDEF123") == "abcDEF123"  # already right: kept
