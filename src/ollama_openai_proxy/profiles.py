@@ -118,6 +118,7 @@ class BackendProfile:
     top_p_below_one: bool = False  # top_p must be < 1 (1 means no filtering: not sent)
     max_tokens_unstreamed: int | None = None  # the most a non-streamed request may ask for
     nine_char_call_ids: bool = False  # tool-call ids must be 9 letters and digits (Mistral)
+    thinking_back: str | None = None  # the field an assistant turn's reasoning goes back in
     options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
     layout: Layout = "openai"
     families: tuple[Family, ...] = ()
@@ -316,6 +317,10 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 # "Include the word json in the system or user prompt" (api-docs.deepseek.com,
                 # JSON Output).
                 json_object="needs_word",
+                # Thinking mode with tools: every assistant turn's reasoning_content must come
+                # back ("Missing `reasoning_content` field in the assistant message", DeepSeek's
+                # thinking-mode docs); the client's `thinking` is it.
+                thinking_back="reasoning_content",
                 families=(
                     # deepseek-reasoner: logprobs/top_logprobs "will trigger an error"
                     # (api-docs.deepseek.com, reasoning model).

@@ -288,3 +288,27 @@ def test_geminis_parallel_tool_calls_without_index_stay_apart(
                 ("get_weather", {"city": "Paris"}),
                 ("get_time", {"tz": "Europe/Paris"}),
             ]
+
+
+def test_deepseek_gets_the_reasoning_of_a_tool_turn_back(proxy_for: Callable[..., Any]) -> None:
+    """DeepSeek's thinking mode with tools refuses a history whose assistant tool turn lacks its
+    reasoning_content; the client's ``thinking`` is sent back as that (issue #16)."""
+    backend, server = proxy_for("deepseek", "deepseek", None)
+    history = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "thinking": "I should call get_weather.",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "18 C, sunny", "tool_name": "get_weather"},
+    ]
+    with ollama.Client(host=server.url) as client:
+        out = client.chat(
+            model="deepseek-reasoner", messages=history, tools=[WEATHER], stream=False
+        )
+    assert out.message.content or out.message.thinking
+    sent = backend.last()["body"]["messages"]
+    assert sent[1]["reasoning_content"] == "I should call get_weather."
+    assert not [e for e in backend.journal if e.get("refused")]

@@ -81,8 +81,12 @@ class _History:
     always yields the same ids (stable for upstream prompt caches).
     """
 
-    def __init__(self, notes: list[str]) -> None:
+    def __init__(self, notes: list[str], thinking_field: str | None = None) -> None:
         self.out: list[dict[str, Any]] = []
+        # Where the backend wants an assistant turn's reasoning back (DeepSeek's thinking mode
+        # with tools: reasoning_content, "must be passed back to the API"); None: not sent,
+        # since strict backends refuse unknown message keys.
+        self.thinking_field = thinking_field
         # The unanswered calls of the last assistant turn, in order: id -> name; and the same ids
         # by name (answered ones are skipped when met). A result finds its call in constant
         # time, so a long history costs linear time, never calls x results.
@@ -164,11 +168,17 @@ class _History:
             out["tool_calls"] = calls
             if not content:
                 out["content"] = None
+        if role == "assistant" and self.thinking_field and msg.get("thinking"):
+            out[self.thinking_field] = msg["thinking"]
         self.out.append(out)
 
 
-def messages_to_openai(messages: Iterable[Message], notes: list[str]) -> list[dict[str, Any]]:
-    history = _History(notes)
+def messages_to_openai(
+    messages: Iterable[Message], notes: list[str], thinking_field: str | None = None
+) -> list[dict[str, Any]]:
+    """An Ollama history as OpenAI messages (:class:`_History`); ``thinking_field``: where an
+    assistant message's ``thinking`` goes, for a backend that wants it back."""
+    history = _History(notes, thinking_field)
     for i, msg in enumerate(messages):
         content = msg.get("content") or ""
         if msg["role"].lower() == "tool":
@@ -244,7 +254,9 @@ def _common(
 
 def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRequest:
     result = UpstreamRequest(payload={})
-    messages = messages_to_openai(req.get("messages") or (), result.notes)
+    messages = messages_to_openai(
+        req.get("messages") or (), result.notes, policy.profile.thinking_back
+    )
     _common(req, target, {"messages": messages}, policy, result)
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
