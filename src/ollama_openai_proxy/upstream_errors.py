@@ -170,6 +170,9 @@ def upstream_status_error(
 ) -> UpstreamStatusError:
     """Map a backend error status to what an Ollama client should get."""
     message, code = error_message(body, status)
+    if code == "model_not_found" and status != 404 and client_model is not None:
+        # Some backends (gateways, OpenRouter) say it with a 400 and the code (issue #16).
+        return UpstreamModelNotFound(f"model '{echo(client_model)}' not found", status, 404, code)
     if status == 404:
         if client_model is not None and _is_model_error(message, code):
             return UpstreamModelNotFound(

@@ -288,3 +288,14 @@ def test_an_html_error_page_reads_as_its_title() -> None:
     assert error_message(b"<html><body>oops</body></html>", 500)[0] == (
         "an HTML page (not an API answer)"
     )
+
+
+def test_a_model_not_found_code_is_a_404_whatever_the_status() -> None:
+    from ollama_openai_proxy.errors import UpstreamModelNotFound
+
+    body = {"error": {"message": "No such model", "code": "model_not_found"}}
+    error = upstream_status_error(
+        400, orjson.dumps(body), client_model="qwen3:8b", endpoint="/chat/completions"
+    )
+    assert isinstance(error, UpstreamModelNotFound)
+    assert (error.status, error.message) == (404, "model 'qwen3:8b' not found")
