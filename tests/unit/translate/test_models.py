@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ollama_openai_proxy.model_map import ModelMap, ModelMeta, resolve
@@ -150,3 +152,19 @@ def test_facts_prefer_published_then_config_then_family() -> None:
     published_entry = {"max_model_len": 16384, "supported_parameters": ["tools"]}
     f = facts("q", "qwen3:8b", meta, 32768, published_entry)
     assert (f.context_length, f.capabilities) == (16384, ("completion", "tools"))
+
+
+@pytest.mark.parametrize(
+    ("entry", "context"),
+    [
+        ({"id": "m", "max_context_length": 32768}, 32768),  # LM Studio
+        ({"id": "m", "meta": {"n_ctx": 8192, "n_ctx_train": 131072}}, 8192),  # llama.cpp
+        ({"id": "m", "meta": {"n_ctx_train": 131072}}, 131072),
+        ({"id": "m", "top_provider": {"context_length": 65536}}, 65536),  # OpenRouter
+        ({"id": "m", "meta": "x"}, None),
+    ],
+)
+def test_context_length_from_every_field_backends_publish(
+    entry: dict[str, Any], context: int | None
+) -> None:
+    assert published(entry)[0] == context
