@@ -37,7 +37,6 @@ from ollama_openai_proxy.metrics import Metrics
 from ollama_openai_proxy.model_map import ModelMap, resolve
 from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
-from ollama_openai_proxy.profiles import named
 from ollama_openai_proxy.resilience import CircuitBreaker
 from ollama_openai_proxy.topology import Topology
 from ollama_openai_proxy.upstream import Upstream
@@ -88,7 +87,7 @@ class Backends:
             upstream = Upstream(settings, spec, CircuitBreaker.from_settings(settings), metrics)
             self.upstreams[spec.name] = upstream
             self.catalogs[spec.name] = Catalog(upstream, settings.models_cache_ttl)
-            profile = named(spec.profile, spec.base_url)
+            profile = upstream.profile
             # Ollama options: what the backend takes natively (its profile), then what the
             # operator forwards (PASSTHROUGH_OPTIONS, extra_params), which wins.
             extra = {p: p for p in spec.extra_params}

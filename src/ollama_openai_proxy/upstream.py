@@ -135,7 +135,9 @@ class Upstream:
         # not before it.
         self._prefix = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self._query = "?" + parts.query if parts.query else ""
-        layout = named(spec.profile, spec.base_url).layout
+        # How this backend wants requests (profiles.py), resolved once: Backends reads it too.
+        self.profile = named(spec.profile, spec.base_url)
+        layout = self.profile.layout
         # Azure's classic layout names the model in the URL: the deployment is the one model.
         found = _DEPLOYMENT.search(parts.path) if layout == "azure-classic" else None
         self.deployment = found.group(1) if found else None

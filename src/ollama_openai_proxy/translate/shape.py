@@ -52,9 +52,7 @@ def shape(
     if (
         family is not None
         and family.refuses
-        and not (
-            family.refuses_while_reasoning and payload.get("reasoning_effort", "none") == "none"
-        )
+        and not (family.refuses_while_reasoning and not reasoning_on(payload))
     ):
         refuses = refuses | family.refuses
     for old, new in renames.items():
