@@ -14,7 +14,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "contract"
 
 
 def contract(name: str) -> Any:
-    """A fixture from the shared Ollama contract (copied into tests/fixtures/contract)."""
+    """A fixture from the shared Ollama contract (copied into tests/fixtures/contract; the two
+    streamed tool-call fixtures follow the corrected contract: one call per line, #7836)."""
     return json.loads((FIXTURES / name).read_text())
 
 

@@ -95,10 +95,14 @@ def test_langchainjs_tool_call_line(proxy: ProxyServer, upstream: FakeUpstream) 
     upstream.script(Script(chunks=frags, finish_reason="tool_calls"))
     out = lines(httpx.post(proxy.url + "/api/chat", json=fx["request"]))
     with_calls = [line for line in out if line["message"].get("tool_calls")]
-    assert len(with_calls) == 1  # @langchain/ollama keys calls by position within one line
-    assert [c["function"]["arguments"] for c in with_calls[0]["message"]["tool_calls"]] == [
-        {"city": "Paris"},
-        {"city": "Oslo"},
+    # Ollama's layout, one call per line (ollama/ollama#7836): @langchain/ollama's invoke()
+    # keeps calls with different ids apart (contract §5.4.6); the interleaved second call waits
+    # for the first, so the order is the backend's.
+    assert [len(line["message"]["tool_calls"]) for line in with_calls] == [1, 1]
+    calls = [line["message"]["tool_calls"][0] for line in with_calls]
+    assert [(c["id"], c["function"]["index"], c["function"]["arguments"]) for c in calls] == [
+        ("c1", 0, {"city": "Paris"}),
+        ("c2", 1, {"city": "Oslo"}),
     ]
     assert out[-1]["done"] is True
     assert out[-1]["done_reason"] == "stop"

@@ -1162,16 +1162,17 @@ REQUIREMENTS: dict[str, Callable[[list[dict[str, Any]]], bool]] = {
     "counts only on the done line": lambda lines: all(
         ("eval_count" in x or "prompt_eval_count" in x) == bool(x.get("done")) for x in lines
     ),
-    "all tool calls in one line": lambda lines: (
+    # Ollama's layout (ollama/ollama#7836; the shared contract's correction of these fixtures)
+    "each tool call on its own line": lambda lines: (
         [
             [
-                (c["function"]["name"], c["function"]["arguments"])
+                (c["function"]["index"], c["function"]["name"], c["function"]["arguments"])
                 for c in x["message"]["tool_calls"]
             ]
             for x in lines
             if x.get("message", {}).get("tool_calls")
         ]
-        == [[("get_weather", {"city": "Tokyo"}), ("get_weather", {"city": "Paris"})]]  # WIRE_SCRIPT
+        == [[(0, "get_weather", {"city": "Tokyo"})], [(1, "get_weather", {"city": "Paris"})]]
     ),
 }
 # What the backend answers a client_wire request: reasoning, text and two tool calls in

@@ -100,7 +100,8 @@ def test_tool_round_trip_with_sdk_objects(
             assert [p.done for p in parts].count(True) == 1
             calls = [c for p in parts for c in (p.message.tool_calls or [])]
             lines_with_calls = [p for p in parts if p.message.tool_calls]
-            assert len(lines_with_calls) <= 1  # all calls of a turn in one line
+            # Ollama's layout: each call on its own line (ollama/ollama#7836)
+            assert all(len(p.message.tool_calls or []) == 1 for p in lines_with_calls)
             content = "".join(p.message.content or "" for p in parts)
             message = ollama.Message(role="assistant", content=content, tool_calls=calls or None)
         else:

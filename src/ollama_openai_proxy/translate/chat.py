@@ -2,8 +2,9 @@
 
 Requests: :func:`chat_request`, :func:`generate_request`. Non-streaming responses:
 :func:`chat_response`, :func:`generate_response`. The streaming direction lives in ``stream.py``
-and shares :func:`done_reason`, :func:`tool_calls_to_ollama` and :func:`metrics` with this module,
-so both paths map finish reasons, tool calls and usage identically.
+and shares :func:`done_reason`, :func:`tool_call_to_ollama` and :func:`metrics` with this module,
+so both paths map finish reasons, tool calls and usage identically; both read the backend's
+shapes with ``normalise.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
 from ollama_openai_proxy.translate.images import check_images, data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
+from ollama_openai_proxy.translate.normalise import (
+    ToolCall,
+    content_parts,
+    expect,
+    reasoning_of,
+    tool_call_of,
+)
 from ollama_openai_proxy.translate.options import map_options
 from ollama_openai_proxy.translate.shape import forget, shape
 from ollama_openai_proxy.translate.think import think_params
@@ -329,22 +337,6 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
 
 # --- responses --------------------------------------------------------------------------------
 
-ARGUMENTS = (str, dict)  # tool-call arguments: a JSON string, or an object as some backends send
-
-
-def expect(value: Any, kind: type | tuple[type, ...]) -> Any:
-    """A field read from a backend answer: ``value`` if it is null or a ``kind``, else TypeError.
-
-    Called where an answer's fields are read, inside the guard that turns the TypeError into
-    :func:`~ollama_openai_proxy.errors.malformed` quoting the answer (``StreamTranslator.feed``,
-    :func:`~ollama_openai_proxy.errors.reading`): a wrong-typed value is refused, never relayed
-    to a client that would fail to validate it (ollama-python). Per-chunk code skips the call
-    for the usual null or absent field: ``if x is not None and expect(x, kind):``."""
-    if value is None or isinstance(value, kind):
-        return value
-    raise TypeError(f"{type(value).__name__} where {kind} was expected")
-
-
 # The words backends use for "the token limit ended it" (OpenAI length, Anthropic's compat
 # max_tokens, Gemini MAX_TOKENS, vLLM's older model_length); everything else ended normally.
 _LENGTH = frozenset({"length", "max_tokens", "MAX_TOKENS", "model_length", "max_output_tokens"})
@@ -414,25 +406,18 @@ def parse_arguments(
     return {"__raw_arguments": raw}
 
 
-def tool_calls_to_ollama(
-    calls: Iterable[Mapping[str, Any]], notes: list[str]
-) -> list[dict[str, Any]]:
-    out = []
-    for i, call in enumerate(calls):
-        fn = expect(call.get("function"), dict) or {}
-        name = expect(fn.get("name"), str) or ""
-        args = expect(fn.get("arguments"), ARGUMENTS)
-        out.append(
-            {
-                "id": expect(call.get("id"), str) or new_call_id(),
-                "function": {
-                    "index": i,
-                    "name": name,
-                    "arguments": parse_arguments(args, notes, name),
-                },
-            }
-        )
-    return out
+def tool_call_to_ollama(call: ToolCall, index: int, notes: list[str]) -> dict[str, Any]:
+    """One whole call in Ollama's shape: ``{"id", "function": {"index", "name", "arguments"}}``
+    with ``index`` its position in the turn and ``arguments`` an object (contract §3; Ollama's
+    own id format when the backend gave none)."""
+    return {
+        "id": call.id or new_call_id(),
+        "function": {
+            "index": index,
+            "name": call.name,
+            "arguments": parse_arguments(call.arguments, notes, call.name),
+        },
+    }
 
 
 def metrics(
@@ -458,47 +443,6 @@ def metrics(
     if eval_ns > 0:
         out["eval_duration"] = eval_ns
     return out
-
-
-# vLLM/DeepSeek/llama.cpp say reasoning_content; OpenRouter and newer vLLM say reasoning.
-_REASONING = ("reasoning_content", "reasoning")
-
-
-def reasoning_of(obj: Mapping[str, Any]) -> str | None:
-    """The first non-empty reasoning field (each checked to be a string when present)."""
-    for key in _REASONING:
-        value: str | None = obj.get(key)
-        if value is not None and expect(value, str):
-            return value
-    return None
-
-
-def content_parts(value: Any) -> tuple[str, str | None]:
-    """``(text, thinking)`` of a content given as a list of typed parts, as Mistral's Magistral
-    answers (``[{"type": "thinking", "thinking": [{"type": "text", "text": ...}]},
-    {"type": "text", "text": ...}]``, docs.mistral.ai reasoning; issue #16). Parts of other
-    types (references, ...) carry no text for Ollama. TypeError if it is not such a list."""
-    if not isinstance(value, list):
-        raise TypeError(f"{type(value).__name__} where content text or parts were expected")
-    text: list[str] = []
-    thinking: list[str] = []
-    for part in value:
-        if not isinstance(part, dict):
-            raise TypeError("a content part that is not an object")
-        kind = part.get("type")
-        if kind == "text" and isinstance(part.get("text"), str):
-            text.append(part["text"])
-        elif kind == "thinking":
-            inner = part.get("thinking")
-            if isinstance(inner, str):
-                thinking.append(inner)
-            elif isinstance(inner, list):
-                thinking.extend(
-                    p["text"]
-                    for p in inner
-                    if isinstance(p, dict) and isinstance(p.get("text"), str)
-                )
-    return "".join(text), "".join(thinking) or None
 
 
 def _tags(content: str, think_tags: bool, adapted: list[str] | None) -> tuple[str, str | None]:
@@ -545,7 +489,9 @@ def chat_response(
         message["thinking"] = thinking
     calls = expect(msg.get("tool_calls"), list)
     if calls:
-        message["tool_calls"] = tool_calls_to_ollama(calls, notes)
+        message["tool_calls"] = [
+            tool_call_to_ollama(tool_call_of(call), i, notes) for i, call in enumerate(calls)
+        ]
     out: dict[str, Any] = {
         "model": model,
         "created_at": rfc3339(now_ns),

@@ -7,8 +7,9 @@ send, knowing nothing of HTTP. The rules it keeps, and the clients that need the
   ``finish_reason: "stop"`` chunk (utils/misc.py:819);
 * ``thinking`` only when non-empty -- @langchain/ollama shows ``thinking ?? content``, so an empty
   string would hide the text (chat_models.ts:810);
-* tool calls arrive in fragments; they are assembled and sent complete, all calls of the turn in
-  one line -- @langchain/ollama keys calls by position within a line (stream_events.ts:140);
+* tool calls arrive in fragments; they are assembled (``normalise.ToolCallAssembler``) and each
+  is sent whole on its own line as soon as it is complete, with ``function.index`` and ``id``, as
+  Ollama does (ollama/ollama#7836) -- Haystack's streaming accumulator counts one call per line;
 * token counts only on the final line -- @langchain/ollama sums them over every line;
 * exactly one ``done: true`` line, last, with ``done_reason`` and durations in nanoseconds.
 
@@ -26,16 +27,15 @@ from typing import Any
 import orjson
 
 from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
-from ollama_openai_proxy.translate.chat import (
-    ARGUMENTS,
-    content_parts,
-    done_reason,
-    expect,
-    metrics,
-    reasoning_of,
-    tool_calls_to_ollama,
-)
+from ollama_openai_proxy.translate.chat import done_reason, metrics, tool_call_to_ollama
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
+from ollama_openai_proxy.translate.normalise import (
+    ToolCall,
+    ToolCallAssembler,
+    content_parts,
+    expect,
+    reasoning_of,
+)
 from ollama_openai_proxy.translate.thinktags import ThinkSplitter
 from ollama_openai_proxy.upstream_errors import stream_error
 
@@ -51,7 +51,6 @@ class StreamTranslator:
         "_model",
         "_prefix",
         "_reasoned",
-        "_remap",
         "_start_ns",
         "_tags",
         "_think",
@@ -60,6 +59,7 @@ class StreamTranslator:
         "_wall",
         "adapted",
         "done",
+        "made",
         "notes",
     )
 
@@ -82,11 +82,10 @@ class StreamTranslator:
         # A backend profile that may leave reasoning as <think>...</think> in content.
         self._tags = ThinkSplitter() if think_tags else None
         self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
-        self._remap = False  # tool-call indices were reused by another call (_call_index)
         self._start_ns = start_ns
         self._clock = clock
         self._wall = wall
-        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument fragments]]
+        self._calls = ToolCallAssembler()
         self._finish: str | None = None
         self._usage: Mapping[str, Any] | None = None
         self._first_ns = 0
@@ -94,8 +93,11 @@ class StreamTranslator:
         self._ts = b""
         self.stamp()
         self.done = False  # the backend said [DONE]
-        self.notes: list[str] = []
+        self.notes: list[str] = self._calls.notes  # one list: the assembler's notes too
         self.adapted: list[str] = []  # for the DEBUG log: what was done for the backend
+        # The calls sent that carry a backend id or provider data, with their Ollama shape:
+        # what the next turn may need back (tool_call_store.py).
+        self.made: list[tuple[ToolCall, dict[str, Any]]] = []
 
     @property
     def usage(self) -> Mapping[str, Any] | None:
@@ -181,69 +183,22 @@ class StreamTranslator:
             if tagged and not self.adapted:
                 self.adapted.append("reasoning split out of <think> tags in the content")
         calls = delta.get("tool_calls")
+        ready = None
         if calls is not None and expect(calls, list):
-            self._buffer_calls(calls)
+            ready = self._calls.add(calls)
         if not content and not thinking:
             if calls:
                 self._tick()
-            return b""
+            return self._call_lines(ready) if ready else b""
         self._tick()
-        return self._text_line(content or "", thinking)
+        out = self._text_line(content or "", thinking)
+        return out + self._call_lines(ready) if ready else out
 
     def _tick(self) -> None:
         now = self._clock()
         if not self._first_ns:
             self._first_ns = now
         self._last_ns = now
-
-    def _buffer_calls(self, calls: list[Any]) -> None:
-        for position, frag in enumerate(calls):
-            index = frag.get("index")
-            fn = expect(frag.get("function"), dict) or {}
-            call_id = expect(frag.get("id"), str)
-            name = expect(fn.get("name"), str)
-            args = expect(fn.get("arguments"), ARGUMENTS)
-            if call_id or not isinstance(index, int) or self._remap:
-                index = self._call_index(index, position, call_id, name)
-            slot = self._calls.get(index)
-            if slot is None:
-                slot = self._calls[index] = [None, "", []]
-            if call_id:
-                slot[0] = call_id
-            if name and not slot[1]:
-                # Some backends repeat the name on every fragment; the first one is the name.
-                slot[1] = name
-            if args:
-                slot[2].append(args if isinstance(args, str) else orjson.dumps(args).decode())
-
-    def _call_index(self, index: Any, position: int, call_id: str | None, name: str | None) -> int:
-        """Which call a fragment belongs to when its ``index`` alone cannot say. Gemini streams
-        parallel calls whole, one per chunk, with no ``index``; Ollama's own /v1 stamps every
-        call ``index: 0`` (both: issue #16, with the calls' ids distinct). So a fragment with
-        an id already seen continues that call, and a new id starts a new call whatever its
-        index says; with neither id nor index, a name after a call whose arguments are complete
-        JSON starts a new one, and anything else continues the last (a complete call of a
-        non-streamed answer: its position)."""
-        calls = self._calls
-        if call_id:
-            for i, slot in calls.items():  # a few calls at most
-                if slot[0] == call_id:
-                    return i
-            if isinstance(index, int) and (index not in calls or calls[index][0] is None):
-                return index
-            if isinstance(index, int):
-                self._remap = True  # the backend reuses indices: they say nothing from now on
-            return max(calls, default=-1) + 1
-        if isinstance(index, int) and not self._remap:
-            return index
-        if self._remap:
-            return max(calls)  # an id-less fragment continues the call begun last
-        if not calls:
-            return position
-        last = max(calls)
-        if name and calls[last][1] and _complete("".join(calls[last][2])):
-            return last + 1
-        return last if position == 0 else max(position, last)
 
     # --- output -----------------------------------------------------------------------------
 
@@ -269,15 +224,42 @@ class StreamTranslator:
             + b'},"done":false}\n'
         )
 
+    def _call_lines(self, calls: list[ToolCall]) -> bytes:
+        """One line per whole call (ollama/ollama#7836). A generate stream has no place for
+        calls: Ollama's own /api/generate sends none."""
+        if self._generate:
+            self.notes.append("tool calls in a generate stream are not supported; dropped")
+            return b""
+        out = b""
+        start = self._calls.given - len(calls)
+        for i, call in enumerate(calls):
+            ollama = tool_call_to_ollama(call, start + i, self.notes)
+            if call.id or call.extra:
+                self.made.append((call, ollama))
+            out += line(
+                {
+                    "model": self._model,
+                    "created_at": self._ts.decode(),
+                    "message": {"role": "assistant", "content": "", "tool_calls": [ollama]},
+                    "done": False,
+                }
+            )
+        return out
+
     def finish(self) -> bytes:
-        """The buffered tool-call line (if any) and the single final ``done: true`` line.
+        """The tool calls not sent yet (each on its own line) and the single final ``done: true``
+        line.
 
         Called after the last event, outside ``feed``'s guard: should what the events left
         still fail to translate, the error quotes it rather than escaping as a 500."""
         try:
             return self._finish_lines()
         except SHAPE_ERRORS:
-            state = {"finish_reason": self._finish, "usage": self._usage, "calls": self._calls}
+            state = {
+                "finish_reason": self._finish,
+                "usage": self._usage,
+                "calls": self._calls.state(),
+            }
             raise malformed("a stream whose end cannot be translated", state) from None
 
     def _finish_lines(self) -> bytes:
@@ -290,22 +272,10 @@ class StreamTranslator:
             if content or keep:
                 out += self._text_line(content, keep)
         if self._calls:
-            calls = [
-                {"id": slot[0], "function": {"name": slot[1], "arguments": "".join(slot[2])}}
-                for _, slot in sorted(self._calls.items())
-            ]
-            tool_calls = tool_calls_to_ollama(calls, self.notes)
-            if self._generate:
-                self.notes.append("tool calls in a generate stream are not supported; dropped")
-            else:
-                out += line(
-                    {
-                        "model": self._model,
-                        "created_at": created_at,
-                        "message": {"role": "assistant", "content": "", "tool_calls": tool_calls},
-                        "done": False,
-                    }
-                )
+            self._ts = created_at.encode()
+            rest = self._calls.drain()
+            if rest:
+                out += self._call_lines(rest)
         final: dict[str, Any] = {"model": self._model, "created_at": created_at}
         if self._generate:
             final["response"] = ""  # @langchain/ollama's Ollama LLM ignores text on this line
@@ -320,14 +290,4 @@ class StreamTranslator:
             )
         )
         out += line(final)
-        self._calls.clear()  # only now: a failure above quotes the calls
         return out
-
-
-def _complete(arguments: str) -> bool:
-    """Whether a call's argument text is already a whole JSON value."""
-    try:
-        orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError:
-        return False
-    return True

@@ -51,6 +51,21 @@ def run(tr: StreamTranslator, events: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.decode().split("\n")[:-1]]
 
 
+def line_calls(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every tool call of a stream, in order, checking Ollama's layout: one call per line
+    (ollama/ollama#7836), ``function.index`` its position in the turn."""
+    calls = []
+    for line in lines:
+        got = line.get("message", {}).get("tool_calls")
+        if got:
+            assert len(got) == 1
+            assert line["done"] is False
+            assert line["message"]["content"] == ""
+            calls.extend(got)
+    assert [c["function"]["index"] for c in calls] == list(range(len(calls)))
+    return calls
+
+
 def strip(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in line.items() if k not in ILLUSTRATIVE} for line in lines]
 
@@ -209,14 +224,12 @@ def test_tool_call_arguments_split_mid_token_ids_only_first_interleaved() -> Non
         chunk(finish="tool_calls"),
     ]
     lines = run(translator(), events)
-    assert len(lines) == 2
-    assert lines[0]["message"]["tool_calls"] == [
+    assert len(lines) == 3  # one line per call, then the done line
+    assert line_calls(lines) == [
         {"id": "call_a", "function": {"index": 0, "name": "search", "arguments": {"q": "caféé"}}},
         {"id": "call_b", "function": {"index": 1, "name": "lookup", "arguments": {"id": 42}}},
     ]
-    assert lines[0]["message"]["content"] == ""
-    assert lines[0]["done"] is False
-    assert lines[1]["done_reason"] == "stop"
+    assert lines[2]["done_reason"] == "stop"
 
 
 def test_tool_call_without_id_gets_unique_ids_and_bad_arguments_are_kept() -> None:
@@ -226,7 +239,7 @@ def test_tool_call_without_id_gets_unique_ids_and_bad_arguments_are_kept() -> No
         chunk({"tool_calls": [{"index": 1, "function": {"name": "f", "arguments": "[1]"}}]}),
         chunk({"tool_calls": [{"index": 2, "function": {"name": "g"}}]}),
     ]
-    calls = run(tr, events)[0]["message"]["tool_calls"]
+    calls = line_calls(run(tr, events))
     assert calls[0]["function"]["arguments"] == {"__raw_arguments": "{not json"}
     assert calls[1]["function"]["arguments"] == {"__raw_arguments": "[1]"}
     assert calls[2]["function"]["arguments"] == {}
@@ -586,6 +599,16 @@ def test_arguments_as_an_object_null_content_and_null_fields_still_translate() -
                         "id": "call_a",
                         "function": {"index": 0, "name": "f", "arguments": {"q": "x", "n": 1}},
                     },
+                ],
+            },
+            "done": False,
+        },
+        {
+            "model": "m",
+            "message": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
                     {"id": "call_b", "function": {"index": 1, "name": "g", "arguments": {}}},
                 ],
             },
@@ -701,11 +724,7 @@ TZ = ("get_time", {"tz": "Europe/Paris"})
 
 
 def calls_of(lines: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (c["function"]["name"], c["function"]["arguments"])
-        for line in lines
-        for c in line["message"].get("tool_calls", [])
-    ]
+    return [(c["function"]["name"], c["function"]["arguments"]) for c in line_calls(lines)]
 
 
 def whole(call_id: str, call: tuple[str, dict[str, Any]], index: int | None) -> dict[str, Any]:
@@ -817,3 +836,104 @@ def test_an_error_finish_is_not_a_complete_answer() -> None:
     body = {"choices": [{"message": {"content": "Half"}, "finish_reason": "error"}]}
     with pytest.raises(UpstreamStatusError, match="finish_reason 'error'"):
         chat_response(body, "m", now_ns=0, total_ns=1, think=True, notes=[])
+
+
+# --- each call on its own line as soon as it is complete (ollama/ollama#7836) ------------------
+
+
+def frag(
+    index: int | None, *, id: str | None = None, name: str | None = None, args: str = ""
+) -> Any:
+    f: dict[str, Any] = {"function": {"arguments": args}}
+    if index is not None:
+        f["index"] = index
+    if id:
+        f["id"] = id
+    if name:
+        f["function"]["name"] = name
+    return orjson.dumps(chunk({"tool_calls": [f]})).decode()
+
+
+def fed(tr: StreamTranslator, data: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in tr.feed(data).splitlines()]
+
+
+def test_a_call_is_sent_when_the_next_one_begins_not_at_the_end() -> None:
+    tr = translator()
+    assert fed(tr, frag(0, id="call_a", name="get_weather", args='{"city": ')) == []
+    assert fed(tr, frag(0, args='"Paris"}')) == []  # whole, but the backend may add a call
+    first = fed(tr, frag(1, id="call_b", name="get_time", args='{"tz"'))
+    assert [c["function"] for c in first[0]["message"]["tool_calls"]] == [
+        {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}
+    ]
+    assert first[0]["message"]["tool_calls"][0]["id"] == "call_a"
+    assert fed(tr, frag(1, args=': "UTC"}')) == []
+    end = [json.loads(x) for x in tr.finish().splitlines()]
+    assert end[0]["message"]["tool_calls"] == [
+        {"id": "call_b", "function": {"index": 1, "name": "get_time", "arguments": {"tz": "UTC"}}}
+    ]
+    assert end[1]["done"] is True
+
+
+def test_interleaved_calls_keep_their_order_and_wait_until_whole() -> None:
+    tr = translator()
+    out = []
+    for data in [
+        frag(0, id="call_a", name="a", args='{"x": '),
+        frag(1, id="call_b", name="b", args='{"y": 2}'),  # b is whole, but a is not yet
+        frag(0, args="1}"),
+        frag(2, id="call_c", name="c", args="{}"),  # a and b are both whole now
+    ]:
+        out.append(fed(tr, data))
+    assert out[:3] == [[], [], []]
+    assert [x["message"]["tool_calls"][0]["function"]["name"] for x in out[3]] == ["a", "b"]
+    rest = [json.loads(x) for x in tr.finish().splitlines()]
+    assert calls_of(out[3] + rest) == [("a", {"x": 1}), ("b", {"y": 2}), ("c", {})]
+
+
+def test_arguments_for_a_call_already_sent_are_ignored_with_a_note() -> None:
+    tr = translator()
+    fed(tr, frag(0, id="call_a", name="a", args="{}"))
+    sent = fed(tr, frag(1, id="call_b", name="b", args="{}"))
+    assert len(sent) == 1
+    assert fed(tr, frag(0, args='"late"')) == []
+    lines = sent + [json.loads(x) for x in tr.finish().splitlines()]
+    assert calls_of(lines) == [("a", {}), ("b", {})]
+    assert any("after the call was complete" in n for n in tr.notes)
+
+
+def test_a_call_without_arguments_yet_is_not_sent_early() -> None:
+    # A backend may open several calls before streaming any arguments: an empty argument text
+    # is not a whole call yet.
+    tr = translator()
+    fed(tr, frag(0, id="call_a", name="a"))
+    assert fed(tr, frag(1, id="call_b", name="b")) == []
+    fed(tr, frag(0, args='{"q": 1}'))
+    fed(tr, frag(1, args="{}"))
+    lines = [json.loads(x) for x in tr.finish().splitlines()]
+    assert calls_of(lines) == [("a", {"q": 1}), ("b", {})]
+
+
+def test_provider_data_of_a_call_is_kept_for_the_next_turn() -> None:
+    # Gemini 3 attaches its thought signature to the call (ai.google.dev thought-signatures):
+    # never sent to the Ollama client, kept with the call for tool_call_store.
+    tr = translator()
+    extra = {"google": {"thought_signature": "c2ln"}}
+    data = chunk(
+        {
+            "tool_calls": [
+                {
+                    "id": "g1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"a": 1}'},
+                    "extra_content": extra,
+                }
+            ]
+        }
+    )
+    lines = run(tr, [data, frag(None, id="g2", name="f", args='{"a": 2}')])
+    assert b"thought_signature" not in json.dumps(lines).encode()
+    assert [(call.id, call.extra, ollama["function"]["arguments"]) for call, ollama in tr.made] == [
+        ("g1", extra, {"a": 1}),
+        ("g2", None, {"a": 2}),
+    ]
