@@ -101,7 +101,7 @@ def tool_call_of(call: Mapping[str, Any]) -> ToolCall:
     return ToolCall(
         expect(call.get("id"), str) or None,
         expect(fn.get("name"), str) or "",
-        args if isinstance(args, str) or args is None else orjson.dumps(args).decode(),
+        "" if args is None else args if isinstance(args, str) else orjson.dumps(args).decode(),
         expect(call.get("extra_content"), dict) or None,
     )
 
