@@ -30,6 +30,9 @@ class AccessRecord:
     # The error's status. For a stream that ended in an error line the wire status was 200
     # already; this is the status the metrics count, so error rates include such streams.
     error_status: int | None = None
+    # Who asked: "key:" + a hash of the inbound key (security.GuardMiddleware), "" without
+    # PROXY_API_KEYS. Scopes per-client state (tool_call_store); never logged.
+    caller: str = ""
 
     def fields(self) -> dict[str, Any]:
         """The fields that are set, for the access log line."""

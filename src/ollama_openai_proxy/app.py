@@ -31,6 +31,7 @@ from ollama_openai_proxy.render import Renderer, dialect_of
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai
 from ollama_openai_proxy.security import AuthThrottle, GuardMiddleware, RateLimits
+from ollama_openai_proxy.tool_call_store import ToolCallStore
 
 log = structlog.get_logger("ollama_openai_proxy")
 
@@ -111,6 +112,11 @@ def create_app(
         ),
         metrics=metrics,
         limits=settings.limits(),
+        tool_calls=ToolCallStore(
+            settings.store_uri(),
+            ttl=settings.tool_call_store_ttl,
+            size=settings.tool_call_store_size,
+        ),
     )
     if settings.memory_recycle_above_mb and recycle is None:
         recycle = supervised()
@@ -185,6 +191,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await releaser
             await backends.close()
+            await ctx.tool_calls.close()
             if rate_limits is not None:
                 await rate_limits.close()
             if auth_throttle is not None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from dotenv import dotenv_values
@@ -270,6 +271,19 @@ class Settings(BaseSettings):
         description="Where rate-limit counters live: memory:// (one instance) or "
         "redis://host:6379 (shared by several instances).",
     )
+    tool_call_store_uri: str = Field(
+        "",
+        pattern=r"^$|^(memory|redis|rediss)://",
+        description="Where the backend's ids and provider data of tool calls (Gemini 3's "
+        "thought signatures) are kept for the next turn: memory:// or redis://host:6379 "
+        "(replicas share them). Empty = RATE_LIMIT_STORAGE_URI if that is Redis, else memory.",
+    )
+    tool_call_store_ttl: float = Field(
+        3600, gt=0, description="Seconds a tool call's kept data lives (TOOL_CALL_STORE_URI)."
+    )
+    tool_call_store_size: int = Field(
+        10_000, ge=1, description="Tool calls kept in each process's memory at most."
+    )
     enable_metrics: bool = Field(
         True,
         validation_alias=AliasChoices("enable_metrics", "enable_prometheus_metrics"),
@@ -505,9 +519,22 @@ class Settings(BaseSettings):
                     keys.append(key)
         return keys
 
+    def store_uri(self) -> str:
+        """Where tool calls' data is kept (TOOL_CALL_STORE_URI, else a Redis rate-limit store)."""
+        if self.tool_call_store_uri:
+            return self.tool_call_store_uri
+        if self.rate_limit_storage_uri.startswith(("redis://", "rediss://")):
+            return self.rate_limit_storage_uri
+        return "memory://"
+
     def secrets(self) -> list[str]:
         """Every key that must never reach a log line, an error body or a metric."""
         keys = [self.openai_api_key.get_secret_value(), *self.inbound_keys()]
+        # redis://:password@host
+        keys.extend(
+            urlsplit(u).password or ""
+            for u in (self.rate_limit_storage_uri, self.tool_call_store_uri)
+        )
         for u in self.topology().upstreams:
             keys.append(u.api_key)
             keys.extend(v for k, v in u.headers.items() if topology.SECRET_HEADER.search(k))

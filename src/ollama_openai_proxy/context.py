@@ -22,6 +22,7 @@ from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.render import Renderer
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
+from ollama_openai_proxy.tool_call_store import ToolCallStore
 from ollama_openai_proxy.translate.chat import UpstreamRequest
 from ollama_openai_proxy.translate.models import ModelFacts, facts
 
@@ -40,6 +41,7 @@ class Context:
     metrics: Metrics | None = None
     limits: Limits = field(default_factory=Limits)  # REQUEST_MAX_*: settings.limits()
     recent: RecentModels = field(default_factory=RecentModels)
+    tool_calls: ToolCallStore = field(default_factory=ToolCallStore)  # carry.py
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
 
     def label(self, rec: AccessRecord, model: Resolved) -> None:

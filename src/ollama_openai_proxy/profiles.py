@@ -119,6 +119,9 @@ class BackendProfile:
     max_tokens_unstreamed: int | None = None  # the most a non-streamed request may ask for
     nine_char_call_ids: bool = False  # tool-call ids must be 9 letters and digits (Mistral)
     thinking_back: str | None = None  # the field an assistant turn's reasoning goes back in
+    # The provider data a replayed tool call of the turn in progress carries when none was kept
+    # for it (translate/carry.py): Gemini refuses such a call without a thought signature.
+    signature_stand_in: Mapping[str, Any] | None = None
     options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
     layout: Layout = "openai"
     families: tuple[Family, ...] = ()
@@ -342,6 +345,12 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 efforts=("none", "low", "medium", "high"),
                 think_off={"reasoning_effort": "none"},
                 assume_thinking=True,  # the 2.5 and later models reason
+                # Gemini 3 answers 400 "Function call is missing a thought_signature" for a
+                # replayed call without one; its docs give this value for calls it did not
+                # make (ai.google.dev/gemini-api/docs/thought-signatures, FAQ).
+                signature_stand_in={
+                    "google": {"thought_signature": "skip_thought_signature_validator"}
+                },
                 families=(
                     # Gemini 3 Pro takes low and high only (discuss.ai.google.dev t/112648),
                     # and neither Pro model can stop thinking (ai.google.dev, thinking).

@@ -206,6 +206,7 @@ class GuardMiddleware:
                 await self._reject(scope, receive, send, error)
                 return
             identity = "key:" + hashlib.sha256(token).hexdigest()[:16]
+            record(scope).caller = identity
         if self.limits is not None:
             if not identity:
                 identity = "ip:" + address

@@ -20,7 +20,10 @@ Every journal entry also records the rule set's decision: ``refused`` (the refus
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -348,6 +351,8 @@ class FakeBackend(FakeUpstream):
                 message["reasoning"] = reasoning
             if calls:
                 message["tool_calls"] = [calls[i] for i in sorted(calls)]
+                if self.ruleset.tool_calls == "gemini":
+                    sign_first_call(message["tool_calls"], req.model)
                 if finish == "stop":
                     finish = "tool_calls"
         return {
@@ -438,6 +443,27 @@ def _merge_call(calls: dict[int, dict[str, Any]], tc: dict[str, Any]) -> None:
         call["extra_content"] = tc["extra_content"]
 
 
+def thought_signature(name: str, arguments: Any) -> str:
+    """The signature this fake gives a call: opaque to clients, and checkable without state
+    (hosted.gemini_signatures recomputes it from the replayed call)."""
+    try:
+        args = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        args = arguments
+    digest = hashlib.sha256(f"{name}:{json.dumps(args, sort_keys=True)}".encode()).digest()
+    return base64.b64encode(digest[:24]).decode()
+
+
+def sign_first_call(calls: list[dict[str, Any]], model: str) -> None:
+    """Gemini 3 signs the first function call of a step; parallel calls after it carry none
+    (ai.google.dev/gemini-api/docs/thought-signatures, "parallel function calls"). The
+    OpenAI-compatible endpoint puts it in the call's ``extra_content``."""
+    if calls and model.startswith("gemini-3") and "extra_content" not in calls[0]:
+        fn = calls[0]["function"]
+        signature = thought_signature(fn["name"], fn.get("arguments") or "{}")
+        calls[0]["extra_content"] = {"google": {"thought_signature": signature}}
+
+
 def _gemini_calls(delta: dict[str, Any], model: str) -> list[dict[str, Any]]:
     """Gemini streams each tool call whole, in its own chunk, with no ``index``
     (THU-MAIC/OpenMAIC#1556, open-webui/computer#224); Gemini 3 adds a thought signature that
@@ -445,12 +471,9 @@ def _gemini_calls(delta: dict[str, Any], model: str) -> list[dict[str, Any]]:
     calls: dict[int, dict[str, Any]] = {}
     for tc in delta["tool_calls"]:
         _merge_call(calls, tc)
-    out = []
-    for call in (calls[i] for i in sorted(calls)):
-        if model.startswith("gemini-3") and "extra_content" not in call:
-            call["extra_content"] = {"google": {"thought_signature": "c2lnbmF0dXJl"}}
-        out.append({"role": "assistant", "tool_calls": [call]})
-    return out
+    ordered = [calls[i] for i in sorted(calls)]
+    sign_first_call(ordered, model)
+    return [{"role": "assistant", "tool_calls": [call]} for call in ordered]
 
 
 def _model_not_found(model: str) -> Refusal:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from tests.backends.fake import Refusal, Request, RuleSet, openai_error
+from tests.backends.fake import Refusal, Request, RuleSet, openai_error, thought_signature
 from tests.fake_upstream import CHAT_PARAMS
 
 # --- Mistral ------------------------------------------------------------------------------------
@@ -278,6 +278,40 @@ def gemini_effort(req: Request) -> Refusal | None:
     return None
 
 
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
+def gemini_signatures(req: Request) -> Refusal | None:
+    # Documented (ai.google.dev/gemini-api/docs/thought-signatures): Gemini 3 validates the
+    # signatures of the current turn's function calls (after the last user message) and answers
+    # 400 for a missing one; the first call of each step must carry the one it was given, or
+    # the documented stand-in for calls it did not make. The message is the one observed
+    # (discuss.ai.google.dev/t/109823).
+    if not req.model.startswith("gemini-3"):
+        return None
+    messages = req.params.get("messages") or []
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    for m in messages[last_user + 1 :]:
+        calls = m.get("tool_calls") if m.get("role") == "assistant" else None
+        if not calls:
+            continue
+        first = calls[0]
+        sig = ((first.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+        fn = first.get("function") or {}
+        if sig != SKIP_SIGNATURE and sig != thought_signature(
+            fn.get("name") or "", fn.get("arguments")
+        ):
+            return _gemini_error(
+                "Function call is missing a thought_signature in functionCall parts. This is "
+                "required for tools to work correctly, and missing thought_signature may lead "
+                "to degraded model performance. Additional data, function call "
+                f"`default_api:{fn.get('name')}` , position {messages.index(m) + 1}. please "
+                "refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more "
+                "details."
+            )
+    return None
+
+
 def gemini_thinks(req: Request) -> bool:
     # Documented (ai.google.dev/gemini-api/docs/thinking): 2.5 and 3 models think by default;
     # reasoning_effort "none" turns it off where the model allows. The thoughts are not returned
@@ -290,7 +324,7 @@ GEMINI = RuleSet(
     summary="streams tool calls without index; reasoning_effort none|low|medium|high",
     models=("gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-flash-preview", "gemini-3-pro-preview"),
     base_path="/v1beta/openai",
-    chat_checks=(gemini_unknown, gemini_effort),
+    chat_checks=(gemini_unknown, gemini_effort, gemini_signatures),
     thinks=gemini_thinks,
     tool_calls="gemini",
 )

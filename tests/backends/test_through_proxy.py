@@ -312,3 +312,129 @@ def test_deepseek_gets_the_reasoning_of_a_tool_turn_back(proxy_for: Callable[...
     sent = backend.last()["body"]["messages"]
     assert sent[1]["reasoning_content"] == "I should call get_weather."
     assert not [e for e in backend.journal if e.get("refused")]
+
+
+# --- what the backend needs back across turns (issue #16, translate/carry.py) -------------------
+
+
+def weather_turns(client: ollama.Client, model: str, *, stream: bool) -> list[Any]:
+    """The ollama SDK's own tool example: ask, run the calls the model makes, send the results
+    back with the SDK's Message objects (which drop each call's id). Returns the backend's view
+    of the second request."""
+    messages: list[Any] = [{"role": "user", "content": "Weather in Paris and Rome?"}]
+    if stream:
+        parts = list(client.chat(model=model, messages=messages, tools=[WEATHER], stream=True))
+        calls = [c for p in parts for c in (p.message.tool_calls or [])]
+        message = ollama.Message(role="assistant", content="", tool_calls=calls)
+    else:
+        message = client.chat(model=model, messages=messages, tools=[WEATHER]).message
+        calls = list(message.tool_calls or [])
+    assert [c.function.arguments["city"] for c in calls] == ["Paris", "Rome"]
+    messages.append(message)
+    for call in calls:
+        messages.append({"role": "tool", "content": "18 C", "tool_name": call.function.name})
+    return messages
+
+
+def two_calls() -> Any:
+    from tests.fake_upstream import Script
+
+    return Script(
+        chunks=[
+            {
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": f"g{i}",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": f'{{"city": "{c}"}}'},
+                    }
+                    for i, c in enumerate(["Paris", "Rome"])
+                ]
+            }
+        ],
+        finish_reason="tool_calls",
+    )
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_gemini_3_gets_its_thought_signature_back(
+    proxy_for: Callable[..., Any], stream: bool
+) -> None:
+    """Gemini 3 refuses a replayed call without the signature it gave it (ai.google.dev
+    thought-signatures); the ollama SDK drops it with the call's id; the proxy gives both back."""
+    from tests.fake_upstream import Script
+
+    backend, server = proxy_for("gemini", "gemini", None)
+    backend.script(two_calls(), Script(chunks=[{"content": "Both 18 C."}]))
+    with ollama.Client(host=server.url) as client:
+        messages = weather_turns(client, "gemini-3-pro-preview", stream=stream)
+        out = client.chat(model="gemini-3-pro-preview", messages=messages, tools=[WEATHER])
+    assert out.message.content == "Both 18 C."
+    sent = backend.last()["body"]["messages"][1]["tool_calls"]
+    assert [c["id"] for c in sent] == ["g0", "g1"]  # the backend's own ids, not made up
+    assert sent[0]["extra_content"]["google"]["thought_signature"] not in (None, "")
+    assert "extra_content" not in sent[1]  # only the first of parallel calls is signed
+    assert not [e for e in backend.journal if e.get("refused")]
+
+
+def test_without_the_signature_gemini_3_refuses_and_the_stand_in_is_accepted(
+    proxy_for: Callable[..., Any],
+) -> None:
+    """A signature the proxy never saw (a restart, another replica without Redis): the gemini
+    profile sends Google's documented stand-in rather than have the turn refused."""
+    from tests.fake_upstream import Script
+
+    backend, server = proxy_for("gemini", "gemini", None)
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "18 C", "tool_name": "get_weather"},
+    ]
+    backend.script(Script(chunks=[{"content": "18 C."}]))
+    with ollama.Client(host=server.url) as client:
+        out = client.chat(model="gemini-3-flash-preview", messages=history, tools=[WEATHER])
+    assert out.message.content == "18 C."
+    sent = backend.last()["body"]["messages"][1]["tool_calls"][0]
+    assert sent["extra_content"] == {
+        "google": {"thought_signature": "skip_thought_signature_validator"}
+    }
+    # and the fake does refuse a call without one, as Gemini does
+    bare = dict(backend.last()["body"])
+    bare["messages"] = [dict(m) for m in bare["messages"]]
+    bare["messages"][1]["tool_calls"] = [{k: v for k, v in sent.items() if k != "extra_content"}]
+    import httpx
+
+    auth = {"Authorization": "Bearer sk-test-upstream"}
+    refused = httpx.post(backend.url + "/chat/completions", json=bare, headers=auth)
+    assert refused.status_code == 400
+    assert "missing a thought_signature" in refused.text
+
+
+def test_replicas_behind_one_balancer_agree_through_redis(
+    fake: Callable[[str], FakeBackend], redis_url: str
+) -> None:
+    """Turn one on one replica, turn two on another (a load balancer's choice): with
+    TOOL_CALL_STORE_URI at a shared Redis, the second finds the signature the first kept, so the
+    backend gets its own signature back, not the stand-in."""
+    from tests.fake_upstream import Script
+
+    backend = fake("gemini")
+    settings = settings_for(
+        backend.url, backend_profile="gemini", tool_call_store_uri=redis_url, proxy_api_keys="k1"
+    )
+    backend.script(two_calls(), Script(chunks=[{"content": "Both 18 C."}]))
+    with ProxyServer(settings) as a, ProxyServer(settings) as b:
+        with ollama.Client(host=a.url, headers={"Authorization": "Bearer k1"}) as client:
+            messages = weather_turns(client, "gemini-3-flash-preview", stream=True)
+        with ollama.Client(host=b.url, headers={"Authorization": "Bearer k1"}) as client:
+            out = client.chat(model="gemini-3-flash-preview", messages=messages, tools=[WEATHER])
+    assert out.message.content == "Both 18 C."
+    sent = backend.last()["body"]["messages"][1]["tool_calls"]
+    assert [c["id"] for c in sent] == ["g0", "g1"]
+    signature = sent[0]["extra_content"]["google"]["thought_signature"]
+    assert signature != "skip_thought_signature_validator"

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
-import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,34 +113,6 @@ def test_forwarded_for_is_ignored_unless_the_peer_is_a_listed_proxy(
             p.url + "/api/tags", headers={"X-Forwarded-For": "9.9.9.9, 5.6.7.8"}
         ).status_code
         assert spoofed == 429
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server not installed (Debian package redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_rate_limit_shared_through_redis(upstream: FakeUpstream, redis_url: str) -> None:

@@ -26,6 +26,7 @@ from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
 from ollama_openai_proxy.routes import fetch, parse_body, plan
 from ollama_openai_proxy.streams import ndjson_stream
+from ollama_openai_proxy.translate.carry import Recalled, answer_keys, history_keys
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
     chat_request,
@@ -40,6 +41,7 @@ from ollama_openai_proxy.translate.keepalive import (
     load_response,
     parse_keep_alive,
 )
+from ollama_openai_proxy.translate.normalise import ToolCall
 from ollama_openai_proxy.translate.stream import StreamTranslator
 
 router = APIRouter()
@@ -78,9 +80,23 @@ async def chat(request: Request) -> Response:
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=False)
+    caller = record(request.scope).caller
+    # The turn in progress replays calls the backend made: give back what the client dropped.
+    keys = history_keys(req.get("messages") or (), caller)
+    found = await ctx.tool_calls.recall(k for _, k in keys) if keys else None
 
     def build(route: Route) -> UpstreamRequest:
-        return chat_request(req, ctx.target(model, route), route.policy)
+        kept = None
+        if found:
+            name, backend_model = route.upstream.name, route.model
+            kept = {
+                at: hit
+                for at, key in keys
+                if (hit := found.get(key)) is not None
+                and hit.upstream == name
+                and hit.model == backend_model
+            }
+        return chat_request(req, ctx.target(model, route), route.policy, kept)
 
     p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream, source=req)
     return await _complete(ctx, request, p, answer, resolved)
@@ -175,6 +191,7 @@ async def _complete(
         now, total = time.time_ns(), time.perf_counter_ns() - answer.start
         notes: list[str] = []
         adapted: list[str] = []
+        made: list[tuple[ToolCall, dict[str, Any]]] = []
         try:  # errors.reading(), inline: a context manager per request is measurable here
             if answer.generate:
                 out = generate_response(
@@ -196,6 +213,7 @@ async def _complete(
                     notes=notes,
                     think_tags=answer.think_tags,
                     adapted=adapted,
+                    made=made,
                 )
             usage = body.get("usage")
         except SHAPE_ERRORS:
@@ -204,6 +222,8 @@ async def _complete(
         ctx.adapted(adapted, model)
         ctx.recent.touch(model, answer.keep_alive)
         ctx.count(rec, usage)
+        if made:
+            _remember(ctx, rec, resolved, made)
         return json_response(out, redact=ctx.renderer.redact.bytes)
     tr = StreamTranslator(
         model,
@@ -216,6 +236,8 @@ async def _complete(
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, answer)
+        if not answer.generate:
+            owner.callback(_remember, ctx, rec, resolved, tr.made)
         if isinstance(reply, Reply):  # a backend that ignored stream: true
             body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
             rec.ttft_ms = round((time.perf_counter_ns() - answer.start) / 1e6, 3)
@@ -240,6 +262,23 @@ async def _complete(
             first_byte_timeout=ctx.settings.first_byte_timeout,
             on_first=first_line,
         )
+
+
+def _remember(
+    ctx: Context, rec: AccessRecord, resolved: Resolved, made: list[tuple[ToolCall, Any]]
+) -> None:
+    """Keep the backend's ids and provider data of the calls it just made, for the next turn
+    (translate/carry.py). ``made`` may still be empty when a stream ends."""
+    if not made or rec.upstream is None:
+        return
+    model = next((r.model for r in resolved.routes if r.upstream.name == rec.upstream), None)
+    if model is None:
+        return
+    entries = {
+        key: Recalled(rec.upstream, model, call.id, call.extra)
+        for key, call in answer_keys(made, rec.caller)
+    }
+    ctx.tool_calls.remember(entries)
 
 
 def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: Answer) -> None:

@@ -21,6 +21,7 @@ import orjson
 from ollama_openai_proxy.errors import BadRequest, UpstreamStatusError, echo
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
+from ollama_openai_proxy.translate.carry import Recalled, current_turn
 from ollama_openai_proxy.translate.images import check_images, data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.normalise import (
@@ -89,8 +90,14 @@ class _History:
     always yields the same ids (stable for upstream prompt caches).
     """
 
-    def __init__(self, notes: list[str], thinking_field: str | None = None) -> None:
+    def __init__(
+        self,
+        notes: list[str],
+        thinking_field: str | None = None,
+        carried: Carried | None = None,
+    ) -> None:
         self.out: list[dict[str, Any]] = []
+        self.carried = carried
         # Where the backend wants an assistant turn's reasoning back (DeepSeek's thinking mode
         # with tools: reasoning_content, "must be passed back to the API"); None: not sent,
         # since strict backends refuse unknown message keys.
@@ -157,22 +164,27 @@ class _History:
         tool_calls = msg.get("tool_calls") if role == "assistant" else None
         if tool_calls:
             calls = []
+            carried = self.carried
             for j, tc in enumerate(tool_calls):
                 fn = tc["function"]
-                call_id = tc.get("id") or synth_id(i, j)
+                kept = carried.calls.get((i, j)) if carried is not None else None
+                call_id = tc.get("id") or (kept and kept.id) or synth_id(i, j)
                 if call_id in self.pending:  # a repeated id: each call needs its own answer
                     call_id = synth_id(i, j)
-                calls.append(
-                    {
-                        "id": call_id,
-                        "type": "function",
-                        "function": {
-                            "name": fn["name"],
-                            "arguments": _arguments(fn.get("arguments")),
-                        },
-                    }
-                )
+                call: dict[str, Any] = {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {
+                        "name": fn["name"],
+                        "arguments": _arguments(fn.get("arguments")),
+                    },
+                }
+                if kept is not None and kept.extra:
+                    call["extra_content"] = kept.extra
+                calls.append(call)
                 self.call(call_id, fn["name"])
+            if carried is not None and i >= carried.turn:
+                carried.stand_in(calls)
             out["tool_calls"] = calls
             if not content:
                 out["content"] = None
@@ -181,12 +193,39 @@ class _History:
         self.out.append(out)
 
 
+@dataclass(slots=True)
+class Carried:
+    """What the backend made and the client dropped, for the calls of the turn in progress
+    (translate/carry.py): ``calls`` by ``(message index, call index)``, kept for this route's
+    upstream and model; ``turn``, the index of the first message of the turn in progress;
+    ``stand_in``, provider data for a call with none (the profile's ``signature_stand_in``)."""
+
+    calls: Mapping[tuple[int, int], Recalled]
+    turn: int
+    fallback: Mapping[str, Any] | None = None
+    adapted: list[str] = field(default_factory=list)
+
+    def stand_in(self, calls: list[dict[str, Any]]) -> None:
+        # Gemini's parallel calls carry one signature, on the first call; one is enough.
+        if self.fallback is None or any("extra_content" in c for c in calls):
+            return
+        calls[0]["extra_content"] = dict(self.fallback)
+        self.adapted.append(
+            f"tool call {calls[0]['function']['name']!r}: no thought signature kept for it; "
+            "sent the backend's documented stand-in"
+        )
+
+
 def messages_to_openai(
-    messages: Iterable[Message], notes: list[str], thinking_field: str | None = None
+    messages: Iterable[Message],
+    notes: list[str],
+    thinking_field: str | None = None,
+    carried: Carried | None = None,
 ) -> list[dict[str, Any]]:
     """An Ollama history as OpenAI messages (:class:`_History`); ``thinking_field``: where an
-    assistant message's ``thinking`` goes, for a backend that wants it back."""
-    history = _History(notes, thinking_field)
+    assistant message's ``thinking`` goes, for a backend that wants it back; ``carried``: the
+    backend's own ids and provider data to give back with the calls it made."""
+    history = _History(notes, thinking_field, carried)
     for i, msg in enumerate(messages):
         content = msg.get("content") or ""
         if msg["role"].lower() == "tool":
@@ -260,11 +299,21 @@ def _common(
     result.payload = payload
 
 
-def chat_request(req: ChatRequest, target: Target, policy: Policy) -> UpstreamRequest:
+def chat_request(
+    req: ChatRequest,
+    target: Target,
+    policy: Policy,
+    kept: Mapping[tuple[int, int], Recalled] | None = None,
+) -> UpstreamRequest:
+    """``/api/chat`` as a chat completion. ``kept``: what the store holds for the history's
+    calls of the turn in progress, made by this route's upstream and model (carry.py)."""
     result = UpstreamRequest(payload={})
-    messages = messages_to_openai(
-        req.get("messages") or (), result.notes, policy.profile.thinking_back
-    )
+    history = req.get("messages") or ()
+    carried = None
+    fallback = policy.profile.signature_stand_in
+    if kept or (fallback is not None and history):
+        carried = Carried(kept or {}, current_turn(history), fallback, result.adapted)
+    messages = messages_to_openai(history, result.notes, policy.profile.thinking_back, carried)
     _common(req, target, {"messages": messages}, policy, result)
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
@@ -471,9 +520,11 @@ def chat_response(
     notes: list[str],
     think_tags: bool = False,
     adapted: list[str] | None = None,
+    made: list[tuple[ToolCall, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body.
-    ``think_tags``: the backend may leave reasoning in content as ``<think>...</think>``.
+    ``think_tags``: the backend may leave reasoning in content as ``<think>...</think>``;
+    ``made`` gets each tool call with its Ollama shape (what the next turn may need back).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
@@ -489,9 +540,13 @@ def chat_response(
         message["thinking"] = thinking
     calls = expect(msg.get("tool_calls"), list)
     if calls:
-        message["tool_calls"] = [
-            tool_call_to_ollama(tool_call_of(call), i, notes) for i, call in enumerate(calls)
-        ]
+        out_calls = message["tool_calls"] = []
+        for i, raw_call in enumerate(calls):
+            call = tool_call_of(raw_call)
+            ollama = tool_call_to_ollama(call, i, notes)
+            out_calls.append(ollama)
+            if made is not None:
+                made.append((call, ollama))
     out: dict[str, Any] = {
         "model": model,
         "created_at": rfc3339(now_ns),

@@ -95,8 +95,8 @@ class StreamTranslator:
         self.done = False  # the backend said [DONE]
         self.notes: list[str] = self._calls.notes  # one list: the assembler's notes too
         self.adapted: list[str] = []  # for the DEBUG log: what was done for the backend
-        # The calls sent that carry a backend id or provider data, with their Ollama shape:
-        # what the next turn may need back (tool_call_store.py).
+        # The calls sent, with their Ollama shape: what the next turn may need back of them
+        # (translate/carry.py).
         self.made: list[tuple[ToolCall, dict[str, Any]]] = []
 
     @property
@@ -234,8 +234,7 @@ class StreamTranslator:
         start = self._calls.given - len(calls)
         for i, call in enumerate(calls):
             ollama = tool_call_to_ollama(call, start + i, self.notes)
-            if call.id or call.extra:
-                self.made.append((call, ollama))
+            self.made.append((call, ollama))
             out += line(
                 {
                     "model": self._model,
