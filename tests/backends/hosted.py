@@ -8,6 +8,7 @@ the message is marked "wording assumed".
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from tests.backends.fake import Refusal, Request, RuleSet, openai_error, thought_signature
@@ -98,6 +99,32 @@ def mistral_fields(req: Request) -> Refusal | None:
     return _mistral_422(detail) if detail else None
 
 
+_MISTRAL_ID = re.compile(r"[a-zA-Z0-9]{9}")
+
+
+def mistral_call_ids(req: Request) -> Refusal | None:
+    # Observed (issue #16, the ollama SDK's tool example): 400 with this message for an id of
+    # another form, in an assistant's tool_calls or a tool message's tool_call_id.
+    for m in req.messages():
+        ids = [c.get("id") for c in m.get("tool_calls") or ()]
+        if m.get("role") == "tool":
+            ids.append(m.get("tool_call_id"))
+        for call_id in ids:
+            if not isinstance(call_id, str) or not _MISTRAL_ID.fullmatch(call_id):
+                return Refusal(
+                    400,
+                    {
+                        "object": "error",
+                        "message": f"Tool call id was {call_id} but must be a-z, A-Z, 0-9, "
+                        "with a length of 9.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    },
+                )
+    return None
+
+
 def mistral_embedding_fields(req: Request) -> Refusal | None:
     detail = [
         _extra(["body", k], v) for k, v in req.params.items() if k not in MISTRAL_EMBEDDING_PARAMS
@@ -109,7 +136,7 @@ MISTRAL = RuleSet(
     name="mistral",
     summary="422 extra_forbidden for unknown fields: random_seed not seed, no stream_options",
     models=("mistral-small-latest", "mistral-large-latest", "mistral-embed"),
-    chat_checks=(mistral_fields,),
+    chat_checks=(mistral_fields, mistral_call_ids),
     embedding_checks=(mistral_embedding_fields,),
     # Documented: the same SDK's CompletionChunk has `usage`; Mistral's streams carry it on the
     # last chunk without any stream_options (the field is not accepted).
