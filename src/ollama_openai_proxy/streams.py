@@ -1,7 +1,9 @@
 """Streamed answers to the client: an upstream :class:`EventStream` in, response bytes out.
 
 - :func:`ndjson_stream`: OpenAI SSE -> Ollama NDJSON through a
-  :class:`~ollama_openai_proxy.translate.stream.StreamTranslator`. The response's status waits
+  :class:`~ollama_openai_proxy.translate.stream.StreamTranslator` -- or, with ``dialect`` and
+  ``media_type``, through any :class:`Translator` (the same loop serves every dialect rendered
+  from a chat-completion stream). The response's status waits
   for the first translated line (contract §3.5): a failure before it still gets its real status
   and an error body. After it, any failure -- an error event, a dropped connection, a malformed
   event, a stream that ends without ``finish_reason`` or ``[DONE]``, even a bug -- becomes one
@@ -16,27 +18,48 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.errors import ProxyError, UpstreamProtocolError, UpstreamTimeout
 from ollama_openai_proxy.exchange import SSE, EventStream
-from ollama_openai_proxy.http import StreamBody
+from ollama_openai_proxy.http import NDJSON, StreamBody
 from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.relay import SSERelay
 from ollama_openai_proxy.render import Dialect, Renderer
 from ollama_openai_proxy.sse import SSEEvent
-from ollama_openai_proxy.translate.stream import StreamTranslator
 from ollama_openai_proxy.upstream_errors import stream_error
 
 UNFINISHED = "upstream stream ended early: no finish_reason and no [DONE]"
 
 
+class Translator(Protocol):
+    """A chat-completion stream translator: fed each SSE event's ``data``, it returns the bytes
+    to send in its dialect (translate/stream.py's StreamTranslator is the Ollama one)."""
+
+    @property
+    def done(self) -> bool:
+        """The backend said ``[DONE]``."""
+
+    @property
+    def finished(self) -> bool:
+        """The backend ended its answer properly (``[DONE]`` or a ``finish_reason``)."""
+
+    def stamp(self) -> None:
+        """Take the time for the lines of one network read."""
+
+    def feed(self, data: str) -> bytes:
+        """One event's data -> bytes to send; raises ProxyError for an error or bad event."""
+
+    def finish(self) -> bytes:
+        """The closing bytes, after the last event."""
+
+
 async def ndjson_stream(
     events: EventStream,
-    tr: StreamTranslator,
+    tr: Translator,
     owner: Owner,
     renderer: Renderer,
     rec: AccessRecord,
@@ -44,14 +67,17 @@ async def ndjson_stream(
     first_line_timeout: float,
     first_byte_timeout: float,
     on_first: Callable[[], None],
+    dialect: Dialect = Dialect.OLLAMA,
+    media_type: str = NDJSON,
 ) -> StreamBody:
-    """The NDJSON response, once its first line is ready: within ``first_line_timeout`` s, what
-    is left of the request's ``first_byte_timeout``.
+    """The NDJSON response (or ``dialect``'s, as ``media_type``), once its first line is ready:
+    within ``first_line_timeout`` s, what is left of the request's ``first_byte_timeout``.
 
     Raises the :class:`ProxyError` of a failure before the first line (``owner`` is then left
     to the caller). On success ``owner`` moves into the response, which closes it at the end;
-    ``on_first`` runs when the first line is ready (time to first token)."""
-    gen = _ndjson(events, tr, renderer, rec)
+    ``on_first`` runs when the first line is ready (time to first token); a failure after it is
+    the stream's last piece, rendered in ``dialect``."""
+    gen = _ndjson(events, tr, renderer, rec, dialect)
     owner.push_async_callback(gen.aclose)
     try:
         async with asyncio.timeout(first_line_timeout):
@@ -61,7 +87,7 @@ async def ndjson_stream(
             f"upstream sent nothing within {first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
         ) from None
     on_first()
-    response = StreamBody(_chain(first, gen))
+    response = StreamBody(_chain(first, gen), media_type=media_type)
     response.own(owner.pop_all())
     return response
 
@@ -73,7 +99,7 @@ async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byte
 
 
 async def _ndjson(
-    events: EventStream, tr: StreamTranslator, renderer: Renderer, rec: AccessRecord
+    events: EventStream, tr: Translator, renderer: Renderer, rec: AccessRecord, dialect: Dialect
 ) -> AsyncGenerator[bytes]:
     """Raises a :class:`ProxyError` while no line was produced; afterwards a failure is the
     last line. Lines completed by one network read are sent together, except the very first,
@@ -104,18 +130,18 @@ async def _ndjson(
         pending = redact(b"".join(out))
         if not sent and not pending:
             raise err from None
-        yield pending + renderer.stream_error(err, Dialect.OLLAMA, rec)
+        yield pending + renderer.stream_error(err, dialect, rec)
         return
     yield redact(b"".join(out) + final)
 
 
-def _final(tr: StreamTranslator) -> bytes:
+def _final(tr: Translator) -> bytes:
     if not tr.finished:
         raise UpstreamProtocolError(UNFINISHED)
     return tr.finish()
 
 
-def _payload(tr: StreamTranslator, event: SSEEvent) -> bytes:
+def _payload(tr: Translator, event: SSEEvent) -> bytes:
     if tr.done:
         return b""  # drain what follows [DONE] so the connection can be reused
     if event.event == "error":

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.errors import Redactor, UpstreamProtocolError, UpstreamStatusError
-from ollama_openai_proxy.render import Renderer
+from ollama_openai_proxy.render import Dialect, Renderer
 from ollama_openai_proxy.sse import SSEEvent
 from ollama_openai_proxy.streams import _ndjson
 from ollama_openai_proxy.translate import stream
@@ -671,7 +671,13 @@ def ndjson(tr: StreamTranslator, datas: list[str]) -> bytes:
     """What streams.ndjson_stream sends: raises a 502's ProxyError before the first line."""
 
     async def scenario() -> bytes:
-        gen = _ndjson(_reads(datas), tr, Renderer(Redactor()), AccessRecord())  # type: ignore[arg-type]
+        gen = _ndjson(
+            _reads(datas),  # type: ignore[arg-type]
+            tr,
+            Renderer(Redactor()),
+            AccessRecord(),
+            Dialect.OLLAMA,
+        )
         return b"".join([piece async for piece in gen])
 
     return asyncio.run(scenario())
