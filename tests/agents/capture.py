@@ -465,9 +465,6 @@ class CaptureServer:
 
 # --- runs and fixtures -----------------------------------------------------------------------
 
-CLAUDE_PROMPT = "Use the Bash tool to write the word hello into the file proof.txt, then stop."
-CODEX_PROMPT = "Run a shell command that writes the word hello into proof.txt, then stop."
-
 
 def run_agent(
     agent: str,
@@ -484,10 +481,10 @@ def run_agent(
     with CaptureServer(MODEL, options) as server, agents.Blackhole() as hole:
         if agent == "claude":
             env = agents.claude_env(server.url, home, MODEL)
-            argv = agents.claude_argv(CLAUDE_PROMPT, MODEL)
+            argv = agents.claude_argv(agents.CLAUDE_PROMPT, MODEL)
         else:
             env = agents.codex_env(server.url + "/v1", home)
-            argv = agents.codex_argv(CODEX_PROMPT, MODEL, work)
+            argv = agents.codex_argv(agents.CODEX_PROMPT, MODEL, work)
         env.update(hole.env())
         env.update(extra_env or {})
         argv[-1:-1] = extra_args or []  # before Codex's prompt, among Claude Code's options
