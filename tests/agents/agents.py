@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -85,11 +85,13 @@ class Run:
     stderr: str
     workdir: Path
     timed_out: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # what the run set beyond os.environ
 
     def report(self) -> str:
         """Everything a failed assertion should show."""
+        env = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()))
         return (
-            f"$ {' '.join(self.argv)}\nexit {self.returncode}"
+            f"$ {env} {' '.join(self.argv)}\nexit {self.returncode}"
             f"{' (timed out)' if self.timed_out else ''}\n"
             f"--- stdout ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-6000:]}"
         )
@@ -203,13 +205,14 @@ def run(argv: list[str], env: dict[str, str], workdir: Path, timeout: float = TI
         text=True,
         start_new_session=True,
     )
+    changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
     try:
         out, err = proc.communicate(timeout=timeout)
-        return Run(argv, proc.returncode, out, err, workdir)
+        return Run(argv, proc.returncode, out, err, workdir, env=changed)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         out, err = proc.communicate()
-        return Run(argv, proc.returncode, out, err, workdir, timed_out=True)
+        return Run(argv, proc.returncode, out, err, workdir, timed_out=True, env=changed)
 
 
 class Blackhole:

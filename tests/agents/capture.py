@@ -716,7 +716,9 @@ def main(argv: list[str] | None = None) -> int:
         notes = {
             "agent": agent_name,
             "argv": [redact({"headers": {}, "a": a}, hide)["a"] for a in result.argv],
-            "env": dict(sorted(extra.items())),
+            "env": {
+                k: redact({"headers": {}, "v": v}, hide)["v"] for k, v in sorted(result.env.items())
+            },
             "exit": result.returncode,
             "stdout": redact({"headers": {}, "x": result.stdout}, hide)["x"],
             "options": {"drop": sorted(options.drop), "usage": options.usage},
