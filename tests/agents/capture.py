@@ -692,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         thinking=args.thinking,
         reasoning=args.reasoning,
     )
-    trace = Path(tempfile.mktemp(suffix=".strace")) if args.strace else None
+    trace = Path(tempfile.mkstemp(suffix=".strace")[1]) if args.strace else None
     extra = dict(e.split("=", 1) for e in args.env)
     result, log, asked, hide = run_agent(args.agent, options, trace, extra, args.arg)
     print(result.report())
@@ -711,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n[capture] asked of the blackhole proxy: {asked or 'nothing'}")
     if trace is not None:
         print(f"[capture] non-loopback connect() calls: {non_loopback(trace) or 'none'}")
+        trace.unlink()
     if args.save:
         agent_name = args.prefix or ("claude_code" if args.agent == "claude" else "codex")
         notes = {
