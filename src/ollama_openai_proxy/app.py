@@ -147,6 +147,10 @@ def create_app(
             upstreams={u.name: u.base_url for u in backends.upstreams.values()},
             version=__version__,
         )
+        # Where tool calls' data lives decides whether replicas agree (docs/BACKENDS.md).
+        log.info(
+            "tool_call_store", shared=ctx.tool_calls.shared, ttl_s=settings.tool_call_store_ttl
+        )
         for name in backends.upstreams:
             profile = backends.policy(name).profile
             # Which shaping applies is an operator's first question when a backend refuses.

@@ -5,11 +5,13 @@ call and its provider data, such as Gemini 3's thought signature) under the call
 live ``TOOL_CALL_STORE_TTL`` seconds: a tool loop replays its calls within seconds or minutes.
 
 Always in this process's memory (at most ``TOOL_CALL_STORE_SIZE`` entries, least recently
-stored out first); with a ``redis://`` URI also in Redis, so that replicas behind one load
-balancer agree (the next turn may land on another replica) and a restart loses nothing. Redis
-is a help, never a dependency: a Redis error or a slow Redis (timeouts of a fraction of a
-second) is logged and the request goes on with what memory holds -- the store only ever saves
-a backend's refusal, it must never cause one.
+stored out first, and :data:`MAX_BYTES` in all; an entry larger than :data:`MAX_EXTRA` bytes is
+not kept); with a
+``redis://`` URI also in Redis, so that replicas behind one load balancer agree (the next turn
+may land on another replica) and a restart loses nothing. Redis is a help, never a dependency:
+a Redis error, a slow Redis (timeouts of a fraction of a second) or an odd answer is logged,
+Redis is left alone for :data:`REDIS_REST` seconds, and the request goes on with what memory
+holds -- the store only ever saves a backend's refusal, it must never cause one.
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ log = structlog.get_logger("ollama_openai_proxy.tool_call_store")
 
 PREFIX = "ollama-openai-proxy:tool-call:"
 REDIS_TIMEOUT = 0.25  # seconds per Redis operation: a request never waits longer on the store
+REDIS_REST = 10.0  # seconds Redis is not asked after it failed (memory still serves)
 
 
 MAX_PENDING = 1000  # Redis writes in flight at most; beyond, entries stay in memory only
+MAX_EXTRA = 16 * 1024  # bytes of one entry at most (a Gemini signature is a few KB): not kept
+MAX_BYTES = 32 * 1024 * 1024  # bytes of all entries in memory at most, oldest out first
 
 
 class ToolCallStore:
@@ -43,11 +48,13 @@ class ToolCallStore:
     def __init__(self, uri: str = "memory://", *, ttl: float = 3600, size: int = 10_000) -> None:
         self.ttl = ttl
         self.size = size
-        self._memory: OrderedDict[str, tuple[float, Recalled]] = OrderedDict()
+        self._memory: OrderedDict[str, tuple[float, Recalled, int]] = OrderedDict()
+        self._bytes = 0  # the sizes of the entries in memory
         self._redis: Redis | None = None
         # Redis writes in flight, owned here (close() waits for them): the request that made
         # the calls never waits for Redis, and an ending stream's cleanup is no place to await.
         self._pending: set[asyncio.Task[None]] = set()
+        self._resting_until = 0.0  # monotonic time until which Redis is not asked (_failed)
         if uri.startswith(("redis://", "rediss://")):
             from redis.asyncio import Redis  # noqa: PLC0415 -- only deployments that use it
 
@@ -72,20 +79,36 @@ class ToolCallStore:
                 found[key] = hit[1]
             else:
                 missing.append(key)
-        if missing and self._redis is not None:
+        if missing and self._redis is not None and now >= self._resting_until:
             try:
                 values = await asyncio.wait_for(
                     self._redis.mget([PREFIX + k for k in missing]), REDIS_TIMEOUT * 2
                 )
             except Exception as exc:  # Redis down or slow: carry on without it, loudly
-                log.warning("tool_call_store_unavailable", operation="recall", error=repr(exc))
+                self._failed("recall", exc)
+                return found
+            if not isinstance(values, list) or len(values) != len(missing):
+                self._failed("recall", TypeError(f"MGET answered {type(values).__name__}"))
                 return found
             for key, value in zip(missing, values, strict=True):
                 entry = _decode(value)
                 if entry is not None:
                     found[key] = entry
-                    self._keep(key, entry, now)
+                    self._keep(key, entry, now, len(value or b""))
         return found
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        # A Redis that fails is left alone for a while: a hung one would otherwise cost every
+        # replayed request its timeout, and log a warning each time.
+        now = time.monotonic()
+        if now >= self._resting_until:
+            log.warning(
+                "tool_call_store_unavailable",
+                operation=operation,
+                error=repr(exc),
+                retry_in_s=REDIS_REST,
+            )
+        self._resting_until = now + REDIS_REST
 
     def remember(self, entries: Mapping[str, Recalled]) -> None:
         """Keep ``entries`` (key -> what to give back) for ``ttl`` seconds: in memory now, and
@@ -94,33 +117,42 @@ class ToolCallStore:
         if not entries:
             return
         now = time.monotonic()
+        blobs: dict[str, bytes] = {}
         for key, entry in entries.items():
-            self._keep(key, entry, now)
-        if self._redis is None:
+            blob = orjson.dumps(list(entry))
+            if len(blob) > MAX_EXTRA:
+                log.warning("tool_call_not_kept", reason=f"its data is over {MAX_EXTRA} bytes")
+                continue
+            blobs[key] = blob
+            self._keep(key, entry, now, len(blob))
+        if not blobs or self._redis is None or now < self._resting_until:
             return
         if len(self._pending) >= MAX_PENDING:  # Redis is not keeping up: memory only
-            log.warning("tool_call_store_unavailable", operation="remember", error="backlog")
+            self._failed("remember", RuntimeError(f"{MAX_PENDING} writes in flight"))
             return
-        task = asyncio.get_running_loop().create_task(self._write(dict(entries)))
+        task = asyncio.get_running_loop().create_task(self._write(blobs))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _write(self, entries: dict[str, Recalled]) -> None:
+    async def _write(self, blobs: dict[str, bytes]) -> None:
         assert self._redis is not None
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for key, entry in entries.items():
-                pipe.set(PREFIX + key, orjson.dumps(list(entry)), ex=max(1, int(self.ttl)))
+            for key, blob in blobs.items():
+                pipe.set(PREFIX + key, blob, ex=max(1, int(self.ttl)))
             await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT * 2)
         except Exception as exc:  # Redis down or slow: memory keeps the entries, loudly
-            log.warning("tool_call_store_unavailable", operation="remember", error=repr(exc))
+            self._failed("remember", exc)
 
-    def _keep(self, key: str, entry: Recalled, now: float) -> None:
+    def _keep(self, key: str, entry: Recalled, now: float, size: int) -> None:
         memory = self._memory
-        memory[key] = (now + self.ttl, entry)
-        memory.move_to_end(key)
-        while len(memory) > self.size:
-            memory.popitem(last=False)
+        old = memory.pop(key, None)
+        if old is not None:
+            self._bytes -= old[2]
+        memory[key] = (now + self.ttl, entry, size)
+        self._bytes += size
+        while len(memory) > self.size or self._bytes > MAX_BYTES:
+            self._bytes -= memory.popitem(last=False)[1][2]
 
     def __len__(self) -> int:
         return len(self._memory)

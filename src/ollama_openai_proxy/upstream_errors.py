@@ -15,10 +15,12 @@ import orjson
 
 from ollama_openai_proxy.errors import (
     UpstreamEndpointNotFound,
+    UpstreamError,
     UpstreamModelNotFound,
     UpstreamRefusedParameter,
     UpstreamStatusError,
     echo,
+    malformed,
 )
 
 MAX_MESSAGE = 1000
@@ -61,7 +63,12 @@ _REFUSAL_CODES = frozenset({"unsupported_parameter", "unknown_parameter", "unsup
 
 
 def error_message(body: Any, status: int | None = None) -> tuple[str, str | None]:
-    """``(message, code)`` from an OpenAI, FastAPI (vLLM) or plain-text error body."""
+    """``(message, code)`` from a backend's error body, whatever its shape (issue #16):
+    OpenAI's ``{"error": {...}}``, ``{"error": "..."}``, FastAPI's ``{"detail": ...}``
+    (vLLM), ``{"message": ...}``, Gemini's list of those, ``{"error": [...]}``, Cloudflare's
+    ``{"errors": [{"message"}]}``, RFC 7807's ``title``/``detail``, ``error_message``, plain
+    text, an HTML page (its title) or an XML error (its ``Message``). A JSON body of no known
+    shape is quoted, cut: the backend's own words are never lost."""
     obj = body
     if isinstance(body, bytes | bytearray):
         try:
@@ -74,17 +81,21 @@ def error_message(body: Any, status: int | None = None) -> tuple[str, str | None
         obj = obj[0]  # Gemini's OpenAI endpoint wraps its error object in a list
     if isinstance(obj, dict):
         err = obj.get("error", obj)
+        if isinstance(err, list) and err and isinstance(err[0], dict):
+            err = err[0]
         if isinstance(err, dict):
             message = err.get("message") or err.get("detail") or err.get("msg")
             code = err.get("code") or err.get("type")
         elif isinstance(err, str):
             message = err
+        if message is None and isinstance(err, dict) and err is not obj:
+            message = _known_message(err)
         if message is None:
-            message = obj.get("detail")
-        if message is None and isinstance(obj.get("message"), str):
-            message = obj["message"]
+            message = _known_message(obj)
+        if message is None and obj:
+            message = _quoted(obj)
     elif isinstance(obj, str) and obj:
-        message = _html_title(obj) or obj
+        message = _markup_message(obj) or obj
     if not message:
         message = f"upstream returned HTTP {status}" if status else "upstream error"
     text = message if isinstance(message, str) else orjson.dumps(message).decode()
@@ -93,15 +104,41 @@ def error_message(body: Any, status: int | None = None) -> tuple[str, str | None
     return text, None if code is None else str(code)
 
 
+def _known_message(obj: dict[str, Any]) -> Any:
+    for key in ("detail", "message", "error_message", "error_description"):
+        value = obj.get(key)
+        if value:
+            return value
+    errors = obj.get("errors")  # Cloudflare's API envelope
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0].get("message")
+        if isinstance(first, str) and first:
+            return first
+    title = obj.get("title")  # RFC 7807 without detail
+    return title if isinstance(title, str) and title else None
+
+
+def _quoted(obj: Any) -> str:
+    try:
+        text = orjson.dumps(obj).decode()
+    except TypeError:
+        text = repr(obj)
+    return f"upstream error: {text[:300]}"
+
+
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+_XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.I | re.S)
 
 
-def _html_title(text: str) -> str | None:
+def _markup_message(text: str) -> str | None:
     """An HTML error page (a CDN's, a gateway's) as its title, not a thousand characters of
-    markup (issue #16)."""
-    head = text[:4096].lstrip()
+    markup (issue #16); an XML error (S3-style gateways) as its ``Message``."""
+    head = text[:4096].lstrip("\ufeff \t\r\n")
     if not head.startswith("<"):
         return None
+    found = _XML_MESSAGE.search(head)
+    if found and not head[:200].lower().lstrip("<!").startswith(("doctype html", "html")):
+        return " ".join(found.group(1).split())[:300]
     found = _TITLE.search(head)
     title = " ".join(found.group(1).split()) if found else ""
     return f"an HTML page{': ' + title if title else ''} (not an API answer)"
@@ -205,6 +242,19 @@ def upstream_status_error(
     return UpstreamStatusError(message, status, mapped, code)
 
 
+def not_a_completion(body: dict[str, Any], client_model: str | None) -> UpstreamError:
+    """A 200 JSON answer without ``choices``: the error it carries, in the backend's words
+    (``{"error": ...}``, vLLM's ``{"object": "error"}``, ``{"message"}``, ``{"detail"}``; its
+    ``code`` decides the status as for an error status), else the answer quoted as malformed.
+    The same for a whole answer and for one that came instead of a stream (issue #16)."""
+    err = body.get("error")
+    if err:
+        return stream_error(err, client_model=client_model, endpoint="/chat/completions")
+    if body.get("object") == "error" or _known_message(body) is not None:
+        return stream_error(body, client_model=client_model, endpoint="/chat/completions")
+    return malformed("an answer that is not a completion", body)
+
+
 def stream_error(err: Any, *, client_model: str | None, endpoint: str) -> UpstreamStatusError:
     """An ``{"error": ...}`` object inside an SSE stream."""
     if isinstance(err, dict):
@@ -214,6 +264,10 @@ def stream_error(err: Any, *, client_model: str | None, endpoint: str) -> Upstre
         if isinstance(code, int) and 400 <= code < 600:
             return upstream_status_error(
                 code, {"error": err}, client_model=client_model, endpoint=endpoint
+            )
+        if code == "model_not_found":  # a gateway's way to say it, whatever the status
+            return upstream_status_error(
+                400, {"error": err}, client_model=client_model, endpoint=endpoint
             )
     message, code_text = error_message({"error": err})
     return UpstreamStatusError(f"upstream error: {message}", 200, 502, code_text)

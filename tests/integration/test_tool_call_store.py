@@ -54,7 +54,7 @@ def test_a_redis_that_is_down_is_logged_and_memory_still_serves() -> None:
                 assert await store.recall(["k", "other"]) == {"k": ENTRY}
                 assert time.monotonic() - started < 2  # bounded waits, never a hang
             ops = [e["operation"] for e in logs if e["event"] == "tool_call_store_unavailable"]
-            assert ops == ["remember", "recall"]
+            assert ops == ["remember"]  # then Redis is left alone a while: one warning, no wait
         finally:
             await store.close()
 
@@ -80,3 +80,21 @@ def test_a_redis_that_does_not_answer_is_not_waited_for() -> None:
                 await store.close()
 
         asyncio.run(go())
+
+
+def test_a_redis_that_answers_nonsense_fails_nothing(redis_url: str) -> None:
+    async def go() -> None:
+        store = ToolCallStore(redis_url)
+        try:
+
+            async def odd(keys: list[str]) -> object:
+                return 7  # an integer where a list of values belongs
+
+            store._redis.mget = odd  # type: ignore[method-assign,union-attr]
+            with capture_logs() as logs:
+                assert await store.recall(["k"]) == {}
+            assert [e["event"] for e in logs] == ["tool_call_store_unavailable"]
+        finally:
+            await store.close()
+
+    asyncio.run(go())

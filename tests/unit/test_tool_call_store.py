@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 
 from ollama_openai_proxy.tool_call_store import ToolCallStore
@@ -48,5 +49,24 @@ def test_memory_is_bounded_oldest_out_first() -> None:
             store.remember({f"k{i}": ENTRY})
         assert len(store) == 3
         assert set(await store.recall([f"k{i}" for i in range(5)])) == {"k2", "k3", "k4"}
+
+    asyncio.run(go())
+
+
+def test_an_entry_too_large_is_not_kept_and_memory_is_bounded_in_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ollama_openai_proxy import tool_call_store as module
+
+    store = ToolCallStore()
+    huge = Recalled("u", "m", "id", {"google": {"thought_signature": "x" * module.MAX_EXTRA}})
+
+    async def go() -> None:
+        store.remember({"big": huge})
+        assert await store.recall(["big"]) == {}
+        monkeypatch.setattr(module, "MAX_BYTES", 3 * len(orjson.dumps(list(ENTRY))))
+        for i in range(5):
+            store.remember({f"k{i}": ENTRY})
+        assert len(store) == 3
 
     asyncio.run(go())

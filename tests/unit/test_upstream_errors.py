@@ -299,3 +299,29 @@ def test_a_model_not_found_code_is_a_404_whatever_the_status() -> None:
     )
     assert isinstance(error, UpstreamModelNotFound)
     assert (error.status, error.message) == (404, "model 'qwen3:8b' not found")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        # Cloudflare's API envelope (Workers AI)
+        ({"success": False, "errors": [{"message": "No such model m or task"}]}, "No such model"),
+        ({"title": "Forbidden", "status": 403}, "Forbidden"),  # RFC 7807 without detail
+        ({"title": "Bad Request", "detail": "max_tokens too large"}, "max_tokens too large"),
+        ({"error": [{"message": "bad thing"}]}, "bad thing"),
+        ({"error_message": "quota exhausted"}, "quota exhausted"),
+        ({"error": {"error_description": "token expired"}}, "token expired"),
+        ({"weird": {"nested": 1}}, 'upstream error: {"weird":{"nested":1}}'),  # quoted, not lost
+        (b"\xef\xbb\xbf<!DOCTYPE html><title>Just a moment...</title>" + b"x" * 2000, "Just a"),
+        (
+            b"<?xml version='1.0'?><Error><Code>AccessDenied</Code>"
+            b"<Message>Access Denied by policy</Message></Error>",
+            "Access Denied by policy",
+        ),
+    ],
+)
+def test_error_shapes_in_the_wild_keep_the_backends_words(body: Any, words: str) -> None:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    message, _ = error_message(raw, 403)
+    assert words in message
+    assert len(message) < 400

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -26,7 +28,7 @@ from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
 from ollama_openai_proxy.routes import fetch, parse_body, plan
 from ollama_openai_proxy.streams import ndjson_stream
-from ollama_openai_proxy.translate.carry import Recalled, answer_keys, history_keys
+from ollama_openai_proxy.translate.carry import Recalled, Seen, answer_keys, history_keys
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
     chat_request,
@@ -43,8 +45,10 @@ from ollama_openai_proxy.translate.keepalive import (
 )
 from ollama_openai_proxy.translate.normalise import ToolCall
 from ollama_openai_proxy.translate.stream import StreamTranslator
+from ollama_openai_proxy.upstream import Upstream
 
 router = APIRouter()
+log = structlog.get_logger("ollama_openai_proxy")
 CHAT_COMPLETIONS = "/chat/completions"
 COMPLETIONS = "/completions"
 
@@ -80,26 +84,14 @@ async def chat(request: Request) -> Response:
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=False)
-    caller = record(request.scope).caller
     # The turn in progress replays calls the backend made: give back what the client dropped.
-    keys = history_keys(req.get("messages") or (), caller)
-    found = await ctx.tool_calls.recall(k for _, k in keys) if keys else None
+    turn = await _Turn.of(ctx, request, req.get("messages") or ())
 
     def build(route: Route) -> UpstreamRequest:
-        kept = None
-        if found:
-            name, backend_model = route.upstream.name, route.model
-            kept = {
-                at: hit
-                for at, key in keys
-                if (hit := found.get(key)) is not None
-                and hit.upstream == name
-                and hit.model == backend_model
-            }
-        return chat_request(req, ctx.target(model, route), route.policy, kept)
+        return chat_request(req, ctx.target(model, route), route.policy, turn.kept(route))
 
     p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream, source=req)
-    return await _complete(ctx, request, p, answer, resolved)
+    return await _complete(ctx, request, p, answer, resolved, turn)
 
 
 @router.post(
@@ -180,7 +172,12 @@ def _ttl(keep_alive: float | None) -> float:
 
 
 async def _complete(
-    ctx: Context, request: Request, p: Plan, answer: Answer, resolved: Resolved
+    ctx: Context,
+    request: Request,
+    p: Plan,
+    answer: Answer,
+    resolved: Resolved,
+    turn: _Turn | None = None,
 ) -> Response:
     """Run ``p``; answer in the shape of Ollama's chat or generate, streamed or not."""
     model = answer.model
@@ -222,8 +219,8 @@ async def _complete(
         ctx.adapted(adapted, model)
         ctx.recent.touch(model, answer.keep_alive)
         ctx.count(rec, usage)
-        if made:
-            _remember(ctx, rec, resolved, made)
+        if made and turn is not None:
+            turn.remember(ctx, rec, resolved, made)
         return json_response(out, redact=ctx.renderer.redact.bytes)
     tr = StreamTranslator(
         model,
@@ -236,8 +233,8 @@ async def _complete(
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, answer)
-        if not answer.generate:
-            owner.callback(_remember, ctx, rec, resolved, tr.made)
+        if turn is not None:
+            owner.callback(turn.remember, ctx, rec, resolved, tr.made)
         if isinstance(reply, Reply):  # a backend that ignored stream: true
             body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
             rec.ttft_ms = round((time.perf_counter_ns() - answer.start) / 1e6, 3)
@@ -264,21 +261,65 @@ async def _complete(
         )
 
 
-def _remember(
-    ctx: Context, rec: AccessRecord, resolved: Resolved, made: list[tuple[ToolCall, Any]]
-) -> None:
-    """Keep the backend's ids and provider data of the calls it just made, for the next turn
-    (translate/carry.py). ``made`` may still be empty when a stream ends."""
-    if not made or rec.upstream is None:
-        return
-    model = next((r.model for r in resolved.routes if r.upstream.name == rec.upstream), None)
-    if model is None:
-        return
-    entries = {
-        key: Recalled(rec.upstream, model, call.id, call.extra)
-        for key, call in answer_keys(made, rec.caller)
-    }
-    ctx.tool_calls.remember(entries)
+def _where(upstream: Upstream) -> str:
+    # The upstream by name and address: re-pointing a name at another backend must not send
+    # it what the old one made (strict backends refuse unknown message keys).
+    return hashlib.sha256(f"{upstream.name}\0{upstream.base_url}".encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class _Turn:
+    """The tool calls of the turn in progress (translate/carry.py): their store keys, what the
+    store held for them, and how many calls of each kind the turn had."""
+
+    caller: str
+    keys: list[tuple[tuple[int, int], str]]
+    seen: Seen
+    found: dict[str, Recalled] | None = None
+
+    @classmethod
+    async def of(cls, ctx: Context, request: Request, messages: Sequence[Any]) -> _Turn:
+        caller = record(request.scope).caller
+        keys, seen = history_keys(messages, caller)
+        found = await ctx.tool_calls.recall(k for _, k in keys) if keys else None
+        return cls(caller, keys, seen, found)
+
+    def kept(self, route: Route) -> dict[tuple[int, int], Recalled] | None:
+        """What was kept for this route's upstream and model, by call position."""
+        found = self.found
+        if not found:
+            return None
+        where, model = _where(route.upstream), route.model
+        return {
+            at: hit
+            for at, key in self.keys
+            if (hit := found.get(key)) is not None and hit.upstream == where and hit.model == model
+        }
+
+    def remember(
+        self,
+        ctx: Context,
+        rec: AccessRecord,
+        resolved: Resolved,
+        made: list[tuple[ToolCall, Any]],
+    ) -> None:
+        """Keep the backend's ids and provider data of the calls it just made, for the next
+        step (``made`` may still be empty when a stream ends). Never raises: it runs as a
+        stream's cleanup, where a failure would hide the stream's own outcome."""
+        if not made or rec.upstream is None:
+            return
+        route = next((r for r in resolved.routes if r.upstream.name == rec.upstream), None)
+        if route is None:
+            return
+        try:
+            where = _where(route.upstream)
+            entries = {
+                key: Recalled(where, route.model, call.id, call.extra)
+                for key, call in answer_keys(made, self.caller, self.seen)
+            }
+            ctx.tool_calls.remember(entries)
+        except Exception as exc:  # a bug here must not cost the answer
+            log.warning("tool_call_store_failed", error=repr(exc))
 
 
 def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: Answer) -> None:

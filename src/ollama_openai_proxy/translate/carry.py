@@ -15,6 +15,7 @@ record kept for each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -34,61 +35,78 @@ class Recalled(NamedTuple):
     extra: dict[str, Any] | None
 
 
-def _canonical(value: Any) -> Any:
+# Arguments nested deeper than this are not canonicalised (a hostile history must not cost a
+# deep recursion; orjson itself refuses more than 255 levels).
+MAX_DEPTH = 64
+
+
+def _canonical(value: Any, depth: int = 0) -> Any:
     # A JS client re-encodes 1.0 as 1: integral floats compare as integers.
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if depth >= MAX_DEPTH:
+        return value
     if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in value.items()}
+        return {k: _canonical(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, depth + 1) for v in value]
     return value
 
 
-def _arguments(value: Any) -> Any:
-    if isinstance(value, str):  # some clients send the JSON text back
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return _canonical(value)
+def _marker(name: str, arguments: Any) -> bytes | None:
+    """The canonical JSON of a call (name and arguments as object or JSON text: keys sorted,
+    integral floats as integers); None for arguments that cannot be encoded (too deep,
+    non-string keys, integers beyond 64 bits): such a call is not kept."""
+    if isinstance(arguments, str):  # some clients send the JSON text back
+        with contextlib.suppress(orjson.JSONDecodeError):
+            arguments = orjson.loads(arguments)
+    try:
+        return orjson.dumps([name, _canonical(arguments)], option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson's JSONEncodeError
+        return None
 
 
-def call_key(caller: str, name: str, arguments: Any, nth: int) -> str:
+def call_key(caller: str, name: str, arguments: Any, nth: int) -> str | None:
     """The store key of a call: ``caller`` (who asked: the hash of the inbound key, "" without
     keys, so one client never gets another's data), the function ``name``, its ``arguments``
-    (object or JSON text; keys sorted, integral floats as integers) and ``nth``, its place among
-    calls of the same name and arguments in one turn. 32 hex digits."""
-    try:
-        blob = orjson.dumps([caller, name, _arguments(arguments), nth], option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # orjson refuses non-string keys and integers beyond 64 bits
-        blob = repr([caller, name, arguments, nth]).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+    and ``nth``, its place among calls of the same name and arguments in one turn; 32 hex
+    digits, or None for arguments that cannot be encoded (:func:`_marker`)."""
+    marker = _marker(name, arguments)
+    return None if marker is None else _key(caller, marker, nth)
 
 
-def _nth(seen: dict[tuple[str, str], int], name: str, arguments: Any) -> int:
-    try:
-        marker = orjson.dumps(_arguments(arguments), option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        marker = repr(arguments)
-    n = seen.get((name, marker), 0)
-    seen[(name, marker)] = n + 1
+def _key(caller: str, marker: bytes, nth: int) -> str:
+    digest = hashlib.sha256(caller.encode("utf-8", "replace"))
+    digest.update(b"\0" + marker + b"\0" + str(nth).encode())
+    return digest.hexdigest()[:32]
+
+
+Seen = dict[bytes, int]  # how many calls of each canonical (name, arguments) the turn had
+
+
+def _nth(seen: Seen, marker: bytes) -> int:
+    n = seen.get(marker, 0)
+    seen[marker] = n + 1
     return n
 
 
 def answer_keys(
-    made: Iterable[tuple[ToolCall, dict[str, Any]]], caller: str
+    made: Iterable[tuple[ToolCall, dict[str, Any]]], caller: str, seen: Seen | None = None
 ) -> list[tuple[str, ToolCall]]:
     """The keys of an answer's calls worth keeping (a backend id or provider data), each with
     its call. ``made``: ``(call, its Ollama shape)`` in the turn's order, as sent to the client
-    (whose ``arguments`` object is what the client will replay)."""
-    seen: dict[tuple[str, str], int] = {}
+    (whose ``arguments`` object is what the client will replay); ``seen``: the calls the turn
+    had before this answer (:func:`history_keys`), so that a call repeated in a later step of
+    the turn gets a key of its own."""
+    seen = dict(seen or {})
     out = []
     for call, ollama in made:
-        args = ollama["function"]["arguments"]
-        nth = _nth(seen, call.name, args)
+        marker = _marker(call.name, ollama["function"]["arguments"])
+        if marker is None:
+            continue
+        nth = _nth(seen, marker)
         if call.id or call.extra:
-            out.append((call_key(caller, call.name, args, nth), call))
+            out.append((_key(caller, marker, nth), call))
     return out
 
 
@@ -102,18 +120,23 @@ def current_turn(messages: Sequence[Any]) -> int:
     return 0
 
 
-def history_keys(messages: Sequence[Any], caller: str) -> list[tuple[tuple[int, int], str]]:
+def history_keys(
+    messages: Sequence[Any], caller: str
+) -> tuple[list[tuple[tuple[int, int], str]], Seen]:
     """The keys of the assistant tool calls of the turn in progress, as ``((message index, call
-    index), key)``; empty for a history without such calls (the usual request: no lookup)."""
+    index), key)`` (empty for a history without such calls: the usual request, no lookup), and
+    how many calls of each kind the turn had (for :func:`answer_keys`). A call repeated in a
+    later step of the turn is the next of its kind: each step's call has its own key."""
     out: list[tuple[tuple[int, int], str]] = []
+    seen: Seen = {}
     for i in range(current_turn(messages), len(messages)):
         msg = messages[i]
         calls = msg.get("tool_calls") if str(msg.get("role", "")).lower() == "assistant" else None
         if not calls:
             continue
-        seen: dict[tuple[str, str], int] = {}
         for j, tc in enumerate(calls):
             fn = tc.get("function") or {}
-            name, args = fn.get("name") or "", fn.get("arguments")
-            out.append(((i, j), call_key(caller, name, args, _nth(seen, name, args))))
-    return out
+            marker = _marker(fn.get("name") or "", fn.get("arguments"))
+            if marker is not None:
+                out.append(((i, j), _key(caller, marker, _nth(seen, marker))))
+    return out, seen

@@ -35,6 +35,7 @@ from ollama_openai_proxy.translate.options import map_options
 from ollama_openai_proxy.translate.shape import forget, shape
 from ollama_openai_proxy.translate.think import think_params
 from ollama_openai_proxy.translate.thinktags import split_think
+from ollama_openai_proxy.upstream_errors import not_a_completion
 
 # The backend endpoints a translated request goes to (relative to its base URL).
 CHAT_PATH = "/chat/completions"
@@ -390,7 +391,9 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
 # max_tokens, Gemini MAX_TOKENS, vLLM's older model_length); everything else ended normally.
 _LENGTH = frozenset({"length", "max_tokens", "MAX_TOKENS", "model_length", "max_output_tokens"})
 # An answer ended by an error (OpenRouter's finish_reason "error"): never a complete answer.
-ERROR_FINISH = frozenset({"error", "ERROR"})
+# vLLM and SGLang end an aborted request with "abort"; Gemini a call it could not form with
+# MALFORMED_FUNCTION_CALL (ai.google.dev FinishReason): neither answer is whole.
+ERROR_FINISH = frozenset({"error", "ERROR", "abort", "MALFORMED_FUNCTION_CALL"})
 
 
 def done_reason(finish_reason: str | None) -> str:
@@ -404,7 +407,9 @@ def done_reason(finish_reason: str | None) -> str:
     if finish_reason in _LENGTH:
         return "length"
     if finish_reason in ERROR_FINISH:
-        raise UpstreamStatusError("upstream ended the answer with finish_reason 'error'", 200, 502)
+        raise UpstreamStatusError(
+            f"upstream ended the answer with finish_reason {finish_reason!r}", 200, 502
+        )
     return "stop"
 
 
@@ -503,8 +508,22 @@ def _tags(content: str, think_tags: bool, adapted: list[str] | None) -> tuple[st
     return content, thinking
 
 
-def _first_choice(resp: Mapping[str, Any]) -> Mapping[str, Any]:
+def _thinking(reasoning: str | None, parted: str | None, tagged: str | None) -> str | None:
+    # As the stream does (stream.py _delta): a reasoning field and Magistral's thinking parts
+    # both count; <think> tags only repeat a reasoning field when there is one.
+    if reasoning and parted:
+        return reasoning + parted
+    return reasoning or parted or tagged
+
+
+def _first_choice(resp: Any, model: str) -> Mapping[str, Any]:
+    if isinstance(resp, list) and resp and isinstance(resp[0], dict) and "error" in resp[0]:
+        raise not_a_completion(resp[0], model)  # Gemini's list-wrapped error, even with a 200
     choices = resp.get("choices")
+    if not choices and isinstance(resp, dict):
+        # An answer that is only an error (a gateway's 200 {"error": ...}): the same error as
+        # when it comes instead of a stream (issue #16).
+        raise not_a_completion(resp, model)
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ValueError("upstream response has no choices")
     return choices[0]
@@ -527,7 +546,7 @@ def chat_response(
     ``made`` gets each tool call with its Ollama shape (what the next turn may need back).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
-    choice = _first_choice(resp)
+    choice = _first_choice(resp, model)
     msg = choice.get("message") or {}
     raw = msg.get("content")
     parted = None
@@ -535,7 +554,7 @@ def chat_response(
         raw, parted = content_parts(raw)
     content, tagged = _tags(raw or "", think_tags, adapted)
     message: dict[str, Any] = {"role": "assistant", "content": content}
-    thinking = (reasoning_of(msg) or parted or tagged) if think else None
+    thinking = _thinking(reasoning_of(msg), parted, tagged) if think else None
     if thinking:
         message["thinking"] = thinking
     calls = expect(msg.get("tool_calls"), list)
@@ -572,7 +591,7 @@ def generate_response(
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
-    choice = _first_choice(resp)
+    choice = _first_choice(resp, model)
     # /v1/completions answers choices[].text; chat answers choices[].message
     msg = choice.get("message") or {"content": choice.get("text")}
     raw = msg.get("content")
@@ -585,7 +604,7 @@ def generate_response(
         "created_at": rfc3339(now_ns),
         "response": response,
     }
-    thinking = (reasoning_of(msg) or parted or tagged) if think else None
+    thinking = _thinking(reasoning_of(msg), parted, tagged) if think else None
     if thinking:
         out["thinking"] = thinking
     out["done"] = True

@@ -81,7 +81,8 @@ def published(entry: Mapping[str, Any] | None) -> tuple[int | None, tuple[str, .
     """The context length and capabilities a backend publishes in its ``/v1/models`` entry:
     OpenRouter's ``context_length`` (or its ``top_provider``'s), ``supported_parameters`` and
     ``architecture``; vLLM's ``max_model_len``; LM Studio's ``max_context_length``; llama.cpp's
-    ``meta.n_ctx`` (or ``n_ctx_train``); Together's ``context_length``. (None, None) for
+    ``meta.n_ctx`` (or ``n_ctx_train``); Together's ``context_length``; Groq's
+    ``context_window``. (None, None) for
     backends that publish only ids, like OpenAI."""
     if not entry:
         return None, None
@@ -91,6 +92,7 @@ def published(entry: Mapping[str, Any] | None) -> tuple[int | None, tuple[str, .
         _positive_int(entry.get("context_length"))
         or _positive_int(entry.get("max_model_len"))
         or _positive_int(entry.get("max_context_length"))
+        or _positive_int(entry.get("context_window"))  # Groq (console.groq.com/docs/models)
         or (_positive_int(provider.get("context_length")) if isinstance(provider, dict) else None)
         or (
             _positive_int(meta.get("n_ctx")) or _positive_int(meta.get("n_ctx_train"))

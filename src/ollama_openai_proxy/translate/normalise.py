@@ -118,16 +118,21 @@ class ToolCallAssembler:
     allows it) holds the second back until the first is whole.
 
     Which call a fragment belongs to: by ``index`` when the backend numbers its calls, else by
-    ``id`` (see :meth:`_slot`)."""
+    ``id`` (see :meth:`_slot`). Linear in the number of fragments: each call is looked up by
+    index or id in a dict and checked for completeness at most once per later call begun."""
 
-    __slots__ = ("_calls", "_last", "_next", "_remap", "notes")
+    __slots__ = ("_calls", "_ids", "_last", "_next", "_order", "_remap", "_top", "notes")
 
     def __init__(self) -> None:
-        # index -> [id, name, [argument fragments], extra, given out]
+        # key (the backend's index, or a number of ours) -> [id, name, [argument fragments],
+        # extra, given out]
         self._calls: dict[int, list[Any]] = {}
-        self._last = -1  # the index of the call begun last
-        self._next = 0  # how many calls were given out
+        self._order: list[list[Any]] = []  # the calls in the order they began
+        self._ids: dict[str, int] = {}  # a call's id -> its key
+        self._last = -1  # the key of the call begun last
+        self._next = 0  # how many calls were given out: _order[:_next]
         self._remap = False  # indices were reused by another call: they say nothing from now on
+        self._top = -1  # the highest key in use
         self.notes: list[str] = []
 
     def __bool__(self) -> bool:
@@ -143,13 +148,13 @@ class ToolCallAssembler:
             call_id = expect(frag.get("id"), str)
             name = expect(fn.get("name"), str)
             args = expect(fn.get("arguments"), ARGUMENTS)
-            extra = frag.get("extra_content")
-            if call_id or not isinstance(index, int) or self._remap:
-                index = self._slot(index, position, call_id, name)
-            slot = self._calls.get(index)
+            key = self._slot(index, position, call_id, name, args)
+            slot = self._calls.get(key)
             if slot is None:
-                slot = self._calls[index] = [None, "", [], None, False]
-                self._last = index
+                slot = self._calls[key] = [None, "", [], None, False]
+                self._order.append(slot)
+                self._last = key
+                self._top = max(self._top, key)
                 began = True
             elif slot[4]:
                 if args:
@@ -158,24 +163,30 @@ class ToolCallAssembler:
                         " and sent; ignored"
                     )
                 continue
-            if call_id:
+            if call_id and slot[0] is None:
+                # The first id is the call's: Poolside sends another one on later fragments of
+                # the same call (poolsideai/pool#9).
                 slot[0] = call_id
+                self._ids.setdefault(call_id, key)
             if name and not slot[1]:
                 # Some backends repeat the name on every fragment; the first one is the name.
                 slot[1] = name
             if args:
                 slot[2].append(args if isinstance(args, str) else orjson.dumps(args).decode())
-            if extra is not None and expect(extra, dict):
+            extra = frag.get("extra_content")
+            if isinstance(extra, dict):
                 slot[3] = extra
-        return self._ready() if began and len(self._calls) > 1 else []
+            elif extra is not None:
+                self.notes.append(f"tool call {slot[1]!r}: extra_content is not an object; ignored")
+        return self._ready() if began and len(self._order) > 1 else []
 
     def _ready(self) -> list[ToolCall]:
         out: list[ToolCall] = []
-        for index in sorted(self._calls):
-            slot = self._calls[index]
-            if slot[4]:
-                continue
-            if index == self._last or not slot[2] or not _complete("".join(slot[2])):
+        last = self._calls[self._last]
+        order = self._order
+        while self._next < len(order):
+            slot = order[self._next]
+            if slot is last or not _whole(slot):
                 break  # in order: a later call waits for this one
             out.append(self._give(slot))
         return out
@@ -187,7 +198,8 @@ class ToolCallAssembler:
 
     def drain(self) -> list[ToolCall]:
         """Every call not given out yet, in order: the answer has ended."""
-        return [self._give(slot) for _, slot in sorted(self._calls.items()) if not slot[4]]
+        rest = self._order[self._next :]
+        return [self._give(slot) for slot in rest]
 
     @property
     def given(self) -> int:
@@ -198,34 +210,70 @@ class ToolCallAssembler:
         """The buffered calls, for an error that quotes what could not be translated."""
         return self._calls
 
-    def _slot(self, index: Any, position: int, call_id: str | None, name: str | None) -> int:
-        """Which call a fragment belongs to when its ``index`` alone cannot say. Gemini streams
-        parallel calls whole, one per chunk, with no ``index``; Ollama's own /v1 stamps every
-        call ``index: 0`` (both: issue #16, with the calls' ids distinct). So a fragment with
-        an id already seen continues that call, and a new id starts a new call whatever its
-        index says; with neither id nor index, a name after a call whose arguments are complete
-        JSON starts a new one, and anything else continues the last (a complete call of a
-        non-streamed answer: its position)."""
+    def _new_key(self) -> int:
+        return self._top + 1
+
+    def _slot(
+        self, index: Any, position: int, call_id: str | None, name: str | None, args: Any
+    ) -> int:
+        """The key of the call a fragment belongs to.
+
+        * A backend that numbers its calls is believed, also when it gives two calls one id
+          (DeepSeek and GLM reuse ids across parallel calls: HKUDS/nanobot#3943) -- unless the
+          fragment plainly starts another call on an index already taken (:func:`_starts_new`):
+          Ollama's own /v1 stamps every call ``index: 0``, each with its own id (issue #16).
+          From then on indices say nothing, and ids decide.
+        * Without a usable index (Gemini streams parallel calls whole, one per chunk, with no
+          ``index``): an id already seen continues its call, a new id starts one; with neither,
+          a name after a call whose arguments are complete JSON starts a new call, and anything
+          else continues the last (a complete call of a non-streamed answer: its position)."""
         calls = self._calls
-        if call_id:
-            for i, slot in calls.items():  # a few calls at most
-                if slot[0] == call_id:
-                    return i
-            if isinstance(index, int) and (index not in calls or calls[index][0] is None):
-                return index
-            if isinstance(index, int):
-                self._remap = True  # the backend reuses indices: they say nothing from now on
-            return max(calls, default=-1) + 1
         if isinstance(index, int) and not self._remap:
-            return index
-        if self._remap:
-            return self._last  # an id-less fragment continues the call begun last
+            slot = calls.get(index)
+            if slot is None or not _starts_new(slot, call_id, name, args):
+                return index
+            self._remap = True
+            return self._new_key()
+        if call_id:
+            known = self._ids.get(call_id)
+            if known is not None:
+                return known
+            return self._new_key() if calls else position
         if not calls:
             return position
-        last = max(calls)
-        if name and calls[last][1] and _complete("".join(calls[last][2])):
-            return last + 1
-        return last if position == 0 else max(position, last)
+        last = calls[self._last]
+        if self._remap:  # an id-less fragment continues the call begun last, unless it is new
+            return self._new_key() if _starts_new(last, None, name, args) else self._last
+        if name and last[1] and (last[4] or _whole(last)):
+            return self._new_key()
+        return self._last if position == 0 else max(position, self._last)
+
+
+def _whole(slot: list[Any]) -> bool:
+    """Whether a call's arguments are already a whole JSON value (an empty text is not: a
+    backend may open several calls before it streams their arguments). The cheap test first:
+    JSON text that is whole ends with a closing bracket, or a literal."""
+    frags = slot[2]
+    if not frags or (
+        not frags[-1].rstrip().endswith(("}", "]", '"', "e", "l"))
+        and not (frags[-1].rstrip()[-1:].isdigit())
+    ):
+        return False
+    return _complete("".join(frags))
+
+
+def _starts_new(slot: list[Any], call_id: str | None, name: str | None, args: Any) -> bool:
+    """Whether a fragment on an index already taken begins another call. A call's first
+    fragment always names its function, so only a named fragment can: one with another id than
+    the call there (Ollama's /v1: every call ``index: 0``), or, without ids, one with arguments
+    after a call that is whole or was sent (issue #16: "a new name after the previous call's
+    arguments closed starts a new call"). A changed id alone continues the call (Poolside:
+    poolsideai/pool#9); a repeated name alone, too (some backends name every fragment)."""
+    if not name:
+        return False
+    if call_id and slot[0] and call_id != slot[0]:
+        return True
+    return bool(args) and (slot[4] or (bool(slot[1]) and _whole(slot)))
 
 
 def _complete(arguments: str) -> bool:

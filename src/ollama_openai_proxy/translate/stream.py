@@ -37,7 +37,7 @@ from ollama_openai_proxy.translate.normalise import (
     reasoning_of,
 )
 from ollama_openai_proxy.translate.thinktags import ThinkSplitter
-from ollama_openai_proxy.upstream_errors import stream_error
+from ollama_openai_proxy.upstream_errors import not_a_completion, stream_error
 
 
 class StreamTranslator:
@@ -138,6 +138,8 @@ class StreamTranslator:
         err = chunk.get("error")
         if err:
             raise stream_error(err, client_model=self._model, endpoint="/chat/completions")
+        if chunk.get("object") == "error":  # vLLM's and Mistral's error object, as an event
+            raise stream_error(chunk, client_model=self._model, endpoint="/chat/completions")
         usage = chunk.get("usage")
         if usage is not None and expect(usage, dict):  # null on every chunk but one: no call
             self._usage = usage
@@ -157,8 +159,14 @@ class StreamTranslator:
 
     def feed_completion(self, resp: Any) -> bytes:
         """A backend that ignored ``stream: true`` and answered one JSON completion."""
+        if isinstance(resp, list) and resp and isinstance(resp[0], dict) and "error" in resp[0]:
+            raise not_a_completion(resp[0], self._model)  # Gemini's list-wrapped error
         if not isinstance(resp, dict):
             raise malformed("an answer that is not a completion", resp)
+        if not resp.get("choices"):
+            # A JSON body without choices is no answer, whatever its status said: its words
+            # if it has any ({"message": ...}, {"detail": ...}), else the body quoted.
+            raise not_a_completion(resp, self._model)
         try:
             out = self.feed_chunk(resp)
         except SHAPE_ERRORS:
@@ -234,7 +242,6 @@ class StreamTranslator:
         start = self._calls.given - len(calls)
         for i, call in enumerate(calls):
             ollama = tool_call_to_ollama(call, start + i, self.notes)
-            self.made.append((call, ollama))
             out += line(
                 {
                     "model": self._model,
@@ -243,6 +250,7 @@ class StreamTranslator:
                     "done": False,
                 }
             )
+            self.made.append((call, ollama))  # only once its line exists: it will be sent
         return out
 
     def finish(self) -> bytes:

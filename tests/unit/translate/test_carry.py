@@ -53,11 +53,26 @@ def test_keys_differ_by_caller_name_arguments_and_place() -> None:
         call_key("key:a", "f", {"x": 1}, 1),  # the second identical call of a turn
     ]
     assert len({base, *others}) == 5
+    assert base is not None
     assert len(base) == 32
 
 
-def test_a_key_for_arguments_json_cannot_encode() -> None:
-    assert len(call_key("", "f", {1: "int key"}, 0)) == 32
+@pytest.mark.parametrize(
+    "args",
+    [
+        {1: "int key"},  # orjson refuses non-string keys
+        {"n": 2**70},  # and integers beyond 64 bits
+        "[" * 500 + "]" * 500,  # JSON text nested deeper than anyone needs (no recursion)
+    ],
+)
+def test_a_call_whose_arguments_cannot_be_keyed_is_not_kept(args: Any) -> None:
+    assert call_key("", "f", args, 0) is None
+    history = [
+        {"role": "user", "content": "?"},
+        {"role": "assistant", "tool_calls": [call("f", args), call("g", {})]},
+    ]
+    keys, _ = history_keys(history, "")
+    assert [at for at, _ in keys] == [(1, 1)]  # the other call still is
 
 
 HISTORY = [
@@ -79,11 +94,23 @@ HISTORY = [
 def test_only_the_turn_in_progress_is_looked_up() -> None:
     assert current_turn(HISTORY) == 4
     assert current_turn([{"role": "assistant"}]) == 0
-    keys = history_keys(HISTORY, "")
+    keys, _ = history_keys(HISTORY, "")
     assert [at for at, _ in keys] == [(4, 0), (4, 1), (7, 0)]
     assert keys[0][1] == call_key("", "w", {"city": "Rome"}, 0)
     assert keys[1][1] == call_key("", "w", {"city": "Rome"}, 1)
-    assert history_keys(HISTORY[:4], "") == []  # the usual request: nothing to look up
+    assert history_keys(HISTORY[:4], "") == ([], {})  # the usual request: nothing to look up
+
+
+def test_a_call_repeated_in_a_later_step_of_the_turn_has_its_own_key() -> None:
+    # Step 1 calls get_time({}), step 2 calls it again: each step's id and signature are its own.
+    step = {"role": "assistant", "content": "", "tool_calls": [call("get_time", {})]}
+    history = [{"role": "user", "content": "?"}, step, {"role": "tool", "content": "1"}]
+    keys, seen = history_keys([*history, step, {"role": "tool", "content": "2"}], "")
+    assert [k for _, k in keys] == [call_key("", "get_time", {}, n) for n in (0, 1)]
+    # the answer to step 1's result, a second get_time: keyed as the turn's second of its kind
+    _, seen = history_keys(history, "")
+    made = [(ToolCall("id2", "get_time", "{}", SIGNED), call("get_time", {}))]
+    assert answer_keys(made, "", seen) == [(call_key("", "get_time", {}, 1), made[0][0])]
 
 
 def test_an_answers_calls_are_kept_when_the_backend_gave_an_id_or_data() -> None:

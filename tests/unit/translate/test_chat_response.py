@@ -121,10 +121,38 @@ def test_generate_response_golden() -> None:
     )
 
 
-@pytest.mark.parametrize("bad", [{}, {"choices": []}, {"choices": [None]}, {"choices": "x"}])
-def test_responses_without_choices_raise(bad: dict[str, Any]) -> None:
+@pytest.mark.parametrize("bad", [{"choices": [None]}, {"choices": "x"}])
+def test_responses_with_bad_choices_raise(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="no choices"):
         chat_response(bad, "m", now_ns=NOW, total_ns=1, think=True, notes=[])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({}, 502, "not a completion: '{}'"),
+        ({"choices": []}, 502, "not a completion"),
+        # a gateway's 200 that is only an error: its words, its status
+        ({"error": {"message": "Rate limit exceeded", "code": 429}}, 429, "Rate limit exceeded"),
+        ({"error": {"message": "no", "code": "model_not_found"}}, 404, "model 'm' not found"),
+        ({"object": "error", "message": "bad input", "code": 400}, 400, "bad input"),  # vLLM
+        ({"message": "Service temporarily unavailable"}, 502, "temporarily unavailable"),
+        ({"detail": "Not authenticated"}, 502, "Not authenticated"),
+    ],
+)
+def test_an_answer_without_choices_is_an_error_in_the_backends_words(
+    body: dict[str, Any], status: int, words: str
+) -> None:
+    from ollama_openai_proxy.errors import UpstreamError
+
+    for translate in (chat_response, generate_response):
+        with pytest.raises(UpstreamError) as info:
+            if translate is chat_response:
+                chat_response(body, "m", now_ns=NOW, total_ns=1, think=True, notes=[])
+            else:
+                generate_response(body, "m", now_ns=NOW, total_ns=1, think=True)
+        assert info.value.status == status
+        assert words in info.value.message
 
 
 def test_metrics_omit_zero_and_missing() -> None:

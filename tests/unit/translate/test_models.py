@@ -160,6 +160,7 @@ def test_facts_prefer_published_then_config_then_family() -> None:
         ({"id": "m", "max_context_length": 32768}, 32768),  # LM Studio
         ({"id": "m", "meta": {"n_ctx": 8192, "n_ctx_train": 131072}}, 8192),  # llama.cpp
         ({"id": "m", "meta": {"n_ctx_train": 131072}}, 131072),
+        ({"id": "m", "context_window": 131072}, 131072),  # Groq
         ({"id": "m", "top_provider": {"context_length": 65536}}, 65536),  # OpenRouter
         ({"id": "m", "meta": "x"}, None),
     ],

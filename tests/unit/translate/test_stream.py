@@ -776,11 +776,25 @@ def test_a_name_after_a_complete_call_starts_another_when_nothing_else_tells() -
 @settings(max_examples=200, deadline=None)
 @given(
     cuts=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=6),
-    style=st.sampled_from(["openai", "no-index", "index-zero", "id-every-fragment"]),
+    style=st.sampled_from(
+        [
+            "openai",
+            "no-index",
+            "index-zero",
+            "id-every-fragment",
+            "openai-no-ids",
+            "no-index-no-ids",
+            "index-zero-no-ids",
+            "same-id",
+            "id-changes",
+        ]
+    ),
 )
 def test_any_fragmentation_gives_the_calls_whole_and_in_order(cuts: list[int], style: str) -> None:
     """Three calls streamed in pieces: with indices (OpenAI), without (Gemini), all index 0
-    (Ollama's /v1), or the id repeated on every fragment; the calls come out whole, in order."""
+    (Ollama's /v1), the id repeated on every fragment; each of the first three without ids;
+    one id for all calls (DeepSeek, GLM: HKUDS/nanobot#3943); a new id on every fragment
+    (Poolside: poolsideai/pool#9). The calls come out whole, in order, each once."""
     wanted = [PARIS, TZ, ("search", {"q": "a, b", "n": 3})]
     events = []
     for n, (name, args) in enumerate(wanted):
@@ -795,14 +809,24 @@ def test_any_fragmentation_gives_the_calls_whole_and_in_order(cuts: list[int], s
             pieces.append(text[start:])
         for p, piece in enumerate(pieces):
             frag: dict[str, Any] = {"function": {"arguments": piece}}
-            if p == 0 or style == "id-every-fragment":
+            if "no-ids" in style:
+                pass
+            elif style == "same-id":
+                frag["id"] = "call_0"
+            elif style == "id-changes":
+                frag["id"] = f"call_{n}_{p}"
+            elif p == 0 or style == "id-every-fragment":
                 frag["id"] = f"call_{n}"
             if p == 0:
                 frag["function"]["name"] = name
                 frag["type"] = "function"
-            if style == "openai" or style == "id-every-fragment":
+            if style.startswith("openai") or style in (
+                "id-every-fragment",
+                "same-id",
+                "id-changes",
+            ):
                 frag["index"] = n
-            elif style == "index-zero":
+            elif style.startswith("index-zero"):
                 frag["index"] = 0
             events.append(chunk({"tool_calls": [frag]}))
     events.append(chunk(finish="tool_calls"))
@@ -830,17 +854,25 @@ def test_finish_reasons_in_the_wild(finish: str | None, done: str) -> None:
     assert done_reason(finish) == done
 
 
-def test_an_error_finish_is_not_a_complete_answer() -> None:
+@pytest.mark.parametrize(
+    "finish",
+    [
+        "error",  # OpenRouter
+        "abort",  # vLLM, SGLang
+        "MALFORMED_FUNCTION_CALL",  # Gemini
+    ],
+)
+def test_an_error_finish_is_not_a_complete_answer(finish: str) -> None:
     from ollama_openai_proxy.translate.chat import chat_response
 
     tr = translator()
     out = tr.feed(orjson.dumps(chunk({"content": "Half"})).decode())
-    out += tr.feed(orjson.dumps(chunk(finish="error")).decode())
-    with pytest.raises(UpstreamStatusError, match="finish_reason 'error'"):
+    out += tr.feed(orjson.dumps(chunk(finish=finish)).decode())
+    with pytest.raises(UpstreamStatusError, match=f"finish_reason '{finish}'"):
         tr.finish()
     assert b"Half" in out
-    body = {"choices": [{"message": {"content": "Half"}, "finish_reason": "error"}]}
-    with pytest.raises(UpstreamStatusError, match="finish_reason 'error'"):
+    body = {"choices": [{"message": {"content": "Half"}, "finish_reason": finish}]}
+    with pytest.raises(UpstreamStatusError, match=f"finish_reason '{finish}'"):
         chat_response(body, "m", now_ns=0, total_ns=1, think=True, notes=[])
 
 
@@ -943,3 +975,115 @@ def test_provider_data_of_a_call_is_kept_for_the_next_turn() -> None:
         ("g1", extra, {"a": 1}),
         ("g2", None, {"a": 2}),
     ]
+
+
+@pytest.mark.parametrize(
+    ("fragments", "wanted"),
+    [
+        pytest.param(  # DeepSeek/GLM: one id for parallel calls, told apart by index
+            [
+                {"index": 0, "id": "call_0", "function": {"name": "a", "arguments": '{"x": '}},
+                {"index": 0, "function": {"arguments": "1}"}},
+                {"index": 1, "id": "call_0", "function": {"name": "b", "arguments": '{"y": '}},
+                {"index": 1, "function": {"arguments": "2}"}},
+            ],
+            [("a", {"x": 1}), ("b", {"y": 2})],
+            id="same-id-two-indices",
+        ),
+        pytest.param(  # Poolside: another id on a later fragment of the same call
+            [
+                {"index": 0, "id": "call_A", "function": {"name": "a", "arguments": ""}},
+                {"index": 0, "id": "call_B", "function": {"arguments": '{"x": '}},
+                {"index": 0, "id": "call_B", "function": {"arguments": "1}"}},
+            ],
+            [("a", {"x": 1})],
+            id="id-changes-mid-call",
+        ),
+        pytest.param(  # no ids, index 0 reused: a named call after a whole one is another
+            [
+                {"index": 0, "function": {"name": "a", "arguments": '{"x": 1}'}},
+                {"index": 0, "function": {"name": "b", "arguments": '{"y": '}},
+                {"index": 0, "function": {"arguments": "2}"}},
+            ],
+            [("a", {"x": 1}), ("b", {"y": 2})],
+            id="index-reused-without-ids",
+        ),
+        pytest.param(  # a name on every fragment is not a new call each time
+            [
+                {"index": 0, "function": {"name": "a", "arguments": '{"x": '}},
+                {"index": 0, "function": {"name": "a", "arguments": "1}"}},
+                {"index": 0, "function": {"name": "a", "arguments": ""}},
+            ],
+            [("a", {"x": 1})],
+            id="name-on-every-fragment",
+        ),
+    ],
+)
+def test_calls_of_backends_that_bend_the_format(
+    fragments: list[dict[str, Any]], wanted: list[tuple[str, dict[str, Any]]]
+) -> None:
+    events = [chunk({"tool_calls": [f]}) for f in fragments] + [chunk(finish="tool_calls")]
+    assert calls_of(run(translator(), events)) == wanted
+
+
+def test_a_named_call_on_the_index_of_one_already_sent_is_not_dropped() -> None:
+    tr = translator()
+    sent = fed(tr, frag(0, id="call_a", name="a", args="{}"))
+    sent += fed(tr, frag(1, id="call_b", name="b", args="{}"))  # a is sent here
+    sent += fed(tr, frag(0, name="c", args='{"z": 3}'))  # index 0 again, a new call
+    lines = sent + [json.loads(x) for x in tr.finish().splitlines()]
+    assert calls_of(lines) == [("a", {}), ("b", {}), ("c", {"z": 3})]
+
+
+def test_many_calls_cost_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of calls in one answer: each is looked up and checked a bounded number of
+    times (the count is the measure here, not the clock)."""
+    from ollama_openai_proxy.translate import normalise
+
+    checks = 0
+    real = normalise._complete
+
+    def counted(text: str) -> bool:
+        nonlocal checks
+        checks += 1
+        return real(text)
+
+    monkeypatch.setattr(normalise, "_complete", counted)
+    assembler = normalise.ToolCallAssembler()
+    for n in range(2000):
+        assembler.add([{"index": n, "id": f"c{n}", "function": {"name": "f", "arguments": "{}"}}])
+    assert len(assembler.drain()) == 1
+    assert checks <= 2 * 2000
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({}, "not a completion"),
+        ({"message": "Service temporarily unavailable"}, "temporarily unavailable"),
+        ({"detail": "Not authenticated"}, "Not authenticated"),
+        ({"object": "error", "message": "bad input", "code": 400}, "bad input"),  # vLLM
+        ([{"error": {"code": 429, "message": "Resource exhausted"}}], "Resource exhausted"),
+    ],
+)
+def test_a_json_answer_instead_of_a_stream_without_choices_is_an_error(
+    body: Any, words: str
+) -> None:
+    """A stream the backend answered with one JSON body that is no completion: an error in its
+    words, never an empty answer that looks complete (issue #16)."""
+    from ollama_openai_proxy.errors import UpstreamError
+
+    tr = translator()
+    with pytest.raises(UpstreamError) as info:
+        tr.feed_completion(body)
+    assert words in info.value.message
+    assert not tr.done
+
+
+def test_an_error_object_event_ends_the_stream_as_an_error() -> None:
+    from ollama_openai_proxy.errors import UpstreamError
+
+    tr = translator()
+    tr.feed(orjson.dumps(chunk({"content": "The answer"})).decode())
+    with pytest.raises(UpstreamError, match="engine died"):
+        tr.feed(orjson.dumps({"object": "error", "message": "engine died", "code": 500}).decode())
