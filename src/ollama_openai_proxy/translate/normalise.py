@@ -102,7 +102,8 @@ def tool_call_of(call: Mapping[str, Any]) -> ToolCall:
         expect(call.get("id"), str) or None,
         expect(fn.get("name"), str) or "",
         "" if args is None else args if isinstance(args, str) else orjson.dumps(args).decode(),
-        expect(call.get("extra_content"), dict) or None,
+        # Provider data the client never sees: a wrong type loses it, not the answer.
+        extra if isinstance(extra := call.get("extra_content"), dict) and extra else None,
     )
 
 
