@@ -38,6 +38,13 @@ DEFAULT_CORS_ORIGIN_REGEX = (
     r"|app://.*|file://.*|tauri://.*|vscode-webview://.*|vscode-file://.*)$"
 )
 
+# The Ollama release whose REST API the proxy serves, reported by /api/version. 0.30.0 is the
+# release of the newest fields it answers (`capabilities`, `details.context_length` and
+# `embedding_length` in /api/tags), after /api/status (0.16.2) and `think: "max"` (0.22.0).
+# Clients gate features on this number: Codex's --oss mode requires at least 0.13.4, VS Code
+# Copilot 0.6.4, and Open WebUI parses it as dotted integers (routers/ollama.py).
+OLLAMA_API_VERSION = "0.30.0"
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 
 
@@ -362,9 +369,10 @@ class Settings(BaseSettings):
         description="Seconds open streams get to finish on shutdown before they are closed.",
     )
     ollama_version: str = Field(
-        "0.13.0",
+        OLLAMA_API_VERSION,
         pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$",
-        description="Version /api/version reports (clients check it: Copilot needs >= 0.6.4).",
+        description="Version /api/version reports: the Ollama release whose API the proxy "
+        "serves (clients check it: Codex --oss needs >= 0.13.4, Copilot >= 0.6.4).",
     )
 
     @field_validator("openai_api_base_url")

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ollama_openai_proxy.config import OLLAMA_API_VERSION
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 
@@ -44,8 +45,21 @@ def test_root_version_health(http: httpx.Client) -> None:
     # Open WebUI: tuple(map(int, ...)); VS Code Copilot: >= 0.6.4
     assert tuple(map(int, version.split("."))) >= (0, 6, 4)
     assert http.head("/api/version").status_code == 200
+    # Codex's --oss mode refuses an Ollama older than 0.13.4; the default is the release whose
+    # API the proxy serves (capabilities in /api/tags: 0.30.0).
+    assert version == OLLAMA_API_VERSION
+    assert tuple(map(int, version.split("."))) >= (0, 30, 0)
     assert http.get("/health").json() == {"status": "ok"}
     assert http.get("/v1/version").json()["name"] == "ollama-openai-proxy"
+
+
+def test_status_says_cloud_features_are_disabled(http: httpx.Client) -> None:
+    # Ollama 0.16.2's /api/status (routes.go StatusHandler): `ollama launch` reads
+    # cloud.disabled to decide whether to offer cloud models, which no proxy can serve.
+    r = http.get("/api/status")
+    assert (r.status_code, r.headers["content-type"]) == (200, "application/json; charset=utf-8")
+    assert r.json() == {"cloud": {"disabled": True, "source": "config"}}
+    assert http.post("/api/status").status_code == 405  # GET only, as Ollama registers it
 
 
 def test_ready(http: httpx.Client) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ollama_openai_proxy.config import OLLAMA_API_VERSION
 from ollama_openai_proxy.openapi.shapes import NDJSON, OBJ, STR, json_content, obj, ref
 
 CREATED = "2026-11-23T10:00:00.000000Z"
@@ -208,8 +209,17 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "errors": (400, 401, 404, 502, 503, 504),
     },
     "version": {
-        "response": json_content(ref("VersionResponse"), {"version": "0.13.0"}),
+        "response": json_content(ref("VersionResponse"), {"version": OLLAMA_API_VERSION}),
         "errors": (),
+    },
+    "status": {
+        "description": "Ollama's cloud status (Ollama 0.16.2): there is no Ollama cloud behind "
+        "this proxy (no cloud models, no web search), so its cloud features are always "
+        "disabled by configuration; `ollama launch` then offers no cloud model.",
+        "response": json_content(
+            ref("StatusResponse"), {"cloud": {"disabled": True, "source": "config"}}
+        ),
+        "errors": (401,),
     },
     "root": {"errors": ()},
     "health": {
