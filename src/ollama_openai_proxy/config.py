@@ -32,12 +32,6 @@ from ollama_openai_proxy.model_map import CAPABILITIES, ModelMap, ModelMeta
 from ollama_openai_proxy.policy import THINK_STYLES, Policy
 from ollama_openai_proxy.profiles import PROFILES
 
-# Ollama's default CORS origins (envconfig/config.go): local pages, desktop apps, VS Code webviews.
-DEFAULT_CORS_ORIGIN_REGEX = (
-    r"^(https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?"
-    r"|app://.*|file://.*|tauri://.*|vscode-webview://.*|vscode-file://.*)$"
-)
-
 # The Ollama release whose REST API the proxy serves, reported by /api/version. 0.30.0 is the
 # release of the newest fields it answers (`capabilities`, `details.context_length` and
 # `embedding_length` in /api/tags), after /api/status (0.16.2) and `think: "max"` (0.22.0).
@@ -45,6 +39,7 @@ DEFAULT_CORS_ORIGIN_REGEX = (
 # Copilot 0.6.4, and Open WebUI parses it as dotted integers (routers/ollama.py).
 OLLAMA_API_VERSION = "0.30.0"
 
+_ORIGIN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^\s,]*|[^\s,]*\*[^\s,]*)$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 
 
@@ -121,8 +116,9 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str] | None, NoDecode] = Field(
         None,
-        description="Comma-separated allowed browser origins; unset = Ollama's local "
-        "defaults; '*' = any.",
+        description="Comma-separated browser origins allowed besides Ollama's local defaults "
+        "(as OLLAMA_ORIGINS): '*' inside an origin is a wildcard (chrome-extension://*), "
+        "'*' alone allows any origin.",
     )
     request_max_size: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest accepted request body (bytes, or 64MB/64MiB)."
@@ -423,6 +419,19 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, v: Any) -> Any:
         return _split(v) or None
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origin_shapes(cls, v: list[str] | None) -> list[str] | None:
+        # Ollama refuses to start on an origin with neither a scheme nor a wildcard
+        # (gin-contrib/cors: "bad origin: origins must contain '*' or include http://,...").
+        for origin in v or ():
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: use scheme://host[:port] (e.g. "
+                    "https://app.example.com), with '*' as a wildcard (chrome-extension://*)"
+                )
+        return v
 
     @field_validator("passthrough_options", mode="before")
     @classmethod

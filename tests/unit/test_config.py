@@ -39,7 +39,7 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     )
     monkeypatch.setenv("PROXY_PORT", "8080")
     monkeypatch.setenv("LOG_LEVEL", "debug")
-    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example, *.example.org")
     monkeypatch.setenv("PASSTHROUGH_OPTIONS", "top_k, repeat_penalty=repetition_penalty")
     monkeypatch.setenv("REQUEST_MAX_SIZE", "10MiB")
     s = load_settings()
@@ -48,7 +48,7 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert "sk-dotenv" not in repr(s)
     assert s.proxy_port == 8080
     assert s.log_level == "DEBUG"
-    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    assert s.cors_origins == ["https://a.example", "https://b.example", "*.example.org"]
     assert s.policy().passthrough == {"top_k": "top_k", "repeat_penalty": "repetition_penalty"}
     assert s.request_max_size == 10 * 1024 * 1024
 
@@ -73,6 +73,11 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
             "MODEL_MAPPING_FILE: Value error, file not found",
         ),
         ("OLLAMA_VERSION", "latest", "OLLAMA_VERSION"),
+        (
+            "CORS_ORIGINS",
+            "chrome-extension://*, example.com",
+            "CORS_ORIGINS: Value error, 'example.com' is not an origin: use scheme://host[:port]",
+        ),
         ("BACKEND_PROFILE", "openia", "BACKEND_PROFILE: Value error, unknown profile 'openia'"),
         ("BACKEND_EXTRA_BODY", "{nope", "BACKEND_EXTRA_BODY: Value error, not JSON"),
         ("BACKEND_EXTRA_BODY", '{"stream": false}', "may not set ['stream']"),

@@ -47,7 +47,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("exchange",),  # executing a plan: fallbacks, timeouts, event streams
     ("catalog", "backends"),  # model lists and routing
     ("translate",),  # pure translation: what a plan sends, how answers read to the client
-    ("streams", "context", "middleware", "security", "transport"),  # per request and connection
+    ("streams", "context", "middleware", "cors", "security", "transport"),  # per request
     ("routes",),  # handlers: parse -> plan -> execute -> render
     ("app",),
     ("cli", "__main__"),

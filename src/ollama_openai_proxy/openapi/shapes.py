@@ -161,9 +161,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
     "VersionResponse": obj(("version",), version=STR),
     # api/types.go StatusResponse; source is "none", "env", "config" or "both".
-    "StatusResponse": obj(
-        ("cloud",), cloud=obj(("disabled", "source"), disabled=BOOL, source=STR)
-    ),
+    "StatusResponse": obj(("cloud",), cloud=obj(("disabled", "source"), disabled=BOOL, source=STR)),
 }
 
 
