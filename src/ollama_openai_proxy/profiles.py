@@ -248,6 +248,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "OpenRouter",
                 hosts=("openrouter.ai",),
                 think="openrouter",  # openrouter.ai/docs/use-cases/reasoning-tokens
+                # reasoning.effort takes xhigh too (same page; its SDKs' ReasoningEffort): the
+                # strongest level, Ollama's think "max".
+                efforts=("minimal", "low", "medium", "high", "xhigh"),
                 # stream_options is accepted and has no effect: usage always comes
                 # (openrouter.ai/docs, ChatStreamOptions.include_usage "deprecated").
                 stream_usage=False,
@@ -457,6 +460,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 # ollama/ollama openai/openai.go: reasoning_effort "none" turns thinking off
                 # (a bare think:false sends nothing and the model keeps thinking).
                 think_off={"reasoning_effort": "none"},
+                # Its /v1 takes "max" since 0.22.0 (thinkFromReasoningEffort), and lowers it
+                # itself for models without it (server/routes.go, harmony: "high").
+                efforts=("low", "medium", "high", "max"),
                 # Ollama answers think:true on a model that cannot think with its own error,
                 # as the client would get from Ollama itself; think:false is always accepted.
                 assume_thinking=True,

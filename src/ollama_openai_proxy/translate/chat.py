@@ -228,7 +228,7 @@ def _common(
         else:
             payload["response_format"] = response_format
     if not completions:
-        params = think_params(req.get("think"), target, result.notes)
+        params = think_params(req.get("think"), target, result.notes, result.adapted)
         if params:
             payload.update(params)
             result.adapted.append(f"think {req.get('think')!r} sent as {params}")
