@@ -122,6 +122,26 @@ def test_generate_non_streaming_and_streaming(
     assert parts[-1].done
 
 
+def test_every_final_answer_has_load_duration(client: ollama.Client) -> None:
+    # Ollama always sends load_duration (routes.go: checkpointLoaded - checkpointStart, never 0)
+    # on the final chat and generate line, the unstreamed answer and /api/embed; the Vercel AI
+    # SDK's Ollama provider refuses an /api/embed answer without it.
+    finals = [
+        client.chat(model="gpt-4o-mini", messages=USER),
+        list(client.chat(model="gpt-4o-mini", messages=USER, stream=True))[-1],
+        client.generate(model="gpt-4o-mini", prompt="hi"),
+        list(client.generate(model="gpt-4o-mini", prompt="hi", stream=True))[-1],
+    ]
+    for final in finals:
+        assert final.done
+        assert final.load_duration is not None
+        assert 0 < final.load_duration < final.total_duration  # type: ignore[operator]
+    embedded = client.embed(model="text-embedding-3-small", input=["alpha"])
+    assert embedded.load_duration is not None
+    assert embedded.load_duration > 0
+    assert embedded.prompt_eval_count is not None
+
+
 def test_load_and_unload_do_not_call_the_backend(
     client: ollama.Client, upstream: FakeUpstream
 ) -> None:

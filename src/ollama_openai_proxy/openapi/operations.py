@@ -10,10 +10,11 @@ from ollama_openai_proxy.config import OLLAMA_API_VERSION
 from ollama_openai_proxy.openapi.shapes import NDJSON, OBJ, STR, json_content, obj, ref
 
 CREATED = "2026-11-23T10:00:00.000000Z"
-# The backend reports no load or prompt-evaluation time, so those two are left out.
+# Unstreamed: the backend's whole time is eval time, so no prompt-evaluation time.
 _DONE_EXAMPLE = {
     "done_reason": "stop",
     "total_duration": 412000000,
+    "load_duration": 1200000,
     "prompt_eval_count": 9,
     "eval_count": 2,
     "eval_duration": 398000000,
@@ -122,6 +123,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "model": "text-embedding-3-small",
                 "embeddings": [[0.6, 0.8], [0.8, -0.6]],
                 "total_duration": 21000000,
+                "load_duration": 900000,
                 "prompt_eval_count": 4,
             },
         ),

@@ -105,7 +105,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         **_DONE_FIELDS,
     ),
     "EmbedResponse": obj(
-        ("model", "embeddings"),
+        ("model", "embeddings"),  # metrics too, but not for an empty input (Ollama's answer)
         model=STR,
         embeddings={"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
         total_duration=INT,

@@ -24,7 +24,7 @@ from ollama_openai_proxy.errors import (
 from ollama_openai_proxy.exchange import Plan, Reply, Route
 from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
-from ollama_openai_proxy.routes import fetch, parse_body, plan
+from ollama_openai_proxy.routes import fetch_timed, parse_body, plan
 from ollama_openai_proxy.streams import ndjson_stream
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
@@ -171,8 +171,9 @@ async def _complete(
     rec = record(request.scope)
     ctx.label(rec, resolved)  # labels the request even if the backend call fails
     if not answer.stream:
-        body = await fetch(ctx, rec, p)
+        body, sent = await fetch_timed(ctx, rec, p)
         now, total = time.time_ns(), time.perf_counter_ns() - answer.start
+        load = max(sent - answer.start, 1)  # Ollama's time to load the model: never 0
         notes: list[str] = []
         adapted: list[str] = []
         try:  # errors.reading(), inline: a context manager per request is measurable here
@@ -185,6 +186,7 @@ async def _complete(
                     think=answer.think,
                     think_tags=answer.think_tags,
                     adapted=adapted,
+                    load_ns=load,
                 )
             else:
                 out = chat_response(
@@ -196,6 +198,7 @@ async def _complete(
                     notes=notes,
                     think_tags=answer.think_tags,
                     adapted=adapted,
+                    load_ns=load,
                 )
             usage = body.get("usage")
         except SHAPE_ERRORS:
@@ -214,6 +217,7 @@ async def _complete(
     )
     async with ctx.held() as owner:
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
+        tr.sent(sent)  # load_duration: arrival to here
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, answer)
         if isinstance(reply, Reply):  # a backend that ignored stream: true

@@ -440,11 +440,17 @@ def metrics(
     total_ns: int,
     prompt_eval_ns: int = 0,
     eval_ns: int = 0,
+    load_ns: int = 0,
 ) -> dict[str, int]:
-    """Final-line metrics. Zero values are omitted, as Ollama's ``omitempty`` does."""
+    """Final-line metrics, in Ollama's order (api/types.go Metrics), durations in nanoseconds.
+    Zero values are omitted, as Ollama's ``omitempty`` does; ``load_ns`` -- arrival to the
+    request leaving for the backend, the proxy's counterpart of loading the model -- is never
+    zero in practice, so ``load_duration`` is always there, as in Ollama's answers."""
     out: dict[str, int] = {}
     if total_ns > 0:
         out["total_duration"] = total_ns
+    if load_ns > 0:
+        out["load_duration"] = load_ns
     if usage:
         prompt_tokens = usage.get("prompt_tokens")
         if type(prompt_tokens) is int and prompt_tokens > 0:  # not a bool: it would relay true
@@ -527,9 +533,11 @@ def chat_response(
     notes: list[str],
     think_tags: bool = False,
     adapted: list[str] | None = None,
+    load_ns: int = 0,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body.
-    ``think_tags``: the backend may leave reasoning in content as ``<think>...</think>``.
+    ``think_tags``: the backend may leave reasoning in content as ``<think>...</think>``;
+    ``total_ns``/``load_ns``: arrival to now / to the request leaving (:func:`metrics`).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
@@ -553,8 +561,9 @@ def chat_response(
         "done": True,
         "done_reason": done_reason(expect(choice.get("finish_reason"), str)),
     }
-    # Without streaming there is no first-token time: the whole request counts as eval time.
-    out.update(metrics(expect(resp.get("usage"), dict), total_ns, 0, total_ns))
+    # Without streaming there is no first-token time: the backend's whole time is eval time.
+    usage = expect(resp.get("usage"), dict)
+    out.update(metrics(usage, total_ns, 0, total_ns - load_ns, load_ns))
     return out
 
 
@@ -567,8 +576,10 @@ def generate_response(
     think: bool,
     think_tags: bool = False,
     adapted: list[str] | None = None,
+    load_ns: int = 0,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
+    Durations as :func:`chat_response`'s.
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
@@ -589,5 +600,6 @@ def generate_response(
         out["thinking"] = thinking
     out["done"] = True
     out["done_reason"] = done_reason(expect(choice.get("finish_reason"), str))
-    out.update(metrics(expect(resp.get("usage"), dict), total_ns, 0, total_ns))
+    usage = expect(resp.get("usage"), dict)
+    out.update(metrics(usage, total_ns, 0, total_ns - load_ns, load_ns))
     return out

@@ -52,6 +52,7 @@ class StreamTranslator:
         "_prefix",
         "_reasoned",
         "_remap",
+        "_sent_ns",
         "_start_ns",
         "_tags",
         "_think",
@@ -84,6 +85,7 @@ class StreamTranslator:
         self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
         self._remap = False  # tool-call indices were reused by another call (_call_index)
         self._start_ns = start_ns
+        self._sent_ns = 0  # when the request left for the backend (sent()); 0: unknown
         self._clock = clock
         self._wall = wall
         self._calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument fragments]]
@@ -101,6 +103,12 @@ class StreamTranslator:
     def usage(self) -> Mapping[str, Any] | None:
         """The backend's token usage, once its usage chunk has arrived."""
         return self._usage
+
+    def sent(self, ns: int) -> None:
+        """The request left for the backend at ``ns`` (the ``clock``'s reading): the time from
+        arrival to then is ``load_duration``, Ollama's time to load the model, and the prompt
+        evaluation starts there."""
+        self._sent_ns = ns
 
     # --- input ------------------------------------------------------------------------------
 
@@ -314,9 +322,14 @@ class StreamTranslator:
         final["done"] = True
         final["done_reason"] = done_reason(self._finish)
         first = self._first_ns or end
+        sent = self._sent_ns or self._start_ns
         final.update(
             metrics(
-                self._usage, end - self._start_ns, first - self._start_ns, self._last_ns - first
+                self._usage,
+                end - self._start_ns,
+                first - sent,
+                self._last_ns - first,
+                max(sent - self._start_ns, 1) if self._sent_ns else 0,
             )
         )
         out += line(final)
