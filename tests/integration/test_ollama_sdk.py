@@ -162,6 +162,39 @@ def test_ps_lists_recently_used_models(client: ollama.Client) -> None:
     client.generate(model="qwen3:8b", prompt="", keep_alive=0)  # unload acknowledges, nothing else
 
 
+@pytest.mark.compat(CLIENT, "ps")
+@pytest.mark.parametrize("endpoint", ["chat", "generate"])
+def test_a_load_only_request_is_listed_until_unloaded(
+    client: ollama.Client, upstream: FakeUpstream, endpoint: str
+) -> None:
+    # Ollama loads the model for an empty messages/prompt and lists it in /api/ps until its
+    # keep_alive ends; keep_alive 0 unloads it (routes.go: expireRunner). `ollama run` and
+    # Open WebUI's "load"/"unload" buttons send exactly these.
+    def load(keep_alive: Any) -> Any:
+        if endpoint == "chat":
+            return client.chat(model="qwen3:8b", messages=[], keep_alive=keep_alive)
+        return client.generate(model="qwen3:8b", prompt="", keep_alive=keep_alive)
+
+    assert load("1h").done_reason == "load"
+    entry = next(m for m in client.ps().models if m.model == "qwen3:8b")
+    assert entry.expires_at is not None
+    assert entry.context_length == 40960
+    assert load(0).done_reason == "unload"
+    assert [m.model for m in client.ps().models if m.model == "qwen3:8b"] == []
+    assert [e for e in upstream.journal if e["path"] != "/v1/models"] == []  # no inference
+
+
+def test_loading_an_unknown_model_is_404(client: ollama.Client) -> None:
+    # Ollama cannot schedule a model it does not have: 404 in its words, load or unload.
+    for keep_alive in (None, 0):
+        with pytest.raises(ollama.ResponseError) as info:
+            client.chat(model="llama9", messages=[], keep_alive=keep_alive)
+        assert (info.value.status_code, info.value.error) == (404, "model 'llama9' not found")
+        with pytest.raises(ollama.ResponseError) as info:
+            client.generate(model="llama9", prompt="", keep_alive=keep_alive)
+        assert info.value.status_code == 404
+
+
 def test_unknown_model_is_404_in_ollama_wording(client: ollama.Client) -> None:
     for stream in (False, True):
         with pytest.raises(ollama.ResponseError) as info:

@@ -184,8 +184,9 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "errors": (400, 401, 404, 502, 503, 504),
     },
     "ps": {
-        "description": "Models this proxy served within their `keep_alive`; nothing is loaded "
-        "anywhere, so sizes are zero.",
+        "description": "Models this proxy served, or was asked to load (a chat without "
+        "messages, a generate without prompt), within their `keep_alive`; `keep_alive: 0` "
+        "unloads. Nothing is loaded anywhere, so sizes are zero.",
         "response": json_content(ref("PsResponse"), {"models": []}),
         "errors": (401,),
     },

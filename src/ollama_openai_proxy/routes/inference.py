@@ -75,7 +75,7 @@ async def chat(request: Request) -> Response:
     schemas.check_fields(req)
     keep_alive = parse_keep_alive(req.get("keep_alive"))
     if not req.get("messages"):
-        return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
+        return await _load(ctx, request, model, keep_alive, generate=False)
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=False)
 
@@ -103,7 +103,7 @@ async def generate(request: Request) -> Response:
     if req.get("raw") and (req.get("system") or req.get("template") or req.get("context")):
         raise BadRequest("raw mode does not support template, system, or context")
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
-        return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
+        return await _load(ctx, request, model, keep_alive, generate=True)
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=True)
     if uses_completions(req):
@@ -131,6 +131,22 @@ async def generate(request: Request) -> Response:
 
     p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream, source=req)
     return await _complete(ctx, request, p, answer, resolved)
+
+
+async def _load(
+    ctx: Context, request: Request, model: str, keep_alive: float | None, *, generate: bool
+) -> Response:
+    """A request without messages (chat) or prompt (generate): Ollama loads the model, or
+    unloads it with ``keep_alive: 0`` (routes.go, ChatHandler and GenerateHandler), and answers
+    without inference. Nothing loads here, but the model is then listed by ``/api/ps`` until its
+    keep_alive runs out, or no longer (unload), as Ollama lists a loaded runner. A model the
+    lists do not know is Ollama's 404, as for any request it cannot schedule."""
+    resolved = await ctx.backends.resolve(model)
+    ctx.label(record(request.scope), resolved)
+    if not resolved.known and ctx.backends.known_ids is not None:
+        raise ModelNotFound(model)
+    ctx.recent.touch(model, _ttl(keep_alive))
+    return json_response(load_response(model, keep_alive, time.time_ns(), generate=generate))
 
 
 def _answer(
