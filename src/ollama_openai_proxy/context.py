@@ -72,6 +72,7 @@ class Context:
             meta or self.model_map.lookup(name),
             self.settings.default_context_length,
             self.backends.entry(route),
+            insert=route.policy.profile.fim,
         )
 
     def target(self, name: str, route: Route) -> Target:

@@ -119,6 +119,10 @@ class BackendProfile:
     max_tokens_unstreamed: int | None = None  # the most a non-streamed request may ask for
     nine_char_call_ids: bool = False  # tool-call ids must be 9 letters and digits (Mistral)
     thinking_back: str | None = None  # the field an assistant turn's reasoning goes back in
+    # Its /v1/completions takes `suffix` (fill-in-the-middle, where /api/generate's suffix goes):
+    # the `insert` capability (translate/models.py). True unless its documentation says it has
+    # no /v1/completions for chat models, or refuses suffix there.
+    fim: bool = True
     options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
     layout: Layout = "openai"
     families: tuple[Family, ...] = ()
@@ -218,6 +222,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "openai",
                 "OpenAI",
                 hosts=("api.openai.com", ".api.openai.com"),  # eu.api.openai.com too
+                # /v1/completions serves only the legacy instruct models, not chat models
+                # ("This is a chat model and not supported in the v1/completions endpoint").
+                fim=False,
                 # max_tokens is deprecated and refused by reasoning models; every chat model
                 # takes max_completion_tokens (API reference, chat/create).
                 renames=_frozen({"max_tokens": "max_completion_tokens"}),
@@ -227,6 +234,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "azure",
                 "Azure OpenAI (deployment URLs, api-version)",
+                fim=False,  # as OpenAI: no chat model on /completions
                 hosts=(
                     ".openai.azure.com",
                     ".cognitiveservices.azure.com",
@@ -239,6 +247,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "azure-v1",
                 "Azure OpenAI v1 API (/openai/v1)",
+                fim=False,
                 json_object="needs_word",
                 layout="azure-v1",
                 families=_AZURE_FAMILIES,
@@ -259,6 +268,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "groq",
                 "Groq",
                 hosts=("api.groq.com",),
+                fim=False,  # console.groq.com/docs/openai: chat completions only
                 # 400 for these (console.groq.com/docs/openai, "unsupported features").
                 refuses=frozenset({"logprobs", "top_logprobs", "logit_bias"}),
                 think="groq",  # console.groq.com/docs/reasoning: reasoning_format
@@ -281,6 +291,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "mistral",
                 "Mistral AI",
                 hosts=("api.mistral.ai", ".mistral.ai"),  # codestral.mistral.ai
+                fim=False,  # its FIM is /v1/fim/completions; there is no /v1/completions
                 renames=_frozen({"seed": "random_seed"}),  # docs.mistral.ai/api, chat
                 # Unknown fields are a 422 extra_forbidden: only the documented ones are sent.
                 accepts=frozenset(
@@ -316,6 +327,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "deepseek",
                 "DeepSeek",
                 hosts=("api.deepseek.com",),
+                # FIM completion is only under the /beta base URL (api-docs.deepseek.com, FIM
+                # Completion): list "insert" in MODEL_MAPPING_FILE when OPENAI_API_BASE_URL is it.
+                fim=False,
                 think="none",  # the model decides: deepseek-chat or deepseek-reasoner
                 # "Include the word json in the system or user prompt" (api-docs.deepseek.com,
                 # JSON Output).
@@ -337,6 +351,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "gemini",
                 "Google Gemini (OpenAI-compatible endpoint)",
+                fim=False,  # ai.google.dev/gemini-api/docs/openai: no /completions
                 hosts=("generativelanguage.googleapis.com",),
                 # ai.google.dev/gemini-api/docs/openai, "thinking": reasoning_effort, and
                 # "none" switches thinking off where it can be. The API refuses "minimal"
@@ -365,6 +380,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "anthropic",
                 "Anthropic (OpenAI SDK compatibility)",
+                fim=False,  # docs.anthropic.com/en/api/openai-sdk: chat completions only
                 hosts=("api.anthropic.com",),
                 # docs.anthropic.com/en/api/openai-sdk: reasoning_effort is ignored; extended
                 # thinking is the "thinking" parameter; response_format is ignored.
@@ -396,6 +412,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "vllm",
                 "vLLM",
+                # serving_completion.py: "suffix (the language models we currently support
+                # do not support suffix)" -- refused.
+                fim=False,
                 think="chat_template_kwargs",  # docs.vllm.ai, reasoning outputs
                 think_tags=True,  # without --reasoning-parser, reasoning stays in content
                 options=_frozen(_SAMPLERS),

@@ -47,7 +47,12 @@ def test_show(client: ollama.Client) -> None:
     assert info.modelinfo is not None
     assert info.modelinfo["general.architecture"] == "qwen"
     assert info.modelinfo["qwen.context_length"] == 40960
-    assert info.capabilities == ["completion", "tools", "thinking"]
+    # insert: the reference profile's backend takes suffix on /v1/completions (fim)
+    assert info.capabilities == ["completion", "tools", "insert", "thinking"]
+    assert info.template is not None
+    assert ".Suffix" in info.template  # Continue turns fill-in-the-middle on for it
+    assert info.parameters is not None
+    assert info.parameters.split() == ["num_ctx", "40960"]
 
 
 def test_show_unknown_model_is_404(client: ollama.Client) -> None:

@@ -90,6 +90,26 @@ def test_tags_head_and_shape(http: httpx.Client) -> None:
     for m in models:
         assert m["name"] == m["model"]
         assert {"modified_at", "size", "digest", "details"} <= m.keys()
+    # Ollama 0.30.0: capabilities and the context (and embedding) length of each entry.
+    by_name = {m["name"]: m for m in models}
+    assert by_name["qwen3:8b"]["capabilities"] == ["completion", "tools", "insert", "thinking"]
+    assert by_name["qwen3:8b"]["details"]["context_length"] == 40960
+    embed = by_name["text-embedding-3-small"]
+    assert embed["capabilities"] == ["embedding"]
+    assert embed["details"]["embedding_length"] == 1536
+
+
+def test_insert_only_where_the_backend_takes_suffix(upstream: FakeUpstream) -> None:
+    # vLLM refuses suffix on /v1/completions (serving_completion.py): no insert capability,
+    # no .Suffix in the template, so Continue does not try fill-in-the-middle through it.
+    with ProxyServer(settings_for(upstream.url, backend_profile="vllm")) as p:
+        tags = httpx.get(p.url + "/api/tags").json()["models"]
+        qwen = next(m for m in tags if m["name"] == "qwen3:8b")
+        assert qwen["capabilities"] == ["completion", "tools", "thinking"]
+        show = httpx.post(p.url + "/api/show", json={"model": "qwen3:8b"}).json()
+        assert show["capabilities"] == ["completion", "tools", "thinking"]
+        assert ".Suffix" not in show["template"]
+        assert ".Thinking" in show["template"]
 
 
 def test_unknown_route_and_method(http: httpx.Client) -> None:

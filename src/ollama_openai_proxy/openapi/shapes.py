@@ -57,7 +57,17 @@ _DETAILS = obj(
     families={"type": ["array", "null"], "items": STR},
     parameter_size=STR,
     quantization_level=STR,
+    context_length=INT,
+    embedding_length=INT,
 )
+# What the proxy can do with a model, as Ollama spells it (types/model/capability.go).
+_CAPABILITIES = {
+    "type": "array",
+    "items": {
+        "type": "string",
+        "enum": ["completion", "tools", "insert", "vision", "embedding", "thinking"],
+    },
+}
 _MODEL_ENTRY = obj(
     ("name", "model", "modified_at", "size", "digest", "details"),
     name=STR,
@@ -66,6 +76,7 @@ _MODEL_ENTRY = obj(
     size=INT,
     digest=STR,
     details=ref("ModelDetails"),
+    capabilities=_CAPABILITIES,
 )
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -140,7 +151,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         template=STR,
         details=ref("ModelDetails"),
         model_info={"type": "object", "additionalProperties": True},
-        capabilities={"type": "array", "items": STR},
+        capabilities=_CAPABILITIES,
         modified_at=STR,
     ),
     "ProgressResponse": obj(("status",), status=STR),
