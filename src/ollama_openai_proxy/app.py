@@ -20,7 +20,7 @@ from ollama_openai_proxy import __version__, allocator, openapi
 from ollama_openai_proxy.access import record
 from ollama_openai_proxy.backends import Backends
 from ollama_openai_proxy.config import Settings, load_settings
-from ollama_openai_proxy.context import Context
+from ollama_openai_proxy.context import Context, contexts
 from ollama_openai_proxy.cors import CORSForBrowsers
 from ollama_openai_proxy.errors import ProxyError, Redactor
 from ollama_openai_proxy.fastpath import FastRoutes
@@ -90,6 +90,7 @@ def create_app(
         ),
         metrics=metrics,
         limits=settings.limits(),
+        conversations=contexts(settings),
     )
     if settings.memory_recycle_above_mb and recycle is None:
         recycle = supervised()

@@ -203,7 +203,16 @@ class Settings(BaseSettings):
     )
     request_max_stop: int = Field(256, ge=1, description="Most stop sequences in one request.")
     request_max_context: int = Field(
-        262_144, ge=1, description="Most tokens in a generate request's 'context'."
+        262_144,
+        ge=1,
+        description="Most integers in a generate request's 'context', and in the context an "
+        "answer returns.",
+    )
+    context_signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="Secret that signs generate's 'context' (HMAC-SHA256), at least 32 "
+        "characters; unset = a random key per start of the proxy, so contexts do not survive "
+        "a restart nor move between instances.",
     )
     # The circuit breaker (resilience.CircuitBreaker): one outcome per client call, retries
     # included; it opens on a failure rate, or on a run of failures while too few calls were seen
@@ -415,6 +424,17 @@ class Settings(BaseSettings):
                 ) from None
         return ["*"] if "*" in v else v
 
+    @field_validator("context_signing_key")
+    @classmethod
+    def _signing_key(cls, v: SecretStr) -> SecretStr:
+        key = v.get_secret_value()
+        if key and len(key) < 32:
+            raise ValueError(
+                "must be at least 32 characters (e.g. the output of `openssl rand -hex 32`), "
+                "or unset for a random key per start"
+            )
+        return v
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins(cls, v: Any) -> Any:
@@ -524,7 +544,11 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every key that must never reach a log line, an error body or a metric."""
-        keys = [self.openai_api_key.get_secret_value(), *self.inbound_keys()]
+        keys = [
+            self.openai_api_key.get_secret_value(),
+            self.context_signing_key.get_secret_value(),
+            *self.inbound_keys(),
+        ]
         for u in self.topology().upstreams:
             keys.append(u.api_key)
             keys.extend(v for k, v in u.headers.items() if topology.SECRET_HEADER.search(k))

@@ -19,6 +19,12 @@ _DONE_EXAMPLE = {
     "eval_count": 2,
     "eval_duration": 398000000,
 }
+# Ollama's order: done_reason, context, then the metrics (api/types.go GenerateResponse).
+_CONTEXT_EXAMPLE = {
+    "done_reason": "stop",
+    "context": [4202567, 11290162, 3085124, 16042091, 9582977, 520417, 8061120],
+    **{k: v for k, v in _DONE_EXAMPLE.items() if k != "done_reason"},
+}
 _HELLO = [{"role": "user", "content": "Say hello"}]
 _TEMPLATE = "{{- range .Messages }}{{ .Role }}: {{ .Content }}\n{{ end }}assistant: "
 
@@ -85,7 +91,9 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "description": "`prompt`, `system` and `images` become chat messages for "
         "`POST /v1/chat/completions`; `suffix` (fill-in-the-middle) and `raw` go to "
         "`POST /v1/completions`. An empty prompt loads the model, as Ollama does (`done_reason: "
-        "load`).",
+        "load`). The final answer (not in `raw` mode) has `context`: the conversation so far, "
+        "signed (CONTEXT_SIGNING_KEY); sent back, it becomes chat history before the prompt, "
+        "and one the proxy did not issue is a 400.",
         "request": {"model": "gpt-4o-mini", "prompt": "Say hello", "stream": False},
         "response": _stream_or_json(
             "GenerateResponse",
@@ -101,7 +109,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                     "created_at": CREATED,
                     "response": "",
                     "done": True,
-                    **_DONE_EXAMPLE,
+                    **_CONTEXT_EXAMPLE,
                 },
             ],
             {
@@ -109,7 +117,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "created_at": CREATED,
                 "response": "Hello!",
                 "done": True,
-                **_DONE_EXAMPLE,
+                **_CONTEXT_EXAMPLE,
             },
         ),
         "errors": (400, 401, 404, 413, 429, 502, 503, 504),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -35,6 +35,7 @@ from ollama_openai_proxy.translate.chat import (
     generate_response,
     uses_completions,
 )
+from ollama_openai_proxy.translate.conversation import Conversation
 from ollama_openai_proxy.translate.keepalive import (
     DEFAULT_KEEP_ALIVE,
     load_response,
@@ -58,6 +59,21 @@ class Answer:
     generate: bool  # generate's shape (response) rather than chat's (message)
     stream: bool = True  # Ollama streams unless told not to
     think_tags: bool = False  # the backend may leave reasoning in content as <think>...</think>
+    # generate: (answer text, notes) -> the context to return, the exchange appended
+    context: Callable[[str, list[str]], list[int]] | None = None
+
+
+def _recorder(
+    ctx: Context, req: Mapping[str, Any], history: Conversation
+) -> Callable[[str, list[str]], list[int]]:
+    """How a generate answer's ``context`` is made: the conversation sent back, then this
+    exchange (its prompt text: images are not carried), within REQUEST_MAX_CONTEXT."""
+    system, prompt = req.get("system"), req.get("prompt") or ""
+
+    def record(answer: str, notes: list[str]) -> list[int]:
+        return ctx.conversations.encode(history.then(system, prompt, answer), notes)
+
+    return record
 
 
 @router.post(
@@ -104,8 +120,11 @@ async def generate(request: Request) -> Response:
         raise BadRequest("raw mode does not support template, system, or context")
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
         return await _load(ctx, request, model, keep_alive, generate=True)
+    history = ctx.conversations.decode(req.get("context"))  # 400 unless this proxy issued it
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=True)
+    if not req.get("raw"):  # Ollama returns no context in raw mode (routes.go)
+        answer = replace(answer, context=_recorder(ctx, req, history))
     if uses_completions(req):
 
         def build_completion(route: Route) -> UpstreamRequest:
@@ -127,7 +146,7 @@ async def generate(request: Request) -> Response:
             )
 
     def build(route: Route) -> UpstreamRequest:
-        return generate_request(req, ctx.target(model, route), route.policy)
+        return generate_request(req, ctx.target(model, route), route.policy, history)
 
     p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream, source=req)
     return await _complete(ctx, request, p, answer, resolved)
@@ -192,6 +211,7 @@ async def _complete(
         load = max(sent - answer.start, 1)  # Ollama's time to load the model: never 0
         notes: list[str] = []
         adapted: list[str] = []
+        ctx_of = answer.context
         try:  # errors.reading(), inline: a context manager per request is measurable here
             if answer.generate:
                 out = generate_response(
@@ -203,6 +223,7 @@ async def _complete(
                     think_tags=answer.think_tags,
                     adapted=adapted,
                     load_ns=load,
+                    context_of=None if ctx_of is None else (lambda text: ctx_of(text, notes)),
                 )
             else:
                 out = chat_response(
@@ -230,6 +251,7 @@ async def _complete(
         think=answer.think,
         start_ns=answer.start,
         think_tags=answer.think_tags,
+        context_of=answer.context,
     )
     async with ctx.held() as owner:
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue

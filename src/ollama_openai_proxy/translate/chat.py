@@ -2,8 +2,8 @@
 
 Requests: :func:`chat_request`, :func:`generate_request`. Non-streaming responses:
 :func:`chat_response`, :func:`generate_response`. The streaming direction lives in ``stream.py``
-and shares :func:`done_reason`, :func:`tool_calls_to_ollama` and :func:`metrics` with this module,
-so both paths map finish reasons, tool calls and usage identically.
+and shares :func:`done_reason`, :func:`tool_calls_to_ollama` and ``metrics`` (durations.py) with
+this module, so both paths map finish reasons, tool calls and usage identically.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,8 @@ import orjson
 from ollama_openai_proxy.errors import BadRequest, UpstreamStatusError, echo
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
+from ollama_openai_proxy.translate.conversation import Conversation
+from ollama_openai_proxy.translate.durations import metrics
 from ollama_openai_proxy.translate.images import check_images, data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.options import map_options
@@ -288,19 +290,24 @@ def uses_completions(req: GenerateRequest) -> bool:
     return bool(req.get("suffix")) or bool(req.get("raw"))
 
 
-def generate_request(req: GenerateRequest, target: Target, policy: Policy) -> UpstreamRequest:
-    """``/api/generate`` as a chat completion: a system message and a user message."""
+def generate_request(
+    req: GenerateRequest, target: Target, policy: Policy, history: Conversation | None = None
+) -> UpstreamRequest:
+    """``/api/generate`` as a chat completion: a system message, the exchanges of the
+    ``context`` the client sent back (``history``, translate/conversation.py) and a user
+    message."""
     result = UpstreamRequest(payload={})
     messages: list[dict[str, Any]] = []
-    system = req.get("system")
+    system = req.get("system") or (history.system if history else None)
     if system:
         messages.append({"role": "system", "content": system})
+    if history:
+        messages.extend(history.messages())
     messages.append(
         {"role": "user", "content": _content(req.get("prompt") or "", req.get("images"), "images")}
     )
-    for name in ("template", "context"):
-        if req.get(name):
-            result.notes.append(f"generate field {name!r} has no OpenAI equivalent; ignored")
+    if req.get("template"):
+        result.notes.append("generate field 'template' has no OpenAI equivalent; ignored")
     if req.get("raw"):
         result.notes.append(
             "raw mode without /v1/completions: the prompt is sent as a user message"
@@ -320,7 +327,9 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
         check_images(images, "images")
         result.notes.append("images cannot be sent to /v1/completions; dropped")
     if req.get("context"):
-        result.notes.append("generate field 'context' has no OpenAI equivalent; ignored")
+        # Ollama writes the context's text before the rendered fill-in-the-middle prompt; a
+        # backend's /v1/completions takes no history, and text before the prefix is not code.
+        result.notes.append("generate context is not sent with a suffix (fill-in-the-middle)")
     if req.get("think") is not None:
         result.notes.append("think has no /v1/completions equivalent; ignored")
     _common(req, target, body, policy, result, completions=True)
@@ -435,37 +444,6 @@ def tool_calls_to_ollama(
     return out
 
 
-def metrics(
-    usage: Mapping[str, Any] | None,
-    total_ns: int,
-    prompt_eval_ns: int = 0,
-    eval_ns: int = 0,
-    load_ns: int = 0,
-) -> dict[str, int]:
-    """Final-line metrics, in Ollama's order (api/types.go Metrics), durations in nanoseconds.
-    Zero values are omitted, as Ollama's ``omitempty`` does; ``load_ns`` -- arrival to the
-    request leaving for the backend, the proxy's counterpart of loading the model -- is never
-    zero in practice, so ``load_duration`` is always there, as in Ollama's answers."""
-    out: dict[str, int] = {}
-    if total_ns > 0:
-        out["total_duration"] = total_ns
-    if load_ns > 0:
-        out["load_duration"] = load_ns
-    if usage:
-        prompt_tokens = usage.get("prompt_tokens")
-        if type(prompt_tokens) is int and prompt_tokens > 0:  # not a bool: it would relay true
-            out["prompt_eval_count"] = prompt_tokens
-    if prompt_eval_ns > 0:
-        out["prompt_eval_duration"] = prompt_eval_ns
-    if usage:
-        completion_tokens = usage.get("completion_tokens")
-        if type(completion_tokens) is int and completion_tokens > 0:
-            out["eval_count"] = completion_tokens
-    if eval_ns > 0:
-        out["eval_duration"] = eval_ns
-    return out
-
-
 # vLLM/DeepSeek/llama.cpp say reasoning_content; OpenRouter and newer vLLM say reasoning.
 _REASONING = ("reasoning_content", "reasoning")
 
@@ -577,9 +555,11 @@ def generate_response(
     think_tags: bool = False,
     adapted: list[str] | None = None,
     load_ns: int = 0,
+    context_of: Callable[[str], list[int]] | None = None,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
-    Durations as :func:`chat_response`'s.
+    Durations as :func:`chat_response`'s; ``context_of(answer)``: the ``context`` to return
+    (not for ``raw``, as Ollama).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp)
@@ -600,6 +580,8 @@ def generate_response(
         out["thinking"] = thinking
     out["done"] = True
     out["done_reason"] = done_reason(expect(choice.get("finish_reason"), str))
+    if context_of is not None:
+        out["context"] = context_of(response)
     usage = expect(resp.get("usage"), dict)
     out.update(metrics(usage, total_ns, 0, total_ns - load_ns, load_ns))
     return out

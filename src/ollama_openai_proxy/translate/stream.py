@@ -44,6 +44,7 @@ class StreamTranslator:
     __slots__ = (
         "_calls",
         "_clock",
+        "_context_of",
         "_finish",
         "_first_ns",
         "_generate",
@@ -52,6 +53,7 @@ class StreamTranslator:
         "_prefix",
         "_reasoned",
         "_remap",
+        "_said",
         "_sent_ns",
         "_start_ns",
         "_tags",
@@ -74,7 +76,10 @@ class StreamTranslator:
         think_tags: bool = False,
         clock: Callable[[], int] = time.perf_counter_ns,
         wall: Callable[[], int] = time.time_ns,
+        context_of: Callable[[str, list[str]], list[int]] | None = None,
     ) -> None:
+        """``context_of(answer, notes)``: the ``context`` for the final generate line, from
+        the whole answer text (translate/conversation.py); None: no context (chat, raw)."""
         self._model = model
         # Every line starts the same way: encode the model name once per stream.
         self._prefix = b'{"model":' + dumps(model) + b',"created_at":"'
@@ -84,6 +89,8 @@ class StreamTranslator:
         self._tags = ThinkSplitter() if think_tags else None
         self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
         self._remap = False  # tool-call indices were reused by another call (_call_index)
+        self._context_of = context_of
+        self._said: list[str] | None = [] if context_of is not None else None  # answer text
         self._start_ns = start_ns
         self._sent_ns = 0  # when the request left for the backend (sent()); 0: unknown
         self._clock = clock
@@ -262,6 +269,8 @@ class StreamTranslator:
         self._ts = rfc3339(self._wall()).encode()
 
     def _text_line(self, content: str, thinking: str | None) -> bytes:
+        if self._said is not None:
+            self._said.append(content)
         ts = self._ts
         extra = b',"thinking":' + dumps(thinking) if thinking else b""
         if self._generate:
@@ -321,6 +330,8 @@ class StreamTranslator:
             final["message"] = {"role": "assistant", "content": ""}
         final["done"] = True
         final["done_reason"] = done_reason(self._finish)
+        if self._context_of is not None and self._said is not None:
+            final["context"] = self._context_of("".join(self._said), self.notes)
         first = self._first_ns or end
         sent = self._sent_ns or self._start_ns
         final.update(

@@ -91,6 +91,41 @@ def test_load_duration_is_arrival_to_the_request_leaving() -> None:
     assert "load_duration" not in unsent  # no time known: omitted, as Ollama omits a zero
 
 
+def test_a_generate_stream_ends_with_the_context_of_the_whole_answer() -> None:
+    # Ollama: the final generate line carries context (prompt and answer), after done_reason.
+    seen: list[str] = []
+
+    def context_of(text: str, notes: list[str]) -> list[int]:
+        seen.append(text)
+        notes.append("noted")
+        return [7, 8, 9]
+
+    tr = StreamTranslator(
+        "m", generate=True, think=True, start_ns=0, context_of=context_of, wall=lambda: 0
+    )
+    events = [
+        chunk({"reasoning_content": "hmm"}),  # reasoning is not part of the answer text
+        chunk({"content": "Gr"}),
+        chunk({"content": "een."}, finish="stop"),
+        "[DONE]",
+    ]
+    final = run(tr, events)[-1]
+    assert seen == ["Green."]
+    assert list(final)[:7] == [
+        "model",
+        "created_at",
+        "response",
+        "done",
+        "done_reason",
+        "context",
+        "total_duration",
+    ]
+    assert final["context"] == [7, 8, 9]
+    assert tr.notes == ["noted"]
+    chat = run(translator(), [chunk({"content": "x"}, finish="stop")])[-1]
+    assert "context" not in chat
+
+
 def test_golden_basic_stream_shape() -> None:
     fx = contract("chat_stream_basic.json")
     events: list[Any] = [chunk({"role": "assistant", "content": ""})]
