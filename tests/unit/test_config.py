@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
+from ollama_openai_proxy import cli
 from ollama_openai_proxy.config import ConfigError, Settings, load_settings, parse_size
 from ollama_openai_proxy.model_map import ModelMeta
 
@@ -73,6 +76,7 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
             "MODEL_MAPPING_FILE: Value error, file not found",
         ),
         ("OLLAMA_VERSION", "latest", "OLLAMA_VERSION"),
+        ("CONTEXT_SIGNING_KEY", "short", "CONTEXT_SIGNING_KEY: Value error, must be at least 32"),
         (
             "CORS_ORIGINS",
             "chrome-extension://*, example.com",
@@ -223,3 +227,23 @@ def test_backend_profile_extra_body_and_headers(monkeypatch: pytest.MonkeyPatch)
     assert "tok-xyz-987" in s.secrets()
     monkeypatch.setenv("BACKEND_PROFILE", "vllm")
     assert load_settings().topology().upstreams[0].profile == "vllm"
+
+
+def test_the_context_signing_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "s3cr3t-" * 6
+    monkeypatch.setenv("CONTEXT_SIGNING_KEY", key)
+    s = load_settings(_env_file=None)
+    assert key not in repr(s)
+    assert key in s.secrets()  # redacted from every log line and error body
+
+
+def test_one_random_context_key_for_the_whole_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Unset: the command draws one key and puts it in the environment its workers and
+    # recycled processes read, so they all accept each other's contexts (cli.py).
+    monkeypatch.delenv("CONTEXT_SIGNING_KEY", raising=False)
+    s = cli._one_context_key(load_settings(_env_file=None))
+    key = s.context_signing_key.get_secret_value()
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    assert os.environ["CONTEXT_SIGNING_KEY"] == key
+    assert load_settings(_env_file=None).context_signing_key.get_secret_value() == key
+    assert cli._one_context_key(s) is s  # set: kept as it is
