@@ -18,9 +18,10 @@ npm_folder() {  # npm ci in a folder, skipped when its lock file has not changed
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   npm_folder tests/aimock
   npm_folder tests/js
+  npm_folder tests/vercel
   tests/n8n/setup.sh
 else
-  echo "*** Node.js/npm not found: aimock, JS SDK and n8n tests will be skipped ***"
+  echo "*** Node.js/npm not found: aimock, JS SDK, Vercel AI SDK and n8n tests will be skipped ***"
 fi
 
 # An old ollama SDK on the oldest Python that it supports (3.8), if the machine has one.
