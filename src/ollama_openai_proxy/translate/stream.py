@@ -31,10 +31,10 @@ from ollama_openai_proxy.translate.chat import (
     content_parts,
     done_reason,
     expect,
-    metrics,
     reasoning_of,
     tool_calls_to_ollama,
 )
+from ollama_openai_proxy.translate.durations import metrics
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
 from ollama_openai_proxy.translate.thinktags import ThinkSplitter
 from ollama_openai_proxy.upstream_errors import stream_error

@@ -10,8 +10,8 @@ from ollama_openai_proxy.translate.chat import (
     chat_response,
     done_reason,
     generate_response,
-    metrics,
 )
+from ollama_openai_proxy.translate.durations import metrics
 from tests.conftest import contract
 
 NOW = 1_767_225_601_200_000_000
