@@ -59,7 +59,8 @@ def test_status_says_cloud_features_are_disabled(http: httpx.Client) -> None:
     r = http.get("/api/status")
     assert (r.status_code, r.headers["content-type"]) == (200, "application/json; charset=utf-8")
     assert r.json() == {"cloud": {"disabled": True, "source": "config"}}
-    assert http.post("/api/status").status_code == 405  # GET only, as Ollama registers it
+    assert http.post("/api/status").status_code == 405
+    assert http.head("/api/status").status_code == 200
 
 
 def test_ready(http: httpx.Client) -> None:

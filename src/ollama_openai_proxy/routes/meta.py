@@ -49,7 +49,8 @@ async def version(request: Request) -> Response:
     return json_response({"version": get_context(request).settings.ollama_version})
 
 
-@router.get(
+@get_and_head(  # Ollama has GET only; here every GET route answers HEAD too
+    router,
     "/api/status",
     operation_id="status",
     summary="Cloud features: disabled (no Ollama cloud behind this proxy)",
