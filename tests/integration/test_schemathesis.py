@@ -72,11 +72,13 @@ schema = schemathesis.openapi.from_dict(
 # no schema can generate. Contexts of valid integers are replaced by one the app issued; any
 # other (wrong types, out of range) stays, and must be refused.
 KEY = "schemathesis-context-signing-key-0123456789"
-ISSUED = ContextCodec(KEY.encode(), 1000, 1 << 20).encode(Conversation(None, (("hi", "hey"),)), [])
+ISSUED: list[Any] = ContextCodec(KEY.encode(), 1000, 1 << 20).encode(
+    Conversation(None, (("hi", "hey"),)), []
+)
 
 
 def issued_context(case: schemathesis.Case[Any]) -> None:
-    body = case.body
+    body: Any = case.body
     value = body.get("context") if isinstance(body, dict) else None
     if (
         case.operation.path == "/api/generate"

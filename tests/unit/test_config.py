@@ -240,7 +240,8 @@ def test_the_context_signing_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) ->
 def test_one_random_context_key_for_the_whole_command(monkeypatch: pytest.MonkeyPatch) -> None:
     # Unset: the command draws one key and puts it in the environment its workers and
     # recycled processes read, so they all accept each other's contexts (cli.py).
-    monkeypatch.delenv("CONTEXT_SIGNING_KEY", raising=False)
+    # setenv, not delenv: an absent variable deleted is not restored when cli sets it
+    monkeypatch.setenv("CONTEXT_SIGNING_KEY", "")
     s = cli._one_context_key(load_settings(_env_file=None))
     key = s.context_signing_key.get_secret_value()
     assert re.fullmatch(r"[0-9a-f]{64}", key)
