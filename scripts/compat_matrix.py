@@ -65,6 +65,8 @@ def versions() -> dict[str, str]:
         "openai (PyPI) on /v1": f"openai {_pypi('openai')}",
         "ollama-js (npm)": f"ollama {_npm('tests/js', 'ollama')}",
         "@langchain/ollama (npm)": f"@langchain/ollama {_npm('tests/js', '@langchain/ollama')}",
+        "Vercel AI SDK, ollama-ai-provider-v2 (npm)": f"ai {_npm('tests/vercel', 'ai')}, "
+        f"ollama-ai-provider-v2 {_npm('tests/vercel', 'ollama-ai-provider-v2')}",
         "n8n Ollama nodes": f"@n8n/n8n-nodes-langchain {_n8n()} (@langchain/ollama {_npm('tests/n8n', '@langchain/ollama')})",
     }
 
@@ -101,7 +103,7 @@ def render(cells: list[dict[str, object]]) -> str:
         "",
         "Where each client is driven: `tests/integration/` (ollama-python, openai, aimock),",
         "`tests/clients/` (LangChain Python, the old SDK on Python 3.8, and the Node.js runs of",
-        "`tests/js/clients.mjs` and `tests/n8n/harness.cjs`).",
+        "`tests/js/clients.mjs`, `tests/vercel/provider.mjs` and `tests/n8n/harness.cjs`).",
         "",
     ]
     return "\n".join(lines)

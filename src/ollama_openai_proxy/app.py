@@ -19,13 +19,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ollama_openai_proxy import __version__, allocator, openapi
 from ollama_openai_proxy.access import record
 from ollama_openai_proxy.backends import Backends
-from ollama_openai_proxy.config import DEFAULT_CORS_ORIGIN_REGEX, Settings, load_settings
-from ollama_openai_proxy.context import Context
+from ollama_openai_proxy.config import Settings, load_settings
+from ollama_openai_proxy.context import Context, contexts
+from ollama_openai_proxy.cors import CORSForBrowsers
 from ollama_openai_proxy.errors import ProxyError, Redactor
 from ollama_openai_proxy.fastpath import FastRoutes
 from ollama_openai_proxy.logs import configure_logging
 from ollama_openai_proxy.metrics import Metrics
-from ollama_openai_proxy.middleware import CORSForBrowsers, RequestContextMiddleware
+from ollama_openai_proxy.middleware import RequestContextMiddleware
 from ollama_openai_proxy.recycle import supervised
 from ollama_openai_proxy.render import Renderer, dialect_of
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
@@ -39,28 +40,6 @@ ROUTERS = (meta, models, inference, embed, manage, openai)
 
 # Seconds the start waits for the model lists: requests resolve names against them (backends.py).
 STARTUP_LIST_WAIT = 5.0
-
-# Ollama allows these request headers cross-origin, including the OpenAI SDK's (routes.go).
-CORS_HEADERS = [
-    "Authorization",
-    "Content-Type",
-    "User-Agent",
-    "Accept",
-    "X-Requested-With",
-    "X-Request-ID",
-    "x-stainless-arch",
-    "x-stainless-async",
-    "x-stainless-custom-poll-interval",
-    "x-stainless-helper-method",
-    "x-stainless-lang",
-    "x-stainless-os",
-    "x-stainless-package-version",
-    "x-stainless-poll-helper",
-    "x-stainless-retry-count",
-    "x-stainless-runtime",
-    "x-stainless-runtime-version",
-    "x-stainless-timeout",
-]
 
 
 class ProxyApp(FastAPI):
@@ -117,6 +96,7 @@ def create_app(
             ttl=settings.tool_call_store_ttl,
             size=settings.tool_call_store_size,
         ),
+        conversations=contexts(settings),
     )
     if settings.memory_recycle_above_mb and recycle is None:
         recycle = supervised()
@@ -293,11 +273,7 @@ def create_app(
     # Outermost first: request id, access log and metrics; keys and rate limits; CORS; the hot
     # routes; everything else goes on to FastAPI's own stack (app.fallback).
     inner: ASGIApp = CORSForBrowsers(
-        FastRoutes(app.fallback, routes=hot, on_error=on_error),
-        allow_origins=origins or [],
-        allow_origin_regex=None if origins else DEFAULT_CORS_ORIGIN_REGEX,
-        allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
-        allow_headers=CORS_HEADERS,
+        FastRoutes(app.fallback, routes=hot, on_error=on_error), renderer, origins
     )
     if inbound_keys or rate_limits is not None:  # else the guard has nothing to check
         inner = GuardMiddleware(

@@ -6,12 +6,14 @@ import argparse
 import contextlib
 import os
 import resource
+import secrets
 import sys
 import tempfile
 from typing import Any
 
 import structlog
 import uvicorn
+from pydantic import SecretStr
 from uvicorn.config import STARTUP_FAILURE
 
 from ollama_openai_proxy import __version__
@@ -30,6 +32,18 @@ def _raise_fd_limit() -> None:
     if hard == resource.RLIM_INFINITY or soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _one_context_key(settings: Settings) -> Settings:
+    """Without CONTEXT_SIGNING_KEY, one random key for this start of the command: its WORKERS
+    (which read the environment) and the processes that replace a recycled one (recycle.py
+    executes the command again with this environment) then all accept the generate contexts
+    any of them issued. A restart draws a new one (docs/CONFIGURATION.md)."""
+    if settings.context_signing_key.get_secret_value():
+        return settings
+    key = secrets.token_hex(32)
+    os.environ["CONTEXT_SIGNING_KEY"] = key
+    return settings.model_copy(update={"context_signing_key": SecretStr(key)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             # The loader reads LD_PRELOAD and CPython PYTHONMALLOC only at start: begin again,
             # same process id (supervisors and signals are unaffected), same command line.
             os.execve(sys.executable, sys.orig_argv, exec_env)
+    if argv is None or settings.workers > 1:
+        settings = _one_context_key(settings)
     _raise_fd_limit()
     level = "DEBUG" if settings.debug else settings.log_level
     redact = Redactor(settings.secrets())

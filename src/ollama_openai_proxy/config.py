@@ -33,12 +33,14 @@ from ollama_openai_proxy.model_map import CAPABILITIES, ModelMap, ModelMeta
 from ollama_openai_proxy.policy import THINK_STYLES, Policy
 from ollama_openai_proxy.profiles import PROFILES
 
-# Ollama's default CORS origins (envconfig/config.go): local pages, desktop apps, VS Code webviews.
-DEFAULT_CORS_ORIGIN_REGEX = (
-    r"^(https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?"
-    r"|app://.*|file://.*|tauri://.*|vscode-webview://.*|vscode-file://.*)$"
-)
+# The Ollama release whose REST API the proxy serves, reported by /api/version. 0.30.0 is the
+# release of the newest fields it answers (`capabilities`, `details.context_length` and
+# `embedding_length` in /api/tags), after /api/status (0.16.2) and `think: "max"` (0.22.0).
+# Clients gate features on this number: Codex's --oss mode requires at least 0.13.4, VS Code
+# Copilot 0.6.4, and Open WebUI parses it as dotted integers (routers/ollama.py).
+OLLAMA_API_VERSION = "0.30.0"
 
+_ORIGIN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^\s,]*|[^\s,]*\*[^\s,]*)$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 
 
@@ -115,8 +117,9 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str] | None, NoDecode] = Field(
         None,
-        description="Comma-separated allowed browser origins; unset = Ollama's local "
-        "defaults; '*' = any.",
+        description="Comma-separated browser origins allowed besides Ollama's local defaults "
+        "(as OLLAMA_ORIGINS): '*' inside an origin is a wildcard (chrome-extension://*), "
+        "'*' alone allows any origin.",
     )
     request_max_size: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest accepted request body (bytes, or 64MB/64MiB)."
@@ -201,7 +204,16 @@ class Settings(BaseSettings):
     )
     request_max_stop: int = Field(256, ge=1, description="Most stop sequences in one request.")
     request_max_context: int = Field(
-        262_144, ge=1, description="Most tokens in a generate request's 'context'."
+        262_144,
+        ge=1,
+        description="Most integers in a generate request's 'context', and in the context an "
+        "answer returns.",
+    )
+    context_signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="Secret that signs generate's 'context' (HMAC-SHA256), at least 32 "
+        "characters; unset = a random key per start of the proxy, so contexts do not survive "
+        "a restart nor move between instances.",
     )
     # The circuit breaker (resilience.CircuitBreaker): one outcome per client call, retries
     # included; it opens on a failure rate, or on a run of failures while too few calls were seen
@@ -376,9 +388,10 @@ class Settings(BaseSettings):
         description="Seconds open streams get to finish on shutdown before they are closed.",
     )
     ollama_version: str = Field(
-        "0.13.0",
+        OLLAMA_API_VERSION,
         pattern=r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$",
-        description="Version /api/version reports (clients check it: Copilot needs >= 0.6.4).",
+        description="Version /api/version reports: the Ollama release whose API the proxy "
+        "serves (clients check it: Codex --oss needs >= 0.13.4, Copilot >= 0.6.4).",
     )
 
     @field_validator("openai_api_base_url")
@@ -425,10 +438,34 @@ class Settings(BaseSettings):
                 ) from None
         return ["*"] if "*" in v else v
 
+    @field_validator("context_signing_key")
+    @classmethod
+    def _signing_key(cls, v: SecretStr) -> SecretStr:
+        key = v.get_secret_value()
+        if key and len(key) < 32:
+            raise ValueError(
+                "must be at least 32 characters (e.g. the output of `openssl rand -hex 32`), "
+                "or unset for a random key per start"
+            )
+        return v
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins(cls, v: Any) -> Any:
         return _split(v) or None
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origin_shapes(cls, v: list[str] | None) -> list[str] | None:
+        # Ollama refuses to start on an origin with neither a scheme nor a wildcard
+        # (gin-contrib/cors: "bad origin: origins must contain '*' or include http://,...").
+        for origin in v or ():
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: use scheme://host[:port] (e.g. "
+                    "https://app.example.com), with '*' as a wildcard (chrome-extension://*)"
+                )
+        return v
 
     @field_validator("passthrough_options", mode="before")
     @classmethod
@@ -529,7 +566,11 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every key that must never reach a log line, an error body or a metric."""
-        keys = [self.openai_api_key.get_secret_value(), *self.inbound_keys()]
+        keys = [
+            self.openai_api_key.get_secret_value(),
+            self.context_signing_key.get_secret_value(),
+            *self.inbound_keys(),
+        ]
         # redis://:password@host
         keys.extend(
             urlsplit(u).password or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from ollama_openai_proxy.render import Renderer
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
 from ollama_openai_proxy.tool_call_store import ToolCallStore
 from ollama_openai_proxy.translate.chat import UpstreamRequest
+from ollama_openai_proxy.translate.conversation import ContextCodec
 from ollama_openai_proxy.translate.models import ModelFacts, facts
 
 log = structlog.get_logger("ollama_openai_proxy")
@@ -42,6 +44,10 @@ class Context:
     limits: Limits = field(default_factory=Limits)  # REQUEST_MAX_*: settings.limits()
     recent: RecentModels = field(default_factory=RecentModels)
     tool_calls: ToolCallStore = field(default_factory=ToolCallStore)  # carry.py
+    # generate's context: issued and read back under CONTEXT_SIGNING_KEY (contexts(), app.py)
+    conversations: ContextCodec = field(
+        default_factory=lambda: ContextCodec(secrets.token_bytes(32), Limits().context, 1 << 26)
+    )
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
 
     def label(self, rec: AccessRecord, model: Resolved) -> None:
@@ -74,6 +80,7 @@ class Context:
             meta or self.model_map.lookup(name),
             self.settings.default_context_length,
             self.backends.entry(route),
+            insert=route.policy.profile.fim,
         )
 
     def target(self, name: str, route: Route) -> Target:
@@ -144,6 +151,21 @@ class Held(Owner):
         await slot.__aenter__()
         self.push_async_callback(slot.__aexit__, None, None, None)
         return self
+
+
+def contexts(settings: Settings) -> ContextCodec:
+    """The codec of generate's ``context`` for these settings: signed with CONTEXT_SIGNING_KEY,
+    or with a random key of this process when it is unset (cli.py gives the processes of one
+    command the same one); at most REQUEST_MAX_CONTEXT integers, and no more than a request
+    body may carry back (half of REQUEST_MAX_VALUES, a sixteenth of REQUEST_MAX_SIZE in bytes);
+    read back within REQUEST_MAX_SIZE bytes of conversation."""
+    secret = settings.context_signing_key.get_secret_value().encode() or secrets.token_bytes(32)
+    limit = min(
+        settings.request_max_context,
+        settings.request_max_values // 2,
+        settings.request_max_size // 16,
+    )
+    return ContextCodec(secret, max(limit, 1), settings.request_max_size)
 
 
 def get_context(request: Request) -> Context:

@@ -7,6 +7,7 @@
     │   ├── HeadersTooLarge (431)       the head exceeds REQUEST_HEADERS_MAX_SIZE / _MAX_COUNT
     │   └── RequestTimeout (408)        the head or body did not arrive in time (transport.py)
     ├── Unauthorized (401)              no valid inbound key (PROXY_API_KEYS)
+    ├── Forbidden (403)                 a browser origin CORS_ORIGINS does not allow (preflight)
     ├── ModelNotFound (404)             the model is unknown here
     ├── RouteNotFound (404/405)         no such route / method (``allow``: the path's methods)
     ├── RateLimited (429)               RATE_LIMIT exceeded; carries ``retry_after``
@@ -114,6 +115,14 @@ class RequestTimeout(BadRequest):
 class Unauthorized(ProxyError):
     status = 401
     openai_type = "authentication_error"
+
+
+class Forbidden(ProxyError):
+    """A browser's preflight from an origin that CORS_ORIGINS does not allow: 403, Ollama's
+    status for it (gin-contrib/cors)."""
+
+    status = 403
+    openai_type = "permission_error"
 
 
 class ModelNotFound(ProxyError):

@@ -15,10 +15,8 @@ import os
 import re
 import time
 from collections.abc import Collection
-from typing import Any
 
 import structlog
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ollama_openai_proxy.access import SCOPE_KEY, AccessRecord
@@ -134,20 +132,3 @@ class RequestContextMiddleware:
                 counted = rec.error_status if rec.error_status and status in (0, 200) else status
                 self.metrics.request_done(self._endpoint(path), rec.model_label, counted, seconds)
             REQUEST_ID.reset(token)
-
-
-class CORSForBrowsers:
-    """Starlette's CORSMiddleware wraps the ``send`` of every response it sees; only requests with
-    an ``Origin`` header (browsers) need it, and SDKs, n8n and curl send none."""
-
-    def __init__(self, app: ASGIApp, **options: Any) -> None:
-        self.app = app
-        self.cors = CORSMiddleware(app, **options)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, _ in scope["headers"]:
-                if name == b"origin":
-                    await self.cors(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)

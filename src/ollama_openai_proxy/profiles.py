@@ -122,6 +122,10 @@ class BackendProfile:
     # The provider data a replayed tool call of the turn in progress carries when none was kept
     # for it (translate/carry.py): Gemini refuses such a call without a thought signature.
     signature_stand_in: Mapping[str, Any] | None = None
+    # Its /v1/completions takes `suffix` (fill-in-the-middle, where /api/generate's suffix goes):
+    # the `insert` capability (translate/models.py). True unless its documentation says it has
+    # no /v1/completions for chat models, or refuses suffix there.
+    fim: bool = True
     options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
     layout: Layout = "openai"
     families: tuple[Family, ...] = ()
@@ -221,6 +225,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "openai",
                 "OpenAI",
                 hosts=("api.openai.com", ".api.openai.com"),  # eu.api.openai.com too
+                # /v1/completions serves only the legacy instruct models, not chat models
+                # ("This is a chat model and not supported in the v1/completions endpoint").
+                fim=False,
                 # max_tokens is deprecated and refused by reasoning models; every chat model
                 # takes max_completion_tokens (API reference, chat/create).
                 renames=_frozen({"max_tokens": "max_completion_tokens"}),
@@ -230,6 +237,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "azure",
                 "Azure OpenAI (deployment URLs, api-version)",
+                fim=False,  # as OpenAI: no chat model on /completions
                 hosts=(
                     ".openai.azure.com",
                     ".cognitiveservices.azure.com",
@@ -242,6 +250,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "azure-v1",
                 "Azure OpenAI v1 API (/openai/v1)",
+                fim=False,
                 json_object="needs_word",
                 layout="azure-v1",
                 families=_AZURE_FAMILIES,
@@ -251,6 +260,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "OpenRouter",
                 hosts=("openrouter.ai",),
                 think="openrouter",  # openrouter.ai/docs/use-cases/reasoning-tokens
+                # reasoning.effort takes xhigh too (same page; its SDKs' ReasoningEffort): the
+                # strongest level, Ollama's think "max".
+                efforts=("minimal", "low", "medium", "high", "xhigh"),
                 # stream_options is accepted and has no effect: usage always comes
                 # (openrouter.ai/docs, ChatStreamOptions.include_usage "deprecated").
                 stream_usage=False,
@@ -259,6 +271,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "groq",
                 "Groq",
                 hosts=("api.groq.com",),
+                fim=False,  # console.groq.com/docs/openai: chat completions only
                 # 400 for these (console.groq.com/docs/openai, "unsupported features").
                 refuses=frozenset({"logprobs", "top_logprobs", "logit_bias"}),
                 think="groq",  # console.groq.com/docs/reasoning: reasoning_format
@@ -281,6 +294,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "mistral",
                 "Mistral AI",
                 hosts=("api.mistral.ai", ".mistral.ai"),  # codestral.mistral.ai
+                fim=False,  # its FIM is /v1/fim/completions; there is no /v1/completions
                 renames=_frozen({"seed": "random_seed"}),  # docs.mistral.ai/api, chat
                 # Unknown fields are a 422 extra_forbidden: only the documented ones are sent.
                 accepts=frozenset(
@@ -316,6 +330,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "deepseek",
                 "DeepSeek",
                 hosts=("api.deepseek.com",),
+                # FIM completion is only under the /beta base URL (api-docs.deepseek.com, FIM
+                # Completion): list "insert" in MODEL_MAPPING_FILE when OPENAI_API_BASE_URL is it.
+                fim=False,
                 think="none",  # the model decides: deepseek-chat or deepseek-reasoner
                 # "Include the word json in the system or user prompt" (api-docs.deepseek.com,
                 # JSON Output).
@@ -337,6 +354,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "gemini",
                 "Google Gemini (OpenAI-compatible endpoint)",
+                fim=False,  # ai.google.dev/gemini-api/docs/openai: no /completions
                 hosts=("generativelanguage.googleapis.com",),
                 # ai.google.dev/gemini-api/docs/openai, "thinking": reasoning_effort, and
                 # "none" switches thinking off where it can be. The API refuses "minimal"
@@ -371,6 +389,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "anthropic",
                 "Anthropic (OpenAI SDK compatibility)",
+                fim=False,  # docs.anthropic.com/en/api/openai-sdk: chat completions only
                 hosts=("api.anthropic.com",),
                 # docs.anthropic.com/en/api/openai-sdk: reasoning_effort is ignored; extended
                 # thinking is the "thinking" parameter; response_format is ignored.
@@ -402,6 +421,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
             BackendProfile(
                 "vllm",
                 "vLLM",
+                # serving_completion.py: "suffix (the language models we currently support
+                # do not support suffix)" -- refused.
+                fim=False,
                 think="chat_template_kwargs",  # docs.vllm.ai, reasoning outputs
                 think_tags=True,  # without --reasoning-parser, reasoning stays in content
                 options=_frozen(_SAMPLERS),
@@ -466,6 +488,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 # ollama/ollama openai/openai.go: reasoning_effort "none" turns thinking off
                 # (a bare think:false sends nothing and the model keeps thinking).
                 think_off={"reasoning_effort": "none"},
+                # Its /v1 takes "max" since 0.22.0 (thinkFromReasoningEffort), and lowers it
+                # itself for models without it (server/routes.go, harmony: "high").
+                efforts=("low", "medium", "high", "max"),
                 # Ollama answers think:true on a model that cannot think with its own error,
                 # as the client would get from Ollama itself; think:false is always accepted.
                 assume_thinking=True,

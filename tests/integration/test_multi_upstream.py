@@ -175,7 +175,9 @@ def test_show_uses_what_backends_publish(proxy_multi: ProxyServer) -> None:
         qwen = client.show("qwen3:8b")
     assert claude.modelinfo is not None
     assert claude.modelinfo["claude.context_length"] == 1000000
-    assert set(claude.capabilities or []) == {"completion", "tools", "vision", "thinking"}
+    # published, plus insert: a loopback upstream has the reference profile, whose
+    # /v1/completions takes suffix (the openrouter profile's does not: BACKENDS.md)
+    assert set(claude.capabilities or []) == {"completion", "tools", "insert", "vision", "thinking"}
     assert qwen.modelinfo is not None
     assert qwen.modelinfo["qwen.context_length"] == 16384  # vLLM's max_model_len
     assert "thinking" in (qwen.capabilities or [])  # nothing published: the family's

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.fake_upstream import FakeUpstream, Script
-from tests.servers import ProxyServer
+from tests.servers import ProxyServer, settings_for
 
 MODEL = "gpt-4o-mini"
 
@@ -429,3 +429,93 @@ def test_raw_with_system_is_400(client: ollama.Client) -> None:
         400,
         "raw mode does not support template, system, or context",
     )
+
+
+# --- generate's context (issue #17) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_generate_context_continues_the_conversation(
+    client: ollama.Client, upstream: FakeUpstream, stream: bool
+) -> None:
+    # Ollama returns context on the final answer (not raw); sent back, the conversation goes
+    # on (routes.go GenerateHandler). Here it is restored as chat history, with no state kept.
+    def ask(prompt: str, context: list[int] | None = None, **kw: Any) -> Any:
+        if stream:
+            parts = client.generate(model=MODEL, prompt=prompt, context=context, stream=True, **kw)
+            return list(parts)[-1]
+        return client.generate(model=MODEL, prompt=prompt, context=context, **kw)
+
+    upstream.script(
+        Script(chunks=[{"content": "Blue."}]),
+        Script(chunks=[{"content": "Red at sunset."}]),
+        Script(chunks=[{"content": "Yes."}]),
+    )
+    first = ask("Sky colour?", system="One line.")
+    assert first.context
+    assert all(isinstance(v, int) and 0 <= v < 2**24 for v in first.context)
+    second = ask("And at dusk?", list(first.context))
+    assert upstream.last()["body"]["messages"] == [
+        {"role": "system", "content": "One line."},
+        {"role": "user", "content": "Sky colour?"},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "And at dusk?"},
+    ]
+    ask("Sure?", list(second.context))
+    assert [m["content"] for m in upstream.last()["body"]["messages"]] == [
+        "One line.",
+        "Sky colour?",
+        "Blue.",
+        "And at dusk?",
+        "Red at sunset.",
+        "Sure?",
+    ]
+
+
+def test_a_context_the_proxy_did_not_issue_is_a_400(
+    client: ollama.Client, upstream: FakeUpstream
+) -> None:
+    context = list(client.generate(model=MODEL, prompt="hi").context or [])
+    for bad in ([*context[:-1], context[-1] ^ 1], [128000, 882, 271], [-5], [2**40]):
+        with pytest.raises(ollama.ResponseError) as info:
+            client.generate(model=MODEL, prompt="again", context=bad)
+        assert info.value.status_code == 400
+        assert info.value.error.startswith("invalid context: this proxy did not issue it")
+        assert "send the request again without it" in info.value.error
+    assert len([e for e in upstream.journal if e["path"] == "/v1/chat/completions"]) == 1
+
+
+def test_no_context_in_raw_mode_and_none_sent_to_fill_in_the_middle(
+    client: ollama.Client, upstream: FakeUpstream
+) -> None:
+    assert client.generate(model=MODEL, prompt="<|user|>hi", raw=True).context is None
+    context = list(client.generate(model=MODEL, prompt="hi").context or [])
+    fim = client.generate(model=MODEL, prompt="def f(", suffix=")", context=context)
+    assert upstream.last("/v1/completions")["body"]["prompt"] == "def f("  # history not in it
+    assert fim.context  # the exchange is recorded, as Ollama returns context for suffix too
+    assert (
+        client.chat(model=MODEL, messages=[{"role": "user", "content": "x"}]).get("context") is None
+    )
+
+
+def test_contexts_need_the_same_key_across_instances(upstream: FakeUpstream) -> None:
+    # Unset CONTEXT_SIGNING_KEY: a key per start, so another instance (or a restart) refuses
+    # the context with a 400 telling the client what to do; a shared key keeps it valid.
+    key = "0123456789abcdef" * 4
+
+    def generate(server: ProxyServer, **kw: Any) -> Any:
+        with ollama.Client(host=server.url) as c:
+            return c.generate(model=MODEL, **kw)
+
+    with ProxyServer(settings_for(upstream.url)) as a, ProxyServer(settings_for(upstream.url)) as b:
+        context = generate(a, prompt="hi").context
+        with pytest.raises(ollama.ResponseError) as info:
+            generate(b, prompt="again", context=context)
+        assert "before the proxy restarted or by another instance" in info.value.error
+    with (
+        ProxyServer(settings_for(upstream.url, context_signing_key=key)) as a,
+        ProxyServer(settings_for(upstream.url, context_signing_key=key)) as b,
+    ):
+        context = generate(a, prompt="hi").context
+        assert generate(b, prompt="again", context=context).done
+        assert upstream.last()["body"]["messages"][0] == {"role": "user", "content": "hi"}

@@ -47,7 +47,12 @@ def test_show(client: ollama.Client) -> None:
     assert info.modelinfo is not None
     assert info.modelinfo["general.architecture"] == "qwen"
     assert info.modelinfo["qwen.context_length"] == 40960
-    assert info.capabilities == ["completion", "tools", "thinking"]
+    # insert: the reference profile's backend takes suffix on /v1/completions (fim)
+    assert info.capabilities == ["completion", "tools", "insert", "thinking"]
+    assert info.template is not None
+    assert ".Suffix" in info.template  # Continue turns fill-in-the-middle on for it
+    assert info.parameters is not None
+    assert info.parameters.split() == ["num_ctx", "40960"]
 
 
 def test_show_unknown_model_is_404(client: ollama.Client) -> None:
@@ -122,6 +127,26 @@ def test_generate_non_streaming_and_streaming(
     assert parts[-1].done
 
 
+def test_every_final_answer_has_load_duration(client: ollama.Client) -> None:
+    # Ollama always sends load_duration (routes.go: checkpointLoaded - checkpointStart, never 0)
+    # on the final chat and generate line, the unstreamed answer and /api/embed; the Vercel AI
+    # SDK's Ollama provider refuses an /api/embed answer without it.
+    finals = [
+        client.chat(model="gpt-4o-mini", messages=USER),
+        list(client.chat(model="gpt-4o-mini", messages=USER, stream=True))[-1],
+        client.generate(model="gpt-4o-mini", prompt="hi"),
+        list(client.generate(model="gpt-4o-mini", prompt="hi", stream=True))[-1],
+    ]
+    for final in finals:
+        assert final.done
+        assert final.load_duration is not None
+        assert 0 < final.load_duration < final.total_duration  # type: ignore[operator]
+    embedded = client.embed(model="text-embedding-3-small", input=["alpha"])
+    assert embedded.load_duration is not None
+    assert embedded.load_duration > 0
+    assert embedded.prompt_eval_count is not None
+
+
 def test_load_and_unload_do_not_call_the_backend(
     client: ollama.Client, upstream: FakeUpstream
 ) -> None:
@@ -140,6 +165,39 @@ def test_ps_lists_recently_used_models(client: ollama.Client) -> None:
     assert entry.expires_at is not None
     assert entry.context_length == 40960
     client.generate(model="qwen3:8b", prompt="", keep_alive=0)  # unload acknowledges, nothing else
+
+
+@pytest.mark.compat(CLIENT, "ps")
+@pytest.mark.parametrize("endpoint", ["chat", "generate"])
+def test_a_load_only_request_is_listed_until_unloaded(
+    client: ollama.Client, upstream: FakeUpstream, endpoint: str
+) -> None:
+    # Ollama loads the model for an empty messages/prompt and lists it in /api/ps until its
+    # keep_alive ends; keep_alive 0 unloads it (routes.go: expireRunner). `ollama run` and
+    # Open WebUI's "load"/"unload" buttons send exactly these.
+    def load(keep_alive: Any) -> Any:
+        if endpoint == "chat":
+            return client.chat(model="qwen3:8b", messages=[], keep_alive=keep_alive)
+        return client.generate(model="qwen3:8b", prompt="", keep_alive=keep_alive)
+
+    assert load("1h").done_reason == "load"
+    entry = next(m for m in client.ps().models if m.model == "qwen3:8b")
+    assert entry.expires_at is not None
+    assert entry.context_length == 40960
+    assert load(0).done_reason == "unload"
+    assert [m.model for m in client.ps().models if m.model == "qwen3:8b"] == []
+    assert [e for e in upstream.journal if e["path"] != "/v1/models"] == []  # no inference
+
+
+def test_loading_an_unknown_model_is_404(client: ollama.Client) -> None:
+    # Ollama cannot schedule a model it does not have: 404 in its words, load or unload.
+    for keep_alive in (None, 0):
+        with pytest.raises(ollama.ResponseError) as info:
+            client.chat(model="llama9", messages=[], keep_alive=keep_alive)
+        assert (info.value.status_code, info.value.error) == (404, "model 'llama9' not found")
+        with pytest.raises(ollama.ResponseError) as info:
+            client.generate(model="llama9", prompt="", keep_alive=keep_alive)
+        assert info.value.status_code == 404
 
 
 def test_unknown_model_is_404_in_ollama_wording(client: ollama.Client) -> None:

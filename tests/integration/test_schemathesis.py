@@ -21,6 +21,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
 
 from ollama_openai_proxy.app import ProxyApp, create_app
+from ollama_openai_proxy.translate.conversation import ContextCodec, Conversation
 from tests.fake_upstream import FakeUpstream
 from tests.servers import settings_for
 
@@ -67,11 +68,32 @@ schema = schemathesis.openapi.from_dict(
 )
 
 
+# generate's context is opaque: only what the proxy issued under its key is valid data, which
+# no schema can generate. Contexts of valid integers are replaced by one the app issued; any
+# other (wrong types, out of range) stays, and must be refused.
+KEY = "schemathesis-context-signing-key-0123456789"
+ISSUED: list[Any] = ContextCodec(KEY.encode(), 1000, 1 << 20).encode(
+    Conversation(None, (("hi", "hey"),)), []
+)
+
+
+def issued_context(case: schemathesis.Case[Any]) -> None:
+    body: Any = case.body
+    value = body.get("context") if isinstance(body, dict) else None
+    if (
+        case.operation.path == "/api/generate"
+        and isinstance(value, list)
+        and value
+        and all(type(v) is int and 0 <= v < 2**24 for v in value)
+    ):
+        case.body = {**body, "context": ISSUED}
+
+
 @pytest.fixture(scope="module")
 def app() -> Iterator[ProxyApp]:
     upstream = FakeUpstream().start()
     try:
-        yield create_app(settings_for(upstream.url))
+        yield create_app(settings_for(upstream.url, context_signing_key=KEY))
     finally:
         asgi.shutdown_lifespans()  # schemathesis started the app's lifespan on its first call
         upstream.stop()
@@ -79,4 +101,5 @@ def app() -> Iterator[ProxyApp]:
 
 @schema.parametrize()
 def test_the_document_and_the_app_agree(case: schemathesis.Case[Any], app: ProxyApp) -> None:
+    issued_context(case)
     case.call_and_validate(app=app)

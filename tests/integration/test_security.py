@@ -279,6 +279,32 @@ def test_cors_preflight_passes_with_keys_on(upstream: FakeUpstream) -> None:
         assert httpx.options(p.url + "/api/chat").status_code == 401  # not a preflight
 
 
+def test_cors_origins_add_to_the_local_ones_with_wildcards(upstream: FakeUpstream) -> None:
+    # Ollama's OLLAMA_ORIGINS=chrome-extension://* lets an extension in and keeps localhost
+    # (envconfig/config.go AllowedOrigins appends its defaults to the list).
+    extension = "chrome-extension://gkhbfdbhmcaeicmbnplbfbgpmpkfhgom"
+    with ProxyServer(settings_for(upstream.url, cors_origins="chrome-extension://*")) as p:
+        for origin in (extension, "http://localhost:3000"):
+            pre = httpx.options(
+                p.url + "/v1/messages",
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type,x-api-key,anthropic-version",
+                },
+            )
+            assert pre.status_code == 200, pre.text
+            assert pre.headers["access-control-allow-origin"] == origin
+        tags = httpx.get(p.url + "/api/tags", headers={"Origin": extension})
+        assert tags.headers["access-control-allow-origin"] == extension
+        refused = httpx.options(
+            p.url + "/api/chat",
+            headers={"Origin": "moz-extension://x", "Access-Control-Request-Method": "POST"},
+        )
+        assert refused.status_code == 403
+        assert "CORS_ORIGINS" in refused.json()["error"]
+
+
 # --- what a client can make the proxy ask the backend for ------------------------------------
 # GET /v1/models/{id} is the one route whose client text becomes part of a backend URL (sent with
 # the operator's key). Request targets are sent raw, as a hostile client would (httpx would

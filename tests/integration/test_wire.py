@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ollama_openai_proxy.config import OLLAMA_API_VERSION
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 
@@ -44,8 +45,22 @@ def test_root_version_health(http: httpx.Client) -> None:
     # Open WebUI: tuple(map(int, ...)); VS Code Copilot: >= 0.6.4
     assert tuple(map(int, version.split("."))) >= (0, 6, 4)
     assert http.head("/api/version").status_code == 200
+    # Codex's --oss mode refuses an Ollama older than 0.13.4; the default is the release whose
+    # API the proxy serves (capabilities in /api/tags: 0.30.0).
+    assert version == OLLAMA_API_VERSION
+    assert tuple(map(int, version.split("."))) >= (0, 30, 0)
     assert http.get("/health").json() == {"status": "ok"}
     assert http.get("/v1/version").json()["name"] == "ollama-openai-proxy"
+
+
+def test_status_says_cloud_features_are_disabled(http: httpx.Client) -> None:
+    # Ollama 0.16.2's /api/status (routes.go StatusHandler): `ollama launch` reads
+    # cloud.disabled to decide whether to offer cloud models, which no proxy can serve.
+    r = http.get("/api/status")
+    assert (r.status_code, r.headers["content-type"]) == (200, "application/json; charset=utf-8")
+    assert r.json() == {"cloud": {"disabled": True, "source": "config"}}
+    assert http.post("/api/status").status_code == 405
+    assert http.head("/api/status").status_code == 200
 
 
 def test_ready(http: httpx.Client) -> None:
@@ -76,6 +91,26 @@ def test_tags_head_and_shape(http: httpx.Client) -> None:
     for m in models:
         assert m["name"] == m["model"]
         assert {"modified_at", "size", "digest", "details"} <= m.keys()
+    # Ollama 0.30.0: capabilities and the context (and embedding) length of each entry.
+    by_name = {m["name"]: m for m in models}
+    assert by_name["qwen3:8b"]["capabilities"] == ["completion", "tools", "insert", "thinking"]
+    assert by_name["qwen3:8b"]["details"]["context_length"] == 40960
+    embed = by_name["text-embedding-3-small"]
+    assert embed["capabilities"] == ["embedding"]
+    assert embed["details"]["embedding_length"] == 1536
+
+
+def test_insert_only_where_the_backend_takes_suffix(upstream: FakeUpstream) -> None:
+    # vLLM refuses suffix on /v1/completions (serving_completion.py): no insert capability,
+    # no .Suffix in the template, so Continue does not try fill-in-the-middle through it.
+    with ProxyServer(settings_for(upstream.url, backend_profile="vllm")) as p:
+        tags = httpx.get(p.url + "/api/tags").json()["models"]
+        qwen = next(m for m in tags if m["name"] == "qwen3:8b")
+        assert qwen["capabilities"] == ["completion", "tools", "thinking"]
+        show = httpx.post(p.url + "/api/show", json={"model": "qwen3:8b"}).json()
+        assert show["capabilities"] == ["completion", "tools", "thinking"]
+        assert ".Suffix" not in show["template"]
+        assert ".Thinking" in show["template"]
 
 
 def test_unknown_route_and_method(http: httpx.Client) -> None:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
+from ollama_openai_proxy import cli
 from ollama_openai_proxy.config import ConfigError, Settings, load_settings, parse_size
 from ollama_openai_proxy.model_map import ModelMeta
 
@@ -39,7 +42,7 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     )
     monkeypatch.setenv("PROXY_PORT", "8080")
     monkeypatch.setenv("LOG_LEVEL", "debug")
-    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example, *.example.org")
     monkeypatch.setenv("PASSTHROUGH_OPTIONS", "top_k, repeat_penalty=repetition_penalty")
     monkeypatch.setenv("REQUEST_MAX_SIZE", "10MiB")
     s = load_settings()
@@ -48,7 +51,7 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert "sk-dotenv" not in repr(s)
     assert s.proxy_port == 8080
     assert s.log_level == "DEBUG"
-    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    assert s.cors_origins == ["https://a.example", "https://b.example", "*.example.org"]
     assert s.policy().passthrough == {"top_k": "top_k", "repeat_penalty": "repetition_penalty"}
     assert s.request_max_size == 10 * 1024 * 1024
 
@@ -73,6 +76,12 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
             "MODEL_MAPPING_FILE: Value error, file not found",
         ),
         ("OLLAMA_VERSION", "latest", "OLLAMA_VERSION"),
+        ("CONTEXT_SIGNING_KEY", "short", "CONTEXT_SIGNING_KEY: Value error, must be at least 32"),
+        (
+            "CORS_ORIGINS",
+            "chrome-extension://*, example.com",
+            "CORS_ORIGINS: Value error, 'example.com' is not an origin: use scheme://host[:port]",
+        ),
         ("BACKEND_PROFILE", "openia", "BACKEND_PROFILE: Value error, unknown profile 'openia'"),
         ("BACKEND_EXTRA_BODY", "{nope", "BACKEND_EXTRA_BODY: Value error, not JSON"),
         ("BACKEND_EXTRA_BODY", '{"stream": false}', "may not set ['stream']"),
@@ -218,3 +227,24 @@ def test_backend_profile_extra_body_and_headers(monkeypatch: pytest.MonkeyPatch)
     assert "tok-xyz-987" in s.secrets()
     monkeypatch.setenv("BACKEND_PROFILE", "vllm")
     assert load_settings().topology().upstreams[0].profile == "vllm"
+
+
+def test_the_context_signing_key_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "s3cr3t-" * 6
+    monkeypatch.setenv("CONTEXT_SIGNING_KEY", key)
+    s = load_settings(_env_file=None)
+    assert key not in repr(s)
+    assert key in s.secrets()  # redacted from every log line and error body
+
+
+def test_one_random_context_key_for_the_whole_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Unset: the command draws one key and puts it in the environment its workers and
+    # recycled processes read, so they all accept each other's contexts (cli.py).
+    # setenv, not delenv: an absent variable deleted is not restored when cli sets it
+    monkeypatch.setenv("CONTEXT_SIGNING_KEY", "")
+    s = cli._one_context_key(load_settings(_env_file=None))
+    key = s.context_signing_key.get_secret_value()
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    assert os.environ["CONTEXT_SIGNING_KEY"] == key
+    assert load_settings(_env_file=None).context_signing_key.get_secret_value() == key
+    assert cli._one_context_key(s) is s  # set: kept as it is

@@ -48,6 +48,7 @@ NOT_SETTINGS = {
     "OLLAMA_HOST",  # the Ollama SDKs' variable, used by the examples
     "OLLAMA_BASE_URL",  # Open WebUI's
     "OLLAMA_API_KEY",  # ollama-python's
+    "OLLAMA_ORIGINS",  # Ollama's own, which CORS_ORIGINS follows
     "CHAT_MODEL",  # the examples'
     "EMBED_MODEL",
     "SSL_CERT_FILE",  # OpenSSL's CA bundle

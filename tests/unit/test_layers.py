@@ -51,6 +51,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "streams",
         "context",
         "middleware",
+        "cors",
         "security",
         "transport",
         "tool_call_store",

@@ -106,6 +106,15 @@ RULES: dict[str, dict[str, Any]] = {
 }
 
 
+# generate's context: integers the proxy issued, three bytes each (translate/conversation.py).
+CONTEXT = {
+    "description": "The `context` of an earlier answer of this proxy, as it was returned: the "
+    "conversation so far, signed. Anything else -- altered, Ollama's own token ids, issued by "
+    "another instance or before a restart without CONTEXT_SIGNING_KEY -- is a 400.",
+}
+CONTEXT_ITEMS = {"type": "integer", "minimum": 0, "maximum": 2**24 - 1}
+
+
 def _require_model(operation_id: str, schema: dict[str, Any]) -> None:
     if operation_id in NAMED:
         schema["anyOf"] = [
@@ -193,6 +202,9 @@ def build(app: FastAPI) -> dict[str, Any]:
                 body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
                 _require_model(operation["operationId"], body_schema)
                 body_schema.update(RULES.get(operation["operationId"], {}))
+                if operation["operationId"] == "generate":
+                    body_schema["properties"]["context"].update(CONTEXT)
+                    _array(body_schema, ("context",))["items"] = dict(CONTEXT_ITEMS)
             _path_parameters(path, operation, spec)
             _limit_arrays(operation, limits)
             if "request" in spec:

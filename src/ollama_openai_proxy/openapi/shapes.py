@@ -57,7 +57,17 @@ _DETAILS = obj(
     families={"type": ["array", "null"], "items": STR},
     parameter_size=STR,
     quantization_level=STR,
+    context_length=INT,
+    embedding_length=INT,
 )
+# What the proxy can do with a model, as Ollama spells it (types/model/capability.go).
+_CAPABILITIES = {
+    "type": "array",
+    "items": {
+        "type": "string",
+        "enum": ["completion", "tools", "insert", "vision", "embedding", "thinking"],
+    },
+}
 _MODEL_ENTRY = obj(
     ("name", "model", "modified_at", "size", "digest", "details"),
     name=STR,
@@ -66,6 +76,7 @@ _MODEL_ENTRY = obj(
     size=INT,
     digest=STR,
     details=ref("ModelDetails"),
+    capabilities=_CAPABILITIES,
 )
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -105,7 +116,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         **_DONE_FIELDS,
     ),
     "EmbedResponse": obj(
-        ("model", "embeddings"),
+        ("model", "embeddings"),  # metrics too, but not for an empty input (Ollama's answer)
         model=STR,
         embeddings={"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
         total_duration=INT,
@@ -140,7 +151,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         template=STR,
         details=ref("ModelDetails"),
         model_info={"type": "object", "additionalProperties": True},
-        capabilities={"type": "array", "items": STR},
+        capabilities=_CAPABILITIES,
         modified_at=STR,
     ),
     "ProgressResponse": obj(("status",), status=STR),
@@ -160,6 +171,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     ),
     "VersionResponse": obj(("version",), version=STR),
+    # api/types.go StatusResponse; source is "none", "env", "config" or "both".
+    "StatusResponse": obj(("cloud",), cloud=obj(("disabled", "source"), disabled=BOOL, source=STR)),
 }
 
 

@@ -8,6 +8,7 @@ answer. Errors are raised as :mod:`ollama_openai_proxy.errors` types and rendere
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -82,10 +83,18 @@ def _attempts(
 
 async def fetch(ctx: Context, rec: AccessRecord, p: Plan) -> Any:
     """The decoded JSON answer of a non-streaming plan."""
+    return (await fetch_timed(ctx, rec, p))[0]
+
+
+async def fetch_timed(ctx: Context, rec: AccessRecord, p: Plan) -> tuple[Any, int]:
+    """The decoded JSON answer of a non-streaming plan, and when (``perf_counter_ns``) the
+    request left for the backend, a concurrency slot held: the end of Ollama's
+    ``load_duration``."""
     async with ctx.held() as owner:
+        sent = time.perf_counter_ns()
         reply = await ctx.backends.execute(p, owner, rec)
     assert isinstance(reply, Reply)  # not streamed: always a whole reply
-    return reply.data
+    return reply.data, sent
 
 
 def get_and_head(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Any], Any]:

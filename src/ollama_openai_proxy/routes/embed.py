@@ -14,7 +14,7 @@ from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import BadRequest, UpstreamModelNotFound, echo, reading
 from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.http import json_response
-from ollama_openai_proxy.routes import fetch, parse_body, plan
+from ollama_openai_proxy.routes import fetch_timed, parse_body, plan
 from ollama_openai_proxy.translate.chat import EMBEDDINGS_PATH, UpstreamRequest, for_backend
 from ollama_openai_proxy.translate.embed import (
     embed_inputs,
@@ -30,7 +30,8 @@ NOT_EMBEDDINGS = "an answer that is not an embedding list"
 
 async def _call(
     ctx: Context, rec: AccessRecord, model: str, inputs: list[str], dimensions: int | None
-) -> Any:
+) -> tuple[Any, int]:
+    """The backend's answer, and when the request left for it (``perf_counter_ns``)."""
     resolved = await ctx.backends.resolve(model)
     ctx.label(rec, resolved)
 
@@ -40,7 +41,7 @@ async def _call(
 
     p = plan(ctx, resolved, "/embeddings", build)
     try:
-        return await fetch(ctx, rec, p)
+        return await fetch_timed(ctx, rec, p)
     except UpstreamModelNotFound as exc:
         # Ollama's scheduler wording for embeddings (handleScheduleError, routes.go)
         raise UpstreamModelNotFound(
@@ -67,10 +68,11 @@ async def embed(request: Request) -> Response:
     if not inputs:
         return json_response({"model": model, "embeddings": []})
     rec = record(request.scope)
-    body = await _call(ctx, rec, model, inputs, req.get("dimensions"))
+    body, sent = await _call(ctx, rec, model, inputs, req.get("dimensions"))
     with reading(NOT_EMBEDDINGS, body):
         dimensions = req.get("dimensions")
-        out = embed_response(body, model, len(inputs), time.perf_counter_ns() - start, dimensions)
+        total = time.perf_counter_ns() - start
+        out = embed_response(body, model, len(inputs), total, dimensions, sent - start)
         if dimensions and out["embeddings"] and len(body["data"][0]["embedding"]) > dimensions:
             ctx.adapted([f"embeddings cut to {dimensions} dimensions here, as Ollama does"], model)
         ctx.count(rec, body.get("usage"))
@@ -91,6 +93,6 @@ async def embeddings(request: Request) -> Response:
     prompt = req.get("prompt")
     if not prompt:
         return json_response({"embedding": []})
-    body = await _call(ctx, record(request.scope), model, [prompt], None)
+    body, _ = await _call(ctx, record(request.scope), model, [prompt], None)
     with reading(NOT_EMBEDDINGS, body):
         return json_response(embeddings_response(body))

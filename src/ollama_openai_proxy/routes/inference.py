@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -26,7 +26,7 @@ from ollama_openai_proxy.errors import (
 from ollama_openai_proxy.exchange import Plan, Reply, Route
 from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
-from ollama_openai_proxy.routes import fetch, parse_body, plan
+from ollama_openai_proxy.routes import fetch_timed, parse_body, plan
 from ollama_openai_proxy.streams import ndjson_stream
 from ollama_openai_proxy.translate.carry import Recalled, Seen, answer_keys, history_keys
 from ollama_openai_proxy.translate.chat import (
@@ -38,6 +38,7 @@ from ollama_openai_proxy.translate.chat import (
     generate_response,
     uses_completions,
 )
+from ollama_openai_proxy.translate.conversation import Conversation
 from ollama_openai_proxy.translate.keepalive import (
     DEFAULT_KEEP_ALIVE,
     load_response,
@@ -64,6 +65,21 @@ class Answer:
     generate: bool  # generate's shape (response) rather than chat's (message)
     stream: bool = True  # Ollama streams unless told not to
     think_tags: bool = False  # the backend may leave reasoning in content as <think>...</think>
+    # generate: (answer text, notes) -> the context to return, the exchange appended
+    context: Callable[[str, list[str]], list[int]] | None = None
+
+
+def _recorder(
+    ctx: Context, req: Mapping[str, Any], history: Conversation
+) -> Callable[[str, list[str]], list[int]]:
+    """How a generate answer's ``context`` is made: the conversation sent back, then this
+    exchange (its prompt text: images are not carried), within REQUEST_MAX_CONTEXT."""
+    system, prompt = req.get("system"), req.get("prompt") or ""
+
+    def record(answer: str, notes: list[str]) -> list[int]:
+        return ctx.conversations.encode(history.then(system, prompt, answer), notes)
+
+    return record
 
 
 @router.post(
@@ -81,7 +97,7 @@ async def chat(request: Request) -> Response:
     schemas.check_fields(req)
     keep_alive = parse_keep_alive(req.get("keep_alive"))
     if not req.get("messages"):
-        return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
+        return await _load(ctx, request, model, keep_alive, generate=False)
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=False)
     # The turn in progress replays calls the backend made: give back what the client dropped.
@@ -111,9 +127,12 @@ async def generate(request: Request) -> Response:
     if req.get("raw") and (req.get("system") or req.get("template") or req.get("context")):
         raise BadRequest("raw mode does not support template, system, or context")
     if not req.get("prompt") and not req.get("images") and not req.get("suffix"):
-        return json_response(load_response(model, keep_alive, time.time_ns(), generate=True))
+        return await _load(ctx, request, model, keep_alive, generate=True)
+    history = ctx.conversations.decode(req.get("context"))  # 400 unless this proxy issued it
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=True)
+    if not req.get("raw"):  # Ollama returns no context in raw mode (routes.go)
+        answer = replace(answer, context=_recorder(ctx, req, history))
     if uses_completions(req):
 
         def build_completion(route: Route) -> UpstreamRequest:
@@ -135,10 +154,26 @@ async def generate(request: Request) -> Response:
             )
 
     def build(route: Route) -> UpstreamRequest:
-        return generate_request(req, ctx.target(model, route), route.policy)
+        return generate_request(req, ctx.target(model, route), route.policy, history)
 
     p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream, source=req)
     return await _complete(ctx, request, p, answer, resolved)
+
+
+async def _load(
+    ctx: Context, request: Request, model: str, keep_alive: float | None, *, generate: bool
+) -> Response:
+    """A request without messages (chat) or prompt (generate): Ollama loads the model, or
+    unloads it with ``keep_alive: 0`` (routes.go, ChatHandler and GenerateHandler), and answers
+    without inference. Nothing loads here, but the model is then listed by ``/api/ps`` until its
+    keep_alive runs out, or no longer (unload), as Ollama lists a loaded runner. A model the
+    lists do not know is Ollama's 404, as for any request it cannot schedule."""
+    resolved = await ctx.backends.resolve(model)
+    ctx.label(record(request.scope), resolved)
+    if not resolved.known and ctx.backends.known_ids is not None:
+        raise ModelNotFound(model)
+    ctx.recent.touch(model, _ttl(keep_alive))
+    return json_response(load_response(model, keep_alive, time.time_ns(), generate=generate))
 
 
 def _answer(
@@ -184,10 +219,12 @@ async def _complete(
     rec = record(request.scope)
     ctx.label(rec, resolved)  # labels the request even if the backend call fails
     if not answer.stream:
-        body = await fetch(ctx, rec, p)
+        body, sent = await fetch_timed(ctx, rec, p)
         now, total = time.time_ns(), time.perf_counter_ns() - answer.start
+        load = max(sent - answer.start, 1)  # Ollama's time to load the model: never 0
         notes: list[str] = []
         adapted: list[str] = []
+        ctx_of = answer.context
         made: list[tuple[ToolCall, dict[str, Any]]] = []
         try:  # errors.reading(), inline: a context manager per request is measurable here
             if answer.generate:
@@ -199,6 +236,8 @@ async def _complete(
                     think=answer.think,
                     think_tags=answer.think_tags,
                     adapted=adapted,
+                    load_ns=load,
+                    context_of=None if ctx_of is None else (lambda text: ctx_of(text, notes)),
                 )
             else:
                 out = chat_response(
@@ -211,6 +250,7 @@ async def _complete(
                     think_tags=answer.think_tags,
                     adapted=adapted,
                     made=made,
+                    load_ns=load,
                 )
             usage = body.get("usage")
         except SHAPE_ERRORS:
@@ -228,9 +268,11 @@ async def _complete(
         think=answer.think,
         start_ns=answer.start,
         think_tags=answer.think_tags,
+        context_of=answer.context,
     )
     async with ctx.held() as owner:
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
+        tr.sent(sent)  # load_duration: arrival to here
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, answer)
         if turn is not None:

@@ -16,6 +16,13 @@ from ollama_openai_proxy.upstream import Upstream
 
 router = APIRouter()
 
+# Ollama's /api/status (0.16.2; server/routes.go StatusHandler, api/types.go StatusResponse):
+# whether its cloud features -- cloud models, web search -- are disabled, and by what ("none",
+# "env", "config" or "both"). The proxy serves neither, by its nature: disabled, by
+# configuration. `ollama launch` then offers no cloud model through it, and the desktop app's
+# tools say so (cmd/launch/models.go cloudStatusDisabled, app/tools/cloud_policy.go).
+CLOUD_STATUS = {"cloud": {"disabled": True, "source": "config"}}
+
 
 @get_and_head(
     router,
@@ -35,10 +42,21 @@ async def root() -> Response:
     "/api/version",
     operation_id="version",
     summary="Ollama version (configurable, numeric)",
-    description="Open WebUI parses it as dotted integers; VS Code Copilot needs >= 0.6.4.",
+    description="The Ollama release whose API the proxy serves (OLLAMA_VERSION). Open WebUI "
+    "parses it as dotted integers; Codex --oss needs >= 0.13.4, VS Code Copilot >= 0.6.4.",
 )
 async def version(request: Request) -> Response:
     return json_response({"version": get_context(request).settings.ollama_version})
+
+
+@get_and_head(  # Ollama has GET only; here every GET route answers HEAD too
+    router,
+    "/api/status",
+    operation_id="status",
+    summary="Cloud features: disabled (no Ollama cloud behind this proxy)",
+)
+async def status() -> Response:
+    return json_response(CLOUD_STATUS)
 
 
 @get_and_head(

@@ -21,11 +21,12 @@ router = APIRouter()
     router,
     "/api/tags",
     operation_id="tags",
-    summary="List models (from the backend's /v1/models, cached)",
+    summary="List models (from the backend's /v1/models, cached), with capabilities",
 )
 async def tags(request: Request) -> Response:
     ctx = get_context(request)
-    return json_response(tm.tags(await ctx.backends.models(), ctx.model_map, time.time_ns()))
+    listed = await ctx.backends.models()
+    return json_response(tm.tags(listed, ctx.model_map, time.time_ns(), ctx.facts))
 
 
 @router.post(

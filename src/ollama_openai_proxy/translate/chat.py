@@ -2,9 +2,9 @@
 
 Requests: :func:`chat_request`, :func:`generate_request`. Non-streaming responses:
 :func:`chat_response`, :func:`generate_response`. The streaming direction lives in ``stream.py``
-and shares :func:`done_reason`, :func:`tool_call_to_ollama` and :func:`metrics` with this module,
-so both paths map finish reasons, tool calls and usage identically; both read the backend's
-shapes with ``normalise.py``.
+and shares :func:`done_reason`, :func:`tool_call_to_ollama` and ``metrics`` (durations.py) with
+this module, so both paths map finish reasons, tool calls and usage identically; both read the
+backend's shapes with ``normalise.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,8 @@ from ollama_openai_proxy.errors import BadRequest, UpstreamStatusError, echo
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest, GenerateRequest, Message
 from ollama_openai_proxy.translate.carry import Recalled, current_turn
+from ollama_openai_proxy.translate.conversation import Conversation
+from ollama_openai_proxy.translate.durations import metrics
 from ollama_openai_proxy.translate.images import check_images, data_url
 from ollama_openai_proxy.translate.ndjson import rfc3339
 from ollama_openai_proxy.translate.normalise import (
@@ -276,7 +278,7 @@ def _common(
         else:
             payload["response_format"] = response_format
     if not completions:
-        params = think_params(req.get("think"), target, result.notes)
+        params = think_params(req.get("think"), target, result.notes, result.adapted)
         if params:
             payload.update(params)
             result.adapted.append(f"think {req.get('think')!r} sent as {params}")
@@ -346,19 +348,24 @@ def uses_completions(req: GenerateRequest) -> bool:
     return bool(req.get("suffix")) or bool(req.get("raw"))
 
 
-def generate_request(req: GenerateRequest, target: Target, policy: Policy) -> UpstreamRequest:
-    """``/api/generate`` as a chat completion: a system message and a user message."""
+def generate_request(
+    req: GenerateRequest, target: Target, policy: Policy, history: Conversation | None = None
+) -> UpstreamRequest:
+    """``/api/generate`` as a chat completion: a system message, the exchanges of the
+    ``context`` the client sent back (``history``, translate/conversation.py) and a user
+    message."""
     result = UpstreamRequest(payload={})
     messages: list[dict[str, Any]] = []
-    system = req.get("system")
+    system = req.get("system") or (history.system if history else None)
     if system:
         messages.append({"role": "system", "content": system})
+    if history:
+        messages.extend(history.messages())
     messages.append(
         {"role": "user", "content": _content(req.get("prompt") or "", req.get("images"), "images")}
     )
-    for name in ("template", "context"):
-        if req.get(name):
-            result.notes.append(f"generate field {name!r} has no OpenAI equivalent; ignored")
+    if req.get("template"):
+        result.notes.append("generate field 'template' has no OpenAI equivalent; ignored")
     if req.get("raw"):
         result.notes.append(
             "raw mode without /v1/completions: the prompt is sent as a user message"
@@ -378,7 +385,9 @@ def completion_request(req: GenerateRequest, target: Target, policy: Policy) -> 
         check_images(images, "images")
         result.notes.append("images cannot be sent to /v1/completions; dropped")
     if req.get("context"):
-        result.notes.append("generate field 'context' has no OpenAI equivalent; ignored")
+        # Ollama writes the context's text before the rendered fill-in-the-middle prompt; a
+        # backend's /v1/completions takes no history, and text before the prefix is not code.
+        result.notes.append("generate context is not sent with a suffix (fill-in-the-middle)")
     if req.get("think") is not None:
         result.notes.append("think has no /v1/completions equivalent; ignored")
     _common(req, target, body, policy, result, completions=True)
@@ -474,31 +483,6 @@ def tool_call_to_ollama(call: ToolCall, index: int, notes: list[str]) -> dict[st
     }
 
 
-def metrics(
-    usage: Mapping[str, Any] | None,
-    total_ns: int,
-    prompt_eval_ns: int = 0,
-    eval_ns: int = 0,
-) -> dict[str, int]:
-    """Final-line metrics. Zero values are omitted, as Ollama's ``omitempty`` does."""
-    out: dict[str, int] = {}
-    if total_ns > 0:
-        out["total_duration"] = total_ns
-    if usage:
-        prompt_tokens = usage.get("prompt_tokens")
-        if type(prompt_tokens) is int and prompt_tokens > 0:  # not a bool: it would relay true
-            out["prompt_eval_count"] = prompt_tokens
-    if prompt_eval_ns > 0:
-        out["prompt_eval_duration"] = prompt_eval_ns
-    if usage:
-        completion_tokens = usage.get("completion_tokens")
-        if type(completion_tokens) is int and completion_tokens > 0:
-            out["eval_count"] = completion_tokens
-    if eval_ns > 0:
-        out["eval_duration"] = eval_ns
-    return out
-
-
 def _tags(content: str, think_tags: bool, adapted: list[str] | None) -> tuple[str, str | None]:
     if not think_tags:
         return content, None
@@ -540,10 +524,12 @@ def chat_response(
     think_tags: bool = False,
     adapted: list[str] | None = None,
     made: list[tuple[ToolCall, dict[str, Any]]] | None = None,
+    load_ns: int = 0,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body.
     ``think_tags``: the backend may leave reasoning in content as ``<think>...</think>``;
-    ``made`` gets each tool call with its Ollama shape (what the next turn may need back).
+    ``made`` gets each tool call with its Ollama shape (what the next turn may need back);
+    ``total_ns``/``load_ns``: arrival to now / to the request leaving (``metrics``).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp, model)
@@ -573,8 +559,9 @@ def chat_response(
         "done": True,
         "done_reason": done_reason(expect(choice.get("finish_reason"), str)),
     }
-    # Without streaming there is no first-token time: the whole request counts as eval time.
-    out.update(metrics(expect(resp.get("usage"), dict), total_ns, 0, total_ns))
+    # Without streaming there is no first-token time: the backend's whole time is eval time.
+    usage = expect(resp.get("usage"), dict)
+    out.update(metrics(usage, total_ns, 0, total_ns - load_ns, load_ns))
     return out
 
 
@@ -587,8 +574,12 @@ def generate_response(
     think: bool,
     think_tags: bool = False,
     adapted: list[str] | None = None,
+    load_ns: int = 0,
+    context_of: Callable[[str], list[int]] | None = None,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
+    Durations as :func:`chat_response`'s; ``context_of(answer)``: the ``context`` to return
+    (not for ``raw``, as Ollama).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = _first_choice(resp, model)
@@ -609,5 +600,8 @@ def generate_response(
         out["thinking"] = thinking
     out["done"] = True
     out["done_reason"] = done_reason(expect(choice.get("finish_reason"), str))
-    out.update(metrics(expect(resp.get("usage"), dict), total_ns, 0, total_ns))
+    if context_of is not None:
+        out["context"] = context_of(response)
+    usage = expect(resp.get("usage"), dict)
+    out.update(metrics(usage, total_ns, 0, total_ns - load_ns, load_ns))
     return out

@@ -84,17 +84,23 @@ def embed_response(
     count: int,
     total_ns: int,
     dimensions: int | None = None,
+    load_ns: int = 0,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    """An OpenAI embeddings answer -> Ollama's ``/api/embed`` body (api/types.go EmbedResponse):
+    ``total_duration`` and ``load_duration`` (arrival to now / to the request leaving, in
+    nanoseconds) and ``prompt_eval_count``, always: the Vercel AI SDK's Ollama provider
+    (ollama-ai-provider-v2, ollama-embedding-model.ts) requires all three as numbers and refuses
+    the answer without them. Ollama's counts are never 0 for a real input; a backend that
+    reports no usage gives 0 here (the count is unknown, and nothing is made up)."""
+    usage = resp.get("usage")
+    tokens = usage.get("prompt_tokens") if isinstance(usage, Mapping) else None
+    return {
         "model": model,
         "embeddings": [shorten(v, dimensions) for v in _vectors(resp, count)],
         "total_duration": total_ns,
+        "load_duration": max(load_ns, 1),
+        "prompt_eval_count": tokens if type(tokens) is int and tokens > 0 else 0,
     }
-    usage = resp.get("usage")
-    tokens = usage.get("prompt_tokens") if isinstance(usage, Mapping) else None
-    if isinstance(tokens, int) and tokens > 0:
-        out["prompt_eval_count"] = tokens
-    return out
 
 
 def embeddings_response(resp: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,16 +1,25 @@
 """Model names and metadata: ``/v1/models`` -> ``/api/tags``, ``/api/show``, ``/api/ps``.
 
 OpenAI backends publish only ids; Ollama clients want sizes, digests, details, a context length
-and capabilities. We synthesise them: from the operator's model map first, else from a table of
-well-known model families, else from defaults.
+and capabilities. We synthesise them: from what the backend publishes, else the operator's model
+map, else a table of well-known model families, else defaults.
+
+Capabilities, as Ollama spells them (types/model/capability.go), say what the proxy can do with
+the model: ``completion`` for every model that is not an embedding model; ``tools``, ``vision``
+and ``thinking`` as the backend's model entry says (OpenRouter's ``supported_parameters`` and
+``architecture``), else the operator's map, else the model family (:data:`_RULES`);
+``embedding`` for embedding models (by name); ``insert`` (``suffix``, fill-in-the-middle) for
+completion models on a backend whose ``/v1/completions`` takes ``suffix`` (the profile's
+``fim``), since that is where the proxy sends it. ``/api/show``'s template is written so that
+Ollama's own rules read the same capabilities out of it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -47,6 +56,18 @@ _RULES: tuple[tuple[re.Pattern[str], int | None, tuple[str, ...]], ...] = tuple(
     )
 )
 _EMBEDDING = re.compile(r"embed|bge-|(^|/)e5-|minilm|gte-|nomic-embed|mxbai", re.IGNORECASE)
+# The vector sizes of well-known embedding models (their model cards and API references), for
+# details.embedding_length and <arch>.embedding_length. First match wins.
+_EMBEDDING_LENGTHS: tuple[tuple[re.Pattern[str], int], ...] = tuple(
+    (re.compile(p, re.IGNORECASE), n)
+    for p, n in (
+        (r"text-embedding-3-large|gemini-embedding", 3072),
+        (r"text-embedding-3-small|text-embedding-ada-002", 1536),
+        (r"nomic-embed-text|text-embedding-004|bge-base|(^|/)e5-base|gte-base", 768),
+        (r"mxbai-embed-large|bge-m3|bge-large|e5-large|gte-large|mistral-embed", 1024),
+        (r"minilm|bge-small|(^|/)e5-small|gte-small", 384),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +75,7 @@ class ModelFacts:
     family: str
     context_length: int
     capabilities: tuple[str, ...]
+    embedding_length: int | None = None  # an embedding model's vector size, when known
 
 
 @lru_cache(maxsize=1024)
@@ -62,7 +84,8 @@ def _guess(model_id: str, default_context: int) -> ModelFacts:
     m = _FAMILY.search(base)
     family = m.group(0) if m else "unknown"
     if _EMBEDDING.search(model_id):
-        return ModelFacts(family, 8192, ("embedding",))
+        length = next((n for p, n in _EMBEDDING_LENGTHS if p.search(model_id)), None)
+        return ModelFacts(family, 8192, ("embedding",), length)
     context: int | None = None
     caps = ["completion", "tools"]
     for pattern, ctx, extra in _RULES:
@@ -121,18 +144,37 @@ def facts(
     meta: ModelMeta | None,
     default_context: int,
     entry: Mapping[str, Any] | None = None,
+    *,
+    insert: bool = False,
 ) -> ModelFacts:
-    """What /api/show reports: what the backend publishes, else the operator's map, else what
-    the model's family is known for, else defaults."""
+    """What /api/tags and /api/show report: what the backend publishes, else the operator's
+    map, else what the model's family is known for, else defaults. ``insert``: the backend takes
+    ``suffix`` on ``/v1/completions`` (the profile's ``fim``), so a completion model gets the
+    ``insert`` capability -- unless the operator's map lists the capabilities itself."""
     guess = _guess(upstream_id, default_context)
     context, caps = published(entry)
+    listed = meta.capabilities if meta else None
     if meta is None and context is None and caps is None:
-        return guess
-    return ModelFacts(
-        guess.family,
-        context or (meta.context_length if meta else None) or guess.context_length,
-        caps or (meta.capabilities if meta else None) or guess.capabilities,
-    )
+        found = guess
+    else:
+        found = ModelFacts(
+            guess.family,
+            context or (meta.context_length if meta else None) or guess.context_length,
+            caps or listed or guess.capabilities,
+            guess.embedding_length,
+        )
+    if not insert or listed or "completion" not in found.capabilities:
+        return found
+    return replace(found, capabilities=with_insert(found.capabilities))
+
+
+def with_insert(caps: tuple[str, ...]) -> tuple[str, ...]:
+    """``caps`` with ``insert`` where Ollama puts it: after ``tools`` (template capabilities
+    follow ``completion``), before ``vision`` and ``thinking`` (server/images.go)."""
+    if "insert" in caps:
+        return caps
+    at = caps.index("tools") + 1 if "tools" in caps else caps.index("completion") + 1
+    return (*caps[:at], "insert", *caps[at:])
 
 
 def digest(name: str) -> str:
@@ -140,8 +182,10 @@ def digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def details(family: str = "") -> dict[str, Any]:
-    return {
+def details(family: str = "", f: ModelFacts | None = None) -> dict[str, Any]:
+    """Ollama's ``details`` (api/types.go ModelDetails); with ``f``, the context and embedding
+    lengths Ollama 0.30.0 added to ``/api/tags`` (omitted when unknown, as its omitempty)."""
+    out: dict[str, Any] = {
         "parent_model": "",
         "format": "gguf",
         "family": family,
@@ -149,24 +193,43 @@ def details(family: str = "") -> dict[str, Any]:
         "parameter_size": "",
         "quantization_level": "",
     }
+    if f is not None:
+        out["context_length"] = f.context_length
+        if f.embedding_length:
+            out["embedding_length"] = f.embedding_length
+    return out
 
 
-def tag_entry(name: str, created: Any, fallback_ns: int) -> dict[str, Any]:
+def tag_entry(
+    name: str, created: Any, fallback_ns: int, f: ModelFacts | None = None
+) -> dict[str, Any]:
+    """One ``/api/tags`` entry; with ``f``, its ``details`` lengths and ``capabilities``
+    (Ollama 0.30.0: api/types.go ListModelResponse)."""
     modified_ns = (
         created * 1_000_000_000 if isinstance(created, int) and created > 0 else fallback_ns
     )
-    return {
+    out: dict[str, Any] = {
         "name": name,
         "model": name,
         "modified_at": rfc3339(modified_ns),
         "size": 0,
         "digest": digest(name),
-        "details": details(),
+        # family "" as before (contract §4.5): /api/show has the guessed one
+        "details": details("", f),
     }
+    if f is not None:
+        out["capabilities"] = list(f.capabilities)
+    return out
 
 
-def tags(upstream: Mapping[str, Any], model_map: ModelMap, now_ns: int) -> dict[str, Any]:
-    """An OpenAI ``/v1/models`` body -> an Ollama ``/api/tags`` body.
+def tags(
+    upstream: Mapping[str, Any],
+    model_map: ModelMap,
+    now_ns: int,
+    facts_of: Callable[[str], ModelFacts] | None = None,
+) -> dict[str, Any]:
+    """An OpenAI ``/v1/models`` body -> an Ollama ``/api/tags`` body; ``facts_of(name)``: what
+    is known of each listed name (its details' lengths and capabilities).
 
     Mapped ids are listed under their aliases; aliases whose target the backend does not list are
     listed too (the operator configured them; many backends list only part of what they serve).
@@ -181,11 +244,12 @@ def tags(upstream: Mapping[str, Any], model_map: ModelMap, now_ns: int) -> dict[
         for name in model_map.aliases_of(upstream_id) or (upstream_id,):
             if name not in seen:
                 seen.add(name)
-                models.append(tag_entry(name, item.get("created"), now_ns))
+                f = facts_of(name) if facts_of else None
+                models.append(tag_entry(name, item.get("created"), now_ns, f))
     for alias in model_map.entries:
         if alias not in seen:
             seen.add(alias)
-            models.append(tag_entry(alias, None, now_ns))
+            models.append(tag_entry(alias, None, now_ns, facts_of(alias) if facts_of else None))
     return {"models": models}
 
 
@@ -208,19 +272,70 @@ def openai_models(upstream: Mapping[str, Any], model_map: ModelMap) -> dict[str,
     return {"object": "list", "data": out}
 
 
+def template(caps: Sequence[str]) -> str:
+    """A Go template (Ollama's ``TEMPLATE``) of what the proxy does with a request for a model
+    of ``caps``: the backend applies the model's real template; this one shows which request
+    fields reach it. Ollama's own rules read the same capabilities out of it (server/images.go
+    goTemplateCapabilities: a ``.Tools`` variable is tools, ``.Suffix`` is insert, a
+    ``.Thinking`` between tags inside the messages is thinking), and so do clients: Continue
+    turns fill-in-the-middle on only when the template has ``.Suffix`` (core/llm/llms/Ollama.ts).
+    An embedding model's is Ollama's ``{{ .Prompt }}``."""
+    if "completion" not in caps:
+        return "{{ .Prompt }}"
+    chat = "{{- if .System }}system: {{ .System }}\n{{ end }}"
+    if "tools" in caps:
+        chat += "{{- if .Tools }}tools: {{ range .Tools }}{{ .Function.Name }} {{ end }}\n{{ end }}"
+    chat += "{{- range .Messages }}{{ .Role }}: "
+    if "thinking" in caps:
+        chat += "{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
+    if "vision" in caps:
+        chat += "{{ range .Images }}[image] {{ end }}"
+    chat += "{{ .Content }}\n{{ end }}assistant: "
+    if "insert" not in caps:
+        return chat
+    # /v1/completions with prompt and suffix: the backend fills in the middle.
+    return (
+        "{{- if .Suffix }}{{ .Prompt }}<fill-in-the-middle>{{ .Suffix }}{{ else }}"
+        + chat
+        + "{{ end }}"
+    )
+
+
+def parameters(f: ModelFacts) -> str:
+    """``/api/show``'s ``parameters``: what the proxy knows that Ollama would list there, one
+    ``key value`` line each, the key padded to 30 columns as Ollama prints them
+    (routes.go: ``%-30s %#v``). ``num_ctx`` is the model's context length: Continue reads it
+    (Ollama.ts: a line must match ``^(\\S+)\\s+((?:".*")|\\S+)$`` or the whole answer is
+    ignored, FIM detection included). An embedding model has none."""
+    if "completion" not in f.capabilities:
+        return ""
+    return f"{'num_ctx':<30} {f.context_length}"
+
+
 def show(name: str, upstream_id: str, f: ModelFacts, now_ns: int) -> dict[str, Any]:
     """A synthesised ``/api/show`` body. ``model_info`` is always present: ollama-python declares
-    it without a default (contract §2.4), and VS Code Copilot reads the context length there."""
+    it without a default (contract §2.4), and VS Code Copilot reads the context length there;
+    the embedding length joins it when known, under Ollama's key (``<arch>.embedding_length``).
+    ``template``, ``parameters`` and the Modelfile show the capabilities (:func:`template`)."""
     arch = f.family
     model_info: dict[str, Any] = {
         "general.architecture": arch,
         "general.basename": upstream_id,
         f"{arch}.context_length": f.context_length,
     }
+    if f.embedding_length:
+        model_info[f"{arch}.embedding_length"] = f.embedding_length
+    tmpl = template(f.capabilities)
+    params = parameters(f)
+    modelfile = (
+        f'# Modelfile generated by ollama-openai-proxy\nFROM {upstream_id}\nTEMPLATE """{tmpl}"""\n'
+    )
+    if params:
+        modelfile += f"PARAMETER num_ctx {f.context_length}\n"
     return {
-        "modelfile": f"# Modelfile generated by ollama-openai-proxy\nFROM {upstream_id}\n",
-        "parameters": "",
-        "template": "{{ .Prompt }}",
+        "modelfile": modelfile,
+        "parameters": params,
+        "template": tmpl,
         "details": details(arch),
         "model_info": model_info,
         "capabilities": list(f.capabilities),

@@ -27,7 +27,8 @@ from typing import Any
 import orjson
 
 from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
-from ollama_openai_proxy.translate.chat import done_reason, metrics, tool_call_to_ollama
+from ollama_openai_proxy.translate.chat import done_reason, tool_call_to_ollama
+from ollama_openai_proxy.translate.durations import metrics
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
 from ollama_openai_proxy.translate.normalise import (
     ToolCall,
@@ -44,6 +45,7 @@ class StreamTranslator:
     __slots__ = (
         "_calls",
         "_clock",
+        "_context_of",
         "_finish",
         "_first_ns",
         "_generate",
@@ -51,6 +53,8 @@ class StreamTranslator:
         "_model",
         "_prefix",
         "_reasoned",
+        "_said",
+        "_sent_ns",
         "_start_ns",
         "_tags",
         "_think",
@@ -73,7 +77,10 @@ class StreamTranslator:
         think_tags: bool = False,
         clock: Callable[[], int] = time.perf_counter_ns,
         wall: Callable[[], int] = time.time_ns,
+        context_of: Callable[[str, list[str]], list[int]] | None = None,
     ) -> None:
+        """``context_of(answer, notes)``: the ``context`` for the final generate line, from
+        the whole answer text (translate/conversation.py); None: no context (chat, raw)."""
         self._model = model
         # Every line starts the same way: encode the model name once per stream.
         self._prefix = b'{"model":' + dumps(model) + b',"created_at":"'
@@ -82,7 +89,10 @@ class StreamTranslator:
         # A backend profile that may leave reasoning as <think>...</think> in content.
         self._tags = ThinkSplitter() if think_tags else None
         self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
+        self._context_of = context_of
+        self._said: list[str] | None = [] if context_of is not None else None  # answer text
         self._start_ns = start_ns
+        self._sent_ns = 0  # when the request left for the backend (sent()); 0: unknown
         self._clock = clock
         self._wall = wall
         self._calls = ToolCallAssembler()
@@ -103,6 +113,12 @@ class StreamTranslator:
     def usage(self) -> Mapping[str, Any] | None:
         """The backend's token usage, once its usage chunk has arrived."""
         return self._usage
+
+    def sent(self, ns: int) -> None:
+        """The request left for the backend at ``ns`` (the ``clock``'s reading): the time from
+        arrival to then is ``load_duration``, Ollama's time to load the model, and the prompt
+        evaluation starts there."""
+        self._sent_ns = ns
 
     # --- input ------------------------------------------------------------------------------
 
@@ -217,6 +233,8 @@ class StreamTranslator:
         self._ts = rfc3339(self._wall()).encode()
 
     def _text_line(self, content: str, thinking: str | None) -> bytes:
+        if self._said is not None:
+            self._said.append(content)
         ts = self._ts
         extra = b',"thinking":' + dumps(thinking) if thinking else b""
         if self._generate:
@@ -290,10 +308,17 @@ class StreamTranslator:
             final["message"] = {"role": "assistant", "content": ""}
         final["done"] = True
         final["done_reason"] = done_reason(self._finish)
+        if self._context_of is not None and self._said is not None:
+            final["context"] = self._context_of("".join(self._said), self.notes)
         first = self._first_ns or end
+        sent = self._sent_ns or self._start_ns
         final.update(
             metrics(
-                self._usage, end - self._start_ns, first - self._start_ns, self._last_ns - first
+                self._usage,
+                end - self._start_ns,
+                first - sent,
+                self._last_ns - first,
+                max(sent - self._start_ns, 1) if self._sent_ns else 0,
             )
         )
         out += line(final)

@@ -15,9 +15,12 @@ The style comes from the upstream's backend profile (profiles.py), unless the op
 
 ``think: false`` sends what the model's profile says switches reasoning off (``reasoning_effort:
 "none"`` on Ollama and gpt-5.1, ``"minimal"`` on gpt-5); whatever the style, it also removes
-reasoning from the answers (stream.py, chat.py). Ollama treats ``true`` as ``medium`` and maps
-``max`` to ``high`` for models without a max level (api/types.go); we do the same, and send
-``xhigh`` to the models that take it.
+reasoning from the answers (stream.py, chat.py). Ollama treats ``true`` as ``medium``, and
+``max`` (Ollama 0.22.0) as the strongest level a model has -- ``high`` for a model without more
+(server/routes.go, harmony) -- so ``max`` is the strongest level the profile lists for the
+model: ``max`` on an Ollama backend, ``xhigh`` on gpt-5.2 and OpenRouter, else ``high``. A level
+the model does not take is sent as its nearest one, and said in the DEBUG ``backend_adapted``
+log line.
 """
 
 from __future__ import annotations
@@ -28,30 +31,42 @@ from ollama_openai_proxy.policy import Target
 
 # Anthropic's extended thinking budgets per effort; 1,024 is its documented minimum
 # (docs.anthropic.com, extended thinking, "budget_tokens").
-THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
+THINKING_BUDGETS = {
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 4096,
+    "high": 16384,
+    "xhigh": 32768,
+    "max": 32768,
+}
 
 
-_ORDER = ("minimal", "low", "medium", "high", "xhigh")
+_ORDER = ("minimal", "low", "medium", "high", "xhigh", "max")
 
 
 def _effort(think: bool | str, efforts: tuple[str, ...]) -> str:
-    """The level to send: Ollama's (true is medium, max the highest there is), or the model's
-    nearest one (Gemini 3 Pro has no medium: true is high there)."""
+    """The level to send: Ollama's (true is medium, max the strongest the model takes), or the
+    model's nearest one (Gemini 3 Pro has no medium: true is high there)."""
     effort = "medium" if think is True else str(think)
-    if effort == "max":
-        effort = "xhigh" if "xhigh" in efforts else "high"
-    if effort in efforts or effort not in _ORDER:
-        return effort
     levels = [e for e in efforts if e in _ORDER]
-    if not levels:
+    if effort == "max":
+        return max(levels, key=_ORDER.index) if levels else "high"
+    if effort in efforts or effort not in _ORDER or not levels:
         return effort
     want = _ORDER.index(effort)
     # the nearest level, the higher one on a tie (more reasoning, not less, than asked)
     return min(levels, key=lambda e: (abs(_ORDER.index(e) - want), -_ORDER.index(e)))
 
 
-def think_params(think: bool | str | None, target: Target, notes: list[str]) -> dict[str, Any]:
-    """Request parameters expressing ``think`` for ``target``'s backend and model family."""
+def think_params(
+    think: bool | str | None,
+    target: Target,
+    notes: list[str],
+    adapted: list[str] | None = None,
+) -> dict[str, Any]:
+    """Request parameters expressing ``think`` for ``target``'s backend and model family.
+    ``notes``: what the client asked for and will not get; ``adapted``: a level sent as another
+    (``max`` as ``high``), for the DEBUG log."""
     style = target.think_style
     if think is None or style == "none":
         return {}
@@ -73,6 +88,13 @@ def think_params(think: bool | str | None, target: Target, notes: list[str]) -> 
         notes.append("think requested for a model not known to think; no reasoning parameter sent")
         return {}
     effort = _effort(think, target.efforts)
+    asked = "medium" if think is True else think
+    if effort != asked and adapted is not None and style != "groq":  # groq: no levels
+        adapted.append(
+            f"think {asked!r} sent as {effort!r}, the "
+            + ("strongest" if asked == "max" else "nearest")
+            + " level this backend takes for this model"
+        )
     if style == "openrouter":
         return {"reasoning": {"effort": effort}}
     if style == "thinking":

@@ -296,7 +296,7 @@ def test_generate_ignored_fields_are_noted() -> None:
     assert up.payload["messages"][0]["content"][1]["image_url"]["url"].startswith(
         "data:image/png;base64,"
     )
-    assert len(up.notes) == 3
+    assert len(up.notes) == 2  # template, raw; a context is read back by the route
 
 
 def test_completion_request_for_suffix_and_raw() -> None:
@@ -345,6 +345,22 @@ def test_completion_request_for_suffix_and_raw() -> None:
         ("high", Target("m", "reasoning_effort", thinking=True), {"reasoning_effort": "high"}),
         (True, Target("m", "reasoning_effort", thinking=True), {"reasoning_effort": "medium"}),
         ("max", Target("m", "reasoning_effort", thinking=True), {"reasoning_effort": "high"}),
+        (
+            "max",
+            Target("m", "reasoning_effort", thinking=True, efforts=("low", "high", "xhigh")),
+            {"reasoning_effort": "xhigh"},
+        ),
+        (
+            "max",
+            Target("m", "reasoning_effort", thinking=True, efforts=("low", "max", "high")),
+            {"reasoning_effort": "max"},
+        ),
+        (
+            "max",
+            Target("m", "reasoning_effort", thinking=True, efforts=()),
+            {"reasoning_effort": "high"},
+        ),
+        ("max", Target("m", "openrouter", thinking=True), {"reasoning": {"effort": "high"}}),
         (False, Target("m", "reasoning_effort", thinking=True), {}),
         (True, Target("m", "reasoning_effort", thinking=False), {}),
         ("low", Target("m", "openrouter", thinking=True), {"reasoning": {"effort": "low"}}),

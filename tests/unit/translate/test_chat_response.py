@@ -10,8 +10,8 @@ from ollama_openai_proxy.translate.chat import (
     chat_response,
     done_reason,
     generate_response,
-    metrics,
 )
+from ollama_openai_proxy.translate.durations import metrics
 from tests.conftest import contract
 
 NOW = 1_767_225_601_200_000_000
@@ -165,6 +165,28 @@ def test_metrics_omit_zero_and_missing() -> None:
         "eval_count": 2,
         "eval_duration": 6,
     }
+    # Ollama's order (api/types.go Metrics): load_duration second.
+    out = metrics({"prompt_tokens": 1, "completion_tokens": 2}, 10, 3, 6, 1)
+    assert list(out.items()) == [
+        ("total_duration", 10),
+        ("load_duration", 1),
+        ("prompt_eval_count", 1),
+        ("prompt_eval_duration", 3),
+        ("eval_count", 2),
+        ("eval_duration", 6),
+    ]
+
+
+@pytest.mark.parametrize("generate", [False, True])
+def test_unstreamed_answers_carry_load_duration(generate: bool) -> None:
+    # Ollama always sends load_duration (it is never 0 there); here it is the time from
+    # arrival to the request leaving, and the backend's time is the eval time.
+    resp = completion({"role": "assistant", "content": "hi"}, usage={"prompt_tokens": 2})
+    if generate:
+        out = generate_response(resp, "m", now_ns=NOW, total_ns=100, think=True, load_ns=7)
+    else:
+        out = chat_response(resp, "m", now_ns=NOW, total_ns=100, think=True, notes=[], load_ns=7)
+    assert (out["total_duration"], out["load_duration"], out["eval_duration"]) == (100, 7, 93)
 
 
 def test_done_reason_shared_mapping() -> None:

@@ -64,13 +64,25 @@ def test_dimensions_and_order_by_index() -> None:
         "data": [{"index": 1, "embedding": [0.0, 2.0]}, {"index": 0, "embedding": [3.0, 4.0]}],
         "usage": {"prompt_tokens": 4},
     }
-    out = embed_response(resp, "m", 2, 10)
+    out = embed_response(resp, "m", 2, 10, load_ns=3)
     assert out == {
         "model": "m",
         "embeddings": [[0.6, 0.8], [0.0, 1.0]],
         "total_duration": 10,
+        "load_duration": 3,
         "prompt_eval_count": 4,
     }
+
+
+@pytest.mark.parametrize("usage", [None, {}, {"prompt_tokens": 0}, {"prompt_tokens": True}])
+def test_the_metrics_the_vercel_provider_requires_are_always_there(usage: Any) -> None:
+    # ollama-ai-provider-v2's embed schema: total_duration, load_duration and
+    # prompt_eval_count are required numbers; without usage the count is 0, never made up.
+    resp: dict[str, Any] = {"data": [{"index": 0, "embedding": [1.0]}]}
+    if usage is not None:
+        resp["usage"] = usage
+    out = embed_response(resp, "m", 1, 10)
+    assert (out["total_duration"], out["load_duration"], out["prompt_eval_count"]) == (10, 1, 0)
 
 
 def test_unit_vectors_untouched_and_zero_vector_safe() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -73,23 +74,24 @@ def test_tags_empty_and_malformed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model_id", "family", "ctx", "caps"),
+    ("model_id", "family", "ctx", "caps", "emb"),
     [
-        ("gpt-4o-mini", "gpt", 128000, ("completion", "tools", "vision")),
-        ("o3-mini", "o", 200000, ("completion", "tools", "vision", "thinking")),
-        ("text-embedding-3-small", "text", 8192, ("embedding",)),
-        ("nomic-embed-text:latest", "nomic", 8192, ("embedding",)),
-        ("qwen3:8b", "qwen", 40960, ("completion", "tools", "thinking")),
-        ("meta-llama/Llama-3.1-8B-Instruct", "llama", 131072, ("completion", "tools")),
-        ("deepseek-r1:14b", "deepseek", 65536, ("completion", "tools", "thinking")),
-        ("my-private-model", "my", 32768, ("completion", "tools")),
-        ("llava:13b", "llava", 32768, ("completion", "tools", "vision")),
+        ("gpt-4o-mini", "gpt", 128000, ("completion", "tools", "vision"), None),
+        ("o3-mini", "o", 200000, ("completion", "tools", "vision", "thinking"), None),
+        ("text-embedding-3-small", "text", 8192, ("embedding",), 1536),
+        ("nomic-embed-text:latest", "nomic", 8192, ("embedding",), 768),
+        ("some-embed-model", "some", 8192, ("embedding",), None),  # its size is unknown
+        ("qwen3:8b", "qwen", 40960, ("completion", "tools", "thinking"), None),
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama", 131072, ("completion", "tools"), None),
+        ("deepseek-r1:14b", "deepseek", 65536, ("completion", "tools", "thinking"), None),
+        ("my-private-model", "my", 32768, ("completion", "tools"), None),
+        ("llava:13b", "llava", 32768, ("completion", "tools", "vision"), None),
     ],
 )
 def test_facts_defaults_per_model_id(
-    model_id: str, family: str, ctx: int, caps: tuple[str, ...]
+    model_id: str, family: str, ctx: int, caps: tuple[str, ...], emb: int | None
 ) -> None:
-    assert tm.facts(model_id, model_id, None, 32768) == tm.ModelFacts(family, ctx, caps)
+    assert tm.facts(model_id, model_id, None, 32768) == tm.ModelFacts(family, ctx, caps, emb)
 
 
 def test_facts_from_configuration_win() -> None:
@@ -169,3 +171,108 @@ def test_context_length_from_every_field_backends_publish(
     entry: dict[str, Any], context: int | None
 ) -> None:
     assert published(entry)[0] == context
+
+
+# --- issue #17: capabilities and lengths in /api/tags, a template and parameters in /api/show --
+
+
+def test_insert_where_the_backend_takes_suffix() -> None:
+    # Ollama's order: template capabilities (tools, insert) after completion, before vision.
+    f = facts("gpt-4o", "gpt-4o", None, 32768, insert=True)
+    assert f.capabilities == ("completion", "tools", "insert", "vision")
+    assert facts("m", "my-model", None, 32768, insert=True).capabilities == (
+        "completion",
+        "tools",
+        "insert",
+    )
+    # not for an embedding model, nor over the operator's own list, nor without fim
+    assert facts("e", "text-embedding-3-small", None, 32768, insert=True).capabilities == (
+        "embedding",
+    )
+    listed = ModelMeta("m", capabilities=("completion", "thinking"))
+    assert facts("m", "m", listed, 32768, insert=True).capabilities == ("completion", "thinking")
+    assert "insert" not in facts("m", "m", None, 32768, insert=False).capabilities
+    assert tm.with_insert(("completion",)) == ("completion", "insert")
+
+
+def test_tags_entries_carry_capabilities_and_lengths() -> None:
+    # Ollama 0.30.0 (api/types.go ListModelResponse, ModelDetails): capabilities, and
+    # details.context_length / embedding_length (omitted when unknown).
+    body = {"data": [{"id": "qwen3:8b", "created": 1}, {"id": "text-embedding-3-small"}]}
+
+    def facts_of(name: str) -> tm.ModelFacts:
+        return facts(name, name, None, 32768, insert=True)
+
+    chat, embed = tm.tags(body, ModelMap(), NOW, facts_of)["models"]
+    assert chat["capabilities"] == ["completion", "tools", "insert", "thinking"]
+    assert chat["details"]["family"] == ""  # as before (contract §4.5); /api/show has it
+    assert chat["details"]["context_length"] == 40960
+    assert "embedding_length" not in chat["details"]
+    assert embed["capabilities"] == ["embedding"]
+    assert (embed["details"]["context_length"], embed["details"]["embedding_length"]) == (
+        8192,
+        1536,
+    )
+
+
+def _balanced(template: str) -> bool:
+    """Go's text/template needs every if/range closed by an end, and else only inside an if."""
+    depth = 0
+    for action in re.findall(r"\{\{-?\s*(\w+)", template):
+        if action in ("if", "range"):
+            depth += 1
+        elif action == "end":
+            depth -= 1
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+@pytest.mark.parametrize(
+    ("caps", "present", "absent"),
+    [
+        (("completion", "tools", "insert"), [".Suffix", ".Tools", ".Messages"], [".Thinking"]),
+        (("completion",), [".Messages"], [".Suffix", ".Tools", ".Thinking"]),
+        (
+            ("completion", "tools", "insert", "vision", "thinking"),
+            [".Suffix", ".Tools", "<think>{{ .Thinking }}</think>", ".Images"],
+            [],
+        ),
+        (("embedding",), [".Prompt"], [".Suffix", ".Messages"]),
+    ],
+)
+def test_the_template_shows_the_capabilities(
+    caps: tuple[str, ...], present: list[str], absent: list[str]
+) -> None:
+    # Ollama reads tools from .Tools, insert from .Suffix and thinking from a .Thinking between
+    # tags in the messages (server/images.go); Continue turns FIM on when it sees .Suffix.
+    text = tm.template(caps)
+    assert _balanced(text)
+    for needle in present:
+        assert needle in text
+    for needle in absent:
+        assert needle not in text
+
+
+def test_parameters_as_continue_reads_them() -> None:
+    # Continue's Ollama.ts parses each line with this pattern (a line that does not match
+    # throws, and FIM detection is lost with it) and takes num_ctx as the context length.
+    f = facts("qwen3:8b", "qwen3:8b", None, 32768)
+    lines = tm.parameters(f).split("\n")
+    matches = [re.match(r'^(\S+)\s+((?:".*")|\S+)$', line) for line in lines]
+    assert all(matches)
+    assert {m.group(1): m.group(2) for m in matches if m} == {"num_ctx": "40960"}
+    assert lines[0] == "num_ctx" + " " * 24 + "40960"  # Ollama's %-30s %#v
+    assert tm.parameters(facts("e", "text-embedding-3-small", None, 32768)) == ""
+
+
+def test_show_has_template_parameters_and_embedding_length() -> None:
+    f = facts("qwen3:8b", "qwen3:8b", None, 32768, insert=True)
+    out = tm.show("qwen3:8b", "qwen3:8b", f, NOW)
+    assert ".Suffix" in out["template"]
+    assert out["parameters"].split() == ["num_ctx", "40960"]
+    assert "PARAMETER num_ctx 40960" in out["modelfile"]
+    assert f'TEMPLATE """{out["template"]}"""' in out["modelfile"]
+    emb = tm.facts("e", "nomic-embed-text", None, 32768)
+    info = tm.show("e", "nomic-embed-text", emb, NOW)["model_info"]
+    assert (info["nomic.context_length"], info["nomic.embedding_length"]) == (8192, 768)

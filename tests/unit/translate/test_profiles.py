@@ -80,6 +80,23 @@ def body(up: UpstreamRequest) -> dict[str, Any]:
         ("openai", "gpt-5", {"think": False}, {"reasoning_effort": "minimal"}),
         ("openai", "gpt-5.2", {"think": "max"}, {"reasoning_effort": "xhigh"}),
         ("openai", "o3", {"think": "max"}, {"reasoning_effort": "high"}),
+        # think "max" (Ollama 0.22.0): the strongest level each backend takes.
+        (  # a model its list says reasons (supported_parameters): thinking=True
+            "openrouter",
+            "openai/o3",
+            {"think": "max", "thinking": True},
+            {"reasoning": {"effort": "xhigh"}},
+        ),
+        ("ollama", "qwen3:8b", {"think": "max"}, {"reasoning_effort": "max"}),
+        ("ollama", "qwen3:8b", {"think": "high"}, {"reasoning_effort": "high"}),
+        ("gemini", "gemini-2.5-flash", {"think": "max"}, {"reasoning_effort": "high"}),
+        ("gemini", "gemini-3-pro-preview", {"think": "max"}, {"reasoning_effort": "high"}),
+        (
+            "anthropic",
+            "claude-sonnet-4-5",
+            {"think": "max"},
+            {"thinking": {"type": "enabled", "budget_tokens": 16384}},
+        ),
         ("openai", "o3", {"think": False}, {}),  # the o-series cannot stop reasoning
         ("openai", "gpt-4o", {"think": True}, {}),  # 400 for reasoning_effort: not sent
         # Mistral: random_seed; only its documented fields.
@@ -413,3 +430,28 @@ def test_mistral_gets_nine_character_tool_call_ids_that_still_pair() -> None:
     assert [m["tool_call_id"] for m in messages[2:]] == ids
     assert ids[0] == nine_chars("call_abcdefgh")
     assert nine_chars("abcDEF123") == "abcDEF123"  # already right: kept
+
+
+@pytest.mark.parametrize(
+    ("profile", "model", "think", "note"),
+    [
+        ("openai", "o3", "max", "think 'max' sent as 'high', the strongest level"),
+        ("openai", "gpt-5.2", "max", "think 'max' sent as 'xhigh', the strongest level"),
+        ("gemini", "gemini-3-pro-preview", "max", "think 'max' sent as 'high', the strongest"),
+        ("gemini", "gemini-3-pro-preview", True, "think 'medium' sent as 'high', the nearest"),
+        ("ollama", "qwen3:8b", "max", None),
+        ("openai", "o3", "low", None),
+    ],
+)
+def test_a_lowered_think_level_is_in_the_debug_log(
+    profile: str, model: str, think: Any, note: str | None
+) -> None:
+    """What the backend gets instead of the level asked for is one of the request's
+    ``adapted`` lines (Context.adapted logs them at DEBUG as backend_adapted)."""
+    adapted = [a for a in send(profile, model, think=think).adapted if a.startswith("think ")]
+    lowered = [a for a in adapted if " level " in a]
+    if note is None:
+        assert lowered == []
+    else:
+        assert len(lowered) == 1
+        assert lowered[0].startswith(note), lowered

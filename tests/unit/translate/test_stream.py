@@ -92,6 +92,55 @@ def test_golden_fragmented_parallel_tool_calls() -> None:
     assert {"total_duration", "prompt_eval_duration", "eval_duration"} <= final.keys()
 
 
+def test_load_duration_is_arrival_to_the_request_leaving() -> None:
+    # Ollama's final line always carries load_duration (api/types.go Metrics); here it is
+    # the time before the request left for the backend, and prompt evaluation starts then.
+    tr = translator()  # the clock reads 1000, 2000, ... and the request arrived at 0
+    tr.sent(500)
+    final = run(tr, [chunk({"content": "hi"}), chunk(finish="stop"), USAGE, "[DONE]"])[-1]
+    assert final["load_duration"] == 500
+    assert final["prompt_eval_duration"] == 1_000 - 500  # the first token at 1000
+    assert final["total_duration"] == 2_000
+    assert list(final)[5:7] == ["total_duration", "load_duration"]
+    unsent = run(translator(), [chunk({"content": "hi"}), chunk(finish="stop")])[-1]
+    assert "load_duration" not in unsent  # no time known: omitted, as Ollama omits a zero
+
+
+def test_a_generate_stream_ends_with_the_context_of_the_whole_answer() -> None:
+    # Ollama: the final generate line carries context (prompt and answer), after done_reason.
+    seen: list[str] = []
+
+    def context_of(text: str, notes: list[str]) -> list[int]:
+        seen.append(text)
+        notes.append("noted")
+        return [7, 8, 9]
+
+    tr = StreamTranslator(
+        "m", generate=True, think=True, start_ns=0, context_of=context_of, wall=lambda: 0
+    )
+    events = [
+        chunk({"reasoning_content": "hmm"}),  # reasoning is not part of the answer text
+        chunk({"content": "Gr"}),
+        chunk({"content": "een."}, finish="stop"),
+        "[DONE]",
+    ]
+    final = run(tr, events)[-1]
+    assert seen == ["Green."]
+    assert list(final)[:7] == [
+        "model",
+        "created_at",
+        "response",
+        "done",
+        "done_reason",
+        "context",
+        "total_duration",
+    ]
+    assert final["context"] == [7, 8, 9]
+    assert tr.notes == ["noted"]
+    chat = run(translator(), [chunk({"content": "x"}, finish="stop")])[-1]
+    assert "context" not in chat
+
+
 def test_golden_basic_stream_shape() -> None:
     fx = contract("chat_stream_basic.json")
     events: list[Any] = [chunk({"role": "assistant", "content": ""})]
