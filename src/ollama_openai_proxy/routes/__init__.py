@@ -8,7 +8,7 @@ answer. Errors are raised as :mod:`ollama_openai_proxy.errors` types and rendere
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -23,7 +23,9 @@ from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_proxy.http import read_body
 from ollama_openai_proxy.limits import Limits, check_values, precheck
+from ollama_openai_proxy.translate.carry import Recalled, answer_keys, history_keys
 from ollama_openai_proxy.translate.chat import UpstreamRequest
+from ollama_openai_proxy.translate.normalise import ToolCall
 
 T = TypeVar("T")
 
@@ -86,6 +88,46 @@ async def fetch(ctx: Context, rec: AccessRecord, p: Plan) -> Any:
         reply = await ctx.backends.execute(p, owner, rec)
     assert isinstance(reply, Reply)  # not streamed: always a whole reply
     return reply.data
+
+
+async def kept_calls(
+    ctx: Context, messages: Sequence[Any], caller: str
+) -> Callable[[Route], Mapping[tuple[int, int], Recalled] | None]:
+    """What the tool-call store holds for the calls of the turn in progress of ``messages``
+    (an ``/api/chat`` history), per route: only what that route's upstream and model made is
+    given back to it (translate/carry.py). One lookup per request, none without such calls."""
+    keys = history_keys(messages, caller)
+    found = await ctx.tool_calls.recall(k for _, k in keys) if keys else None
+
+    def kept(route: Route) -> Mapping[tuple[int, int], Recalled] | None:
+        if not found:
+            return None
+        name, model = route.upstream.name, route.model
+        return {
+            at: hit
+            for at, key in keys
+            if (hit := found.get(key)) is not None and hit.upstream == name and hit.model == model
+        }
+
+    return kept
+
+
+def remember_calls(
+    ctx: Context, rec: AccessRecord, resolved: Resolved, made: list[tuple[ToolCall, Any]]
+) -> None:
+    """Keep the backend's ids and provider data of the calls it just made, for the next turn
+    (translate/carry.py). ``made``: each call with its arguments as the client will replay them
+    (``{"function": {"arguments": {...}}}``); it may still be empty when a stream ends."""
+    if not made or rec.upstream is None:
+        return
+    model = next((r.model for r in resolved.routes if r.upstream.name == rec.upstream), None)
+    if model is None:
+        return
+    entries = {
+        key: Recalled(rec.upstream, model, call.id, call.extra)
+        for key, call in answer_keys(made, rec.caller)
+    }
+    ctx.tool_calls.remember(entries)
 
 
 def get_and_head(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Any], Any]:

@@ -24,9 +24,8 @@ from ollama_openai_proxy.errors import (
 from ollama_openai_proxy.exchange import Plan, Reply, Route
 from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
-from ollama_openai_proxy.routes import fetch, parse_body, plan
+from ollama_openai_proxy.routes import fetch, kept_calls, parse_body, plan, remember_calls
 from ollama_openai_proxy.streams import ndjson_stream
-from ollama_openai_proxy.translate.carry import Recalled, answer_keys, history_keys
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
     chat_request,
@@ -80,23 +79,11 @@ async def chat(request: Request) -> Response:
         return json_response(load_response(model, keep_alive, time.time_ns(), generate=False))
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=False)
-    caller = record(request.scope).caller
     # The turn in progress replays calls the backend made: give back what the client dropped.
-    keys = history_keys(req.get("messages") or (), caller)
-    found = await ctx.tool_calls.recall(k for _, k in keys) if keys else None
+    kept = await kept_calls(ctx, req.get("messages") or (), record(request.scope).caller)
 
     def build(route: Route) -> UpstreamRequest:
-        kept = None
-        if found:
-            name, backend_model = route.upstream.name, route.model
-            kept = {
-                at: hit
-                for at, key in keys
-                if (hit := found.get(key)) is not None
-                and hit.upstream == name
-                and hit.model == backend_model
-            }
-        return chat_request(req, ctx.target(model, route), route.policy, kept)
+        return chat_request(req, ctx.target(model, route), route.policy, kept(route))
 
     p = plan(ctx, resolved, CHAT_COMPLETIONS, build, stream=answer.stream, source=req)
     return await _complete(ctx, request, p, answer, resolved)
@@ -223,7 +210,7 @@ async def _complete(
         ctx.recent.touch(model, answer.keep_alive)
         ctx.count(rec, usage)
         if made:
-            _remember(ctx, rec, resolved, made)
+            remember_calls(ctx, rec, resolved, made)
         return json_response(out, redact=ctx.renderer.redact.bytes)
     tr = StreamTranslator(
         model,
@@ -237,7 +224,7 @@ async def _complete(
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, answer)
         if not answer.generate:
-            owner.callback(_remember, ctx, rec, resolved, tr.made)
+            owner.callback(remember_calls, ctx, rec, resolved, tr.made)
         if isinstance(reply, Reply):  # a backend that ignored stream: true
             body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
             rec.ttft_ms = round((time.perf_counter_ns() - answer.start) / 1e6, 3)
@@ -262,23 +249,6 @@ async def _complete(
             first_byte_timeout=ctx.settings.first_byte_timeout,
             on_first=first_line,
         )
-
-
-def _remember(
-    ctx: Context, rec: AccessRecord, resolved: Resolved, made: list[tuple[ToolCall, Any]]
-) -> None:
-    """Keep the backend's ids and provider data of the calls it just made, for the next turn
-    (translate/carry.py). ``made`` may still be empty when a stream ends."""
-    if not made or rec.upstream is None:
-        return
-    model = next((r.model for r in resolved.routes if r.upstream.name == rec.upstream), None)
-    if model is None:
-        return
-    entries = {
-        key: Recalled(rec.upstream, model, call.id, call.extra)
-        for key, call in answer_keys(made, rec.caller)
-    }
-    ctx.tool_calls.remember(entries)
 
 
 def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: Answer) -> None:

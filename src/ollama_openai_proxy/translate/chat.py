@@ -307,6 +307,18 @@ def chat_request(
 ) -> UpstreamRequest:
     """``/api/chat`` as a chat completion. ``kept``: what the store holds for the history's
     calls of the turn in progress, made by this route's upstream and model (carry.py)."""
+    return for_backend(chat_payload(req, target, policy, kept), target, policy, CHAT_PATH)
+
+
+def chat_payload(
+    req: ChatRequest,
+    target: Target,
+    policy: Policy,
+    kept: Mapping[tuple[int, int], Recalled] | None = None,
+) -> UpstreamRequest:
+    """The reference chat completion for ``req``, not yet shaped for the backend: callers that
+    add fields of their own (``/v1/responses``: ``tool_choice``, a named JSON schema) add them
+    before :func:`for_backend`, so the profile sees the whole body."""
     result = UpstreamRequest(payload={})
     history = req.get("messages") or ()
     carried = None
@@ -319,7 +331,7 @@ def chat_request(
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
         # Ollama's tools are functions; OpenAI requires the type a client may leave out.
         result.payload["tools"] = [t if "type" in t else {"type": "function", **t} for t in tools]
-    return for_backend(result, target, policy, CHAT_PATH)
+    return result
 
 
 def for_backend(
@@ -503,7 +515,7 @@ def _tags(content: str, think_tags: bool, adapted: list[str] | None) -> tuple[st
     return content, thinking
 
 
-def _first_choice(resp: Mapping[str, Any]) -> Mapping[str, Any]:
+def first_choice(resp: Mapping[str, Any]) -> Mapping[str, Any]:
     choices = resp.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ValueError("upstream response has no choices")
@@ -527,7 +539,7 @@ def chat_response(
     ``made`` gets each tool call with its Ollama shape (what the next turn may need back).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
-    choice = _first_choice(resp)
+    choice = first_choice(resp)
     msg = choice.get("message") or {}
     raw = msg.get("content")
     parted = None
@@ -572,7 +584,7 @@ def generate_response(
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
-    choice = _first_choice(resp)
+    choice = first_choice(resp)
     # /v1/completions answers choices[].text; chat answers choices[].message
     msg = choice.get("message") or {"content": choice.get("text")}
     raw = msg.get("content")
