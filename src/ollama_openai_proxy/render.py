@@ -131,12 +131,14 @@ class Renderer:
     def _responses_failure(self, exc: ProxyError, snapshot: Snapshot | None) -> bytes:
         seq, resp = snapshot() if snapshot is not None else (0, {"object": "response"})
         error = self._openai(exc)
-        # ResponseError.code is one of OpenAI's few words; Codex waits before retrying on
-        # rate_limit_exceeded and stops on context_length_exceeded (sse/responses.rs).
-        code = "rate_limit_exceeded" if exc.status == 429 else exc.code or "server_error"
+        # response.error.code is one of OpenAI's few words (openai-python ResponseError); Codex
+        # reads rate_limit_exceeded to wait before it retries (codex-api sse/responses.rs). The
+        # error event's code is free: the backend's own, when it gave one.
+        limited = exc.status == 429 or exc.code == "rate_limit_exceeded"  # or the backend's event
+        code = "rate_limit_exceeded" if limited else "server_error"
         event = {
             "type": "error",
-            "code": code,
+            "code": exc.code or code,
             "message": error["message"],
             "param": exc.param,
             "error": error,
