@@ -64,7 +64,7 @@ async def responses(request: Request) -> Response:
         int(time.time()),
         model,
         parsed.echo,
-        parsed.names,
+        parsed.names.by_flat,
         reasoning=parsed.reasoning,
         # Any upstream of the chain may answer: split tags if one of them may send them.
         think_tags=any(r.policy.profile.think_tags for r in resolved.routes),

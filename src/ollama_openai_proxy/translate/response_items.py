@@ -27,7 +27,7 @@ from ollama_openai_proxy.translate.normalise import (
     reasoning_of,
     tool_call_of,
 )
-from ollama_openai_proxy.translate.responses import Named
+from ollama_openai_proxy.translate.response_tools import Named
 from ollama_openai_proxy.translate.thinktags import split_think
 
 # Finish reasons that end a response "incomplete" (openai-python IncompleteDetails.reason).

@@ -18,12 +18,9 @@ Rules, and whom they serve:
   assistant message), ``function_call_output`` items ``tool`` messages; ``reasoning`` items go
   back as the next assistant turn's reasoning where the backend profile wants it
   (``thinking_back``) and are otherwise not sent (the backend does not need its own reasoning).
-* Function tools are flattened to chat tools; a ``namespace`` tool's members become
-  ``<namespace>__<name>`` (OpenAI's function names allow only ``[a-zA-Z0-9_-]``, so not Ollama's
-  ``namespace.name``), mapped back to ``name`` + ``namespace`` in the answer (:class:`Named`);
-  ``custom`` (free-form) tools become functions of one string ``input``. Hosted tools the backend
-  cannot run (``web_search``, ``file_search``, ``computer_use_preview``...) are dropped with a
-  warning, as are the hosted calls in the history.
+* Tools, their names and ``tool_choice``: translate/response_tools.py (namespaces flattened to
+  ``<namespace>__<name>`` and mapped back, hosted tools dropped with a warning); hosted tools'
+  calls in the history are dropped with a warning too.
 * ``previous_response_id``, ``conversation``, ``background`` and ``prompt`` need state the proxy
   does not keep: 400 with a message saying so. ``store: true`` is accepted, and nothing is stored.
 
@@ -35,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import orjson
 
@@ -50,11 +47,11 @@ from ollama_openai_proxy.translate.chat import (
     for_backend,
 )
 from ollama_openai_proxy.translate.images import data_url
+from ollama_openai_proxy.translate.response_tools import ToolNames, flatten, read_tools, tool_choice
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
-SEPARATOR = "__"  # namespace + SEPARATOR + name: a name OpenAI's pattern accepts
-MAX_NAME = 64  # OpenAI: "a maximum length of 64" for a function name
+MAX_UNKNOWN = 20  # unknown fields warned about by name, per request
 # Input items of hosted tools' calls: history of tools the backend never ran. The message that
 # follows carries what the model made of them (ollama/ollama openai/responses.go skips them too).
 HOSTED_CALLS = frozenset(
@@ -125,34 +122,32 @@ KNOWN = frozenset(
 )
 
 
-class Named(NamedTuple):
-    """What a flat tool name the backend calls stands for: the client's ``name``, its
-    ``namespace`` (None at the top level) and whether it is a ``custom`` (free-form) tool, whose
-    call carries one string ``input`` rather than JSON arguments."""
-
-    name: str
-    namespace: str | None = None
-    custom: bool = False
-
-
 @dataclass(slots=True)
 class Parsed:
     """A Responses request, read: ``chat``, the history and tools in the shape ``/api/chat``
     takes (what :func:`chat.chat_payload` translates); ``fields``, what the chat body gets on
-    top (``tool_choice``, ``parallel_tool_calls``, ``response_format``); ``names``, each flat
-    tool name the backend may call -> :class:`Named`; ``echo``, the request fields a Response
-    object repeats; ``reasoning``: the client wants reasoning items (``effort`` is not
-    ``none``); what was noted on the way, for the handler to log."""
+    top (``tool_choice``, ``parallel_tool_calls``, ``response_format``); ``names``, the flat
+    tool names the backend may call (response_tools.ToolNames); ``echo``, the request fields a
+    Response object repeats; ``reasoning``: the client wants reasoning items (``effort`` is
+    not ``none``); what was noted on the way, for the handler to log."""
 
     chat: dict[str, Any]
     fields: dict[str, Any] = field(default_factory=dict)
-    names: dict[str, Named] = field(default_factory=dict)
+    names: ToolNames = field(default_factory=ToolNames)
     echo: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     reasoning: bool = True
     notes: list[str] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
+    warned: set[str] = field(default_factory=set)
+
+    def warn(self, key: str, message: str) -> None:
+        """A warning logged once per ``key`` (context.report); each key once per request, so a
+        history of many hosted calls is one warning, not as many."""
+        if key not in self.warned:
+            self.warned.add(key)
+            self.warnings.append((key, message))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -175,22 +170,23 @@ def read_request(req: Mapping[str, Any]) -> Parsed:
         )
     out = Parsed(chat={"model": req.get("model"), "stream": req.get("stream") is True})
     out.stream = out.chat["stream"]
-    for name in req:
-        if name not in KNOWN:
-            out.warnings.append(
-                (f"responses {echo(name)}", f"unknown field {echo(name)!r} ignored")
-            )
-        elif name in IGNORED and req[name] is not None and name != "truncation":
-            out.warnings.append((f"responses {name}", IGNORED[name]))
-    if req.get("truncation") not in (None, "disabled"):
-        out.warnings.append(("responses truncation", IGNORED["truncation"]))
+    unknown = [name for name in req if name not in KNOWN]
+    for name in unknown[:MAX_UNKNOWN]:  # names a client chose: a bounded number of warnings
+        out.warn(f"responses {echo(name)}", f"unknown field {echo(name)!r} ignored")
+    if len(unknown) > MAX_UNKNOWN:
+        out.warn("responses unknown fields", f"{len(unknown) - MAX_UNKNOWN} more unknown fields")
+    for name, message in IGNORED.items():
+        if req.get(name) not in (None, "", [], {}) and (
+            name != "truncation" or req[name] != "disabled"
+        ):
+            out.warn(f"responses {name}", message)
     if req.get("store"):
-        out.warnings.append(
-            ("responses store", "store: true accepted, but nothing is stored (stateless)")
-        )
-    tools = _tools(req.get("tools") or [], out)
+        out.warn("responses store", "store: true accepted, but nothing is stored (stateless)")
+    tools = read_tools(req.get("tools") or [], out.names, out.warn, out.adapted)
     out.chat["messages"] = _History(out).read(req.get("instructions"), req.get("input"))
-    _tool_choice(req.get("tool_choice"), tools, out)
+    choice = tool_choice(req.get("tool_choice"), tools, out.names, out.warn, out.adapted)
+    if choice is not None:
+        out.fields["tool_choice"] = choice
     if tools:
         out.chat["tools"] = tools
         if req.get("parallel_tool_calls") is not None:
@@ -229,146 +225,6 @@ def chat_request(
     return for_backend(up, target, policy, CHAT_PATH)
 
 
-# --- tools ------------------------------------------------------------------------------------
-
-
-def _flat(name: str, namespace: str | None, taken: Mapping[str, Named]) -> str:
-    """A chat function name for ``name`` in ``namespace``: unique among ``taken``, at most
-    :data:`MAX_NAME` characters."""
-    flat = name
-    if namespace and not name.startswith(namespace + SEPARATOR):
-        flat = f"{namespace}{SEPARATOR}{name}"
-    flat = flat[:MAX_NAME]
-    n = 2
-    while flat in taken:
-        suffix = f"_{n}"
-        flat = flat[: MAX_NAME - len(suffix)] + suffix
-        n += 1
-    return flat
-
-
-def _function(tool: Mapping[str, Any], where: str, namespace: str | None, out: Parsed) -> Any:
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise BadRequest(f"{where}.name is required for a {tool.get('type')} tool", param=where)
-    custom = tool.get("type") == "custom"
-    flat = _flat(name, namespace, out.names)
-    out.names[flat] = Named(name, namespace, custom)
-    fn: dict[str, Any] = {"name": flat}
-    description = tool.get("description")
-    if custom:
-        # A free-form tool: the model writes raw text (a patch, a script), here as the one string
-        # argument of a function; its format (a grammar) can only be described.
-        fmt = tool.get("format")
-        hint = f" Input format: {orjson.dumps(fmt).decode()}" if fmt else ""
-        fn["description"] = (description or "") + hint
-        fn["parameters"] = {
-            "type": "object",
-            "properties": {"input": {"type": "string", "description": "the tool's input"}},
-            "required": ["input"],
-        }
-        out.adapted.append(f"custom tool {name!r} sent as a function of one string 'input'")
-    else:
-        if description:
-            fn["description"] = description
-        parameters = tool.get("parameters")
-        fn["parameters"] = (
-            parameters if isinstance(parameters, dict) else {"type": "object", "properties": {}}
-        )
-        if tool.get("strict") is True:
-            fn["strict"] = True
-    return {"type": "function", "function": fn}
-
-
-def _tools(tools: list[Any], out: Parsed) -> list[dict[str, Any]]:
-    chat: list[dict[str, Any]] = []
-    for i, tool in enumerate(tools):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise BadRequest(f"{where} must be an object", param=where)
-        kind = tool.get("type")
-        if kind in ("function", "custom"):
-            chat.append(_function(tool, where, None, out))
-        elif kind == "namespace":
-            ns = tool.get("name")
-            if not isinstance(ns, str) or not ns:
-                raise BadRequest(f"{where}.name is required for a namespace", param=where)
-            for j, member in enumerate(tool.get("tools") or []):
-                inner = f"{where}.tools[{j}]"
-                if not isinstance(member, dict) or member.get("type") not in ("function", "custom"):
-                    raise BadRequest(
-                        f"{inner}: a namespace holds function and custom tools only", param=inner
-                    )
-                chat.append(_function(member, inner, ns, out))
-        else:
-            # Hosted tools run on OpenAI's side; a chat backend cannot run them.
-            label = echo(str(kind))
-            out.warnings.append(
-                (
-                    f"responses hosted tool {label}",
-                    f"hosted tool {label!r} dropped: the backend cannot run it",
-                )
-            )
-    return chat
-
-
-def _tool_choice(choice: Any, tools: list[dict[str, Any]], out: Parsed) -> None:
-    """Responses' ``tool_choice`` -> chat's, or nothing (the backend's default, ``auto``):
-    a forced function by its flat name, ``allowed_tools`` as the tools list cut down to them."""
-    if isinstance(choice, str) and choice not in ("auto", "none", "required"):
-        raise BadRequest(
-            f"invalid tool_choice {echo(choice)!r} (auto, none or required)", param="tool_choice"
-        )
-    if choice is None or not tools:
-        return
-    if isinstance(choice, str):
-        out.fields["tool_choice"] = choice
-        return
-    kind = choice.get("type")
-    if kind in ("function", "custom"):
-        name = choice.get("name")
-        flat = _named(name, choice.get("namespace"), out.names)
-        if flat is None:
-            raise BadRequest(
-                f"tool_choice names {echo(str(name))!r}, which is not among the tools",
-                param="tool_choice",
-            )
-        out.fields["tool_choice"] = {"type": "function", "function": {"name": flat}}
-    elif kind == "allowed_tools":
-        allowed = set()
-        for t in choice.get("tools") or []:
-            flat = (
-                _named(t.get("name"), t.get("namespace"), out.names)
-                if isinstance(t, dict)
-                else None
-            )
-            if flat is not None:
-                allowed.add(flat)
-        tools[:] = [t for t in tools if t["function"]["name"] in allowed]
-        mode = choice.get("mode")
-        if tools and mode in ("auto", "required"):
-            out.fields["tool_choice"] = mode
-        out.adapted.append("tool_choice allowed_tools sent as the tools list cut down to them")
-    else:
-        label = echo(str(kind))
-        out.warnings.append(
-            (
-                f"responses tool_choice {label}",
-                f"tool_choice {label!r} names a hosted tool the backend cannot run; ignored",
-            )
-        )
-
-
-def _named(name: Any, namespace: Any, names: Mapping[str, Named]) -> str | None:
-    if not isinstance(name, str):
-        return None
-    ns = namespace if isinstance(namespace, str) else None
-    for flat, named in names.items():
-        if named.name == name and named.namespace == ns:
-            return flat
-    return name if name in names else None
-
-
 # --- input ------------------------------------------------------------------------------------
 
 
@@ -386,7 +242,7 @@ class _History:
         if instructions:
             self.system(instructions)
         if isinstance(items, str):
-            self.messages.append({"role": "user", "content": items})
+            self.append({"role": "user", "content": items})
             return self.messages
         for i, item in enumerate(items or ()):
             self.item(i, item)
@@ -394,13 +250,21 @@ class _History:
             self.out.adapted.append("a reasoning item with no assistant turn after it: not sent")
         return self.messages
 
+    def append(self, msg: dict[str, Any]) -> None:
+        """A message that is not the assistant's: reasoning still pending belonged to an
+        assistant turn that never came, and is not sent."""
+        if self.thinking is not None:
+            self.thinking = None
+            self.out.adapted.append("a reasoning item with no assistant turn after it: not sent")
+        self.messages.append(msg)
+
     def system(self, text: str) -> None:
         last = self.messages[-1] if self.messages else None
         if last is not None and last["role"] == "system" and isinstance(last["content"], str):
             last["content"] += "\n\n" + text
             self.out.adapted.append("consecutive system/developer messages merged into one")
         else:
-            self.messages.append({"role": "system", "content": text})
+            self.append({"role": "system", "content": text})
 
     def assistant(self) -> dict[str, Any]:
         """The assistant message to add to: the last message if it is the assistant's (no tool
@@ -437,11 +301,9 @@ class _History:
             )
         elif kind in HOSTED_CALLS:
             label = echo(str(kind))
-            self.out.warnings.append(
-                (
-                    f"responses input {label}",
-                    f"{label} items in input dropped: the backend cannot run that tool",
-                )
+            self.out.warn(
+                f"responses input {label}",
+                f"{label} items in input dropped: the backend cannot run that tool",
             )
         else:
             raise BadRequest(
@@ -463,7 +325,7 @@ class _History:
             # in one assistant message too), or two assistant messages in a row
             msg["content"] = f"{msg['content']}\n{content}" if msg["content"] else content
         else:
-            self.messages.append({"role": role, "content": content})
+            self.append({"role": role, "content": content})
 
     def call(self, where: str, item: Mapping[str, Any], *, custom: bool) -> None:
         call_id, name = item.get("call_id"), item.get("name")
@@ -472,8 +334,8 @@ class _History:
         if not isinstance(name, str) or not name:
             raise BadRequest(f"{where}.name is required", param=f"{where}.name")
         namespace = item.get("namespace")
-        flat = _named(name, namespace, self.out.names) or _flat(
-            name, namespace if isinstance(namespace, str) else None, {}
+        flat = self.out.names.find(name, namespace) or flatten(
+            name, namespace if isinstance(namespace, str) else None
         )
         if custom:
             arguments: Any = orjson.dumps({"input": str(item.get("input") or "")}).decode()
@@ -502,7 +364,7 @@ class _History:
         msg: dict[str, Any] = {"role": "tool", "tool_call_id": call_id, "content": text}
         if call_id in self.called:
             msg["tool_name"] = self.called[call_id]
-        self.messages.append(msg)
+        self.append(msg)
 
     def reasoning(self, item: Mapping[str, Any]) -> None:
         # The raw text (content: reasoning_text, as Codex sends a backend's reasoning back),
@@ -516,7 +378,9 @@ class _History:
         if item.get("encrypted_content"):
             self.out.adapted.append("a reasoning item's encrypted_content is opaque here: not sent")
         if texts:
-            self.thinking = "\n\n".join(texts) if self.thinking is None else self.thinking
+            if self.thinking is not None:
+                texts.insert(0, self.thinking)  # reasoning items in a row: one turn's
+            self.thinking = "\n\n".join(texts)
 
 
 def _content(value: Any, where: str, role: str, out: Parsed) -> str | list[dict[str, Any]]:
@@ -601,7 +465,7 @@ def _text(text: Any, out: Parsed) -> None:
     if not text:
         return
     if text.get("verbosity") is not None:
-        out.warnings.append(("responses text.verbosity", "text.verbosity is not sent; ignored"))
+        out.warn("responses text.verbosity", "text.verbosity is not sent; ignored")
     fmt = text.get("format")
     if not fmt or fmt.get("type") == "text":
         return

@@ -10,7 +10,7 @@ from openai.types.responses import Response
 
 from ollama_openai_proxy.errors import UpstreamStatusError
 from ollama_openai_proxy.translate.response_items import Frame, response_object, usage_of
-from ollama_openai_proxy.translate.responses import Named
+from ollama_openai_proxy.translate.response_tools import Named
 
 ECHO = {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "metadata": {}}
 FRAME = Frame(

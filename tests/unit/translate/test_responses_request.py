@@ -13,7 +13,8 @@ from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.profiles import PROFILES
 from ollama_openai_proxy.schemas import RESPONSES
 from ollama_openai_proxy.translate.chat import UpstreamRequest
-from ollama_openai_proxy.translate.responses import Named, Parsed, chat_request, read_request
+from ollama_openai_proxy.translate.response_tools import Named
+from ollama_openai_proxy.translate.responses import Parsed, chat_request, read_request
 from tests.conftest import agent_request
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -153,7 +154,7 @@ def test_golden_request() -> None:
             "json_schema": {"name": "answer", "schema": LOOKUP, "strict": True},
         },
     }
-    assert parsed.names == {
+    assert parsed.names.by_flat == {
         "kb__lookup": Named("lookup", "kb"),
         "patch": Named("patch", None, custom=True),
     }
@@ -220,7 +221,9 @@ def test_codex_second_turn_as_captured() -> None:
     assert [n for n in names if n.startswith("multi_agent_v1__")] == [
         f"multi_agent_v1__{m}" for m in members
     ]
-    assert parsed.names["multi_agent_v1__" + members[0]] == Named(members[0], "multi_agent_v1")
+    assert parsed.names.by_flat["multi_agent_v1__" + members[0]] == Named(
+        members[0], "multi_agent_v1"
+    )
     assert up.payload["tool_choice"] == "auto"
     assert up.payload["parallel_tool_calls"] is True
     assert {key for key, _ in up.warnings} == {
@@ -334,8 +337,8 @@ def test_namespace_names_stay_unique_and_short() -> None:
     assert names[:2] == ["a__b", "a__b_2"]
     assert len(names[2]) == 64
     assert names[2].startswith(long + "__")
-    assert parsed.names["a__b_2"] == Named("b", "a")
-    assert parsed.names["a__b"] == Named("a__b")
+    assert parsed.names.by_flat["a__b_2"] == Named("b", "a")
+    assert parsed.names.by_flat["a__b"] == Named("a__b")
 
 
 def test_tool_choice_forms() -> None:
@@ -535,3 +538,30 @@ def test_refusals_name_the_field(extra: dict[str, Any], param: str, words: str) 
     assert info.value.status == 400
     assert info.value.param == param
     assert words in info.value.message
+
+
+def test_reasoning_items_join_and_go_with_their_own_assistant_turn_only() -> None:
+    deepseek = Policy(profile=PROFILES["deepseek"])
+    target = Target.of("deepseek-chat", deepseek.profile)
+    think = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "a"}]}
+    raw = {"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": "b"}]}
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
+    result = {"type": "function_call_output", "call_id": "c", "output": "ok"}
+    parsed, up = translate(
+        {
+            "model": "deepseek-chat",
+            "input": [think, {"role": "user", "content": "hi"}, think, raw, call, result],
+        },
+        target,
+        deepseek,
+    )
+    messages = up.payload["messages"]
+    assert "reasoning_content" not in messages[0]  # the first one had no assistant turn
+    assert messages[1]["reasoning_content"] == "a\n\nb"
+    assert "a reasoning item with no assistant turn after it: not sent" in parsed.adapted
+
+
+def test_unknown_fields_are_warned_about_a_bounded_number_of_times() -> None:
+    _, up = translate({"model": "m", "input": "x", **{f"f{i}": i for i in range(50)}})
+    assert len(up.warnings) == 21
+    assert up.warnings[-1] == ("responses unknown fields", "30 more unknown fields")

@@ -23,7 +23,7 @@ from ollama_openai_proxy.render import Dialect, Renderer
 from ollama_openai_proxy.sse import SSEEvent
 from ollama_openai_proxy.streams import UNFINISHED, _ndjson
 from ollama_openai_proxy.translate.response_items import Frame, response_object
-from ollama_openai_proxy.translate.responses import Named
+from ollama_openai_proxy.translate.response_tools import Named
 from ollama_openai_proxy.translate.responses_stream import ResponsesStream
 
 ECHO = {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "metadata": {}}
