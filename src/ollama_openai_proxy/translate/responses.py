@@ -184,6 +184,10 @@ def read_request(req: Mapping[str, Any]) -> Parsed:
         out.warn("responses store", "store: true accepted, but nothing is stored (stateless)")
     tools = read_tools(req.get("tools") or [], out.names, out.warn, out.adapted)
     out.chat["messages"] = _History(out).read(req.get("instructions"), req.get("input"))
+    if not out.chat["messages"]:
+        # Nothing to answer: OpenAI would take a stored prompt or conversation here, and a chat
+        # backend refuses an empty message list in its own words.
+        raise BadRequest("input is required: send the conversation in input", param="input")
     choice = tool_choice(req.get("tool_choice"), tools, out.names, out.warn, out.adapted)
     if choice is not None:
         out.fields["tool_choice"] = choice

@@ -530,6 +530,8 @@ def test_hosted_call_items_are_dropped_with_a_warning_and_images_off_user_messag
             "required",
         ),
         ({"text": {"format": {"type": "yaml"}}}, "text.format.type", "invalid"),
+        ({"input": []}, "input", "input is required"),
+        ({"input": [{"type": "web_search_call", "id": "ws"}]}, "input", "input is required"),
     ],
 )
 def test_refusals_name_the_field(extra: dict[str, Any], param: str, words: str) -> None:
