@@ -295,3 +295,26 @@ def test_inbound_keys_guard_it_like_every_v1_route(upstream: FakeUpstream) -> No
             bad.responses.create(model=MODEL, input="hi")
         with openai.OpenAI(base_url=p.url + "/v1", api_key="sk-in-1", max_retries=0) as good:
             assert good.responses.create(model=MODEL, input="hi").output_text == "Hello!"
+
+
+def test_a_backend_that_ignores_stream_true_still_gives_the_events(
+    oai: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    whole = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Whole."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    upstream.script(Script(raw_body=orjson.dumps(whole), content_type="application/json"))
+    with oai.responses.stream(model=MODEL, input="hi") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "Whole."
+    assert final.usage is not None
+    assert final.usage.total_tokens == 4
