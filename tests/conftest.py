@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -15,12 +16,44 @@ from tests.fake_upstream import FakeUpstream
 from tests.servers import ProxyServer, settings_for
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "contract"
+AGENTS = FIXTURES.parent / "agents"
 
 
 def contract(name: str) -> Any:
     """A fixture from the shared Ollama contract (copied into tests/fixtures/contract; the two
     streamed tool-call fixtures follow the corrected contract: one call per line, #7836)."""
     return json.loads((FIXTURES / name).read_text())
+
+
+def _digest(value: Any) -> str:
+    # tests/agents/capture.py's: an item's own id aside, sorted keys
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "id"}
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def agent_request(name: str) -> dict[str, Any]:
+    """The body of a captured agent request (tests/fixtures/agents), whole: each
+    ``{"$same_as": file, "sha256": ...}`` replaced by the value it stands for in that file (an
+    item keeps its own ``id``)."""
+    body: dict[str, Any] = json.loads((AGENTS / name).read_text())["body"]
+
+    def whole(value: Any) -> Any:
+        if not (isinstance(value, dict) and "$same_as" in value):
+            return value
+        other = json.loads((AGENTS / value["$same_as"]).read_text())["body"]
+        candidates = [other.get("tools"), other.get("system"), other.get("instructions")]
+        candidates += other.get("input") or other.get("messages") or []
+        found = next(c for c in candidates if c is not None and _digest(c) == value["sha256"])
+        return {**found, "id": value["id"]} if "id" in value else found
+
+    for key in ("tools", "system", "instructions"):
+        if key in body:
+            body[key] = whole(body[key])
+    for key in ("input", "messages"):
+        if isinstance(body.get(key), list):
+            body[key] = [whole(item) for item in body[key]]
+    return body
 
 
 @pytest.fixture(scope="session")

@@ -152,3 +152,33 @@ def check_openai(req: Mapping[str, Any], limits: Limits) -> None:
     _check(req.get("tools"), limits.tools, "tools", "REQUEST_MAX_TOOLS")
     _check(req.get("stop"), limits.stop, "stop", "REQUEST_MAX_STOP")
     _check(req.get("input"), limits.embed_inputs, "input", "EMBED_MAX_INPUTS")
+
+
+def check_responses(req: Mapping[str, Any], limits: Limits) -> None:
+    """A ``/v1/responses`` body against the same limits as a chat: ``input`` items as messages,
+    ``tools`` (a namespace's functions counted too), and the images of all items together.
+    ``param`` names the field as OpenAI does. Raises TooMany."""
+    items = req.get("input")
+    if isinstance(items, list):
+        _check(items, limits.messages, "input", "REQUEST_MAX_MESSAGES")
+        images = 0
+        for i, item in enumerate(items):
+            parts = item.get("content") if isinstance(item, Mapping) else None
+            if not isinstance(parts, list):
+                continue
+            images += sum(
+                1 for p in parts if isinstance(p, Mapping) and p.get("type") == "input_image"
+            )
+            if images > limits.images:
+                raise TooMany(
+                    f"input[{i}].content", images, limits.images, "REQUEST_MAX_IMAGES", "input"
+                )
+    tools = req.get("tools")
+    if isinstance(tools, list):
+        count = len(tools) + sum(
+            len(t["tools"])
+            for t in tools
+            if isinstance(t, Mapping) and isinstance(t.get("tools"), list)
+        )
+        if count > limits.tools:
+            raise TooMany("tools", count, limits.tools, "REQUEST_MAX_TOOLS", "tools")

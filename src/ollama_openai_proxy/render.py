@@ -11,11 +11,20 @@ Dialects and what their clients read:
 - OpenAI (``/v1/*``): ``{"error": {"message", "type", "param", "code"}}``; in an SSE stream, one
   ``data:`` event with that object -- the openai SDKs raise APIError on an event whose data has
   an ``error`` key (openai-python ``_streaming.py``).
+- Responses (a ``/v1/responses`` stream under way; before it, OpenAI's): two events. First
+  ``error``, with the fields of openai-python's ResponseErrorEvent (``code``, ``message``,
+  ``param``) and also the nested ``error`` object OpenAI's servers send (openai-dotnet#881), on
+  which the openai SDK raises APIError (``_streaming.py``; openai-python#2487). Then
+  ``response.failed``, the terminal event, with the Response streamed so far, ``status:
+  failed`` and ``error {code, message}``: Codex ignores ``error`` events, ends the turn on this
+  one and retries it (codex-rs codex-api ``sse/responses.rs``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
+from typing import Any
 
 import orjson
 import structlog
@@ -39,6 +48,12 @@ INTERNAL = "internal proxy error; see the proxy's log"
 class Dialect(Enum):
     OLLAMA = "ollama"
     OPENAI = "openai"
+    RESPONSES = "responses"  # a /v1/responses stream; its bodies are OpenAI's
+
+
+# A Responses stream's state for its last events: the next sequence_number and the Response
+# as streamed so far (translate/responses_stream.py ResponsesStream.snapshot).
+Snapshot = Callable[[], tuple[int, dict[str, Any]]]
 
 
 def dialect_of(path: str) -> Dialect:
@@ -54,19 +69,17 @@ class Renderer:
 
     def body(self, exc: ProxyError, dialect: Dialect) -> bytes:
         """The JSON error body (bytes), the message redacted."""
-        message = self.redact(exc.message)
-        if dialect is Dialect.OPENAI:
-            return orjson.dumps(
-                {
-                    "error": {
-                        "message": message,
-                        "type": exc.openai_type,
-                        "param": exc.param,
-                        "code": exc.code,
-                    }
-                }
-            )
-        return orjson.dumps({"error": message})
+        if dialect is Dialect.OLLAMA:
+            return orjson.dumps({"error": self.redact(exc.message)})
+        return orjson.dumps({"error": self._openai(exc)})
+
+    def _openai(self, exc: ProxyError) -> dict[str, Any]:
+        return {
+            "message": self.redact(exc.message),
+            "type": exc.openai_type,
+            "param": exc.param,
+            "code": exc.code,
+        }
 
     def failed(self, exc: ProxyError, rec: AccessRecord | None, *, stage: str = "") -> None:
         """Log ``request_failed`` once, with the reason (the error's type), and note the error on
@@ -99,12 +112,54 @@ class Renderer:
             response.raw_headers.append((b"allow", exc.allow.encode()))
         return response
 
-    def stream_error(self, exc: ProxyError, dialect: Dialect, rec: AccessRecord | None) -> bytes:
-        """The error as the last piece of a stream already under way (logged here)."""
+    def stream_error(
+        self,
+        exc: ProxyError,
+        dialect: Dialect,
+        rec: AccessRecord | None,
+        snapshot: Snapshot | None = None,
+    ) -> bytes:
+        """The error as the last piece of a stream already under way (logged here).
+        ``snapshot``: a Responses stream's state (:data:`Snapshot`), for its last events."""
         self.failed(exc, rec, stage="stream")
+        if dialect is Dialect.RESPONSES:
+            return self._responses_failure(exc, snapshot)
         if dialect is Dialect.OPENAI:
             return b"data: " + self.body(exc, dialect) + b"\n\n"
         return self.body(exc, dialect) + b"\n"
+
+    def _responses_failure(self, exc: ProxyError, snapshot: Snapshot | None) -> bytes:
+        seq, resp = snapshot() if snapshot is not None else (0, {"object": "response"})
+        error = self._openai(exc)
+        # response.error.code is one of OpenAI's few words (openai-python ResponseError); Codex
+        # reads rate_limit_exceeded to wait before it retries (codex-api sse/responses.rs). The
+        # error event's code is free: the backend's own, when it gave one.
+        limited = exc.status == 429 or exc.code == "rate_limit_exceeded"  # or the backend's event
+        code = "rate_limit_exceeded" if limited else "server_error"
+        event = {
+            "type": "error",
+            "code": exc.code or code,
+            "message": error["message"],
+            "param": exc.param,
+            "error": error,
+            "sequence_number": seq,
+        }
+        failed = {
+            "type": "response.failed",
+            "response": {
+                **resp,
+                "status": "failed",
+                "error": {"code": code, "message": error["message"]},
+            },
+            "sequence_number": seq + 1,
+        }
+        return (
+            b"event: error\ndata: "
+            + orjson.dumps(event)
+            + b"\n\nevent: response.failed\ndata: "
+            + orjson.dumps(failed)
+            + b"\n\n"
+        )
 
     @staticmethod
     def unexpected(exc: BaseException) -> ProxyError:

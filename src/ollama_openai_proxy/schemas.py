@@ -348,3 +348,58 @@ class PullRequest(TypedDict, total=False):
 
 
 PULL = TypeAdapter(PullRequest)
+
+
+# --- OpenAI Responses (/v1/responses) ---------------------------------------------------------
+# Validated here for types only: the input items, tools, reasoning and text objects are read, and
+# refused in OpenAI's words naming the field, by translate/responses.py (their shapes: openai-python
+# types/responses/response_create_params.py). The document says what this validator checks.
+
+ToolChoice = Annotated[
+    str | dict[str, Any] | None,
+    WithJsonSchema(
+        {"anyOf": [{"enum": ["auto", "none", "required"]}, {"type": "object"}, {"type": "null"}]}
+    ),
+]
+TokenLimit = Annotated[
+    int,
+    BeforeValidator(_integral),
+    Field(ge=1, le=2**63 - 1),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 2**63 - 1}),
+]
+# Fields that need state the proxy does not keep: refused with 400 unless null or false.
+Stateless = Annotated[
+    Any, WithJsonSchema({"type": "null", "description": "Refused unless null: nothing is stored."})
+]
+NotBackground = Annotated[
+    bool | None,
+    WithJsonSchema(
+        {"enum": [False, None], "description": "Refused if true: no response is kept to poll."}
+    ),
+]
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class ResponsesRequest(TypedDict, total=False):
+    """An OpenAI Responses request (openai-python ``response_create_params.py``); fields not
+    listed are noted and ignored by the translation."""
+
+    model: str | None
+    input: str | list[dict[str, Any]] | None
+    instructions: str | None
+    stream: bool | None
+    tools: list[dict[str, Any]] | None
+    tool_choice: ToolChoice
+    parallel_tool_calls: bool | None
+    max_output_tokens: TokenLimit | None
+    temperature: Annotated[float | None, Field(ge=0, le=2)]
+    top_p: Annotated[float | None, Field(ge=0, le=1)]
+    reasoning: dict[str, Any] | None
+    text: dict[str, Any] | None
+    store: bool | None
+    background: NotBackground
+    previous_response_id: Stateless
+    conversation: Stateless
+
+
+RESPONSES = TypeAdapter(ResponsesRequest)

@@ -28,7 +28,7 @@ from ollama_openai_proxy.exchange import SSE, EventStream
 from ollama_openai_proxy.http import NDJSON, StreamBody
 from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.relay import SSERelay
-from ollama_openai_proxy.render import Dialect, Renderer
+from ollama_openai_proxy.render import Dialect, Renderer, Snapshot
 from ollama_openai_proxy.sse import SSEEvent
 from ollama_openai_proxy.upstream_errors import stream_error
 
@@ -69,6 +69,7 @@ async def ndjson_stream(
     on_first: Callable[[], None],
     dialect: Dialect = Dialect.OLLAMA,
     media_type: str = NDJSON,
+    snapshot: Snapshot | None = None,
 ) -> StreamBody:
     """The NDJSON response (or ``dialect``'s, as ``media_type``), once its first line is ready:
     within ``first_line_timeout`` s, what is left of the request's ``first_byte_timeout``.
@@ -76,8 +77,9 @@ async def ndjson_stream(
     Raises the :class:`ProxyError` of a failure before the first line (``owner`` is then left
     to the caller). On success ``owner`` moves into the response, which closes it at the end;
     ``on_first`` runs when the first line is ready (time to first token); a failure after it is
-    the stream's last piece, rendered in ``dialect``."""
-    gen = _ndjson(events, tr, renderer, rec, dialect)
+    the stream's last piece, rendered in ``dialect`` (with ``snapshot``, a Responses stream's
+    state, for its last events)."""
+    gen = _ndjson(events, tr, renderer, rec, dialect, snapshot)
     owner.push_async_callback(gen.aclose)
     try:
         async with asyncio.timeout(first_line_timeout):
@@ -99,7 +101,12 @@ async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byte
 
 
 async def _ndjson(
-    events: EventStream, tr: Translator, renderer: Renderer, rec: AccessRecord, dialect: Dialect
+    events: EventStream,
+    tr: Translator,
+    renderer: Renderer,
+    rec: AccessRecord,
+    dialect: Dialect,
+    snapshot: Snapshot | None = None,
 ) -> AsyncGenerator[bytes]:
     """Raises a :class:`ProxyError` while no line was produced; afterwards a failure is the
     last line. Lines completed by one network read are sent together, except the very first,
@@ -130,7 +137,7 @@ async def _ndjson(
         pending = redact(b"".join(out))
         if not sent and not pending:
             raise err from None
-        yield pending + renderer.stream_error(err, dialect, rec)
+        yield pending + renderer.stream_error(err, dialect, rec, snapshot)
         return
     yield redact(b"".join(out) + final)
 

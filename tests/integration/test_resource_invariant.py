@@ -65,6 +65,7 @@ FAMILIES: dict[tuple[str, str], bool] = {
     ("POST", "/v1/chat/completions"): True,
     ("POST", "/v1/completions"): True,
     ("POST", "/v1/embeddings"): False,
+    ("POST", "/v1/responses"): True,
     ("GET", "/v1/models"): False,
 }
 

@@ -81,6 +81,7 @@ BODIES: dict[str, TypeAdapter[Any]] = {
     "embeddings": schemas.EMBEDDINGS,
     "show": schemas.SHOW,
     "pull": schemas.PULL,
+    "openai_responses": schemas.RESPONSES,
 }
 
 # How each body names its model. The handlers check it in Ollama's words ("model is required";
@@ -135,6 +136,7 @@ LIMITED: dict[str, dict[tuple[str, ...], str]] = {
     },
     "generate": {("images",): "images", ("context",): "context"},
     "embed": {("input",): "embed_inputs"},
+    "openai_responses": {("input",): "messages", ("tools",): "tools"},
 }
 
 

@@ -427,3 +427,80 @@ OPERATIONS.update(
         },
     }
 )
+
+_RESPONSE = {
+    "id": "resp_4f0c2a9e1b7d4c3a8e6f5d2c1b0a9e8f",
+    "object": "response",
+    "created_at": 1763892000,
+    "status": "completed",
+    "error": None,
+    "incomplete_details": None,
+    "model": "gpt-4o-mini",
+    "output": [
+        {
+            "id": "msg_4f0c2a9e1b7d4c3a8e6f5d2c1b0a9e8f_0",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [
+                {"type": "output_text", "text": "Hello!", "annotations": [], "logprobs": []}
+            ],
+        }
+    ],
+    "usage": {
+        "input_tokens": 9,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": 2,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 11,
+    },
+    "instructions": None,
+    "max_output_tokens": None,
+    "metadata": {},
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": {"effort": None, "summary": None},
+    "store": False,
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_p": 1.0,
+    "truncation": "disabled",
+}
+_RESPONSE_EVENTS = (
+    "event: response.created\n"
+    'data: {"type":"response.created","response":{"id":"resp_4f0c","status":"in_progress",'
+    '"output":[]},"sequence_number":0}\n\n'
+    "event: response.output_text.delta\n"
+    'data: {"type":"response.output_text.delta","item_id":"msg_4f0c_0","output_index":0,'
+    '"content_index":0,"delta":"Hello!","logprobs":[],"sequence_number":4}\n\n'
+    "event: response.completed\n"
+    'data: {"type":"response.completed","response":{"id":"resp_4f0c","status":"completed",'
+    '"output":[]},"sequence_number":9}\n\n'
+)
+OPERATIONS["openai_responses"] = {
+    "description": "The OpenAI Responses API (https://platform.openai.com/docs/api-reference/"
+    "responses), translated to the backend's `POST /v1/chat/completions`, as Ollama serves it: "
+    "**stateless** -- each request carries the whole conversation in `input` (`store: false`); "
+    "`previous_response_id`, `conversation`, `prompt` and `background` are refused with 400, "
+    "and `store: true` stores nothing. Messages, function calls and their outputs, reasoning; "
+    "function tools, namespaces (offered as `<namespace>__<name>`) and custom tools; hosted "
+    "tools (`web_search`...) are dropped with a warning. With `stream: true`, the Responses "
+    "events (`text/event-stream`): `response.created` ... `response.completed`; an error after "
+    "the stream started is an `error` event and `response.failed`.",
+    "openai": True,
+    "request": {"model": "gpt-4o-mini", "input": "Say hello"},
+    "response": {
+        "description": "A Response object; with `stream: true`, its events.",
+        "content": {
+            "application/json": {"schema": OBJ, "example": _RESPONSE},
+            "text/event-stream": {
+                # each event: its name and its JSON data, which carries the same "type"
+                "schema": obj(("event", "data"), event=STR, data=STR),
+                "example": _RESPONSE_EVENTS,
+            },
+        },
+    },
+    "errors": _OPENAI_ERRORS,
+}

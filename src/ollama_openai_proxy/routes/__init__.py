@@ -8,11 +8,14 @@ answer. Errors are raised as :mod:`ollama_openai_proxy.errors` types and rendere
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
+import structlog
 from fastapi import APIRouter
 from pydantic import TypeAdapter
 from starlette.requests import Request
@@ -24,9 +27,13 @@ from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_proxy.http import read_body
 from ollama_openai_proxy.limits import Limits, check_values, precheck
+from ollama_openai_proxy.translate.carry import Recalled, Seen, answer_keys, history_keys
 from ollama_openai_proxy.translate.chat import UpstreamRequest
+from ollama_openai_proxy.translate.normalise import ToolCall
+from ollama_openai_proxy.upstream import Upstream
 
 T = TypeVar("T")
+log = structlog.get_logger("ollama_openai_proxy")
 
 
 async def parse_body(
@@ -95,6 +102,68 @@ async def fetch_timed(ctx: Context, rec: AccessRecord, p: Plan) -> tuple[Any, in
         reply = await ctx.backends.execute(p, owner, rec)
     assert isinstance(reply, Reply)  # not streamed: always a whole reply
     return reply.data, sent
+
+
+def _where(upstream: Upstream) -> str:
+    # The upstream by name and address: re-pointing a name at another backend must not send
+    # it what the old one made (strict backends refuse unknown message keys).
+    return hashlib.sha256(f"{upstream.name}\0{upstream.base_url}".encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Turn:
+    """The tool calls of the turn in progress (translate/carry.py): their store keys, what the
+    store held for them, and how many calls of each kind the turn had."""
+
+    caller: str
+    keys: list[tuple[tuple[int, int], str]]
+    seen: Seen
+    found: dict[str, Recalled] | None = None
+
+    @classmethod
+    async def of(cls, ctx: Context, caller: str, messages: Sequence[Any]) -> Turn:
+        """``messages``: an ``/api/chat`` history; ``caller``: the access record's. One store
+        lookup per request, none for a history without calls in the turn in progress."""
+        keys, seen = history_keys(messages, caller)
+        found = await ctx.tool_calls.recall(k for _, k in keys) if keys else None
+        return cls(caller, keys, seen, found)
+
+    def kept(self, route: Route) -> dict[tuple[int, int], Recalled] | None:
+        """What was kept for this route's upstream and model, by call position."""
+        found = self.found
+        if not found:
+            return None
+        where, model = _where(route.upstream), route.model
+        return {
+            at: hit
+            for at, key in self.keys
+            if (hit := found.get(key)) is not None and hit.upstream == where and hit.model == model
+        }
+
+    def remember(
+        self,
+        ctx: Context,
+        rec: AccessRecord,
+        resolved: Resolved,
+        made: list[tuple[ToolCall, Any]],
+    ) -> None:
+        """Keep the backend's ids and provider data of the calls it just made, for the next
+        step (``made`` may still be empty when a stream ends). Never raises: it runs as a
+        stream's cleanup, where a failure would hide the stream's own outcome."""
+        if not made or rec.upstream is None:
+            return
+        route = next((r for r in resolved.routes if r.upstream.name == rec.upstream), None)
+        if route is None:
+            return
+        try:
+            where = _where(route.upstream)
+            entries = {
+                key: Recalled(where, route.model, call.id, call.extra)
+                for key, call in answer_keys(made, self.caller, self.seen)
+            }
+            ctx.tool_calls.remember(entries)
+        except Exception as exc:  # a bug here must not cost the answer
+            log.warning("tool_call_store_failed", error=repr(exc))
 
 
 def get_and_head(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Any], Any]:

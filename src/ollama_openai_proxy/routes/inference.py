@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,9 +25,8 @@ from ollama_openai_proxy.errors import (
 from ollama_openai_proxy.exchange import Plan, Reply, Route
 from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
-from ollama_openai_proxy.routes import fetch_timed, parse_body, plan
+from ollama_openai_proxy.routes import Turn, fetch_timed, parse_body, plan
 from ollama_openai_proxy.streams import ndjson_stream
-from ollama_openai_proxy.translate.carry import Recalled, Seen, answer_keys, history_keys
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
     chat_request,
@@ -46,7 +44,6 @@ from ollama_openai_proxy.translate.keepalive import (
 )
 from ollama_openai_proxy.translate.normalise import ToolCall
 from ollama_openai_proxy.translate.stream import StreamTranslator
-from ollama_openai_proxy.upstream import Upstream
 
 router = APIRouter()
 log = structlog.get_logger("ollama_openai_proxy")
@@ -101,7 +98,7 @@ async def chat(request: Request) -> Response:
     resolved = await ctx.backends.resolve(model)
     answer = _answer(req, model, start, keep_alive, resolved, generate=False)
     # The turn in progress replays calls the backend made: give back what the client dropped.
-    turn = await _Turn.of(ctx, request, req.get("messages") or ())
+    turn = await Turn.of(ctx, record(request.scope).caller, req.get("messages") or ())
 
     def build(route: Route) -> UpstreamRequest:
         return chat_request(req, ctx.target(model, route), route.policy, turn.kept(route))
@@ -212,7 +209,7 @@ async def _complete(
     p: Plan,
     answer: Answer,
     resolved: Resolved,
-    turn: _Turn | None = None,
+    turn: Turn | None = None,
 ) -> Response:
     """Run ``p``; answer in the shape of Ollama's chat or generate, streamed or not."""
     model = answer.model
@@ -301,67 +298,6 @@ async def _complete(
             first_byte_timeout=ctx.settings.first_byte_timeout,
             on_first=first_line,
         )
-
-
-def _where(upstream: Upstream) -> str:
-    # The upstream by name and address: re-pointing a name at another backend must not send
-    # it what the old one made (strict backends refuse unknown message keys).
-    return hashlib.sha256(f"{upstream.name}\0{upstream.base_url}".encode()).hexdigest()[:16]
-
-
-@dataclass(slots=True)
-class _Turn:
-    """The tool calls of the turn in progress (translate/carry.py): their store keys, what the
-    store held for them, and how many calls of each kind the turn had."""
-
-    caller: str
-    keys: list[tuple[tuple[int, int], str]]
-    seen: Seen
-    found: dict[str, Recalled] | None = None
-
-    @classmethod
-    async def of(cls, ctx: Context, request: Request, messages: Sequence[Any]) -> _Turn:
-        caller = record(request.scope).caller
-        keys, seen = history_keys(messages, caller)
-        found = await ctx.tool_calls.recall(k for _, k in keys) if keys else None
-        return cls(caller, keys, seen, found)
-
-    def kept(self, route: Route) -> dict[tuple[int, int], Recalled] | None:
-        """What was kept for this route's upstream and model, by call position."""
-        found = self.found
-        if not found:
-            return None
-        where, model = _where(route.upstream), route.model
-        return {
-            at: hit
-            for at, key in self.keys
-            if (hit := found.get(key)) is not None and hit.upstream == where and hit.model == model
-        }
-
-    def remember(
-        self,
-        ctx: Context,
-        rec: AccessRecord,
-        resolved: Resolved,
-        made: list[tuple[ToolCall, Any]],
-    ) -> None:
-        """Keep the backend's ids and provider data of the calls it just made, for the next
-        step (``made`` may still be empty when a stream ends). Never raises: it runs as a
-        stream's cleanup, where a failure would hide the stream's own outcome."""
-        if not made or rec.upstream is None:
-            return
-        route = next((r for r in resolved.routes if r.upstream.name == rec.upstream), None)
-        if route is None:
-            return
-        try:
-            where = _where(route.upstream)
-            entries = {
-                key: Recalled(where, route.model, call.id, call.extra)
-                for key, call in answer_keys(made, self.caller, self.seen)
-            }
-            ctx.tool_calls.remember(entries)
-        except Exception as exc:  # a bug here must not cost the answer
-            log.warning("tool_call_store_failed", error=repr(exc))
 
 
 def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: Answer) -> None:

@@ -310,6 +310,18 @@ def chat_request(
 ) -> UpstreamRequest:
     """``/api/chat`` as a chat completion. ``kept``: what the store holds for the history's
     calls of the turn in progress, made by this route's upstream and model (carry.py)."""
+    return for_backend(chat_payload(req, target, policy, kept), target, policy, CHAT_PATH)
+
+
+def chat_payload(
+    req: ChatRequest,
+    target: Target,
+    policy: Policy,
+    kept: Mapping[tuple[int, int], Recalled] | None = None,
+) -> UpstreamRequest:
+    """The reference chat completion for ``req``, not yet shaped for the backend: callers that
+    add fields of their own (``/v1/responses``: ``tool_choice``, a named JSON schema) add them
+    before :func:`for_backend`, so the profile sees the whole body."""
     result = UpstreamRequest(payload={})
     history = req.get("messages") or ()
     carried = None
@@ -322,7 +334,7 @@ def chat_request(
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
         # Ollama's tools are functions; OpenAI requires the type a client may leave out.
         result.payload["tools"] = [t if "type" in t else {"type": "function", **t} for t in tools]
-    return for_backend(result, target, policy, CHAT_PATH)
+    return result
 
 
 def for_backend(
@@ -500,7 +512,9 @@ def _thinking(reasoning: str | None, parted: str | None, tagged: str | None) -> 
     return reasoning or parted or tagged
 
 
-def _first_choice(resp: Any, model: str) -> Mapping[str, Any]:
+def first_choice(resp: Any, model: str) -> Mapping[str, Any]:
+    """The first choice of a whole answer; an answer without choices is the error it carries
+    (:func:`~ollama_openai_proxy.upstream_errors.not_a_completion`), or ValueError."""
     if isinstance(resp, list) and resp and isinstance(resp[0], dict) and "error" in resp[0]:
         raise not_a_completion(resp[0], model)  # Gemini's list-wrapped error, even with a 200
     choices = resp.get("choices")
@@ -532,7 +546,7 @@ def chat_response(
     ``total_ns``/``load_ns``: arrival to now / to the request leaving (``metrics``).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
-    choice = _first_choice(resp, model)
+    choice = first_choice(resp, model)
     msg = choice.get("message") or {}
     raw = msg.get("content")
     parted = None
@@ -582,7 +596,7 @@ def generate_response(
     (not for ``raw``, as Ollama).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
-    choice = _first_choice(resp, model)
+    choice = first_choice(resp, model)
     # /v1/completions answers choices[].text; chat answers choices[].message
     msg = choice.get("message") or {"content": choice.get("text")}
     raw = msg.get("content")

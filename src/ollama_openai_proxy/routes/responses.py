@@ -1,0 +1,147 @@
+"""``/v1/responses``: the OpenAI Responses API, translated to one chat completion (issue #17).
+
+Not relayed like the other ``/v1`` routes: backends that speak chat completions rarely speak
+Responses, and OpenAI's Codex CLI (``--oss``) and Copilot CLI's ``responses`` wire API need it
+from a local Ollama (in Ollama since v0.13.3). Stateless, as Ollama's is: every request carries
+the whole conversation; ``previous_response_id`` is refused (translate/responses.py). Errors
+before the answer starts are OpenAI's error object with the real status; during a stream, the
+Responses ``error`` and ``response.failed`` events (render.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ollama_openai_proxy import schemas
+from ollama_openai_proxy.access import AccessRecord, record
+from ollama_openai_proxy.backends import Resolved
+from ollama_openai_proxy.context import Context
+from ollama_openai_proxy.errors import SHAPE_ERRORS, BadRequest, malformed
+from ollama_openai_proxy.exchange import SSE, Plan, Reply, Route
+from ollama_openai_proxy.http import json_response
+from ollama_openai_proxy.limits import check_responses
+from ollama_openai_proxy.render import Dialect
+from ollama_openai_proxy.routes import Turn, fetch, parse_body, plan
+from ollama_openai_proxy.streams import ndjson_stream
+from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest
+from ollama_openai_proxy.translate.keepalive import DEFAULT_KEEP_ALIVE
+from ollama_openai_proxy.translate.normalise import ToolCall
+from ollama_openai_proxy.translate.response_items import Frame, response_object
+from ollama_openai_proxy.translate.responses import chat_request, read_request
+from ollama_openai_proxy.translate.responses_stream import ResponsesStream
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/responses",
+    operation_id="openai_responses",
+    summary="OpenAI Responses (translated to chat completions; stateless)",
+)
+async def responses(request: Request) -> Response:
+    start = time.perf_counter_ns()
+    ctx, req = await parse_body(request, schemas.RESPONSES, check_responses)
+    model = req.get("model")
+    if not model:
+        raise BadRequest("Missing required parameter: 'model'.", param="model")  # OpenAI's words
+    check_responses(req, ctx.limits)
+    parsed = read_request(req)
+    resolved = await ctx.backends.resolve(model)
+    rec = record(request.scope)
+    turn = await Turn.of(ctx, rec.caller, parsed.messages)
+
+    def build(route: Route) -> UpstreamRequest:
+        return chat_request(parsed, ctx.target(model, route), route.policy, turn.kept(route))
+
+    p = plan(ctx, resolved, CHAT_PATH, build, stream=parsed.stream, source=req)
+    frame = Frame(
+        "resp_" + secrets.token_hex(16),
+        int(time.time()),
+        model,
+        parsed.echo,
+        parsed.names.by_flat,
+        reasoning=parsed.reasoning,
+        # Any upstream of the chain may answer: split tags if one of them may send them.
+        think_tags=any(r.policy.profile.think_tags for r in resolved.routes),
+    )
+    ctx.label(rec, resolved)  # labels the request even if the backend call fails
+    if not parsed.stream:
+        return await _whole(ctx, rec, p, frame, resolved, turn)
+    return await _stream(ctx, rec, p, frame, resolved, start, turn)
+
+
+async def _whole(
+    ctx: Context, rec: AccessRecord, p: Plan, frame: Frame, resolved: Resolved, turn: Turn
+) -> Response:
+    body = await fetch(ctx, rec, p)
+    adapted: list[str] = []
+    made: list[tuple[ToolCall, Any]] = []
+    try:
+        out = response_object(body, frame, adapted=adapted, kept=made)
+        usage = body.get("usage")
+    except SHAPE_ERRORS:
+        raise malformed("an answer that is not a completion", body) from None
+    ctx.adapted(adapted, frame.model)
+    ctx.recent.touch(frame.model, DEFAULT_KEEP_ALIVE)
+    ctx.count(rec, usage)
+    turn.remember(ctx, rec, resolved, made)
+    return json_response(out, redact=ctx.renderer.redact.bytes)
+
+
+async def _stream(
+    ctx: Context,
+    rec: AccessRecord,
+    p: Plan,
+    frame: Frame,
+    resolved: Resolved,
+    start: int,
+    turn: Turn,
+) -> Response:
+    tr = ResponsesStream(frame)
+    async with ctx.held() as owner:
+        sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
+        reply = await ctx.backends.execute(p, owner, rec)
+        owner.callback(_stream_done, ctx, rec, tr, frame.model)
+        owner.callback(turn.remember, ctx, rec, resolved, tr.made)
+        if isinstance(reply, Reply):  # a backend that ignored stream: true
+            body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
+            rec.ttft_ms = round((time.perf_counter_ns() - start) / 1e6, 3)
+            return Response(body, media_type=SSE)
+
+        def first_event() -> None:
+            ttft = (time.perf_counter_ns() - start) / 1e9
+            rec.ttft_ms = round(ttft * 1000, 3)
+            if ctx.metrics is not None:
+                ctx.metrics.first_token(p.attempts[0].path, rec.model_label, ttft)
+                ctx.metrics.streams(1)
+                owner.callback(ctx.metrics.streams, -1)
+
+        elapsed = (time.perf_counter_ns() - sent) / 1e9
+        return await ndjson_stream(
+            reply,
+            tr,
+            owner,
+            ctx.renderer,
+            rec,
+            first_line_timeout=max(ctx.settings.first_byte_timeout - elapsed, 0.001),
+            first_byte_timeout=ctx.settings.first_byte_timeout,
+            on_first=first_event,
+            dialect=Dialect.RESPONSES,
+            media_type=SSE,
+            snapshot=tr.snapshot,
+        )
+
+
+def _stream_done(ctx: Context, rec: AccessRecord, tr: ResponsesStream, model: str) -> None:
+    """When a stream is over, however it ended: /api/ps (if the model answered), notes, token
+    counts."""
+    if rec.ttft_ms is not None:
+        ctx.recent.touch(model, DEFAULT_KEEP_ALIVE)
+    ctx.notes(tr.notes, model)
+    ctx.adapted(tr.adapted, model)
+    ctx.count(rec, tr.usage)
