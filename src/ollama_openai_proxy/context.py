@@ -71,8 +71,15 @@ class Context:
         return Held(self.limiter)
 
     def facts(
-        self, name: str, route: Route | None = None, meta: ModelMeta | None = None
+        self,
+        name: str,
+        route: Route | None = None,
+        meta: ModelMeta | None = None,
+        *,
+        insert: bool = True,
     ) -> ModelFacts:
+        """What /api/tags and /api/show report of ``name``; ``insert=False`` leaves out the
+        ``insert`` capability (per request only ``thinking`` matters: one copy less)."""
         route = route or self.backends.routes(name)[0]
         return facts(
             name,
@@ -80,13 +87,13 @@ class Context:
             meta or self.model_map.lookup(name),
             self.settings.default_context_length,
             self.backends.entry(route),
-            insert=route.policy.profile.fim,
+            insert=insert and route.policy.profile.fim,
         )
 
     def target(self, name: str, route: Route) -> Target:
         """What a request for ``name`` sent along ``route`` needs to know of the model."""
         meta = self.model_map.lookup(name)
-        f = self.facts(name, route, meta)
+        f = self.facts(name, route, meta, insert=False)
         return Target.of(
             route.model,
             route.policy.profile,

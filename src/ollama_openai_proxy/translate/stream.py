@@ -154,13 +154,13 @@ class StreamTranslator:
         err = chunk.get("error")
         if err:
             raise stream_error(err, client_model=self._model, endpoint="/chat/completions")
-        if chunk.get("object") == "error":  # vLLM's and Mistral's error object, as an event
-            raise stream_error(chunk, client_model=self._model, endpoint="/chat/completions")
         usage = chunk.get("usage")
         if usage is not None and expect(usage, dict):  # null on every chunk but one: no call
             self._usage = usage
         choices = chunk.get("choices")
         if not choices:
+            if chunk.get("object") == "error":  # vLLM's error object, as an event
+                raise stream_error(chunk, client_model=self._model, endpoint="/chat/completions")
             return b""
         choice = choices[0]
         finish = choice.get("finish_reason")
