@@ -11,6 +11,10 @@ Dialects and what their clients read:
 - OpenAI (``/v1/*``): ``{"error": {"message", "type", "param", "code"}}``; in an SSE stream, one
   ``data:`` event with that object -- the openai SDKs raise APIError on an event whose data has
   an ``error`` key (openai-python ``_streaming.py``).
+- Anthropic (``/v1/messages*``): ``{"type": "error", "error": {"type", "message"}}``, the type
+  named by the status as Anthropic's API names it (platform.claude.com/docs/en/api/errors; Ollama's
+  anthropic.NewError does the same); in an SSE stream, one ``event: error`` with that object --
+  the anthropic SDKs raise APIStatusError on it (anthropic-sdk-python ``_streaming.py``).
 """
 
 from __future__ import annotations
@@ -39,11 +43,48 @@ INTERNAL = "internal proxy error; see the proxy's log"
 class Dialect(Enum):
     OLLAMA = "ollama"
     OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+ANTHROPIC_PREFIX = "/v1/messages"
 
 
 def dialect_of(path: str) -> Dialect:
-    """The error dialect a route's clients read."""
-    return Dialect.OPENAI if path.startswith("/v1/") else Dialect.OLLAMA
+    """The error dialect a route's clients read: Anthropic's under ``/v1/messages`` (and its
+    sub-paths, ``/v1/messages/count_tokens`` or an unknown ``/v1/messages/batches``), OpenAI's
+    elsewhere under ``/v1/``, Ollama's everywhere else."""
+    if path.startswith("/v1/"):
+        if path.startswith(ANTHROPIC_PREFIX) and (
+            len(path) == len(ANTHROPIC_PREFIX) or path[len(ANTHROPIC_PREFIX)] == "/"
+        ):
+            return Dialect.ANTHROPIC
+        return Dialect.OPENAI
+    return Dialect.OLLAMA
+
+
+# Anthropic's error type per status (platform.claude.com/docs/en/api/errors): other 4xx are
+# invalid_request_error, other 5xx api_error. 503 is overloaded_error, as Ollama's own
+# Anthropic layer says (anthropic.go NewError): the anthropic SDKs and Claude Code retry it.
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """The Anthropic ``error.type`` for an HTTP status."""
+    named = _ANTHROPIC_TYPES.get(status)
+    if named is not None:
+        return named
+    return "invalid_request_error" if status < 500 else "api_error"
 
 
 class Renderer:
@@ -55,6 +96,10 @@ class Renderer:
     def body(self, exc: ProxyError, dialect: Dialect) -> bytes:
         """The JSON error body (bytes), the message redacted."""
         message = self.redact(exc.message)
+        if dialect is Dialect.ANTHROPIC:
+            return orjson.dumps(
+                {"type": "error", "error": {"type": anthropic_type(exc.status), "message": message}}
+            )
         if dialect is Dialect.OPENAI:
             return orjson.dumps(
                 {
@@ -104,6 +149,8 @@ class Renderer:
         self.failed(exc, rec, stage="stream")
         if dialect is Dialect.OPENAI:
             return b"data: " + self.body(exc, dialect) + b"\n\n"
+        if dialect is Dialect.ANTHROPIC:
+            return b"event: error\ndata: " + self.body(exc, dialect) + b"\n\n"
         return self.body(exc, dialect) + b"\n"
 
     @staticmethod
