@@ -18,9 +18,12 @@ npm_folder() {  # npm ci in a folder, skipped when its lock file has not changed
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   npm_folder tests/aimock
   npm_folder tests/js
+  # Claude Code and OpenAI's Codex CLI (issue #17); each ships its native binary as an optional
+  # dependency for the platform, so the lock lists all of them and npm installs this machine's.
+  npm_folder tests/agents
   tests/n8n/setup.sh
 else
-  echo "*** Node.js/npm not found: aimock, JS SDK and n8n tests will be skipped ***"
+  echo "*** Node.js/npm not found: aimock, JS SDK, coding-agent and n8n tests will be skipped ***"
 fi
 
 # An old ollama SDK on the oldest Python that it supports (3.8), if the machine has one.

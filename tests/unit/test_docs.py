@@ -64,6 +64,8 @@ NOT_SETTINGS = {
     "REQUIRE_PY38",
     "BENCH_FAIL_RATE",
     "ENABLE_PROMETHEUS_METRICS",  # accepted alias of ENABLE_METRICS
+    "MAX_TOKENS",  # Gemini's finish reason (BACKENDS.md)
+    "REQUIRE_AGENTS",  # test flag (tests/agents)
 }
 
 
