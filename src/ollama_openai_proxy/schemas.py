@@ -348,3 +348,46 @@ class PullRequest(TypedDict, total=False):
 
 
 PULL = TypeAdapter(PullRequest)
+
+
+# --- Anthropic Messages API (routes/anthropic.py) -----------------------------------------------
+# The shapes Anthropic's API and its SDKs define (anthropic-sdk-python MessageCreateParams,
+# MessageCountTokensParams), as strict as its own validation for the fields read; content blocks,
+# tools and configs are objects whose fields translate/anthropic.py checks, naming them. Unknown
+# fields are kept (extra="allow") so that the translation can say which it ignores.
+AnthropicContent = Annotated[
+    str | list[Any],
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}),
+]
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class AnthropicMessage(TypedDict):
+    role: Annotated[str, WithJsonSchema({"enum": ["user", "assistant", "system"]})]
+    content: AnthropicContent
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class CountTokensRequest(TypedDict):
+    model: str
+    messages: list[AnthropicMessage]
+    system: NotRequired[AnthropicContent | None]
+    tools: NotRequired[list[dict[str, Any]] | None]
+    tool_choice: NotRequired[dict[str, Any] | None]
+    thinking: NotRequired[dict[str, Any] | None]
+    output_config: NotRequired[dict[str, Any] | None]
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class MessagesRequest(CountTokensRequest):
+    max_tokens: Int64
+    stream: NotRequired[bool | None]
+    temperature: NotRequired[float | None]
+    top_p: NotRequired[float | None]
+    top_k: NotRequired[Int64 | None]
+    stop_sequences: NotRequired[list[str] | None]
+    metadata: NotRequired[dict[str, Any] | None]
+
+
+MESSAGES = TypeAdapter(MessagesRequest)
+COUNT_TOKENS = TypeAdapter(CountTokensRequest)

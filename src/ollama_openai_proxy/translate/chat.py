@@ -60,13 +60,19 @@ class UpstreamRequest:
 # --- requests ---------------------------------------------------------------------------------
 
 
-def _content(text: str, images: list[str] | None, where: str) -> str | list[dict[str, Any]]:
-    """``where``: the images' field in the request (``messages.0.images``), for errors."""
+def _content(
+    text: str, images: list[str] | list[str | dict[str, Any]] | None, where: str
+) -> str | list[dict[str, Any]]:
+    """``where``: the images' field in the request (``messages.0.images``), for errors. An image
+    given as a dict is an OpenAI content part already (the Anthropic route's URL images,
+    translate/anthropic.py); Ollama's own images are base64 strings."""
     if not images:
         return text
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
     parts.extend(
-        {"type": "image_url", "image_url": {"url": data_url(img, f"{where}.{i}")}}
+        img
+        if isinstance(img, dict)
+        else {"type": "image_url", "image_url": {"url": data_url(img, f"{where}.{i}")}}
         for i, img in enumerate(images)
     )
     return parts
@@ -307,6 +313,17 @@ def chat_request(
 ) -> UpstreamRequest:
     """``/api/chat`` as a chat completion. ``kept``: what the store holds for the history's
     calls of the turn in progress, made by this route's upstream and model (carry.py)."""
+    return for_backend(reference_chat(req, target, policy, kept), target, policy, CHAT_PATH)
+
+
+def reference_chat(
+    req: ChatRequest,
+    target: Target,
+    policy: Policy,
+    kept: Mapping[tuple[int, int], Recalled] | None = None,
+) -> UpstreamRequest:
+    """:func:`chat_request` before :func:`for_backend`: OpenAI's reference request, for a caller
+    that adds fields of its own before the profile shapes it (translate/anthropic.py)."""
     result = UpstreamRequest(payload={})
     history = req.get("messages") or ()
     carried = None
@@ -319,7 +336,7 @@ def chat_request(
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
         # Ollama's tools are functions; OpenAI requires the type a client may leave out.
         result.payload["tools"] = [t if "type" in t else {"type": "function", **t} for t in tools]
-    return for_backend(result, target, policy, CHAT_PATH)
+    return result
 
 
 def for_backend(
