@@ -115,18 +115,14 @@ class Converted:
 
 
 def read_request(req: Mapping[str, Any]) -> Converted:
-    """A Messages request (validated by ``schemas.MESSAGES``) as :class:`Converted`.
+    """A Messages request (validated by ``schemas.MESSAGES``: ``max_tokens`` at least 1, one
+    message or more) as :class:`Converted`.
 
-    Raises BadRequest for what Anthropic would refuse too: ``max_tokens`` below 1, no messages,
-    an unknown role, a block that is not an object, a ``tool_use`` without a name, an image
-    whose source is neither base64 nor a URL."""
+    Raises BadRequest for what Anthropic would refuse too: an unknown role, a block that is not
+    an object, a ``tool_use`` without a name, an image whose source is neither base64 nor a
+    URL, an unknown ``thinking`` or ``tool_choice`` type, an unknown effort."""
     conv = Converted(chat={})
-    max_tokens = req["max_tokens"]
-    if max_tokens < 1:
-        # Ollama's wording (middleware/anthropic.go); 0 (cache pre-warming) means nothing here.
-        raise BadRequest("max_tokens is required and must be positive", param="max_tokens")
-    if not req["messages"]:
-        raise BadRequest("messages is required", param="messages")
+    max_tokens = req["max_tokens"]  # at least 1 (the schema): 0, cache pre-warming, means nothing
     messages: list[dict[str, Any]] = []
     system = _system_text(req.get("system"), "system", conv)
     if system:
@@ -150,11 +146,13 @@ def read_request(req: Mapping[str, Any]) -> Converted:
         "options": options,
     }
     tools = _tools(req.get("tools"), conv)
+    _tool_choice(req.get("tool_choice"), conv)
     if tools:
         chat["tools"] = tools
-        _tool_choice(req.get("tool_choice"), conv)
-    elif req.get("tool_choice") is not None:
+    elif conv.tool_choice is not None:
+        # OpenAI refuses tool_choice and parallel_tool_calls without tools
         conv.notes.append("tool_choice without tools (or none a backend can run); ignored")
+        conv.tool_choice = conv.parallel = None
     think = _think(req.get("thinking"), req.get("output_config"), conv)
     if think is not None:
         chat["think"] = think
@@ -381,8 +379,10 @@ def _tools(tools: Any, conv: Converted) -> list[dict[str, Any]]:
         if not isinstance(tool, dict):
             raise BadRequest(f"tools.{i} must be an object", param=f"tools.{i}")
         kind = tool.get("type")
+        if kind is not None and not isinstance(kind, str):
+            raise BadRequest(f"tools.{i}.type must be a string", param=f"tools.{i}.type")
         if kind not in (None, "custom"):
-            kind = echo(str(kind))
+            kind = echo(kind)
             conv.ignored.append(
                 (
                     f"tool {kind} (anthropic)",
@@ -440,12 +440,12 @@ def _think(thinking: Any, output_config: Any, conv: Converted) -> bool | str | N
     ``budget_tokens``, else true; adaptive -> the effort, else true; an effort alone -> that
     level, as Ollama reads it (anthropic.go)."""
     effort = output_config.get("effort") if isinstance(output_config, dict) else None
-    if effort is not None and effort not in EFFORTS:
+    if effort is not None and (not isinstance(effort, str) or effort not in EFFORTS):
         raise BadRequest(
             f"output_config.effort must be one of {sorted(EFFORTS)}", param="output_config.effort"
         )
     if thinking is None:
-        return cast(str | None, effort)
+        return effort
     kind = thinking.get("type")
     if kind == "disabled":
         conv.think = False
@@ -464,7 +464,7 @@ def _think(thinking: Any, output_config: Any, conv: Converted) -> bool | str | N
         conv.ignored.append(
             ("thinking.display (anthropic)", "thinking.display 'omitted': reasoning is sent")
         )
-    return cast(str | None, effort) or True
+    return effort or True
 
 
 def _output_format(output_config: Any, conv: Converted) -> dict[str, Any] | None:
@@ -507,9 +507,18 @@ def estimate_tokens(req: Mapping[str, Any]) -> int:
         images += m
     for tool in req.get("tools") or ():
         if isinstance(tool, dict):
-            chars += len(orjson.dumps(tool))
+            chars += _size(tool)
     tokens = -(-chars // CHARS_PER_TOKEN) + images * IMAGE_TOKENS
     return max(tokens, 1)
+
+
+def _size(value: Any) -> int:
+    """The length of ``value`` as JSON (as ``repr`` when orjson cannot write it: an integer
+    beyond 64 bits, which schemas.widen turns into a float only for a backend call)."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return len(repr(value))
 
 
 def _chars(value: Any) -> int:
@@ -530,7 +539,7 @@ def _content_chars(value: Any) -> tuple[int, int]:
         if kind == "image":
             images += 1
         elif kind == "tool_use":
-            chars += len(str(block.get("name", ""))) + len(orjson.dumps(block.get("input")))
+            chars += len(str(block.get("name", ""))) + _size(block.get("input"))
         elif kind in ("tool_result", "mid_conv_system"):
             n, m = _content_chars(block.get("content"))
             chars, images = chars + n, images + m
