@@ -66,6 +66,7 @@ FAMILIES: dict[tuple[str, str], bool] = {
     ("POST", "/v1/completions"): True,
     ("POST", "/v1/embeddings"): False,
     ("GET", "/v1/models"): False,
+    ("POST", "/v1/messages"): True,
 }
 
 # --- the app's own routes and requests ----------------------------------------------------------
