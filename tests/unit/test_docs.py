@@ -66,6 +66,10 @@ NOT_SETTINGS = {
     "ENABLE_PROMETHEUS_METRICS",  # accepted alias of ENABLE_METRICS
     "MAX_TOKENS",  # Gemini's finish reason (BACKENDS.md)
     "REQUIRE_AGENTS",  # test flag (tests/agents)
+    "ANTHROPIC_BASE_URL",  # Claude Code's and the anthropic SDKs' (API_COMPATIBILITY.md)
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_API_KEY",
+    "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
 }
 
 
