@@ -30,13 +30,22 @@ from ollama_openai_proxy.middleware import RequestContextMiddleware
 from ollama_openai_proxy.recycle import supervised
 from ollama_openai_proxy.render import Renderer, dialect_of
 from ollama_openai_proxy.resilience import ConcurrencyLimiter
-from ollama_openai_proxy.routes import embed, inference, manage, meta, models, openai, responses
+from ollama_openai_proxy.routes import (
+    anthropic,
+    embed,
+    inference,
+    manage,
+    meta,
+    models,
+    openai,
+    responses,
+)
 from ollama_openai_proxy.security import AuthThrottle, GuardMiddleware, RateLimits
 from ollama_openai_proxy.tool_call_store import ToolCallStore
 
 log = structlog.get_logger("ollama_openai_proxy")
 
-ROUTERS = (meta, models, inference, embed, manage, openai, responses)
+ROUTERS = (meta, models, inference, embed, manage, openai, responses, anthropic)
 
 # Seconds the start waits for the model lists: requests resolve names against them (backends.py).
 STARTUP_LIST_WAIT = 5.0
@@ -264,6 +273,7 @@ def create_app(
         ("POST", "/v1/completions"): openai.completions,
         ("POST", "/v1/embeddings"): openai.embeddings,
         ("POST", "/v1/responses"): responses.responses,
+        ("POST", "/v1/messages"): anthropic.messages,
     }
     origins = settings.cors_origins
     endpoints = {"/v1/metrics", settings.metrics_path}

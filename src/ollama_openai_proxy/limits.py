@@ -182,3 +182,12 @@ def check_responses(req: Mapping[str, Any], limits: Limits) -> None:
         )
         if count > limits.tools:
             raise TooMany("tools", count, limits.tools, "REQUEST_MAX_TOOLS", "tools")
+
+
+def check_messages(req: Mapping[str, Any], limits: Limits) -> None:
+    """An Anthropic ``/v1/messages`` (or count_tokens) body against the same limits, before it
+    is translated: ``messages``, ``tools``, ``stop_sequences``. Its images and tool calls are
+    counted on the translation (:func:`check_chat`). Raises TooMany."""
+    _check(req.get("messages"), limits.messages, "messages", "REQUEST_MAX_MESSAGES")
+    _check(req.get("tools"), limits.tools, "tools", "REQUEST_MAX_TOOLS")
+    _check(req.get("stop_sequences"), limits.stop, "stop_sequences", "REQUEST_MAX_STOP")

@@ -18,6 +18,10 @@ Dialects and what their clients read:
   ``response.failed``, the terminal event, with the Response streamed so far, ``status:
   failed`` and ``error {code, message}``: Codex ignores ``error`` events, ends the turn on this
   one and retries it (codex-rs codex-api ``sse/responses.rs``).
+- Anthropic (``/v1/messages*``): ``{"type": "error", "error": {"type", "message"}}``, the type
+  named by the status as Anthropic's API names it (platform.claude.com/docs/en/api/errors; Ollama's
+  anthropic.NewError does the same); in an SSE stream, one ``event: error`` with that object --
+  the anthropic SDKs raise APIStatusError on it (anthropic-sdk-python ``_streaming.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,10 @@ class Dialect(Enum):
     OLLAMA = "ollama"
     OPENAI = "openai"
     RESPONSES = "responses"  # a /v1/responses stream; its bodies are OpenAI's
+    ANTHROPIC = "anthropic"
 
+
+ANTHROPIC_PREFIX = "/v1/messages"
 
 # A Responses stream's state for its last events: the next sequence_number and the Response
 # as streamed so far (translate/responses_stream.py ResponsesStream.snapshot).
@@ -57,8 +64,41 @@ Snapshot = Callable[[], tuple[int, dict[str, Any]]]
 
 
 def dialect_of(path: str) -> Dialect:
-    """The error dialect a route's clients read."""
-    return Dialect.OPENAI if path.startswith("/v1/") else Dialect.OLLAMA
+    """The error dialect a route's clients read: Anthropic's under ``/v1/messages`` (and its
+    sub-paths, ``/v1/messages/count_tokens`` or an unknown ``/v1/messages/batches``), OpenAI's
+    elsewhere under ``/v1/``, Ollama's everywhere else."""
+    if path.startswith("/v1/"):
+        if path.startswith(ANTHROPIC_PREFIX) and (
+            len(path) == len(ANTHROPIC_PREFIX) or path[len(ANTHROPIC_PREFIX)] == "/"
+        ):
+            return Dialect.ANTHROPIC
+        return Dialect.OPENAI
+    return Dialect.OLLAMA
+
+
+# Anthropic's error type per status (platform.claude.com/docs/en/api/errors): other 4xx are
+# invalid_request_error, other 5xx api_error. 503 is overloaded_error, as Ollama's own
+# Anthropic layer says (anthropic.go NewError): the anthropic SDKs and Claude Code retry it.
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """The Anthropic ``error.type`` for an HTTP status."""
+    named = _ANTHROPIC_TYPES.get(status)
+    if named is not None:
+        return named
+    return "invalid_request_error" if status < 500 else "api_error"
 
 
 class Renderer:
@@ -71,6 +111,16 @@ class Renderer:
         """The JSON error body (bytes), the message redacted."""
         if dialect is Dialect.OLLAMA:
             return orjson.dumps({"error": self.redact(exc.message)})
+        if dialect is Dialect.ANTHROPIC:
+            return orjson.dumps(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": anthropic_type(exc.status),
+                        "message": self.redact(exc.message),
+                    },
+                }
+            )
         return orjson.dumps({"error": self._openai(exc)})
 
     def _openai(self, exc: ProxyError) -> dict[str, Any]:
@@ -126,6 +176,8 @@ class Renderer:
             return self._responses_failure(exc, snapshot)
         if dialect is Dialect.OPENAI:
             return b"data: " + self.body(exc, dialect) + b"\n\n"
+        if dialect is Dialect.ANTHROPIC:
+            return b"event: error\ndata: " + self.body(exc, dialect) + b"\n\n"
         return self.body(exc, dialect) + b"\n"
 
     def _responses_failure(self, exc: ProxyError, snapshot: Snapshot | None) -> bytes:

@@ -403,3 +403,111 @@ class ResponsesRequest(TypedDict, total=False):
 
 
 RESPONSES = TypeAdapter(ResponsesRequest)
+
+
+# --- Anthropic Messages API (routes/anthropic.py) -----------------------------------------------
+# The shapes Anthropic's API and its SDKs define (anthropic-sdk-python MessageCreateParams,
+# MessageCountTokensParams), as strict as its own validation for the fields read here; content
+# blocks are objects whose fields translate/anthropic.py checks, naming them. Unknown fields are
+# kept (extra="allow") so that the translation can say which it ignores.
+AnthropicContent = Annotated[
+    str | list[Any],
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}),
+]
+_THINKING = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"enum": ["enabled", "adaptive", "disabled"]}},
+}
+_TOOL_CHOICE = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"enum": ["auto", "any", "none"]}},
+        },
+        {
+            "type": "object",
+            "required": ["type", "name"],
+            "properties": {"type": {"const": "tool"}, "name": {"type": "string"}},
+        },
+    ]
+}
+_OUTPUT_CONFIG = {
+    "type": "object",
+    "properties": {
+        "effort": {"enum": ["low", "medium", "high", "xhigh", "max", None]},
+        "format": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["type", "schema"],
+                    "properties": {"type": {"const": "json_schema"}, "schema": {"type": "object"}},
+                },
+                {"type": "null"},
+            ]
+        },
+    },
+}
+# A client tool (no type, or "custom"), or one of Anthropic's own (any other type: left out).
+_TOOL = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["name", "input_schema"],
+            "properties": {
+                "type": {"enum": ["custom", None]},
+                "name": {"type": "string", "minLength": 1},
+                "input_schema": {"type": "object"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"type": "string", "not": {"const": "custom"}}},
+        },
+    ]
+}
+
+
+def _nullable(schema: dict[str, Any]) -> Any:
+    return WithJsonSchema({"anyOf": [schema, {"type": "null"}]})
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class AnthropicMessage(TypedDict):
+    role: Annotated[str, WithJsonSchema({"enum": ["user", "assistant", "system"]})]
+    content: AnthropicContent
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class CountTokensRequest(TypedDict):
+    model: str
+    messages: Annotated[list[AnthropicMessage], Field(min_length=1)]
+    system: NotRequired[AnthropicContent | None]
+    tools: NotRequired[
+        Annotated[list[dict[str, Any]] | None, _nullable({"type": "array", "items": _TOOL})]
+    ]
+    tool_choice: NotRequired[Annotated[dict[str, Any] | None, _nullable(_TOOL_CHOICE)]]
+    thinking: NotRequired[Annotated[dict[str, Any] | None, _nullable(_THINKING)]]
+    output_config: NotRequired[Annotated[dict[str, Any] | None, _nullable(_OUTPUT_CONFIG)]]
+
+
+@with_config(ConfigDict(strict=True, extra="allow"))
+class MessagesRequest(CountTokensRequest):
+    max_tokens: Annotated[
+        int,
+        BeforeValidator(_integral),
+        Field(ge=1, le=2**63 - 1),
+        WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 2**63 - 1}),
+    ]
+    stream: NotRequired[bool | None]
+    temperature: NotRequired[float | None]
+    top_p: NotRequired[float | None]
+    top_k: NotRequired[Int64 | None]
+    stop_sequences: NotRequired[list[str] | None]
+    metadata: NotRequired[dict[str, Any] | None]
+
+
+MESSAGES = TypeAdapter(MessagesRequest)
+COUNT_TOKENS = TypeAdapter(CountTokensRequest)

@@ -1,8 +1,10 @@
 """Inbound authentication and per-client rate limits, as one pure ASGI middleware.
 
-- ``PROXY_API_KEYS``: clients must send ``Authorization: Bearer <key>``; keys are compared in
-  constant time, each of them, so timing tells nothing about which prefix matched. ``/`` and
-  ``/health`` stay open (liveness probes), as do CORS preflights (answered before this layer).
+- ``PROXY_API_KEYS``: clients must send ``Authorization: Bearer <key>`` -- or, on the Anthropic
+  routes (``/v1/messages*``), ``x-api-key: <key>``, which the anthropic SDKs and Claude Code send
+  for ANTHROPIC_API_KEY (Bearer is their ANTHROPIC_AUTH_TOKEN); keys are compared in constant
+  time, each of them, so timing tells nothing about which prefix matched. ``/`` and ``/health``
+  stay open (liveness probes), as do CORS preflights (answered before this layer).
 - Without keys, any ``Authorization`` header is accepted -- n8n sends ``Bearer `` with an empty key,
   ollama-python sends ollama.com keys -- and it is never forwarded: the upstream client sends only
   the proxy's own key.
@@ -27,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy.access import record
 from ollama_openai_proxy.errors import ProxyError, RateLimited, Unauthorized
-from ollama_openai_proxy.render import Renderer, dialect_of
+from ollama_openai_proxy.render import Dialect, Renderer, dialect_of
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -166,13 +168,22 @@ class GuardMiddleware:
         self.renderer = renderer
         self.throttle = throttle if keys else None  # nothing to guess without keys
 
-    def _authorized(self, header: bytes | None) -> tuple[bool, bytes]:
+    def _authorized(self, header: bytes | None, api_key: bytes | None = None) -> tuple[bool, bytes]:
+        """Whether the Bearer token of ``header`` -- or ``api_key``, an ``x-api-key`` header
+        where the route takes one -- is a key; and the token that matched (else the Bearer
+        one), for the caller's identity."""
         token = b""
         if header is not None and header[:7].lower() == b"bearer ":
             token = header[7:].strip()
         ok = False
         for key in self.keys:  # no early exit: every key is compared, always
             ok |= hmac.compare_digest(token, key)
+        if api_key is not None and not ok:
+            api_key = api_key.strip()
+            for key in self.keys:
+                ok |= hmac.compare_digest(api_key, key)
+            if ok:
+                token = api_key
         return ok, token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,8 +208,14 @@ class GuardMiddleware:
                 if refused is not None:
                     await self._reject(scope, receive, send, refused)
                     return
-            header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-            ok, token = self._authorized(header)
+            header = api_key = None
+            anthropic = dialect_of(path) is Dialect.ANTHROPIC
+            for k, v in scope["headers"]:
+                if k == b"authorization" and header is None:
+                    header = v
+                elif anthropic and k == b"x-api-key" and api_key is None:
+                    api_key = v
+            ok, token = self._authorized(header, api_key)
             if not ok:
                 error: ProxyError = Unauthorized("unauthorized")
                 if throttle is not None:

@@ -67,6 +67,7 @@ FAMILIES: dict[tuple[str, str], bool] = {
     ("POST", "/v1/embeddings"): False,
     ("POST", "/v1/responses"): True,
     ("GET", "/v1/models"): False,
+    ("POST", "/v1/messages"): True,
 }
 
 # --- the app's own routes and requests ----------------------------------------------------------

@@ -68,6 +68,10 @@ NOT_SETTINGS = {
     "MAX_TOKENS",  # Gemini's finish reasons (BACKENDS.md)
     "MALFORMED_FUNCTION_CALL",
     "REQUIRE_AGENTS",  # test flag (tests/agents)
+    "ANTHROPIC_BASE_URL",  # Claude Code's and the anthropic SDKs' (API_COMPATIBILITY.md)
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_API_KEY",
+    "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
 }
 
 

@@ -42,7 +42,7 @@ def test_operation_ids_are_unique_and_all_documented() -> None:
 def test_operation_is_complete(path: str, method: str, op: dict[str, Any]) -> None:
     assert op["summary"]
     assert op["description"]
-    assert op["tags"] in (["ollama"], ["openai"], ["operations"])
+    assert op["tags"] in (["ollama"], ["openai"], ["anthropic"], ["operations"])
     responses = op["responses"]
     statuses = {int(s) for s in responses}
     assert statuses & {200, 501}, "a success, or the documented refusal"
@@ -70,6 +70,15 @@ def test_examples_match_their_schemas(path: str, method: str, op: dict[str, Any]
         for media_type, media in response.get("content", {}).items():
             if "example" not in media or "schema" not in media:
                 continue
+            if media_type == "text/event-stream":  # the schema is each event's
+                frames = media["example"].split("\n\n")
+                assert frames.pop() == ""
+                for frame in frames:
+                    head, data = frame.split("\n")
+                    event = {"event": head.removeprefix("event: "), "data": data[6:]}
+                    validate(event, media["schema"])
+                    assert json.loads(event["data"])["type"] == event["event"]
+                continue
             if media_type == openapi.NDJSON:  # each line is one object of the schema
                 lines = media["example"].splitlines()
                 last = json.loads(lines[-1])  # the final line: done, or pull's success
@@ -96,6 +105,8 @@ ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "show": schemas.SHOW,
     "pull": schemas.PULL,
     "openai_responses": schemas.RESPONSES,
+    "anthropic_messages": schemas.MESSAGES,
+    "anthropic_count_tokens": schemas.COUNT_TOKENS,
 }
 
 

@@ -117,6 +117,52 @@ def test_dialects() -> None:
     assert dialect_of("/v1/chat/completions") is Dialect.OPENAI
     assert dialect_of("/api/chat") is Dialect.OLLAMA
     assert dialect_of("/") is Dialect.OLLAMA
+    assert dialect_of("/v1/messages") is Dialect.ANTHROPIC
+    assert dialect_of("/v1/messages/count_tokens") is Dialect.ANTHROPIC
+    assert dialect_of("/v1/messages/batches") is Dialect.ANTHROPIC  # unknown: a 404 they read
+    assert dialect_of("/v1/messagesx") is Dialect.OPENAI
+
+
+# Anthropic's error type per status (platform.claude.com/docs/en/api/errors; ollama anthropic.go
+# NewError): what the anthropic SDKs and Claude Code read to decide whether to retry.
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (BadRequest("bad"), "invalid_request_error"),
+        (BadRequest("slow body", 408), "invalid_request_error"),
+        (Unauthorized("unauthorized"), "authentication_error"),
+        (ProxyError("forbidden", 403), "permission_error"),
+        (UpstreamModelNotFound("model 'x' not found", 404, 404), "not_found_error"),
+        (ProxyError("405 method not allowed", 405), "not_found_error"),
+        (ProxyError("too large", 413), "request_too_large"),
+        (RateLimited("slow down", 3), "rate_limit_error"),
+        (ProxyError("bug"), "api_error"),
+        (ProxyError("upstream failed", 502), "api_error"),
+        (Busy("busy"), "overloaded_error"),
+        (UpstreamTimeout("late"), "timeout_error"),
+        (ProxyError("overloaded", 529), "overloaded_error"),
+    ],
+)
+def test_anthropic_bodies_name_the_type_by_status(exc: ProxyError, kind: str) -> None:
+    assert orjson.loads(R.body(exc, Dialect.ANTHROPIC)) == {
+        "type": "error",
+        "error": {"type": kind, "message": exc.message},
+    }
+    assert R.response(exc, Dialect.ANTHROPIC).status_code == exc.status
+
+
+def test_anthropic_stream_error_is_an_error_event() -> None:
+    """The anthropic SDKs raise on ``event: error`` (anthropic-sdk-python _streaming.py); its
+    data is the same body as before a stream, redacted."""
+    event = R.stream_error(UpstreamTimeout(f"stalled {SECRET}"), Dialect.ANTHROPIC, None)
+    head, data = event.split(b"\n", 1)
+    assert head == b"event: error"
+    assert data.startswith(b"data: ")
+    assert data.endswith(b"\n\n")
+    assert orjson.loads(data[6:]) == {
+        "type": "error",
+        "error": {"type": "timeout_error", "message": "stalled [redacted]"},
+    }
 
 
 def test_busy_and_malformed_shapes() -> None:

@@ -22,6 +22,7 @@ from ollama_openai_proxy import schemas
 from ollama_openai_proxy.limits import Limits
 from ollama_openai_proxy.openapi.operations import OPERATIONS
 from ollama_openai_proxy.openapi.shapes import ERRORS, NDJSON, OBJ, SCHEMAS, json_content, ref
+from ollama_openai_proxy.render import anthropic_type
 
 __all__ = ["DESCRIPTION", "ERRORS", "NDJSON", "OPERATIONS", "SCHEMAS", "build", "install"]
 
@@ -34,10 +35,12 @@ object. Streams are NDJSON (`application/x-ndjson`); an error after a stream has
 last line. Guides: the `docs/` folder of the repository."""
 
 
-def _error_response(status: int, openai: bool) -> dict[str, Any]:
-    schema = ref("OpenAIError" if openai else "Error")
-    example = (
-        {
+def _error_response(status: int, dialect: str) -> dict[str, Any]:
+    """The error answer of ``status`` in the route's dialect (render.py renders them)."""
+    example: dict[str, Any]
+    if dialect == "openai":
+        schema = ref("OpenAIError")
+        example = {
             "error": {
                 "message": ERRORS[status],
                 "type": "invalid_request_error",
@@ -45,9 +48,13 @@ def _error_response(status: int, openai: bool) -> dict[str, Any]:
                 "code": None,
             }
         }
-        if openai
-        else {"error": ERRORS[status]}
-    )
+    elif dialect == "anthropic":
+        schema = ref("AnthropicError")
+        kind = anthropic_type(status)
+        example = {"type": "error", "error": {"type": kind, "message": ERRORS[status]}}
+    else:
+        schema = ref("Error")
+        example = {"error": ERRORS[status]}
     return json_content(schema, example, ERRORS[status])
 
 
@@ -82,6 +89,8 @@ BODIES: dict[str, TypeAdapter[Any]] = {
     "show": schemas.SHOW,
     "pull": schemas.PULL,
     "openai_responses": schemas.RESPONSES,
+    "anthropic_messages": schemas.MESSAGES,
+    "anthropic_count_tokens": schemas.COUNT_TOKENS,
 }
 
 # How each body names its model. The handlers check it in Ollama's words ("model is required";
@@ -137,6 +146,12 @@ LIMITED: dict[str, dict[tuple[str, ...], str]] = {
     "generate": {("images",): "images", ("context",): "context"},
     "embed": {("input",): "embed_inputs"},
     "openai_responses": {("input",): "messages", ("tools",): "tools"},
+    "anthropic_messages": {
+        ("messages",): "messages",
+        ("tools",): "tools",
+        ("stop_sequences",): "stop",
+    },
+    "anthropic_count_tokens": {("messages",): "messages", ("tools",): "tools"},
 }
 
 
@@ -171,6 +186,10 @@ def build(app: FastAPI) -> dict[str, Any]:
         tags=[
             {"name": "ollama", "description": "Ollama's REST API, translated to the backend."},
             {"name": "openai", "description": "The OpenAI API, forwarded to the backend."},
+            {
+                "name": "anthropic",
+                "description": "Anthropic's Messages API, translated to the backend.",
+            },
             {"name": "operations", "description": "Probes, versions and metrics."},
         ],
     )
@@ -181,14 +200,25 @@ def build(app: FastAPI) -> dict[str, Any]:
             "type": "http",
             "scheme": "bearer",
             "description": "Only when PROXY_API_KEYS is set; any value is accepted otherwise.",
-        }
+        },
+        "anthropic_key": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-api-key",
+            "description": "On /v1/messages, the key may come as x-api-key, as the anthropic "
+            "SDKs send ANTHROPIC_API_KEY; only when PROXY_API_KEYS is set.",
+        },
     }
     for path, item in doc["paths"].items():
         for operation in item.values():
             spec = OPERATIONS[operation["operationId"]]
-            openai = spec.get("openai", False)
+            dialect = "openai" if spec.get("openai", False) else spec.get("dialect", "ollama")
             operation["tags"] = [
-                "openai" if openai else "ollama" if path.startswith("/api/") else "operations"
+                dialect
+                if dialect != "ollama"
+                else "ollama"
+                if path.startswith("/api/")
+                else "operations"
             ]
             if "description" in spec:
                 operation["description"] = spec["description"]
@@ -202,7 +232,8 @@ def build(app: FastAPI) -> dict[str, Any]:
             if operation["operationId"] in BODIES:
                 operation.update(schemas.openapi_body(BODIES[operation["operationId"]]))
                 body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
-                _require_model(operation["operationId"], body_schema)
+                if dialect == "ollama":  # Anthropic's bodies say what they require themselves
+                    _require_model(operation["operationId"], body_schema)
                 body_schema.update(RULES.get(operation["operationId"], {}))
                 if operation["operationId"] == "generate":
                     body_schema["properties"]["context"].update(CONTEXT)
@@ -217,8 +248,10 @@ def build(app: FastAPI) -> dict[str, Any]:
                 )
                 body["content"]["application/json"]["example"] = spec["request"]
             for status in spec["errors"]:
-                responses[str(status)] = _error_response(status, openai)
-            if path not in ("/", "/health"):
+                responses[str(status)] = _error_response(status, dialect)
+            if dialect == "anthropic":
+                operation["security"] = [{}, {"bearer": []}, {"anthropic_key": []}]
+            elif path not in ("/", "/health"):
                 operation["security"] = [{}, {"bearer": []}]
     return doc
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ollama_openai_proxy.config import OLLAMA_API_VERSION
-from ollama_openai_proxy.openapi.shapes import NDJSON, OBJ, STR, json_content, obj, ref
+from ollama_openai_proxy.openapi.shapes import INT, NDJSON, OBJ, STR, json_content, obj, ref
 
 CREATED = "2026-11-23T10:00:00.000000Z"
 # Unstreamed: the backend's whole time is eval time, so no prompt-evaluation time.
@@ -504,3 +504,99 @@ OPERATIONS["openai_responses"] = {
     },
     "errors": _OPENAI_ERRORS,
 }
+_ANTHROPIC_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
+_ANTHROPIC_HELLO = {
+    "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+    "type": "message",
+    "role": "assistant",
+    "model": "gpt-4o-mini",
+    "content": [{"type": "text", "text": "Hello!"}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 9, "output_tokens": 2},
+}
+_ANTHROPIC_EVENTS = [
+    (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {**_ANTHROPIC_HELLO, "content": [], "stop_reason": None},
+        },
+    ),
+    ("ping", {"type": "ping"}),
+    (
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Hello!"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"input_tokens": 9, "output_tokens": 2},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+]
+OPERATIONS.update(
+    {
+        "anthropic_messages": {
+            "description": "Anthropic's Messages API (https://docs.anthropic.com/en/api/messages), "
+            "as Ollama serves it since v0.14.0 for Claude Code (`ollama launch claude`) and the "
+            "anthropic SDKs; `?beta=true` is accepted. Translated to the backend's "
+            "`POST /v1/chat/completions`: system prompts (string or text blocks), messages with "
+            "text, image (base64 or URL), tool_use, tool_result and thinking blocks, tools "
+            "(Anthropic's own hosted tools are left out, logged), tool_choice, thinking and "
+            "output_config.effort as the backend's reasoning control, max_tokens, temperature, "
+            "top_p, stop_sequences (top_k through PASSTHROUGH_OPTIONS). With `stream: true` the "
+            "answer is Anthropic's event stream (`text/event-stream`, `event:` lines) whatever "
+            "`Accept` says; an error after it started is an `event: error`. Errors are "
+            "Anthropic's `{type: error, error: {type, message}}`. The inbound key may be sent as "
+            "`x-api-key`. See docs/API_COMPATIBILITY.md.",
+            "dialect": "anthropic",
+            "request": {"model": "gpt-4o-mini", "max_tokens": 1024, "messages": _HELLO},
+            "response": {
+                "description": "The message; with `stream: true`, Anthropic's event stream.",
+                "content": {
+                    "application/json": {
+                        "schema": ref("AnthropicMessage"),
+                        "example": _ANTHROPIC_HELLO,
+                    },
+                    "text/event-stream": {
+                        # OpenAPI 3.1: the schema of each event; data is one JSON object
+                        "schema": obj(
+                            ("event", "data"),
+                            event={"enum": [name for name, _ in _ANTHROPIC_EVENTS] + ["error"]},
+                            data={**STR, "contentMediaType": "application/json"},
+                        ),
+                        "example": "".join(
+                            f"event: {name}\ndata: {_dumps(data)}\n\n"
+                            for name, data in _ANTHROPIC_EVENTS
+                        ),
+                    },
+                },
+            },
+            "errors": _ANTHROPIC_ERRORS,
+        },
+        "anthropic_count_tokens": {
+            "description": "Anthropic's token counting "
+            "(https://docs.anthropic.com/en/api/messages-count-tokens). An estimate: "
+            "OpenAI-compatible backends have no counting endpoint, so it is the characters of "
+            "the system prompt, messages, tool calls and results and tool definitions divided by "
+            "4, plus 1,600 per image (as Ollama estimates). A model no backend lists is a 404.",
+            "dialect": "anthropic",
+            "request": {"model": "gpt-4o-mini", "messages": _HELLO},
+            "response": json_content(obj(("input_tokens",), input_tokens=INT), {"input_tokens": 3}),
+            "errors": (400, 401, 404, 413, 429),
+        },
+    }
+)

@@ -95,6 +95,41 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             code=NULLABLE_STR,
         ),
     ),
+    # Anthropic's error (platform.claude.com/docs/en/api/errors) and message (anthropic-sdk-python
+    # types/message.py), as /v1/messages answers them.
+    "AnthropicError": obj(
+        ("type", "error"),
+        type={"const": "error"},
+        error=obj(("type", "message"), type=STR, message=STR),
+    ),
+    "AnthropicMessage": obj(
+        ("id", "type", "role", "model", "content", "stop_reason", "usage"),
+        id=STR,
+        type={"const": "message"},
+        role={"const": "assistant"},
+        model=STR,
+        content={
+            "type": "array",
+            "items": obj(
+                ("type",),
+                type={"enum": ["text", "thinking", "tool_use"]},
+                text=STR,
+                thinking=STR,
+                signature=STR,
+                id=STR,
+                name=STR,
+                input=OBJ,
+            ),
+        },
+        stop_reason={"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal"]},
+        stop_sequence=NULLABLE_STR,
+        usage=obj(
+            ("input_tokens", "output_tokens"),
+            input_tokens=INT,
+            output_tokens=INT,
+            cache_read_input_tokens=INT,
+        ),
+    ),
     "Message": _MESSAGE,
     "ModelDetails": _DETAILS,
     "ChatResponse": obj(

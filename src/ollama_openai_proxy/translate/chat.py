@@ -63,13 +63,19 @@ class UpstreamRequest:
 # --- requests ---------------------------------------------------------------------------------
 
 
-def _content(text: str, images: list[str] | None, where: str) -> str | list[dict[str, Any]]:
-    """``where``: the images' field in the request (``messages.0.images``), for errors."""
+def _content(
+    text: str, images: list[str] | list[str | dict[str, Any]] | None, where: str
+) -> str | list[dict[str, Any]]:
+    """``where``: the images' field in the request (``messages.0.images``), for errors. An image
+    given as a dict is an OpenAI content part already (the Anthropic route's URL images,
+    translate/anthropic.py); Ollama's own images are base64 strings."""
     if not images:
         return text
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
     parts.extend(
-        {"type": "image_url", "image_url": {"url": data_url(img, f"{where}.{i}")}}
+        img
+        if isinstance(img, dict)
+        else {"type": "image_url", "image_url": {"url": data_url(img, f"{where}.{i}")}}
         for i, img in enumerate(images)
     )
     return parts
@@ -320,8 +326,9 @@ def chat_payload(
     kept: Mapping[tuple[int, int], Recalled] | None = None,
 ) -> UpstreamRequest:
     """The reference chat completion for ``req``, not yet shaped for the backend: callers that
-    add fields of their own (``/v1/responses``: ``tool_choice``, a named JSON schema) add them
-    before :func:`for_backend`, so the profile sees the whole body."""
+    add fields of their own (``/v1/responses``: ``tool_choice``, a named JSON schema;
+    ``/v1/messages``: translate/anthropic.py) add them before :func:`for_backend`, so the
+    profile sees the whole body."""
     result = UpstreamRequest(payload={})
     history = req.get("messages") or ()
     carried = None

@@ -1,0 +1,170 @@
+"""``/v1/messages`` and ``/v1/messages/count_tokens``: the Anthropic Messages API (issue #17).
+
+Claude Code (``ollama launch claude``: ANTHROPIC_BASE_URL at the server, ANTHROPIC_AUTH_TOKEN
+``ollama``) and the anthropic SDKs call ``POST /v1/messages?beta=true``, which Ollama serves
+since v0.14.0; the query is Anthropic's beta marker and changes nothing here. Each request takes
+``/api/chat``'s path -- parse, resolve once, plan with the pure translator
+(translate/anthropic.py), execute, render (translate/anthropic_answer.py) -- to the backend's
+``/v1/chat/completions``, and every error is Anthropic's shape (render.py). Claude Code sends
+``Accept: application/json`` even when it streams: ``stream: true`` is answered with the event
+stream whatever Accept says, as Anthropic and Ollama do.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ollama_openai_proxy import schemas
+from ollama_openai_proxy.access import AccessRecord, record
+from ollama_openai_proxy.context import Context
+from ollama_openai_proxy.errors import SHAPE_ERRORS, ModelNotFound, malformed
+from ollama_openai_proxy.exchange import SSE, Plan, Reply, Route
+from ollama_openai_proxy.http import json_response
+from ollama_openai_proxy.limits import check_chat, check_messages
+from ollama_openai_proxy.render import Dialect
+from ollama_openai_proxy.routes import fetch, parse_body, plan
+from ollama_openai_proxy.streams import ndjson_stream
+from ollama_openai_proxy.translate.anthropic import (
+    Converted,
+    estimate_tokens,
+    messages_request,
+    read_request,
+)
+from ollama_openai_proxy.translate.anthropic_answer import (
+    AnthropicStream,
+    message_id,
+    message_response,
+)
+from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/messages",
+    operation_id="anthropic_messages",
+    summary="Anthropic Messages (SSE stream if stream is true)",
+)
+async def messages(request: Request) -> Response:
+    start = time.perf_counter_ns()
+    ctx, req = await parse_body(request, schemas.MESSAGES, check_messages)
+    check_messages(req, ctx.limits)
+    conv = read_request(req)
+    check_chat(conv.chat, ctx.limits)  # images and tool calls, counted on the translation
+    model = req["model"]
+    resolved = await ctx.backends.resolve(model)
+    for key, message in conv.ignored:
+        ctx.warn_once("request_field_ignored", key, detail=message)
+
+    def build(route: Route) -> UpstreamRequest:
+        return messages_request(conv, ctx.target(model, route), route.policy)
+
+    stream = req.get("stream") is True
+    p = plan(ctx, resolved, CHAT_PATH, build, stream=stream, source=conv.chat)
+    rec = record(request.scope)
+    ctx.label(rec, resolved)  # labels the request even if the backend call fails
+    # Any upstream of the chain may answer: split tags if one of them may send them.
+    think_tags = any(route.policy.profile.think_tags for route in resolved.routes)
+    if not stream:
+        return await _whole(ctx, rec, p, conv, model, think_tags)
+    tr = AnthropicStream(
+        model,
+        message_id(),
+        think=conv.think,
+        stops=conv.stops,
+        estimate=estimate_tokens(req),
+        think_tags=think_tags,
+    )
+    return await _stream(ctx, rec, p, tr, start, model)
+
+
+async def _whole(
+    ctx: Context, rec: AccessRecord, p: Plan, conv: Converted, model: str, think_tags: bool
+) -> Response:
+    body = await fetch(ctx, rec, p)
+    notes: list[str] = []
+    adapted: list[str] = []
+    try:
+        out = message_response(
+            body,
+            model,
+            msg_id=message_id(),
+            think=conv.think,
+            stops=conv.stops,
+            notes=notes,
+            think_tags=think_tags,
+            adapted=adapted,
+        )
+        used = body.get("usage")
+    except SHAPE_ERRORS:
+        raise malformed("an answer that is not a completion", body) from None
+    ctx.notes(notes, model)
+    ctx.adapted(adapted, model)
+    ctx.count(rec, used)
+    return json_response(out, redact=ctx.renderer.redact.bytes)
+
+
+async def _stream(
+    ctx: Context, rec: AccessRecord, p: Plan, tr: AnthropicStream, start: int, model: str
+) -> Response:
+    async with ctx.held() as owner:
+        sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
+        reply = await ctx.backends.execute(p, owner, rec)
+        owner.callback(_stream_done, ctx, rec, tr, model)
+        if isinstance(reply, Reply):  # a backend that ignored stream: true
+            body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
+            rec.ttft_ms = round((time.perf_counter_ns() - start) / 1e6, 3)
+            return Response(body, media_type=SSE)
+
+        def first_event() -> None:
+            ttft = (time.perf_counter_ns() - start) / 1e9
+            rec.ttft_ms = round(ttft * 1000, 3)
+            if ctx.metrics is not None:
+                ctx.metrics.first_token(p.attempts[0].path, rec.model_label, ttft)
+                ctx.metrics.streams(1)
+                owner.callback(ctx.metrics.streams, -1)
+
+        elapsed = (time.perf_counter_ns() - sent) / 1e9
+        return await ndjson_stream(
+            reply,
+            tr,
+            owner,
+            ctx.renderer,
+            rec,
+            first_line_timeout=max(ctx.settings.first_byte_timeout - elapsed, 0.001),
+            first_byte_timeout=ctx.settings.first_byte_timeout,
+            on_first=first_event,
+            dialect=Dialect.ANTHROPIC,
+            media_type=SSE,
+        )
+
+
+def _stream_done(ctx: Context, rec: AccessRecord, tr: AnthropicStream, model: str) -> None:
+    """When a stream is over, however it ended: notes, token counts."""
+    ctx.notes(tr.notes, model)
+    ctx.adapted(tr.adapted, model)
+    ctx.count(rec, tr.usage)
+
+
+@router.post(
+    "/v1/messages/count_tokens",
+    operation_id="anthropic_count_tokens",
+    summary="Anthropic token count (an estimate)",
+)
+async def count_tokens(request: Request) -> Response:
+    """An estimate (translate/anthropic.py ``estimate_tokens``): OpenAI-compatible backends
+    have no counting endpoint. The body is read as a message's would be, so what a message
+    would refuse is refused here too (400); a model no list knows is Anthropic's 404."""
+    ctx, req = await parse_body(request, schemas.COUNT_TOKENS, check_messages)
+    check_messages(req, ctx.limits)
+    read_request({**req, "max_tokens": 1})
+    resolved = await ctx.backends.resolve(req["model"])
+    ctx.label(record(request.scope), resolved)
+    if not resolved.known and ctx.backends.known_ids is not None:
+        raise ModelNotFound(req["model"])
+    answer: dict[str, Any] = {"input_tokens": estimate_tokens(req)}
+    return json_response(answer)
