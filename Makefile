@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Clients whose tools exist on this machine must pass, not skip.
 HAVE_NODE := $(if $(shell command -v node),1,)
 HAVE_PY38 := $(if $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8),1,)
-CLIENT_FLAGS := REQUIRE_AIMOCK=$(HAVE_NODE) REQUIRE_CLIENTS=$(HAVE_NODE) REQUIRE_PY38=$(HAVE_PY38)
+CLIENT_FLAGS := REQUIRE_AIMOCK=$(HAVE_NODE) REQUIRE_CLIENTS=$(HAVE_NODE) REQUIRE_AGENTS=$(HAVE_NODE) REQUIRE_PY38=$(HAVE_PY38)
 
 .PHONY: venv dev test lint typecheck unit compat bench bench-micro run clean
 

@@ -118,15 +118,6 @@ def fake(backend: FakeUpstream) -> FakeUpstream:
     return backend
 
 
-def require_route(proxy: ProxyServer, path: str) -> None:
-    """Skip while the proxy has no ``path``: an empty body gets the unknown-route 404 there.
-
-    The workers who build /v1/messages and /v1/responses remove this guard with their route."""
-    answer = httpx.post(proxy.url + path, json={}, timeout=10)
-    if answer.status_code == 404 and "page not found" in answer.text:
-        pytest.skip(f"route not built yet: POST {path} is the proxy's unknown-route 404")
-
-
 def sent_back(fake: FakeUpstream, tool: str) -> list[dict[str, Any]]:
     """The tool messages the backend received after its call of ``tool``."""
     results: list[dict[str, Any]] = []
