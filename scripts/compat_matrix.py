@@ -22,6 +22,7 @@ FEATURES = [
     "generate stream",
     "tools",
     "thinking",
+    "logprobs",
     "structured output",
     "images",
     "embeddings",

@@ -20,6 +20,7 @@ from tests.servers import ProxyServer, settings_for
 MODEL = "gpt-4o-mini"
 
 CLIENT = "ollama-python 0.6 (PyPI)"
+HI = [{"role": "user", "content": "Hello"}]
 
 
 def get_weather(city: str) -> str:
@@ -519,3 +520,55 @@ def test_contexts_need_the_same_key_across_instances(upstream: FakeUpstream) -> 
         context = generate(a, prompt="hi").context
         assert generate(b, prompt="again", context=context).done
         assert upstream.last()["body"]["messages"][0] == {"role": "user", "content": "hi"}
+
+
+def _lp_chunk(text: str, logprob: float, alt: str) -> str:
+    # An OpenAI chunk with its tokens' log probabilities (openai-python ChoiceLogprobs)
+    entry = {
+        "token": text,
+        "logprob": logprob,
+        "bytes": list(text.encode()),
+        "top_logprobs": [
+            {"token": text, "logprob": logprob, "bytes": None},
+            {"token": alt, "logprob": logprob - 2, "bytes": None},
+        ],
+    }
+    choice = {"index": 0, "delta": {"content": text}, "logprobs": {"content": [entry]}}
+    return json.dumps({"id": "c", "object": "chat.completion.chunk", "choices": [choice]})
+
+
+@pytest.mark.compat(CLIENT, "logprobs")
+@pytest.mark.parametrize("stream", [True, False])
+def test_logprobs_reach_the_sdk(
+    client: ollama.Client, upstream: FakeUpstream, stream: bool
+) -> None:
+    """ollama-python 0.6 reads ``logprobs`` (Ollama 0.12.11): the backend's log probabilities,
+    per streamed line and whole, with the alternatives asked for."""
+    if stream:
+        upstream.script(Script(chunks=[_lp_chunk("Hel", -0.25, "He"), _lp_chunk("lo", -0.5, "l")]))
+        parts = list(
+            client.chat(model=MODEL, messages=HI, logprobs=True, top_logprobs=2, stream=True)
+        )
+        got = [lp for p in parts for lp in (p.logprobs or [])]
+    else:
+        entry = json.loads(_lp_chunk("Hello", -0.25, "Hi"))["choices"][0]["logprobs"]
+        body = {
+            "id": "c",
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello"},
+                    "finish_reason": "stop",
+                    "logprobs": entry,
+                }
+            ],
+        }
+        upstream.script(Script(json_body=body))
+        got = list(client.chat(model=MODEL, messages=HI, logprobs=True, top_logprobs=2).logprobs)
+    assert [(lp.token, lp.logprob) for lp in got] == (
+        [("Hel", -0.25), ("lo", -0.5)] if stream else [("Hello", -0.25)]
+    )
+    assert [len(lp.top_logprobs or []) for lp in got] == [2] * len(got)
+    sent = upstream.last()["body"]
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)

@@ -64,6 +64,7 @@ class Answer:
     think_tags: bool = False  # the backend may leave reasoning in content as <think>...</think>
     # generate: (answer text, notes) -> the context to return, the exchange appended
     context: Callable[[str, list[str]], list[int]] | None = None
+    logprobs: bool = False  # the client asked for log probabilities
 
 
 def _recorder(
@@ -196,6 +197,7 @@ def _answer(
         generate=generate,
         stream=req.get("stream") is not False,  # Ollama streams unless told not to
         think_tags=think_tags,
+        logprobs=bool(req.get("logprobs")),
     )
 
 
@@ -235,6 +237,7 @@ async def _complete(
                     adapted=adapted,
                     load_ns=load,
                     context_of=None if ctx_of is None else (lambda text: ctx_of(text, notes)),
+                    logprobs=answer.logprobs,
                 )
             else:
                 out = chat_response(
@@ -248,6 +251,7 @@ async def _complete(
                     adapted=adapted,
                     made=made,
                     load_ns=load,
+                    logprobs=answer.logprobs,
                 )
             usage = body.get("usage")
         except SHAPE_ERRORS:
@@ -266,6 +270,7 @@ async def _complete(
         start_ns=answer.start,
         think_tags=answer.think_tags,
         context_of=answer.context,
+        logprobs=answer.logprobs,
     )
     async with ctx.held() as owner:
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue

@@ -30,6 +30,7 @@ from ollama_openai_proxy.translate.normalise import (
     ToolCall,
     content_parts,
     expect,
+    logprobs_of,
     reasoning_of,
     tool_call_of,
 )
@@ -502,6 +503,13 @@ def tool_call_to_ollama(call: ToolCall, index: int, notes: list[str]) -> dict[st
     }
 
 
+def _logprobs(choice: Mapping[str, Any], out: dict[str, Any], asked: bool) -> None:
+    # Ollama's top-level logprobs, every token of the answer (routes.go collects them)
+    lp = choice.get("logprobs") if asked else None
+    if lp:
+        out["logprobs"] = logprobs_of(lp)
+
+
 def _tags(content: str, think_tags: bool, adapted: list[str] | None) -> tuple[str, str | None]:
     if not think_tags:
         return content, None
@@ -546,6 +554,7 @@ def chat_response(
     adapted: list[str] | None = None,
     made: list[tuple[ToolCall, dict[str, Any]]] | None = None,
     load_ns: int = 0,
+    logprobs: bool = False,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/chat`` body.
     ``think_tags``: the backend may leave reasoning in content as ``<think>...</think>``;
@@ -580,6 +589,7 @@ def chat_response(
         "done": True,
         "done_reason": done_reason(expect(choice.get("finish_reason"), str)),
     }
+    _logprobs(choice, out, logprobs)
     # Without streaming there is no first-token time: the backend's whole time is eval time.
     usage = expect(resp.get("usage"), dict)
     out.update(metrics(usage, total_ns, 0, total_ns - load_ns, load_ns))
@@ -597,6 +607,7 @@ def generate_response(
     adapted: list[str] | None = None,
     load_ns: int = 0,
     context_of: Callable[[str], list[int]] | None = None,
+    logprobs: bool = False,
 ) -> dict[str, Any]:
     """A non-streaming OpenAI chat completion -> Ollama's non-streaming ``/api/generate`` body.
     Durations as :func:`chat_response`'s; ``context_of(answer)``: the ``context`` to return
@@ -623,6 +634,7 @@ def generate_response(
     out["done_reason"] = done_reason(expect(choice.get("finish_reason"), str))
     if context_of is not None:
         out["context"] = context_of(response)
+    _logprobs(choice, out, logprobs)
     usage = expect(resp.get("usage"), dict)
     out.update(metrics(usage, total_ns, 0, total_ns - load_ns, load_ns))
     return out

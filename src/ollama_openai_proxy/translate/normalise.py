@@ -284,3 +284,59 @@ def _complete(arguments: str) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
+
+
+def logprobs_of(value: Any) -> list[dict[str, Any]]:
+    """A choice's ``logprobs`` -> Ollama's ``[{"token", "logprob", "bytes"?, "top_logprobs"?}]``
+    (api/types.go Logprob, which ollama-python validates). Read from OpenAI's chat shape,
+    ``{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}``, and from the legacy
+    ``/v1/completions`` shape, ``{"tokens", "token_logprobs", "top_logprobs": [{token:
+    logprob}]}``. TypeError for a field of the wrong type."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{type(value).__name__} where logprobs were expected")
+    content = value.get("content")
+    if content is not None:
+        return [_logprob(entry, top=True) for entry in expect(content, list)]
+    tokens = expect(value.get("tokens"), list) or []
+    values = expect(value.get("token_logprobs"), list) or []
+    tops = expect(value.get("top_logprobs"), list) or []
+    out = []
+    for i, token in enumerate(tokens):
+        entry: dict[str, Any] = {
+            "token": expect(token, str),
+            "logprob": _number(values[i] if i < len(values) else None),
+        }
+        alternatives = tops[i] if i < len(tops) else None
+        if alternatives:
+            entry["top_logprobs"] = [
+                {"token": expect(t, str), "logprob": _number(lp)}
+                for t, lp in expect(alternatives, dict).items()
+            ]
+        out.append(entry)
+    return out
+
+
+def _logprob(entry: Any, *, top: bool) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise TypeError("a logprob that is not an object")
+    out: dict[str, Any] = {
+        "token": expect(entry.get("token"), str) or "",
+        "logprob": _number(entry.get("logprob")),
+    }
+    raw = entry.get("bytes")
+    if raw is not None:
+        out["bytes"] = expect(raw, list)
+    alternatives = entry.get("top_logprobs") if top else None
+    if alternatives:
+        out["top_logprobs"] = [_logprob(t, top=False) for t in expect(alternatives, list)]
+    return out
+
+
+def _number(value: Any) -> float:
+    # A backend may send null for a token it cannot score (vLLM's first prompt token):
+    # ollama-python requires a float; -inf is not JSON, so the least finite value stands in.
+    if value is None:
+        return -9999.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{type(value).__name__} where a log probability was expected")
+    return float(value)

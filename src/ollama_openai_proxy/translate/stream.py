@@ -35,6 +35,7 @@ from ollama_openai_proxy.translate.normalise import (
     ToolCallAssembler,
     content_parts,
     expect,
+    logprobs_of,
     reasoning_of,
 )
 from ollama_openai_proxy.translate.thinktags import ThinkSplitter
@@ -50,6 +51,7 @@ class StreamTranslator:
         "_first_ns",
         "_generate",
         "_last_ns",
+        "_lp",
         "_model",
         "_prefix",
         "_reasoned",
@@ -78,9 +80,11 @@ class StreamTranslator:
         clock: Callable[[], int] = time.perf_counter_ns,
         wall: Callable[[], int] = time.time_ns,
         context_of: Callable[[str, list[str]], list[int]] | None = None,
+        logprobs: bool = False,
     ) -> None:
         """``context_of(answer, notes)``: the ``context`` for the final generate line, from
-        the whole answer text (translate/conversation.py); None: no context (chat, raw)."""
+        the whole answer text (translate/conversation.py); None: no context (chat, raw).
+        ``logprobs``: the client asked for them; each line carries those of its tokens."""
         self._model = model
         # Every line starts the same way: encode the model name once per stream.
         self._prefix = b'{"model":' + dumps(model) + b',"created_at":"'
@@ -90,6 +94,8 @@ class StreamTranslator:
         self._tags = ThinkSplitter() if think_tags else None
         self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
         self._context_of = context_of
+        # The log probabilities not yet sent (None: not asked for): each text line takes them.
+        self._lp: list[dict[str, Any]] | None = [] if logprobs else None
         self._said: list[str] | None = [] if context_of is not None else None  # answer text
         self._start_ns = start_ns
         self._sent_ns = 0  # when the request left for the backend (sent()); 0: unknown
@@ -163,6 +169,10 @@ class StreamTranslator:
                 raise stream_error(chunk, client_model=self._model, endpoint="/chat/completions")
             return b""
         choice = choices[0]
+        if self._lp is not None:
+            lp = choice.get("logprobs")
+            if lp:
+                self._lp.extend(logprobs_of(lp))
         finish = choice.get("finish_reason")
         if finish is not None and expect(finish, str):
             self._finish = finish
@@ -237,17 +247,20 @@ class StreamTranslator:
             self._said.append(content)
         ts = self._ts
         extra = b',"thinking":' + dumps(thinking) if thinking else b""
+        end = b',"done":false}\n'
+        if self._lp:  # Ollama's Logprobs, top level, per line (api/types.go ChatResponse)
+            end = b',"done":false,"logprobs":' + orjson.dumps(self._lp) + b"}\n"
+            self._lp = []
         if self._generate:
-            return (
-                self._prefix + ts + b'","response":' + dumps(content) + extra + b',"done":false}\n'
-            )
+            return self._prefix + ts + b'","response":' + dumps(content) + extra + end
         return (
             self._prefix
             + ts
             + b'","message":{"role":"assistant","content":'
             + dumps(content)
             + extra
-            + b'},"done":false}\n'
+            + b"}"
+            + end
         )
 
     def _call_lines(self, calls: list[ToolCall]) -> bytes:
@@ -308,6 +321,8 @@ class StreamTranslator:
             final["message"] = {"role": "assistant", "content": ""}
         final["done"] = True
         final["done_reason"] = done_reason(self._finish)
+        if self._lp:  # scored tokens no text line carried (a chunk of logprobs alone)
+            final["logprobs"] = self._lp
         if self._context_of is not None and self._said is not None:
             final["context"] = self._context_of("".join(self._said), self.notes)
         first = self._first_ns or end
