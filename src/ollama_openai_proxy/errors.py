@@ -261,6 +261,20 @@ SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
 
 
 @contextmanager
+def translating_request() -> Iterator[None]:
+    """Around the translation of a client's body whose nested objects the translator reads
+    (``/v1/messages`` blocks, ``/v1/responses`` items and tools): a value of the wrong type it
+    did not check itself becomes a 400 quoting the problem, never a 500. Errors the translation
+    raises itself pass through."""
+    try:
+        yield
+    except SHAPE_ERRORS as exc:
+        raise BadRequest(f"invalid request body: a field has the wrong type ({exc})") from None
+    except RecursionError:
+        raise BadRequest("invalid request body: nested too deeply") from None
+
+
+@contextmanager
 def reading(what: str, data: Any) -> Iterator[None]:
     """Around the translation of a decoded upstream answer: a wrong type anywhere in it (the
     TypeError, AttributeError, KeyError, IndexError or ValueError it causes) becomes

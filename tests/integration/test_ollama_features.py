@@ -565,7 +565,9 @@ def test_logprobs_reach_the_sdk(
             ],
         }
         upstream.script(Script(json_body=body))
-        got = list(client.chat(model=MODEL, messages=HI, logprobs=True, top_logprobs=2).logprobs)
+        got = list(
+            client.chat(model=MODEL, messages=HI, logprobs=True, top_logprobs=2).logprobs or []
+        )
     assert [(lp.token, lp.logprob) for lp in got] == (
         [("Hel", -0.25), ("lo", -0.5)] if stream else [("Hello", -0.25)]
     )

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.access import AccessRecord, record
 from ollama_openai_proxy.context import Context
-from ollama_openai_proxy.errors import SHAPE_ERRORS, ModelNotFound, malformed
+from ollama_openai_proxy.errors import SHAPE_ERRORS, ModelNotFound, malformed, translating_request
 from ollama_openai_proxy.exchange import SSE, Plan, Reply, Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.limits import check_chat, check_messages
@@ -40,6 +40,7 @@ from ollama_openai_proxy.translate.anthropic_answer import (
     message_response,
 )
 from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest
+from ollama_openai_proxy.translate.keepalive import DEFAULT_KEEP_ALIVE
 
 router = APIRouter()
 
@@ -53,7 +54,8 @@ async def messages(request: Request) -> Response:
     start = time.perf_counter_ns()
     ctx, req = await parse_body(request, schemas.MESSAGES, check_messages)
     check_messages(req, ctx.limits)
-    conv = read_request(req)
+    with translating_request():
+        conv = read_request(req)
     check_chat(conv.chat, ctx.limits)  # images and tool calls, counted on the translation
     model = req["model"]
     resolved = await ctx.backends.resolve(model)
@@ -64,7 +66,8 @@ async def messages(request: Request) -> Response:
         return messages_request(conv, ctx.target(model, route), route.policy)
 
     stream = req.get("stream") is True
-    p = plan(ctx, resolved, CHAT_PATH, build, stream=stream, source=conv.chat)
+    with translating_request():
+        p = plan(ctx, resolved, CHAT_PATH, build, stream=stream, source=conv.chat)
     rec = record(request.scope)
     ctx.label(rec, resolved)  # labels the request even if the backend call fails
     # Any upstream of the chain may answer: split tags if one of them may send them.
@@ -104,6 +107,7 @@ async def _whole(
         raise malformed("an answer that is not a completion", body) from None
     ctx.notes(notes, model)
     ctx.adapted(adapted, model)
+    ctx.recent.touch(model, DEFAULT_KEEP_ALIVE)  # /api/ps lists the models answered
     ctx.count(rec, used)
     return json_response(out, redact=ctx.renderer.redact.bytes)
 
@@ -144,7 +148,10 @@ async def _stream(
 
 
 def _stream_done(ctx: Context, rec: AccessRecord, tr: AnthropicStream, model: str) -> None:
-    """When a stream is over, however it ended: notes, token counts."""
+    """When a stream is over, however it ended: /api/ps (if the model answered), notes, token
+    counts."""
+    if rec.ttft_ms is not None:
+        ctx.recent.touch(model, DEFAULT_KEEP_ALIVE)
     ctx.notes(tr.notes, model)
     ctx.adapted(tr.adapted, model)
     ctx.count(rec, tr.usage)
@@ -161,10 +168,12 @@ async def count_tokens(request: Request) -> Response:
     would refuse is refused here too (400); a model no list knows is Anthropic's 404."""
     ctx, req = await parse_body(request, schemas.COUNT_TOKENS, check_messages)
     check_messages(req, ctx.limits)
-    read_request({**req, "max_tokens": 1})
+    with translating_request():
+        read_request({**req, "max_tokens": 1})
     resolved = await ctx.backends.resolve(req["model"])
     ctx.label(record(request.scope), resolved)
     if not resolved.known and ctx.backends.known_ids is not None:
         raise ModelNotFound(req["model"])
-    answer: dict[str, Any] = {"input_tokens": estimate_tokens(req)}
+    with translating_request():
+        answer: dict[str, Any] = {"input_tokens": estimate_tokens(req)}
     return json_response(answer)

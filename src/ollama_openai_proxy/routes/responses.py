@@ -14,6 +14,7 @@ import secrets
 import time
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -21,7 +22,7 @@ from ollama_openai_proxy import schemas
 from ollama_openai_proxy.access import AccessRecord, record
 from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context
-from ollama_openai_proxy.errors import SHAPE_ERRORS, BadRequest, malformed
+from ollama_openai_proxy.errors import SHAPE_ERRORS, BadRequest, malformed, translating_request
 from ollama_openai_proxy.exchange import SSE, Plan, Reply, Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.limits import check_responses
@@ -50,7 +51,12 @@ async def responses(request: Request) -> Response:
     if not model:
         raise BadRequest("Missing required parameter: 'model'.", param="model")  # OpenAI's words
     check_responses(req, ctx.limits)
-    parsed = read_request(req)
+    with translating_request():
+        parsed = read_request(req)
+        try:  # the Response repeats the request's settings: they must be encodable JSON
+            orjson.dumps(parsed.echo)
+        except orjson.JSONEncodeError:
+            schemas.widen(parsed.echo)  # integers beyond 64 bits, as floats (or 400)
     resolved = await ctx.backends.resolve(model)
     rec = record(request.scope)
     turn = await Turn.of(ctx, rec.caller, parsed.messages)
@@ -58,7 +64,8 @@ async def responses(request: Request) -> Response:
     def build(route: Route) -> UpstreamRequest:
         return chat_request(parsed, ctx.target(model, route), route.policy, turn.kept(route))
 
-    p = plan(ctx, resolved, CHAT_PATH, build, stream=parsed.stream, source=req)
+    with translating_request():
+        p = plan(ctx, resolved, CHAT_PATH, build, stream=parsed.stream, source=req)
     frame = Frame(
         "resp_" + secrets.token_hex(16),
         int(time.time()),

@@ -27,14 +27,15 @@ from typing import Any
 import orjson
 
 from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
-from ollama_openai_proxy.translate.chat import done_reason, tool_call_to_ollama
+from ollama_openai_proxy.translate.chat import done_reason, first_choice, tool_call_to_ollama
 from ollama_openai_proxy.translate.normalise import (
     ToolCall,
     ToolCallAssembler,
+    completion_of,
     content_parts,
     expect,
     reasoning_of,
-    tool_call_of,
+    tool_calls_of,
 )
 from ollama_openai_proxy.translate.thinktags import ThinkSplitter, split_think
 from ollama_openai_proxy.upstream_errors import stream_error
@@ -48,16 +49,18 @@ def message_id() -> str:
 
 
 def stop_reason(finish: str | None, calls: bool, matched: str | None) -> str:
-    """A backend's ``finish_reason`` as Anthropic's ``stop_reason``: ``tool_use`` when the
-    answer made calls (whatever the backend said, as anthropic.go decides), ``max_tokens`` for
-    a length stop, ``refusal`` for a content filter, ``stop_sequence`` when the backend names
-    the stop sequence that matched, else ``end_turn``. Raises UpstreamStatusError for an
+    """A backend's ``finish_reason`` as Anthropic's ``stop_reason``: ``max_tokens`` for a
+    length stop (a call cut short must not be run), ``tool_use`` when the answer made calls
+    (whatever the backend said, as anthropic.go decides), ``refusal`` for a content filter,
+    ``stop_sequence`` when the backend names the stop sequence that matched, else
+    ``end_turn``. Raises UpstreamStatusError for an
     ``error`` finish (chat.done_reason): a cut answer must not look complete."""
     reason = done_reason(finish)
+    if reason == "length":
+        # A call cut by the token limit is no call to run: Anthropic says max_tokens too.
+        return "max_tokens"
     if calls:
         return "tool_use"
-    if reason == "length":
-        return "max_tokens"
     if finish == "content_filter":
         return "refusal"
     return "stop_sequence" if matched is not None else "end_turn"
@@ -120,10 +123,7 @@ def message_response(
     out (thinking disabled); ``estimate``: the input count if the backend gives none.
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
-    choices = resp.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ValueError("upstream response has no choices")
-    choice = choices[0]
+    choice = first_choice(resp, model)  # an answer that is only an error: that error
     msg = expect(choice.get("message"), dict) or {}
     raw = msg.get("content")
     parted = None
@@ -140,9 +140,9 @@ def message_response(
         content.append({"type": "thinking", "thinking": thinking, "signature": ""})
     if text:
         content.append({"type": "text", "text": text})
-    calls = expect(msg.get("tool_calls"), list) or []
-    for i, raw_call in enumerate(calls):
-        content.append(tool_use(tool_call_of(raw_call), i, notes)[0])
+    calls = tool_calls_of(expect(msg.get("tool_calls"), list))
+    for i, call in enumerate(calls):
+        content.append(tool_use(call, i, notes)[0])
     matched = matched_stop(choice, stops)
     return {
         "id": msg_id,
@@ -265,8 +265,7 @@ class AnthropicStream:
 
     def feed_completion(self, resp: Any) -> bytes:
         """A backend that ignored ``stream: true`` and answered one JSON completion."""
-        if not isinstance(resp, dict):
-            raise malformed("an answer that is not a completion", resp)
+        resp = completion_of(resp, self._model)
         try:
             out = self._chunk(resp)
         except SHAPE_ERRORS:

@@ -32,7 +32,7 @@ from ollama_openai_proxy.translate.normalise import (
     expect,
     logprobs_of,
     reasoning_of,
-    tool_call_of,
+    tool_calls_of,
 )
 from ollama_openai_proxy.translate.options import map_options
 from ollama_openai_proxy.translate.shape import forget, shape
@@ -576,8 +576,7 @@ def chat_response(
     calls = expect(msg.get("tool_calls"), list)
     if calls:
         out_calls = message["tool_calls"] = []
-        for i, raw_call in enumerate(calls):
-            call = tool_call_of(raw_call)
+        for i, call in enumerate(tool_calls_of(calls)):
             ollama = tool_call_to_ollama(call, i, notes)
             out_calls.append(ollama)
             if made is not None:

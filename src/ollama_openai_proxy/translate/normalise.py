@@ -21,6 +21,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ollama_openai_proxy.errors import malformed
+from ollama_openai_proxy.upstream_errors import not_a_completion
+
 ARGUMENTS = (str, dict)  # tool-call arguments: a JSON string, or an object as some backends send
 
 
@@ -79,6 +82,21 @@ def content_parts(value: Any) -> tuple[str, str | None]:
     return "".join(text), "".join(thinking) or None
 
 
+def completion_of(resp: Any, model: str) -> dict[str, Any]:
+    """A backend's JSON answer that should be a completion (a whole answer, or one that came
+    instead of a stream), checked to have choices: otherwise the error it carries in the
+    backend's words (Gemini's list-wrapped error, ``{"error"}``, vLLM's ``{"object":
+    "error"}``, ``{"message"}``), or malformed quoting it; never an empty answer that looks
+    complete (issue #16). Raises an UpstreamError."""
+    if isinstance(resp, list) and resp and isinstance(resp[0], dict) and "error" in resp[0]:
+        raise not_a_completion(resp[0], model)
+    if not isinstance(resp, dict):
+        raise malformed("an answer that is not a completion", resp)
+    if not resp.get("choices"):
+        raise not_a_completion(resp, model)
+    return resp
+
+
 class ToolCall(NamedTuple):
     """One whole tool call as the backend made it.
 
@@ -107,6 +125,21 @@ def tool_call_of(call: Mapping[str, Any]) -> ToolCall:
     )
 
 
+def tool_calls_of(calls: list[Any] | None) -> list[ToolCall]:
+    """The whole calls of a non-streamed answer (``message.tool_calls``), each id used once:
+    DeepSeek and GLM give parallel calls one id (HKUDS/nanobot#3943), and a client answering
+    two calls with one id has the backend refuse the next turn; a repeated id is left out, for
+    the renderer to make one. TypeError for a field of the wrong type."""
+    out = [tool_call_of(call) for call in calls or ()]
+    seen: set[str] = set()
+    for i, call in enumerate(out):
+        if call.id is not None:
+            if call.id in seen:
+                out[i] = call._replace(id=None)
+            seen.add(call.id)
+    return out
+
+
 class ToolCallAssembler:
     """Streamed tool-call fragments -> whole :class:`ToolCall` s, in order, each given out as soon
     as it is known to be complete.
@@ -122,7 +155,17 @@ class ToolCallAssembler:
     ``id`` (see :meth:`_slot`). Linear in the number of fragments: each call is looked up by
     index or id in a dict and checked for completeness at most once per later call begun."""
 
-    __slots__ = ("_calls", "_ids", "_last", "_next", "_order", "_remap", "_top", "notes")
+    __slots__ = (
+        "_calls",
+        "_given_ids",
+        "_ids",
+        "_last",
+        "_next",
+        "_order",
+        "_remap",
+        "_top",
+        "notes",
+    )
 
     def __init__(self) -> None:
         # key (the backend's index, or a number of ours) -> [id, name, [argument fragments],
@@ -134,6 +177,7 @@ class ToolCallAssembler:
         self._next = 0  # how many calls were given out: _order[:_next]
         self._remap = False  # indices were reused by another call: they say nothing from now on
         self._top = -1  # the highest key in use
+        self._given_ids: set[str] = set()  # ids given out: each once (tool_calls_of)
         self.notes: list[str] = []
 
     def __bool__(self) -> bool:
@@ -195,7 +239,13 @@ class ToolCallAssembler:
     def _give(self, slot: list[Any]) -> ToolCall:
         slot[4] = True
         self._next += 1
-        return ToolCall(slot[0], slot[1], "".join(slot[2]), slot[3])
+        call_id = slot[0]
+        if call_id is not None:
+            if call_id in self._given_ids:
+                call_id = None  # a repeated id (DeepSeek, GLM): the renderer makes another
+            else:
+                self._given_ids.add(call_id)
+        return ToolCall(call_id, slot[1], "".join(slot[2]), slot[3])
 
     def drain(self) -> list[ToolCall]:
         """Every call not given out yet, in order: the answer has ended."""

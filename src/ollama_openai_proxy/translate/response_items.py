@@ -25,7 +25,7 @@ from ollama_openai_proxy.translate.normalise import (
     content_parts,
     expect,
     reasoning_of,
-    tool_call_of,
+    tool_calls_of,
 )
 from ollama_openai_proxy.translate.response_tools import Named
 from ollama_openai_proxy.translate.thinktags import split_think
@@ -204,7 +204,7 @@ def response_object(
             adapted.append("reasoning split out of <think> tags in the content")
     thinking = reasoning_of(msg) or parted or tagged
     status, incomplete = outcome(expect(choice.get("finish_reason"), str))
-    calls = [tool_call_of(c) for c in expect(msg.get("tool_calls"), list) or ()]
+    calls = tool_calls_of(expect(msg.get("tool_calls"), list))
     output: list[dict[str, Any]] = []
     if thinking and frame.reasoning:
         output.append(reasoning_item(frame.item_id("rs", len(output)), thinking))

@@ -32,6 +32,7 @@ from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
 from ollama_openai_proxy.translate.normalise import (
     ToolCall,
     ToolCallAssembler,
+    completion_of,
     content_parts,
     expect,
     reasoning_of,
@@ -160,8 +161,7 @@ class ResponsesStream:
 
     def feed_completion(self, resp: Any) -> bytes:
         """A backend that ignored ``stream: true`` and answered one JSON completion."""
-        if not isinstance(resp, dict):
-            raise malformed("an answer that is not a completion", resp)
+        resp = completion_of(resp, self._frame.model)
         try:
             out = self.feed_chunk(resp)
         except SHAPE_ERRORS:

@@ -33,13 +33,14 @@ from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
 from ollama_openai_proxy.translate.normalise import (
     ToolCall,
     ToolCallAssembler,
+    completion_of,
     content_parts,
     expect,
     logprobs_of,
     reasoning_of,
 )
 from ollama_openai_proxy.translate.thinktags import ThinkSplitter
-from ollama_openai_proxy.upstream_errors import not_a_completion, stream_error
+from ollama_openai_proxy.upstream_errors import stream_error
 
 
 class StreamTranslator:
@@ -185,14 +186,7 @@ class StreamTranslator:
 
     def feed_completion(self, resp: Any) -> bytes:
         """A backend that ignored ``stream: true`` and answered one JSON completion."""
-        if isinstance(resp, list) and resp and isinstance(resp[0], dict) and "error" in resp[0]:
-            raise not_a_completion(resp[0], self._model)  # Gemini's list-wrapped error
-        if not isinstance(resp, dict):
-            raise malformed("an answer that is not a completion", resp)
-        if not resp.get("choices"):
-            # A JSON body without choices is no answer, whatever its status said: its words
-            # if it has any ({"message": ...}, {"detail": ...}), else the body quoted.
-            raise not_a_completion(resp, self._model)
+        resp = completion_of(resp, self._model)
         try:
             out = self.feed_chunk(resp)
         except SHAPE_ERRORS:

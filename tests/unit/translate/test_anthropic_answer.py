@@ -166,8 +166,12 @@ def test_usage_counts_cached_input_apart() -> None:
 
 
 def test_whole_answer_of_the_wrong_shape_raises_for_the_guard() -> None:
+    from ollama_openai_proxy.errors import UpstreamError
+
+    with pytest.raises(UpstreamError, match="not a completion"):
+        whole({"object": "chat.completion"})  # no choices: an error quoting the answer
     with pytest.raises(ValueError, match="no choices"):
-        whole({"object": "chat.completion"})
+        whole({"choices": [None]})
     with pytest.raises(TypeError):
         whole(completion({"content": "A", "tool_calls": {"x": 1}}))
 

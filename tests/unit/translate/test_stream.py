@@ -1136,3 +1136,18 @@ def test_an_error_object_event_ends_the_stream_as_an_error() -> None:
     tr.feed(orjson.dumps(chunk({"content": "The answer"})).decode())
     with pytest.raises(UpstreamError, match="engine died"):
         tr.feed(orjson.dumps({"object": "error", "message": "engine died", "code": 500}).decode())
+
+
+def test_one_id_for_several_calls_is_given_once() -> None:
+    """DeepSeek and GLM give parallel calls one id (HKUDS/nanobot#3943): the second is made
+    another, streamed or not (a client answering both with one id has the next turn refused)."""
+    from ollama_openai_proxy.translate.normalise import tool_calls_of
+
+    same = [
+        {"index": i, "id": "call_1", "function": {"name": "f", "arguments": "{}"}} for i in (0, 1)
+    ]
+    assert [c.id for c in tool_calls_of(same)] == ["call_1", None]
+    events = [chunk({"tool_calls": [f]}) for f in same] + [chunk(finish="tool_calls")]
+    ids = [c["id"] for c in line_calls(run(translator(), events))]
+    assert ids[0] == "call_1"
+    assert ids[1] != "call_1"
