@@ -68,6 +68,10 @@ def versions() -> dict[str, str]:
         "@langchain/ollama (npm)": f"@langchain/ollama {_npm('tests/js', '@langchain/ollama')}",
         "Vercel AI SDK, ollama-ai-provider-v2 (npm)": f"ai {_npm('tests/vercel', 'ai')}, "
         f"ollama-ai-provider-v2 {_npm('tests/vercel', 'ollama-ai-provider-v2')}",
+        "openai-python (PyPI) on /v1/responses": f"openai {_pypi('openai')}",
+        "anthropic (PyPI) on /v1/messages": f"anthropic {_pypi('anthropic')}",
+        "Claude Code 2.1.332 (npm)": f"@anthropic-ai/claude-code {_npm('tests/agents', '@anthropic-ai/claude-code')}",
+        "Codex CLI 0.171.0 (npm)": f"@openai/codex {_npm('tests/agents', '@openai/codex')}",
         "n8n Ollama nodes": f"@n8n/n8n-nodes-langchain {_n8n()} (@langchain/ollama {_npm('tests/n8n', '@langchain/ollama')})",
     }
 
@@ -102,7 +106,8 @@ def render(cells: list[dict[str, object]]) -> str:
     lines += [f"| {client} | {known.get(client, '')} |" for client in sorted(grid)]
     lines += [
         "",
-        "Where each client is driven: `tests/integration/` (ollama-python, openai, aimock),",
+        "Where each client is driven: `tests/integration/` (ollama-python, openai, anthropic,",
+        "aimock), `tests/agents/` (Claude Code, Codex),",
         "`tests/clients/` (LangChain Python, the old SDK on Python 3.8, and the Node.js runs of",
         "`tests/js/clients.mjs`, `tests/vercel/provider.mjs` and `tests/n8n/harness.cjs`).",
         "",

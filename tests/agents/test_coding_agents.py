@@ -156,6 +156,7 @@ def scratch(tmp_path: Path) -> tuple[Path, Path]:
     return home, work
 
 
+@pytest.mark.compat("Claude Code 2.1.332 (npm)", "tools")
 def test_claude_code_runs_a_tool_through_the_proxy(
     served: ProxyServer, fake: FakeUpstream, tmp_path: Path
 ) -> None:
@@ -166,6 +167,7 @@ def test_claude_code_runs_a_tool_through_the_proxy(
     check(run, fake, "Bash", hole.asked)
 
 
+@pytest.mark.compat("Codex CLI 0.171.0 (npm)", "tools")
 def test_codex_runs_a_tool_through_the_proxy(
     served: ProxyServer, fake: FakeUpstream, tmp_path: Path
 ) -> None:

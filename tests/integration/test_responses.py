@@ -36,6 +36,9 @@ WEATHER: Any = {
 }
 
 
+CLIENT = "openai-python (PyPI) on /v1/responses"
+
+
 def calls(*made: dict[str, Any]) -> Script:
     """The backend calls these tools: streamed as two fragments each, or whole."""
     chunks: list[Any] = []
@@ -67,6 +70,7 @@ def chats(upstream: FakeUpstream) -> list[dict[str, Any]]:
     return [e["body"] for e in upstream.journal if e["path"] == "/v1/chat/completions"]
 
 
+@pytest.mark.compat(CLIENT, "chat")
 def test_create_answers_a_response(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
     r = oai.responses.create(
         model=MODEL, instructions="Be brief.", input="Say hello", max_output_tokens=50
@@ -89,6 +93,7 @@ def test_create_answers_a_response(oai: openai.OpenAI, upstream: FakeUpstream) -
     }
 
 
+@pytest.mark.compat(CLIENT, "chat stream")
 def test_create_stream_sends_the_events_in_order(
     oai: openai.OpenAI, upstream: FakeUpstream
 ) -> None:
@@ -139,6 +144,7 @@ def test_stream_helper_gives_the_function_call(oai: openai.OpenAI, upstream: Fak
     ]
 
 
+@pytest.mark.compat(CLIENT, "tools")
 def test_a_tool_round_trip(oai: openai.OpenAI, upstream: FakeUpstream) -> None:
     """function_call out, then the client's function_call_output back with the history: the
     backend gets its call and the result paired by the call's id."""
