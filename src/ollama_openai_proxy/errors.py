@@ -178,7 +178,10 @@ class UpstreamError(ProxyError):
 
 class UpstreamStatusError(UpstreamError):
     """The backend answered with an error status; ``upstream_status`` keeps its code and
-    ``detail`` the backend's own words."""
+    ``detail`` the backend's own words; ``retry_after``, its ``Retry-After`` header, if any
+    (relayed: the anthropic and openai SDKs, Claude Code and Codex wait by it)."""
+
+    retry_after: str | None = None
 
     def __init__(
         self,

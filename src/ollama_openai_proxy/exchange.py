@@ -18,6 +18,7 @@ be tried: a stream is never replayed.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -288,12 +289,28 @@ def adapt(plan: Plan, attempt: Attempt, refused: UpstreamRefusedParameter) -> At
     return Attempt(attempt.route, attempt.path, orjson.dumps(payload))
 
 
+_RETRY_AFTER = re.compile(r"[0-9A-Za-z ,:]{1,40}")  # seconds, or an HTTP date
+
+
+def retry_after(headers: Any) -> str | None:
+    """A backend's ``Retry-After`` header, if it is one (seconds or an HTTP date), to relay with
+    the error it came with; anything else (a header injection, a novel) is not relayed."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if isinstance(value, str) and _RETRY_AFTER.fullmatch(value.strip()):
+        return value.strip()
+    return None
+
+
 def _settle(plan: Plan, attempt: Attempt, last: bool, resp: Any, body: bytes) -> Reply:
     """A whole answer: an error status raised as :class:`UpstreamStatusError` (unless relayed
     and no other upstream may take it), else the reply, decoded unless relayed."""
     status = resp.status
     if not plan.relay:
-        data = decode(status, body, client_model=plan.model, endpoint=attempt.path)
+        try:
+            data = decode(status, body, client_model=plan.model, endpoint=attempt.path)
+        except UpstreamStatusError as exc:
+            exc.retry_after = retry_after(resp.headers)
+            raise
         return Reply(status, body, "", resp.headers, data)  # content type: only relays read it
     if status >= 400 and not last:
         error = upstream_status_error(status, body, client_model=plan.model, endpoint=attempt.path)

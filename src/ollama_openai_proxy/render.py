@@ -41,6 +41,7 @@ from ollama_openai_proxy.errors import (
     Redactor,
     RouteNotFound,
     Unauthorized,
+    UpstreamStatusError,
 )
 from ollama_openai_proxy.http import JSONBytes
 
@@ -150,7 +151,8 @@ class Renderer:
         self, exc: ProxyError, dialect: Dialect, rec: AccessRecord | None = None
     ) -> Response:
         """The whole error response: status, JSON body, and the headers the error calls for
-        (``WWW-Authenticate`` on 401, ``Retry-After`` on 429, ``Allow`` on 405)."""
+        (``WWW-Authenticate`` on 401, ``Retry-After`` on 429 or the backend's with its error,
+        ``Allow`` on 405)."""
         self.failed(exc, rec)
         body = self.body(exc, dialect)
         response = JSONBytes(body, exc.status)
@@ -160,6 +162,8 @@ class Renderer:
             response.raw_headers.append((b"retry-after", str(exc.retry_after).encode()))
         elif isinstance(exc, RouteNotFound) and exc.allow:
             response.raw_headers.append((b"allow", exc.allow.encode()))
+        elif isinstance(exc, UpstreamStatusError) and exc.retry_after:
+            response.raw_headers.append((b"retry-after", exc.retry_after.encode()))
         return response
 
     def stream_error(

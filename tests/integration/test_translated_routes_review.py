@@ -179,3 +179,40 @@ def test_models_answered_on_messages_are_in_ps(
     assert httpx.post(proxy.url + "/v1/messages", json=body, timeout=10).status_code == 200
     names = [m["name"] for m in httpx.get(proxy.url + "/api/ps", timeout=10).json()["models"]]
     assert M in names
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", {"model": M, "messages": [{"role": "user", "content": "x"}]}),
+        (
+            "/v1/messages",
+            {"model": M, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+        ),
+        ("/v1/responses", {"model": M, "input": "x"}),
+    ],
+)
+def test_the_backends_retry_after_reaches_the_client(
+    proxy: ProxyServer, upstream: FakeUpstream, path: str, body: dict[str, Any]
+) -> None:
+    """The anthropic and openai SDKs (and Claude Code, Codex) wait as long as Retry-After says."""
+    limited = Script(
+        status=429,
+        error={"error": {"message": "slow down", "type": "rate_limit_error"}},
+        headers={"Retry-After": "7"},
+    )
+    upstream.faults.append((lambda p, _: p.endswith("/chat/completions"), limited))
+    answer = httpx.post(proxy.url + path, json={**body, "stream": False}, timeout=30)
+    assert answer.status_code == 429
+    assert answer.headers.get("retry-after") == "7"
+
+
+def test_a_retry_after_that_is_not_one_is_not_relayed(
+    proxy: ProxyServer, upstream: FakeUpstream
+) -> None:
+    limited = Script(status=429, headers={"Retry-After": "soon; <script>"})
+    upstream.faults.append((lambda p, _: p.endswith("/chat/completions"), limited))
+    body = {"model": M, "messages": [{"role": "user", "content": "x"}], "stream": False}
+    answer = httpx.post(proxy.url + "/api/chat", json=body, timeout=30)
+    assert answer.status_code == 429
+    assert "retry-after" not in answer.headers
