@@ -15,7 +15,8 @@ from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
 from ollama_openai_proxy.schemas import CHAT
 from ollama_openai_proxy.sse import SSEParser
-from ollama_openai_proxy.translate.chat import chat_request, chat_response
+from ollama_openai_proxy.translate.answer import chat_response
+from ollama_openai_proxy.translate.chat import chat_request
 from ollama_openai_proxy.translate.stream import StreamTranslator
 
 pytest.importorskip("pytest_benchmark")

@@ -27,13 +27,12 @@ from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
 from ollama_openai_proxy.routes import Turn, fetch_timed, parse_body, plan
 from ollama_openai_proxy.streams import ndjson_stream
+from ollama_openai_proxy.translate.answer import chat_response, generate_response
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
     chat_request,
-    chat_response,
     completion_request,
     generate_request,
-    generate_response,
     uses_completions,
 )
 from ollama_openai_proxy.translate.conversation import Conversation

@@ -33,12 +33,7 @@ import orjson
 from ollama_openai_proxy.errors import BadRequest, echo
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest
-from ollama_openai_proxy.translate.chat import (
-    CHAT_PATH,
-    UpstreamRequest,
-    chat_payload,
-    for_backend,
-)
+from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest, chat_payload, for_backend
 from ollama_openai_proxy.translate.images import sniff_mime
 
 # Effort levels the Messages API takes (output_config.effort, anthropic-sdk-python

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
-from ollama_openai_proxy.translate.chat import done_reason, first_choice, tool_call_to_ollama
+from ollama_openai_proxy.translate.answer import done_reason, first_choice, tool_call_to_ollama
 from ollama_openai_proxy.translate.normalise import (
     ToolCall,
     ToolCallAssembler,
@@ -54,7 +54,7 @@ def stop_reason(finish: str | None, calls: bool, matched: str | None) -> str:
     (whatever the backend said, as anthropic.go decides), ``refusal`` for a content filter,
     ``stop_sequence`` when the backend names the stop sequence that matched, else
     ``end_turn``. Raises UpstreamStatusError for an
-    ``error`` finish (chat.done_reason): a cut answer must not look complete."""
+    ``error`` finish (answer.done_reason): a cut answer must not look complete."""
     reason = done_reason(finish)
     if reason == "length":
         # A call cut by the token limit is no call to run: Anthropic says max_tokens too.
@@ -78,7 +78,7 @@ def matched_stop(choice: Mapping[str, Any], stops: tuple[str, ...]) -> str | Non
 
 def tool_use(call: ToolCall, index: int, notes: list[str]) -> tuple[dict[str, Any], Any]:
     """A whole call as a ``tool_use`` block -- ``input`` an object, the backend's id or one in
-    Ollama's form (chat.tool_call_to_ollama) -- and the call's Ollama shape (carry.py keys)."""
+    Ollama's form (answer.tool_call_to_ollama) -- and the call's Ollama shape (carry.py keys)."""
     ollama = tool_call_to_ollama(call, index, notes)
     fn = ollama["function"]
     block = {"type": "tool_use", "id": ollama["id"], "name": fn["name"], "input": fn["arguments"]}

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.translate.chat import done_reason, first_choice, parse_arguments
+from ollama_openai_proxy.translate.answer import done_reason, first_choice, parse_arguments
 from ollama_openai_proxy.translate.normalise import (
     ToolCall,
     content_parts,
@@ -81,7 +81,7 @@ def response(
 def outcome(finish: str | None) -> tuple[str, dict[str, Any] | None]:
     """A backend's ``finish_reason`` -> the Response's ``status`` and ``incomplete_details``.
     The token limit and a content filter end it ``incomplete`` (OpenAI's reasons
-    ``max_output_tokens`` and ``content_filter``); chat.done_reason reads the length words of
+    ``max_output_tokens`` and ``content_filter``); answer.done_reason reads the length words of
     every backend, and raises for an ``error`` finish (issue #16)."""
     if done_reason(finish) == "length":
         return "incomplete", {"reason": "max_output_tokens"}

@@ -40,12 +40,7 @@ from ollama_openai_proxy.errors import BadRequest, echo
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest
 from ollama_openai_proxy.translate.carry import Recalled
-from ollama_openai_proxy.translate.chat import (
-    CHAT_PATH,
-    UpstreamRequest,
-    chat_payload,
-    for_backend,
-)
+from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest, chat_payload, for_backend
 from ollama_openai_proxy.translate.images import data_url
 from ollama_openai_proxy.translate.response_tools import ToolNames, flatten, read_tools, tool_choice
 

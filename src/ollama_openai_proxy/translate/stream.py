@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
-from ollama_openai_proxy.translate.chat import done_reason, tool_call_to_ollama
+from ollama_openai_proxy.translate.answer import done_reason, tool_call_to_ollama
 from ollama_openai_proxy.translate.durations import metrics
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
 from ollama_openai_proxy.translate.normalise import (

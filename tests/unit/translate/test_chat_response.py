@@ -6,11 +6,7 @@ from typing import Any
 import pytest
 
 from ollama_openai_proxy.errors import UpstreamProtocolError, reading, sample
-from ollama_openai_proxy.translate.chat import (
-    chat_response,
-    done_reason,
-    generate_response,
-)
+from ollama_openai_proxy.translate.answer import chat_response, done_reason, generate_response
 from ollama_openai_proxy.translate.durations import metrics
 from tests.conftest import contract
 
@@ -384,7 +380,7 @@ MAGISTRAL = [
 
 
 def test_magistrals_typed_content_parts_are_text_and_thinking() -> None:
-    from ollama_openai_proxy.translate.chat import chat_response, generate_response
+    from ollama_openai_proxy.translate.answer import chat_response, generate_response
 
     body = {"choices": [{"message": {"content": MAGISTRAL}, "finish_reason": "stop"}]}
     out = chat_response(body, "m", now_ns=0, total_ns=1, think=True, notes=[])

@@ -11,7 +11,8 @@ import pytest
 from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import GENERATE
-from ollama_openai_proxy.translate.chat import generate_request, generate_response
+from ollama_openai_proxy.translate.answer import generate_response
+from ollama_openai_proxy.translate.chat import generate_request
 from ollama_openai_proxy.translate.conversation import (
     INVALID,
     ContextCodec,

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.translate.chat import chat_response, generate_response
+from ollama_openai_proxy.translate.answer import chat_response, generate_response
 from ollama_openai_proxy.translate.normalise import logprobs_of
 from ollama_openai_proxy.translate.stream import StreamTranslator
 

@@ -898,7 +898,7 @@ def test_any_fragmentation_gives_the_calls_whole_and_in_order(cuts: list[int], s
     ],
 )
 def test_finish_reasons_in_the_wild(finish: str | None, done: str) -> None:
-    from ollama_openai_proxy.translate.chat import done_reason
+    from ollama_openai_proxy.translate.answer import done_reason
 
     assert done_reason(finish) == done
 
@@ -912,7 +912,7 @@ def test_finish_reasons_in_the_wild(finish: str | None, done: str) -> None:
     ],
 )
 def test_an_error_finish_is_not_a_complete_answer(finish: str) -> None:
-    from ollama_openai_proxy.translate.chat import chat_response
+    from ollama_openai_proxy.translate.answer import chat_response
 
     tr = translator()
     out = tr.feed(orjson.dumps(chunk({"content": "Half"})).decode())
