@@ -438,3 +438,51 @@ def test_replicas_behind_one_balancer_agree_through_redis(
     assert [c["id"] for c in sent] == ["g0", "g1"]
     signature = sent[0]["extra_content"]["google"]["thought_signature"]
     assert signature != "skip_thought_signature_validator"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_gemini_3_gets_its_signature_back_through_the_anthropic_route(
+    proxy_for: Callable[..., Any], stream: bool
+) -> None:
+    """Claude Code (the anthropic SDK here) keeps its tool_use ids but has no place for a
+    backend's provider data: the proxy keeps Gemini's thought signature and gives it back."""
+    import anthropic
+
+    from tests.fake_upstream import Script
+
+    backend, server = proxy_for("gemini", "gemini", None)
+    backend.script(two_calls(), Script(chunks=[{"content": "Both 18 C."}]))
+    tool: Any = {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": WEATHER["function"]["parameters"],  # type: ignore[index]
+    }
+    ask: Any = [{"role": "user", "content": "Weather in Paris and Rome?"}]
+    model = "gemini-3-pro-preview"
+    first: Any
+    with anthropic.Anthropic(base_url=server.url, api_key="x") as client:
+        if stream:
+            with client.messages.stream(
+                model=model, max_tokens=256, messages=ask, tools=[tool]
+            ) as s:
+                first = s.get_final_message()
+        else:
+            first = client.messages.create(model=model, max_tokens=256, messages=ask, tools=[tool])
+        uses = [b for b in first.content if b.type == "tool_use"]
+        assert [u.input for u in uses] == [{"city": "Paris"}, {"city": "Rome"}]
+        history: list[Any] = [
+            *ask,
+            {"role": "assistant", "content": [b.model_dump() for b in uses]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": u.id, "content": "18 C"} for u in uses
+                ],
+            },
+        ]
+        out = client.messages.create(model=model, max_tokens=256, messages=history, tools=[tool])
+    assert [b.text for b in out.content if b.type == "text"] == ["Both 18 C."]
+    sent = backend.last()["body"]["messages"][1]["tool_calls"]
+    signature = sent[0]["extra_content"]["google"]["thought_signature"]
+    assert signature != "skip_thought_signature_validator"  # its own, kept by the proxy
+    assert not [e for e in backend.journal if e.get("refused")]

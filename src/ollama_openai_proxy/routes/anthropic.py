@@ -20,13 +20,14 @@ from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.access import AccessRecord, record
+from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import SHAPE_ERRORS, ModelNotFound, malformed, translating_request
 from ollama_openai_proxy.exchange import SSE, Plan, Reply, Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.limits import check_chat, check_messages
 from ollama_openai_proxy.render import Dialect
-from ollama_openai_proxy.routes import fetch, parse_body, plan
+from ollama_openai_proxy.routes import Turn, fetch, parse_body, plan
 from ollama_openai_proxy.streams import ndjson_stream
 from ollama_openai_proxy.translate.anthropic import (
     Converted,
@@ -41,6 +42,7 @@ from ollama_openai_proxy.translate.anthropic_answer import (
 )
 from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest
 from ollama_openai_proxy.translate.keepalive import DEFAULT_KEEP_ALIVE
+from ollama_openai_proxy.translate.normalise import ToolCall
 
 router = APIRouter()
 
@@ -61,19 +63,22 @@ async def messages(request: Request) -> Response:
     resolved = await ctx.backends.resolve(model)
     for key, message in conv.ignored:
         ctx.warn_once("request_field_ignored", key, detail=message)
+    rec = record(request.scope)
+    # The turn in progress replays calls the backend made: give back what the client dropped
+    # (a Gemini thought signature: Claude Code keeps the ids, not provider data).
+    turn = await Turn.of(ctx, rec.caller, conv.chat.get("messages") or ())
 
     def build(route: Route) -> UpstreamRequest:
-        return messages_request(conv, ctx.target(model, route), route.policy)
+        return messages_request(conv, ctx.target(model, route), route.policy, turn.kept(route))
 
     stream = req.get("stream") is True
     with translating_request():
         p = plan(ctx, resolved, CHAT_PATH, build, stream=stream, source=conv.chat)
-    rec = record(request.scope)
     ctx.label(rec, resolved)  # labels the request even if the backend call fails
     # Any upstream of the chain may answer: split tags if one of them may send them.
     think_tags = any(route.policy.profile.think_tags for route in resolved.routes)
     if not stream:
-        return await _whole(ctx, rec, p, conv, model, think_tags)
+        return await _whole(ctx, rec, p, conv, model, think_tags, (turn, resolved))
     tr = AnthropicStream(
         model,
         message_id(),
@@ -82,15 +87,22 @@ async def messages(request: Request) -> Response:
         estimate=estimate_tokens(req),
         think_tags=think_tags,
     )
-    return await _stream(ctx, rec, p, tr, start, model)
+    return await _stream(ctx, rec, p, tr, start, model, (turn, resolved))
 
 
 async def _whole(
-    ctx: Context, rec: AccessRecord, p: Plan, conv: Converted, model: str, think_tags: bool
+    ctx: Context,
+    rec: AccessRecord,
+    p: Plan,
+    conv: Converted,
+    model: str,
+    think_tags: bool,
+    carry: tuple[Turn, Resolved],
 ) -> Response:
     body = await fetch(ctx, rec, p)
     notes: list[str] = []
     adapted: list[str] = []
+    made: list[tuple[ToolCall, Any]] = []
     try:
         out = message_response(
             body,
@@ -101,6 +113,7 @@ async def _whole(
             notes=notes,
             think_tags=think_tags,
             adapted=adapted,
+            made=made,
         )
         used = body.get("usage")
     except SHAPE_ERRORS:
@@ -109,16 +122,26 @@ async def _whole(
     ctx.adapted(adapted, model)
     ctx.recent.touch(model, DEFAULT_KEEP_ALIVE)  # /api/ps lists the models answered
     ctx.count(rec, used)
+    turn, resolved = carry
+    turn.remember(ctx, rec, resolved, made)
     return json_response(out, redact=ctx.renderer.redact.bytes)
 
 
 async def _stream(
-    ctx: Context, rec: AccessRecord, p: Plan, tr: AnthropicStream, start: int, model: str
+    ctx: Context,
+    rec: AccessRecord,
+    p: Plan,
+    tr: AnthropicStream,
+    start: int,
+    model: str,
+    carry: tuple[Turn, Resolved],
 ) -> Response:
     async with ctx.held() as owner:
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, model)
+        turn, resolved = carry
+        owner.callback(turn.remember, ctx, rec, resolved, tr.made)
         if isinstance(reply, Reply):  # a backend that ignored stream: true
             body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
             rec.ttft_ms = round((time.perf_counter_ns() - start) / 1e6, 3)

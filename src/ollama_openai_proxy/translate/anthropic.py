@@ -33,6 +33,7 @@ import orjson
 from ollama_openai_proxy.errors import BadRequest, echo
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.schemas import ChatRequest
+from ollama_openai_proxy.translate.carry import Recalled
 from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest, chat_payload, for_backend
 from ollama_openai_proxy.translate.images import sniff_mime
 
@@ -162,15 +163,21 @@ def read_request(req: Mapping[str, Any]) -> Converted:
     return conv
 
 
-def messages_request(conv: Converted, target: Target, policy: Policy) -> UpstreamRequest:
+def messages_request(
+    conv: Converted,
+    target: Target,
+    policy: Policy,
+    kept: Mapping[tuple[int, int], Recalled] | None = None,
+) -> UpstreamRequest:
     """The OpenAI request for ``conv`` on one route: chat.py's reference request plus the
-    tool choice, shaped for the route's backend profile."""
+    tool choice, shaped for the route's backend profile. ``kept``: what the tool-call store
+    holds for the history's calls of the turn in progress (translate/carry.py)."""
     chat = conv.chat
     if conv.adaptive and not target.thinking and "think" in chat:
         # "adaptive" lets the model decide whether to think: a model not known to reason has
         # decided, and Claude Code sends it on every request -- no control, and no note.
         chat = {k: v for k, v in chat.items() if k != "think"}
-    result = chat_payload(cast(ChatRequest, chat), target, policy)
+    result = chat_payload(cast(ChatRequest, chat), target, policy, kept)
     result.notes[:0] = conv.notes
     payload = result.payload
     if conv.tool_choice is not None:

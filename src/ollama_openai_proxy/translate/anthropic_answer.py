@@ -115,12 +115,14 @@ def message_response(
     think_tags: bool = False,
     adapted: list[str] | None = None,
     estimate: int = 0,
+    made: list[tuple[ToolCall, Any]] | None = None,
 ) -> dict[str, Any]:
     """A non-streamed chat completion as an Anthropic message: thinking, text and tool_use
     blocks, in that order; ``model`` is the client's name (Ollama echoes it too). A thinking
     block has an empty ``signature``: the SDKs' ThinkingBlock requires the field, and nothing
     here signs reasoning (Ollama's own leaves the field out). ``think``: False leaves reasoning
-    out (thinking disabled); ``estimate``: the input count if the backend gives none.
+    out (thinking disabled); ``estimate``: the input count if the backend gives none; ``made``
+    gets each call with its Ollama shape (for the tool-call store, translate/carry.py).
 
     A field of the wrong type raises TypeError (the caller reads inside ``errors.reading``)."""
     choice = first_choice(resp, model)  # an answer that is only an error: that error
@@ -142,7 +144,10 @@ def message_response(
         content.append({"type": "text", "text": text})
     calls = tool_calls_of(expect(msg.get("tool_calls"), list))
     for i, call in enumerate(calls):
-        content.append(tool_use(call, i, notes)[0])
+        block, ollama = tool_use(call, i, notes)
+        content.append(block)
+        if made is not None:
+            made.append((call, ollama))
     matched = matched_stop(choice, stops)
     return {
         "id": msg_id,
@@ -194,6 +199,7 @@ class AnthropicStream:
         "_usage",
         "adapted",
         "done",
+        "made",
         "notes",
     )
 
@@ -228,6 +234,8 @@ class AnthropicStream:
         self.done = False  # the backend said [DONE]
         self.notes: list[str] = self._calls.notes
         self.adapted: list[str] = []
+        # The calls sent, with their Ollama shape, for the tool-call store (carry.py)
+        self.made: list[tuple[ToolCall, Any]] = []
 
     @property
     def usage(self) -> Mapping[str, Any] | None:
@@ -378,7 +386,8 @@ class AnthropicStream:
         ``input_json_delta``, stop."""
         out = b""
         for call in calls:
-            block, _ = tool_use(call, self._tool_calls, self.notes)
+            block, ollama = tool_use(call, self._tool_calls, self.notes)
+            self.made.append((call, ollama))
             self._tool_calls += 1
             args = block["input"]
             out += self._open({**block, "input": {}})
