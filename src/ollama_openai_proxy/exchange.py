@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -117,6 +118,7 @@ class EventStream:
         "clean",
         "content_type",
         "headers",
+        "sent_ns",
         "status",
         "upstream",
     )
@@ -142,6 +144,10 @@ class EventStream:
         self.headers: Mapping[str, str] = resp.headers
         self.content_type = resp.content_type
         self.upstream = upstream.name
+        # When the request that this answers was sent (perf_counter_ns): the first-line budget
+        # counts from here, not from an earlier upstream of the chain that failed (set by
+        # _stream).
+        self.sent_ns = 0
 
     def __aiter__(self) -> EventStream:
         return self
@@ -339,6 +345,7 @@ async def _stream(
     breaker = upstream.breaker
     deadline = asyncio.get_running_loop().time() + stream_timeout if stream_timeout else 0.0
     resp = None
+    sent_ns = time.perf_counter_ns()
     try:
         # Until the first read nothing was sent to the client: a timeout is still a real 504,
         # and the next upstream of the chain may be tried.
@@ -348,6 +355,7 @@ async def _stream(
             resp = await upstream.send(plan.method, attempt.path, attempt.body, settle=False)
             if resp.status < 400 and resp.content_type == SSE:
                 stream = await _open(resp, upstream, not plan.relay, deadline)
+                stream.sent_ns = sent_ns
                 breaker.success()
                 return stream
             # An error, or a backend that ignored stream:true and answered one JSON body.

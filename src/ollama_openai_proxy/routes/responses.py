@@ -128,7 +128,8 @@ async def _stream(
                 ctx.metrics.streams(1)
                 owner.callback(ctx.metrics.streams, -1)
 
-        elapsed = (time.perf_counter_ns() - sent) / 1e9
+        # FIRST_BYTE_TIMEOUT for the upstream that answers, not for those that failed before it
+        elapsed = (time.perf_counter_ns() - (reply.sent_ns or sent)) / 1e9
         return await ndjson_stream(
             reply,
             tr,
