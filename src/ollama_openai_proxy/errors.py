@@ -176,6 +176,17 @@ class UpstreamError(ProxyError):
     status = 502
 
 
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
 class UpstreamStatusError(UpstreamError):
     """The backend answered with an error status; ``upstream_status`` keeps its code and
     ``detail`` the backend's own words; ``retry_after``, its ``Retry-After`` header, if any
@@ -195,6 +206,10 @@ class UpstreamStatusError(UpstreamError):
         self.upstream_status = upstream_status
         self.code = code
         self.detail = message if detail is None else detail
+        if type(self).openai_type == "api_error":
+            # OpenAI's error.type for the status passed on (openai-python's _exceptions: a 429 is
+            # a rate_limit_error), so a /v1/responses client reads what the backend meant.
+            self.openai_type = _OPENAI_TYPES.get(status, "api_error")
 
 
 class UpstreamModelNotFound(UpstreamStatusError):

@@ -216,3 +216,16 @@ def test_a_retry_after_that_is_not_one_is_not_relayed(
     answer = httpx.post(proxy.url + "/api/chat", json=body, timeout=30)
     assert answer.status_code == 429
     assert "retry-after" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"), [(429, "rate_limit_error"), (400, "invalid_request_error")]
+)
+def test_responses_errors_name_their_type_by_status(
+    proxy: ProxyServer, upstream: FakeUpstream, status: int, kind: str
+) -> None:
+    failing = Script(status=status, error={"error": {"message": "no", "type": "x"}})
+    upstream.faults.append((lambda p, _: p.endswith("/chat/completions"), failing))
+    answer = httpx.post(proxy.url + "/v1/responses", json={"model": M, "input": "x"}, timeout=30)
+    assert answer.status_code == status
+    assert answer.json()["error"]["type"] == kind
