@@ -53,6 +53,9 @@ class Translator(Protocol):
     def feed(self, data: str) -> bytes:
         """One event's data -> bytes to send; raises ProxyError for an error or bad event."""
 
+    def feed_completion(self, resp: Any) -> bytes:
+        """A backend that ignored ``stream: true``: its one JSON answer -> bytes to send."""
+
     def finish(self) -> bytes:
         """The closing bytes, after the last event."""
 

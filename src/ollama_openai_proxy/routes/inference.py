@@ -22,11 +22,10 @@ from ollama_openai_proxy.errors import (
     UpstreamEndpointNotFound,
     malformed,
 )
-from ollama_openai_proxy.exchange import Plan, Reply, Route
-from ollama_openai_proxy.http import NDJSON, json_response
+from ollama_openai_proxy.exchange import Plan, Route
+from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
-from ollama_openai_proxy.routes import Turn, fetch_timed, parse_body, plan
-from ollama_openai_proxy.streams import ndjson_stream
+from ollama_openai_proxy.routes import Turn, fetch_timed, parse_body, plan, stream_reply
 from ollama_openai_proxy.translate.answer import chat_response, generate_response
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
@@ -278,30 +277,15 @@ async def _complete(
         owner.callback(_stream_done, ctx, rec, tr, answer)
         if turn is not None:
             owner.callback(turn.remember, ctx, rec, resolved, tr.made)
-        if isinstance(reply, Reply):  # a backend that ignored stream: true
-            body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
-            rec.ttft_ms = round((time.perf_counter_ns() - answer.start) / 1e6, 3)
-            return Response(body, media_type=NDJSON)
-
-        def first_line() -> None:
-            ttft = (time.perf_counter_ns() - answer.start) / 1e9
-            rec.ttft_ms = round(ttft * 1000, 3)
-            if ctx.metrics is not None:
-                ctx.metrics.first_token(p.attempts[0].path, rec.model_label, ttft)
-                ctx.metrics.streams(1)
-                owner.callback(ctx.metrics.streams, -1)
-
-        # FIRST_BYTE_TIMEOUT for the upstream that answers, not for those that failed before it
-        elapsed = (time.perf_counter_ns() - (reply.sent_ns or sent)) / 1e9
-        return await ndjson_stream(
+        return await stream_reply(
+            ctx,
+            rec,
+            p,
+            owner,
             reply,
             tr,
-            owner,
-            ctx.renderer,
-            rec,
-            first_line_timeout=max(ctx.settings.first_byte_timeout - elapsed, 0.001),
-            first_byte_timeout=ctx.settings.first_byte_timeout,
-            on_first=first_line,
+            start=answer.start,
+            sent=sent,
         )
 
 

@@ -23,12 +23,11 @@ from ollama_openai_proxy.access import AccessRecord, record
 from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import SHAPE_ERRORS, BadRequest, malformed, translating_request
-from ollama_openai_proxy.exchange import SSE, Plan, Reply, Route
+from ollama_openai_proxy.exchange import SSE, Plan, Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.limits import check_responses
 from ollama_openai_proxy.render import Dialect
-from ollama_openai_proxy.routes import Turn, fetch, parse_body, plan
-from ollama_openai_proxy.streams import ndjson_stream
+from ollama_openai_proxy.routes import Turn, fetch, parse_body, plan, stream_reply
 from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest
 from ollama_openai_proxy.translate.keepalive import DEFAULT_KEEP_ALIVE
 from ollama_openai_proxy.translate.normalise import ToolCall
@@ -115,32 +114,17 @@ async def _stream(
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, frame.model)
         owner.callback(turn.remember, ctx, rec, resolved, tr.made)
-        if isinstance(reply, Reply):  # a backend that ignored stream: true
-            body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
-            rec.ttft_ms = round((time.perf_counter_ns() - start) / 1e6, 3)
-            return Response(body, media_type=SSE)
-
-        def first_event() -> None:
-            ttft = (time.perf_counter_ns() - start) / 1e9
-            rec.ttft_ms = round(ttft * 1000, 3)
-            if ctx.metrics is not None:
-                ctx.metrics.first_token(p.attempts[0].path, rec.model_label, ttft)
-                ctx.metrics.streams(1)
-                owner.callback(ctx.metrics.streams, -1)
-
-        # FIRST_BYTE_TIMEOUT for the upstream that answers, not for those that failed before it
-        elapsed = (time.perf_counter_ns() - (reply.sent_ns or sent)) / 1e9
-        return await ndjson_stream(
+        return await stream_reply(
+            ctx,
+            rec,
+            p,
+            owner,
             reply,
             tr,
-            owner,
-            ctx.renderer,
-            rec,
-            first_line_timeout=max(ctx.settings.first_byte_timeout - elapsed, 0.001),
-            first_byte_timeout=ctx.settings.first_byte_timeout,
-            on_first=first_event,
-            dialect=Dialect.RESPONSES,
+            start=start,
+            sent=sent,
             media_type=SSE,
+            dialect=Dialect.RESPONSES,
             snapshot=tr.snapshot,
         )
 
