@@ -25,14 +25,14 @@ from ollama_openai_proxy import schemas
 from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context, get_context
-from ollama_openai_proxy.exchange import Attempt, EventStream, Plan, Reply, Route
+from ollama_openai_proxy.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_proxy.http import NDJSON, read_body
 from ollama_openai_proxy.limits import Limits, check_values, precheck
-from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.render import Dialect, Snapshot
-from ollama_openai_proxy.streams import Translator, ndjson_stream
+from ollama_openai_proxy.streams import ndjson_stream
 from ollama_openai_proxy.translate.carry import Recalled, Seen, answer_keys, history_keys
 from ollama_openai_proxy.translate.chat import UpstreamRequest
+from ollama_openai_proxy.translate.chunks import ChunkReader
 from ollama_openai_proxy.translate.normalise import ToolCall
 from ollama_openai_proxy.upstream import Upstream
 
@@ -174,50 +174,73 @@ async def stream_reply(
     ctx: Context,
     rec: AccessRecord,
     p: Plan,
-    owner: Owner,
-    reply: Reply | EventStream,
-    tr: Translator,
+    tr: ChunkReader,
     *,
+    model: str,
+    keep_alive: float,
     start: int,
-    sent: int,
+    carry: tuple[Turn, Resolved] | None,
     dialect: Dialect = Dialect.OLLAMA,
     media_type: str = NDJSON,
     snapshot: Snapshot | None = None,
 ) -> Response:
-    """A translated route's streamed answer, in ``dialect``, once the backend answered: a whole
-    JSON reply (a backend that ignored ``stream: true``) translated at once, else the stream,
-    with time to first token (``start``: arrival, perf_counter_ns) and the open-streams gauge
-    on ``owner``. The first line must come within what is left of FIRST_BYTE_TIMEOUT for the
-    upstream that answers (``sent``: when the plan was executed; a fallback's own send time
-    wins). Raises the ProxyError of a failure before the first line."""
-    if isinstance(reply, Reply):
-        body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
-        rec.ttft_ms = round((time.perf_counter_ns() - start) / 1e6, 3)
-        return Response(body, media_type=media_type)
+    """A translated route's streamed answer, in ``dialect``: the plan executed inside
+    ``Context.held()``, then a whole JSON reply (a backend that ignored ``stream: true``)
+    translated at once, or the stream, with time to first token (``start``: arrival,
+    perf_counter_ns) and the open-streams gauge on the owner. The first line must come within
+    what is left of FIRST_BYTE_TIMEOUT for the upstream that answers (a fallback's own send time
+    wins over the plan's). When it is over, however it ended: ``model`` in /api/ps for
+    ``keep_alive`` s (if the backend answered), the translator's notes and adaptations logged,
+    tokens counted, and the calls it made kept for the next turn (``carry``). Raises the
+    ProxyError of a failure before the first line."""
+    async with ctx.held() as owner:
+        sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
+        tr.sent(sent)  # load_duration: arrival to here
+        reply = await ctx.backends.execute(p, owner, rec)
+        owner.callback(_stream_done, ctx, rec, tr, model, keep_alive)
+        if carry is not None:
+            turn, resolved = carry
+            owner.callback(turn.remember, ctx, rec, resolved, tr.made)
+        if isinstance(reply, Reply):
+            body = ctx.renderer.redact.bytes(tr.feed_completion(reply.data) + tr.finish())
+            rec.ttft_ms = round((time.perf_counter_ns() - start) / 1e6, 3)
+            return Response(body, media_type=media_type)
 
-    def first_line() -> None:
-        ttft = (time.perf_counter_ns() - start) / 1e9
-        rec.ttft_ms = round(ttft * 1000, 3)
-        if ctx.metrics is not None:
-            ctx.metrics.first_token(p.attempts[0].path, rec.model_label, ttft)
-            ctx.metrics.streams(1)
-            owner.callback(ctx.metrics.streams, -1)
+        def first_line() -> None:
+            ttft = (time.perf_counter_ns() - start) / 1e9
+            rec.ttft_ms = round(ttft * 1000, 3)
+            if ctx.metrics is not None:
+                ctx.metrics.first_token(p.attempts[0].path, rec.model_label, ttft)
+                ctx.metrics.streams(1)
+                owner.callback(ctx.metrics.streams, -1)
 
-    budget = ctx.settings.first_byte_timeout
-    elapsed = (time.perf_counter_ns() - (reply.sent_ns or sent)) / 1e9
-    return await ndjson_stream(
-        reply,
-        tr,
-        owner,
-        ctx.renderer,
-        rec,
-        first_line_timeout=max(budget - elapsed, 0.001),
-        first_byte_timeout=budget,
-        on_first=first_line,
-        dialect=dialect,
-        media_type=media_type,
-        snapshot=snapshot,
-    )
+        budget = ctx.settings.first_byte_timeout
+        elapsed = (time.perf_counter_ns() - (reply.sent_ns or sent)) / 1e9
+        return await ndjson_stream(
+            reply,
+            tr,
+            owner,
+            ctx.renderer,
+            rec,
+            first_line_timeout=max(budget - elapsed, 0.001),
+            first_byte_timeout=budget,
+            on_first=first_line,
+            dialect=dialect,
+            media_type=media_type,
+            snapshot=snapshot,
+        )
+
+
+def _stream_done(
+    ctx: Context, rec: AccessRecord, tr: ChunkReader, model: str, keep_alive: float
+) -> None:
+    """When a stream is over, however it ended: /api/ps (if the model answered), notes, token
+    counts."""
+    if rec.ttft_ms is not None:
+        ctx.recent.touch(model, keep_alive)
+    ctx.notes(tr.notes, model)
+    ctx.adapted(tr.adapted, model)
+    ctx.count(rec, tr.usage)
 
 
 def get_and_head(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Any], Any]:

@@ -135,34 +135,18 @@ async def _stream(
     model: str,
     carry: tuple[Turn, Resolved],
 ) -> Response:
-    async with ctx.held() as owner:
-        sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
-        reply = await ctx.backends.execute(p, owner, rec)
-        owner.callback(_stream_done, ctx, rec, tr, model)
-        turn, resolved = carry
-        owner.callback(turn.remember, ctx, rec, resolved, tr.made)
-        return await stream_reply(
-            ctx,
-            rec,
-            p,
-            owner,
-            reply,
-            tr,
-            start=start,
-            sent=sent,
-            media_type=SSE,
-            dialect=Dialect.ANTHROPIC,
-        )
-
-
-def _stream_done(ctx: Context, rec: AccessRecord, tr: AnthropicStream, model: str) -> None:
-    """When a stream is over, however it ended: /api/ps (if the model answered), notes, token
-    counts."""
-    if rec.ttft_ms is not None:
-        ctx.recent.touch(model, DEFAULT_KEEP_ALIVE)
-    ctx.notes(tr.notes, model)
-    ctx.adapted(tr.adapted, model)
-    ctx.count(rec, tr.usage)
+    return await stream_reply(
+        ctx,
+        rec,
+        p,
+        tr,
+        model=model,
+        keep_alive=DEFAULT_KEEP_ALIVE,
+        start=start,
+        carry=carry,
+        media_type=SSE,
+        dialect=Dialect.ANTHROPIC,
+    )
 
 
 @router.post(

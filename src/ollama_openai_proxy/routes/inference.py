@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
-from ollama_openai_proxy.access import AccessRecord, record
+from ollama_openai_proxy.access import record
 from ollama_openai_proxy.backends import Resolved
 from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import (
@@ -270,30 +270,13 @@ async def _complete(
         context_of=answer.context,
         logprobs=answer.logprobs,
     )
-    async with ctx.held() as owner:
-        sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
-        tr.sent(sent)  # load_duration: arrival to here
-        reply = await ctx.backends.execute(p, owner, rec)
-        owner.callback(_stream_done, ctx, rec, tr, answer)
-        if turn is not None:
-            owner.callback(turn.remember, ctx, rec, resolved, tr.made)
-        return await stream_reply(
-            ctx,
-            rec,
-            p,
-            owner,
-            reply,
-            tr,
-            start=answer.start,
-            sent=sent,
-        )
-
-
-def _stream_done(ctx: Context, rec: AccessRecord, tr: StreamTranslator, answer: Answer) -> None:
-    """When a stream is over, however it ended: /api/ps (if the model answered), notes, token
-    counts."""
-    if rec.ttft_ms is not None:
-        ctx.recent.touch(answer.model, answer.keep_alive)
-    ctx.notes(tr.notes, answer.model)
-    ctx.adapted(tr.adapted, answer.model)
-    ctx.count(rec, tr.usage)
+    return await stream_reply(
+        ctx,
+        rec,
+        p,
+        tr,
+        model=model,
+        keep_alive=answer.keep_alive,
+        start=answer.start,
+        carry=None if turn is None else (turn, resolved),
+    )

@@ -109,31 +109,16 @@ async def _stream(
     turn: Turn,
 ) -> Response:
     tr = ResponsesStream(frame)
-    async with ctx.held() as owner:
-        sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
-        reply = await ctx.backends.execute(p, owner, rec)
-        owner.callback(_stream_done, ctx, rec, tr, frame.model)
-        owner.callback(turn.remember, ctx, rec, resolved, tr.made)
-        return await stream_reply(
-            ctx,
-            rec,
-            p,
-            owner,
-            reply,
-            tr,
-            start=start,
-            sent=sent,
-            media_type=SSE,
-            dialect=Dialect.RESPONSES,
-            snapshot=tr.snapshot,
-        )
-
-
-def _stream_done(ctx: Context, rec: AccessRecord, tr: ResponsesStream, model: str) -> None:
-    """When a stream is over, however it ended: /api/ps (if the model answered), notes, token
-    counts."""
-    if rec.ttft_ms is not None:
-        ctx.recent.touch(model, DEFAULT_KEEP_ALIVE)
-    ctx.notes(tr.notes, model)
-    ctx.adapted(tr.adapted, model)
-    ctx.count(rec, tr.usage)
+    return await stream_reply(
+        ctx,
+        rec,
+        p,
+        tr,
+        model=frame.model,
+        keep_alive=DEFAULT_KEEP_ALIVE,
+        start=start,
+        carry=(turn, resolved),
+        media_type=SSE,
+        dialect=Dialect.RESPONSES,
+        snapshot=tr.snapshot,
+    )

@@ -26,19 +26,16 @@ from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
 from ollama_openai_proxy.translate.answer import done_reason, first_choice, tool_call_to_ollama
+from ollama_openai_proxy.translate.chunks import ChunkReader, matched_stop
 from ollama_openai_proxy.translate.normalise import (
     ToolCall,
-    ToolCallAssembler,
-    completion_of,
     content_parts,
     expect,
     reasoning_of,
     tool_calls_of,
 )
-from ollama_openai_proxy.translate.thinktags import ThinkSplitter, split_think
-from ollama_openai_proxy.upstream_errors import stream_error
+from ollama_openai_proxy.translate.thinktags import split_think
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -64,16 +61,6 @@ def stop_reason(finish: str | None, calls: bool, matched: str | None) -> str:
     if finish == "content_filter":
         return "refusal"
     return "stop_sequence" if matched is not None else "end_turn"
-
-
-def matched_stop(choice: Mapping[str, Any], stops: tuple[str, ...]) -> str | None:
-    """The stop sequence that ended the answer, when the backend names it: vLLM and SGLang give
-    it as the choice's ``stop_reason`` (a token id when a stop token ended it). OpenAI does not
-    say, so with it a stop sequence ends an answer as ``end_turn``."""
-    if not stops:
-        return None
-    value = choice.get("stop_reason")
-    return value if isinstance(value, str) and value in stops else None
 
 
 def tool_use(call: ToolCall, index: int, notes: list[str]) -> tuple[dict[str, Any], Any]:
@@ -176,32 +163,12 @@ _STARTS = {
 _DELTAS = {"text": (b"text_delta", b"text"), "thinking": (b"thinking_delta", b"thinking")}
 
 
-class AnthropicStream:
-    """Fed the ``data`` of each chat-completion SSE event, returns the Messages events to send
-    (``streams.Translator``), knowing nothing of HTTP. Fields are type-checked where read,
-    inside ``feed``'s guard: a wrong type is refused quoting its event, never relayed."""
+class AnthropicStream(ChunkReader):
+    """The Messages event writer over :class:`~ollama_openai_proxy.translate.chunks.ChunkReader`
+    (which reads every backend's event shapes, type-checking each field it reads: a wrong type
+    is refused quoting its event, never relayed)."""
 
-    __slots__ = (
-        "_block",
-        "_calls",
-        "_estimate",
-        "_finish",
-        "_id",
-        "_index",
-        "_matched",
-        "_model",
-        "_reasoned",
-        "_started",
-        "_stops",
-        "_tags",
-        "_think",
-        "_tool_calls",
-        "_usage",
-        "adapted",
-        "done",
-        "made",
-        "notes",
-    )
+    __slots__ = ("_block", "_estimate", "_id", "_index", "_started", "_tool_calls")
 
     def __init__(
         self,
@@ -216,117 +183,24 @@ class AnthropicStream:
         """``model``: the client's name, echoed; ``think``: False leaves reasoning out;
         ``stops``: the request's stop sequences; ``estimate``: the input token count for
         ``message_start`` until the backend's arrives (at the end, in ``message_delta``)."""
-        self._model = model
+        super().__init__(model, think=think, think_tags=think_tags, stops=stops)
         self._id = msg_id
-        self._think = think
-        self._stops = stops
         self._estimate = estimate
-        self._tags = ThinkSplitter() if think_tags else None
-        self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
-        self._calls = ToolCallAssembler()
         self._tool_calls = 0  # tool_use blocks sent
-        self._finish: str | None = None
-        self._matched: str | None = None
-        self._usage: Mapping[str, Any] | None = None
         self._started = False  # message_start sent
         self._block: str | None = None  # the kind of the open block ("text", "thinking")
         self._index = -1  # the index of the last block started
-        self.done = False  # the backend said [DONE]
-        self.notes: list[str] = self._calls.notes
-        self.adapted: list[str] = []
-        # The calls sent, with their Ollama shape, for the tool-call store (carry.py)
-        self.made: list[tuple[ToolCall, Any]] = []
 
-    @property
-    def usage(self) -> Mapping[str, Any] | None:
-        """The backend's token usage (OpenAI's shape), once its usage chunk has arrived."""
-        return self._usage
-
-    @property
-    def finished(self) -> bool:
-        """The backend ended its answer properly: ``[DONE]`` or a ``finish_reason``."""
-        return self.done or self._finish is not None
-
-    def stamp(self) -> None:
-        """Nothing to stamp: Anthropic's events carry no time."""
-
-    # --- input ------------------------------------------------------------------------------
-
-    def feed(self, data: str) -> bytes:
-        """One SSE ``data`` payload -> the events to send (maybe none).
-
-        Raises :class:`UpstreamStatusError` for an error event and
-        :class:`UpstreamProtocolError` (quoting the event) for one of the wrong shape."""
-        if data == "[DONE]":
-            self.done = True
-            return b""
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise malformed("a stream event that is not JSON", data) from None
-        if not isinstance(chunk, dict):
-            raise malformed("a stream event that is not an object", data)
-        try:
-            return self._chunk(chunk)
-        except SHAPE_ERRORS:
-            raise malformed("a malformed stream event", data) from None
-
-    def feed_completion(self, resp: Any) -> bytes:
-        """A backend that ignored ``stream: true`` and answered one JSON completion."""
-        resp = completion_of(resp, self._model)
-        try:
-            out = self._chunk(resp)
-        except SHAPE_ERRORS:
-            raise malformed("an answer that is not a completion", resp) from None
-        self.done = True
-        return out
-
-    def _chunk(self, chunk: Mapping[str, Any]) -> bytes:
-        err = chunk.get("error")
-        if err:
-            raise stream_error(err, client_model=self._model, endpoint="/chat/completions")
-        found = chunk.get("usage")
-        if found is not None and expect(found, dict):
-            self._usage = found
-        choices = chunk.get("choices")
-        if not choices:
-            return b""
-        choice = choices[0]
-        finish = choice.get("finish_reason")
-        if finish is not None and expect(finish, str):
-            self._finish = finish
-            self._matched = matched_stop(choice, self._stops)
-        delta = choice.get("delta") or choice.get("message")
-        if not delta:
-            return b""
-        return self._delta(delta)
-
-    def _delta(self, delta: Mapping[str, Any]) -> bytes:
-        content = delta.get("content")
-        parted = None
-        if content is not None and not isinstance(content, str):
-            content, parted = content_parts(content)
-        thinking = reasoning_of(delta) if self._think else None
-        if parted and self._think:
-            thinking = thinking + parted if thinking else parted
-        if content and self._tags is not None:
-            content, tagged = self._tags.feed(content)
-            if thinking:
-                self._reasoned = True
-            elif tagged and self._think and not self._reasoned:
-                thinking = tagged
-            if tagged and not self.adapted:
-                self.adapted.append("reasoning split out of <think> tags in the content")
+    def _write(
+        self, content: str | None, thinking: str | None, ready: list[ToolCall] | None, calls: bool
+    ) -> bytes:
         out = b""
         if thinking:
             out += self._piece("thinking", thinking)
         if content:
             out += self._piece("text", content)
-        calls = delta.get("tool_calls")
-        if calls is not None and expect(calls, list):
-            ready = self._calls.add(calls)
-            if ready:
-                out += self._tool_blocks(ready)
+        if ready:
+            out += self._tool_blocks(ready)
         return out
 
     # --- output -----------------------------------------------------------------------------
@@ -399,28 +273,11 @@ class AnthropicStream:
             out += event("content_block_stop", {"type": "content_block_stop", "index": self._index})
         return out
 
-    def finish(self) -> bytes:
-        """The calls not sent yet, the open block's stop, ``message_delta`` and the one
-        ``message_stop``. Called after the last event, outside ``feed``'s guard: what cannot be
-        translated is an error quoting it, not a 500."""
-        try:
-            return self._end()
-        except SHAPE_ERRORS:
-            state = {"finish_reason": self._finish, "usage": self._usage}
-            raise malformed("a stream whose end cannot be translated", state) from None
-
     def _end(self) -> bytes:
-        out = b""
-        if self._tags is not None:
-            content, thinking = self._tags.flush()
-            if thinking and self._think and not self._reasoned:
-                out += self._piece("thinking", thinking)
-            if content:
-                out += self._piece("text", content)
-        if self._calls:
-            rest = self._calls.drain()
-            if rest:
-                out += self._tool_blocks(rest)
+        """The calls not sent yet, the open block's stop, ``message_delta`` and the one
+        ``message_stop``."""
+        content, thinking, rest = self._held()
+        out = self._write(content, thinking, rest, False)
         reason = stop_reason(self._finish, self._tool_calls > 0, self._matched)
         if not self._started:
             out += self._start()

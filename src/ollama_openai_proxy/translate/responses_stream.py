@@ -28,15 +28,8 @@ from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
-from ollama_openai_proxy.translate.normalise import (
-    ToolCall,
-    ToolCallAssembler,
-    completion_of,
-    content_parts,
-    expect,
-    reasoning_of,
-)
+from ollama_openai_proxy.translate.chunks import ChunkReader
+from ollama_openai_proxy.translate.normalise import ToolCall
 from ollama_openai_proxy.translate.response_items import (
     Frame,
     call_item,
@@ -48,8 +41,6 @@ from ollama_openai_proxy.translate.response_items import (
     text_part,
     usage_of,
 )
-from ollama_openai_proxy.translate.thinktags import ThinkSplitter
-from ollama_openai_proxy.upstream_errors import stream_error
 
 MESSAGE, REASONING = "message", "reasoning"
 
@@ -60,34 +51,15 @@ def sse_event(kind: str, body: Mapping[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
-class ResponsesStream:
-    """Chat-completion chunks in, Responses events out, for one response (``frame``)."""
+class ResponsesStream(ChunkReader):
+    """Chat-completion chunks in, Responses events out, for one response (``frame``); the chunks
+    are read by :class:`~ollama_openai_proxy.translate.chunks.ChunkReader`."""
 
-    __slots__ = (
-        "_calls",
-        "_cut",
-        "_finish",
-        "_frame",
-        "_open",
-        "_output",
-        "_reasoned",
-        "_said",
-        "_seq",
-        "_started",
-        "_tags",
-        "_text",
-        "_usage",
-        "adapted",
-        "done",
-        "made",
-        "notes",
-    )
+    __slots__ = ("_cut", "_frame", "_open", "_output", "_said", "_seq", "_started", "_text")
 
     def __init__(self, frame: Frame) -> None:
+        super().__init__(frame.model, think=frame.reasoning, think_tags=frame.think_tags)
         self._frame = frame
-        self._calls = ToolCallAssembler()
-        self._tags = ThinkSplitter() if frame.think_tags else None
-        self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
         self._seq = 0
         self._started = False
         self._output: list[dict[str, Any]] = []  # the items done, in output order
@@ -95,106 +67,22 @@ class ResponsesStream:
         self._text: list[str] = []  # the open item's text so far
         self._said = False  # a message item was sent (a response always has one, or calls)
         self._cut = False  # ended by the token limit: the open message is "incomplete"
-        self._finish: str | None = None
-        self._usage: Mapping[str, Any] | None = None
-        self.done = False  # the backend said [DONE]
-        self.notes: list[str] = self._calls.notes
-        self.adapted: list[str] = []
-        self.made: list[tuple[ToolCall, Any]] = []  # for the tool-call store (carry.py)
-
-    @property
-    def usage(self) -> Mapping[str, Any] | None:
-        """The backend's token usage, once its usage chunk has arrived."""
-        return self._usage
-
-    @property
-    def finished(self) -> bool:
-        """The backend ended its answer properly: ``[DONE]`` or a ``finish_reason`` arrived."""
-        return self.done or self._finish is not None
-
-    def stamp(self) -> None:
-        """Nothing to stamp: Responses events carry no per-event time."""
 
     def snapshot(self) -> tuple[int, dict[str, Any]]:
         """For an error ending the stream (render.py): the next ``sequence_number`` and the
         Response as streamed so far (its items done), with this stream's id."""
         return self._seq, response(self._frame, "in_progress", list(self._output))
 
-    # --- input ------------------------------------------------------------------------------
-
-    def feed(self, data: str) -> bytes:
-        """One SSE ``data`` payload -> the events to send (maybe none).
-
-        Raises :class:`UpstreamStatusError` for an error event and
-        :class:`UpstreamProtocolError` (quoting the event) for one of the wrong shape."""
-        if data == "[DONE]":
-            self.done = True
-            return b""
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise malformed("a stream event that is not JSON", data) from None
-        if not isinstance(chunk, dict):
-            raise malformed("a stream event that is not an object", data)
-        try:
-            return self.feed_chunk(chunk)
-        except SHAPE_ERRORS:
-            raise malformed("a malformed stream event", data) from None
-
-    def feed_chunk(self, chunk: Mapping[str, Any]) -> bytes:
-        """One decoded chunk; a field of the wrong type raises TypeError."""
-        err = chunk.get("error")
-        if err:
-            raise stream_error(err, client_model=self._frame.model, endpoint="/chat/completions")
-        usage = chunk.get("usage")
-        if usage is not None and expect(usage, dict):
-            self._usage = usage
-        choices = chunk.get("choices")
-        if not choices:
-            return b""
-        choice = choices[0]
-        finish = choice.get("finish_reason")
-        if finish is not None and expect(finish, str):
-            self._finish = finish
-        delta = choice.get("delta") or choice.get("message")
-        return self._delta(delta) if delta else b""
-
-    def feed_completion(self, resp: Any) -> bytes:
-        """A backend that ignored ``stream: true`` and answered one JSON completion."""
-        resp = completion_of(resp, self._frame.model)
-        try:
-            out = self.feed_chunk(resp)
-        except SHAPE_ERRORS:
-            raise malformed("an answer that is not a completion", resp) from None
-        self.done = True
-        return out
-
-    def _delta(self, delta: Mapping[str, Any]) -> bytes:
-        content = delta.get("content")
-        parted = None
-        if content is not None and not isinstance(content, str):
-            content, parted = content_parts(content)  # Magistral's typed parts
-        thinking = reasoning_of(delta)
-        if parted:
-            thinking = thinking + parted if thinking else parted
-        if content and self._tags is not None:
-            content, tagged = self._tags.feed(content)
-            if thinking:
-                self._reasoned = True  # the backend separates it: tags only repeat it
-            elif tagged and not self._reasoned:
-                thinking = tagged
-            if tagged and not self.adapted:
-                self.adapted.append("reasoning split out of <think> tags in the content")
+    def _write(
+        self, content: str | None, thinking: str | None, ready: list[ToolCall] | None, calls: bool
+    ) -> bytes:
         out = b""
-        if thinking and self._frame.reasoning:
+        if thinking:
             out += self._add(REASONING, thinking)
         if content:
             out += self._add(MESSAGE, content)
-        calls = delta.get("tool_calls")
-        if calls is not None and expect(calls, list):
-            ready = self._calls.add(calls)
-            if ready:
-                out += self._send_calls(ready)
+        if ready:
+            out += self._send_calls(ready)
         return out
 
     # --- output -----------------------------------------------------------------------------
@@ -292,30 +180,11 @@ class ResponsesStream:
             self._output.append(item)
         return out
 
-    def finish(self) -> bytes:
-        """The items still open or held back, and ``response.completed`` (or
-        ``response.incomplete``). Called after the last event, outside ``feed``'s guard: should
-        what the events left fail to translate, the error quotes it rather than escaping."""
-        try:
-            return self._end()
-        except SHAPE_ERRORS:
-            state = {"finish_reason": self._finish, "usage": self._usage}
-            raise malformed("a stream whose end cannot be translated", state) from None
-
     def _end(self) -> bytes:
         status, incomplete = outcome(self._finish)  # raises for an "error" finish
         self._cut = status == "incomplete"
-        out = b""
-        if self._tags is not None:
-            content, thinking = self._tags.flush()
-            if thinking and self._frame.reasoning and not self._reasoned:
-                out += self._add(REASONING, thinking)
-            if content:
-                out += self._add(MESSAGE, content)
-        if self._calls:
-            rest = self._calls.drain()
-            if rest:
-                out += self._send_calls(rest)
+        content, thinking, rest = self._held()
+        out = self._write(content, thinking, rest, False)
         out += self._close()
         if not self._said and not self.made:
             out += self._begin(MESSAGE) + self._close()  # a response always answers something

@@ -13,61 +13,41 @@ send, knowing nothing of HTTP. The rules it keeps, and the clients that need the
 * token counts only on the final line -- @langchain/ollama sums them over every line;
 * exactly one ``done: true`` line, last, with ``done_reason`` and durations in nanoseconds.
 
-Fields are type-checked where they are read (:func:`~ollama_openai_proxy.translate.chat.expect`),
-inside ``feed``'s guard: a wrong type is refused quoting its event, never relayed (ollama-python
-validates every line) nor left to fail in :meth:`StreamTranslator.finish`.
+The backend's events are read by :class:`~ollama_openai_proxy.translate.chunks.ChunkReader`,
+the intake the Anthropic and Responses streams share; this module writes Ollama's lines.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from ollama_openai_proxy.errors import SHAPE_ERRORS, malformed
 from ollama_openai_proxy.translate.answer import done_reason, tool_call_to_ollama
+from ollama_openai_proxy.translate.chunks import ChunkReader
 from ollama_openai_proxy.translate.durations import metrics
 from ollama_openai_proxy.translate.ndjson import dumps, line, rfc3339
-from ollama_openai_proxy.translate.normalise import (
-    ToolCall,
-    ToolCallAssembler,
-    completion_of,
-    content_parts,
-    expect,
-    logprobs_of,
-    reasoning_of,
-)
-from ollama_openai_proxy.translate.thinktags import ThinkSplitter
-from ollama_openai_proxy.upstream_errors import stream_error
+from ollama_openai_proxy.translate.normalise import ToolCall
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkReader):
+    """The Ollama NDJSON writer over :class:`~ollama_openai_proxy.translate.chunks.ChunkReader`
+    (which reads every backend's event shapes)."""
+
     __slots__ = (
-        "_calls",
         "_clock",
         "_context_of",
-        "_finish",
         "_first_ns",
         "_generate",
         "_last_ns",
-        "_lp",
-        "_model",
         "_prefix",
-        "_reasoned",
         "_said",
         "_sent_ns",
         "_start_ns",
-        "_tags",
-        "_think",
         "_ts",
-        "_usage",
         "_wall",
-        "adapted",
-        "done",
-        "made",
-        "notes",
     )
 
     def __init__(
@@ -86,40 +66,20 @@ class StreamTranslator:
         """``context_of(answer, notes)``: the ``context`` for the final generate line, from
         the whole answer text (translate/conversation.py); None: no context (chat, raw).
         ``logprobs``: the client asked for them; each line carries those of its tokens."""
-        self._model = model
+        super().__init__(model, think=think, think_tags=think_tags, logprobs=logprobs)
         # Every line starts the same way: encode the model name once per stream.
         self._prefix = b'{"model":' + dumps(model) + b',"created_at":"'
         self._generate = generate
-        self._think = think
-        # A backend profile that may leave reasoning as <think>...</think> in content.
-        self._tags = ThinkSplitter() if think_tags else None
-        self._reasoned = False  # a reasoning field was seen: tagged text is a copy of it
         self._context_of = context_of
-        # The log probabilities not yet sent (None: not asked for): each text line takes them.
-        self._lp: list[dict[str, Any]] | None = [] if logprobs else None
         self._said: list[str] | None = [] if context_of is not None else None  # answer text
         self._start_ns = start_ns
         self._sent_ns = 0  # when the request left for the backend (sent()); 0: unknown
         self._clock = clock
         self._wall = wall
-        self._calls = ToolCallAssembler()
-        self._finish: str | None = None
-        self._usage: Mapping[str, Any] | None = None
         self._first_ns = 0
         self._last_ns = 0
         self._ts = b""
         self.stamp()
-        self.done = False  # the backend said [DONE]
-        self.notes: list[str] = self._calls.notes  # one list: the assembler's notes too
-        self.adapted: list[str] = []  # for the DEBUG log: what was done for the backend
-        # The calls sent, with their Ollama shape: what the next turn may need back of them
-        # (translate/carry.py).
-        self.made: list[tuple[ToolCall, dict[str, Any]]] = []
-
-    @property
-    def usage(self) -> Mapping[str, Any] | None:
-        """The backend's token usage, once its usage chunk has arrived."""
-        return self._usage
 
     def sent(self, ns: int) -> None:
         """The request left for the backend at ``ns`` (the ``clock``'s reading): the time from
@@ -127,93 +87,9 @@ class StreamTranslator:
         evaluation starts there."""
         self._sent_ns = ns
 
-    # --- input ------------------------------------------------------------------------------
-
-    @property
-    def finished(self) -> bool:
-        """The backend ended its answer properly: ``[DONE]`` or a ``finish_reason`` arrived. A
-        stream that stops before either was cut short, and must not look complete."""
-        return self.done or self._finish is not None
-
-    def feed(self, data: str) -> bytes:
-        """One SSE ``data`` payload -> NDJSON bytes to send (maybe empty).
-
-        Raises :class:`UpstreamStatusError` for an error event and
-        :class:`UpstreamProtocolError` (quoting the event) for one of the wrong shape."""
-        if data == "[DONE]":
-            self.done = True
-            return b""
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise malformed("a stream event that is not JSON", data) from None
-        if not isinstance(chunk, dict):
-            raise malformed("a stream event that is not an object", data)
-        try:
-            return self.feed_chunk(chunk)
-        except SHAPE_ERRORS:
-            # a wrong type anywhere in the event: e.g. {"choices":["x"]}, tool_calls an object
-            raise malformed("a malformed stream event", data) from None
-
-    def feed_chunk(self, chunk: Mapping[str, Any]) -> bytes:
-        """One decoded event; a field of the wrong type raises TypeError (the caller's guard
-        makes it :func:`malformed`)."""
-        err = chunk.get("error")
-        if err:
-            raise stream_error(err, client_model=self._model, endpoint="/chat/completions")
-        usage = chunk.get("usage")
-        if usage is not None and expect(usage, dict):  # null on every chunk but one: no call
-            self._usage = usage
-        choices = chunk.get("choices")
-        if not choices:
-            if chunk.get("object") == "error":  # vLLM's error object, as an event
-                raise stream_error(chunk, client_model=self._model, endpoint="/chat/completions")
-            return b""
-        choice = choices[0]
-        if self._lp is not None:
-            lp = choice.get("logprobs")
-            if lp:
-                self._lp.extend(logprobs_of(lp))
-        finish = choice.get("finish_reason")
-        if finish is not None and expect(finish, str):
-            self._finish = finish
-        delta = choice.get("delta") or choice.get("message")
-        if delta is None and "text" in choice:
-            delta = {"content": choice["text"]}  # /v1/completions streams text, not deltas
-        if not delta:
-            return b""
-        return self._delta(delta)
-
-    def feed_completion(self, resp: Any) -> bytes:
-        """A backend that ignored ``stream: true`` and answered one JSON completion."""
-        resp = completion_of(resp, self._model)
-        try:
-            out = self.feed_chunk(resp)
-        except SHAPE_ERRORS:
-            raise malformed("an answer that is not a completion", resp) from None
-        self.done = True
-        return out
-
-    def _delta(self, delta: Mapping[str, Any]) -> bytes:
-        content = delta.get("content")
-        parted = None
-        if content is not None and not isinstance(content, str):
-            content, parted = content_parts(content)  # Magistral's typed parts
-        thinking = reasoning_of(delta) if self._think else None
-        if parted and self._think:
-            thinking = thinking + parted if thinking else parted
-        if content and self._tags is not None:
-            content, tagged = self._tags.feed(content)
-            if thinking:
-                self._reasoned = True  # the backend separates it: tags only repeat it
-            elif tagged and self._think and not self._reasoned:
-                thinking = tagged
-            if tagged and not self.adapted:
-                self.adapted.append("reasoning split out of <think> tags in the content")
-        calls = delta.get("tool_calls")
-        ready = None
-        if calls is not None and expect(calls, list):
-            ready = self._calls.add(calls)
+    def _write(
+        self, content: str | None, thinking: str | None, ready: list[ToolCall] | None, calls: bool
+    ) -> bytes:
         if not content and not thinking:
             if calls:
                 self._tick()
@@ -278,36 +154,18 @@ class StreamTranslator:
             self.made.append((call, ollama))  # only once its line exists: it will be sent
         return out
 
-    def finish(self) -> bytes:
-        """The tool calls not sent yet (each on its own line) and the single final ``done: true``
-        line.
-
-        Called after the last event, outside ``feed``'s guard: should what the events left
-        still fail to translate, the error quotes it rather than escaping as a 500."""
-        try:
-            return self._finish_lines()
-        except SHAPE_ERRORS:
-            state = {
-                "finish_reason": self._finish,
-                "usage": self._usage,
-                "calls": self._calls.state(),
-            }
-            raise malformed("a stream whose end cannot be translated", state) from None
-
-    def _finish_lines(self) -> bytes:
+    def _end(self) -> bytes:
+        """The calls not sent yet (each on its own line) and the single final ``done: true``
+        line."""
         end = self._clock()
         created_at = rfc3339(self._wall())
         out = b""
-        if self._tags is not None:
-            content, thinking = self._tags.flush()
-            keep = thinking if self._think and not self._reasoned else None
-            if content or keep:
-                out += self._text_line(content, keep)
-        if self._calls:
+        content, thinking, rest = self._held()
+        if content or thinking:
+            out += self._text_line(content, thinking)
+        if rest:
             self._ts = created_at.encode()
-            rest = self._calls.drain()
-            if rest:
-                out += self._call_lines(rest)
+            out += self._call_lines(rest)
         final: dict[str, Any] = {"model": self._model, "created_at": created_at}
         if self._generate:
             final["response"] = ""  # @langchain/ollama's Ollama LLM ignores text on this line
