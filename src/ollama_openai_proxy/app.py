@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy import __version__, allocator, openapi
@@ -40,6 +41,7 @@ from ollama_openai_proxy.routes import (
     openai,
     responses,
 )
+from ollama_openai_proxy.routing import Operation, Router
 from ollama_openai_proxy.security import AuthThrottle, GuardMiddleware, RateLimits
 from ollama_openai_proxy.tool_call_store import ToolCallStore
 
@@ -51,14 +53,40 @@ ROUTERS = (meta, models, inference, embed, manage, openai, responses, anthropic)
 STARTUP_LIST_WAIT = 5.0
 
 
-class ProxyApp(FastAPI):
-    """FastAPI, entered through the proxy's own pure-ASGI chain (``front``).
+class ProxyApp(Starlette):
+    """Starlette, entered through the proxy's own pure-ASGI chain (``front``).
 
-    FastAPI's middleware stack (error, telemetry and body-limit wrappers, router, dependency
-    solving) cost about a quarter of the CPU of a proxied request (py-spy, bench/README.md); the
-    hot routes skip it. Lifespan events and the other routes still go through FastAPI."""
+    Starlette's middleware stack (error and exception wrappers, router) cost a share of the CPU
+    of a proxied request (py-spy, bench/README.md); the hot routes skip it (fastpath.py).
+    Lifespan events and the other routes still go through Starlette. ``operations``: the route
+    table (routing.py) that :meth:`openapi` documents."""
 
     front: ASGIApp | None = None
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        version: str,
+        operations: list[Operation],
+        limits: Any,
+        routes: list[BaseRoute],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(routes=routes, **kwargs)
+        self.title = title
+        self.version = version
+        self.operations = operations
+        self._limits = limits
+        self._document: dict[str, Any] | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document (openapi.build), made at its first request."""
+        if self._document is None:
+            self._document = openapi.build(
+                self.operations, title=self.title, version=self.version, limits=self._limits
+            )
+        return self._document
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.front is None or scope["type"] != "http":
@@ -128,7 +156,7 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await backends.start()
         await backends.warm_up(STARTUP_LIST_WAIT)
         log.info(
@@ -193,26 +221,13 @@ def create_app(
                 metrics.close()
 
     docs = settings.api_docs_enabled
-    app = ProxyApp(
-        # A trailing slash gets 404, never a redirect: Starlette would build its Location from
-        # the client's Host header (an open redirect off-host).
-        redirect_slashes=False,
-        title="ollama-openai-proxy",
-        version=__version__,
-        description=openapi.DESCRIPTION,
-        lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
-    app.state.ctx = ctx
-    openapi.install(app, yaml_url="/openapi.yaml" if docs else None)
+    table = Router()
     for module in ROUTERS:
-        app.include_router(module.router)
+        table.operations.extend(module.router.operations)
     if metrics is not None:
         for path in dict.fromkeys(("/v1/metrics", settings.metrics_path)):
-            app.add_api_route(path, meta.metrics, methods=["HEAD"], include_in_schema=False)
-            app.add_api_route(
+            table.add(path, meta.metrics, methods=["HEAD"], include_in_schema=False)
+            table.add(
                 path,
                 meta.metrics,
                 methods=["GET"],
@@ -220,9 +235,27 @@ def create_app(
                 include_in_schema=path == "/v1/metrics",
                 summary="Prometheus metrics",
             )
+    routes: list[BaseRoute] = [
+        Route(op.path, op.handler, methods=[op.method], include_in_schema=op.include_in_schema)
+        for op in table.operations
+    ]
+    app = ProxyApp(
+        title="ollama-openai-proxy",
+        version=__version__,
+        operations=table.operations,
+        limits=ctx.limits,
+        routes=routes,
+        lifespan=lifespan,
+    )
+    # A trailing slash gets 404, never a redirect: Starlette would build its Location from the
+    # client's Host header (an open redirect off-host).
+    app.router.redirect_slashes = False
+    if docs:
+        app.router.routes[:0] = openapi.routes(app, yaml_url="/openapi.yaml")
+    app.state.ctx = ctx
 
     # Every error a handler raises is rendered by the one renderer (render.py), in the dialect
-    # of the route, for FastAPI's routes and the hot routes (FastRoutes) alike.
+    # of the route, for Starlette's routes and the hot routes (FastRoutes) alike.
     async def proxy_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)
         path = request.scope["path"]
@@ -233,10 +266,7 @@ def create_app(
         every route of the path, since Starlette names only the first one's (GET and HEAD
         are separate routes here)."""
         methods: set[str] = set()
-        # The app's own routes and those of the included routers (FastAPI wraps an included
-        # router in one route of its own, whose methods it does not expose).
-        routes = [*app.router.routes, *(r for m in ROUTERS for r in m.router.routes)]
-        for route in routes:
+        for route in app.router.routes:
             if (
                 isinstance(route, Route)
                 and route.methods
@@ -279,10 +309,9 @@ def create_app(
     endpoints = {"/v1/metrics", settings.metrics_path}
     if docs:
         endpoints.update(("/docs", "/redoc", "/openapi.json", "/openapi.yaml"))
-    for module in ROUTERS:
-        endpoints.update(getattr(r, "path", "") for r in module.router.routes)
+    endpoints.update(op.path for op in table.operations)
     # Outermost first: request id, access log and metrics; keys and rate limits; CORS; the hot
-    # routes; everything else goes on to FastAPI's own stack (app.fallback).
+    # routes; everything else goes on to Starlette's own stack (app.fallback).
     inner: ASGIApp = CORSForBrowsers(
         FastRoutes(app.fallback, routes=hot, on_error=on_error), renderer, origins
     )

@@ -1,10 +1,10 @@
-"""Direct dispatch of the hot routes, in front of FastAPI's router.
+"""Direct dispatch of the hot routes, in front of Starlette's router.
 
-FastAPI stays for the OpenAPI schema, ``/docs`` and the rare routes; but on the per-request path
-its routing, dependency solving and exception middleware cost about a third of the proxy's CPU
-(measured with py-spy, bench/README.md). The hot handlers take a raw ``Request`` and return a
-``Response`` anyway, so an exact ``(method, path)`` lookup can call them directly. Errors are
-rendered by the same functions FastAPI's exception handlers use.
+Starlette's router stays for the rare routes; but on the per-request path a framework's routing
+and exception middleware cost a measurable share of the proxy's CPU (FastAPI's, which served
+the routes before routing.py, about a third: py-spy, bench/README.md). The hot handlers take a
+raw ``Request`` and return a ``Response`` anyway, so an exact ``(method, path)`` lookup can call
+them directly. Errors are rendered by the same functions the app's exception handlers use.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class FastRoutes:
                 response = await handler(request)
             except ClientDisconnect:
                 return  # the client left while sending its body: nobody to answer
-            except Exception as exc:  # rendered exactly as FastAPI's handlers would
+            except Exception as exc:  # rendered exactly as the app's handlers would
                 response = await self.on_error(request, exc)
             await response(scope, receive, send)
         except asyncio.CancelledError:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -25,6 +27,9 @@ def test_documentation_endpoints(proxy: ProxyServer) -> None:
             r = c.get(page)
             assert r.status_code == 200
             assert "/openapi.json" in r.text
+        redirect = c.get("/docs/oauth2-redirect")  # Swagger UI's OAuth2 page, as FastAPI served
+        assert redirect.status_code == 200
+        assert "oauth2" in redirect.text.lower()
     assert doc["info"]["title"] == "ollama-openai-proxy"
     assert "/api/chat" in doc["paths"]
 
@@ -34,7 +39,7 @@ def test_documentation_can_be_switched_off(upstream: FakeUpstream) -> None:
         ProxyServer(settings_for(upstream.url, api_docs_enabled=False)) as server,
         httpx.Client(base_url=server.url) as c,
     ):
-        for path in ("/docs", "/redoc", "/openapi.json", "/openapi.yaml"):
+        for path in ("/docs", "/redoc", "/openapi.json", "/openapi.yaml", "/docs/oauth2-redirect"):
             r = c.get(path)
             assert r.status_code == 404, path
             assert r.json() == {"error": "404 page not found"}
@@ -81,3 +86,25 @@ def test_examples_are_what_the_proxy_answers(proxy: ProxyServer, operation_id: s
     )
     example = media["example"]
     assert set(example) <= set(body) | {"context"}, json.dumps(body)[:300]
+
+
+def test_fastapi_is_imported_only_for_a_documentation_page() -> None:
+    """The app is Starlette and its own route table (routing.py): FastAPI, 11.5 MB per worker
+    (issue #18), is imported only when a person opens /docs or /redoc."""
+    code = (
+        "import sys\n"
+        "from ollama_openai_proxy.app import create_app\n"
+        "from tests.servers import settings_for\n"
+        "from starlette.testclient import TestClient\n"
+        "app = create_app(settings_for('http://127.0.0.1:9/v1'))\n"
+        "assert 'fastapi' not in sys.modules, 'imported by create_app'\n"
+        "c = TestClient(app)\n"
+        "assert c.get('/openapi.json').status_code == 200\n"
+        "assert 'fastapi' not in sys.modules, 'imported by /openapi.json'\n"
+        "assert c.get('/docs').status_code == 200\n"
+        "assert 'fastapi' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import fastapi.routing
 import httpx
 import orjson
 import pytest
@@ -77,13 +76,10 @@ DOC: dict[str, Any] = _APP.openapi()
 
 
 def route_table() -> list[tuple[str, str]]:
-    """(method, path) of every HTTP route, the hot routes included (they are registered with
-    FastAPI too); included routers flattened (recent FastAPI keeps each as one entry of
-    ``app.routes``)."""
-    flatten: Any = getattr(fastapi.routing, "iter_route_contexts", None)
-    routes = list(flatten(_APP.routes)) if flatten is not None else list(_APP.routes)
+    """(method, path) of every HTTP route, the hot routes included (they are in the app's
+    route table too)."""
     found: set[tuple[str, str]] = set()
-    for route in routes:
+    for route in _APP.routes:
         path, methods = getattr(route, "path_format", None), getattr(route, "methods", None)
         if isinstance(path, str) and methods:
             found.update((method, path) for method in methods)

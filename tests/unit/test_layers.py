@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "recycle",
         "buildinfo",
         "healthcheck",
+        "routing",
         "openapi",
         "fastpath",
     ),

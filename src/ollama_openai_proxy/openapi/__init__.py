@@ -1,8 +1,8 @@
-"""The OpenAPI document: FastAPI's generated paths, completed from data.
+"""The OpenAPI document: the app's route table (routing.py), completed from data.
 
-Handlers read raw bodies on the hot path (no pydantic models), so FastAPI cannot infer what they
-answer. The descriptions and examples (operations.py), response shapes and error reasons
-(shapes.py) live in tables, merged into the generated document once, at first request.
+Handlers read raw bodies on the hot path (no pydantic models), so nothing can be inferred of what
+they answer. The descriptions and examples (operations.py), response shapes and error reasons
+(shapes.py) live in tables, merged into the document once, at first request.
 tests/unit/test_openapi.py checks that every operation is documented, and
 tests/integration/test_openapi_live.py sends every request example to the running proxy and
 checks the answer against the documented shape.
@@ -10,21 +10,24 @@ checks the answer against the documented shape.
 
 from __future__ import annotations
 
+import inspect
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
-from starlette.responses import Response
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.limits import Limits
 from ollama_openai_proxy.openapi.operations import OPERATIONS
 from ollama_openai_proxy.openapi.shapes import ERRORS, NDJSON, OBJ, SCHEMAS, json_content, ref
 from ollama_openai_proxy.render import anthropic_type
+from ollama_openai_proxy.routing import Operation
 
-__all__ = ["DESCRIPTION", "ERRORS", "NDJSON", "OPERATIONS", "SCHEMAS", "build", "install"]
+__all__ = ["DESCRIPTION", "ERRORS", "NDJSON", "OPERATIONS", "SCHEMAS", "build", "routes"]
 
 DESCRIPTION = """Ollama's REST API on port 11434, served from any OpenAI-compatible backend, so
 programs written for Ollama (its SDKs, LangChain, n8n, Open WebUI, VS Code Copilot) run unchanged.
@@ -79,8 +82,8 @@ def _path_parameters(path: str, operation: dict[str, Any], spec: dict[str, Any])
         del operation["parameters"]
 
 
-# The JSON bodies of the handlers that read raw requests, by operationId: set here rather than
-# through FastAPI, whose OpenAPI models turn integer bounds into floats (2**63 - 1 -> 2**63).
+# The JSON bodies of the handlers that read raw requests, by operationId (FastAPI's OpenAPI
+# models, used before, turned integer bounds into floats: 2**63 - 1 -> 2**63).
 BODIES: dict[str, TypeAdapter[Any]] = {
     "chat": schemas.CHAT,
     "generate": schemas.GENERATE,
@@ -173,28 +176,54 @@ def _limit_arrays(operation: dict[str, Any], limits: Limits) -> None:
         _array(body["schema"], names)["maxItems"] = getattr(limits, field)
 
 
-def build(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI document with every operation completed from OPERATIONS, and the
-    request limits of its settings (``app.state.ctx.limits``) as ``maxItems``."""
-    ctx = getattr(app.state, "ctx", None)
-    limits: Limits = ctx.limits if ctx is not None else Limits()
-    doc = get_openapi(
-        title=app.title,
-        version=app.version,
-        description=app.description,
-        routes=app.routes,
-        tags=[
-            {"name": "ollama", "description": "Ollama's REST API, translated to the backend."},
-            {"name": "openai", "description": "The OpenAI API, forwarded to the backend."},
-            {
-                "name": "anthropic",
-                "description": "Anthropic's Messages API, translated to the backend.",
-            },
-            {"name": "operations", "description": "Probes, versions and metrics."},
-        ],
-    )
-    # FastAPI adds its validation-error schemas for path parameters; the proxy never sends them.
-    doc.setdefault("components", {})["schemas"] = dict(SCHEMAS)
+TAGS = [
+    {"name": "ollama", "description": "Ollama's REST API, translated to the backend."},
+    {"name": "openai", "description": "The OpenAI API, forwarded to the backend."},
+    {"name": "anthropic", "description": "Anthropic's Messages API, translated to the backend."},
+    {"name": "operations", "description": "Probes, versions and metrics."},
+]
+
+
+def _paths(operations: Sequence[Operation]) -> dict[str, Any]:
+    """The document's paths, one operation per documented route, in declaration order: its
+    summary, its description (else the handler's docstring), its operationId, and a success
+    answer of its media type (completed from OPERATIONS by :func:`build`)."""
+    paths: dict[str, Any] = {}
+    for op in operations:
+        if not op.include_in_schema:
+            continue
+        operation: dict[str, Any] = {}
+        if op.summary:
+            operation["summary"] = op.summary
+        description = op.description or inspect.cleandoc(op.handler.__doc__ or "")
+        if description:
+            operation["description"] = description
+        operation["operationId"] = op.operation_id
+        text = op.media_type.startswith("text/")
+        ok = {"schema": {"type": "string"} if text else {}}
+        responses = {"200": {"description": "Successful Response", "content": {op.media_type: ok}}}
+        for status, extra in op.responses.items():
+            responses[str(status)] = {
+                "description": extra["description"],
+                "content": {op.media_type: {"schema": {}}},
+            }
+        operation["responses"] = responses
+        paths.setdefault(op.documented_path, {})[op.method.lower()] = operation
+    return paths
+
+
+def build(
+    operations: Sequence[Operation], *, title: str, version: str, limits: Limits | None = None
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``operations``, every operation completed from OPERATIONS,
+    with the request limits in force (``limits``) as ``maxItems``."""
+    limits = limits or Limits()
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": title, "description": DESCRIPTION, "version": version},
+        "paths": _paths(operations),
+    }
+    doc["components"] = {"schemas": dict(SCHEMAS)}
     doc["components"]["securitySchemes"] = {
         "bearer": {
             "type": "http",
@@ -223,7 +252,6 @@ def build(app: FastAPI) -> dict[str, Any]:
             if "description" in spec:
                 operation["description"] = spec["description"]
             responses = operation.setdefault("responses", {})
-            responses.pop("422", None)  # FastAPI's validation error: the proxy never sends it
             if spec.get("never_succeeds"):
                 responses.pop("200", None)
             if "response" in spec:
@@ -253,27 +281,62 @@ def build(app: FastAPI) -> dict[str, Any]:
                 operation["security"] = [{}, {"bearer": []}, {"anthropic_key": []}]
             elif path not in ("/", "/health"):
                 operation["security"] = [{}, {"bearer": []}]
+    doc["tags"] = TAGS
     return doc
 
 
-def install(app: FastAPI, yaml_url: str | None) -> None:
-    """Serve :func:`build`'s document as the app's OpenAPI (and as YAML at ``yaml_url``)."""
+class Documented(Protocol):
+    """The app, as the document's routes see it."""
 
-    def document() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = build(app)
-        return app.openapi_schema
+    title: str
 
-    app.openapi = document  # type: ignore[method-assign]
-    if yaml_url is None:
-        return
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document (:func:`build`'s), made once."""
+
+
+def routes(app: Documented, yaml_url: str | None) -> list[Route]:
+    """The routes that serve ``app.openapi()``: ``/openapi.json``, ``/docs`` (Swagger UI) with
+    its OAuth2 redirect page, ``/redoc`` and, at ``yaml_url``, the YAML document. The pages'
+    HTML comes from FastAPI's ``fastapi.openapi.docs``, imported only when a page is asked for."""
+    url = "/openapi.json"
+
+    async def openapi_json(_: Request) -> Response:
+        return JSONResponse(app.openapi())
+
+    async def swagger(_: Request) -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_html  # noqa: PLC0415 -- see above
+
+        title = app.title + " - Swagger UI"
+        page = get_swagger_ui_html(
+            openapi_url=url, title=title, oauth2_redirect_url="/docs/oauth2-redirect"
+        )
+        return HTMLResponse(page.body)
+
+    async def swagger_redirect(_: Request) -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html  # noqa: PLC0415
+
+        return HTMLResponse(get_swagger_ui_oauth2_redirect_html().body)
+
+    async def redoc(_: Request) -> Response:
+        from fastapi.openapi.docs import get_redoc_html  # noqa: PLC0415 -- see above
+
+        return HTMLResponse(get_redoc_html(openapi_url=url, title=app.title + " - ReDoc").body)
+
     text: list[str] = []
 
     async def openapi_yaml(_: Request) -> Response:
         if not text:
             import yaml  # noqa: PLC0415 -- only when the YAML document is asked for
 
-            text.append(yaml.safe_dump(document(), sort_keys=False, allow_unicode=True))
+            text.append(yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True))
         return Response(text[0], media_type="application/yaml")
 
-    app.add_route(yaml_url, openapi_yaml, methods=["GET"], include_in_schema=False)
+    out = [
+        Route(url, openapi_json, methods=["GET"], include_in_schema=False),
+        Route("/docs", swagger, methods=["GET"], include_in_schema=False),
+        Route("/docs/oauth2-redirect", swagger_redirect, methods=["GET"], include_in_schema=False),
+        Route("/redoc", redoc, methods=["GET"], include_in_schema=False),
+    ]
+    if yaml_url is not None:
+        out.append(Route(yaml_url, openapi_yaml, methods=["GET"], include_in_schema=False))
+    return out

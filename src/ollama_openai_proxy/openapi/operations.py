@@ -1,5 +1,6 @@
-"""What FastAPI cannot infer about each operation, by operationId: description, request example,
-the 200 answer with its example, and the error statuses it can answer."""
+"""What the route table (routing.py) does not say about each operation, by operationId:
+description, request example, the 200 answer with its example, and the error statuses it can
+answer."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-# operationId -> what FastAPI cannot know: description, request example, 200 answer, errors.
+# operationId -> what the route table does not say: description, request example, 200 answer,
+# errors.
 OPERATIONS: dict[str, dict[str, Any]] = {
     "chat": {
         "description": "Translated to the backend's `POST /v1/chat/completions`. Messages (system, "

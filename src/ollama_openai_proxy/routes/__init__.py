@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
-from fastapi import APIRouter
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -241,15 +240,3 @@ def _stream_done(
     ctx.notes(tr.notes, model)
     ctx.adapted(tr.adapted, model)
     ctx.count(rec, tr.usage)
-
-
-def get_and_head(router: APIRouter, path: str, **kwargs: Any) -> Callable[[Any], Any]:
-    """Serve GET and HEAD (Ollama answers both; the Go client's heartbeat is ``HEAD /``), with one
-    operation in the OpenAPI schema."""
-
-    def decorate(func: Any) -> Any:
-        router.add_api_route(path, func, methods=["HEAD"], include_in_schema=False)
-        router.add_api_route(path, func, methods=["GET"], **kwargs)
-        return func
-
-    return decorate

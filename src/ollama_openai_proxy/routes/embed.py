@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
@@ -15,6 +15,7 @@ from ollama_openai_proxy.errors import BadRequest, UpstreamModelNotFound, echo, 
 from ollama_openai_proxy.exchange import Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.routes import fetch_timed, parse_body, plan
+from ollama_openai_proxy.routing import Router
 from ollama_openai_proxy.translate.chat import EMBEDDINGS_PATH, UpstreamRequest, for_backend
 from ollama_openai_proxy.translate.embed import (
     embed_inputs,
@@ -24,7 +25,7 @@ from ollama_openai_proxy.translate.embed import (
 )
 from ollama_openai_proxy.translate.keepalive import parse_keep_alive
 
-router = APIRouter()
+router = Router()
 NOT_EMBEDDINGS = "an answer that is not an embedding list"
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
@@ -26,6 +26,7 @@ from ollama_openai_proxy.exchange import Plan, Route
 from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.limits import check_chat, check_generate
 from ollama_openai_proxy.routes import Turn, fetch_timed, parse_body, plan, stream_reply
+from ollama_openai_proxy.routing import Router
 from ollama_openai_proxy.translate.answer import chat_response, generate_response
 from ollama_openai_proxy.translate.chat import (
     UpstreamRequest,
@@ -43,7 +44,7 @@ from ollama_openai_proxy.translate.keepalive import (
 from ollama_openai_proxy.translate.normalise import ToolCall
 from ollama_openai_proxy.translate.stream import StreamTranslator
 
-router = APIRouter()
+router = Router()
 log = structlog.get_logger("ollama_openai_proxy")
 CHAT_COMPLETIONS = "/chat/completions"
 COMPLETIONS = "/completions"

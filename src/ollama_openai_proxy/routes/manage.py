@@ -4,16 +4,17 @@ or pull" before use (@langchain/ollama ``checkOrPullModel``, Open WebUI's model 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.errors import BadRequest, NotSupported, ProxyError, echo
 from ollama_openai_proxy.http import NDJSON, json_response
 from ollama_openai_proxy.routes import parse_body
+from ollama_openai_proxy.routing import Router
 from ollama_openai_proxy.translate.ndjson import line
 
-router = APIRouter()
+router = Router()
 
 
 @router.post(
@@ -53,7 +54,7 @@ for _name, _path, _method in (
     ("create_blob", "/api/blobs/{digest}", "POST"),
     ("check_blob", "/api/blobs/{digest}", "HEAD"),
 ):
-    router.add_api_route(
+    router.add(
         _path,
         _unsupported,
         methods=[_method],

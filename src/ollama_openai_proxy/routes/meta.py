@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from ollama_openai_proxy.buildinfo import build_info
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.errors import ProxyError, RouteNotFound
 from ollama_openai_proxy.http import json_response
-from ollama_openai_proxy.routes import get_and_head
+from ollama_openai_proxy.routing import Router
 from ollama_openai_proxy.upstream import Upstream
 
-router = APIRouter()
+router = Router()
 
 # Ollama's /api/status (0.16.2; server/routes.go StatusHandler, api/types.go StatusResponse):
 # whether its cloud features -- cloud models, web search -- are disabled, and by what ("none",
@@ -24,21 +24,19 @@ router = APIRouter()
 CLOUD_STATUS = {"cloud": {"disabled": True, "source": "config"}}
 
 
-@get_and_head(
-    router,
+@router.get_and_head(
     "/",
-    response_class=PlainTextResponse,
+    media_type="text/plain",
     operation_id="root",
     summary="Liveness probe, as Ollama answers it",
     description="Ollama clients (the Go client's Heartbeat, older n8n credential tests) expect "
     "`Ollama is running` in plain text.",
 )
-async def root() -> Response:
+async def root(_: Request) -> Response:
     return PlainTextResponse("Ollama is running")
 
 
-@get_and_head(
-    router,
+@router.get_and_head(
     "/api/version",
     operation_id="version",
     summary="Ollama version (configurable, numeric)",
@@ -49,18 +47,16 @@ async def version(request: Request) -> Response:
     return json_response({"version": get_context(request).settings.ollama_version})
 
 
-@get_and_head(  # Ollama has GET only; here every GET route answers HEAD too
-    router,
+@router.get_and_head(  # Ollama has GET only; here every GET route answers HEAD too
     "/api/status",
     operation_id="status",
     summary="Cloud features: disabled (no Ollama cloud behind this proxy)",
 )
-async def status() -> Response:
+async def status(_: Request) -> Response:
     return json_response(CLOUD_STATUS)
 
 
-@get_and_head(
-    router,
+@router.get_and_head(
     "/v1/version",
     operation_id="proxy_version",
     summary="The proxy's own version, build and dependencies (VERSION_ENDPOINT_ENABLED)",
@@ -78,18 +74,16 @@ async def metrics(request: Request) -> Response:
     return Response(m.exposition(), media_type=m.content_type)
 
 
-@get_and_head(
-    router,
+@router.get_and_head(
     "/health",
     operation_id="health",
     summary="Liveness: the process answers (no backend call)",
 )
-async def health() -> Response:
+async def health(_: Request) -> Response:
     return json_response({"status": "ok"})
 
 
-@get_and_head(
-    router,
+@router.get_and_head(
     "/ready",
     operation_id="ready",
     summary="Readiness: the backend answers GET /models within HEALTH_CHECK_TIMEOUT",

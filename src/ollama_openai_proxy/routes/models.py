@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.context import get_context
 from ollama_openai_proxy.errors import BadRequest, ModelNotFound
 from ollama_openai_proxy.http import json_response
-from ollama_openai_proxy.routes import get_and_head, parse_body
+from ollama_openai_proxy.routes import parse_body
+from ollama_openai_proxy.routing import Router
 from ollama_openai_proxy.translate import models as tm
 
-router = APIRouter()
+router = Router()
 
 
-@get_and_head(
-    router,
+@router.get_and_head(
     "/api/tags",
     operation_id="tags",
     summary="List models (from the backend's /v1/models, cached), with capabilities",
@@ -47,8 +47,8 @@ async def show(request: Request) -> Response:
     return json_response(tm.show(name, route.model, ctx.facts(name, route), time.time_ns()))
 
 
-@get_and_head(
-    router, "/api/ps", operation_id="ps", summary="Models used recently (within keep_alive)"
+@router.get_and_head(
+    "/api/ps", operation_id="ps", summary="Models used recently (within keep_alive)"
 )
 async def ps(request: Request) -> Response:
     ctx = get_context(request)

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ollama_openai_proxy.access import record
@@ -23,11 +23,11 @@ from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.exchange import Attempt, EventStream, Plan, Route
 from ollama_openai_proxy.http import json_response, read_body
 from ollama_openai_proxy.limits import check_openai, check_values
-from ollama_openai_proxy.routes import get_and_head
+from ollama_openai_proxy.routing import Router
 from ollama_openai_proxy.streams import sse_relay
 from ollama_openai_proxy.translate.models import openai_models
 
-router = APIRouter()
+router = Router()
 
 # Response headers worth keeping: rate-limit state and retry hints help clients back off.
 _KEEP_HEADERS = ("retry-after", "x-ratelimit-", "openai-processing-ms")
@@ -166,8 +166,7 @@ async def embeddings(request: Request) -> Response:
     return await _forward(request, "POST", "/embeddings")
 
 
-@get_and_head(
-    router,
+@router.get_and_head(
     "/v1/models",
     operation_id="openai_models",
     summary="OpenAI model list (aliases applied)",
@@ -179,12 +178,12 @@ async def models(request: Request) -> Response:
     return json_response(openai_models(await ctx.backends.models(), ctx.model_map))
 
 
-@get_and_head(
-    router,
+@router.get_and_head(
     "/v1/models/{model:path}",
     operation_id="openai_model",
     summary="One OpenAI model (forwarded)",
 )
-async def model(request: Request, model: str) -> Response:
+async def model(request: Request) -> Response:
+    model = request.path_params["model"]
     model_path(model)  # refuse a hostile id before anything else
     return await _forward(request, "GET", "/models", model)

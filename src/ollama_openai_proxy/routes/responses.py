@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ollama_openai_proxy import schemas
@@ -28,6 +28,7 @@ from ollama_openai_proxy.http import json_response
 from ollama_openai_proxy.limits import check_responses
 from ollama_openai_proxy.render import Dialect
 from ollama_openai_proxy.routes import Turn, fetch, parse_body, plan, stream_reply
+from ollama_openai_proxy.routing import Router
 from ollama_openai_proxy.translate.chat import CHAT_PATH, UpstreamRequest
 from ollama_openai_proxy.translate.keepalive import DEFAULT_KEEP_ALIVE
 from ollama_openai_proxy.translate.normalise import ToolCall
@@ -35,7 +36,7 @@ from ollama_openai_proxy.translate.response_items import Frame, response_object
 from ollama_openai_proxy.translate.responses import chat_request, read_request
 from ollama_openai_proxy.translate.responses_stream import ResponsesStream
 
-router = APIRouter()
+router = Router()
 
 
 @router.post(

@@ -192,7 +192,11 @@ class AnthropicStream(ChunkReader):
         self._index = -1  # the index of the last block started
 
     def _write(
-        self, content: str | None, thinking: str | None, ready: list[ToolCall] | None, calls: bool
+        self,
+        content: str | None,
+        thinking: str | None,
+        ready: list[ToolCall] | None,
+        calls: list[Any] | None,
     ) -> bytes:
         out = b""
         if thinking:
@@ -277,7 +281,7 @@ class AnthropicStream(ChunkReader):
         """The calls not sent yet, the open block's stop, ``message_delta`` and the one
         ``message_stop``."""
         content, thinking, rest = self._held()
-        out = self._write(content, thinking, rest, False)
+        out = self._write(content, thinking, rest, None)
         reason = stop_reason(self._finish, self._tool_calls > 0, self._matched)
         if not self._started:
             out += self._start()

@@ -203,14 +203,18 @@ class ChunkReader:
         ready = None
         if calls is not None and expect(calls, list):
             ready = self._calls.add(calls)
-        return self._write(content, thinking, ready, bool(calls))
+        return self._write(content, thinking, ready, calls)
 
     def _write(
-        self, content: str | None, thinking: str | None, ready: list[ToolCall] | None, calls: bool
+        self,
+        content: str | None,
+        thinking: str | None,
+        ready: list[ToolCall] | None,
+        calls: list[Any] | None,
     ) -> bytes:
         """A dialect's bytes for one event's ``content`` and ``thinking`` (either may be empty)
-        and the tool calls it completed (``ready``); ``calls``: the event carried call
-        fragments, complete or not."""
+        and the tool calls it completed (``ready``); ``calls``: the call fragments the event carried
+        (complete or not; None: none)."""
         raise NotImplementedError
 
     def finish(self) -> bytes:

@@ -74,7 +74,11 @@ class ResponsesStream(ChunkReader):
         return self._seq, response(self._frame, "in_progress", list(self._output))
 
     def _write(
-        self, content: str | None, thinking: str | None, ready: list[ToolCall] | None, calls: bool
+        self,
+        content: str | None,
+        thinking: str | None,
+        ready: list[ToolCall] | None,
+        calls: list[Any] | None,
     ) -> bytes:
         out = b""
         if thinking:
@@ -184,7 +188,7 @@ class ResponsesStream(ChunkReader):
         status, incomplete = outcome(self._finish)  # raises for an "error" finish
         self._cut = status == "incomplete"
         content, thinking, rest = self._held()
-        out = self._write(content, thinking, rest, False)
+        out = self._write(content, thinking, rest, None)
         out += self._close()
         if not self._said and not self.made:
             out += self._begin(MESSAGE) + self._close()  # a response always answers something

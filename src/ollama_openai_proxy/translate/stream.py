@@ -88,7 +88,11 @@ class StreamTranslator(ChunkReader):
         self._sent_ns = ns
 
     def _write(
-        self, content: str | None, thinking: str | None, ready: list[ToolCall] | None, calls: bool
+        self,
+        content: str | None,
+        thinking: str | None,
+        ready: list[ToolCall] | None,
+        calls: list[Any] | None,
     ) -> bytes:
         if not content and not thinking:
             if calls:
