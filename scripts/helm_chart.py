@@ -11,12 +11,14 @@ committed:
   ``kubectl create secret`` makes) by Helm's own engine (Helm v4's
   Go SDK through helm-python-sdk; no helm binary needed), for ``kubectl apply -k``.
 
-``python scripts/helm_chart.py`` writes both.
+``python scripts/helm_chart.py`` writes both; ``--check`` writes nothing and exits 1 if either is
+stale (the pre-commit hook).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import types
 import typing
 from pathlib import Path
@@ -184,13 +186,27 @@ def kustomize_files() -> dict[str, str]:
     return files
 
 
+def stale() -> list[str]:
+    """The generated files that differ from what they should be, relative to the repository."""
+    out = [] if SCHEMA.read_text() == schema_text() else [str(SCHEMA.relative_to(ROOT))]
+    committed = {p.name: p.read_text() for p in KUSTOMIZE.glob("*.yaml")}
+    wanted = kustomize_files()
+    names = sorted(set(committed) | set(wanted))
+    out += [f"deploy/kubernetes/{n}" for n in names if committed.get(n) != wanted.get(n)]
+    return out
+
+
 def main() -> None:
+    if "--check" in sys.argv[1:]:
+        if bad := stale():
+            sys.exit(f"stale: {', '.join(bad)}: run python scripts/helm_chart.py")
+        return
     SCHEMA.write_text(schema_text())
     print(f"wrote {SCHEMA.relative_to(ROOT)}")
     wanted = kustomize_files()
-    for stale in {p.name for p in KUSTOMIZE.glob("*.yaml")} - set(wanted):
-        (KUSTOMIZE / stale).unlink()
-        print(f"removed deploy/kubernetes/{stale}")
+    for old in {p.name for p in KUSTOMIZE.glob("*.yaml")} - set(wanted):
+        (KUSTOMIZE / old).unlink()
+        print(f"removed deploy/kubernetes/{old}")
     for name, text in wanted.items():
         (KUSTOMIZE / name).write_text(text)
     print(f"wrote deploy/kubernetes/ ({len(wanted)} files)")
