@@ -21,8 +21,10 @@ HOOKS = {"ruff", "ruff-format", "mypy", "openapi-drift", "settings-docs-drift", 
 
 
 def pre_commit(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    # Without coverage's subprocess measurement: it would count the copy's modules as more files.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")}
     env = {
-        **os.environ,
+        **inherited,
         "PRE_COMMIT_HOME": str(home),  # its cache, not the user's
         "VIRTUAL_ENV": str(VENV),  # scripts/in-venv runs this environment's tools
         "PYTHONPATH": str(cwd / "src"),  # the copy's package, not an installed one
