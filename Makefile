@@ -7,7 +7,7 @@ HAVE_NODE := $(if $(shell command -v node),1,)
 HAVE_PY38 := $(if $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8),1,)
 CLIENT_FLAGS := REQUIRE_AIMOCK=$(HAVE_NODE) REQUIRE_CLIENTS=$(HAVE_NODE) REQUIRE_AGENTS=$(HAVE_NODE) REQUIRE_PY38=$(HAVE_PY38)
 
-.PHONY: venv dev test lint typecheck unit compat bench bench-micro run clean
+.PHONY: venv dev hooks test lint typecheck unit compat bench bench-micro run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(BIN)/python:
 venv: $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+
+# The git hooks (.pre-commit-config.yaml): ruff, ruff format, mypy and the drift checks of the
+# generated files, with this virtualenv's tools, before each commit.
+hooks: venv
+	$(BIN)/pre-commit install
 
 # Plus the third-party clients and mocks the tests drive (npm, Python 3.8).
 dev: venv

@@ -13,7 +13,8 @@ same request sent straight to the zero-latency upstream) measured in the same ru
   5. idle RSS after start; /api/embed with a 64-input batch;
   plus latency vs concurrency (wrk), plotted to docs/performance.png.
 
-Prints a table, writes bench/results/bench.json and docs/PERFORMANCE.md.
+Prints a table, writes bench/results/bench.json and docs/PERFORMANCE.md (keeping its sections
+written by hand, from its first "## " heading on).
 """
 
 from __future__ import annotations
@@ -379,8 +380,16 @@ def main() -> None:
     if "c64" in results:
         plot(results["c64"]["curve"], ROOT / "docs" / "performance.png")  # type: ignore[index]
     report = render(results, " ".join(["python bench/run.py", *sys.argv[1:]]))
-    (ROOT / "docs" / "PERFORMANCE.md").write_text(report)
     print(report)
+    out_md = ROOT / "docs" / "PERFORMANCE.md"
+    out_md.write_text(keep_hand_written(report, out_md.read_text() if out_md.exists() else ""))
+
+
+def keep_hand_written(report: str, existing: str) -> str:
+    """The new figures, followed by the sections written by hand in the current file: everything
+    from its first "## " heading on (the figures have none), e.g. the Locust load test."""
+    start = existing.find("\n## ")
+    return report if start < 0 else report.rstrip("\n") + "\n" + existing[start:]
 
 
 def render(r: dict[str, object], command: str) -> str:

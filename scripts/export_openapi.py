@@ -1,9 +1,11 @@
 """Write docs/openapi.json from the app (default settings). tests/unit/test_openapi.py fails when
-the committed file differs from what the app serves: run this after changing an endpoint."""
+the committed file differs from what the app serves: run this after changing an endpoint.
+``--check`` writes nothing and exits 1 if the file is stale (the pre-commit hook)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ollama_openai_proxy.app import create_app
@@ -18,5 +20,9 @@ def document() -> str:
 
 
 if __name__ == "__main__":
-    OUT.write_text(document())
-    print(f"wrote {OUT}")
+    if "--check" in sys.argv[1:]:
+        if OUT.read_text() != document():
+            sys.exit(f"{OUT} is stale: run python scripts/export_openapi.py")
+    else:
+        OUT.write_text(document())
+        print(f"wrote {OUT}")

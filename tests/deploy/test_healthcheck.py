@@ -1,20 +1,27 @@
-"""The container's HEALTHCHECK command against a live proxy and a dead port."""
+"""The container's HEALTHCHECK command, and the readiness probe of deploy/helm (``--ready``),
+against a live proxy, a proxy with keys, a dead backend and a dead port."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from ollama_openai_proxy.healthcheck import url
-from tests.servers import ProxyServer
+from ollama_openai_proxy import healthcheck
+from ollama_openai_proxy.healthcheck import inbound_key, url
+from tests.fake_upstream import FakeUpstream
+from tests.servers import ProxyServer, settings_for
+
+# The module under test, not another copy the interpreter might find installed.
+SRC = str(Path(healthcheck.__file__).resolve().parents[1])
 
 
 def check(port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ollama_openai_proxy.healthcheck"],
-        env={"PROXY_PORT": str(port), "PROXY_HOST": "0.0.0.0"},
+        env={"PROXY_PORT": str(port), "PROXY_HOST": "0.0.0.0", "PYTHONPATH": SRC},
         capture_output=True,
         text=True,
         timeout=10,
@@ -42,3 +49,53 @@ def test_url_follows_the_server_settings() -> None:
     assert url({"PROXY_HOST": "10.0.0.5"}) == "http://10.0.0.5:11434/health"
     assert url({"PROXY_HOST": "::1"}) == "http://[::1]:11434/health"
     assert url({"SSL_CERTFILE": "/certs/c.pem"}) == "https://127.0.0.1:11434/health"
+
+
+def ready(port: int, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ollama_openai_proxy.healthcheck", "--ready"],
+        env={"PROXY_PORT": str(port), "PYTHONPATH": SRC, **env},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
+def test_ready_sends_the_first_inbound_key(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """The Kubernetes readiness probe (deploy/helm): /ready is behind PROXY_API_KEYS."""
+    keys = tmp_path / "keys"
+    keys.write_text("# team keys\n\nkey-from-file\n")
+    settings = settings_for(upstream.url, proxy_api_keys="key-a,key-b", proxy_api_keys_file=keys)
+    with ProxyServer(settings) as server:
+        out = ready(server.port)
+        assert out.returncode == 1
+        assert "401" in out.stderr
+        assert ready(server.port, PROXY_API_KEYS=" key-a ,key-b").returncode == 0
+        assert ready(server.port, PROXY_API_KEYS_FILE=str(keys)).returncode == 0
+        out = ready(server.port, PROXY_API_KEYS="wrong-key")
+        assert out.returncode == 1
+        assert "wrong-key" not in out.stderr
+
+
+def test_ready_fails_while_the_backend_is_down() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    with ProxyServer(settings_for(f"http://127.0.0.1:{dead}/v1", health_check_timeout=1)) as server:
+        assert check(server.port).returncode == 0  # alive...
+        out = ready(server.port, HEALTH_CHECK_TIMEOUT="1")
+        assert out.returncode == 1  # ...but not ready
+        assert f"http://127.0.0.1:{server.port}/ready" in out.stderr
+        assert "503" in out.stderr
+
+
+def test_inbound_key_reads_keys_as_the_settings_do(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("  # comment\n\n  key-c  \nkey-d\n")
+    assert inbound_key({}) is None
+    assert inbound_key({"PROXY_API_KEYS": " , key-a,key-b"}) == "key-a"
+    assert inbound_key({"PROXY_API_KEYS": "", "PROXY_API_KEYS_FILE": str(keys)}) == "key-c"
+    settings = settings_for("http://127.0.0.1:1/v1", proxy_api_keys_file=keys)
+    assert inbound_key({"PROXY_API_KEYS_FILE": str(keys)}) == settings.inbound_keys()[0]
+    assert url({}, "/ready") == "http://127.0.0.1:11434/ready"

@@ -1,6 +1,8 @@
 """The deployment files, checked by the tools that can check them offline: Kubernetes schemas
 (kubernetes-validate, strict), hadolint, and the compose-spec and GitHub-workflow schemas
-(check-jsonschema); plus what no schema knows -- that they agree with the app and each other."""
+(check-jsonschema); plus what no schema knows -- that they agree with the app and each other.
+deploy/kubernetes is the Helm chart rendered (scripts/helm_chart.py; the chart's own tests are in
+test_helm.py)."""
 
 from __future__ import annotations
 
@@ -64,39 +66,42 @@ def test_kustomization_lists_every_manifest() -> None:
     listed = load(K8S / "kustomization.yaml")["resources"]
     assert sorted(listed) == [p.name for p in MANIFESTS]
     kinds = {load(p)["kind"] for p in MANIFESTS}
+    # No Secret: `kubectl create secret` makes it, so keys stay out of files (docs/DEPLOYMENT.md).
     assert kinds == {
         "ConfigMap",
-        "Secret",
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
     }
+    secret = {"secretRef": {"name": deployment()["metadata"]["name"]}}
+    assert secret in container()["envFrom"]
 
 
-def test_configmap_and_secret_hold_only_real_settings() -> None:
-    known = {name.upper() for name in Settings.model_fields} | {"ENABLE_PROMETHEUS_METRICS"}
-    for name in ("configmap.yaml", "secret.yaml"):
-        doc = load(K8S / name)
-        keys = set(doc.get("data") or {}) | set(doc.get("stringData") or {})
-        assert keys, name
-        assert keys <= known, keys - known
-    env = {e["name"] for e in container()["env"]}
+def test_configmap_holds_only_real_settings() -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    keys = set(load(K8S / "configmap.yaml")["data"])
+    assert keys
+    assert keys <= known, keys - known
+    env = {e["name"] for e in container().get("env", [])}
     assert env <= known
 
 
 def test_deployment_matches_the_app() -> None:
     spec = deployment()["spec"]
-    assert spec["replicas"] >= 2
+    assert "replicas" not in spec, "the HPA sets the count; apply must not reset it"
     proxy = container()
     assert proxy["ports"][0]["containerPort"] == Settings.model_fields["proxy_port"].default
     assert proxy["startupProbe"]["httpGet"]["path"] == "/health"
     assert proxy["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert proxy["readinessProbe"]["httpGet"]["path"] == "/ready"
-    # readiness asks the backend within HEALTH_CHECK_TIMEOUT: the probe must wait longer
+    # /ready needs the inbound key once PROXY_API_KEYS is set: an httpGet probe cannot send it
+    ready = proxy["readinessProbe"]["exec"]["command"]
+    assert ready == ["python", "-m", "ollama_openai_proxy.healthcheck", "--ready"]
+    # readiness asks the backend within HEALTH_CHECK_TIMEOUT (+ 1 s of the probe's own): the
+    # probe must wait longer
     assert (
         proxy["readinessProbe"]["timeoutSeconds"]
-        > Settings.model_fields["health_check_timeout"].default
+        > Settings.model_fields["health_check_timeout"].default + 1
     )
     assert proxy["resources"]["requests"]
     assert proxy["resources"]["limits"]["memory"]

@@ -72,6 +72,14 @@ NOT_SETTINGS = {
     "ANTHROPIC_AUTH_TOKEN",
     "ANTHROPIC_API_KEY",
     "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
+    "REDIS_PASSWORD",  # the key of the Helm chart's Redis password in the Secret (DEPLOYMENT.md)
+    "LOADTEST_CHAT_MODEL",  # bench/locustfile.py's (PERFORMANCE.md)
+    "LOADTEST_TOOLS_MODEL",
+    "LOADTEST_EMBED_MODEL",
+    "LOADTEST_API_KEY",
+    "LOADTEST_NUM_PREDICT",
+    "LOADTEST_EMBED_BATCH",
+    "LOADTEST_WAIT",
 }
 
 
