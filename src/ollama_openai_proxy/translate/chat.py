@@ -21,7 +21,7 @@ from ollama_openai_proxy.translate.carry import Recalled, current_turn
 from ollama_openai_proxy.translate.conversation import Conversation
 from ollama_openai_proxy.translate.images import check_images, data_url
 from ollama_openai_proxy.translate.options import map_options
-from ollama_openai_proxy.translate.shape import forget, shape
+from ollama_openai_proxy.translate.shape import OUTPUT_LIMITS, cap_output, forget, shape
 from ollama_openai_proxy.translate.think import think_params
 
 # The backend endpoints a translated request goes to (relative to its base URL).
@@ -334,8 +334,20 @@ def for_backend(
 ) -> UpstreamRequest:
     """The reference request shaped for the upstream's backend profile, plus the operator's
     fixed ``extra_body`` fields (which win: the operator knows the backend), less what the
-    backend refused for this model before (which wins over both: it said so)."""
+    backend refused for this model before (which wins over both: it said so). First, an
+    output-token count above the model's limit (``target.max_output``: MODEL_MAPPING_FILE or
+    the backend's model list; else the upstream's MAX_OUTPUT_TOKENS) is lowered to it, before
+    the profile renames it or sizes a thinking budget under it (shape.cap_output)."""
     profile = policy.profile
+    limit, source = target.max_output, target.max_output_from
+    if limit is None:
+        limit, source = policy.max_output_tokens, "MAX_OUTPUT_TOKENS"
+    if limit is not None and endpoint != EMBEDDINGS_PATH:
+        names = OUTPUT_LIMITS
+        passed = policy.passthrough.get("num_predict")  # PASSTHROUGH_OPTIONS num_predict=name
+        if passed is not None and passed not in names:
+            names = (*names, passed)
+        cap_output(result.payload, limit, source, names, result.adapted)
     if not profile.plain or target.family is not None:
         shape(result.payload, profile, target.family, result.adapted, result.warnings)
     if policy.extra_body and endpoint != EMBEDDINGS_PATH:  # request fields for generation
