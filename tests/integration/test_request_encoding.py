@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -28,7 +28,11 @@ def zstd(body: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(body)
 
 
-ENCODERS = {"zstd": zstd, "gzip": gzip.compress, "deflate": zlib.compress}
+ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "zstd": zstd,
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+}
 
 
 @pytest.fixture(scope="module")

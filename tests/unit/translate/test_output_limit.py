@@ -13,7 +13,15 @@ import pytest
 from ollama_openai_proxy.model_map import published_output
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.schemas import CHAT, GENERATE, MESSAGES, RESPONSES, parse
+from ollama_openai_proxy.schemas import (
+    CHAT,
+    GENERATE,
+    MESSAGES,
+    RESPONSES,
+    MessagesRequest,
+    ResponsesRequest,
+    parse,
+)
 from ollama_openai_proxy.translate import anthropic, responses
 from ollama_openai_proxy.translate.chat import (
     EMBEDDINGS_PATH,
@@ -23,6 +31,19 @@ from ollama_openai_proxy.translate.chat import (
     for_backend,
     generate_request,
 )
+
+
+def messages_body(body: dict[str, Any]) -> MessagesRequest:
+    """A Messages request as the route reads it."""
+    req: MessagesRequest = parse(MESSAGES, orjson.dumps(body))
+    return req
+
+
+def responses_body(body: dict[str, Any]) -> ResponsesRequest:
+    """A Responses request as the route reads it."""
+    req: ResponsesRequest = parse(RESPONSES, orjson.dumps(body))
+    return req
+
 
 HI = [{"role": "user", "content": "hi"}]
 LISTED = "the backend's model list"
@@ -69,15 +90,13 @@ def ollama_fim(n: int, t: Target, pol: Policy) -> UpstreamRequest:
 
 def claude_code(n: int, t: Target, pol: Policy) -> UpstreamRequest:
     body = {"model": "m", "max_tokens": n, "messages": HI, "stream": True}
-    conv = anthropic.read_request(parse(MESSAGES, orjson.dumps(body)))
+    conv = anthropic.read_request(messages_body(body))
     return anthropic.messages_request(conv, t, pol)
 
 
 def codex(n: int, t: Target, pol: Policy) -> UpstreamRequest:
     body = {"model": "m", "input": "hi", "max_output_tokens": n}
-    return responses.chat_request(
-        responses.read_request(parse(RESPONSES, orjson.dumps(body))), t, pol
-    )
+    return responses.chat_request(responses.read_request(responses_body(body)), t, pol)
 
 
 ROUTES = {
@@ -162,7 +181,7 @@ def test_anthropics_thinking_budget_is_sized_under_the_lowered_limit() -> None:
         "messages": HI,
         "thinking": {"type": "enabled", "budget_tokens": 31999},
     }
-    conv = anthropic.read_request(parse(MESSAGES, orjson.dumps(body)))
+    conv = anthropic.read_request(messages_body(body))
     t = Target.of(
         "claude-sonnet-4", PROFILES["anthropic"], thinking=True, max_output=(8192, LISTED)
     )

@@ -13,10 +13,30 @@ import pytest
 
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.schemas import CHAT, MESSAGES, RESPONSES, parse
+from ollama_openai_proxy.schemas import (
+    CHAT,
+    MESSAGES,
+    RESPONSES,
+    MessagesRequest,
+    ResponsesRequest,
+    parse,
+)
 from ollama_openai_proxy.translate import anthropic, responses
 from ollama_openai_proxy.translate.chat import UpstreamRequest, chat_request, synth_id
 from tests.conftest import agent_request
+
+
+def messages_body(body: dict[str, Any]) -> MessagesRequest:
+    """A Messages request as the route reads it."""
+    req: MessagesRequest = parse(MESSAGES, orjson.dumps(body))
+    return req
+
+
+def responses_body(body: dict[str, Any]) -> ResponsesRequest:
+    """A Responses request as the route reads it."""
+    req: ResponsesRequest = parse(RESPONSES, orjson.dumps(body))
+    return req
+
 
 FOLDED = "the vllm backend's chat templates take one system message, first"
 
@@ -107,7 +127,7 @@ def test_two_leading_system_messages_become_one() -> None:
 def test_a_system_message_between_calls_and_results_does_not_unpair_them() -> None:
     # Folded out of the history before it could close the round of tool calls.
     call = {"function": {"name": "ls", "arguments": {}}}
-    msgs = [
+    msgs: list[dict[str, Any]] = [
         {"role": "user", "content": "list"},
         {"role": "assistant", "content": "", "tool_calls": [call]},
         {"role": "system", "content": "Hook: ls ran."},
@@ -136,14 +156,14 @@ def test_a_system_message_between_calls_and_results_does_not_unpair_them() -> No
 def test_claude_codes_first_request_ends_with_a_system_turn() -> None:
     # As captured: messages [user, system]; the top-level system prompt leads.
     body = agent_request("claude_code_01_post_v1_messages.json")
-    conv = anthropic.read_request(parse(MESSAGES, orjson.dumps(body)))
+    conv = anthropic.read_request(messages_body(body))
     p = PROFILES["vllm"]
     up = anthropic.messages_request(conv, Target.of("m", p), Policy(profile=p))
     messages = up.payload["messages"]
     assert [m["role"] for m in messages] == ["system", "user"]
     assert "You have been invoked in the following environment" in messages[0]["content"]
     assert messages[0]["content"].index("# Environment") > 0  # after the top-level prompt
-    again = anthropic.read_request(parse(MESSAGES, orjson.dumps(body)))
+    again = anthropic.read_request(messages_body(body))
     kept = anthropic.messages_request(again, Target("m"), Policy())
     assert [m["role"] for m in kept.payload["messages"]] == ["system", "user", "system"]
 
@@ -158,7 +178,7 @@ def test_codexs_developer_items_between_turns() -> None:
             {"role": "user", "content": "ls"},
         ],
     }
-    parsed = responses.read_request(parse(RESPONSES, orjson.dumps(body)))
+    parsed = responses.read_request(responses_body(body))
     p = PROFILES["sglang"]
     up = responses.chat_request(parsed, Target.of("m", p), Policy(profile=p))
     assert up.payload["messages"] == [
