@@ -63,6 +63,8 @@ def versions() -> dict[str, str]:
         "ollama-python, aimock upstream": f"ollama {_pypi('ollama')}, @copilotkit/aimock {_npm('tests/aimock', '@copilotkit/aimock')}",
         "ollama 0.3.3 (Python 3.8)": "ollama 0.3.3 on CPython 3.8",
         "langchain-ollama (Python)": f"langchain-ollama {_pypi('langchain-ollama')}",
+        "Haystack, ollama-haystack (PyPI)": f"haystack-ai {_pypi('haystack-ai')}, "
+        f"ollama-haystack {_pypi('ollama-haystack')}",
         "openai (PyPI) on /v1": f"openai {_pypi('openai')}",
         "ollama-js (npm)": f"ollama {_npm('tests/js', 'ollama')}",
         "@langchain/ollama (npm)": f"@langchain/ollama {_npm('tests/js', '@langchain/ollama')}",

@@ -96,6 +96,7 @@ class Backends:
                 passthrough={**profile.options, **policy.passthrough, **extra},
                 profile=profile,
                 extra_body=spec.extra_body,
+                max_output_tokens=spec.max_output_tokens or policy.max_output_tokens,
             )
             self._globs[spec.name] = _globs(spec.models)
             if metrics is not None:
@@ -260,6 +261,10 @@ class Backends:
 
     def entry(self, route: Route) -> dict[str, Any] | None:
         return self.catalogs[route.upstream.name].entry(route.model)
+
+    def output_limit(self, route: Route) -> int | None:
+        """The most output tokens the route's model allows, as its backend's model list says."""
+        return self.catalogs[route.upstream.name].output_limit(route.model)
 
     async def models(self) -> dict[str, Any]:
         """One ``/v1/models`` body for all upstreams (first upstream wins a shared id), with the

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from ollama_openai_proxy.errors import UpstreamError
+from ollama_openai_proxy.model_map import positive_int, published_output
 from ollama_openai_proxy.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_proxy.catalog")
@@ -33,6 +34,7 @@ class Catalog:
         self._body: dict[str, Any] | None = None
         self._ids: frozenset[str] = frozenset()
         self._entries: dict[str, dict[str, Any]] = {}
+        self._limits: dict[str, int] = {}  # model id -> its published output-token limit
         self.version = 0  # bumped by every successful listing
         self._expires = 0.0
         # With no list yet, a failure is remembered briefly: requests that resolve names against
@@ -76,6 +78,9 @@ class Catalog:
             return self._keep({"object": "list", "data": [_deployment_entry(deployment)]})
         try:
             body = _model_list(await self._upstream.json("GET", "/models"))
+            profile = getattr(self._upstream, "profile", None)
+            if profile is not None and profile.name == "litellm":
+                return self._keep(body, await self._litellm_limits())
         except UpstreamError as exc:
             if self._body is None:
                 # MODELS_CACHE_TTL=0 caches no list, but a failure is still remembered
@@ -87,11 +92,46 @@ class Catalog:
             return self._body
         return self._keep(body)
 
-    def _keep(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _litellm_limits(self) -> dict[str, int]:
+        """LiteLLM's proxy lists ids only on /v1/models; its ``/model/info`` gives each
+        deployment's ``model_info``, whose ``max_output_tokens`` comes from its model cost map or
+        the operator's config (docs.litellm.ai, proxy model management). A model served by
+        several deployments gets the smallest: any of them may answer. Empty when it cannot be
+        read (an older LiteLLM, a key without access): MAX_OUTPUT_TOKENS applies then."""
+        try:
+            info = await self._upstream.json("GET", "/model/info")
+        except UpstreamError as exc:
+            log.info("litellm_model_info_unavailable", error=exc.message)
+            return {}
+        data = info.get("data") if isinstance(info, dict) else None
+        limits: dict[str, int] = {}
+        for item in data if isinstance(data, list) else ():
+            name = item.get("model_name") if isinstance(item, dict) else None
+            model_info = item.get("model_info") if isinstance(name, str) else None
+            model_info = model_info if isinstance(model_info, dict) else None
+            # Only max_output_tokens: its max_tokens is "legacy", the input limit when the
+            # provider gives no output limit (LiteLLM's model_prices_and_context_window.json).
+            found = positive_int(model_info.get("max_output_tokens")) if model_info else None
+            if isinstance(name, str) and found is not None:
+                limits[name] = min(limits.get(name, found), found)
+        return limits
+
+    def output_limit(self, model_id: str) -> int | None:
+        """The most output tokens ``model_id`` allows, as the last listing said
+        (translate/models.py ``published_output``; LiteLLM's model info), if it did."""
+        return self._limits.get(model_id)
+
+    def _keep(self, body: dict[str, Any], limits: dict[str, int] | None = None) -> dict[str, Any]:
         self._body = body
         self._entries = {
             m["id"]: m for m in body["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)
         }
+        # Read once per listing, not per request (Context.target).
+        self._limits = dict(limits or {})
+        for model_id, entry in self._entries.items():
+            found = published_output(entry)
+            if found is not None:
+                self._limits[model_id] = found
         self._ids = frozenset(self._entries)
         self.version += 1
         self._expires = self._clock() + self._ttl

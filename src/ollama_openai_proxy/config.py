@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     model_mapping_file: Path | None = Field(
         None,
         description="JSON file: alias -> upstream id, or alias -> {model, context_length, "
-        "capabilities}.",
+        "capabilities, think_style, max_output_tokens}.",
     )
     upstreams_file: Path | None = Field(
         None,
@@ -175,6 +175,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='JSON object of headers sent with every backend call, e.g. {"HTTP-Referer": '
         '"https://example.org"}.',
+    )
+    max_output_tokens: int = Field(
+        0,
+        ge=0,
+        description="The most output tokens a request may ask for (num_predict, max_tokens, "
+        "max_output_tokens): more is lowered to it, for models whose limit neither the "
+        "backend's model list nor MODEL_MAPPING_FILE gives; 0 = no limit.",
     )
     completions_max_tokens: int = Field(
         2048,
@@ -602,6 +609,7 @@ class Settings(BaseSettings):
         return Policy(
             passthrough=self.passthrough_options,
             completions_max_tokens=self.completions_max_tokens,
+            max_output_tokens=self.max_output_tokens or None,
         )
 
     def model_map(self) -> ModelMap:
@@ -670,13 +678,21 @@ def load_model_map(path: Path) -> ModelMap:
             raise ConfigError(f"{where}: 'think_style' must be one of {list(THINK_STYLES)}")
         if not isinstance(upstream, str) or not upstream:
             raise ConfigError(f"{where}: 'model' must be a non-empty string")
-        if ctx is not None and (not isinstance(ctx, int) or isinstance(ctx, bool) or ctx <= 0):
-            raise ConfigError(f"{where}: 'context_length' must be a positive integer")
+        for key in ("context_length", "max_output_tokens"):
+            n = value.get(key)
+            if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+                raise ConfigError(f"{where}: {key!r} must be a positive integer")
         if caps is not None and (
             not isinstance(caps, list) or not all(c in CAPABILITIES for c in caps)
         ):
             raise ConfigError(f"{where}: 'capabilities' must be a list of {sorted(CAPABILITIES)}")
-        entries[alias] = ModelMeta(upstream, ctx, tuple(caps) if caps is not None else None, think)
+        entries[alias] = ModelMeta(
+            upstream,
+            ctx,
+            tuple(caps) if caps is not None else None,
+            think,
+            value.get("max_output_tokens"),
+        )
     return ModelMap(entries)
 
 

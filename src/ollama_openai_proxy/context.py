@@ -94,6 +94,11 @@ class Context:
         """What a request for ``name`` sent along ``route`` needs to know of the model."""
         meta = self.model_map.lookup(name)
         f = self.facts(name, route, meta, insert=False)
+        limit: tuple[int, str] | None = None
+        if meta is not None and meta.max_output_tokens:
+            limit = (meta.max_output_tokens, "MODEL_MAPPING_FILE")
+        elif published := self.backends.output_limit(route):
+            limit = (published, "the backend's model list")
         return Target.of(
             route.model,
             route.policy.profile,
@@ -101,6 +106,7 @@ class Context:
             thinking="thinking" in f.capabilities,
             listed=bool(meta and meta.capabilities),
             learned=route.upstream.refusals.get(route.model),
+            max_output=limit,
         )
 
     def report(self, up: UpstreamRequest, model: str) -> None:

@@ -3,7 +3,8 @@
     ProxyError                          any failure we answer with an error body (500)
     ├── BadRequest (400)                the client's request is malformed or invalid
     │   ├── TooMany (400)               an array longer than its REQUEST_MAX_* limit
-    │   ├── PayloadTooLarge (413)       the body exceeds REQUEST_MAX_SIZE
+    │   ├── PayloadTooLarge (413)       the body exceeds REQUEST_MAX_SIZE (decompressed too)
+    │   ├── UnsupportedEncoding (415)   a Content-Encoding the proxy does not decode
     │   ├── HeadersTooLarge (431)       the head exceeds REQUEST_HEADERS_MAX_SIZE / _MAX_COUNT
     │   └── RequestTimeout (408)        the head or body did not arrive in time (transport.py)
     ├── Unauthorized (401)              no valid inbound key (PROXY_API_KEYS)
@@ -95,6 +96,14 @@ class TooMany(BadRequest):
 
 class PayloadTooLarge(BadRequest):
     status = 413
+
+
+class UnsupportedEncoding(BadRequest):
+    """A request body in a ``Content-Encoding`` the proxy does not decode (codings.py): 415
+    (RFC 9110 section 15.5.16: "the content is in a format not supported ... due to the
+    request's indicated Content-Encoding")."""
+
+    status = 415
 
 
 class HeadersTooLarge(BadRequest):

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ollama_openai_proxy import codings
 from ollama_openai_proxy.errors import PayloadTooLarge
 from ollama_openai_proxy.owner import Owner
 
@@ -21,12 +22,16 @@ JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it exceeds ``limit`` -- checked against
-    Content-Length first and again while reading, so chunked bodies are bounded too."""
+    Content-Length first and again while reading, so chunked bodies are bounded too -- and
+    decoded if it came with a ``Content-Encoding`` (codings.py: zstd, gzip, deflate; 413 if it
+    decodes to more than ``limit``, 400 if it does not decode, 415 for another coding)."""
+    coding: bytes | None = None
     for name, value in request.scope["headers"]:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
                 raise PayloadTooLarge(f"request body too large: the limit is {limit} bytes")
-            break
+        elif name == b"content-encoding":
+            coding = value
     # The ASGI receive loop itself: Request.stream() adds an async generator per request.
     receive = request.receive
     chunks: list[bytes] = []
@@ -46,7 +51,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     watch = request.scope.get(WATCH_KEY)
     if watch is not None:
         watch.arm()
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if coding is not None:
+        body = codings.decode(body, coding.decode("latin-1"), limit)
+    return body
 
 
 _JSON_TYPE = (b"content-type", JSON_CONTENT_TYPE.encode())

@@ -24,6 +24,9 @@ class Policy:
     profile: BackendProfile = DEFAULT
     # Fields the operator adds to every request body sent to this upstream (extra_body).
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    # The most output tokens a request may ask for when the model's own limit is unknown
+    # (MAX_OUTPUT_TOKENS, or the upstream's max_output_tokens in UPSTREAMS_FILE); None: no cap.
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,10 @@ class Target:
     # name -> (the name it wants or None to leave it out, expiry) -- upstream.Refusals, learned
     # by exchange.adapt, applied by translate/shape.py.
     learned: Mapping[tuple[str, bool], Mapping[str, tuple[str | None, float]]] | None = None
+    # The most output tokens the model allows, and who says so (for the DEBUG log): the
+    # operator's MODEL_MAPPING_FILE or the backend's model list (Context.target).
+    max_output: int | None = None
+    max_output_from: str = ""
 
     @classmethod
     def of(
@@ -51,12 +58,14 @@ class Target:
         thinking: bool = False,
         listed: bool = False,
         learned: Mapping[tuple[str, bool], Mapping[str, tuple[str | None, float]]] | None = None,
+        max_output: tuple[int, str] | None = None,
     ) -> Target:
         """The target ``model`` on a backend of ``profile``. ``style``: the operator's
         THINK_STYLE (or the mapping file's), ``auto`` for the profile's. ``thinking``: what the
         model list or the mapping file says of it; ``listed``: the mapping file lists its
         capabilities, which then win over the profile's model family. ``learned``: what the
-        backend refused for this model before."""
+        backend refused for this model before. ``max_output``: the model's output-token limit
+        and where it comes from, when known."""
         family = profile.family(model)
         if style == "auto":
             style = (family.think if family else None) or profile.think
@@ -68,4 +77,5 @@ class Target:
         if family is not None and family.think_off is not None:
             think_off = family.think_off
         efforts = (family.efforts if family else None) or profile.efforts
-        return cls(model, style, thinking, efforts, think_off, family, learned)
+        limit, source = max_output or (None, "")
+        return cls(model, style, thinking, efforts, think_off, family, learned, limit, source)

@@ -46,6 +46,19 @@ ThinkStyle = Literal[
 #   ignored     response_format is accepted and ignored: sent, with a warning
 #   instruction no schema-free JSON mode: the instruction only, with a warning (TGI)
 JsonMode = Literal["native", "needs_word", "schema", "ignored", "instruction"]
+# Where a system message that is not the conversation's first goes (Claude Code ends its first
+# request with one; Anthropic's messages, Codex's developer items and Ollama clients may carry one
+# anywhere):
+#   keep  in place: the API takes system messages anywhere (OpenAI; Anthropic's compatibility
+#         layer hoists them itself)
+#   fold  into the leading system message, in order: the backend renders the model's own chat
+#         template, and those take one system message, first -- Qwen3.5 and later raise "System
+#         message must be at the beginning" (vllm-project/vllm#41114, QwenLM/Qwen3.8#244,
+#         ollama/ollama#17774), Gemma 3 "Conversation roles must alternate" (vLLM,
+#         suitenumerique/conversations#197). Not a user turn with a marker: two user turns in a
+#         row break the templates that check alternation (Gemma, Mistral's), and Mistral's API
+#         refuses a conversation ending in one that is not user or tool.
+SystemTurns = Literal["keep", "fold"]
 # Where requests go: OpenAI's <base>/chat/completions with a Bearer key; Azure's classic
 # <resource>/openai/deployments/<name>/chat/completions?api-version=... with an api-key header;
 # Azure's v1 <resource>/openai/v1/chat/completions with an api-key header.
@@ -126,6 +139,7 @@ class BackendProfile:
     # the `insert` capability (translate/models.py). True unless its documentation says it has
     # no /v1/completions for chat models, or refuses suffix there.
     fim: bool = True
+    system_turns: SystemTurns = "keep"  # non-leading system messages (see SystemTurns)
     options: Mapping[str, str] = field(default_factory=_frozen)  # Ollama option -> parameter
     layout: Layout = "openai"
     families: tuple[Family, ...] = ()
@@ -325,6 +339,10 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 embed_renames=_frozen({"dimensions": "output_dimension"}),
                 # 400 "Tool call id was call_1_0 but must be a-z, A-Z, 0-9, with a length of 9"
                 nine_char_call_ids=True,
+                # "Expected last role User or Tool (or Assistant with prefix True) for serving
+                # but got system" for Claude Code's trailing system turn; a system message after
+                # the first turns is refused too (SillyTavern/SillyTavern#1558).
+                system_turns="fold",
             ),
             BackendProfile(
                 "deepseek",
@@ -426,6 +444,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 fim=False,
                 think="chat_template_kwargs",  # docs.vllm.ai, reasoning outputs
                 think_tags=True,  # without --reasoning-parser, reasoning stays in content
+                system_turns="fold",  # the model's chat template (SystemTurns)
                 options=_frozen(_SAMPLERS),
             ),
             BackendProfile(
@@ -433,6 +452,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "SGLang",
                 think="chat_template_kwargs",
                 think_tags=True,
+                system_turns="fold",
                 options=_frozen(_SAMPLERS),
             ),
             BackendProfile(
@@ -440,6 +460,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 "llama.cpp llama-server",
                 think="chat_template_kwargs",  # tools/server/README.md
                 think_tags=True,
+                system_turns="fold",  # --jinja renders the GGUF's template (QwenLM/Qwen3.8#244)
                 # llama-server's /v1/chat/completions takes its native sampling fields.
                 options=_frozen(
                     {
@@ -460,6 +481,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 # lmstudio.ai/docs: response_format.type must be json_schema or text.
                 json_object="schema",
                 think_tags=True,
+                system_turns="fold",
                 options=_frozen(
                     {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repeat_penalty"}
                 ),
@@ -474,6 +496,7 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 json_object="instruction",
                 tgi_grammar=True,
                 top_p_below_one=True,  # validation.rs: "`top_p` must be > 0.0 and < 1.0"
+                system_turns="fold",
             ),
             BackendProfile(
                 "litellm",
@@ -494,6 +517,9 @@ PROFILES: Mapping[str, BackendProfile] = MappingProxyType(
                 # Ollama answers think:true on a model that cannot think with its own error,
                 # as the client would get from Ollama itself; think:false is always accepted.
                 assume_thinking=True,
+                # Its renderers refuse a late system message for some models: 500 "system
+                # message must be at the beginning" (qwen3.8, ollama/ollama#17774).
+                system_turns="fold",
             ),
         )
     }

@@ -28,6 +28,7 @@ _UPSTREAM_KEYS = frozenset(
         "profile",
         "extra_body",
         "headers",
+        "max_output_tokens",
     }
 )
 # Header names whose values are credentials: kept out of logs and error bodies like the key.
@@ -50,6 +51,7 @@ class UpstreamSpec:
     profile: str = "auto"  # a name in profiles.PROFILES, or auto: detected from base_url
     extra_body: Mapping[str, Any] = field(default_factory=dict)  # added to every request body
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # sent with every call
+    max_output_tokens: int | None = None  # MAX_OUTPUT_TOKENS for this upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,11 @@ def _upstream(where: str, entry: Any, env: Mapping[str, str]) -> UpstreamSpec:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise TopologyError(f"{where}: 'timeout' must be a positive number of seconds")
+    max_output = entry.get("max_output_tokens")
+    if max_output is not None and (
+        isinstance(max_output, bool) or not isinstance(max_output, int) or max_output <= 0
+    ):
+        raise TopologyError(f"{where}: 'max_output_tokens' must be a positive integer")
     extra = entry.get("extra_params") or []
     if not isinstance(extra, list) or not all(isinstance(p, str) and p for p in extra):
         raise TopologyError(f"{where}: 'extra_params' must be a list of Ollama option names")
@@ -185,6 +192,7 @@ def _upstream(where: str, entry: Any, env: Mapping[str, str]) -> UpstreamSpec:
         profile,
         extra_body,
         headers,
+        max_output,
     )
 
 

@@ -24,6 +24,9 @@ from tests.backends.fake import Refusal, Request, RuleSet
 VLLM_QWEN3 = "Qwen/Qwen3-8B"  # a hybrid model: thinks unless its template is told not to
 VLLM_R1 = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"  # always thinks
 VLLM_PLAIN = "meta-llama/Llama-3.1-8B-Instruct"
+# Its chat template (Qwen/Qwen3.5-27B chat_template.jinja, the same in 3.6) raises for a system
+# message that is not the first.
+VLLM_QWEN36 = "Qwen/Qwen3.6-27B"
 # Documented (ChatCompletionRequest.reasoning_effort): a Literal of these values.
 VLLM_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
@@ -115,6 +118,28 @@ def vllm_rules(req: Request) -> Refusal | None:
     return None
 
 
+def vllm_template(req: Request) -> Refusal | None:
+    # Observed (vllm-project/vllm#41114, Qwen3.6-27B): "System message must be at the
+    # beginning." from the template's raise_exception; vLLM answers a template's exception as
+    # 400 {"error": {"message", "type": "BadRequestError", "param": null, "code": 400}} (shape
+    # observed for Gemma 3's "Conversation roles must alternate": suitenumerique/conversations#197).
+    if req.model != VLLM_QWEN36:
+        return None
+    if any(m.get("role") == "system" for m in req.messages()[1:]):
+        return Refusal(
+            400,
+            {
+                "error": {
+                    "message": "System message must be at the beginning.",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                }
+            },
+        )
+    return None
+
+
 def _template_kwargs(req: Request) -> dict[str, Any]:
     kwargs = req.params.get("chat_template_kwargs")
     return kwargs if isinstance(kwargs, dict) else {}
@@ -151,9 +176,9 @@ def _vllm(name: str, summary: str, parser: bool) -> RuleSet:
     return RuleSet(
         name=name,
         summary=summary,
-        models=(VLLM_QWEN3, VLLM_R1, VLLM_PLAIN),
+        models=(VLLM_QWEN3, VLLM_R1, VLLM_PLAIN, VLLM_QWEN36),
         auth=vllm_auth,
-        chat_checks=(vllm_rules,),
+        chat_checks=(vllm_rules, vllm_template),
         thinks=vllm_thinks,
         reasoning=vllm_style(parser),
     )

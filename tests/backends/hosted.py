@@ -125,6 +125,28 @@ def mistral_call_ids(req: Request) -> Refusal | None:
     return None
 
 
+def mistral_last_role(req: Request) -> Refusal | None:
+    # Observed (NEKOparapa/AiNiee#641, crewAIInc/crewAI#2194): 400 "Expected last role User or
+    # Tool (or Assistant with prefix True) for serving but got assistant"; a trailing system
+    # message gets the same (its role's name: wording assumed after it).
+    messages = req.messages()
+    last = messages[-1] if messages else {}
+    role = last.get("role")
+    if role in ("user", "tool") or (role == "assistant" and last.get("prefix") is True):
+        return None
+    return Refusal(
+        400,
+        {
+            "object": "error",
+            "message": "Expected last role User or Tool (or Assistant with prefix True) for "
+            f"serving but got {role}",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        },
+    )
+
+
 def mistral_embedding_fields(req: Request) -> Refusal | None:
     detail = [
         _extra(["body", k], v) for k, v in req.params.items() if k not in MISTRAL_EMBEDDING_PARAMS
@@ -136,7 +158,7 @@ MISTRAL = RuleSet(
     name="mistral",
     summary="422 extra_forbidden for unknown fields: random_seed not seed, no stream_options",
     models=("mistral-small-latest", "mistral-large-latest", "mistral-embed"),
-    chat_checks=(mistral_fields, mistral_call_ids),
+    chat_checks=(mistral_fields, mistral_call_ids, mistral_last_role),
     embedding_checks=(mistral_embedding_fields,),
     # Documented: the same SDK's CompletionChunk has `usage`; Mistral's streams carry it on the
     # last chunk without any stream_options (the field is not accepted).

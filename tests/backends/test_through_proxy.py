@@ -486,3 +486,31 @@ def test_gemini_3_gets_its_signature_back_through_the_anthropic_route(
     signature = sent[0]["extra_content"]["google"]["thought_signature"]
     assert signature != "skip_thought_signature_validator"  # its own, kept by the proxy
     assert not [e for e in backend.journal if e.get("refused")]
+
+
+@pytest.mark.parametrize(
+    ("rule_set", "model", "folds"),
+    [
+        ("vllm", "Qwen/Qwen3.6-27B", True),  # "System message must be at the beginning."
+        ("mistral", "mistral-small-latest", True),  # "Expected last role User or Tool ..."
+        ("openai", "gpt-4o", False),  # takes system messages anywhere: kept in place
+    ],
+)
+def test_claude_codes_trailing_system_turn_reaches_every_backend(
+    proxy_for: Callable[..., Any], rule_set: str, model: str, folds: bool
+) -> None:
+    """Claude Code's first request, as captured, ends with a system turn: folded into the
+    leading system message where the backend's templates refuse it (issue #17)."""
+    import httpx
+
+    from tests.conftest import agent_request
+
+    backend, server = proxy_for(rule_set, rule_set, None)  # the profile of the same name
+    body = {**agent_request("claude_code_01_post_v1_messages.json"), "model": model}
+    r = httpx.post(f"{server.url}/v1/messages", json={**body, "stream": False}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["content"][0]["text"]
+    sent = backend.last()
+    assert not sent.get("refused")
+    roles = [m["role"] for m in sent["body"]["messages"]]
+    assert roles == (["system", "user"] if folds else ["system", "user", "system"])

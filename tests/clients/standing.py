@@ -30,6 +30,34 @@ TOOL_CALL = Script(
     message={"role": "assistant", "content": None, "tool_calls": [CALL]},
     finish_reason="tool_calls",
 )
+# Two calls in one turn, streamed as OpenAI streams them (the first call's arguments in two
+# fragments): clients that count one call per NDJSON line (Haystack) need each call on a line.
+PARALLEL_CALLS = Script(
+    chunks=[
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_p",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": '},
+                }
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": "call_r",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                }
+            ]
+        },
+    ],
+    finish_reason="tool_calls",
+)
 AFTER_TOOL = Script(chunks=[{"content": "It is 17C "}, {"content": "in Paris."}])
 THINKING = Script(
     chunks=[{"reasoning_content": "17*3 "}, {"reasoning_content": "= 51"}, {"content": "51"}],

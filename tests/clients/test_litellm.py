@@ -137,3 +137,13 @@ def test_json_mode_and_embeddings_through_litellm(
     assert not [e for e in fake.journal if e.get("refused")]
     vectors = client.embed(model="text-embedding-3-small", input=["a", "b"]).embeddings
     assert len(vectors) == 2
+
+
+def test_litellms_model_info_caps_what_claude_code_asks_for(
+    through: tuple[ollama.Client, FakeBackend],
+) -> None:
+    # LiteLLM lists ids only; its /model/info has max_output_tokens from its model cost map
+    # (gpt-4o: 16384, the limit OpenAI answers 400 above): the proxy reads it (catalog.py).
+    client, fake = through
+    client.chat(model="gpt-4o", messages=HI, stream=False, options={"num_predict": 32000})
+    assert fake.last("/v1/chat/completions")["body"]["max_tokens"] == 16384

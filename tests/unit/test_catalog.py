@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from ollama_openai_proxy import catalog as catalog_module
 from ollama_openai_proxy.catalog import RETRY_FAILED_LIST, Catalog, RecentModels
 from ollama_openai_proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from ollama_openai_proxy.profiles import PROFILES
 from ollama_openai_proxy.upstream import Upstream
 
 T = TypeVar("T")
@@ -89,6 +90,72 @@ def test_entries_without_a_string_id_are_listed_but_not_known() -> None:
     catalog, _, _ = make(body)
     assert run(catalog.models()) is body
     assert catalog.known_ids == frozenset({"ok"})
+
+
+def test_output_limits_are_read_once_per_listing() -> None:
+    body = {
+        "data": [
+            {"id": "llama-3.3-70b-versatile", "max_completion_tokens": 32768},  # Groq
+            {"id": "openai/gpt-4o", "top_provider": {"max_completion_tokens": 16384}},  # OpenRouter
+            {"id": "gpt-4o"},  # OpenAI: ids only
+        ]
+    }
+    catalog, _, _ = make(body, SECOND)
+    run(catalog.models())
+    assert catalog.output_limit("llama-3.3-70b-versatile") == 32768
+    assert catalog.output_limit("openai/gpt-4o") == 16384
+    assert catalog.output_limit("gpt-4o") is None
+    assert catalog.output_limit("missing") is None
+
+
+class LiteLLMUpstream(ScriptedUpstream):
+    """LiteLLM's proxy: ids on /models, each deployment's model_info on /model/info."""
+
+    profile = PROFILES["litellm"]
+
+    def __init__(self, info: Any) -> None:
+        super().__init__(FIRST)
+        self.info = info
+
+    async def json(self, method: str, path: str) -> Any:
+        if path != "/model/info":
+            return await super().json(method, path)
+        self.calls.append((method, path))
+        if isinstance(self.info, BaseException):
+            raise self.info
+        return self.info
+
+
+def test_litellms_model_info_gives_the_output_limits() -> None:
+    # Two deployments of one model name: the smaller limit holds, since either may answer.
+    # model_info's max_tokens is "legacy" (the input limit when no output limit is known):
+    # not read.
+    info = {
+        "data": [
+            {"model_name": "llama3", "model_info": {"max_output_tokens": 8192}},
+            {"model_name": "llama3", "model_info": {"max_output_tokens": 4096}},
+            {"model_name": "qwen", "model_info": {"max_tokens": 32768, "max_output_tokens": None}},
+            {"model_name": "other", "model_info": "x"},
+            "junk",
+        ]
+    }
+    upstream = LiteLLMUpstream(info)
+    catalog = Catalog(cast(Upstream, upstream), TTL, clock=Clock())
+    assert run(catalog.models()) is FIRST  # the listing itself is as the backend gave it
+    assert upstream.calls == [("GET", "/models"), ("GET", "/model/info")]
+    assert catalog.output_limit("llama3") == 4096
+    assert catalog.output_limit("qwen") is None
+    assert catalog.entry("llama3") == {"id": "llama3", "object": "model"}
+
+
+def test_litellm_without_model_info_still_lists() -> None:
+    upstream = LiteLLMUpstream(UpstreamUnavailable("nope"))
+    catalog = Catalog(cast(Upstream, upstream), TTL, clock=Clock())
+    with capture_logs() as logs:
+        assert run(catalog.models()) is FIRST
+    assert catalog.known_ids == frozenset({"llama3", "qwen"})
+    assert catalog.output_limit("llama3") is None
+    assert [e["event"] for e in logs] == ["litellm_model_info_unavailable"]
 
 
 def test_cached_within_ttl_and_refreshed_after() -> None:

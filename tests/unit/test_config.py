@@ -110,6 +110,8 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
             "CIRCUIT_BREAKER_WINDOW: Input should be less than or equal to 3600",
         ),
         ("CIRCUIT_BREAKER_MIN_CALLS", "0", "CIRCUIT_BREAKER_MIN_CALLS: Input should be greater"),
+        ("MAX_OUTPUT_TOKENS", "-1", "MAX_OUTPUT_TOKENS: Input should be greater than or equal"),
+        ("MAX_OUTPUT_TOKENS", "16k", "MAX_OUTPUT_TOKENS: Input should be a valid integer"),
         (
             "CIRCUIT_BREAKER_HALF_OPEN_CALLS",
             "0",
@@ -156,6 +158,7 @@ def test_model_mapping_file(tmp_path: Path) -> None:
             "llama3": "meta-llama/Llama-3.1-8B",
             "gpt-4o": {"context_length": 128000, "capabilities": ["completion", "vision"]},
             "coder": {"model": "qwen2.5-coder"},
+            "ds": {"model": "deepseek-chat", "max_output_tokens": 8192},
         },
     )
     mm = load_settings(model_mapping_file=path).model_map()
@@ -163,6 +166,7 @@ def test_model_mapping_file(tmp_path: Path) -> None:
         "llama3": ModelMeta("meta-llama/Llama-3.1-8B"),
         "gpt-4o": ModelMeta("gpt-4o", 128000, ("completion", "vision")),
         "coder": ModelMeta("qwen2.5-coder"),
+        "ds": ModelMeta("deepseek-chat", max_output_tokens=8192),
     }
 
 
@@ -173,6 +177,8 @@ def test_model_mapping_file(tmp_path: Path) -> None:
         ({"a": 3}, "entry 'a': must be an upstream model id or an object"),
         ({"a": {"model": ""}}, "entry 'a': 'model' must be a non-empty string"),
         ({"a": {"context_length": -5}}, "'context_length' must be a positive integer"),
+        ({"a": {"max_output_tokens": "8k"}}, "'max_output_tokens' must be a positive integer"),
+        ({"a": {"max_output_tokens": 0}}, "'max_output_tokens' must be a positive integer"),
         ({"a": {"capabilities": ["flying"]}}, "'capabilities' must be a list of"),
     ],
 )
@@ -199,6 +205,13 @@ def test_prometheus_alias_and_tls_pair(monkeypatch: pytest.MonkeyPatch, tmp_path
     cert.write_text("x")
     with pytest.raises(ConfigError, match="SSL_CERTFILE and SSL_KEYFILE must be set together"):
         load_settings(ssl_certfile=cert)
+
+
+def test_max_output_tokens_is_the_policys_fallback_limit() -> None:
+    assert load_settings(_env_file=None).policy().max_output_tokens is None  # 0: no limit
+    assert load_settings(_env_file=None, max_output_tokens=16384).policy().max_output_tokens == (
+        16384
+    )
 
 
 def test_recycling_needs_an_idle_period() -> None:

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "limits",
         "schemas",
         "sse",
+        "codings",
         "http",
         "render",
         "relay",

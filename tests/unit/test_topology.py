@@ -95,6 +95,10 @@ def test_default_is_one_upstream() -> None:
             "'timeout' must be a positive number",
         ),
         (
+            "upstreams: [{name: a, base_url: 'http://h', max_output_tokens: 0}]",
+            "'max_output_tokens' must be a positive integer",
+        ),
+        (
             "upstreams: [{name: a, base_url: 'http://h', extra_params: top_k}]",
             "'extra_params' must be a list",
         ),
@@ -156,10 +160,11 @@ def test_profile_extra_body_and_headers_per_upstream(tmp_path: Path) -> None:
         "  - {name: a, base_url: 'http://h/v1', profile: vllm,"
         " extra_body: {chat_template_kwargs: {enable_thinking: false}},"
         " headers: {X-Title: team, X-Api-Key: hush-hush-123}}\n"
-        "  - {name: b, base_url: 'https://api.mistral.ai/v1'}\n",
+        "  - {name: b, base_url: 'https://api.mistral.ai/v1', max_output_tokens: 8192}\n",
     )
     a, b = load(path, {}).upstreams
     assert (a.profile, b.profile) == ("vllm", "auto")
+    assert (a.max_output_tokens, b.max_output_tokens) == (None, 8192)
     assert a.extra_body == {"chat_template_kwargs": {"enable_thinking": False}}
     assert a.headers == {"X-Title": "team", "X-Api-Key": "hush-hush-123"}
     assert "hush-hush-123" not in repr(a)

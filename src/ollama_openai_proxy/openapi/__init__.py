@@ -275,7 +275,9 @@ def build(
                     {"required": True, "content": {"application/json": {"schema": schema}}},
                 )
                 body["content"]["application/json"]["example"] = spec["request"]
-            for status in spec["errors"]:
+            # Every operation that reads a body (413) also decodes a compressed one (415).
+            errors = spec["errors"]
+            for status in (*errors, 415) if 413 in errors else errors:
                 responses[str(status)] = _error_response(status, dialect)
             if dialect == "anthropic":
                 operation["security"] = [{}, {"bearer": []}, {"anthropic_key": []}]

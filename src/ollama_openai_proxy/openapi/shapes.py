@@ -224,7 +224,9 @@ ERRORS: dict[int, str] = {
     401: "PROXY_API_KEYS is set and the request has no valid `Authorization: Bearer` key; "
     "or the backend rejected the proxy's OPENAI_API_KEY.",
     404: 'The model is not served by the backend (`model "x" not found`), or the path is unknown.',
-    413: "The body exceeds REQUEST_MAX_SIZE.",
+    413: "The body exceeds REQUEST_MAX_SIZE (a compressed body: once decompressed).",
+    415: "The body's Content-Encoding is not one the proxy decodes (zstd, gzip, deflate, "
+    "identity), or there is more than one.",
     429: "RATE_LIMIT reached for this key or address (with Retry-After), or the backend's own "
     "rate limit after MAX_RETRIES retries.",
     501: "Not supported by this proxy.",

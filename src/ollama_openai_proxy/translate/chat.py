@@ -21,7 +21,7 @@ from ollama_openai_proxy.translate.carry import Recalled, current_turn
 from ollama_openai_proxy.translate.conversation import Conversation
 from ollama_openai_proxy.translate.images import check_images, data_url
 from ollama_openai_proxy.translate.options import map_options
-from ollama_openai_proxy.translate.shape import forget, shape
+from ollama_openai_proxy.translate.shape import OUTPUT_LIMITS, cap_output, forget, shape
 from ollama_openai_proxy.translate.think import think_params
 
 # The backend endpoints a translated request goes to (relative to its base URL).
@@ -215,19 +215,49 @@ def messages_to_openai(
     notes: list[str],
     thinking_field: str | None = None,
     carried: Carried | None = None,
+    folded: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """An Ollama history as OpenAI messages (:class:`_History`); ``thinking_field``: where an
     assistant message's ``thinking`` goes, for a backend that wants it back; ``carried``: the
-    backend's own ids and provider data to give back with the calls it made."""
+    backend's own ids and provider data to give back with the calls it made. ``folded``: given
+    (the profile's ``system_turns`` "fold"), a system or developer message after the first
+    message joins the leading system message instead of keeping its place, and the texts folded
+    are appended to it (for the log)."""
     history = _History(notes, thinking_field, carried)
     for i, msg in enumerate(messages):
         content = msg.get("content") or ""
-        if msg["role"].lower() == "tool":
+        role = msg["role"].lower()
+        if role == "tool":
             history.tool_result(msg, content)
+        elif folded is not None and i > 0 and role in _SYSTEM_ROLES:
+            # Out of the history before it can close a round of tool calls, so the results
+            # after it still pair with their calls; its index stays (carried calls' keys).
+            images = msg.get("images")
+            if images:
+                check_images(images, f"messages.{i}.images")
+                notes.append(f"images on a {role} message are not supported upstream; dropped")
+            if content:
+                folded.append(content)
         else:
             history.message(i, msg, content)
     history.close_round()
+    if folded:
+        _fold_system(history.out, folded)
     return history.out
+
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def _fold_system(out: list[dict[str, Any]], texts: list[str]) -> None:
+    """``texts`` (later system messages, in order) appended to the leading system message, one
+    blank line apart; a leading one is made if the conversation has none."""
+    first = out[0] if out else None
+    if first is not None and first["role"] in _SYSTEM_ROLES and isinstance(first["content"], str):
+        joined = "\n\n".join([first["content"], *texts] if first["content"] else texts)
+        out[0] = {**first, "content": joined}
+    else:
+        out.insert(0, {"role": "system", "content": "\n\n".join(texts)})
 
 
 def _response_format(fmt: Any) -> dict[str, Any] | None:
@@ -320,7 +350,14 @@ def chat_payload(
     fallback = policy.profile.signature_stand_in
     if kept or (fallback is not None and history):
         carried = Carried(kept or {}, current_turn(history), fallback, result.adapted)
-    messages = messages_to_openai(history, result.notes, policy.profile.thinking_back, carried)
+    profile = policy.profile
+    folded: list[str] | None = [] if profile.system_turns == "fold" else None
+    messages = messages_to_openai(history, result.notes, profile.thinking_back, carried, folded)
+    if folded:
+        result.adapted.append(
+            f"{len(folded)} system message(s) after the first message folded into the leading "
+            f"one: the {profile.name} backend's chat templates take one system message, first"
+        )
     _common(req, target, {"messages": messages}, policy, result)
     tools = req.get("tools")
     if tools:  # ollama-python always sends tools: []; OpenAI rejects an empty list
@@ -334,8 +371,20 @@ def for_backend(
 ) -> UpstreamRequest:
     """The reference request shaped for the upstream's backend profile, plus the operator's
     fixed ``extra_body`` fields (which win: the operator knows the backend), less what the
-    backend refused for this model before (which wins over both: it said so)."""
+    backend refused for this model before (which wins over both: it said so). First, an
+    output-token count above the model's limit (``target.max_output``: MODEL_MAPPING_FILE or
+    the backend's model list; else the upstream's MAX_OUTPUT_TOKENS) is lowered to it, before
+    the profile renames it or sizes a thinking budget under it (shape.cap_output)."""
     profile = policy.profile
+    limit, source = target.max_output, target.max_output_from
+    if limit is None:
+        limit, source = policy.max_output_tokens, "MAX_OUTPUT_TOKENS"
+    if limit is not None and endpoint != EMBEDDINGS_PATH:
+        names = OUTPUT_LIMITS
+        passed = policy.passthrough.get("num_predict")  # PASSTHROUGH_OPTIONS num_predict=name
+        if passed is not None and passed not in names:
+            names = (*names, passed)
+        cap_output(result.payload, limit, source, names, result.adapted)
     if not profile.plain or target.family is not None:
         shape(result.payload, profile, target.family, result.adapted, result.warnings)
     if policy.extra_body and endpoint != EMBEDDINGS_PATH:  # request fields for generation

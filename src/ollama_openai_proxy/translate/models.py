@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from ollama_openai_proxy.model_map import ModelMap, ModelMeta
+from ollama_openai_proxy.model_map import ModelMap, ModelMeta, positive_int
 from ollama_openai_proxy.translate.ndjson import rfc3339
 
 # --- synthesised metadata -------------------------------------------------------------------
@@ -96,10 +96,6 @@ def _guess(model_id: str, default_context: int) -> ModelFacts:
     return ModelFacts(family, context or default_context, tuple(caps))
 
 
-def _positive_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def published(entry: Mapping[str, Any] | None) -> tuple[int | None, tuple[str, ...] | None]:
     """The context length and capabilities a backend publishes in its ``/v1/models`` entry:
     OpenRouter's ``context_length`` (or its ``top_provider``'s), ``supported_parameters`` and
@@ -112,13 +108,13 @@ def published(entry: Mapping[str, Any] | None) -> tuple[int | None, tuple[str, .
     provider = entry.get("top_provider")
     meta = entry.get("meta")
     context = (
-        _positive_int(entry.get("context_length"))
-        or _positive_int(entry.get("max_model_len"))
-        or _positive_int(entry.get("max_context_length"))
-        or _positive_int(entry.get("context_window"))  # Groq (console.groq.com/docs/models)
-        or (_positive_int(provider.get("context_length")) if isinstance(provider, dict) else None)
+        positive_int(entry.get("context_length"))
+        or positive_int(entry.get("max_model_len"))
+        or positive_int(entry.get("max_context_length"))
+        or positive_int(entry.get("context_window"))  # Groq (console.groq.com/docs/models)
+        or (positive_int(provider.get("context_length")) if isinstance(provider, dict) else None)
         or (
-            _positive_int(meta.get("n_ctx")) or _positive_int(meta.get("n_ctx_train"))
+            positive_int(meta.get("n_ctx")) or positive_int(meta.get("n_ctx_train"))
             if isinstance(meta, dict)
             else None
         )

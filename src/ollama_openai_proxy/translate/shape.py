@@ -103,6 +103,31 @@ def shape(
     return payload
 
 
+# Where a request's output-token limit is before shape() renames it: the reference max_tokens,
+# or max_completion_tokens when an operator forwards num_predict under that name.
+OUTPUT_LIMITS: tuple[str, ...] = ("max_tokens", "max_completion_tokens")
+
+
+def cap_output(
+    payload: dict[str, Any],
+    limit: int,
+    source: str,
+    names: tuple[str, ...],
+    adapted: list[str],
+) -> None:
+    """Lower each of ``names`` in ``payload`` (an output-token count) to ``limit``, the most the
+    model allows, said by ``source``. Clients ask for more than backends allow (Claude Code
+    sends max_tokens 32000; OpenAI answers 400 "max_tokens is too large ... supports at most
+    16384 completion tokens", Groq and DeepSeek likewise): the model could not write more than
+    the limit anyway, so the request is lowered rather than refused. What is lowered is in the
+    DEBUG log."""
+    for name in names:
+        value = payload.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            payload[name] = limit
+            adapted.append(f"{name} {value} lowered to {limit}: output limit from {source}")
+
+
 def forget(
     payload: dict[str, Any],
     endpoint: str,
