@@ -13,7 +13,10 @@ import sys
 import urllib.request
 from collections.abc import Mapping
 
-WILDCARDS = {"", "0.0.0.0", "::"}
+# bandit B104: an address that means "all interfaces", recognised in order to probe
+# 127.0.0.1 instead; nothing binds to it here
+ANY_IPV4 = "0.0.0.0"  # nosec B104
+WILDCARDS = {"", ANY_IPV4, "::"}
 
 
 def url(env: Mapping[str, str] = os.environ) -> str:
@@ -27,9 +30,12 @@ def url(env: Mapping[str, str] = os.environ) -> str:
 
 def main() -> int:
     target = url()
-    context = ssl._create_unverified_context() if target.startswith("https") else None
+    # bandit B323: the probe asks this container's own server over loopback, whose certificate
+    # is made for the public name, not 127.0.0.1; it reads a status code, sends no secret.
+    context = ssl._create_unverified_context() if target.startswith("https") else None  # nosec B323
     try:
-        with urllib.request.urlopen(target, timeout=2, context=context) as response:
+        # bandit B310: url() builds an http(s) URL only, never file: or another scheme
+        with urllib.request.urlopen(target, timeout=2, context=context) as response:  # nosec B310
             return 0 if response.status == 200 else 1
     except OSError as exc:
         print(f"unhealthy: {target}: {exc}", file=sys.stderr)
