@@ -81,13 +81,15 @@ def versions() -> dict[str, str]:
     }
 
 
-def render(cells: list[dict[str, object]]) -> str:
+def render(cells: list[dict[str, object]], known: dict[str, str] | None = None) -> str:
+    """The matrix document (markdown) for these cells; ``known``: each client's "tested with"
+    text, by default what this environment has installed (versions())."""
     grid: dict[str, dict[str, str]] = {}
     for cell in cells:
         grid.setdefault(str(cell["client"]), {})[str(cell["feature"])] = str(cell["status"])
     features = [f for f in FEATURES if any(f in row for row in grid.values())]
     features += sorted({f for row in grid.values() for f in row} - set(features))
-    known = versions()
+    known = versions() if known is None else known
     lines = [
         "# Client compatibility",
         "",

@@ -30,23 +30,7 @@ echo "== detect-secrets: tracked files against .secrets.baseline"
 # leaves the tree as it found it. -n: no network call to "verify" a candidate with its service.
 cp .secrets.baseline build/secrets.baseline
 "$BIN/detect-secrets" scan -n --baseline build/secrets.baseline
-"$BIN/python" - build/secrets.baseline <<'EOF'
-import json
-import sys
-
-results = json.load(open(sys.argv[1]))["results"]
-found = [
-    f"  {path}:{s['line_number']}: {s['type']}"
-    for path, secrets in results.items()
-    for s in secrets
-    if s.get("is_secret") is not False
-]
-if found:
-    print("possible secrets not audited in .secrets.baseline:", *found, sep="\n")
-    print("remove them, or if they are fakes: make secrets-baseline (docs/RELEASING.md)")
-    sys.exit(1)
-print(f"{sum(map(len, results.values()))} findings, all audited as not secrets")
-EOF
+"$BIN/python" scripts/secrets_check.py build/secrets.baseline
 
 echo "== pip-audit: requirements/test.lock"
 probe_version=$("$BIN/python" -c "import importlib.metadata as m; print(m.version('pip'))")
