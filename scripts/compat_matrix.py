@@ -63,6 +63,8 @@ def _n8n() -> str:
 
 
 def versions() -> dict[str, str]:
+    """Each client row's "tested with" text, from what this environment installed: the Python
+    packages of requirements/test.lock, the npm folders' node_modules, n8n's vendored nodes."""
     return {
         "ollama-python 0.6 (PyPI)": f"ollama {_pypi('ollama')}",
         "ollama-python, aimock upstream": f"ollama {_pypi('ollama')}, @copilotkit/aimock {_npm('tests/aimock', '@copilotkit/aimock')}",

@@ -53,6 +53,7 @@ def runs(job: dict[str, Any]) -> str:
     ids=lambda v: v.name if isinstance(v, Path) else v,
 )
 def test_schema(path: Path, schema: str) -> None:
+    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "release.yml"}
     out = subprocess.run(
         [tool("check-jsonschema"), "--builtin-schema", schema, str(path)],
         capture_output=True,
@@ -61,10 +62,6 @@ def test_schema(path: Path, schema: str) -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_the_workflows_are_release_and_ci() -> None:
-    assert [p.name for p in WORKFLOWS] == ["ci.yml", "release.yml"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
