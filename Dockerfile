@@ -8,13 +8,14 @@ ARG PYTHON_VERSION=3.12
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# Dependencies first, from pyproject alone, so code changes reuse this layer.
-COPY pyproject.toml README.md ./
-COPY src/ollama_openai_proxy/__init__.py src/ollama_openai_proxy/__init__.py
+# Dependencies first, from the runtime lock alone (each at its locked version and hash, the
+# versions the tests ran with), so code changes reuse this layer.
+COPY requirements/run.lock ./requirements/run.lock
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-compile .
+    && /opt/venv/bin/pip install --no-compile --require-hashes -r requirements/run.lock
+COPY pyproject.toml README.md ./
 COPY src ./src
-RUN /opt/venv/bin/pip install --no-compile --no-deps --force-reinstall . \
+RUN /opt/venv/bin/pip install --no-compile --no-deps . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM python:${PYTHON_VERSION}-slim-bookworm

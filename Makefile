@@ -1,4 +1,5 @@
-# Developer tasks. `make test` is the project's one test command (README, CI).
+# Developer tasks. `make run` starts the proxy, `make test` is the project's one test command
+# (README, CI).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,15 +8,52 @@ HAVE_NODE := $(if $(shell command -v node),1,)
 HAVE_PY38 := $(if $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8),1,)
 CLIENT_FLAGS := REQUIRE_AIMOCK=$(HAVE_NODE) REQUIRE_CLIENTS=$(HAVE_NODE) REQUIRE_AGENTS=$(HAVE_NODE) REQUIRE_PY38=$(HAVE_PY38)
 
-.PHONY: venv dev hooks test lint typecheck unit compat bench bench-micro run clean
+.PHONY: venv dev hooks test lint typecheck security unit compat compat-doc bench bench-micro run \
+	clean lock lock-upgrade secrets-baseline
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and \
+		"Python 3.11 or newer is needed; name it with PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 
+# --- locked installs (requirements/: test.lock for the tests and tools, run.lock for `make run`)
+# Every package at the version and hash the lock names; then the project itself, editable,
+# without its dependencies (the lock brought them). The test install builds it with the locked
+# hatchling (--no-build-isolation); `make run` lets pip fetch hatchling, as `pip install .` does.
+# A stamp per lock: installed again only when the lock or pyproject.toml changes.
+$(VENV)/.stamp-run: requirements/run.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/run.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+$(VENV)/.stamp-test: requirements/test.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/test.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+	@touch $@
+
+# Start the proxy: the package and its runtime dependencies only (no test tools, no npm).
+# OPENAI_API_BASE_URL and OPENAI_API_KEY come from the environment or .env; any other setting
+# too (PROXY_PORT=8080 make run), or command-line options: make run ARGS="--port 8080".
+run: $(VENV)/.stamp-run
+	$(BIN)/ollama-openai-proxy $(ARGS)
+
+# uv at the version tools.in pins, on its own: a lock that no longer installs can still be redone.
+$(BIN)/uv: requirements/tools.in | $(BIN)/python
+	$(BIN)/python -m pip install -q "$$(grep -o '^uv==[^ ]*' requirements/tools.in)"
+
+# Resolve both locks again after a change to pyproject.toml or requirements/tools.in, keeping
+# every pin that still fits; lock-upgrade moves every package to its newest allowed version.
+UV_COMPILE = $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" --quiet
+lock lock-upgrade: $(BIN)/uv
+	$(UV_COMPILE) $(if $(filter lock-upgrade,$@),--upgrade) pyproject.toml --extra test \
+		requirements/tools.in -o requirements/test.lock
+	$(UV_COMPILE) pyproject.toml -c requirements/test.lock -o requirements/run.lock
+# --- end of locked installs
+
 # The Python side alone: the package, editable, with its test tools. Needs no Node.js.
-venv: $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+venv: $(VENV)/.stamp-test
 
 # The git hooks (.pre-commit-config.yaml): ruff, ruff format, mypy and the drift checks of the
 # generated files, with this virtualenv's tools, before each commit.
@@ -33,19 +71,33 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy
 
-# Everything CI checks: lint, types, all tests with coverage floors (overall 85%, translate/ 95%),
-# then the client compatibility matrix (docs/COMPATIBILITY.md) from the test outcomes.
-test: lint typecheck
+# bandit, detect-secrets, pip-audit of the lock, the SBOM (scripts/security.sh).
+security: venv
+	BIN=$(BIN) scripts/security.sh
+
+# After auditing a new finding as a fake (a test key, a digest): record it in the baseline.
+secrets-baseline: venv
+	$(BIN)/detect-secrets scan -n --baseline .secrets.baseline
+	$(BIN)/detect-secrets audit .secrets.baseline
+
+# Everything CI checks: lint, types, supply chain, all tests with coverage floors (overall 85%,
+# translate/ 95%), then the client compatibility matrix from the test outcomes, written to
+# build/COMPATIBILITY.md and compared with the tracked docs/COMPATIBILITY.md (make compat-doc).
+test: lint typecheck security
 	$(CLIENT_FLAGS) $(BIN)/pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=85
 	$(BIN)/coverage report --include='*/ollama_openai_proxy/translate/*' --fail-under=95
-	$(BIN)/python scripts/compat_matrix.py
+	$(BIN)/python scripts/compat_matrix.py --check docs/COMPATIBILITY.md
 
 # The unit tests only: no clients, so no npm (and no Node.js needed).
 unit: venv
 	$(BIN)/pytest tests/unit -q
 
 compat:
-	$(BIN)/python scripts/compat_matrix.py
+	$(BIN)/python scripts/compat_matrix.py --check docs/COMPATIBILITY.md
+
+# The tracked matrix, from the last `make test`: commit it when the cells or versions changed.
+compat-doc:
+	$(BIN)/python scripts/compat_matrix.py --output docs/COMPATIBILITY.md
 
 # Speed, not correctness: the suite (docs/PERFORMANCE.md) and the hot-path micro-benchmarks.
 bench: dev
@@ -55,9 +107,6 @@ bench: dev
 bench-micro: dev
 	$(BIN)/python -m pip install -q pytest-benchmark
 	$(BIN)/pytest bench/test_micro.py -p no:cacheprovider --benchmark-only --benchmark-autosave
-
-run: dev
-	$(BIN)/ollama-openai-proxy
 
 clean:
 	rm -rf $(VENV) .venv-py38 .venv-litellm build tests/*/node_modules tests/n8n/vendor .coverage .pytest_cache .mypy_cache .ruff_cache

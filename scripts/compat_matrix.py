@@ -1,14 +1,19 @@
-"""Writes docs/COMPATIBILITY.md from the outcomes of the tests marked @pytest.mark.compat.
+"""Renders the client compatibility matrix from the outcomes of the tests marked
+@pytest.mark.compat, and checks the tracked docs/COMPATIBILITY.md against it.
 
 The test run (tests/conftest.py) records each (client, feature) cell in build/compat-results.json;
-this script only renders it, so the matrix says what the last full test run proved.
-Usage: python scripts/compat_matrix.py [results.json] [output.md]
+this script renders it to build/COMPATIBILITY.md, so the matrix says what the last test run
+proved. ``--check docs/COMPATIBILITY.md`` compares the tracked matrix with this run's on what
+matters -- each cell's outcome and each client's version, not the run's date -- and fails on a
+difference, so ``make test`` reports drift without rewriting a tracked file; ``make compat-doc``
+writes the tracked one.
+Usage: python scripts/compat_matrix.py [--results JSON] [--output MD] [--check TRACKED_MD]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -58,6 +63,8 @@ def _n8n() -> str:
 
 
 def versions() -> dict[str, str]:
+    """Each client row's "tested with" text, from what this environment installed: the Python
+    packages of requirements/test.lock, the npm folders' node_modules, n8n's vendored nodes."""
     return {
         "ollama-python 0.6 (PyPI)": f"ollama {_pypi('ollama')}",
         "ollama-python, aimock upstream": f"ollama {_pypi('ollama')}, @copilotkit/aimock {_npm('tests/aimock', '@copilotkit/aimock')}",
@@ -78,13 +85,15 @@ def versions() -> dict[str, str]:
     }
 
 
-def render(cells: list[dict[str, object]]) -> str:
+def render(cells: list[dict[str, object]], known: dict[str, str] | None = None) -> str:
+    """The matrix document (markdown) for these cells; ``known``: each client's "tested with"
+    text, by default what this environment has installed (versions())."""
     grid: dict[str, dict[str, str]] = {}
     for cell in cells:
         grid.setdefault(str(cell["client"]), {})[str(cell["feature"])] = str(cell["status"])
     features = [f for f in FEATURES if any(f in row for row in grid.values())]
     features += sorted({f for row in grid.values() for f in row} - set(features))
-    known = versions()
+    known = versions() if known is None else known
     lines = [
         "# Client compatibility",
         "",
@@ -117,14 +126,94 @@ def render(cells: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    results = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build" / "compat-results.json"
-    output = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "COMPATIBILITY.md"
-    cells = json.loads(results.read_text())["cells"]
-    output.write_text(render(cells))
+def parse(text: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """The two tables of a rendered matrix: ``{client: {feature: "pass"|"fail"|"skipped"}}``
+    (blank cells left out) and ``{client: "tested with"}``. Raises ValueError without them."""
+    status_of = {symbol: status for status, symbol in SYMBOL.items()}
+    grid: dict[str, dict[str, str]] = {}
+    tested: dict[str, str] = {}
+    lines = text.splitlines()
+    try:
+        head = lines.index(next(line for line in lines if line.startswith("| client | ")))
+        tail = lines.index("| client | tested with |")
+    except (StopIteration, ValueError) as exc:
+        raise ValueError("not a compatibility matrix: its tables are missing") from exc
+    features = [cell.strip() for cell in lines[head].strip("|").split("|")][1:]
+    for line in lines[head + 2 :]:
+        if not line.startswith("| "):
+            break
+        client, *cells = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        grid[client] = {f: status_of[c] for f, c in zip(features, cells, strict=True) if c}
+    for line in lines[tail + 2 :]:
+        if not line.startswith("| "):
+            break
+        client, version = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        tested[client] = version
+    return grid, tested
+
+
+def drift(
+    tracked: str, cells: list[dict[str, object]], known: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """How this run differs from the tracked matrix text: ``(differences, notes)``.
+
+    A difference is a cell whose outcome changed (or that appeared or went away) or a client
+    whose version changed. A cell the tracked matrix shows passed that was skipped here is a
+    note, not a difference: the machine lacks that client's tool (Node.js, Python 3.8), and the
+    tests that need it say so; nor is the version of a client whose every cell was skipped."""
+    old_grid, old_versions = parse(tracked)
+    grid: dict[str, dict[str, str]] = {}
+    for cell in cells:
+        grid.setdefault(str(cell["client"]), {})[str(cell["feature"])] = str(cell["status"])
+    differences: list[str] = []
+    notes: list[str] = []
+    for client in sorted(set(grid) | set(old_grid)):
+        new, old = grid.get(client, {}), old_grid.get(client, {})
+        for feature in sorted(set(new) | set(old)):
+            now, before = new.get(feature), old.get(feature)
+            if now == "skipped" and before == "pass":
+                notes.append(f"{client} / {feature}: skipped here, passed in the tracked run")
+            elif now != before:
+                differences.append(
+                    f"{client} / {feature}: {before or 'no cell'} in the tracked matrix, "
+                    f"{now or 'no cell'} in this run"
+                )
+        if client in grid and set(new.values()) != {"skipped"}:
+            version = known.get(client, "")
+            if version != old_versions.get(client):
+                differences.append(
+                    f"{client}: tested with {old_versions.get(client) or 'nothing'} in the "
+                    f"tracked matrix, {version or 'nothing'} in this run"
+                )
+    return differences, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "build" / "compat-results.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "build" / "COMPATIBILITY.md")
+    parser.add_argument("--check", type=Path, help="a tracked matrix this run must agree with")
+    args = parser.parse_args(argv)
+    cells = json.loads(args.results.read_text())["cells"]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render(cells))
     failed = [c for c in cells if c["status"] == "fail"]
-    print(f"{output}: {len(cells)} cells, {len(failed)} failed")
-    return 1 if failed else 0
+    print(f"{args.output}: {len(cells)} cells, {len(failed)} failed")
+    if args.check is None:
+        return 1 if failed else 0
+    differences, notes = drift(args.check.read_text(), cells, versions())
+    for note in notes:
+        print(f"note: {note}")
+    for difference in differences:
+        print(f"drift: {difference}")
+    if differences:
+        print(
+            f"{args.check} no longer says what this run proved: `make compat-doc` writes it "
+            f"from this run (see {args.output}); commit it with the change that moved it."
+        )
+    else:
+        print(f"{args.check}: agrees with this run")
+    return 1 if failed or differences else 0
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         if exec_env is not None:
             # The loader reads LD_PRELOAD and CPython PYTHONMALLOC only at start: begin again,
             # same process id (supervisors and signals are unaffected), same command line.
-            os.execve(sys.executable, sys.orig_argv, exec_env)
+            # bandit B606: this very interpreter and command line, started again; no shell
+            os.execve(sys.executable, sys.orig_argv, exec_env)  # nosec B606
     if argv is None or settings.workers > 1:
         settings = _one_context_key(settings)
     _raise_fd_limit()

@@ -58,7 +58,8 @@ _DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)")
 def _backoff(attempt: int) -> float:
     # Exponential backoff with full jitter (AWS architecture blog): spreads retries of many
     # clients instead of synchronising them.
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+    # bandit B311: retry jitter, not a secret: predictability costs nothing here
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # nosec B311
 
 
 def _retry_after(resp: aiohttp.ClientResponse) -> float | None:

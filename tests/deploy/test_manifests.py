@@ -1,8 +1,8 @@
 """The deployment files, checked by the tools that can check them offline: Kubernetes schemas
-(kubernetes-validate, strict), hadolint, and the compose-spec and GitHub-workflow schemas
-(check-jsonschema); plus what no schema knows -- that they agree with the app and each other.
-deploy/kubernetes is the Helm chart rendered (scripts/helm_chart.py; the chart's own tests are in
-test_helm.py)."""
+(kubernetes-validate, strict), hadolint, and the compose-spec schema (check-jsonschema; the
+workflows' are in test_workflows.py); plus what no schema knows -- that they agree with the app
+and each other. deploy/kubernetes is the Helm chart rendered (scripts/helm_chart.py; the chart's
+own tests are in test_helm.py)."""
 
 from __future__ import annotations
 
@@ -171,7 +171,6 @@ def test_dockerfile_shape() -> None:
     ("path", "schema"),
     [
         ("docker-compose.yml", "vendor.compose-spec"),
-        (".github/workflows/ci.yml", "vendor.github-workflows"),
     ],
 )
 def test_schema(path: str, schema: str) -> None:
@@ -201,15 +200,6 @@ def test_compose_services_and_profiles() -> None:
     assert scrape["static_configs"][0]["targets"] == ["proxy:11434"]
 
 
-def test_workflow_runs_the_readme_test_command() -> None:
-    workflow = load(ROOT / ".github" / "workflows" / "ci.yml")
-    runs = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
-    assert any(r.startswith("make test") for r in runs)
-    image = workflow["jobs"]["image"]
-    build = next(s for s in image["steps"] if s.get("uses", "").startswith("docker/build-push"))
-    assert build["with"]["platforms"] == "linux/amd64,linux/arm64"
-
-
 def test_dockerfile_copies_only_what_the_build_context_holds() -> None:
     allowed = {
         line[1:].rstrip("/")
@@ -222,4 +212,6 @@ def test_dockerfile_copies_only_what_the_build_context_holds() -> None:
         *sources, _ = line.split()
         for source in sources:
             assert (ROOT / source).exists(), source
-            assert source.split("/")[0] in allowed, f"{source} is excluded by .dockerignore"
+            assert any(source == a or source.startswith(f"{a}/") for a in allowed), (
+                f"{source} is excluded by .dockerignore"
+            )

@@ -1,0 +1,222 @@
+"""The supply chain: locked, hashed dependencies that agree with pyproject.toml and are what
+every install uses; scanners that really scan; each exception to them explained where made."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+from scripts.secrets_check import unaudited
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENTS = ROOT / "requirements"
+TEST_LOCK = REQUIREMENTS / "test.lock"
+RUN_LOCK = REQUIREMENTS / "run.lock"
+TOOLS = REQUIREMENTS / "tools.in"
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+
+
+def tool(name: str) -> str:
+    path = Path(sys.executable).with_name(name)
+    return str(path) if path.exists() else (shutil.which(name) or pytest.fail(f"{name} missing"))
+
+
+def pins(lock: Path) -> dict[str, tuple[Version, int]]:
+    """``{name: (version, number of hashes)}`` of a uv (pip-compile format) lock file, for this
+    interpreter: the lock is universal, so a package may appear once per Python range under an
+    environment marker (``deprecated==1.3.1 ; python_full_version < '3.12'``)."""
+    found: dict[str, tuple[Version, int]] = {}
+    name = ""
+    for line in lock.read_text().splitlines():
+        if match := PIN.match(line):
+            name = ""
+            marker = line.split(";", 1)[1].rstrip(" \\") if ";" in line else ""
+            if marker and not Marker(marker).evaluate():
+                continue
+            name = str(canonicalize_name(match[1]))
+            assert name not in found, f"{name} twice in {lock.name} for this Python"
+            found[name] = (Version(match[2]), 0)
+        elif line.strip().startswith("--hash=sha256:") and name:
+            version, hashes = found[name]
+            found[name] = (version, hashes + 1)
+    return found
+
+
+def tools_in() -> list[Requirement]:
+    lines = (line.split("#", 1)[0].strip() for line in TOOLS.read_text().splitlines())
+    return [Requirement(line) for line in lines if line]
+
+
+def project() -> dict[str, list[str]]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {"runtime": data["dependencies"], "test": data["optional-dependencies"]["test"]}
+
+
+def test_every_requirement_is_locked_at_a_version_it_allows() -> None:
+    """A requirement added to pyproject.toml or tools.in without `make lock` fails here."""
+    locked = pins(TEST_LOCK)
+    wanted = [Requirement(r) for r in project()["runtime"] + project()["test"]] + tools_in()
+    for req in wanted:
+        name = str(canonicalize_name(req.name))
+        assert name in locked, f"{req} is not in requirements/test.lock: run `make lock`"
+        version, _ = locked[name]
+        assert req.specifier.contains(version, prereleases=True), (
+            f"requirements/test.lock has {name} {version}, outside {req}: run `make lock`"
+        )
+
+
+def test_the_runtime_lock_is_the_runtime_part_of_the_test_lock() -> None:
+    run, test = pins(RUN_LOCK), pins(TEST_LOCK)
+    for req in map(Requirement, project()["runtime"]):
+        assert str(canonicalize_name(req.name)) in run, f"{req.name} missing from run.lock"
+    for name, (version, _) in run.items():
+        assert test[name][0] == version, f"{name}: {version} to run, {test[name][0]} in tests"
+    assert not {"pytest", "ruff", "mypy", "openai", "ollama", "bandit"} & set(run)
+
+
+def test_every_locked_package_is_hashed() -> None:
+    for lock in (TEST_LOCK, RUN_LOCK):
+        locked = pins(lock)
+        assert len(locked) > 20
+        assert all(hashes for _, hashes in locked.values()), lock.name
+
+
+def test_the_tools_are_pinned_exactly() -> None:
+    for req in tools_in():
+        assert str(req.specifier).startswith("=="), req
+    names = {req.name for req in tools_in()}
+    assert {"bandit", "pip-audit", "detect-secrets", "cyclonedx-bom", "uv", "zizmor"} <= names
+
+
+def test_every_install_uses_the_locks() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install -q --require-hashes -r requirements/test.lock" in makefile
+    assert "pip install -q --require-hashes -r requirements/run.lock" in makefile
+    # `make run` installs the runtime set alone: no test clients, no npm
+    (run_rule,) = re.findall(r"^run: (.*)$", makefile, re.MULTILINE)
+    assert run_rule.split() == ["$(VENV)/.stamp-run"]
+    stamp = makefile.split("$(VENV)/.stamp-run:", 1)[1].split("\n\n", 1)[0]
+    assert "test.lock" not in stamp
+    assert "setup-test-clients" not in stamp
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes -r requirements/run.lock" in dockerfile
+
+
+def test_ci_runs_the_readme_command_and_leaves_the_tree_clean() -> None:
+    run = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", run, re.MULTILINE)
+    assert "git status --porcelain" in run.split("make test", 1)[1]
+    assert "make test" in (ROOT / "README.md").read_text()
+    # what the tests generate lands in an ignored folder, not over a tracked document
+    makefile = (ROOT / "Makefile").read_text()
+    test_rule = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "compat_matrix.py --check docs/COMPATIBILITY.md" in test_rule
+    assert "--output docs/" not in test_rule
+    assert "build/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_security_checks_run_with_the_tests() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    (test_rule,) = re.findall(r"^test: (.*)$", makefile, re.MULTILINE)
+    assert "security" in test_rule.split()
+    script = (ROOT / "scripts" / "security.sh").read_text()
+    for command in ("bandit", "zizmor", "detect-secrets", "pip-audit", "cyclonedx-py"):
+        assert f'"$BIN/{command}"' in script, command
+
+
+def nosec_lines() -> list[tuple[Path, int, str]]:
+    found = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "# nosec" in line:
+                found.append((path, number, line))
+    return found
+
+
+def test_every_nosec_names_its_checks_and_says_why() -> None:
+    """`# nosec Bxxx` only, never a blanket one, under a `# bandit Bxxx: why` comment."""
+    assert nosec_lines(), "bandit's exceptions are all gone: drop this test"
+    for path, number, line in nosec_lines():
+        ids = re.findall(r"B\d{3}", line.split("# nosec", 1)[1])
+        assert ids, f"{path.name}:{number}: a blanket nosec"
+        lines = path.read_text().splitlines()
+        above = []
+        for previous in reversed(lines[: number - 1]):
+            if not previous.strip().startswith("#"):
+                break
+            above.append(previous)
+        explained = " ".join(above)
+        if "import " in line:  # an import's reason is given where it is used
+            explained = path.read_text()
+        for check in ids:
+            assert re.search(rf"# bandit [^:]*{check}", explained), (
+                f"{path.name}:{number}: no `# bandit {check}: why` above"
+            )
+
+
+def test_bandit_is_really_checking(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text(
+        "import subprocess\n\n\ndef run(cmd: str) -> None:\n    subprocess.call(cmd, shell=True)\n"
+    )
+    out = subprocess.run(
+        [tool("bandit"), "-q", "-r", str(tmp_path), "--skip", "B101", "-f", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "B602" in {r["test_id"] for r in json.loads(out.stdout)["results"]}
+
+
+def test_a_new_secret_fails_the_scan_and_an_audited_one_does_not(tmp_path: Path) -> None:
+    """The check scripts/security.sh runs, in a scratch repository with the project's baseline
+    settings: a planted AWS key is reported; once audited as a fake, it passes."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=30)
+    key = "AKIA" + "QYLPMN5HHHFPZAM2"  # split: the scan of this repository must not see it
+    (tmp_path / "settings.py").write_text(f'AWS_ACCESS_KEY_ID = "{key}"\n')
+    (tmp_path / "README.md").write_text("nothing to see\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True, timeout=30)
+    baseline = tmp_path / "baseline.json"
+    settings = json.loads((ROOT / ".secrets.baseline").read_text())
+    baseline.write_text(json.dumps({**settings, "results": {}}))
+
+    def scan() -> list[str]:
+        subprocess.run(
+            [tool("detect-secrets"), "scan", "-n", "--baseline", str(baseline)],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        return unaudited(baseline)
+
+    assert scan() == ["settings.py:1: AWS Access Key"]
+    audited = json.loads(baseline.read_text())
+    for found in audited["results"]["settings.py"]:
+        found["is_secret"] = False
+    baseline.write_text(json.dumps(audited))
+    assert scan() == []
+
+
+def test_the_baseline_holds_only_audited_fakes() -> None:
+    baseline = json.loads((ROOT / ".secrets.baseline").read_text())
+    assert baseline["results"], "an empty baseline: is the scan still configured?"
+    assert unaudited(ROOT / ".secrets.baseline") == []
+    excluded = next(
+        f["pattern"] for f in baseline["filters_used"] if f["path"].endswith("should_exclude_file")
+    )
+    # the baseline's own hashes, the locks' hashes and the generated OpenAPI document only
+    for path in (".secrets.baseline", "requirements/test.lock", "docs/openapi.json"):
+        assert any(re.search(p, path) for p in excluded), path
+    assert not any(re.search(p, "src/ollama_openai_proxy/config.py") for p in excluded)
