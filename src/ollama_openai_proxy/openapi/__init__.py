@@ -22,10 +22,14 @@ from starlette.routing import Route
 
 from ollama_openai_proxy import schemas
 from ollama_openai_proxy.limits import Limits
-from ollama_openai_proxy.openapi.operations import OPERATIONS
+from ollama_openai_proxy.openapi.agents import AGENT_OPERATIONS
+from ollama_openai_proxy.openapi.operations import OPERATIONS as OLLAMA_AND_OPENAI
 from ollama_openai_proxy.openapi.shapes import ERRORS, NDJSON, OBJ, SCHEMAS, json_content, ref
 from ollama_openai_proxy.render import anthropic_type
 from ollama_openai_proxy.routing import Operation
+
+# operationId -> what the route table does not say (descriptions, examples, errors).
+OPERATIONS = {**OLLAMA_AND_OPENAI, **AGENT_OPERATIONS}
 
 __all__ = ["DESCRIPTION", "ERRORS", "NDJSON", "OPERATIONS", "SCHEMAS", "build", "routes"]
 
