@@ -7,6 +7,7 @@ is stated. TLS, timeouts, backpressure and cancellation: test_http1_transport.py
 from __future__ import annotations
 
 import asyncio
+import socket
 import zlib
 from typing import Any
 
@@ -539,3 +540,40 @@ def test_closing_the_client_closes_its_connections_and_fails_what_waits() -> Non
             await asyncio.wait_for(seen.event("closed").wait(), 2.0)
 
     run(scenario())
+
+
+def test_a_burst_of_new_connections_looks_the_name_up_once_and_a_failure_is_not_kept() -> None:
+    async def handler(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await asyncio.sleep(0.05)  # all five requests need a connection of their own
+            await peer.send(ok())
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        real = loop.getaddrinfo
+        lookups: list[str] = []
+        failing = [True]
+
+        async def counted(host: str, *args: Any, **kwargs: Any) -> Any:
+            lookups.append(host)
+            if failing[0]:
+                failing[0] = False
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return await real(host, *args, **kwargs)
+
+        loop.getaddrinfo = counted  # type: ignore[method-assign,assignment]
+        async with serve(handler) as (url, seen):
+            named = url.replace("127.0.0.1", "localhost")
+            c = new_client()
+            try:
+                with pytest.raises(http1.ConnectFailed) as caught:
+                    await get(c, named)
+                assert isinstance(caught.value.os_error, socket.gaierror)
+                bodies = await asyncio.gather(*(get(c, named) for _ in range(5)))
+            finally:
+                await c.close()
+            assert bodies == [JSON_BODY] * 5
+            assert seen.connections == 5
+        assert lookups == ["localhost", "localhost"]  # the failure, then one for the five
+
+    asyncio.run(scenario())

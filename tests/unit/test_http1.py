@@ -20,6 +20,7 @@ from ollama_openai_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ollama_openai_proxy.http1.client import default_context
 from ollama_openai_proxy.http1.connection import Connection
 from ollama_openai_proxy.http1.response import DECODED_PIECE, Origin, Response
 from ollama_openai_proxy.topology import UpstreamSpec
@@ -259,13 +260,10 @@ def test_header_values_are_checked_once_at_start() -> None:
 
 
 def test_verification_off_checks_neither_the_ca_nor_the_name() -> None:
-    async def scenario() -> ssl.SSLContext:
-        c = client(verify=False)
-        await c.close()
-        return c._ssl
-
-    ctx = run(scenario())
-    assert (ctx.verify_mode, ctx.check_hostname) == (ssl.CERT_NONE, False)
+    off, on = default_context(False), default_context(True)
+    assert (off.verify_mode, off.check_hostname) == (ssl.CERT_NONE, False)
+    assert (on.verify_mode, on.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert default_context(True) is on  # made once per process
 
 
 # --- which URLs, which client -----------------------------------------------------------------

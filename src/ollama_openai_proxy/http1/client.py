@@ -4,9 +4,12 @@ alive and reused (RFC 9112 §9.3), the request head as bytes made once per targe
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 from collections import deque
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from ollama_openai_proxy.http1.connection import Connection
@@ -21,6 +24,7 @@ from ollama_openai_proxy.http1.response import Origin, Response
 MAX_HEAD = 64 * 1024  # bytes of a response's status line, fields and interim heads
 IDLE_EXPIRY = 15.0  # seconds an idle connection is kept (aiohttp's keepalive_timeout)
 MAX_TARGETS = 256  # request targets whose head bytes are kept (model ids make more)
+DNS_TTL = 300.0  # seconds a host's addresses are kept (aiohttp's ttl_dns_cache, as Upstream set it)
 ACCEPT_ENCODING = "gzip, deflate"  # the codings decoded here (aiohttp adds br/zstd if installed)
 _PORTS = {"http": 80, "https": 443}
 
@@ -39,6 +43,23 @@ def unsupported(url: str) -> str | None:
     if not parts.netloc.isascii():
         return "a host name that is not ASCII (IDNA)"
     return None
+
+
+_CONTEXTS: dict[tuple[bool, str | None, str | None], ssl.SSLContext] = {}
+
+
+def default_context(verify: bool) -> ssl.SSLContext:
+    """The process's TLS context: the system's CAs, or those of OpenSSL's ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR``, host names checked; with ``verify`` false, nothing checked. Made once per
+    value of those variables, when first needed: loading the CAs takes tens of milliseconds."""
+    key = (verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        ctx = _CONTEXTS[key] = ssl.create_default_context()
+        if not verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class Client:
@@ -68,18 +89,16 @@ class Client:
         self._limit = limit
         self._connect_timeout = connect_timeout
         self._idle_expiry = idle_expiry
-        if ssl_context is None:
-            ssl_context = ssl.create_default_context()
-            if not verify:
-                ssl_context.check_hostname = False
-                ssl_context.verify_mode = ssl.CERT_NONE
-        self._ssl = ssl_context
+        self._ssl = ssl_context  # else made at the first https connection (module's, shared)
+        self._verify = verify
         fields = {"Accept-Encoding": ACCEPT_ENCODING, **headers}
         for name, value in fields.items():
             if not (name.isascii() and value.isascii() and (name + value).isprintable()):
                 raise ValueError(f"header {name!r}: printable ASCII only")
         self._fields = "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode()
         self._targets: dict[str, tuple[Origin, bytes]] = {}
+        # (host, port) -> (expiry in loop time, the lookup giving its addresses)
+        self._dns: dict[tuple[str, int], tuple[float, asyncio.Task[Any]]] = {}
         self._idle: dict[Origin, list[Connection]] = {}
         self._open = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -131,6 +150,8 @@ class Client:
         for conn in list(self._all):
             conn.abort()
         self._idle.clear()
+        for _, lookup in self._dns.values():
+            lookup.cancel()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -226,19 +247,33 @@ class Client:
             raise
 
     async def _connect(self, origin: Origin, deadline: float) -> Connection:
+        """A new connection to ``origin``: its addresses tried in turn (the TCP and TLS
+        handshakes within ``connect_timeout``, or ``deadline`` if sooner)."""
         loop = self.loop
         limit = loop.time() + self._connect_timeout
         total = bool(deadline) and deadline < limit
-        tls = self._ssl if origin.scheme == "https" else None
+        tls = None
+        if origin.scheme == "https":
+            tls = self._ssl = self._ssl or default_context(self._verify)
         try:
             async with asyncio.timeout_at(deadline if total else limit):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self, origin),
-                    origin.host,
-                    origin.port,
-                    ssl=tls,
-                    server_hostname=origin.host if tls is not None else None,
-                )
+                addresses = await self._resolve(origin)
+                for i, (family, address) in enumerate(addresses):
+                    try:
+                        _, conn = await loop.create_connection(
+                            lambda: Connection(self, origin),
+                            address[0],
+                            address[1],
+                            family=family,
+                            ssl=tls,
+                            server_hostname=origin.host if tls is not None else None,
+                        )
+                        break
+                    except ssl.SSLError:
+                        raise  # the server answered: another address is the same server
+                    except OSError:
+                        if i == len(addresses) - 1:
+                            raise
         except TimeoutError:
             if total:
                 raise TotalTimeout("the request's timeout passed while connecting") from None
@@ -252,6 +287,35 @@ class Client:
             raise ConnectionAbortedError("the client was closed")
         self._all.add(conn)
         return conn
+
+    async def _resolve(self, origin: Origin) -> list[tuple[int, tuple[Any, ...]]]:
+        """``origin``'s addresses, ``(family, sockaddr)`` in the resolver's order, kept for
+        :data:`DNS_TTL` seconds as aiohttp's connector does (``ttl_dns_cache``): new connections
+        in a burst ask the resolver once, not once each (its lookups queue in a small thread
+        pool). The lookup is a task of its own, so a caller that gives up cancels no other's;
+        a failed one is not kept."""
+        key = (origin.host, origin.port)
+        loop = self.loop
+        entry = self._dns.get(key)
+        if entry is None or (entry[1].done() and entry[0] <= loop.time()):
+            if len(self._dns) >= MAX_TARGETS:
+                self._dns.clear()
+            task = loop.create_task(self._lookup(origin))
+            entry = self._dns[key] = (loop.time() + DNS_TTL, task)
+            task.add_done_callback(lambda t: self._forget(key, t))
+        return await asyncio.shield(entry[1])
+
+    async def _lookup(self, origin: Origin) -> list[tuple[int, tuple[Any, ...]]]:
+        infos = await self.loop.getaddrinfo(
+            origin.host, origin.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        return list(dict.fromkeys((info[0], info[4]) for info in infos))
+
+    def _forget(self, key: tuple[str, int], task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            entry = self._dns.get(key)
+            if entry is not None and entry[1] is task:
+                del self._dns[key]
 
     def _target(self, url: str) -> tuple[Origin, bytes]:
         """``url``'s origin and the bytes of its head after the method: target, version, Host

@@ -207,6 +207,10 @@ class Connection(asyncio.Protocol):
         self._head_bytes = self._field_bytes = 0
         self._in_body = self._complete = self._received = False
         self._error = None
+        now = self._last = loop.time()
+        self._deadline = deadline
+        due = now + self.client.read_timeout
+        self._timer = loop.call_at(deadline if deadline and deadline < due else due, self._tick)
         if body:
             if len(body) < 65536:
                 transport.write(head + body)
@@ -214,10 +218,6 @@ class Connection(asyncio.Protocol):
                 transport.writelines((head, body))  # no copy of a large body
         else:
             transport.write(head)
-        now = self._last = loop.time()
-        self._deadline = deadline
-        due = now + self.client.read_timeout
-        self._timer = loop.call_at(deadline if deadline and deadline < due else due, self._tick)
         try:
             return await head_future
         except BaseException:
