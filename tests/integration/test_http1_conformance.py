@@ -12,6 +12,7 @@ import zlib
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from ollama_openai_proxy import http1
 from ollama_openai_proxy.errors import (
@@ -204,7 +205,10 @@ def test_a_kept_alive_connection_closed_as_a_request_arrives_is_retried_once(
                     with pytest.raises(UpstreamUnavailable):
                         await call(up, method)
                     return
-                assert (await call(up, method))[0] == 200
+                with capture_logs() as logs:
+                    assert (await call(up, method))[0] == 200
+                resent = [e for e in logs if e["event"] == "upstream_request_resent"]
+                assert len(resent) == (1 if client == "http1" else 0)  # in the DEBUG log
             finally:
                 await up.close()
             assert (seen.connections, len(seen.requests)) == (2, 3)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
+
 from ollama_openai_proxy.http1.connection import Connection
 from ollama_openai_proxy.http1.errors import (
     ConnectFailed,
@@ -20,6 +22,8 @@ from ollama_openai_proxy.http1.errors import (
     TotalTimeout,
 )
 from ollama_openai_proxy.http1.response import Origin, Response
+
+log = structlog.get_logger("ollama_openai_proxy.http1")
 
 MAX_HEAD = 64 * 1024  # bytes of a response's status line, fields and interim heads
 IDLE_EXPIRY = 15.0  # seconds an idle connection is kept (aiohttp's keepalive_timeout)
@@ -138,6 +142,12 @@ class Client:
         # RFC 9112 §9.3.1: the server closed this reused connection without a byte of answer
         # (its idle timer won the race): once more on a new one (module docstring: why a POST
         # may be sent again).
+        log.debug(
+            "upstream_request_resent",
+            host=origin.host,
+            method=method,
+            reason="a kept-alive connection was closed before any byte of the answer",
+        )
         conn = await self._acquire(origin, deadline, fresh=True)
         return await conn.send(head, data, deadline)
 
