@@ -83,8 +83,16 @@ secrets-baseline: venv
 # Everything CI checks: lint, types, supply chain, all tests with coverage floors (overall 85%,
 # translate/ 95%), then the client compatibility matrix from the test outcomes, written to
 # build/COMPATIBILITY.md and compared with the tracked docs/COMPATIBILITY.md (make compat-doc).
+# The backends are called by the proxy's own HTTP/1.1 client in every test (UPSTREAM_HTTP_CLIENT
+# auto); the files that cover streaming, errors, timeouts, retries, fallbacks and the /v1 relays
+# run a second time on aiohttp, the fallback client.
+AIOHTTP_TESTS := $(addprefix tests/integration/,test_request_path.py test_resilience.py \
+	test_multi_upstream.py test_resource_invariant.py test_openai_sdk.py test_ollama_sdk.py \
+	test_wire.py)
 test: lint typecheck security
 	$(CLIENT_FLAGS) $(BIN)/pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=85
+	UPSTREAM_HTTP_CLIENT=aiohttp COMPAT_RESULTS=build/compat-results-aiohttp.json \
+		$(BIN)/pytest -q $(AIOHTTP_TESTS)
 	$(BIN)/coverage report --include='*/ollama_openai_proxy/translate/*' --fail-under=95
 	$(BIN)/python scripts/compat_matrix.py --check docs/COMPATIBILITY.md
 

@@ -1,8 +1,16 @@
 """The floor: the least a Python proxy on this stack can cost. A bare ASGI app under uvicorn
-(uvloop, httptools) that reads the body, parses it, makes the same aiohttp call to the upstream
-and answers -- no translation, no middleware, no metrics. Compare the proxy with it, not only
-with the direct path, to see what the proxy's own work costs.
-Usage: python bench/floor.py UPSTREAM_CHAT_URL PORT
+(uvloop, httptools) that makes the same backend call as the proxy with no translation,
+middleware or metrics, through aiohttp or through the proxy's own HTTP/1.1 client
+(ollama_openai_proxy.http1). Compare the proxy with it, not only with the direct path, to see
+what the proxy's own work costs.
+
+- ``POST /api/chat`` with ``"stream": false``: reads the body, parses it, calls the upstream's
+  chat completions, answers an Ollama-shaped JSON;
+- ``POST /api/chat`` otherwise: the upstream's stream, each network read passed on as it came
+  (no translation: the floor of a streamed chunk);
+- ``POST /v1/chat/completions``: the body forwarded, the answer's bytes returned.
+
+Usage: python bench/floor.py UPSTREAM_CHAT_URL PORT [aiohttp|http1]   (default aiohttp)
 """
 
 from __future__ import annotations
@@ -14,8 +22,19 @@ import aiohttp
 import orjson
 import uvicorn
 
+from ollama_openai_proxy import http1
+
 UPSTREAM = sys.argv[1]
-state: dict[str, aiohttp.ClientSession] = {}
+CLIENT = sys.argv[3] if len(sys.argv) > 3 else "aiohttp"
+HEADERS = {"Content-Type": "application/json"}
+state: dict[str, Any] = {}
+
+
+async def call(body: bytes) -> Any:
+    """The upstream's response (its head read), through the chosen client."""
+    if CLIENT == "http1":
+        return await state["client"].request("POST", UPSTREAM, data=body)
+    return await state["client"].post(UPSTREAM, data=body, headers=HEADERS)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -23,12 +42,17 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                state["session"] = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=10000)
-                )
+                if CLIENT == "http1":
+                    state["client"] = http1.Client(
+                        headers=HEADERS, limit=10000, connect_timeout=10.0, read_timeout=300.0
+                    )
+                else:
+                    state["client"] = aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(limit=10000)
+                    )
                 await send({"type": "lifespan.startup.complete"})
             else:
-                await state["session"].close()
+                await state["client"].close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     body = b""
@@ -37,22 +61,51 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
+    if scope["path"] == "/v1/chat/completions":
+        resp = await call(body)
+        out = await resp.read()
+        resp.release()
+        await respond(send, resp.status, out)
+        return
     req = orjson.loads(body)
-    payload = {"model": req["model"], "messages": req["messages"], "stream": False}
-    headers = {"Content-Type": "application/json"}
-    async with state["session"].post(UPSTREAM, data=orjson.dumps(payload), headers=headers) as resp:
+    if req.get("stream") is False:
+        payload = {"model": req["model"], "messages": req["messages"], "stream": False}
+        resp = await call(orjson.dumps(payload))
         data = orjson.loads(await resp.read())
-    out = orjson.dumps(
-        {
-            "model": req["model"],
-            "message": {"role": "assistant", "content": data["choices"][0]["message"]["content"]},
-            "done": True,
-        }
-    )
+        resp.release()
+        out = orjson.dumps(
+            {
+                "model": req["model"],
+                "message": {
+                    "role": "assistant",
+                    "content": data["choices"][0]["message"]["content"],
+                },
+                "done": True,
+            }
+        )
+        await respond(send, 200, out)
+        return
+    payload = {"model": req["model"], "messages": req["messages"], "stream": True}
+    resp = await call(orjson.dumps(payload))
     await send(
         {
             "type": "http.response.start",
             "status": 200,
+            "headers": [(b"content-type", b"application/x-ndjson")],
+        }
+    )
+    content = resp.content
+    while chunk := await content.readany():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    resp.release()
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def respond(send: Any, status: int, out: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(out)).encode()),

@@ -1,16 +1,21 @@
 """Micro-benchmarks of the hot path, without sockets: the SSE parser and the stream translator
 fed a 100-chunk OpenAI stream, the chat request translation, and the circuit breaker's part of a
-successful call. Not part of `make test`:
+successful call, the backend client's part of a call (http1 fed its answer). Not part of
+`make test`:
 run `make bench-micro` and compare with the previous run (pytest-benchmark --benchmark-compare).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
+import uvloop
 
+from ollama_openai_proxy import http1
+from ollama_openai_proxy.http1.connection import Connection
 from ollama_openai_proxy.policy import Policy, Target
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
 from ollama_openai_proxy.schemas import CHAT
@@ -109,3 +114,55 @@ def test_breaker_closed_success_1000_calls(benchmark: Any) -> None:
 
     benchmark(run)
     assert breaker.state is BreakerState.CLOSED
+
+
+HTTP1_ANSWER = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+    b"date: Mon, 30 Nov 2026 12:00:00 GMT\r\nserver: uvicorn\r\n\r\n%s"
+) % (len(orjson.dumps(COMPLETION)), orjson.dumps(COMPLETION))
+
+
+def test_http1_1000_requests(benchmark: Any) -> None:
+    """The backend client's part of 1,000 non-streamed calls, without sockets: a request written,
+    its answer fed to the connection as one read, the body read, the connection pooled again."""
+
+    class Answering:
+        """A transport whose peer answers each request at once, in the next loop turn."""
+
+        def __init__(self, loop: Any) -> None:
+            self.loop = loop
+            self.conn: Connection | None = None
+
+        def write(self, data: bytes) -> None:
+            assert self.conn is not None
+            self.loop.call_soon(self.conn.data_received, HTTP1_ANSWER)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_extra_info(self, name: str) -> Any:
+            return None
+
+    async def thousand() -> None:
+        loop = asyncio.get_running_loop()
+        client = http1.Client(
+            headers={"User-Agent": "b"}, limit=1, connect_timeout=1, read_timeout=60
+        )
+        url = "http://backend.test/v1/chat/completions"
+        origin, _ = client._target(url)
+        conn = Connection(client, origin)
+        transport = Answering(loop)
+        transport.conn = conn
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        client._open = 1
+        client.release(conn)
+        for _ in range(1000):
+            resp = await client.request("POST", url, data=REQUEST, timeout=300.0)
+            await resp.read()
+            resp.release()
+
+    loop = uvloop.new_event_loop()
+    try:
+        benchmark(lambda: loop.run_until_complete(thousand()))
+    finally:
+        loop.close()

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ollama_openai_proxy import topology
+from ollama_openai_proxy.http1 import unsupported
 from ollama_openai_proxy.limits import Limits
 from ollama_openai_proxy.model_map import CAPABILITIES, ModelMap, ModelMeta
 from ollama_openai_proxy.policy import THINK_STYLES, Policy
@@ -138,6 +139,12 @@ class Settings(BaseSettings):
     )
     max_connections: int = Field(
         10000, ge=1, description="Most concurrent backend connections (open streams included)."
+    )
+    upstream_http_client: Literal["auto", "http1", "aiohttp"] = Field(
+        "auto",
+        description="The client that calls the backends: http1 (the proxy's own HTTP/1.1 "
+        "client, half of aiohttp's CPU), aiohttp, or auto: http1 for every backend URL it "
+        "handles, aiohttp for the others.",
     )
     passthrough_options: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
@@ -414,6 +421,11 @@ class Settings(BaseSettings):
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
 
+    @field_validator("upstream_http_client", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
     @field_validator("request_max_size", "response_max_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
@@ -635,6 +647,14 @@ class Settings(BaseSettings):
                 loaded = topology.load(self.upstreams_file, os.environ if env is None else env)
             except topology.TopologyError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.upstream_http_client == "http1":
+            for spec in loaded.upstreams:
+                reason = unsupported(spec.base_url)
+                if reason is not None:
+                    raise ConfigError(
+                        f"UPSTREAM_HTTP_CLIENT=http1 cannot call upstream {spec.name!r}: it does "
+                        f"not handle {reason}; use auto (aiohttp for that one) or aiohttp"
+                    )
         self._topology = loaded
         return loaded
 

@@ -10,7 +10,7 @@ foreign failure (through :func:`upstream.map_failure`) and hands the bounded res
 
 Timeouts (docs/CONFIGURATION.md): a whole answer must arrive within the upstream's
 ``REQUEST_TIMEOUT``; a stream's first read within ``FIRST_BYTE_TIMEOUT``, each later read within
-``STREAM_IDLE_TIMEOUT`` (the session's ``sock_read``), and the whole stream within
+``STREAM_IDLE_TIMEOUT`` (the client's read timeout), and the whole stream within
 ``STREAM_TIMEOUT`` when set. Only before the first byte reached the client may another upstream
 be tried: a stream is never replayed.
 """
@@ -23,7 +23,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import aiohttp
 import orjson
 import structlog
 
@@ -41,7 +40,13 @@ from ollama_openai_proxy.owner import Owner
 from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.profiles import reasoning_on
 from ollama_openai_proxy.sse import SSEEvent, SSEParser
-from ollama_openai_proxy.upstream import FOREIGN_FAILURES, Upstream, decode, map_failure
+from ollama_openai_proxy.upstream import (
+    FOREIGN_FAILURES,
+    Upstream,
+    UpstreamResponse,
+    decode,
+    map_failure,
+)
 from ollama_openai_proxy.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.exchange")
@@ -125,7 +130,7 @@ class EventStream:
 
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: UpstreamResponse,
         upstream: Upstream,
         *,
         parse: bool,
@@ -376,7 +381,7 @@ async def _stream(
 
 
 async def _open(
-    resp: aiohttp.ClientResponse, upstream: Upstream, parse: bool, deadline: float
+    resp: UpstreamResponse, upstream: Upstream, parse: bool, deadline: float
 ) -> EventStream:
     stream = EventStream(resp, upstream, parse=parse, deadline=deadline)
     try:

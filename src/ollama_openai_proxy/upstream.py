@@ -1,7 +1,11 @@
-"""The one HTTP client to the backend: one pooled aiohttp session, timeouts, retries.
+"""The one HTTP client to the backend: one pooled session per upstream, timeouts, retries.
 
-aiohttp, not httpx: measured here, httpx cost ~10x the CPU per request under concurrency.
-Failures are mapped to the error hierarchy in one place (:func:`map_failure`).
+The session is the proxy's own HTTP/1.1 client (:mod:`ollama_openai_proxy.http1`, about half the
+CPU of aiohttp's per request and per streamed chunk, issue #18) wherever it applies, else an
+aiohttp session (UPSTREAM_HTTP_CLIENT, :func:`client_for`); both answer with an
+:class:`UpstreamResponse`, so everything above this module is one path. (httpx was measured
+too: ~10x aiohttp's CPU per request under concurrency.) Failures of either are mapped to the
+error hierarchy in one place (:func:`map_failure`).
 
 Retries happen only here, before a response is handed to a route, i.e. before any byte has
 reached the client -- a stream is never replayed, so no content is ever duplicated.
@@ -13,15 +17,15 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 import structlog
 
-from ollama_openai_proxy import __version__
+from ollama_openai_proxy import __version__, http1
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import (
     UpstreamError,
@@ -41,10 +45,23 @@ log = structlog.get_logger("ollama_openai_proxy.upstream")
 
 # Everything foreign that a backend call can raise: map_failure() turns each into an
 # UpstreamError. The one list, used around the send, the body read and the stream read.
-FOREIGN_FAILURES = (aiohttp.ClientError, OSError, TimeoutError, UnicodeDecodeError, EventTooLarge)
+# (http1's own are OSError and TimeoutError subclasses, but for InvalidResponse.)
+FOREIGN_FAILURES = (
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+    UnicodeDecodeError,
+    EventTooLarge,
+    http1.InvalidResponse,
+)
 # Of those, the failures before any answer that are safe to try again: refused or reset
 # connections and stale pooled keep-alive sockets.
-RETRYABLE_FAILURES = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+RETRYABLE_FAILURES = (
+    aiohttp.ClientOSError,
+    aiohttp.ServerDisconnectedError,
+    http1.ConnectFailed,
+    http1.Disconnected,
+)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 KNOWN_PATHS = frozenset({"/chat/completions", "/completions", "/embeddings", "/models"})
 BACKOFF_BASE = 0.25
@@ -55,6 +72,71 @@ LEARNED_TTL = 3600.0  # seconds a refusal is remembered: a backend may come to t
 _DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)")
 
 
+class Body(Protocol):
+    """``resp.content``: aiohttp's StreamReader, or http1's Response itself."""
+
+    async def readany(self) -> bytes:
+        """What arrived since the last read (at least a byte; waits), ``b""`` at the end."""
+        ...
+
+
+class Host(Protocol):
+    @property
+    def host(self) -> str | None: ...
+
+
+class UpstreamResponse(Protocol):
+    """What the proxy reads of a backend's answer, whichever client brought it:
+    ``aiohttp.ClientResponse`` and :class:`http1.Response` both are one. ``headers`` are
+    case-insensitive; ``content_type`` is the media type, lower-case, without parameters."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def content(self) -> Body: ...
+    @property
+    def url(self) -> Host: ...
+    async def read(self) -> bytes:
+        """The whole body (decoded)."""
+        ...
+
+    def release(self) -> Any:
+        """Done: the connection goes back to the pool if the body was read, else closes."""
+
+    def close(self) -> None:
+        """Close the connection now (unless the body had all arrived)."""
+
+
+class Session(Protocol):
+    """The part of ``aiohttp.ClientSession`` that :class:`Upstream` uses, which
+    :class:`http1.Client` has too. ``timeout``: the client's own (ClientTimeout, or seconds)."""
+
+    def request(
+        self, method: str, url: str, *, data: bytes | None = ..., timeout: Any = ...
+    ) -> Awaitable[UpstreamResponse]: ...
+    async def close(self) -> None: ...
+
+
+def client_for(choice: str, base_url: str) -> tuple[str, str]:
+    """The client for an upstream at ``base_url`` under UPSTREAM_HTTP_CLIENT=``choice``
+    (auto, aiohttp or http1): ``("http1" or "aiohttp", why)``. http1 unless told otherwise or
+    the URL is one it does not handle (:func:`http1.unsupported`). Proxies from the environment
+    (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) play no part: the aiohttp session has never read them
+    (``trust_env`` is off), so neither client uses one."""
+    if choice == "aiohttp":
+        return "aiohttp", "UPSTREAM_HTTP_CLIENT=aiohttp"
+    reason = http1.unsupported(base_url)
+    if reason is not None:
+        return "aiohttp", f"the http1 client does not handle {reason}"
+    return "http1", f"UPSTREAM_HTTP_CLIENT={choice}"
+
+
 def _backoff(attempt: int) -> float:
     # Exponential backoff with full jitter (AWS architecture blog): spreads retries of many
     # clients instead of synchronising them.
@@ -62,7 +144,7 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))  # nosec B311
 
 
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+def _retry_after(resp: UpstreamResponse) -> float | None:
     value = resp.headers.get("Retry-After")
     if value is None:
         return None
@@ -157,27 +239,42 @@ class Upstream:
             self._headers["Authorization"] = f"Bearer {key}"
         self._headers.update(spec.headers)  # the operator's (BACKEND_HEADERS, headers:)
         self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # per total: made once
+        self.client, self._why = client_for(settings.upstream_http_client, spec.base_url)
+        self._session: Session | None = None
+        self._timeouts: dict[float, Any] = {}  # per total, the client's timeout: made once
         # What this backend refused (exchange.adapt learns it; the translation applies it).
         self.refusals = Refusals()
 
     async def start(self) -> None:
         s = self._settings
+        log.debug("upstream_client", upstream=self.name, client=self.client, reason=self._why)
+        if self.client == "http1":
+            self._session = http1.Client(
+                headers=self._headers,
+                limit=s.max_connections,
+                connect_timeout=s.connect_timeout,
+                # as aiohttp's sock_read: the wait for the first byte and every silence after
+                read_timeout=s.stream_idle_timeout,
+                verify=not s.disable_ssl_verification,
+            )
+            return
         connector = aiohttp.TCPConnector(
             limit=s.max_connections,
             limit_per_host=0,
             ttl_dns_cache=300,
             ssl=not s.disable_ssl_verification,
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # sock_read bounds the wait for the first byte and every silence inside a stream.
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=s.connect_timeout, sock_read=s.stream_idle_timeout
+        self._session = cast(
+            Session,
+            aiohttp.ClientSession(
+                connector=connector,
+                # sock_read bounds the wait for the first byte and every silence inside a stream.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=s.connect_timeout, sock_read=s.stream_idle_timeout
+                ),
+                headers=self._headers,
+                auto_decompress=True,
             ),
-            headers=self._headers,
-            auto_decompress=True,
         )
 
     async def close(self) -> None:
@@ -186,7 +283,7 @@ class Upstream:
             self._session = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
+    def session(self) -> Session:
         if self._session is None:
             raise RuntimeError("upstream session not started")
         return self._session
@@ -207,12 +304,12 @@ class Upstream:
         *,
         total: float | None = None,
         settle: bool = True,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Send one request, retrying connection failures and retryable statuses.
 
         Returns the response once its headers arrived (any status); the caller reads the body and
         releases it. ``total`` (seconds) bounds all attempts and the body read: each attempt gets
-        aiohttp's own total timeout for the time left (cheaper than wrapping the call in
+        the client's own total timeout for the time left (cheaper than wrapping the call in
         asyncio.timeout; the first attempt's is made once per value), and a TimeoutError then
         propagates as such.
 
@@ -311,7 +408,9 @@ class Upstream:
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _total_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+    def _total_timeout(self, seconds: float) -> Any:
+        if self.client == "http1":
+            return seconds
         return aiohttp.ClientTimeout(total=seconds, sock_connect=self._settings.connect_timeout)
 
     def _breaker_changed(self, state: BreakerState, reason: str) -> None:
@@ -330,7 +429,7 @@ class Upstream:
         if self.metrics is not None:
             self.metrics.breaker_state(self.name, int(state))
 
-    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def read(self, resp: UpstreamResponse) -> bytes:
         """The whole body of ``resp`` (released afterwards), failures mapped; an answer larger
         than RESPONSE_MAX_SIZE once decompressed (an 815 KB gzip body can be 800 MB) is an
         :class:`UpstreamProtocolError`, read no further."""
@@ -341,7 +440,8 @@ class Upstream:
                 return await resp.read()  # the usual case: a plain body of a stated length
             chunks: list[bytes] = []
             size = 0
-            async for chunk in resp.content.iter_any():
+            content = resp.content
+            while chunk := await content.readany():
                 size += len(chunk)
                 if size > limit:
                     raise UpstreamProtocolError(
@@ -389,9 +489,9 @@ def decode(status: int, body: bytes, *, client_model: str | None, endpoint: str)
 
 
 def map_failure(exc: BaseException, host: str, *, reading: bool = False) -> UpstreamError:
-    """The one mapping from a foreign failure (aiohttp, the OS, a timeout, undecodable bytes) to
-    the most specific :class:`UpstreamError`, as httpx's ``map_httpcore_exceptions`` does.
-    ``reading``: the failure came while reading an answer whose headers had arrived."""
+    """The one mapping from a foreign failure (aiohttp, http1, the OS, a timeout, undecodable
+    bytes) to the most specific :class:`UpstreamError`, as httpx's ``map_httpcore_exceptions``
+    does. ``reading``: the failure came while reading an answer whose headers had arrived."""
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
@@ -400,18 +500,19 @@ def map_failure(exc: BaseException, host: str, *, reading: bool = False) -> Upst
         return UpstreamTimeout(f"upstream {host} timed out")
     if isinstance(exc, UnicodeDecodeError):
         return malformed("bytes that are not UTF-8", exc.object[max(0, exc.start - 40) :])
-    if isinstance(exc, EventTooLarge):
+    if isinstance(exc, EventTooLarge | http1.InvalidResponse):
         return UpstreamProtocolError(f"upstream sent {exc}")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | http1.ConnectFailed):
         reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
         return UpstreamUnavailable(f"cannot connect to upstream {host}: {reason}")
     # aiohttp reports a reset mid-body as ClientPayloadError with the reset only in its text
     # (client_proto.py connection_lost); a reset it raises as such is told apart here.
     if reading and isinstance(exc, ConnectionResetError | aiohttp.ClientOSError):
         return UpstreamUnavailable("upstream stream interrupted: connection reset")
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError) and reading:
+    closed = aiohttp.ServerDisconnectedError | http1.Disconnected
+    if reading and isinstance(exc, aiohttp.ClientPayloadError | closed):
         return UpstreamUnavailable("upstream stream interrupted: connection closed early")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, closed):
         return UpstreamUnavailable(f"upstream {host} closed the connection")
     if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
         return UpstreamUnavailable(f"upstream {host} reset the connection")

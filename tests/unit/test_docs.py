@@ -61,6 +61,8 @@ NOT_SETTINGS = {
     "CHAT_MODEL",  # the examples'
     "EMBED_MODEL",
     "SSL_CERT_FILE",  # OpenSSL's CA bundle
+    "HTTP_PROXY",  # the environment's proxies, which neither backend client reads
+    "HTTPS_PROXY",
     "PROMETHEUS_MULTIPROC_DIR",  # prometheus_client's
     "PROXY_ENV_FILE",  # set by the CLI for its workers
     "PROXY_PUBLISH",  # docker-compose.yml's

@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "routing",
         "openapi",
         "fastpath",
+        "http1",  # the HTTP/1.1 client: imports nothing of the project (config reads its limits)
     ),
     ("resilience",),  # circuit breaker, concurrency limiter
     ("upstream",),  # one backend's HTTP client and the one failure mapping

@@ -1,0 +1,358 @@
+"""http1 without sockets: the request bytes written, responses fed to a connection in any
+cut, bounded decoding, which URLs it takes, the setting that chooses it, and how its failures
+map. Over real loopback servers: tests/integration/test_http1_*.py."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from ollama_openai_proxy import http1
+from ollama_openai_proxy.config import ConfigError, Settings, load_settings
+from ollama_openai_proxy.errors import (
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from ollama_openai_proxy.http1.client import default_context
+from ollama_openai_proxy.http1.connection import Connection
+from ollama_openai_proxy.http1.response import DECODED_PIECE, Origin, Response
+from ollama_openai_proxy.topology import UpstreamSpec
+from ollama_openai_proxy.upstream import Upstream, client_for, map_failure
+
+BODY = b'{"id": "chatcmpl-1", "choices": []}'
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+    b"X-Request-Id: abc\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+)
+
+
+class Transport:
+    """What a Connection asks of its transport; it keeps what was written."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def writelines(self, data: Any) -> None:
+        self.written.extend(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def abort(self) -> None:
+        self.closed = True
+
+    close = abort
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def client(**overrides: Any) -> http1.Client:
+    options: dict[str, Any] = {
+        "headers": {"User-Agent": "test", "Authorization": "Bearer k"},
+        "limit": 4,
+        "connect_timeout": 1.0,
+        "read_timeout": 5.0,
+    }
+    options.update(overrides)
+    return http1.Client(**options)
+
+
+async def connected(c: http1.Client, origin: Origin) -> tuple[Connection, Transport]:
+    """A connection of ``c`` on a fake transport, idle in its pool."""
+    conn = Connection(c, origin)
+    transport = Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    c._open += 1
+    c.release(conn)
+    return conn, transport
+
+
+ORIGIN = Origin("http", "backend.test", 8000)
+URL = "http://backend.test:8000/v1/chat/completions"
+
+
+def test_the_request_is_written_as_one_head_then_the_body() -> None:
+    async def scenario() -> list[bytes]:
+        c = client()
+        conn, transport = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("POST", URL, data=b"{}"))
+        await asyncio.sleep(0)
+        conn.data_received(ANSWER)
+        resp = await task
+        assert await resp.read() == BODY
+        await c.close()
+        return transport.written
+
+    assert run(scenario()) == [
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: backend.test:8000\r\n"
+        b"Accept-Encoding: gzip, deflate\r\nUser-Agent: test\r\nAuthorization: Bearer k\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "target", "host"),
+    [
+        ("http://backend.test/v1/models", b"GET /v1/models", b"backend.test"),
+        (
+            "https://backend.test:443/v1/models?api-version=1",
+            b"GET /v1/models?api-version=1",
+            b"backend.test",
+        ),
+        ("http://[::1]:8080/models", b"GET /models", b"[::1]:8080"),
+    ],
+)
+def test_target_and_host_of_a_get(url: str, target: bytes, host: bytes) -> None:
+    async def scenario() -> bytes:
+        c = client()
+        origin, rest = c._target(url)
+        await c.close()
+        assert origin.host in url
+        return b"GET " + rest
+
+    head = run(scenario())
+    assert head.startswith(target + b" HTTP/1.1\r\nHost: " + host + b"\r\n")
+
+
+def test_an_answer_fed_one_byte_at_a_time_reads_as_one_fed_whole() -> None:
+    async def scenario(step: int) -> tuple[int, str, int | None, str, bytes]:
+        c = client()
+        conn, _ = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        for i in range(0, len(ANSWER), step):
+            conn.data_received(ANSWER[i : i + step])
+        resp = await task
+        out = (
+            resp.status,
+            resp.content_type,
+            resp.content_length,
+            resp.headers["x-request-id"],
+            await resp.read(),
+        )
+        assert c._idle[ORIGIN] == [conn]  # whole: back in the pool
+        await c.close()
+        return out
+
+    whole = run(scenario(len(ANSWER)))
+    assert whole == (200, "application/json", len(BODY), "abc", BODY)
+    assert run(scenario(1)) == whole
+
+
+def test_a_head_that_drips_past_the_limit_is_refused_as_it_comes() -> None:
+    async def scenario() -> None:
+        c = client(max_head=1024)
+        conn, transport = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nX-Long: ")
+        for _ in range(100):
+            if transport.closed:
+                break
+            conn.data_received(b"a" * 64)
+        with pytest.raises(http1.InvalidResponse, match="larger than 1024"):
+            await task
+        assert transport.closed
+        assert not c._idle.get(ORIGIN)
+        await c.close()
+
+    run(scenario())
+
+
+def test_reading_pauses_above_the_high_water_mark_and_resumes_when_read() -> None:
+    async def scenario() -> None:
+        c = client()
+        conn, transport = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
+        resp = await task
+        piece = b"x" * 65536
+        while transport.is_reading():
+            conn.data_received(piece)
+        assert resp._size > http1.connection.HIGH_WATER
+        assert len(await resp.content.readany()) == resp_size_before(resp, piece)
+        assert transport.is_reading()
+        resp.close()
+        assert transport.closed  # not read to its end: never reused
+        await c.close()
+
+    def resp_size_before(resp: Response, piece: bytes) -> int:
+        return (http1.connection.HIGH_WATER // len(piece) + 1) * len(piece)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip"])
+def test_a_coded_body_is_decoded_in_bounded_pieces(coding: str) -> None:
+    plain = bytes(range(256)) * (4 * DECODED_PIECE // 256 + 7)
+    coded = gzip.compress(plain)
+
+    async def scenario() -> list[bytes]:
+        c = client()
+        conn, _ = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+        conn.data_received(head % (coding.encode(), len(coded)) + coded)
+        resp = await task
+        pieces = []
+        while piece := await resp.content.readany():
+            pieces.append(piece)
+        await c.close()
+        return pieces
+
+    pieces = run(scenario())
+    assert b"".join(pieces) == plain
+    assert max(map(len, pieces)) <= DECODED_PIECE
+    assert len(pieces) >= 4
+
+
+def test_a_coding_it_does_not_know_passes_through() -> None:
+    async def scenario() -> bytes:
+        c = client()
+        conn, _ = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        conn.data_received(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        resp = await task
+        data = await resp.read()
+        await c.close()
+        return data
+
+    assert run(scenario()) == b"abc"  # as aiohttp without brotli: not decoded
+
+
+def test_header_values_are_checked_once_at_start() -> None:
+    async def scenario() -> None:
+        with pytest.raises(ValueError, match="printable ASCII"):
+            client(headers={"Authorization": "Bearer k\r\nX-Injected: 1"})
+
+    run(scenario())
+
+
+def test_verification_off_checks_neither_the_ca_nor_the_name() -> None:
+    off, on = default_context(False), default_context(True)
+    assert (off.verify_mode, off.check_hostname) == (ssl.CERT_NONE, False)
+    assert (on.verify_mode, on.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert default_context(True) is on  # made once per process
+
+
+# --- which URLs, which client -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://localhost:8000/v1", None),
+        ("https://api.openai.com/v1", None),
+        ("https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21", None),
+        ("http://[::1]:8000/v1", None),
+        ("https://user:secret@proxy.example/v1", "credentials in the URL (user:password@)"),
+        ("https://bücher.example/v1", "a host name that is not ASCII (IDNA)"),
+        ("ftp://files.example/v1", "the scheme 'ftp' (http and https only)"),
+    ],
+)
+def test_the_urls_http1_takes(url: str, reason: str | None) -> None:
+    assert http1.unsupported(url) == reason
+    chosen = client_for("auto", url)[0]
+    assert chosen == ("http1" if reason is None else "aiohttp")
+    assert client_for("aiohttp", url)[0] == "aiohttp"
+
+
+def test_the_setting_is_validated() -> None:
+    values: dict[str, Any] = {"_env_file": None, "upstream_http_client": " HTTP1 "}
+    assert Settings(**values).upstream_http_client == "http1"
+    with pytest.raises(ValidationError):
+        Settings(**{**values, "upstream_http_client": "httpx"})
+
+
+def test_http1_required_for_a_url_it_cannot_call_stops_the_start() -> None:
+    with pytest.raises(ConfigError, match="UPSTREAM_HTTP_CLIENT=http1 cannot call upstream"):
+        load_settings(
+            _env_file=None,
+            upstream_http_client="http1",
+            openai_api_base_url="https://user:pw@gateway.example/v1",
+        )
+    auto = load_settings(_env_file=None, openai_api_base_url="https://user:pw@gateway.example/v1")
+    up = Upstream(auto, UpstreamSpec("default", "https://user:pw@gateway.example/v1"))
+    assert up.client == "aiohttp"
+
+
+# --- failures, mapped -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "reading", "kind", "message"),
+    [
+        (
+            http1.ConnectFailed("h", ConnectionRefusedError(111, "Connection refused")),
+            False,
+            UpstreamUnavailable,
+            "cannot connect to upstream h:1: Connection refused",
+        ),
+        (
+            http1.Disconnected("x", answered=False),
+            False,
+            UpstreamUnavailable,
+            "upstream h:1 closed the connection",
+        ),
+        (
+            http1.Disconnected("x", answered=True),
+            True,
+            UpstreamUnavailable,
+            "upstream stream interrupted: connection closed early",
+        ),
+        (
+            ConnectionResetError(104, "reset"),
+            True,
+            UpstreamUnavailable,
+            "upstream stream interrupted: connection reset",
+        ),
+        (http1.ConnectTimeout("x"), False, UpstreamTimeout, "upstream h:1 timed out"),
+        (
+            http1.ReadTimeout("x"),
+            True,
+            UpstreamTimeout,
+            "upstream stream stalled: no data within the timeout",
+        ),
+        (
+            http1.InvalidResponse("an invalid HTTP/1.1 response (Invalid constant string)"),
+            False,
+            UpstreamProtocolError,
+            "upstream sent an invalid HTTP/1.1 response (Invalid constant string)",
+        ),
+    ],
+)
+def test_failures_are_mapped(exc: BaseException, reading: bool, kind: type, message: str) -> None:
+    mapped = map_failure(exc, "h:1", reading=reading)
+    assert type(mapped) is kind
+    assert mapped.message == message
