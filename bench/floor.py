@@ -18,7 +18,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import aiohttp
 import orjson
 import uvicorn
 
@@ -47,6 +46,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                         headers=HEADERS, limit=10000, connect_timeout=10.0, read_timeout=300.0
                     )
                 else:
+                    import aiohttp  # noqa: PLC0415 -- only when chosen: its memory counts
+
                     state["client"] = aiohttp.ClientSession(
                         connector=aiohttp.TCPConnector(limit=10000)
                     )

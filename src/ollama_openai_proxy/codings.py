@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import zlib
 
-import zstandard
-
 from ollama_openai_proxy.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
 
 SUPPORTED = ("zstd", "gzip", "x-gzip", "deflate", "identity")
@@ -100,7 +98,10 @@ def _zlib(body: bytes, limit: int, wbits: int, coding: str) -> bytes:
 def _zstd(body: bytes, limit: int) -> bytes:
     """Every zstd frame of ``body``. The decoder gives all the output a piece of input makes, so
     the input goes in pieces small enough that even the densest blocks (128 KiB from four bytes)
-    cannot decode to more than the room left and one block."""
+    cannot decode to more than the room left and one block. (zstandard is imported here, with
+    the first zstd body: most processes never see one, issue #18.)"""
+    import zstandard  # noqa: PLC0415 -- see the docstring
+
     dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
     out: list[bytes] = []
     size, pos = 0, 0

@@ -40,6 +40,7 @@ from ollama_openai_proxy.profiles import PROFILES
 # Clients gate features on this number: Codex's --oss mode requires at least 0.13.4, VS Code
 # Copilot 0.6.4, and Open WebUI parses it as dotted integers (routers/ollama.py).
 OLLAMA_API_VERSION = "0.30.0"
+DEFAULT_AUTH_FAILURE_LIMIT = "10/minute"
 
 _ORIGIN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^\s,]*|[^\s,]*\*[^\s,]*)$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
@@ -282,7 +283,7 @@ class Settings(BaseSettings):
         None, description="File with one inbound key per line (added to PROXY_API_KEYS)."
     )
     auth_failure_limit: str = Field(
-        "10/minute",
+        DEFAULT_AUTH_FAILURE_LIMIT,
         description="Failed authentications allowed per client address (with PROXY_API_KEYS), "
         "in the limits library's notation; beyond it that address gets 429 until the window "
         "frees an attempt. Empty = no limit.",
@@ -514,7 +515,9 @@ class Settings(BaseSettings):
     @field_validator("auth_failure_limit")
     @classmethod
     def _auth_failure_limit(cls, v: str) -> str:
-        if v.strip():
+        # The default is known good: the limits library is imported (1.7 MB a worker, issue
+        # #18) only for a value an operator wrote, or when a throttle is made of it.
+        if v.strip() and v.strip() != DEFAULT_AUTH_FAILURE_LIMIT:
             from limits import parse  # noqa: PLC0415 -- only when a limit is set
 
             try:

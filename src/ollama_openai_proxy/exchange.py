@@ -41,7 +41,7 @@ from ollama_openai_proxy.policy import Policy
 from ollama_openai_proxy.profiles import reasoning_on
 from ollama_openai_proxy.sse import SSEEvent, SSEParser
 from ollama_openai_proxy.upstream import (
-    FOREIGN_FAILURES,
+    Failures,
     Upstream,
     UpstreamResponse,
     decode,
@@ -185,7 +185,7 @@ class EventStream:
                         return events
                 raise StopAsyncIteration
             return chunk if parser is None else parser.feed(chunk)
-        except FOREIGN_FAILURES as exc:
+        except Failures.foreign as exc:
             self._eof = True
             raise map_failure(exc, self._host, reading=True) from None
 

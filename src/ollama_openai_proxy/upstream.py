@@ -18,10 +18,10 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from types import ModuleType
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import orjson
 import structlog
 
@@ -43,25 +43,39 @@ from ollama_openai_proxy.upstream_errors import upstream_status_error
 
 log = structlog.get_logger("ollama_openai_proxy.upstream")
 
-# Everything foreign that a backend call can raise: map_failure() turns each into an
-# UpstreamError. The one list, used around the send, the body read and the stream read.
-# (http1's own are OSError and TimeoutError subclasses, but for InvalidResponse.)
-FOREIGN_FAILURES = (
-    aiohttp.ClientError,
-    OSError,
-    TimeoutError,
-    UnicodeDecodeError,
-    EventTooLarge,
-    http1.InvalidResponse,
-)
-# Of those, the failures before any answer that are safe to try again: refused or reset
-# connections and stale pooled keep-alive sockets.
-RETRYABLE_FAILURES = (
-    aiohttp.ClientOSError,
-    aiohttp.ServerDisconnectedError,
-    http1.ConnectFailed,
-    http1.Disconnected,
-)
+
+class Failures:
+    """What the clients in use can raise. ``foreign``: everything a backend call can raise,
+    which map_failure() turns into an UpstreamError -- the one list, used around the send, the
+    body read and the stream read (http1's own are OSError and TimeoutError subclasses, but for
+    InvalidResponse). ``retryable``: of those, the failures before any answer that are safe to
+    try again (refused or reset connections, stale pooled keep-alive sockets). aiohttp's join
+    when the first aiohttp upstream starts (:func:`aiohttp_client`): aiohttp is imported only
+    then. An ``except`` clause reads them only when something was raised: nothing per call."""
+
+    foreign: tuple[type[BaseException], ...] = (
+        OSError,
+        TimeoutError,
+        UnicodeDecodeError,
+        EventTooLarge,
+        http1.InvalidResponse,
+    )
+    retryable: tuple[type[BaseException], ...] = (http1.ConnectFailed, http1.Disconnected)
+    aiohttp: ModuleType | None = None  # upstream_aiohttp, once an upstream uses aiohttp
+
+
+def aiohttp_client() -> ModuleType:
+    """:mod:`ollama_openai_proxy.upstream_aiohttp` (importing aiohttp, once), with aiohttp's
+    failures added to :class:`Failures`."""
+    if Failures.aiohttp is None:
+        from ollama_openai_proxy import upstream_aiohttp  # noqa: PLC0415 -- see the docstring
+
+        Failures.foreign = (*upstream_aiohttp.FAILURES, *Failures.foreign)
+        Failures.retryable = (*upstream_aiohttp.RETRYABLE, *Failures.retryable)
+        Failures.aiohttp = upstream_aiohttp
+    return Failures.aiohttp
+
+
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 KNOWN_PATHS = frozenset({"/chat/completions", "/completions", "/embeddings", "/models"})
 BACKOFF_BASE = 0.25
@@ -258,24 +272,7 @@ class Upstream:
                 verify=not s.disable_ssl_verification,
             )
             return
-        connector = aiohttp.TCPConnector(
-            limit=s.max_connections,
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            ssl=not s.disable_ssl_verification,
-        )
-        self._session = cast(
-            Session,
-            aiohttp.ClientSession(
-                connector=connector,
-                # sock_read bounds the wait for the first byte and every silence inside a stream.
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=s.connect_timeout, sock_read=s.stream_idle_timeout
-                ),
-                headers=self._headers,
-                auto_decompress=True,
-            ),
-        )
+        self._session = cast(Session, aiohttp_client().session(s, self._headers))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -350,7 +347,7 @@ class Upstream:
                 started = time.perf_counter()
                 try:
                     resp = await self.session.request(method, url, **kwargs)
-                except RETRYABLE_FAILURES as exc:
+                except Failures.retryable as exc:
                     # Refused or reset connections and stale pooled keep-alive sockets: nothing
                     # was answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).
                     if attempt == attempts - 1 or breaker.state is BreakerState.OPEN:
@@ -358,7 +355,7 @@ class Upstream:
                         raise map_failure(exc, self._host) from None
                     retried = 0
                     delay = _backoff(attempt)
-                except FOREIGN_FAILURES as exc:
+                except Failures.foreign as exc:
                     breaker.failure(gateway=True)
                     if total is not None and isinstance(exc, TimeoutError):
                         raise
@@ -411,7 +408,7 @@ class Upstream:
     def _total_timeout(self, seconds: float) -> Any:
         if self.client == "http1":
             return seconds
-        return aiohttp.ClientTimeout(total=seconds, sock_connect=self._settings.connect_timeout)
+        return aiohttp_client().total_timeout(seconds, self._settings.connect_timeout)
 
     def _breaker_changed(self, state: BreakerState, reason: str) -> None:
         breaker = self.breaker
@@ -449,7 +446,7 @@ class Upstream:
                     )
                 chunks.append(chunk)
             return b"".join(chunks)
-        except FOREIGN_FAILURES as exc:
+        except Failures.foreign as exc:
             raise map_failure(exc, self._host, reading=True) from None
         finally:
             resp.release()  # a no-op once read() reached the end (aiohttp released it then)
@@ -494,7 +491,7 @@ def map_failure(exc: BaseException, host: str, *, reading: bool = False) -> Upst
     does. ``reading``: the failure came while reading an answer whose headers had arrived."""
     if isinstance(exc, UpstreamError):
         return exc
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one
         if reading:
             return UpstreamTimeout("upstream stream stalled: no data within the timeout")
         return UpstreamTimeout(f"upstream {host} timed out")
@@ -502,18 +499,19 @@ def map_failure(exc: BaseException, host: str, *, reading: bool = False) -> Upst
         return malformed("bytes that are not UTF-8", exc.object[max(0, exc.start - 40) :])
     if isinstance(exc, EventTooLarge | http1.InvalidResponse):
         return UpstreamProtocolError(f"upstream sent {exc}")
-    if isinstance(exc, aiohttp.ClientConnectorError | http1.ConnectFailed):
+    if Failures.aiohttp is not None:  # aiohttp's own kinds, told apart as http1's are below
+        mapped: UpstreamError | None = Failures.aiohttp.map_failure(exc, host, reading=reading)
+        if mapped is not None:
+            return mapped
+    if isinstance(exc, http1.ConnectFailed):
         reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
         return UpstreamUnavailable(f"cannot connect to upstream {host}: {reason}")
-    # aiohttp reports a reset mid-body as ClientPayloadError with the reset only in its text
-    # (client_proto.py connection_lost); a reset it raises as such is told apart here.
-    if reading and isinstance(exc, ConnectionResetError | aiohttp.ClientOSError):
+    if reading and isinstance(exc, ConnectionResetError):
         return UpstreamUnavailable("upstream stream interrupted: connection reset")
-    closed = aiohttp.ServerDisconnectedError | http1.Disconnected
-    if reading and isinstance(exc, aiohttp.ClientPayloadError | closed):
+    if reading and isinstance(exc, http1.Disconnected):
         return UpstreamUnavailable("upstream stream interrupted: connection closed early")
-    if isinstance(exc, closed):
+    if isinstance(exc, http1.Disconnected):
         return UpstreamUnavailable(f"upstream {host} closed the connection")
-    if isinstance(exc, aiohttp.ClientOSError | ConnectionError):
+    if isinstance(exc, ConnectionError):
         return UpstreamUnavailable(f"upstream {host} reset the connection")
     return UpstreamUnavailable(f"upstream {host} request failed: {exc.__class__.__name__}")

@@ -88,21 +88,56 @@ def test_examples_are_what_the_proxy_answers(proxy: ProxyServer, operation_id: s
     assert set(example) <= set(body) | {"context"}, json.dumps(body)[:300]
 
 
-def test_fastapi_is_imported_only_for_a_documentation_page() -> None:
-    """The app is Starlette and its own route table (routing.py): FastAPI, 11.5 MB per worker
-    (issue #18), is imported only when a person opens /docs or /redoc."""
+def test_a_worker_imports_only_what_its_requests_need() -> None:
+    """Issue #18: memory per worker is mostly imports. With the default settings, the app does
+    not import FastAPI (11.5 MB; only for /docs and /redoc, when a person opens one), aiohttp
+    (13.8 MB; only for an upstream the proxy's own client does not handle), the limits library
+    (only for a rate limit or a non-default AUTH_FAILURE_LIMIT) nor zstandard (only for a
+    zstd request body)."""
     code = (
         "import sys\n"
         "from ollama_openai_proxy.app import create_app\n"
         "from tests.servers import settings_for\n"
         "from starlette.testclient import TestClient\n"
         "app = create_app(settings_for('http://127.0.0.1:9/v1'))\n"
-        "assert 'fastapi' not in sys.modules, 'imported by create_app'\n"
+        "lazy = ('fastapi', 'aiohttp', 'limits', 'zstandard', 'yaml', 'redis')\n"
+        "assert not [m for m in lazy if m in sys.modules], [m for m in lazy if m in sys.modules]\n"
         "c = TestClient(app)\n"
         "assert c.get('/openapi.json').status_code == 200\n"
-        "assert 'fastapi' not in sys.modules, 'imported by /openapi.json'\n"
+        "assert c.get('/api/version').status_code == 200\n"
+        "assert not [m for m in lazy if m in sys.modules], [m for m in lazy if m in sys.modules]\n"
         "assert c.get('/docs').status_code == 200\n"
         "assert 'fastapi' in sys.modules\n"
+        "from ollama_openai_proxy.codings import decode\n"
+        "frame = b'(\\xb5/\\xfd \\x02\\x11\\x00\\x00{}'  # b'{}', zstd\n"
+        "assert decode(frame, 'zstd', 99) == b'{}'\n"
+        "assert 'zstandard' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_aiohttp_upstream_loads_aiohttp_and_its_failures() -> None:
+    """The fallback client is imported with the first upstream that uses it, and its failures
+    join those every backend call is guarded by (upstream.Failures)."""
+    code = (
+        "import asyncio, sys\n"
+        "from ollama_openai_proxy import upstream\n"
+        "from tests.servers import settings_for\n"
+        "from ollama_openai_proxy.topology import single\n"
+        "assert 'aiohttp' not in sys.modules\n"
+        "s = settings_for('http://127.0.0.1:9/v1', upstream_http_client='aiohttp')\n"
+        "spec = single('http://127.0.0.1:9/v1', 'k', 'auto', {}, {}).upstreams[0]\n"
+        "u = upstream.Upstream(s, spec)\n"
+        "asyncio.run(u.start())\n"
+        "import aiohttp\n"
+        "assert aiohttp.ClientError in upstream.Failures.foreign\n"
+        "assert aiohttp.ServerDisconnectedError in upstream.Failures.retryable\n"
+        "e = upstream.map_failure(aiohttp.ServerDisconnectedError(), 'h', reading=True)\n"
+        "assert 'closed early' in str(e), e\n"
+        "asyncio.run(u.close())\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False

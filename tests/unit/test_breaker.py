@@ -20,7 +20,7 @@ from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import BreakerOpen, UpstreamTimeout, UpstreamUnavailable
 from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
 from ollama_openai_proxy.topology import UpstreamSpec
-from ollama_openai_proxy.upstream import Upstream
+from ollama_openai_proxy.upstream import Upstream, aiohttp_client
 
 
 class Clock:
@@ -460,8 +460,11 @@ def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def upstream_with(
     b: CircuitBreaker, *outcomes: int | BaseException | type[Hang], retries: int = 3
 ) -> tuple[Upstream, StubSession]:
-    settings = Settings(_env_file=None, max_retries=retries)  # type: ignore[call-arg]
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, max_retries=retries, upstream_http_client="aiohttp"
+    )
     up = Upstream(settings, UpstreamSpec("default", "http://backend.test/v1"), b)
+    aiohttp_client()  # the stub session raises aiohttp's failures, as an aiohttp upstream would
     session = StubSession(*outcomes)
     up._session = cast(aiohttp.ClientSession, session)
     return up, session

@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "http1",  # the HTTP/1.1 client: imports nothing of the project (config reads its limits)
     ),
     ("resilience",),  # circuit breaker, concurrency limiter
-    ("upstream",),  # one backend's HTTP client and the one failure mapping
+    ("upstream", "upstream_aiohttp"),  # one backend's HTTP client and the one failure mapping
     ("exchange",),  # executing a plan: fallbacks, timeouts, event streams
     ("catalog", "backends"),  # model lists and routing
     ("translate",),  # pure translation: what a plan sends, how answers read to the client
