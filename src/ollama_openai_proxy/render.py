@@ -160,6 +160,8 @@ class Renderer:
             response.raw_headers.append((b"www-authenticate", b"Bearer"))
         elif isinstance(exc, RateLimited):
             response.raw_headers.append((b"retry-after", str(exc.retry_after).encode()))
+            if exc.should_retry is False:
+                response.raw_headers.append((b"x-should-retry", b"false"))
         elif isinstance(exc, RouteNotFound) and exc.allow:
             response.raw_headers.append((b"allow", exc.allow.encode()))
         elif isinstance(exc, UpstreamStatusError) and exc.retry_after:
