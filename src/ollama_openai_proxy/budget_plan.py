@@ -95,14 +95,21 @@ def window(unit: str, now: float) -> tuple[int, float]:
     """The fixed UTC window of ``unit`` that holds ``now`` (epoch seconds): its number (the
     same on every replica) and when it ends (epoch seconds). Minutes, hours and days start at
     :00 and midnight UTC; months on the 1st, 00:00 UTC."""
+    n, _, end = bounds(unit, now)
+    return n, end
+
+
+def bounds(unit: str, now: float) -> tuple[int, float, float]:
+    """:func:`window`'s number, and when the window starts and ends (epoch seconds)."""
     seconds = UNITS[unit]
     if seconds:
         n = int(now // seconds)
-        return n, float((n + 1) * seconds)
+        return n, float(n * seconds), float((n + 1) * seconds)
     moment = datetime.fromtimestamp(now, UTC)
     n = moment.year * 12 + moment.month - 1
     year, month = divmod(n + 1, 12)
-    return n, datetime(year, month + 1, 1, tzinfo=UTC).timestamp()
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp()
+    return n, start, datetime(year, month + 1, 1, tzinfo=UTC).timestamp()
 
 
 def key_id(key: str) -> str:

@@ -17,8 +17,9 @@
   Writes run on their own, batched: the answer never waits for Redis.
 - **Redis failing** never fails a request (fail open, as RATE_LIMIT does): the failure is
   logged, Redis is left alone for :data:`REDIS_REST` seconds, checks pass meanwhile, and the
-  tokens counted meanwhile are kept here and added when Redis answers again (those of a write
-  that timed out are not: it may have been applied).
+  tokens counted meanwhile are kept here and added when Redis answers again. Not those of a
+  write whose answer timed out: Redis may have applied it, and counting it twice would refuse
+  a key what it did not use.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy.access import record
-from ollama_openai_proxy.budget_plan import QUOTA_UNITS, UNITS, Account, Limit, window
+from ollama_openai_proxy.budget_plan import QUOTA_UNITS, UNITS, Account, Limit, bounds
 from ollama_openai_proxy.errors import BudgetExhausted, ProxyError
 from ollama_openai_proxy.render import Renderer, dialect_of
 
@@ -95,15 +96,25 @@ class TokenBudgets:
         self._unsent: dict[tuple[str, str, int], list[Any]] = {}
         self._sending: dict[tuple[str, str, int], list[Any]] = {}
         self._writer: asyncio.Task[None] | None = None
+        self._windows: dict[str, tuple[int, float, float]] = {}  # unit -> the current one
         self._resting_until = 0.0  # monotonic time until which Redis is not asked
         self._redis: Redis | None = None
         self._timeouts: tuple[type[BaseException], ...] = (TimeoutError,)
         if uri.startswith(("redis://", "rediss://")):
             from redis.asyncio import Redis  # noqa: PLC0415 -- only deployments that use it
+            from redis.asyncio.retry import Retry  # noqa: PLC0415
+            from redis.backoff import NoBackoff  # noqa: PLC0415
             from redis.exceptions import TimeoutError as RedisTimeout  # noqa: PLC0415
 
+            # No retries inside redis-py (by default 3, with a backoff of up to seconds): a
+            # failure must come back within the timeout, as itself -- a refused connection
+            # applied nothing and its counts are kept; and a transaction sent again after its
+            # answer was lost would count twice. The rest period is the retry.
             self._redis = Redis.from_url(
-                uri, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+                uri,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
             )
             self._timeouts = (TimeoutError, RedisTimeout)
 
@@ -129,7 +140,7 @@ class TokenBudgets:
         for limit, (prompt, completion) in zip(account.limits, used, strict=True):
             total = prompt + completion
             if total >= limit.tokens:
-                end = window(limit.unit, now)[1]
+                end = self._window(limit.unit, now)[1]
                 if spent is None or end > spent[2]:  # the one that frees last decides
                     spent = (limit, total, end)
         if spent is None:
@@ -161,7 +172,7 @@ class TokenBudgets:
                 self._metrics.key_tokens(account.label, p, c)
             now = self._clock()
             for unit in UNITS:
-                n, end = window(unit, now)
+                n, end = self._window(unit, now)
                 if self._redis is None:
                     kept = self._memory.get((account.counter, unit))
                     if kept is None or kept[0] != n:
@@ -175,6 +186,13 @@ class TokenBudgets:
                 self._send()
         except Exception as exc:  # a bug here must not cost the answer
             log.warning("token_budget_count_failed", error=repr(exc))
+
+    def _window(self, unit: str, now: float) -> tuple[int, float]:
+        """budget_plan.window, computed once per window (a month's takes a datetime)."""
+        known = self._windows.get(unit)
+        if known is None or not known[1] <= now < known[2]:
+            known = self._windows[unit] = bounds(unit, now)
+        return known[0], known[2]
 
     @staticmethod
     def _add(
@@ -250,7 +268,7 @@ class TokenBudgets:
     ) -> list[tuple[int, int]] | None:
         """(prompt, completion) used in the current window of each of ``units``; None when
         Redis cannot say (logged)."""
-        windows = [window(unit, now)[0] for unit in units]
+        windows = [self._window(unit, now)[0] for unit in units]
         if self._redis is None:
             out = []
             for unit, n in zip(units, windows, strict=True):
@@ -308,7 +326,7 @@ class TokenBudgets:
             limits = {limit.unit: limit.tokens for limit in account.limits}
             windows = {}
             for unit, (p, c) in zip(units, used, strict=True):
-                end = window(unit, now)[1]
+                end = self._window(unit, now)[1]
                 limit = limits.get(unit)
                 windows[unit] = {
                     "limit": limit,

@@ -152,7 +152,7 @@ class Renderer:
     ) -> Response:
         """The whole error response: status, JSON body, and the headers the error calls for
         (``WWW-Authenticate`` on 401, ``Retry-After`` on 429 or the backend's with its error,
-        ``Allow`` on 405)."""
+        ``x-should-retry: false`` on a 429 not worth retrying soon, ``Allow`` on 405)."""
         self.failed(exc, rec)
         body = self.body(exc, dialect)
         response = JSONBytes(body, exc.status)

@@ -14,6 +14,10 @@
 - ``RATE_LIMIT``: a moving window per key (a hash of it, never the key) or, without keys, per
   client IP; counters in memory or in Redis shared by several instances. If the storage fails,
   requests pass (and a warning is logged): a limiter outage must not become a proxy outage.
+- ``USAGE_ADMIN_KEY``: accepted as a Bearer key on :data:`ADMIN_PATHS` only (``/v1/usage``,
+  every key's token usage), as the caller ``access.ADMIN_CALLER``; it opens nothing else.
+  Token budgets themselves are checked by the next layer (budgets.BudgetGuard), which reads the
+  caller this one records.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from ollama_openai_proxy.budget_plan import (
     BudgetError,
     Limit,
+    bounds,
     caller_of,
     key_id,
     load_accounts,
@@ -80,6 +81,11 @@ def test_windows_are_fixed_utc_periods(unit: str, now: float, end: float) -> Non
     assert ends == end
     assert window(unit, end - 0.001)[0] == n  # the same window until its end
     assert window(unit, end)[0] == n + 1  # the next one from it
+    same, start, ends = bounds(unit, now)
+    assert (same, ends) == (n, end)
+    assert start <= now
+    assert window(unit, start)[0] == n  # it starts there
+    assert window(unit, start - 0.001)[0] == n - 1
 
 
 def test_keys_are_known_by_hashes_only() -> None:

@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "errors",
         "access",
         "config",
+        "budget_plan",
         "profiles",
         "topology",
         "policy",
@@ -57,6 +58,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "security",
         "transport",
         "tool_call_store",
+        "budgets",
     ),  # per request and connection
     ("routes",),  # handlers: parse -> plan -> execute -> render
     ("app",),
