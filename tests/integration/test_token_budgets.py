@@ -252,11 +252,17 @@ def _not_near_midnight() -> None:
         time.sleep(left + 1)
 
 
+def _day_total(url: str, headers: dict[str, str]) -> int:
+    windows = httpx.get(url + "/v1/usage", headers=headers).json()["keys"][0]["windows"]
+    total: int = windows["day"]["total_tokens"]
+    return total
+
+
 def test_two_proxy_processes_share_budgets_through_one_redis(
     tmp_path: Path, upstream: FakeUpstream, redis_url: str
 ) -> None:
     _not_near_midnight()
-    r = redis.Redis.from_url(redis_url)
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
     r.flushdb()
     env = {
         "OPENAI_API_BASE_URL": upstream.url,
@@ -271,32 +277,21 @@ def test_two_proxy_processes_share_budgets_through_one_redis(
     try:
         for _ in range(2):  # 18 tokens through the first process
             assert httpx.post(one.url + "/api/chat", json=CHAT, headers=A).status_code == 200
-
-        def counted() -> bool:
-            usage = httpx.get(two.url + "/v1/usage", headers=A).json()
-            return bool(usage["keys"][0]["windows"]["day"]["total_tokens"] == 18)
-
-        _wait_for(counted)  # written in the background: the answers did not wait for Redis
+        # written in the background (the answers did not wait for Redis), read by the other
+        _wait_for(lambda: _day_total(two.url, A) == 18)
         usage = httpx.get(two.url + "/v1/usage", headers=ADMIN_H).json()
         assert usage["shared"] is True
         refused = httpx.post(two.url + "/api/chat", json=CHAT, headers=A)
         assert refused.status_code == 429  # the second process knows what the first counted
         assert "18 of 10 tokens this day" in refused.json()["error"]
         assert httpx.post(two.url + "/api/chat", json=CHAT, headers=B).status_code == 200
-        _wait_for(
-            lambda: (
-                httpx.get(one.url + "/v1/usage", headers=B).json()["keys"][0]["windows"]["day"][
-                    "total_tokens"
-                ]
-                == 9
-            )
-        )
+        _wait_for(lambda: _day_total(one.url, B) == 9)  # and the other way round
         # in Redis: one hash per key and window, named by hashes, expiring with the window
-        names = sorted(k.decode() for k in r.keys(PREFIX + "*"))
+        names = sorted(r.keys(PREFIX + "*"))
         assert len(names) == 8  # two keys x four windows
         assert all(KEY_A not in n and KEY_B not in n for n in names)
         day = [n for n in names if ":day:" in n and caller_of(KEY_A)[4:] in n]
-        assert r.hgetall(day[0]) == {b"p": b"14", b"c": b"4"}
+        assert r.hgetall(day[0]) == {"p": "14", "c": "4"}
         assert 0 < r.ttl(day[0]) <= 86400 + 60
     finally:
         out = one.stop() + two.stop()
