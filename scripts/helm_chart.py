@@ -48,6 +48,8 @@ SECRET_SETTINGS = frozenset(
         "CONTEXT_SIGNING_KEY",
         "RATE_LIMIT_STORAGE_URI",
         "TOOL_CALL_STORE_URI",
+        "TOKEN_BUDGET_STORAGE_URI",
+        "USAGE_ADMIN_KEY",
         "BACKEND_HEADERS",
         "BACKEND_EXTRA_BODY",
     }

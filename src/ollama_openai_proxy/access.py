@@ -13,6 +13,8 @@ from typing import Any
 from starlette.types import Scope
 
 SCOPE_KEY = "proxy"
+# The caller of a request made with USAGE_ADMIN_KEY (security.GuardMiddleware, /v1/usage only).
+ADMIN_CALLER = "admin"
 
 
 @dataclass(slots=True)
@@ -30,8 +32,9 @@ class AccessRecord:
     # The error's status. For a stream that ended in an error line the wire status was 200
     # already; this is the status the metrics count, so error rates include such streams.
     error_status: int | None = None
-    # Who asked: "key:" + a hash of the inbound key (security.GuardMiddleware), "" without
-    # PROXY_API_KEYS. Scopes per-client state (tool_call_store); never logged.
+    # Who asked: "key:" + a hash of the inbound key (security.GuardMiddleware), ADMIN_CALLER
+    # for USAGE_ADMIN_KEY, "" without PROXY_API_KEYS. Scopes per-client state (tool_call_store,
+    # token budgets); never logged.
     caller: str = ""
 
     def fields(self) -> dict[str, Any]:

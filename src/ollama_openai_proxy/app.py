@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ollama_openai_proxy import __version__, allocator, openapi
 from ollama_openai_proxy.access import record
 from ollama_openai_proxy.backends import Backends
+from ollama_openai_proxy.budgets import BudgetGuard, TokenBudgets
 from ollama_openai_proxy.config import Settings, load_settings
 from ollama_openai_proxy.context import Context, contexts
 from ollama_openai_proxy.cors import CORSForBrowsers
@@ -40,6 +41,7 @@ from ollama_openai_proxy.routes import (
     models,
     openai,
     responses,
+    usage,
 )
 from ollama_openai_proxy.routing import Operation, Router
 from ollama_openai_proxy.security import AuthThrottle, GuardMiddleware, RateLimits
@@ -47,7 +49,7 @@ from ollama_openai_proxy.tool_call_store import ToolCallStore
 
 log = structlog.get_logger("ollama_openai_proxy")
 
-ROUTERS = (meta, models, inference, embed, manage, openai, responses, anthropic)
+ROUTERS = (meta, models, inference, embed, manage, openai, responses, anthropic, usage)
 
 # Seconds the start waits for the model lists: requests resolve names against them (backends.py).
 STARTUP_LIST_WAIT = 5.0
@@ -117,6 +119,10 @@ def create_app(
     metrics = Metrics() if settings.enable_metrics else None
     model_map, policy, topology = settings.model_map(), settings.policy(), settings.topology()
     backends = Backends(topology, settings, model_map, policy, metrics)
+    accounts = settings.budget_accounts()
+    budgets = (
+        TokenBudgets(accounts, settings.budget_uri(), metrics) if accounts is not None else None
+    )
     ctx = Context(
         settings=settings,
         backends=backends,
@@ -134,6 +140,7 @@ def create_app(
             size=settings.tool_call_store_size,
         ),
         conversations=contexts(settings),
+        budgets=budgets,
     )
     if settings.memory_recycle_above_mb and recycle is None:
         recycle = supervised()
@@ -168,6 +175,15 @@ def create_app(
         log.info(
             "tool_call_store", shared=ctx.tool_calls.shared, ttl_s=settings.tool_call_store_ttl
         )
+        if budgets is not None:
+            # Whether replicas and workers agree on the budgets (docs/DEPLOYMENT.md).
+            log.info("token_budgets", keys=len(budgets.accounts), shared=budgets.shared)
+            if not budgets.shared and settings.workers > 1:
+                log.warning(
+                    "token_budgets_per_worker",
+                    detail="TOKEN_BUDGET counts in each worker's memory: with WORKERS > 1 a key "
+                    "may use its budget once per worker; set TOKEN_BUDGET_STORAGE_URI=redis://...",
+                )
         for name in backends.upstreams:
             profile = backends.policy(name).profile
             # Which shaping applies is an operator's first question when a backend refuses.
@@ -213,6 +229,8 @@ def create_app(
                     await releaser
             await backends.close()
             await ctx.tool_calls.close()
+            if budgets is not None:
+                await budgets.close()
             if rate_limits is not None:
                 await rate_limits.close()
             if auth_throttle is not None:
@@ -310,14 +328,21 @@ def create_app(
     if docs:
         endpoints.update(("/docs", "/redoc", "/openapi.json", "/openapi.yaml"))
     endpoints.update(op.path for op in table.operations)
-    # Outermost first: request id, access log and metrics; keys and rate limits; CORS; the hot
-    # routes; everything else goes on to Starlette's own stack (app.fallback).
+    # Outermost first: request id, access log and metrics; keys and rate limits; token budgets;
+    # CORS; the hot routes; everything else goes on to Starlette's own stack (app.fallback).
     inner: ASGIApp = CORSForBrowsers(
         FastRoutes(app.fallback, routes=hot, on_error=on_error), renderer, origins
     )
+    if budgets is not None:  # inside the key check, which names the caller
+        inner = BudgetGuard(inner, budgets, renderer)
     if inbound_keys or rate_limits is not None:  # else the guard has nothing to check
         inner = GuardMiddleware(
-            inner, keys=inbound_keys, limits=rate_limits, renderer=renderer, throttle=auth_throttle
+            inner,
+            keys=inbound_keys,
+            limits=rate_limits,
+            renderer=renderer,
+            throttle=auth_throttle,
+            admin_key=settings.usage_admin_key.get_secret_value(),
         )
     app.front = RequestContextMiddleware(
         inner, renderer=renderer, metrics=metrics, endpoints=endpoints

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ollama_openai_proxy import topology
+from ollama_openai_proxy import budget_plan, topology
 from ollama_openai_proxy.http1 import unsupported
 from ollama_openai_proxy.limits import Limits
 from ollama_openai_proxy.model_map import CAPABILITIES, ModelMap, ModelMeta
@@ -298,6 +298,29 @@ class Settings(BaseSettings):
         description="Where rate-limit counters live: memory:// (one instance) or "
         "redis://host:6379 (shared by several instances).",
     )
+    token_budget: str = Field(
+        "",
+        description="Tokens (prompt + completion) each inbound key may use per fixed UTC window "
+        "(minute, hour, day, month), e.g. '20k/minute;1M/day'; then 429 until the window ends. "
+        "Empty = no budget but TOKEN_BUDGETS_FILE's. Needs PROXY_API_KEYS.",
+    )
+    token_budgets_file: Path | None = Field(
+        None,
+        description="YAML or JSON file of key id (the first 8 hex digits of the key's SHA-256) "
+        "-> budget, or -> {name, budget}: budgets per key, and names for the usage endpoint, "
+        "logs and metrics.",
+    )
+    token_budget_storage_uri: str = Field(
+        "",
+        pattern=r"^$|^(memory|redis|rediss)://",
+        description="Where token counts live: memory:// or redis://host:6379 (replicas share "
+        "the budgets). Empty = RATE_LIMIT_STORAGE_URI if that is Redis, else memory.",
+    )
+    usage_admin_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key (at least 16 characters, not an inbound key) that reads every key's "
+        "usage at /v1/usage; an inbound key reads its own.",
+    )
     tool_call_store_uri: str = Field(
         "",
         pattern=r"^$|^(memory|redis|rediss)://",
@@ -498,8 +521,26 @@ class Settings(BaseSettings):
             out[name.strip()] = target.strip() or name.strip()
         return out
 
+    @field_validator("token_budget")
+    @classmethod
+    def _token_budget(cls, v: str) -> str:
+        budget_plan.parse_budget(v)  # BudgetError is a ValueError: named with the variable
+        return v.strip()
+
+    @field_validator("usage_admin_key")
+    @classmethod
+    def _admin_key(cls, v: SecretStr) -> SecretStr:
+        if 0 < len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. openssl rand -hex 24)")
+        return v
+
     @field_validator(
-        "model_mapping_file", "proxy_api_keys_file", "ssl_certfile", "ssl_keyfile", "upstreams_file"
+        "model_mapping_file",
+        "proxy_api_keys_file",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "upstreams_file",
+        "token_budgets_file",
     )
     @classmethod
     def _file_exists(cls, v: Path | None) -> Path | None:
@@ -586,17 +627,43 @@ class Settings(BaseSettings):
             return self.rate_limit_storage_uri
         return "memory://"
 
+    def budget_uri(self) -> str:
+        """Where token counts live (TOKEN_BUDGET_STORAGE_URI, else a Redis rate-limit store)."""
+        if self.token_budget_storage_uri:
+            return self.token_budget_storage_uri
+        if self.rate_limit_storage_uri.startswith(("redis://", "rediss://")):
+            return self.rate_limit_storage_uri
+        return "memory://"
+
+    def budget_accounts(self) -> dict[str, budget_plan.Account] | None:
+        """Each inbound key's token budget, by caller (budget_plan.load_accounts); None when
+        budgets are off. Raises ConfigError."""
+        try:
+            return budget_plan.load_accounts(
+                self.token_budget,
+                self.token_budgets_file,
+                self.inbound_keys(),
+                self.usage_admin_key.get_secret_value(),
+            )
+        except budget_plan.BudgetError as exc:
+            raise ConfigError(str(exc)) from None
+
     def secrets(self) -> list[str]:
         """Every key that must never reach a log line, an error body or a metric."""
         keys = [
             self.openai_api_key.get_secret_value(),
             self.context_signing_key.get_secret_value(),
+            self.usage_admin_key.get_secret_value(),
             *self.inbound_keys(),
         ]
         # redis://:password@host
         keys.extend(
             urlsplit(u).password or ""
-            for u in (self.rate_limit_storage_uri, self.tool_call_store_uri)
+            for u in (
+                self.rate_limit_storage_uri,
+                self.tool_call_store_uri,
+                self.token_budget_storage_uri,
+            )
         )
         for u in self.topology().upstreams:
             keys.append(u.api_key)
@@ -724,6 +791,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         settings = Settings(**overrides)
         settings.model_map()  # validate the mapping file now, not on the first request
+        settings.budget_accounts()  # and the token budgets, which need the inbound keys
         env_file = overrides.get("_env_file", ".env")
         dotenv = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
         settings.topology({**{k: v for k, v in dotenv.items() if v is not None}, **os.environ})

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from ollama_openai_proxy.access import AccessRecord
 from ollama_openai_proxy.backends import Backends, Resolved
+from ollama_openai_proxy.budgets import TokenBudgets
 from ollama_openai_proxy.catalog import RecentModels
 from ollama_openai_proxy.config import Settings
 from ollama_openai_proxy.errors import echo
@@ -49,6 +50,7 @@ class Context:
         default_factory=lambda: ContextCodec(secrets.token_bytes(32), Limits().context, 1 << 26)
     )
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
+    budgets: TokenBudgets | None = None  # TOKEN_BUDGET; None: off, and no work per request
 
     def label(self, rec: AccessRecord, model: Resolved) -> None:
         """Name the request's model in the access record; as a metric label only if it is
@@ -58,10 +60,21 @@ class Context:
 
     def count(self, rec: AccessRecord, usage: Any) -> None:
         """Token counts from the backend's ``usage`` (OpenAI's shape, or anything) for the access
-        log and the metrics."""
+        log, the metrics and the caller's token budget. Called once per request that reached a
+        model, when its answer is over (a stream: however it ended)."""
         prompt, completion = rec.count_usage(usage)
         if self.metrics is not None and (prompt or completion):
             self.metrics.count_tokens(rec.model_label, prompt, completion)
+        if self.budgets is not None:
+            if prompt is None and completion is None:
+                self.warn_once(
+                    "token_usage_not_reported",
+                    rec.upstream or "",
+                    detail="an answer without token usage (a backend that does not report it, "
+                    "or a stream cut short before its last chunk) is not counted against the "
+                    "key's budget (TOKEN_BUDGET)",
+                )
+            self.budgets.spend(rec.caller, prompt, completion)
 
     def held(self) -> Held:
         """``async with ctx.held() as owner``: the owner of one request's bounded resources,

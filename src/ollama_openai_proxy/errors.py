@@ -8,10 +8,12 @@
     │   ├── HeadersTooLarge (431)       the head exceeds REQUEST_HEADERS_MAX_SIZE / _MAX_COUNT
     │   └── RequestTimeout (408)        the head or body did not arrive in time (transport.py)
     ├── Unauthorized (401)              no valid inbound key (PROXY_API_KEYS)
-    ├── Forbidden (403)                 a browser origin CORS_ORIGINS does not allow (preflight)
+    ├── Forbidden (403)                 a browser origin CORS_ORIGINS does not allow (preflight);
+    │                                   another key's usage asked for (/v1/usage)
     ├── ModelNotFound (404)             the model is unknown here
     ├── RouteNotFound (404/405)         no such route / method (``allow``: the path's methods)
     ├── RateLimited (429)               RATE_LIMIT exceeded; carries ``retry_after``
+    │   └── BudgetExhausted (429)       a key's TOKEN_BUDGET used up for a window
     ├── NotSupported (501)              a route the proxy cannot serve (model management)
     ├── Busy (503)                      no concurrency slot (MAX_CONCURRENT_REQUESTS)
     │   └── TooManyConnections (503)    MAX_CLIENT_CONNECTIONS(_PER_IP): connection refused
@@ -157,14 +159,33 @@ class RouteNotFound(ProxyError):
 
 
 class RateLimited(ProxyError):
-    """``retry_after``: whole seconds until the window frees a request (the Retry-After header)."""
+    """``retry_after``: whole seconds until the window frees a request (the Retry-After header).
+    ``should_retry``: False when retrying soon is pointless (the ``x-should-retry: false``
+    header, which the openai and anthropic SDKs obey before their own retry rules)."""
 
     status = 429
     openai_type = "rate_limit_error"
+    should_retry: bool | None = None
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BudgetExhausted(RateLimited):
+    """A key's token budget (TOKEN_BUDGET) is used up until its window ends, ``retry_after``
+    seconds from now. A day or month window is a quota: OpenAI's ``insufficient_quota`` (its
+    own answer when an account's quota is spent, which clients tell apart from a passing rate
+    limit); a minute or hour window is a rate, ``rate_limit_exceeded`` (OpenAI's code for tokens
+    per minute). Beyond a minute, ``x-should-retry: false``: openai-python waits by Retry-After
+    only up to 60 s and would otherwise retry at once, in vain."""
+
+    def __init__(self, message: str, retry_after: int, *, quota: bool) -> None:
+        super().__init__(message, retry_after)
+        self.code = "insufficient_quota" if quota else "rate_limit_exceeded"
+        if quota:
+            self.openai_type = "insufficient_quota"
+        self.should_retry = False if retry_after > 60 else None
 
 
 class NotSupported(ProxyError):

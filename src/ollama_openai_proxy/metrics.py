@@ -65,6 +65,18 @@ UPSTREAM = (
     ("upstream", "path", "status"),
 )
 TOKENS = (f"{PREFIX}_tokens", "Tokens reported by the backend.", ("model", "kind"))
+# Per inbound key, with TOKEN_BUDGET only: the label is the key's name or key id (never the key),
+# so the series are as many as the configured keys.
+KEY_TOKENS = (
+    f"{PREFIX}_key_tokens",
+    "Tokens counted against each inbound key's budget, by key name or id.",
+    ("key", "kind"),
+)
+BUDGET_REFUSALS = (
+    f"{PREFIX}_budget_refusals",
+    "Requests refused because a key's token budget was used up, by key and window.",
+    ("key", "window"),
+)
 RETRIES = (f"{PREFIX}_upstream_retries", "Backend calls retried.", ("upstream", "path"))
 FALLBACKS = (
     f"{PREFIX}_upstream_fallbacks",
@@ -113,6 +125,8 @@ class _Samples(Collector):
         self.counters: dict[Spec, dict[tuple[str, ...], float]] = {
             REQUESTS: {},
             TOKENS: {},
+            KEY_TOKENS: {},
+            BUDGET_REFUSALS: {},
             RETRIES: {},
             FALLBACKS: {},
             ADAPTATIONS: {},
@@ -164,6 +178,8 @@ class Metrics:
             self._ttft = Histogram(*TTFT, buckets=LATENCY_BUCKETS, registry=r)
             self._upstream = Histogram(*UPSTREAM, buckets=LATENCY_BUCKETS, registry=r)
             self._tokens = Counter(*TOKENS, registry=r)
+            self._key_tokens = Counter(*KEY_TOKENS, registry=r)
+            self._budget_refusals = Counter(*BUDGET_REFUSALS, registry=r)
             self._retries = Counter(*RETRIES, registry=r)
             self._fallbacks = Counter(*FALLBACKS, registry=r)
             self._adaptations = Counter(*ADAPTATIONS, registry=r)
@@ -176,6 +192,8 @@ class Metrics:
             self._by_spec: dict[Spec, Any] = {
                 REQUESTS: self._requests,
                 TOKENS: self._tokens,
+                KEY_TOKENS: self._key_tokens,
+                BUDGET_REFUSALS: self._budget_refusals,
                 RETRIES: self._retries,
                 FALLBACKS: self._fallbacks,
                 ADAPTATIONS: self._adaptations,
@@ -228,6 +246,17 @@ class Metrics:
             self._count(TOKENS, (model, "prompt"), prompt)
         if completion:
             self._count(TOKENS, (model, "completion"), completion)
+
+    def key_tokens(self, key: str, prompt: int, completion: int) -> None:
+        """Tokens counted against the budget of ``key`` (a key's name or id, never the key)."""
+        if prompt:
+            self._count(KEY_TOKENS, (key, "prompt"), prompt)
+        if completion:
+            self._count(KEY_TOKENS, (key, "completion"), completion)
+
+    def budget_refused(self, key: str, window: str) -> None:
+        """A request of ``key`` refused: its budget per ``window`` (minute ... month) is spent."""
+        self._count(BUDGET_REFUSALS, (key, window))
 
     def retried(self, upstream: str, path: str) -> None:
         self._count(RETRIES, (upstream, path))

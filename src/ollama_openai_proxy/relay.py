@@ -13,10 +13,14 @@ which lets it check each piece as a unit:
 - a stream that ends without OpenAI's ``data: [DONE]`` was cut short, and must not end silently.
 
 The common read -- one or more whole events -- costs a few substring searches and no copy.
+
+With token budgets (TOKEN_BUDGET), :class:`UsageTap` reads the ``usage`` out of the events
+passed on, so that the stream is counted against the caller's key.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -27,6 +31,7 @@ from ollama_openai_proxy.sse import MAX_EVENT_BYTES, SSEParser
 MAX_PENDING = MAX_EVENT_BYTES  # bytes of one incomplete event held back at most
 UNFINISHED = "upstream stream ended early: no [DONE]"
 _SEPARATORS = (b"\r\n\r\n", b"\r\r")  # besides b"\n\n": CRLF and CR line ends (rare)
+_BLOCKS = re.compile(rb"(\r\n\r\n|\n\n|\r\r)")  # event ends, kept by split()
 
 
 def event_end(data: bytes) -> int:
@@ -120,3 +125,51 @@ class SSERelay:
                 self.errors.append(obj["error"])
             elif event.event == "error":
                 self.errors.append(obj)
+
+
+class UsageTap:
+    """Fed the whole events :class:`SSERelay` passes on, it keeps the last ``usage`` object one
+    of them carries (OpenAI's last chunk with ``stream_options.include_usage``; vLLM's every
+    chunk with continuous usage stats) and returns the events to send.
+
+    ``strip``: the proxy asked for the usage on the client's behalf, which did not ask for it;
+    the usage-only chunk (``choices: []``) is then not passed on -- a client that did not ask
+    for it may read ``choices[0]`` of every chunk. Only events that name ``"usage"`` are
+    decoded."""
+
+    __slots__ = ("strip", "usage")
+
+    def __init__(self, *, strip: bool) -> None:
+        self.strip = strip
+        self.usage: dict[str, Any] | None = None
+
+    def __call__(self, data: bytes) -> bytes:
+        if b'"usage"' not in data:
+            return data
+        parts = _BLOCKS.split(data)  # event, end, event, end, ..., what follows the last end
+        kept: list[bytes] = []
+        dropped = False
+        for i in range(0, len(parts), 2):
+            block = parts[i]
+            end = parts[i + 1] if i + 1 < len(parts) else b""
+            if b'"usage"' in block:
+                obj = _data_of(block)
+                usage = obj.get("usage") if isinstance(obj, dict) else None
+                if isinstance(usage, dict):
+                    self.usage = usage
+                    if self.strip and obj.get("choices") == []:
+                        dropped = True
+                        continue
+            kept.append(block)
+            kept.append(end)
+        return b"".join(kept) if dropped else data
+
+
+def _data_of(block: bytes) -> Any:
+    """The decoded JSON of one event's ``data:`` lines (None if it is not JSON)."""
+    lines = [line[5:] for line in block.splitlines() if line.startswith(b"data:")]
+    data = b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None

@@ -152,7 +152,7 @@ class Renderer:
     ) -> Response:
         """The whole error response: status, JSON body, and the headers the error calls for
         (``WWW-Authenticate`` on 401, ``Retry-After`` on 429 or the backend's with its error,
-        ``Allow`` on 405)."""
+        ``x-should-retry: false`` on a 429 not worth retrying soon, ``Allow`` on 405)."""
         self.failed(exc, rec)
         body = self.body(exc, dialect)
         response = JSONBytes(body, exc.status)
@@ -160,6 +160,8 @@ class Renderer:
             response.raw_headers.append((b"www-authenticate", b"Bearer"))
         elif isinstance(exc, RateLimited):
             response.raw_headers.append((b"retry-after", str(exc.retry_after).encode()))
+            if exc.should_retry is False:
+                response.raw_headers.append((b"x-should-retry", b"false"))
         elif isinstance(exc, RouteNotFound) and exc.allow:
             response.raw_headers.append((b"allow", exc.allow.encode()))
         elif isinstance(exc, UpstreamStatusError) and exc.retry_after:

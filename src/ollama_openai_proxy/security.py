@@ -14,6 +14,10 @@
 - ``RATE_LIMIT``: a moving window per key (a hash of it, never the key) or, without keys, per
   client IP; counters in memory or in Redis shared by several instances. If the storage fails,
   requests pass (and a warning is logged): a limiter outage must not become a proxy outage.
+- ``USAGE_ADMIN_KEY``: accepted as a Bearer key on :data:`ADMIN_PATHS` only (``/v1/usage``,
+  every key's token usage), as the caller ``access.ADMIN_CALLER``; it opens nothing else.
+  Token budgets themselves are checked by the next layer (budgets.BudgetGuard), which reads the
+  caller this one records.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ollama_openai_proxy.access import record
+from ollama_openai_proxy.access import ADMIN_CALLER, record
 from ollama_openai_proxy.errors import ProxyError, RateLimited, Unauthorized
 from ollama_openai_proxy.render import Dialect, Renderer, dialect_of
 
@@ -42,6 +46,8 @@ log = structlog.get_logger("ollama_openai_proxy.security")
 OPEN_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc"}) | frozenset(
     {"/openapi.json", "/openapi.yaml"}
 )
+# Where USAGE_ADMIN_KEY is a key (routes/usage.py): it reads every key's usage, and nothing else.
+ADMIN_PATHS = frozenset({"/v1/usage"})
 
 
 def _storage(uri: str) -> Storage:
@@ -161,9 +167,11 @@ class GuardMiddleware:
         limits: RateLimits | None,
         renderer: Renderer,
         throttle: AuthThrottle | None = None,
+        admin_key: str = "",
     ) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
+        self.admin_key = admin_key.encode()  # USAGE_ADMIN_KEY, on ADMIN_PATHS only
         self.limits = limits
         self.renderer = renderer
         self.throttle = throttle if keys else None  # nothing to guess without keys
@@ -185,6 +193,14 @@ class GuardMiddleware:
             if ok:
                 token = api_key
         return ok, token
+
+    def _admin(self, path: str, header: bytes | None) -> bool:
+        """Whether the Bearer token of ``header`` is USAGE_ADMIN_KEY on a path it opens."""
+        if not self.admin_key or path not in ADMIN_PATHS or header is None:
+            return False
+        if header[:7].lower() != b"bearer ":
+            return False
+        return hmac.compare_digest(header[7:].strip(), self.admin_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # create_app leaves the guard out when it has nothing to check
@@ -216,13 +232,16 @@ class GuardMiddleware:
                 elif anthropic and k == b"x-api-key" and api_key is None:
                     api_key = v
             ok, token = self._authorized(header, api_key)
-            if not ok:
+            if ok:  # budget_plan.caller_of makes the same hash of a key
+                identity = "key:" + hashlib.sha256(token).hexdigest()[:16]
+            elif self._admin(path, header):
+                identity = ADMIN_CALLER
+            else:
                 error: ProxyError = Unauthorized("unauthorized")
                 if throttle is not None:
                     error = await self._guarded(throttle.failed, address) or error
                 await self._reject(scope, receive, send, error)
                 return
-            identity = "key:" + hashlib.sha256(token).hexdigest()[:16]
             record(scope).caller = identity
         if self.limits is not None:
             if not identity:

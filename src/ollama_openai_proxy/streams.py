@@ -174,12 +174,14 @@ def sse_relay(
     renderer: Renderer,
     rec: AccessRecord,
     headers: Mapping[str, str],
+    tap: Callable[[bytes], bytes] | None = None,
 ) -> StreamBody:
     """The backend's stream relayed event by event (:class:`~ollama_openai_proxy.relay.SSERelay`;
     its first read is already in ``events``). The response is built first, then ``owner`` moves
-    into it: nothing can fail between the two."""
+    into it: nothing can fail between the two. ``tap``: sees the whole events before they are
+    sent, and returns what to send (relay.UsageTap, with token budgets)."""
     response = StreamBody(
-        _relay(events, SSERelay(renderer.redact), renderer, rec),
+        _relay(events, SSERelay(renderer.redact), renderer, rec, tap),
         media_type=SSE,
         status_code=events.status,
         headers=dict(headers),
@@ -189,16 +191,24 @@ def sse_relay(
 
 
 async def _relay(
-    events: EventStream, relay: SSERelay, renderer: Renderer, rec: AccessRecord
+    events: EventStream,
+    relay: SSERelay,
+    renderer: Renderer,
+    rec: AccessRecord,
+    tap: Callable[[bytes], bytes] | None,
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in events:
             out = relay.feed(chunk)  # type: ignore[arg-type]  # relayed: bytes
             if relay.errors:
                 _report(relay, renderer, rec)
+            if tap is not None and out:
+                out = tap(out)
             if out:
                 yield out
         out = relay.end()
+        if tap is not None and out:
+            out = tap(out)
         if out:
             yield out
     except Exception as exc:

@@ -30,7 +30,13 @@ ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
 SETTINGS = {name.upper() for name in Settings.model_fields}
 # Set by the chart from files.* and tls.existingSecret.
-CHART_FILES = {"MODEL_MAPPING_FILE", "UPSTREAMS_FILE", "SSL_CERTFILE", "SSL_KEYFILE"}
+CHART_FILES = {
+    "MODEL_MAPPING_FILE",
+    "UPSTREAMS_FILE",
+    "TOKEN_BUDGETS_FILE",
+    "SSL_CERTFILE",
+    "SSL_KEYFILE",
+}
 
 
 # Examples that cannot go into the full values as documented: the ServiceMonitor needs the
@@ -73,6 +79,8 @@ def full_values() -> dict[str, Any]:
                 ],
                 "fallbacks": {"gpt-4o-mini": ["local", "openrouter"]},
             },
+            # key-team-a's key id (the first 8 hex digits of its SHA-256)
+            "tokenBudgets": {"86107931": {"name": "team-a", "budget": "5k/minute"}},
         },
         "tls": {"existingSecret": "proxy-tls"},
         "redis": {"enabled": True, "auth": {"password": "0123456789abcdef"}},
@@ -203,6 +211,8 @@ def test_secret_settings_are_those_that_carry_keys(tmp_path: Path) -> None:
         "CONTEXT_SIGNING_KEY": marker,
         "RATE_LIMIT_STORAGE_URI": f"redis://:{marker}@redis:6379/0",
         "TOOL_CALL_STORE_URI": f"redis://:{marker}@redis:6379/1",
+        "TOKEN_BUDGET_STORAGE_URI": f"redis://:{marker}@redis:6379/2",
+        "USAGE_ADMIN_KEY": marker,
         "BACKEND_HEADERS": f'{{"Authorization": "{marker}"}}',
         "BACKEND_EXTRA_BODY": f'{{"api_key": "{marker}"}}',
     }
@@ -284,6 +294,13 @@ def test_the_pods_environment_is_read_as_the_values_meant(
     assert settings.topology().upstreams[1].api_key == "sk-or-example"
     assert settings.ssl_certfile == tmp_path / "tls" / "tls.crt"
     assert settings.inbound_keys() == ["key-team-a", "key-team-b", "key-team-c"]
+    accounts = settings.budget_accounts()
+    assert accounts is not None
+    assert {a.label: [str(x) for x in a.limits] for a in accounts.values()} == {
+        "team-a": ["5000/minute"],  # files.tokenBudgets
+        "3abd0dff": ["20000/minute", "1000000/day"],  # TOKEN_BUDGET's example, the others
+        "1c5ec5aa": ["20000/minute", "1000000/day"],
+    }
     # the chart's Redis, with the password from the Secret
     assert settings.rate_limit_storage_uri == (
         "redis://:0123456789abcdef@ollama-openai-proxy-redis:6379/0"
@@ -391,6 +408,7 @@ def with_values(**changes: Any) -> dict[str, Any]:
         (with_values(probes__readiness__timeoutSeconds=3), "must exceed HEALTH_CHECK_TIMEOUT"),
         (with_values(config__MODEL_MAPPING_FILE="/m.json"), "files.modelMapping or config"),
         (with_values(config__UPSTREAMS_FILE="/u.yaml"), "files.upstreams or config"),
+        (with_values(config__TOKEN_BUDGETS_FILE="/b.yaml"), "files.tokenBudgets or config"),
         (with_values(config__SSL_KEYFILE="/k.pem"), "tls.existingSecret or config"),
         (with_values(config__ENABLE_METRICS=False), "serviceMonitor.enabled needs the metrics"),
         (

@@ -69,6 +69,12 @@ FAMILIES: dict[tuple[str, str], bool] = {
     ("POST", "/v1/messages"): True,
 }
 
+# Routes of a feature that is off by default, and the settings that turn it on for their proxy
+# (its key is then sent with every request of that run).
+FEATURES: dict[str, dict[str, Any]] = {
+    "/v1/usage": {"proxy_api_keys": "invariant-key-0123", "token_budget": "1000000000/day"},
+}
+
 # --- the app's own routes and requests ----------------------------------------------------------
 
 _APP = create_app(settings_for("http://127.0.0.1:9/v1", **LIMITS))  # never started: read only
@@ -283,10 +289,11 @@ def backend() -> Iterator[FakeUpstream]:
 
 
 class Run:
-    def __init__(self, server: ProxyServer, fake: FakeUpstream) -> None:
+    def __init__(self, server: ProxyServer, fake: FakeUpstream, key: str | None = None) -> None:
         self.server = server
         self.fake = fake
-        self.client = httpx.Client(base_url=server.url, timeout=TIMEOUT)
+        auth = {"Authorization": f"Bearer {key}"} if key else None
+        self.client = httpx.Client(base_url=server.url, timeout=TIMEOUT, headers=auth)
         self.problems: dict[str, list[str]] = {}
         self.sent = 0  # requests sent to the proxy
 
@@ -450,8 +457,9 @@ def test_every_request_gives_back_what_it_took(
         pytest.fail(missing, pytrace=False)
     allowed = documented(method, path)
 
-    with ProxyServer(settings_for(backend.url, **LIMITS)) as server:
-        run = Run(server, backend)
+    feature = FEATURES.get(path, {})
+    with ProxyServer(settings_for(backend.url, **LIMITS, **feature)) as server:
+        run = Run(server, backend, feature.get("proxy_api_keys"))
         with run.client:
             # 1. Requests in turn, as documented.
             variants = streams(method, path, body)

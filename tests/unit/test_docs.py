@@ -134,6 +134,7 @@ FILE_SETTINGS = {
     "MODEL_MAPPING_FILE": '{"llama3": "meta-llama/Llama-3.1-8B-Instruct"}',
     "UPSTREAMS_FILE": "upstreams: [{name: local, base_url: 'http://127.0.0.1:8000/v1'}]",
     "PROXY_API_KEYS_FILE": "key-team-c\n",
+    "TOKEN_BUDGETS_FILE": '"1c5ec5aa": {name: team-c, budget: 10k/minute}\n',
     "SSL_CERTFILE": "certificate",
     "SSL_KEYFILE": "key",
 }

@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "errors",
         "access",
         "config",
+        "budget_plan",
         "profiles",
         "topology",
         "policy",
@@ -58,6 +59,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "security",
         "transport",
         "tool_call_store",
+        "budgets",
     ),  # per request and connection
     ("routes",),  # handlers: parse -> plan -> execute -> render
     ("app",),

@@ -128,12 +128,14 @@ def test_error_statuses_are_explained() -> None:
 def test_every_path_template_names_a_declared_parameter(
     path: str, method: str, op: dict[str, Any]
 ) -> None:
-    """``/api/blobs/{digest}`` once declared no ``digest`` (issue #14)."""
+    """``/api/blobs/{digest}`` once declared no ``digest`` (issue #14); the only other
+    parameters are optional query strings (``/v1/usage?key=``)."""
     names = set(re.findall(r"{(\w+)}", path))
     declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
     assert names == declared
     for param in op.get("parameters", []):
-        assert param["required"] is True
+        assert param["in"] in ("path", "query")
+        assert param["required"] is (param["in"] == "path")
         assert param["schema"]["type"] == "string"
 
 

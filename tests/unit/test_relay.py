@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from ollama_openai_proxy.errors import Redactor, UpstreamProtocolError
-from ollama_openai_proxy.relay import SSERelay, event_end
+from ollama_openai_proxy.relay import SSERelay, UsageTap, event_end
 
 KEY = "sk-secret-123456"
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
@@ -102,3 +103,37 @@ def test_an_endless_event_is_bounded() -> None:
     r.feed(b"data: " + b"x" * 90)
     with pytest.raises(UpstreamProtocolError, match="larger than 100 bytes"):
         r.feed(b"x" * 20)
+
+
+USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+USAGE_ONLY = b'data: {"id":"c","choices":[],"usage":' + orjson.dumps(USAGE) + b"}\n\n"
+LAST = b'data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+
+
+def test_the_usage_tap_keeps_the_usage_and_passes_everything_else_untouched() -> None:
+    tap = UsageTap(strip=False)
+    assert tap(CHUNK) is CHUNK  # no "usage" in it: not even decoded
+    assert tap.usage is None
+    data = LAST + USAGE_ONLY + DONE
+    assert tap(data) is data  # the client asked for the usage: it gets it
+    assert tap.usage == USAGE
+
+
+def test_the_usage_chunk_the_client_did_not_ask_for_is_kept_from_it() -> None:
+    tap = UsageTap(strip=True)
+    assert tap(LAST + USAGE_ONLY + DONE) == LAST + DONE
+    assert tap.usage == USAGE
+    # CRLF event ends, data split over two lines, the usage on a chunk with choices (vLLM's
+    # continuous usage stats): read, and that chunk is sent (it carries content)
+    split = b'data: {"choices":[],\r\ndata: "usage":{"prompt_tokens":1}}\r\n\r\n'
+    assert tap(split + DONE) == DONE
+    assert tap.usage == {"prompt_tokens": 1}
+    with_content = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"x"}}],"usage":{"prompt_tokens":3}}\n\n'
+    )
+    assert tap(with_content) == with_content
+    assert tap.usage == {"prompt_tokens": 3}
+    # what is not JSON, or names "usage" without being one, passes as it is
+    odd = b'data: {"usage": oops\n\ndata: {"choices":[],"usage":null}\n\n'
+    assert tap(odd) == odd
+    assert tap.usage == {"prompt_tokens": 3}

@@ -68,10 +68,11 @@ def _error_response(status: int, dialect: str) -> dict[str, Any]:
 def _path_parameters(path: str, operation: dict[str, Any], spec: dict[str, Any]) -> None:
     """Every ``{name}`` of ``path`` declared (a route that reads the raw request declares none),
     each with its example from the operation's ``path_examples`` and its schema from
-    ``path_schemas``."""
+    ``path_schemas``; and the operation's ``query_parameters``, as they are."""
     examples = spec.get("path_examples", {})
     schemas_ = spec.get("path_schemas", {})
     params = operation.setdefault("parameters", [])
+    params.extend(dict(p) for p in spec.get("query_parameters", ()))
     declared = {p["name"]: p for p in params if p.get("in") == "path"}
     for name in re.findall(r"{(\w+)(?::\w+)?}", path):
         param = declared.get(name)
@@ -247,7 +248,7 @@ def build(
             spec = OPERATIONS[operation["operationId"]]
             dialect = "openai" if spec.get("openai", False) else spec.get("dialect", "ollama")
             operation["tags"] = [
-                dialect
+                spec.get("tag") or dialect
                 if dialect != "ollama"
                 else "ollama"
                 if path.startswith("/api/")

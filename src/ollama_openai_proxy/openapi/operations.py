@@ -9,6 +9,7 @@ from typing import Any
 
 from ollama_openai_proxy.config import OLLAMA_API_VERSION
 from ollama_openai_proxy.openapi.shapes import NDJSON, OBJ, STR, json_content, obj, ref
+from ollama_openai_proxy.openapi.usage import USAGE
 
 CREATED = "2026-11-23T10:00:00.000000Z"
 # Unstreamed: the backend's whole time is eval time, so no prompt-evaluation time.
@@ -429,3 +430,4 @@ OPERATIONS.update(
         },
     }
 )
+OPERATIONS.update(USAGE)

@@ -223,12 +223,15 @@ ERRORS: dict[int, str] = {
     400: "Invalid request: malformed JSON, a missing or invalid field, an invalid image.",
     401: "PROXY_API_KEYS is set and the request has no valid `Authorization: Bearer` key; "
     "or the backend rejected the proxy's OPENAI_API_KEY.",
+    403: "A key asked for another key's usage (only USAGE_ADMIN_KEY reads every key's), or a "
+    "browser's preflight came from an origin CORS_ORIGINS does not allow.",
     404: 'The model is not served by the backend (`model "x" not found`), or the path is unknown.',
     413: "The body exceeds REQUEST_MAX_SIZE (a compressed body: once decompressed).",
     415: "The body's Content-Encoding is not one the proxy decodes (zstd, gzip, deflate, "
     "identity), or there is more than one.",
-    429: "RATE_LIMIT reached for this key or address (with Retry-After), or the backend's own "
-    "rate limit after MAX_RETRIES retries.",
+    429: "RATE_LIMIT reached for this key or address, or the key's TOKEN_BUDGET used up until "
+    "its window ends (with Retry-After), or the backend's own rate limit after MAX_RETRIES "
+    "retries.",
     501: "Not supported by this proxy.",
     502: "The backend failed or could not be reached (after retries).",
     503: "The proxy is busy (MAX_CONCURRENT_REQUESTS with a full queue) or the circuit breaker "

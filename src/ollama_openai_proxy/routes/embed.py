@@ -94,6 +94,9 @@ async def embeddings(request: Request) -> Response:
     prompt = req.get("prompt")
     if not prompt:
         return json_response({"embedding": []})
-    body, _ = await _call(ctx, record(request.scope), model, [prompt], None)
+    rec = record(request.scope)
+    body, _ = await _call(ctx, rec, model, [prompt], None)
     with reading(NOT_EMBEDDINGS, body):
-        return json_response(embeddings_response(body))
+        out = embeddings_response(body)
+        ctx.count(rec, body.get("usage"))  # as /api/embed: the log, the metrics, the budget
+    return json_response(out)

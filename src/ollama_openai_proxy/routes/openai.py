@@ -5,6 +5,12 @@ passthrough) get the backend's answers byte for byte; streams are forwarded as t
 the model name is rewritten, and the body decoded at all only when a model map or several
 backends (UPSTREAMS_FILE) are configured: then the model chooses the backend, and a 5xx or 429
 answer passes the request to the next backend of the model's fallback chain.
+
+With token budgets (TOKEN_BUDGET), the answer's ``usage`` is counted against the caller's key:
+read from a whole answer, or from the stream's events as they pass (relay.UsageTap). A stream
+reports its usage only if asked (``stream_options.include_usage``, OpenAI's API): the proxy asks
+for it when the client did not, where the backend profile takes it, and keeps the usage-only
+chunk from a client that did not ask for it.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ollama_openai_proxy.access import record
+from ollama_openai_proxy.access import AccessRecord, record
 from ollama_openai_proxy.context import Context, get_context
 from ollama_openai_proxy.errors import BadRequest
 from ollama_openai_proxy.exchange import Attempt, EventStream, Plan, Route
 from ollama_openai_proxy.http import json_response, read_body
 from ollama_openai_proxy.limits import check_openai, check_values
+from ollama_openai_proxy.relay import UsageTap
 from ollama_openai_proxy.routing import Router
 from ollama_openai_proxy.streams import sse_relay
 from ollama_openai_proxy.translate.models import openai_models
@@ -35,6 +42,7 @@ _KEEP_HEADERS = ("retry-after", "x-ratelimit-", "openai-processing-ms")
 # so "..;" would be a ".." segment there.
 _UNSAFE_IN_ID = frozenset("?#%\\;")
 MAX_ID = 256  # characters in a model id taken from a URL
+_STREAM_USAGE = frozenset({"/chat/completions", "/completions"})  # take stream_options
 
 
 def _inspect(ctx: Context, body: bytes) -> tuple[str | None, dict[str, Any] | None, bool]:
@@ -61,14 +69,54 @@ def _inspect(ctx: Context, body: bytes) -> tuple[str | None, dict[str, Any] | No
     return None, None, stream
 
 
-def _for_route(body: bytes, obj: dict[str, Any] | None, route: Route) -> bytes:
+def _for_route(
+    body: bytes, obj: dict[str, Any] | None, route: Route, asked: dict[str, Any] | None = None
+) -> bytes:
+    """The body for ``route``: as sent, or with the route's model id (``obj``: the decoded body
+    when the model chose the route); ``asked``: the body with the usage asked for, sent where
+    the route's profile takes ``stream_options``."""
+    if asked is not None and route.policy.profile.stream_usage:
+        return _encode(asked if obj is None else {**asked, "model": route.model})
     if obj is None or obj["model"] == route.model:
         return body
+    return _encode({**obj, "model": route.model})
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
     try:
-        return orjson.dumps({**obj, "model": route.model})
+        return orjson.dumps(obj)
     except orjson.JSONEncodeError:
         # orjson reads 1,024 levels of nesting but writes 254: deeper cannot be re-encoded.
         raise BadRequest("request nested too deeply (at most 254 levels)") from None
+
+
+def _ask_usage(body: bytes, obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stream's body with ``stream_options.include_usage`` (so that its tokens can be counted),
+    if the client did not ask for it; None if it did, or if its ``stream_options`` is not an
+    object (left for the backend to refuse, as sent). ``obj``: the body, if decoded already
+    (``_inspect`` checked it either way)."""
+    decoded = obj if obj is not None else orjson.loads(body)
+    if not isinstance(decoded, dict):
+        return None
+    options = decoded.get("stream_options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict) or options.get("include_usage") is True:
+        return None
+    return {**decoded, "stream_options": {**options, "include_usage": True}}
+
+
+def _count_stream(ctx: Context, rec: AccessRecord, tap: UsageTap) -> None:
+    ctx.count(rec, tap.usage)
+
+
+def _usage_of(body: bytes) -> Any:
+    """A whole answer's ``usage`` (None if it has none, or is not JSON)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return obj.get("usage") if isinstance(obj, dict) else None
 
 
 def model_path(model: str) -> str:
@@ -117,11 +165,15 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
         resolved = await ctx.backends.resolve(model)
         ctx.label(rec, resolved)
         routes = resolved.routes
+    budgets = ctx.budgets
+    asked = None
+    if budgets is not None and stream and body is not None and path in _STREAM_USAGE:
+        asked = _ask_usage(body, obj)
     attempts = tuple(
         Attempt(
             route,
             path if method == "POST" or model is None else model_path(route.model),
-            None if body is None else _for_route(body, obj, route),
+            None if body is None else _for_route(body, obj, route, asked),
         )
         for route in routes
     )
@@ -129,9 +181,15 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
     async with ctx.held() as owner:
         reply = await ctx.backends.execute(p, owner, rec)
         if isinstance(reply, EventStream):
+            tap = None
+            if budgets is not None and method == "POST":
+                tap = UsageTap(strip=asked is not None)
+                owner.callback(_count_stream, ctx, rec, tap)  # however the stream ends
             return sse_relay(
-                reply, owner, ctx.renderer, rec, _headers(reply.headers, ctx.renderer.redact)
+                reply, owner, ctx.renderer, rec, _headers(reply.headers, ctx.renderer.redact), tap
             )
+    if budgets is not None and method == "POST" and reply.status < 300:
+        ctx.count(rec, _usage_of(reply.body) if b'"usage"' in reply.body else None)
     media_type = reply.headers.get("content-type", "")
     if not (media_type.isascii() and media_type.isprintable()):
         media_type = reply.content_type or "application/json"

@@ -35,6 +35,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.secret.existingSecret | default (include "ollama-openai-proxy.fullname" .) }}
 {{- end }}
 
+{{/* Whether any of files.* is set: the files ConfigMap and its mount. */}}
+{{- define "ollama-openai-proxy.hasFiles" -}}
+{{- if or .Values.files.modelMapping .Values.files.upstreams .Values.files.tokenBudgets }}true{{ end }}
+{{- end }}
+
 {{- define "ollama-openai-proxy.redisName" -}}
 {{- printf "%s-redis" (include "ollama-openai-proxy.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -63,6 +68,10 @@ otherwise become "6.7108864e+07", which REQUEST_MAX_SIZE refuses).
 {{- if .Values.files.upstreams }}
 {{- if $config.UPSTREAMS_FILE }}{{ fail "set files.upstreams or config.UPSTREAMS_FILE, not both" }}{{ end }}
 {{- $_ := set $config "UPSTREAMS_FILE" "/etc/ollama-openai-proxy/files/upstreams.yaml" }}
+{{- end }}
+{{- if .Values.files.tokenBudgets }}
+{{- if $config.TOKEN_BUDGETS_FILE }}{{ fail "set files.tokenBudgets or config.TOKEN_BUDGETS_FILE, not both" }}{{ end }}
+{{- $_ := set $config "TOKEN_BUDGETS_FILE" "/etc/ollama-openai-proxy/files/budgets.json" }}
 {{- end }}
 {{- if .Values.tls.existingSecret }}
 {{- if or $config.SSL_CERTFILE $config.SSL_KEYFILE }}{{ fail "set tls.existingSecret or config.SSL_CERTFILE/SSL_KEYFILE, not both" }}{{ end }}
