@@ -111,9 +111,11 @@ def release() -> str | None:
 
 
 def rss_mb() -> float | None:
+    """This process's resident memory in MB (to the page, unrounded: a recycle limit compares
+    it with the start's, and rounding hid growth below 0.05 MB), or None where /proc is not."""
     try:
         with open("/proc/self/statm") as f:
-            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return None
 
@@ -137,7 +139,12 @@ async def release_when_idle(
 
     If RSS is then still more than ``recycle_above_mb`` above what it was when this started (the
     worker's start), call ``recycle``: memory kept by fragmentation only goes back with the
-    process (bench/README.md), so the worker asks to be replaced by a fresh one."""
+    process (bench/README.md), so the worker asks to be replaced by a fresh one. The start's
+    size is taken after a release too, so that both sides are measured alike: what the start
+    left unreturned (import-time garbage) would otherwise make a worker look smaller after a
+    burst than at its start."""
+    if recycle is not None and recycle_above_mb:
+        release()
     baseline = rss_mb()
     released_at = seen = activity.granted
     idle_since: float | None = None
@@ -158,7 +165,12 @@ async def release_when_idle(
         before = rss_mb()
         done = release()
         rss = rss_mb()
-        log.info("memory_released", how=done, rss_before_mb=before, rss_after_mb=rss)
+        log.info(
+            "memory_released",
+            how=done,
+            rss_before_mb=None if before is None else round(before, 1),
+            rss_after_mb=None if rss is None else round(rss, 1),
+        )
         released_at = activity.granted
         idle_since = None
         if (
@@ -170,8 +182,8 @@ async def release_when_idle(
         ):
             log.info(
                 "worker_recycling",
-                rss_mb=rss,
-                rss_at_start_mb=baseline,
+                rss_mb=round(rss, 1),
+                rss_at_start_mb=round(baseline, 1),
                 limit_mb=recycle_above_mb,
                 detail="RSS stays above MEMORY_RECYCLE_ABOVE_MB after release; replacing this "
                 "worker with a fresh process",

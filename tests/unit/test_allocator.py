@@ -134,13 +134,20 @@ async def _scenario(activity: FakeActivity, calls: list[int]) -> None:
 def test_recycles_when_rss_stays_above_its_start(
     monkeypatch: pytest.MonkeyPatch, after_release: float, recycled: bool
 ) -> None:
-    """70 MB at start, a 20 MB allowance: asked to recycle only when release leaves more."""
+    """70 MB at start, a 20 MB allowance: asked to recycle only when release leaves more. The
+    start's size is read after a release of its own, so both sides are measured alike."""
     readings = [70.0, 95.0, after_release]  # at start, before release, after release
-    monkeypatch.setattr(allocator, "rss_mb", lambda: readings.pop(0) if readings else 0.0)
-    released: list[int] = []
+    order: list[str] = []
+
+    def rss() -> float:
+        value = readings.pop(0) if readings else 0.0
+        order.append(f"rss {value}")
+        return value
+
+    monkeypatch.setattr(allocator, "rss_mb", rss)
 
     def release() -> str:
-        released.append(1)
+        order.append("release")
         return "test"
 
     monkeypatch.setattr(allocator, "release", release)
@@ -159,7 +166,7 @@ def test_recycles_when_rss_stays_above_its_start(
         )
         await asyncio.sleep(0.03)  # watching from the worker's start
         activity.granted = 1  # then a burst was served, and it is over
-        await _until(lambda: bool(released))
+        await _until(lambda: order.count("release") == 2)
         await asyncio.sleep(0.05)
         done = task.done()  # having asked, it stops watching
         task.cancel()
@@ -167,7 +174,7 @@ def test_recycles_when_rss_stays_above_its_start(
 
     assert asyncio.run(scenario()) is recycled
     assert asked == ([True] if recycled else [])
-    assert released == [1]
+    assert order == ["release", "rss 70.0", "rss 95.0", "release", f"rss {after_release}"]
 
 
 def test_back_to_back_requests_between_polls_are_not_idleness(
