@@ -139,14 +139,16 @@ class Context:
                 model=echo(model),
             )
         self.notes(up.notes, model)
-        for key, message in up.warnings:
-            self.warn_once("backend_adaptation", key, detail=message, model=echo(model))
+        # at most PER_REQUEST lines of their own: a /v1/responses body names its hosted tools
+        self.warn_once.each("backend_adaptation", up.warnings, model=echo(model))
         self.adapted(up.adapted, model)
 
     def adapted(self, adaptations: list[str], model: str) -> None:
-        """What was done for the backend's sake, at DEBUG (docs/BACKENDS.md)."""
+        """What was done for the backend's sake, at DEBUG (docs/BACKENDS.md), each once: a
+        history of many items may note the same adaptation for each."""
         if adaptations:
-            log.debug("backend_adapted", model=echo(model), adaptations=adaptations)
+            distinct = list(dict.fromkeys(adaptations))
+            log.debug("backend_adapted", model=echo(model), adaptations=distinct)
 
     def notes(self, notes: list[str], model: str) -> None:
         """Log each distinct note once, at most :data:`MAX_NOTES` lines per request: a history of

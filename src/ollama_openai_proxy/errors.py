@@ -16,7 +16,8 @@
     │   └── BudgetExhausted (429)       a key's TOKEN_BUDGET used up for a window
     ├── NotSupported (501)              a route the proxy cannot serve (model management)
     ├── Busy (503)                      no concurrency slot (MAX_CONCURRENT_REQUESTS)
-    │   └── TooManyConnections (503)    MAX_CLIENT_CONNECTIONS(_PER_IP): connection refused
+    │   ├── TooManyConnections (503)    MAX_CLIENT_CONNECTIONS(_PER_IP): connection refused
+    │   └── ShuttingDown (503)          still running when SHUTDOWN_GRACE_PERIOD ran out
     └── UpstreamError (502)             the backend failed us
         ├── UpstreamStatusError         it answered with an HTTP error status
         │   ├── UpstreamModelNotFound (404)     ... saying the model does not exist
@@ -200,6 +201,19 @@ class Busy(ProxyError):
 class TooManyConnections(Busy):
     """A new connection beyond MAX_CLIENT_CONNECTIONS or MAX_CLIENT_CONNECTIONS_PER_IP: answered
     503 at once, before its request is read, and closed."""
+
+
+class ShuttingDown(Busy):
+    """The server is stopping and SHUTDOWN_GRACE_PERIOD is over (uvicorn then cancels what is
+    still running): a request under way ends with this error in its dialect -- the answer if
+    none began, else its stream's last line or event -- never with a cut connection. A 503,
+    which the openai and anthropic SDKs retry, and Codex too (``response.failed``)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the proxy is shutting down: this request was still running when its grace period "
+            "(SHUTDOWN_GRACE_PERIOD) ran out; send it again"
+        )
 
 
 class UpstreamError(ProxyError):

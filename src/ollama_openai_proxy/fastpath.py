@@ -17,7 +17,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_proxy.access import record
-from ollama_openai_proxy.http import WATCH_KEY, DisconnectWatch
+from ollama_openai_proxy.errors import ShuttingDown
+from ollama_openai_proxy.http import STOPPING_KEY, WATCH_KEY, DisconnectWatch
 
 Handler = Callable[[Request], Awaitable[Response]]
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
@@ -45,6 +46,7 @@ class FastRoutes:
         assert task is not None
         watch = scope[WATCH_KEY] = DisconnectWatch(receive, task)
         request = Request(scope, receive)
+        response: Response | None = None
         try:
             try:
                 response = await handler(request)
@@ -54,12 +56,20 @@ class FastRoutes:
                 response = await self.on_error(request, exc)
             await response(scope, receive, send)
         except asyncio.CancelledError:
-            if not watch.gone:
+            if watch.gone:
+                # The client left before its answer: the handler's owner has given back the
+                # slot and closed the backend call on the way out. 499 as nginx logs it.
+                task.uncancel()
+                rec = record(scope)
+                rec.error, rec.error_status = "client closed the connection", 499
+            elif scope.get(STOPPING_KEY) and response is None:
+                # The server's, as it stops, before the answer began (waiting for a slot or the
+                # backend's first byte): a 503 in the route's dialect, not a 500 and a
+                # traceback. A stream under way ends itself (http.StreamBody).
+                task.uncancel()
+                failure = await self.on_error(request, ShuttingDown())
+                await failure(scope, receive, send)
+            else:
                 raise
-            # The client left before its answer: the handler's owner has given back the slot
-            # and closed the backend call on the way out. 499 as nginx logs it.
-            task.uncancel()
-            rec = record(scope)
-            rec.error, rec.error_status = "client closed the connection", 499
         finally:
             watch.stop()

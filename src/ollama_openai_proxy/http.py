@@ -80,6 +80,10 @@ def json_response(
 
 
 WATCH_KEY = "proxy.watch"
+# Set (True) in the scope of each request under way when the server starts shutting down
+# (transport.GuardedProtocol.shutdown): a cancellation after it is the server's, at the end of
+# SHUTDOWN_GRACE_PERIOD, and the request ends with an error in its dialect, not a cut.
+STOPPING_KEY = "proxy.stopping"
 
 
 WATCH_AFTER = 0.5  # seconds a request runs before its client is watched for (see below)
@@ -141,7 +145,12 @@ class StreamBody(StreamingResponse):
     A client that goes away cancels the stream at once (the backend call is closed with it),
     through the request's :class:`DisconnectWatch` (one is started here if the request has
     none). Starlette's own StreamingResponse does the same with an anyio task group around two
-    tasks, which cost a measurable share of the per-stream CPU."""
+    tasks, which cost a measurable share of the per-stream CPU.
+
+    A stream the server cancels as it shuts down (SHUTDOWN_GRACE_PERIOD over: uvicorn cancels
+    the requests still running) ends with ``cut()``, the error in the stream's dialect
+    (streams.py: an Ollama ``{"error"}`` line, an SSE error event), logged once there; without
+    ``cut`` the cancellation goes on, and the connection is cut."""
 
     def __init__(
         self,
@@ -150,9 +159,11 @@ class StreamBody(StreamingResponse):
         media_type: str = NDJSON,
         status_code: int = 200,
         headers: dict[str, str] | None = None,
+        cut: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__(content, status_code=status_code, headers=headers, media_type=media_type)
         self._owner = Owner()
+        self._cut = cut
 
     def own(self, owner: Owner) -> None:
         """Take over ``owner`` (call it last, once the response is built: nothing may fail
@@ -170,9 +181,16 @@ class StreamBody(StreamingResponse):
         try:
             await self.stream_response(send)
         except asyncio.CancelledError:
-            if not watch.gone:
+            if watch.gone:
+                task.uncancel()  # our own cancellation: the client left, the request is over
+            elif scope.get(STOPPING_KEY) and self._cut is not None:
+                # The server's, as it stops: the client learns why in its own dialect. The
+                # response began before the first await (uvicorn's send of the head does not
+                # suspend), so this is the body's last piece.
+                task.uncancel()
+                await send({"type": "http.response.body", "body": self._cut(), "more_body": False})
+            else:
                 raise
-            task.uncancel()  # our own cancellation: the client left, the request is over
         finally:
             if own:
                 watch.stop()

@@ -88,10 +88,20 @@ def _stop(options: Any, limits: Limits) -> None:
         _check(options.get("stop"), limits.stop, "options.stop", "REQUEST_MAX_STOP", "stop")
 
 
-def check_chat(req: Mapping[str, Any], limits: Limits) -> None:
+# Names the field and the param of message i's "images" or "tool_calls" in a refusal.
+Where = Callable[[int, str], tuple[str, str]]
+
+
+def _in_messages(i: int, what: str) -> tuple[str, str]:
+    return f"messages.{i}.{what}", "messages" if what == "images" else f"messages[{i}].{what}"
+
+
+def check_chat(req: Mapping[str, Any], limits: Limits, where: Where = _in_messages) -> None:
     """An Ollama ``/api/chat`` request (validated by ``schemas.CHAT``) against ``limits``:
     messages, tools, stop sequences, images (per message and in all) and each assistant
-    message's tool calls (OpenAI allows as many as tools: 128 each). Raises TooMany.
+    message's tool calls (OpenAI allows as many as tools: 128 each). Raises TooMany naming the
+    field and param by ``where(i, "images" | "tool_calls")`` for message ``i`` (the
+    ``/v1/responses`` route names the input item the message was made from).
 
     On every chat request: written for the common case (a few messages, no images), which costs
     a dict lookup per message."""
@@ -103,7 +113,7 @@ def check_chat(req: Mapping[str, Any], limits: Limits) -> None:
             )
         for msg in messages:
             if msg.get("images") or msg.get("tool_calls"):
-                _attachments(messages, limits)
+                _attachments(messages, limits, where)
                 break
     tools = req.get("tools")
     if tools and len(tools) > limits.tools:
@@ -113,7 +123,7 @@ def check_chat(req: Mapping[str, Any], limits: Limits) -> None:
         _stop(options, limits)
 
 
-def _attachments(messages: list[Any], limits: Limits) -> None:
+def _attachments(messages: list[Any], limits: Limits, where: Where) -> None:
     """The images of all messages together, and each message's tool calls."""
     images = 0
     for i, msg in enumerate(messages):
@@ -122,18 +132,12 @@ def _attachments(messages: list[Any], limits: Limits) -> None:
             images += len(pictures)
             if images > limits.images:
                 # The message that crossed the limit is named; the count is the running total.
-                raise TooMany(
-                    f"messages.{i}.images", images, limits.images, "REQUEST_MAX_IMAGES", "messages"
-                )
+                name, param = where(i, "images")
+                raise TooMany(name, images, limits.images, "REQUEST_MAX_IMAGES", param)
         calls = msg.get("tool_calls")
         if calls and len(calls) > limits.tools:
-            raise TooMany(
-                f"messages.{i}.tool_calls",
-                len(calls),
-                limits.tools,
-                "REQUEST_MAX_TOOLS",
-                f"messages[{i}].tool_calls",
-            )
+            name, param = where(i, "tool_calls")
+            raise TooMany(name, len(calls), limits.tools, "REQUEST_MAX_TOOLS", param)
 
 
 def check_generate(req: Mapping[str, Any], limits: Limits) -> None:

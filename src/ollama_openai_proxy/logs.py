@@ -16,7 +16,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import MutableMapping
+from collections import OrderedDict
+from collections.abc import Iterable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -169,18 +170,84 @@ def configure_logging(level: str, redact: Redactor, stream: Any = None) -> None:
 
 class WarnOnce:
     """Log a warning the first time a key is seen, then only at DEBUG: clients such as n8n send
-    the same unsupported options on every request."""
+    the same unsupported options on every request.
 
-    MAX_KEYS = 10_000  # keys may come from clients (option names): the set must stay bounded
+    Keys are remembered per kind -- the event and the route (both the proxy's own words, so the
+    kinds are few) -- at most :data:`MAX_KEYS` of each, the least recently seen forgotten first.
+    Keys may come from clients (option and field names): a flood of them can make its own kind
+    warn again about a key it forgot, never mute a first warning, and never touch another kind.
+    (One set shared by every kind, which stopped warning once full, let one request of 12,000
+    unknown fields send every later first-time warning of the process -- hosted tools dropped,
+    options not sent -- to DEBUG: review of #17.) :meth:`names` and :meth:`each` bound what
+    one request logs: its new keys by name, the first :data:`PER_REQUEST`, and their count."""
+
+    MAX_KEYS = 1_000  # per kind: keys may come from clients, each kind's set stays bounded
+    PER_REQUEST = 20  # keys named in one request's warnings
 
     def __init__(self, logger: Any) -> None:
-        self._seen: set[str] = set()
+        self._seen: dict[tuple[str, str | None], OrderedDict[str, None]] = {}
         self._log = logger
 
-    def __call__(self, event: str, key: str, **kw: Any) -> None:
-        seen = self._seen
-        if key in seen or len(seen) >= self.MAX_KEYS:
+    def _kind(self, event: str, route: str | None) -> OrderedDict[str, None]:
+        seen = self._seen.get((event, route))
+        if seen is None:
+            seen = self._seen[event, route] = OrderedDict()
+        return seen
+
+    def _first(self, seen: OrderedDict[str, None], key: str) -> bool:
+        """Whether ``key`` is new to ``seen`` (which then remembers it, most recent last)."""
+        if key in seen:
+            seen.move_to_end(key)
+            return False
+        seen[key] = None
+        if len(seen) > self.MAX_KEYS:
+            seen.popitem(last=False)
+        return True
+
+    def __call__(self, event: str, key: str, *, route: str | None = None, **kw: Any) -> None:
+        """``event`` at WARNING if ``key`` is new to its kind (``event``, ``route``), else at
+        DEBUG; ``route``, if given, is logged too."""
+        if route is not None:
+            kw["route"] = route
+        if self._first(self._kind(event, route), key):
+            self._log.warning(event, key=key, **kw)
+        else:
             self._log.debug(event, key=key, **kw)
+
+    def names(
+        self, event: str, keys: Iterable[str], *, route: str | None = None, **kw: Any
+    ) -> None:
+        """One request's ``keys`` (names a client chose) as one line: a warning naming the new
+        ones (``keys``: the first :data:`PER_REQUEST`, the ones remembered; ``count``: how many
+        are new), or DEBUG if none is."""
+        seen = self._kind(event, route)
+        if route is not None:
+            kw["route"] = route
+        distinct = list(dict.fromkeys(keys))
+        new = [key for key in distinct if key not in seen]
+        if not new:
+            self._log.debug(event, keys=distinct[: self.PER_REQUEST], count=len(distinct), **kw)
             return
-        seen.add(key)
-        self._log.warning(event, key=key, **kw)
+        named = new[: self.PER_REQUEST]
+        for key in named:
+            self._first(seen, key)
+        self._log.warning(event, keys=named, count=len(new), **kw)
+
+    def each(
+        self,
+        event: str,
+        pairs: Iterable[tuple[str, str]],
+        *,
+        route: str | None = None,
+        **kw: Any,
+    ) -> None:
+        """One request's ``(key, detail)`` pairs: the first :data:`PER_REQUEST` distinct keys
+        a line each (as :meth:`__call__`, with ``detail``), the rest in one line (:meth:`names`)."""
+        details: dict[str, str] = {}
+        for key, detail in pairs:
+            details.setdefault(key, detail)
+        keys = list(details)
+        for key in keys[: self.PER_REQUEST]:
+            self(event, key, route=route, detail=details[key], **kw)
+        if len(keys) > self.PER_REQUEST:
+            self.names(event, keys[self.PER_REQUEST :], route=route, detail="and more", **kw)

@@ -23,7 +23,12 @@ from typing import Any, Protocol
 import orjson
 
 from ollama_openai_proxy.access import AccessRecord
-from ollama_openai_proxy.errors import ProxyError, UpstreamProtocolError, UpstreamTimeout
+from ollama_openai_proxy.errors import (
+    ProxyError,
+    ShuttingDown,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from ollama_openai_proxy.exchange import SSE, EventStream
 from ollama_openai_proxy.http import NDJSON, StreamBody
 from ollama_openai_proxy.owner import Owner
@@ -92,7 +97,11 @@ async def ndjson_stream(
             f"upstream sent nothing within {first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
         ) from None
     on_first()
-    response = StreamBody(_chain(first, gen), media_type=media_type)
+    response = StreamBody(
+        _chain(first, gen),
+        media_type=media_type,
+        cut=lambda: renderer.stream_error(ShuttingDown(), dialect, rec, snapshot),
+    )
     response.own(owner.pop_all())
     return response
 
@@ -185,6 +194,7 @@ def sse_relay(
         media_type=SSE,
         status_code=events.status,
         headers=dict(headers),
+        cut=lambda: renderer.stream_error(ShuttingDown(), Dialect.OPENAI, rec),
     )
     response.own(owner.pop_all())
     return response

@@ -54,6 +54,7 @@ from ollama_openai_proxy.errors import (
     RequestTimeout,
     TooManyConnections,
 )
+from ollama_openai_proxy.http import STOPPING_KEY
 from ollama_openai_proxy.render import Renderer, dialect_of
 
 if TYPE_CHECKING:
@@ -281,6 +282,16 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._ip is not None:
             self.guard.leave(self._ip)
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn's start of a graceful shutdown: besides its own (close if idle, else after
+        the response), the request under way is told, in its scope (http.STOPPING_KEY), so that
+        if uvicorn cancels it when SHUTDOWN_GRACE_PERIOD is over it ends with an error in its
+        dialect -- its stream's last event -- rather than a cut connection and a traceback."""
+        cycle: RequestResponseCycle | None = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.scope[STOPPING_KEY] = True  # type: ignore[literal-required]
+        super().shutdown()
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -187,6 +189,84 @@ def test_graceful_shutdown_lets_open_streams_finish(tmp_path: Path, upstream: Fa
     assert "Traceback" not in out
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/health")  # no longer accepting
+
+
+# A stream the grace period cannot see through: two events, then three seconds of silence.
+_STALLED = Script(chunks=[{"content": "Hel"}, {"content": "lo"}], stall_after=2)
+_STREAMS = (
+    ("/api/chat", {"messages": [{"role": "user", "content": "x"}]}),
+    ("/v1/messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "x"}]}),
+    ("/v1/responses", {"input": "x"}),
+)
+
+
+def test_streams_cut_by_shutdown_end_with_an_error_in_their_dialect(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """SHUTDOWN_GRACE_PERIOD over, uvicorn cancels what still runs: each stream ended with a
+    cut connection (curl exit 18) and the log had 'Exception in ASGI application' with a
+    traceback. Now each ends with its dialect's error, and a request still waiting for the
+    backend's first byte is a 503; each logged once, no traceback."""
+    env = {
+        "OPENAI_API_BASE_URL": upstream.url,
+        "OPENAI_API_KEY": upstream.api_key,
+        "SHUTDOWN_GRACE_PERIOD": "1",
+    }
+    server = Running(tmp_path, env)
+    upstream.script(_STALLED, _STALLED, _STALLED, Script(first_delay=10))
+    tails: dict[str, list[str]] = {}
+    answers: list[httpx.Response] = []
+    chat = {"model": "gpt-4o-mini", "stream": False, **_STREAMS[0][1]}
+
+    def waiting() -> None:  # for the backend's first byte when the grace period ends
+        answers.append(httpx.post(server.url + "/api/chat", json=chat, timeout=30))
+
+    def asked() -> int:
+        return sum(e["path"] == "/v1/chat/completions" for e in upstream.journal)
+
+    try:
+        with ExitStack() as stack:
+            c = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
+            lines = {}
+            for path, body in _STREAMS:
+                json_body = {"model": "gpt-4o-mini", "stream": True, **body}
+                r = stack.enter_context(c.stream("POST", path, json=json_body))
+                lines[path] = r.iter_lines()
+                next(lines[path])  # under way
+            thread = threading.Thread(target=waiting)
+            thread.start()
+            deadline = time.monotonic() + 10
+            while asked() < 4 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            server.proc.send_signal(signal.SIGTERM)
+            for path, it in lines.items():
+                tails[path] = [line for line in it if line]
+            thread.join(30)
+    finally:
+        out = server.stop()
+    assert "Traceback" not in out
+    assert "Exception in ASGI application" not in out
+    last = json.loads(tails["/api/chat"][-1])
+    assert last["error"].startswith("the proxy is shutting down")
+    assert "done" not in last
+    anthropic = tails["/v1/messages"][-2:]
+    assert anthropic[0] == "event: error"
+    error = json.loads(anthropic[1].removeprefix("data: "))
+    assert error["error"]["type"] == "overloaded_error"  # the anthropic SDKs retry it
+    events = [
+        json.loads(line.removeprefix("data: "))
+        for line in tails["/v1/responses"]
+        if line.startswith("data: ")
+    ]
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-1]["response"]["error"]["code"] == "server_error"  # Codex retries it
+    (answer,) = answers
+    assert answer.status_code == 503
+    assert answer.json()["error"].startswith("the proxy is shutting down")
+    logged = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    failed = [e for e in logged if e["event"] == "request_failed"]
+    assert sorted(e.get("stage", "") for e in failed) == ["", "stream", "stream", "stream"]
+    assert {e["reason"] for e in failed} == {"ShuttingDown"}
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:

@@ -45,10 +45,12 @@ from ollama_openai_proxy.translate.keepalive import DEFAULT_KEEP_ALIVE
 from ollama_openai_proxy.translate.normalise import ToolCall
 
 router = Router()
+ROUTE = "/v1/messages"
+UNKNOWN = "fields the Messages API does not have; ignored"
 
 
 @router.post(
-    "/v1/messages",
+    ROUTE,
     operation_id="anthropic_messages",
     summary="Anthropic Messages (SSE stream if stream is true)",
 )
@@ -61,8 +63,10 @@ async def messages(request: Request) -> Response:
     check_chat(conv.chat, ctx.limits)  # images and tool calls, counted on the translation
     model = req["model"]
     resolved = await ctx.backends.resolve(model)
-    for key, message in conv.ignored:
-        ctx.warn_once("request_field_ignored", key, detail=message)
+    # Bounded per request, whatever the body holds (logs.WarnOnce)
+    ctx.warn_once.each("request_field_ignored", conv.ignored, route=ROUTE)
+    if conv.unknown:
+        ctx.warn_once.names("request_field_unknown", conv.unknown, route=ROUTE, detail=UNKNOWN)
     rec = record(request.scope)
     # The turn in progress replays calls the backend made: give back what the client dropped
     # (a Gemini thought signature: Claude Code keeps the ids, not provider data).
@@ -77,14 +81,17 @@ async def messages(request: Request) -> Response:
     ctx.label(rec, resolved)  # labels the request even if the backend call fails
     # Any upstream of the chain may answer: split tags if one of them may send them.
     think_tags = any(route.policy.profile.think_tags for route in resolved.routes)
+    # input_tokens when the backend reports no usage, streamed or not (the same estimate as
+    # count_tokens: Claude Code reads it to size its context)
+    estimate = estimate_tokens(req)
     if not stream:
-        return await _whole(ctx, rec, p, conv, model, think_tags, (turn, resolved))
+        return await _whole(ctx, rec, p, conv, (model, estimate), think_tags, (turn, resolved))
     tr = AnthropicStream(
         model,
         message_id(),
         think=conv.think,
         stops=conv.stops,
-        estimate=estimate_tokens(req),
+        estimate=estimate,
         think_tags=think_tags,
     )
     return await _stream(ctx, rec, p, tr, start, model, (turn, resolved))
@@ -95,10 +102,11 @@ async def _whole(
     rec: AccessRecord,
     p: Plan,
     conv: Converted,
-    model: str,
+    asked: tuple[str, int],
     think_tags: bool,
     carry: tuple[Turn, Resolved],
 ) -> Response:
+    model, estimate = asked  # the model asked for, and the input token estimate
     body = await fetch(ctx, rec, p)
     notes: list[str] = []
     adapted: list[str] = []
@@ -114,6 +122,7 @@ async def _whole(
             think_tags=think_tags,
             adapted=adapted,
             made=made,
+            estimate=estimate,
         )
         used = body.get("usage")
     except SHAPE_ERRORS:

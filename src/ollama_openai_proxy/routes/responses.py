@@ -25,7 +25,7 @@ from ollama_openai_proxy.context import Context
 from ollama_openai_proxy.errors import SHAPE_ERRORS, BadRequest, malformed, translating_request
 from ollama_openai_proxy.exchange import SSE, Plan, Route
 from ollama_openai_proxy.http import json_response
-from ollama_openai_proxy.limits import check_responses
+from ollama_openai_proxy.limits import check_chat, check_responses
 from ollama_openai_proxy.render import Dialect
 from ollama_openai_proxy.routes import Turn, fetch, parse_body, plan, stream_reply
 from ollama_openai_proxy.routing import Router
@@ -53,10 +53,20 @@ async def responses(request: Request) -> Response:
     check_responses(req, ctx.limits)
     with translating_request():
         parsed = read_request(req)
+        # The counts a chat is held to, on the history as the backend gets it: one assistant
+        # turn's function_call items are one message's tool calls (REQUEST_MAX_TOOLS each).
+        check_chat(parsed.chat, ctx.limits, parsed.where)
         try:  # the Response repeats the request's settings: they must be encodable JSON
             orjson.dumps(parsed.echo)
         except orjson.JSONEncodeError:
             schemas.widen(parsed.echo)  # integers beyond 64 bits, as floats (or 400)
+    if parsed.unknown:  # bounded per request, whatever the body holds (logs.WarnOnce)
+        ctx.warn_once.names(
+            "request_field_unknown",
+            parsed.unknown,
+            route="/v1/responses",
+            detail="fields the Responses API does not have; ignored",
+        )
     resolved = await ctx.backends.resolve(model)
     rec = record(request.scope)
     turn = await Turn.of(ctx, rec.caller, parsed.messages)

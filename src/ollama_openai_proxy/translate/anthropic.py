@@ -95,7 +95,9 @@ class Converted:
     and no note for a model not known to reason); ``think``: reasoning stays in the answer;
     ``stops``: the stop sequences, to name the one that ended an answer; ``notes``: what this
     request loses (logged per request); ``ignored``: ``(key, message)`` for fields clients send
-    on every request (logged once per key)."""
+    on every request (logged once per key); ``unknown``: the names of top-level fields this API
+    does not have (logged once per name, a bounded number per request: a client chooses
+    them)."""
 
     chat: dict[str, Any]
     tool_choice: Any = None
@@ -105,6 +107,7 @@ class Converted:
     stops: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -114,9 +117,13 @@ def read_request(req: Mapping[str, Any]) -> Converted:
     """A Messages request (validated by ``schemas.MESSAGES``: ``max_tokens`` at least 1, one
     message or more) as :class:`Converted`.
 
-    Raises BadRequest for what Anthropic would refuse too: an unknown role, a block that is not
-    an object, a ``tool_use`` without a name, an image whose source is neither base64 nor a
-    URL, an unknown ``thinking`` or ``tool_choice`` type, an unknown effort."""
+    Raises BadRequest for what Anthropic would refuse too: an empty model, an unknown role, a
+    block that is not an object, a ``tool_use`` without a name or whose input is not an
+    object, an image whose source is neither base64 nor a URL, an unknown ``thinking`` or
+    ``tool_choice`` type, an unknown effort."""
+    if not req["model"]:
+        # /api/chat and /v1/responses refuse it too; a backend would answer in its own words
+        raise BadRequest("model: a model name is required (it is empty)", param="model")
     conv = Converted(chat={})
     max_tokens = req["max_tokens"]  # at least 1 (the schema): 0, cache pre-warming, means nothing
     messages: list[dict[str, Any]] = []
@@ -156,9 +163,10 @@ def read_request(req: Mapping[str, Any]) -> Converted:
     if fmt is not None:
         chat["format"] = fmt
     for key in req:
-        if key not in _READ:
-            why = _IGNORED.get(key, "no backend equivalent")
-            conv.ignored.append((f"{echo(key)} (anthropic)", f"{echo(key)} ignored: {why}"))
+        if key in _IGNORED:
+            conv.ignored.append((f"{key} (anthropic)", f"{key} ignored: {_IGNORED[key]}"))
+        elif key not in _READ:
+            conv.unknown.append(echo(key))
     conv.chat = chat
     return conv
 
@@ -330,7 +338,13 @@ def _call(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(name, str) or not name:
         # Ollama's wording (anthropic.go convertMessage)
         raise BadRequest("tool_use block missing required 'name' field", param=f"{where}.name")
-    call: dict[str, Any] = {"function": {"name": name, "arguments": block.get("input") or {}}}
+    arguments = block.get("input")
+    if arguments is not None and not isinstance(arguments, dict):
+        # Anthropic's API takes only an object here (anthropic-sdk-python ToolUseBlockParam:
+        # ``input: Dict[str, object]``), and OpenAI's arguments must encode an object: sent on,
+        # "notadict" would be arguments no backend parses as a call's.
+        raise BadRequest(f"{where}.input must be an object", param=f"{where}.input")
+    call: dict[str, Any] = {"function": {"name": name, "arguments": arguments or {}}}
     if isinstance(block.get("id"), str) and block["id"]:
         call["id"] = block["id"]
     return call

@@ -25,8 +25,11 @@ number, a float32 or an int32 alike, as token ids are small)::
     padding     0 to 2 zero bytes, to a multiple of three
 
 Bounded: an answer's context has at most ``max_ints`` integers (REQUEST_MAX_CONTEXT, within
-what a request body may carry back), the oldest exchanges dropped to fit (said in the log); a
-context read back is checked before it is decompressed, and decompressed within ``max_bytes``.
+what a request body may carry back), the oldest exchanges dropped to fit (said in the log) --
+if even the newest exchange does not fit, only the system message is carried, and nothing if
+that does not fit either; how many fit is found in a few compressions, never one per exchange.
+A context read back is checked before it is decompressed, and decompressed within
+``max_bytes``.
 """
 
 from __future__ import annotations
@@ -104,25 +107,50 @@ class ContextCodec:
         return [int.from_bytes(data[i : i + 3], "big") for i in range(0, len(data), 3)]
 
     def encode(self, conversation: Conversation, notes: list[str]) -> list[int]:
-        """``conversation`` as a context of at most :attr:`max_ints` integers: the oldest
-        exchanges are dropped until it fits (noted), all of them if even the last does not."""
+        """``conversation`` as a context of at most :attr:`max_ints` integers: the newest
+        exchanges that fit, the oldest dropped (noted); only the system message if even the
+        newest exchange does not fit, and no context (``[]``) if the system message alone does
+        not. How many to keep is found by bisection: at most ``log2(len(turns)) + 3``
+        compressions whatever the sizes (dropping one exchange at a time recompressed the
+        conversation once per exchange dropped: minutes of event loop for a long history and a
+        prompt too large to keep, review of #17)."""
         ints = self._pack(conversation)
         turns = conversation.turns
-        if len(ints) <= self.max_ints:
-            return ints
-        # Compressed sizes are nearly proportional: start near the number that fits.
-        keep = max(len(turns) * self.max_ints // len(ints), 1)
-        while True:
-            kept = Conversation(conversation.system, turns[len(turns) - keep :] if keep else ())
-            ints = self._pack(kept)
-            if len(ints) <= self.max_ints or keep == 0:
-                break
-            keep -= 1
+        if len(ints) <= self.max_ints or not turns:
+            return ints if len(ints) <= self.max_ints else self._dropped(turns, 0, [], notes)
+
+        def packed(keep: int) -> list[int]:
+            kept = turns[len(turns) - keep :] if keep else ()
+            return self._pack(Conversation(conversation.system, kept))
+
+        # The newest exchange alone decides whether any can be kept: one compression.
+        best = packed(1)
+        if len(best) > self.max_ints:
+            return self._dropped(turns, 0, packed(0), notes)
+        # Keeping ``lo`` exchanges fits, keeping ``hi`` does not. Compressed sizes are nearly
+        # proportional: the first guess is near the answer, then halve what is left.
+        lo, hi = 1, len(turns)
+        guess = len(turns) * self.max_ints // len(ints)
+        while hi - lo > 1:
+            mid = guess if lo < guess < hi else (lo + hi) // 2
+            guess = 0
+            candidate = packed(mid)
+            if len(candidate) <= self.max_ints:
+                lo, best = mid, candidate
+            else:
+                hi = mid
+        return self._dropped(turns, lo, best, notes)
+
+    def _dropped(
+        self, turns: tuple[tuple[str, str], ...], keep: int, ints: list[int], notes: list[str]
+    ) -> list[int]:
+        fits = len(ints) <= self.max_ints
         notes.append(
-            f"generate context: {len(turns) - keep} earliest exchange(s) dropped to stay within "
-            f"{self.max_ints} integers (REQUEST_MAX_CONTEXT)"
+            f"generate context: {len(turns) - keep} earliest exchange(s) dropped"
+            f"{'' if fits else ', and the system message does not fit either: no context'}"
+            f" to stay within {self.max_ints} integers (REQUEST_MAX_CONTEXT)"
         )
-        return ints if len(ints) <= self.max_ints else []
+        return ints if fits else []
 
     def decode(self, ints: Sequence[int] | None) -> Conversation:
         """The conversation a context sent back carries; an empty or absent one is none.

@@ -44,16 +44,20 @@ class ToolNames:
 
     by_flat: dict[str, Named] = field(default_factory=dict)
     _flat: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    _next: dict[str, int] = field(default_factory=dict)  # flat name -> its next suffix
 
     def add(self, name: str, namespace: str | None, custom: bool) -> str:
         """The flat name of a declared tool: unique among this request's, at most
         :data:`MAX_NAME` characters."""
-        flat = flatten(name, namespace)
-        n = 2
+        base = flat = flatten(name, namespace)
+        # f, f_2, f_3: each suffix on the name itself, counted on from the last one given (a
+        # thousand tools of one name must not try a thousand suffixes each)
+        n = self._next.get(base, 2)
         while flat in self.by_flat:
             suffix = f"_{n}"
-            flat = flat[: MAX_NAME - len(suffix)] + suffix
+            flat = base[: MAX_NAME - len(suffix)] + suffix
             n += 1
+        self._next[base] = n
         self.by_flat[flat] = Named(name, namespace, custom)
         self._flat.setdefault((name, namespace), flat)
         return flat

@@ -46,7 +46,6 @@ from ollama_openai_proxy.translate.response_tools import ToolNames, flatten, rea
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
-MAX_UNKNOWN = 20  # unknown fields warned about by name, per request
 # Input items of hosted tools' calls: history of tools the backend never ran. The message that
 # follows carries what the model made of them (ollama/ollama openai/responses.go skips them too).
 HOSTED_CALLS = frozenset(
@@ -124,7 +123,11 @@ class Parsed:
     top (``tool_choice``, ``parallel_tool_calls``, ``response_format``); ``names``, the flat
     tool names the backend may call (response_tools.ToolNames); ``echo``, the request fields a
     Response object repeats; ``reasoning``: the client wants reasoning items (``effort`` is
-    not ``none``); what was noted on the way, for the handler to log."""
+    not ``none``); what was noted on the way, for the handler to log; ``origins``: for each
+    message of the history, the index of the input item it began with (-1: ``instructions``),
+    to name the item in a limit's refusal; ``unknown``: the names of top-level fields the API
+    does not have (the handler logs them, a bounded number per request: a client chooses
+    them)."""
 
     chat: dict[str, Any]
     fields: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +139,8 @@ class Parsed:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     warned: set[str] = field(default_factory=set)
+    unknown: list[str] = field(default_factory=list)
+    origins: list[int] = field(default_factory=list)
 
     def warn(self, key: str, message: str) -> None:
         """A warning logged once per ``key`` (context.report); each key once per request, so a
@@ -143,6 +148,15 @@ class Parsed:
         if key not in self.warned:
             self.warned.add(key)
             self.warnings.append((key, message))
+
+    def where(self, i: int, what: str) -> tuple[str, str]:
+        """``limits.check_chat``'s field and param for message ``i`` of the history (``what``:
+        ``images`` or ``tool_calls``), in the client's terms: the input item it began with."""
+        k = self.origins[i]
+        item = f"input[{k}]" if k >= 0 else "instructions"
+        if what == "tool_calls":
+            return f"function calls of the assistant turn from {item}", item
+        return f"{item}.content", "input"
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -165,11 +179,7 @@ def read_request(req: Mapping[str, Any]) -> Parsed:
         )
     out = Parsed(chat={"model": req.get("model"), "stream": req.get("stream") is True})
     out.stream = out.chat["stream"]
-    unknown = [name for name in req if name not in KNOWN]
-    for name in unknown[:MAX_UNKNOWN]:  # names a client chose: a bounded number of warnings
-        out.warn(f"responses {echo(name)}", f"unknown field {echo(name)!r} ignored")
-    if len(unknown) > MAX_UNKNOWN:
-        out.warn("responses unknown fields", f"{len(unknown) - MAX_UNKNOWN} more unknown fields")
+    out.unknown = [echo(name) for name in req if name not in KNOWN]
     for name, message in IGNORED.items():
         if req.get(name) not in (None, "", [], {}) and (
             name != "truncation" or req[name] != "disabled"
@@ -178,7 +188,9 @@ def read_request(req: Mapping[str, Any]) -> Parsed:
     if req.get("store"):
         out.warn("responses store", "store: true accepted, but nothing is stored (stateless)")
     tools = read_tools(req.get("tools") or [], out.names, out.warn, out.adapted)
-    out.chat["messages"] = _History(out).read(req.get("instructions"), req.get("input"))
+    history = _History(out)
+    out.chat["messages"] = history.read(req.get("instructions"), req.get("input"))
+    out.origins = history.origins
     if not out.chat["messages"]:
         # Nothing to answer: OpenAI would take a stored prompt or conversation here, and a chat
         # backend refuses an empty message list in its own words.
@@ -229,52 +241,87 @@ def chat_request(
 
 class _History:
     """Responses input items -> ``/api/chat`` messages (``content`` a string, or OpenAI parts
-    when the message has images: ``chat._content`` passes a list through)."""
+    when the message has images: ``chat._content`` passes a list through).
+
+    Texts merged into one message (a run of system/developer messages, an assistant turn's
+    messages, its reasoning items) are collected in lists and joined once, when the history is
+    complete: appending each to a growing string costs the square of the run's length, and a
+    body of 99,999 developer items (13.8 MB, within every limit) held the event loop for 184 s
+    (review of #17)."""
 
     def __init__(self, out: Parsed) -> None:
         self.out = out
         self.messages: list[dict[str, Any]] = []
-        self.thinking: str | None = None  # a reasoning item's text, for the next assistant turn
+        self.origins: list[int] = []  # per message, the input item it began with (-1: instructions)
+        self.at = -1  # the input item being read
+        self.thinking: list[str] = []  # reasoning items' texts, for the next assistant turn
         self.called: dict[str, str] = {}  # call_id -> flat name, to name each result
+        self.merging: dict[str, list[str]] = {}  # the last message's merged texts, by key
+        self.joins: list[tuple[dict[str, Any], str, str, list[str]]] = []
+        self.merged = False  # consecutive system messages were merged (noted once)
 
     def read(self, instructions: Any, items: Any) -> list[dict[str, Any]]:
         if instructions:
             self.system(instructions)
         if isinstance(items, str):
+            self.at = 0
             self.append({"role": "user", "content": items})
-            return self.messages
-        for i, item in enumerate(items or ()):
-            self.item(i, item)
-        if self.thinking is not None:
+        else:
+            for i, item in enumerate(items or ()):
+                self.at = i
+                self.item(i, item)
+        if self.thinking:
             self.out.adapted.append("a reasoning item with no assistant turn after it: not sent")
+        for msg, key, separator, parts in self.joins:
+            msg[key] = separator.join(parts)
         return self.messages
+
+    def new(self, msg: dict[str, Any]) -> None:
+        self.messages.append(msg)
+        self.origins.append(self.at)
+        self.merging = {}
+
+    def parts(self, key: str, separator: str) -> list[str]:
+        """The texts of the last message's ``key``, joined by ``separator`` at the end."""
+        parts = self.merging.get(key)
+        if parts is None:
+            parts = self.merging[key] = []
+            self.joins.append((self.messages[-1], key, separator, parts))
+        return parts
 
     def append(self, msg: dict[str, Any]) -> None:
         """A message that is not the assistant's: reasoning still pending belonged to an
         assistant turn that never came, and is not sent."""
-        if self.thinking is not None:
-            self.thinking = None
+        if self.thinking:
+            self.thinking = []
             self.out.adapted.append("a reasoning item with no assistant turn after it: not sent")
-        self.messages.append(msg)
+        self.new(msg)
 
     def system(self, text: str) -> None:
         last = self.messages[-1] if self.messages else None
-        if last is not None and last["role"] == "system" and isinstance(last["content"], str):
-            last["content"] += "\n\n" + text
-            self.out.adapted.append("consecutive system/developer messages merged into one")
+        if last is not None and last["role"] == "system":
+            parts = self.parts("content", "\n\n")
+            if not parts:
+                parts.append(last["content"])
+            parts.append(text)
+            if not self.merged:
+                self.merged = True
+                self.out.adapted.append("consecutive system/developer messages merged into one")
         else:
             self.append({"role": "system", "content": text})
 
     def assistant(self) -> dict[str, Any]:
         """The assistant message to add to: the last message if it is the assistant's (no tool
-        result came since), else a new one, which takes a pending reasoning item's text."""
+        result came since), else a new one. Pending reasoning goes with it, after any it has
+        already: reasoning A, call 1, reasoning B, call 2 is one turn, and a backend that takes
+        reasoning back (DeepSeek) needs both."""
         last = self.messages[-1] if self.messages else None
         if last is None or last["role"] != "assistant":
             last = {"role": "assistant", "content": ""}
-            self.messages.append(last)
-        if self.thinking is not None:
-            last["thinking"] = self.thinking
-            self.thinking = None
+            self.new(last)
+        if self.thinking:
+            self.parts("thinking", "\n\n").extend(self.thinking)
+            self.thinking = []
         return last
 
     def item(self, i: int, item: Any) -> None:
@@ -319,10 +366,14 @@ class _History:
         if role == "system":
             self.system(content if isinstance(content, str) else "")  # images were dropped
         elif role == "assistant":
-            msg = self.assistant()
+            self.assistant()
             # after a call and before its result (ollama/ollama openai/responses.go keeps these
-            # in one assistant message too), or two assistant messages in a row
-            msg["content"] = f"{msg['content']}\n{content}" if msg["content"] else content
+            # in one assistant message too), or two assistant messages in a row: joined by a
+            # line break, from the first one with text
+            text = content if isinstance(content, str) else ""  # images were dropped
+            parts = self.parts("content", "\n")
+            if parts or text:
+                parts.append(text)
         else:
             self.append({"role": role, "content": content})
 
@@ -376,10 +427,7 @@ class _History:
         ]
         if item.get("encrypted_content"):
             self.out.adapted.append("a reasoning item's encrypted_content is opaque here: not sent")
-        if texts:
-            if self.thinking is not None:
-                texts.insert(0, self.thinking)  # reasoning items in a row: one turn's
-            self.thinking = "\n\n".join(texts)
+        self.thinking.extend(texts)  # reasoning items in a row: one turn's
 
 
 def _content(value: Any, where: str, role: str, out: Parsed) -> str | list[dict[str, Any]]:

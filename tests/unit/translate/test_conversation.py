@@ -154,3 +154,65 @@ def test_the_answer_carries_the_context_after_done_reason() -> None:
     assert list(out)[3:6] == ["done", "done_reason", "context"]
     assert out["context"] == [1, 2]
     assert "context" not in generate_response(resp, "m", now_ns=0, total_ns=9, think=True)
+
+
+class CountingCodec(ContextCodec):
+    """Counts compressions, the cost of :meth:`ContextCodec.encode`."""
+
+    __slots__ = ("packs",)
+
+    def __init__(self, max_ints: int) -> None:
+        super().__init__(KEY, max_ints, 1 << 26)
+        self.packs = 0
+
+    def _pack(self, conversation: Conversation) -> list[int]:
+        self.packs += 1
+        return super()._pack(conversation)
+
+
+def _noise(i: int, blocks: int) -> str:
+    # Hash digests do not compress: each exchange costs about its size.
+    return "".join(hashlib.sha256(f"{i}/{j}".encode()).hexdigest() for j in range(blocks))
+
+
+@pytest.mark.parametrize("n", [100, 1_600])
+def test_a_newest_exchange_too_large_is_decided_in_three_compressions(n: int) -> None:
+    """The review of #17: 2,000 short exchanges and a prompt too large for the context were
+    recompressed once per exchange dropped (374 s); now the newest exchange alone decides."""
+    codec = CountingCodec(300)
+    turns = (*((f"q{i}", f"a{i}") for i in range(n)), (_noise(n, 40), "ok"))
+    notes: list[str] = []
+    ints = codec.encode(Conversation("sys", turns), notes)
+    assert codec.decode(ints) == Conversation("sys")  # the system message only
+    assert codec.packs == 3  # all, the newest alone, none
+    assert notes == [
+        f"generate context: {n + 1} earliest exchange(s) dropped to stay within 300 integers "
+        "(REQUEST_MAX_CONTEXT)"
+    ]
+
+
+@pytest.mark.parametrize("n", [128, 1_024, 4_096])
+def test_how_many_exchanges_fit_takes_a_logarithmic_number_of_compressions(n: int) -> None:
+    # 3,000 bytes: some 40 exchanges of 128 hex digits (half a byte of entropy each)
+    codec = CountingCodec(1_000)
+    turns = tuple((f"q{i} {_noise(i, 2)}", f"a{i}") for i in range(n))
+    ints = codec.encode(Conversation("s", turns), [])
+    kept = codec.decode(ints).turns
+    assert 0 < len(kept) < n
+    assert kept == turns[n - len(kept) :]
+    assert codec.packs <= n.bit_length() + 3
+    # the most that fit: one more exchange does not
+    assert len(codec._pack(Conversation("s", turns[n - len(kept) - 1 :]))) > 1_000
+
+
+def test_nothing_fits_not_even_the_system_message() -> None:
+    codec = CountingCodec(6)
+    notes: list[str] = []
+    assert (
+        codec.encode(Conversation("a long system message " * 10, (("q", "a"),) * 50), notes) == []
+    )
+    assert codec.packs == 3
+    assert notes == [
+        "generate context: 50 earliest exchange(s) dropped, and the system message does not fit "
+        "either: no context to stay within 6 integers (REQUEST_MAX_CONTEXT)"
+    ]
