@@ -17,7 +17,7 @@ CPU is the server process's time on a CPU (its threads' schedstat, in ns). Print
 median over the rounds, and the ratios against the http1 floor (the target of issue #18: the
 proxy on http1 within 1.5x of it, /v1 within 1.3x); writes bench/results/clients.json.
 Usage: python bench/clients.py [ROUNDS=5]   (run from the repository root; PYTHONPATH=src for a
-checkout that is not installed)
+checkout that is not installed; BENCH_BASE=/path/to/an/older/checkout adds its proxy)
 """
 
 from __future__ import annotations
@@ -49,7 +49,16 @@ OPENAI_STREAM = json.dumps(
         "stream_options": {"include_usage": True},
     }
 ).encode()
-SERVERS = ("floor-aiohttp", "floor-http1", "proxy-aiohttp", "proxy-http1")
+# BENCH_BASE=<an older checkout>: its proxy too, as "base-aiohttp" (the client it had), so that
+# "nothing got slower" is measured in the same run (issue #13); its own src/ on PYTHONPATH.
+BASE = os.environ.get("BENCH_BASE")
+SERVERS = (
+    "floor-aiohttp",
+    "floor-http1",
+    *(("base-aiohttp",) if BASE else ()),
+    "proxy-aiohttp",
+    "proxy-http1",
+)
 CHUNKS = 100
 
 
@@ -85,8 +94,12 @@ def start(up: int) -> tuple[dict[str, int], dict[str, int], list[subprocess.Pope
                 "MAX_RETRIES": "0",
                 "UPSTREAM_HTTP_CLIENT": client,
             }
+            cwd = HERE
+            if kind == "base" and BASE:
+                env["PYTHONPATH"] = str(Path(BASE) / "src")
+                cwd = Path(BASE) / "bench"
             proc = subprocess.Popen(  # type: ignore[call-overload]
-                [sys.executable, "-m", "ollama_openai_proxy"], env=env, cwd=HERE, **quiet
+                [sys.executable, "-m", "ollama_openai_proxy"], env=env, cwd=cwd, **quiet
             )
         procs.append(proc)
         pids[name] = proc.pid
@@ -206,7 +219,8 @@ def report(runs: list[dict[str, dict[str, float]]]) -> None:
             continue  # an added time at or under zero: no ratio
         parts = [
             f"{v} {by[v]['min'] / floor['min']:.2f}, {by[v]['median'] / floor['median']:.2f}"
-            for v in ("proxy-http1", "proxy-aiohttp", "floor-aiohttp")
+            for v in SERVERS
+            if v != "floor-http1"
         ]
         print(f"  {figure:<28}" + " | ".join(parts))
     out = HERE / "results"
