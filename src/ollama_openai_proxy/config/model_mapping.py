@@ -16,6 +16,11 @@ from ollama_openai_proxy.policy import THINK_STYLES
 
 
 def load_model_map(path: Path) -> ModelMap:
+    """The mapping file at ``path`` as a ModelMap (an alias given as a bare string maps to that
+    upstream id, with no other facts). Raises ConfigError naming the file, and the entry when
+    one is wrong: unreadable or non-JSON text, not an object, an empty ``model``, a
+    ``context_length`` or ``max_output_tokens`` that is not a positive integer, an unknown
+    capability or ``think_style``."""
     try:
         raw = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
