@@ -21,7 +21,11 @@ class RequestSettings(BaseModel):
     """Request limits and the translation's settings: a part of
     :class:`~ollama_openai_proxy.config.Settings`, which reads them from the environment."""
 
-    model_config = ConfigDict(defer_build=True)  # validated only within Settings (settings.py)
+    # Validated only within Settings (settings.py). model_mapping_file: pydantic before 2.10
+    # reserves every model_ name by default (pyproject allows 2.7), BaseSettings only its own.
+    model_config = ConfigDict(
+        defer_build=True, protected_namespaces=("model_validate", "model_dump")
+    )
 
     model_mapping_file: Path | None = Field(
         None,
