@@ -1,5 +1,5 @@
 """Keep deploy/helm and deploy/kubernetes in step with the app: run after changing a setting in
-src/ollama_openai_proxy/config.py or a template of the chart.
+src/ollama_openai_proxy/config/ or a template of the chart.
 
 It writes two things, and tests/deploy/test_helm.py fails while either differs from what is
 committed:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from ollama_openai_proxy import cli
 from ollama_openai_proxy.config import ConfigError, Settings, load_settings, parse_size
@@ -261,3 +262,33 @@ def test_one_random_context_key_for_the_whole_command(monkeypatch: pytest.Monkey
     assert os.environ["CONTEXT_SIGNING_KEY"] == key
     assert load_settings(_env_file=None).context_signing_key.get_secret_value() == key
     assert cli._one_context_key(s) is s  # set: kept as it is
+
+
+def test_each_name_in_the_settings_parts_is_defined_once() -> None:
+    """Settings combines one pydantic model per concern (config/*.py). A field, validator or
+    method name used in two of them would silently hide one (pydantic keeps one validator per
+    name, Python one attribute): each is defined in one part, and every part's validators are
+    Settings' own."""
+    parts = [
+        c
+        for c in Settings.__mro__[1:]
+        if issubclass(c, BaseModel) and c.__module__.startswith("ollama_openai_proxy.config.")
+    ]
+    assert sum(len(part.model_fields) for part in parts) == len(Settings.model_fields)
+    owner: dict[str, str] = {}
+    for part in parts:
+        names = {*vars(part), *vars(part).get("__annotations__", {})}
+        for name in names - {"model_config", "model_post_init", "_abc_impl"}:
+            if not name.startswith("__"):
+                assert name not in owner, f"{name} in {owner[name]} and {part.__name__}"
+                owner[name] = part.__name__
+    validators = Settings.__pydantic_decorators__
+    assert {*validators.field_validators, *validators.model_validators} == {
+        name
+        for part in parts
+        for name in (
+            *part.__pydantic_decorators__.field_validators,
+            *part.__pydantic_decorators__.model_validators,
+        )
+    }
+    assert owner["topology"] == "BackendSettings"  # the parts were found by their module

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "__init__",
         "errors",
         "access",
-        "config",
+        "config",  # a package: Settings made of one module per concern (config/__init__.py)
         "budget_plan",
         "profiles",
         "topology",
