@@ -350,7 +350,10 @@ class Upstream:
                 except Failures.retryable as exc:
                     # Refused or reset connections and stale pooled keep-alive sockets: nothing
                     # was answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).
-                    if attempt == attempts - 1 or breaker.state is BreakerState.OPEN:
+                    # A close after part of the answer had come is not that: the backend took
+                    # the request, and a POST must not run twice (fresh-eyes review of #18).
+                    answered = isinstance(exc, http1.Disconnected) and exc.answered
+                    if answered or attempt == attempts - 1 or breaker.state is BreakerState.OPEN:
                         breaker.failure(gateway=True)
                         raise map_failure(exc, self._host) from None
                     retried = 0

@@ -185,7 +185,12 @@ class Client:
             self._wake()
 
     def lost(self, conn: Connection) -> None:
-        """``conn`` closes: its place is free."""
+        """``conn`` closes: its place is free. A connection never handed out -- its connect was
+        cancelled or failed after the transport existed, so asyncio still reports it lost --
+        has had its place given back by :meth:`_acquire` already: counting it again drove the
+        count below zero and let MAX_CONNECTIONS be exceeded (fresh-eyes review of #18)."""
+        if conn not in self._all:
+            return
         self._open -= 1
         self._all.discard(conn)
         idle = self._idle.get(conn.origin)

@@ -168,12 +168,17 @@ class Response:
     def _flush(self) -> bytes:
         decoder = self._decoder
         assert decoder is not None
-        self._decoder = None
-        self._coding = ""
         try:
-            return decoder.flush()
+            out = decoder.flush()
         except zlib.error as exc:
             raise self._undecodable(exc) from None
+        if not decoder.eof:
+            # The coded stream stopped before its end marker (and gzip's checksum): a body cut
+            # short is an error, never a short answer (fresh-eyes review of #18).
+            raise self._undecodable(zlib.error("it ends before its end marker"))
+        self._decoder = None
+        self._coding = ""
+        return out
 
     def _undecodable(self, exc: zlib.error) -> InvalidResponse:
         self._exc = InvalidResponse(f"a {self._coding} body that does not decode ({exc})")
