@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# ollama-openai-proxy: Ollama's API on :11434 from an OpenAI-compatible backend.
-#   docker build -t ollama-openai-proxy .
-#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/OWNER/ollama-openai-proxy --push .
+# ollama-openai-bridge: Ollama's API on :11434 from an OpenAI-compatible backend.
+#   docker build -t ollama-openai-bridge .
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/OWNER/ollama-openai-bridge --push .
 # Every dependency ships wheels for both platforms, so neither stage compiles anything.
 ARG PYTHON_VERSION=3.12
 
@@ -21,7 +21,7 @@ RUN /opt/venv/bin/pip install --no-compile --no-deps . \
 FROM python:${PYTHON_VERSION}-slim-bookworm
 ARG GIT_COMMIT=""
 ARG BUILD_DATE=""
-LABEL org.opencontainers.image.title="ollama-openai-proxy" \
+LABEL org.opencontainers.image.title="ollama-openai-bridge" \
       org.opencontainers.image.description="Serve Ollama's REST API from any OpenAI-compatible backend" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
@@ -45,5 +45,5 @@ WORKDIR /tmp
 USER 10001:10001
 EXPOSE 11434
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-m", "ollama_openai_proxy.healthcheck"]
-ENTRYPOINT ["ollama-openai-proxy"]
+    CMD ["python", "-m", "ollama_openai_bridge.healthcheck"]
+ENTRYPOINT ["ollama-openai-bridge"]

@@ -36,7 +36,7 @@ $(VENV)/.stamp-test: requirements/test.lock pyproject.toml | $(BIN)/python
 # OPENAI_API_BASE_URL and OPENAI_API_KEY come from the environment or .env; any other setting
 # too (PROXY_PORT=8080 make run), or command-line options: make run ARGS="--port 8080".
 run: $(VENV)/.stamp-run
-	$(BIN)/ollama-openai-proxy $(ARGS)
+	$(BIN)/ollama-openai-bridge $(ARGS)
 
 # uv at the version tools.in pins, on its own: a lock that no longer installs can still be redone.
 $(BIN)/uv: requirements/tools.in | $(BIN)/python
@@ -93,7 +93,7 @@ test: lint typecheck security
 	$(CLIENT_FLAGS) $(BIN)/pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=85
 	UPSTREAM_HTTP_CLIENT=aiohttp COMPAT_RESULTS=build/compat-results-aiohttp.json \
 		$(BIN)/pytest -q $(AIOHTTP_TESTS)
-	$(BIN)/coverage report --include='*/ollama_openai_proxy/translate/*' --fail-under=95
+	$(BIN)/coverage report --include='*/ollama_openai_bridge/translate/*' --fail-under=95
 	$(BIN)/python scripts/compat_matrix.py --check docs/COMPATIBILITY.md
 
 # The unit tests only: no clients, so no npm (and no Node.js needed).

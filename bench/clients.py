@@ -1,7 +1,7 @@
 """The two backend clients, proxy and floor, in one run (issue #18).
 
 Starts bench/upstream.py (100-chunk streams), two floors (bench/floor.py: a bare uvicorn app
-making the same call through aiohttp, and through ollama_openai_proxy.http1, the minimal client)
+making the same call through aiohttp, and through ollama_openai_bridge.http1, the minimal client)
 and two proxies (the real command, UPSTREAM_HTTP_CLIENT=aiohttp and http1). Then, in ROUNDS
 rounds, each variant in turn (the order rotates every round, so drift on a shared machine falls
 on all alike):
@@ -99,7 +99,7 @@ def start(up: int) -> tuple[dict[str, int], dict[str, int], list[subprocess.Pope
                 env["PYTHONPATH"] = str(Path(BASE) / "src")
                 cwd = Path(BASE) / "bench"
             proc = subprocess.Popen(  # type: ignore[call-overload]
-                [sys.executable, "-m", "ollama_openai_proxy"], env=env, cwd=cwd, **quiet
+                [sys.executable, "-m", "ollama_openai_bridge"], env=env, cwd=cwd, **quiet
             )
         procs.append(proc)
         pids[name] = proc.pid

@@ -1,7 +1,7 @@
 """The floor: the least a Python proxy on this stack can cost. A bare ASGI app under uvicorn
 (uvloop, httptools) that makes the same backend call as the proxy with no translation,
 middleware or metrics, through aiohttp or through the proxy's own HTTP/1.1 client
-(ollama_openai_proxy.http1). Compare the proxy with it, not only with the direct path, to see
+(ollama_openai_bridge.http1). Compare the proxy with it, not only with the direct path, to see
 what the proxy's own work costs.
 
 - ``POST /api/chat`` with ``"stream": false``: reads the body, parses it, calls the upstream's
@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import uvicorn
 
-from ollama_openai_proxy import http1
+from ollama_openai_bridge import http1
 
 UPSTREAM = sys.argv[1]
 CLIENT = sys.argv[3] if len(sys.argv) > 3 else "aiohttp"

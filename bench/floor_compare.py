@@ -48,7 +48,7 @@ def main() -> None:
         "MAX_RETRIES": "0",
     }
     procs.append(
-        subprocess.Popen([sys.executable, "-m", "ollama_openai_proxy"], env=env, cwd=HERE, **quiet)
+        subprocess.Popen([sys.executable, "-m", "ollama_openai_bridge"], env=env, cwd=HERE, **quiet)
     )
     try:
         for port in (up, floor, proxy):

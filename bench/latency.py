@@ -1,6 +1,6 @@
 """Added latency of the proxy at concurrency 1, against calling the upstream directly, in one run.
 
-Starts bench/upstream.py and the proxy (the real `ollama-openai-proxy` command) on loopback, then
+Starts bench/upstream.py and the proxy (the real `ollama-openai-bridge` command) on loopback, then
 alternates blocks of requests between the two paths so both see the same machine state:
   direct: POST /v1/chat/completions to the upstream (OpenAI body)
   proxy:  POST /api/chat to the proxy (Ollama body, stream false; the proxy calls the same upstream)
@@ -80,7 +80,7 @@ def main() -> None:
     }
     procs.append(
         subprocess.Popen(
-            [sys.executable, "-m", "ollama_openai_proxy"],
+            [sys.executable, "-m", "ollama_openai_bridge"],
             env=env,
             cwd=HERE,
             stdout=subprocess.DEVNULL,

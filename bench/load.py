@@ -140,7 +140,7 @@ async def main() -> None:
         "MAX_CLIENT_CONNECTIONS_PER_IP": "0",
     }
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "ollama_openai_proxy"],
+        [sys.executable, "-m", "ollama_openai_bridge"],
         env=proxy_env,
         cwd=HERE,
         stdout=subprocess.DEVNULL,

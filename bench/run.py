@@ -81,7 +81,7 @@ class Stack:
         if workers == 1:
             env.pop("PROMETHEUS_MULTIPROC_DIR")
         self.proxy = subprocess.Popen(
-            [sys.executable, "-m", "ollama_openai_proxy"],
+            [sys.executable, "-m", "ollama_openai_bridge"],
             env=env,
             cwd=HERE,
             stdout=subprocess.DEVNULL,

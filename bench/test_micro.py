@@ -14,15 +14,15 @@ import orjson
 import pytest
 import uvloop
 
-from ollama_openai_proxy import http1
-from ollama_openai_proxy.http1.connection import Connection
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
-from ollama_openai_proxy.schemas import CHAT
-from ollama_openai_proxy.sse import SSEParser
-from ollama_openai_proxy.translate.answer import chat_response
-from ollama_openai_proxy.translate.chat import chat_request
-from ollama_openai_proxy.translate.stream import StreamTranslator
+from ollama_openai_bridge import http1
+from ollama_openai_bridge.http1.connection import Connection
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.resilience import BreakerState, CircuitBreaker
+from ollama_openai_bridge.schemas import CHAT
+from ollama_openai_bridge.sse import SSEParser
+from ollama_openai_bridge.translate.answer import chat_response
+from ollama_openai_bridge.translate.chat import chat_request
+from ollama_openai_bridge.translate.stream import StreamTranslator
 
 pytest.importorskip("pytest_benchmark")
 

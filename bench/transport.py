@@ -28,7 +28,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from ollama_openai_proxy.transport import Guard, Limits
+from ollama_openai_bridge.transport import Guard, Limits
 
 BODY = b'{"model":"m","messages":[{"role":"user","content":"hi there"}]}'
 REQUEST = (

@@ -77,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--package-version",
         default=None,
-        help="the version the package declares (default: ollama_openai_proxy.__version__)",
+        help="the version the package declares (default: ollama_openai_bridge.__version__)",
     )
     args = parser.parse_args(argv)
     version = args.version.removeprefix("v")
     declared = args.package_version
     if declared is None:
-        init = (ROOT / "src" / "ollama_openai_proxy" / "__init__.py").read_text()
+        init = (ROOT / "src" / "ollama_openai_bridge" / "__init__.py").read_text()
         found = re.search(r'^__version__ = "([^"]+)"', init, re.MULTILINE)
         declared = found[1] if found else "unknown"
     if declared != version:

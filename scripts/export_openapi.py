@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from ollama_openai_proxy.app import create_app
-from ollama_openai_proxy.config import load_settings
+from ollama_openai_bridge.app import create_app
+from ollama_openai_bridge.config import load_settings
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import uvloop
 
-from ollama_openai_proxy.config import Settings
-from ollama_openai_proxy.topology import UpstreamSpec
-from ollama_openai_proxy.upstream import Upstream
+from ollama_openai_bridge.config import Settings
+from ollama_openai_bridge.topology import UpstreamSpec
+from ollama_openai_bridge.upstream import Upstream
 from tests.servers import settings_for
 
 CLIENTS = ("http1", "aiohttp")

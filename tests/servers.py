@@ -8,9 +8,9 @@ from typing import Any
 
 import uvicorn
 
-from ollama_openai_proxy.app import create_app
-from ollama_openai_proxy.config import Settings
-from ollama_openai_proxy.transport import server_options
+from ollama_openai_bridge.app import create_app
+from ollama_openai_bridge.config import Settings
+from ollama_openai_bridge.transport import server_options
 
 
 def settings_for(upstream_url: str, **overrides: Any) -> Settings:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollama_openai_proxy import metrics
+from ollama_openai_bridge import metrics
 from tests.servers import ProxyServer
 
 # family name -> the labels metrics.py declares for it (every (name, help, labels) spec)
@@ -24,7 +24,7 @@ DECLARED: dict[str, set[str]] = {
 }
 
 DASHBOARD = (
-    Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/ollama-openai-proxy.json"
+    Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/ollama-openai-bridge.json"
 )
 
 

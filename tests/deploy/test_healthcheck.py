@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ollama_openai_proxy import healthcheck
-from ollama_openai_proxy.healthcheck import inbound_key, url
+from ollama_openai_bridge import healthcheck
+from ollama_openai_bridge.healthcheck import inbound_key, url
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ProxyServer, settings_for
 
@@ -20,7 +20,7 @@ SRC = str(Path(healthcheck.__file__).resolve().parents[1])
 
 def check(port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ollama_openai_proxy.healthcheck"],
+        [sys.executable, "-m", "ollama_openai_bridge.healthcheck"],
         env={"PROXY_PORT": str(port), "PROXY_HOST": "0.0.0.0", "PYTHONPATH": SRC},
         capture_output=True,
         text=True,
@@ -53,7 +53,7 @@ def test_url_follows_the_server_settings() -> None:
 
 def ready(port: int, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ollama_openai_proxy.healthcheck", "--ready"],
+        [sys.executable, "-m", "ollama_openai_bridge.healthcheck", "--ready"],
         env={"PROXY_PORT": str(port), "PYTHONPATH": SRC, **env},
         capture_output=True,
         text=True,

@@ -23,8 +23,8 @@ from pydantic_settings import NoDecode
 from scripts import helm_chart
 from scripts.helm_chart import CHART, SECRET_SETTINGS, render
 
-from ollama_openai_proxy import __version__
-from ollama_openai_proxy.config import Settings, load_settings
+from ollama_openai_bridge import __version__
+from ollama_openai_bridge.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
@@ -59,7 +59,7 @@ def full_values() -> dict[str, Any]:
     examples = {name: yaml.safe_load(text) for name, text in documented_examples().items()}
     config = {k: v for k, v in examples.items() if k not in SECRET_SETTINGS | CHART_FILES}
     # a file of keys from a volume of the operator's
-    config["PROXY_API_KEYS_FILE"] = "/etc/ollama-openai-proxy/keys/proxy-keys"
+    config["PROXY_API_KEYS_FILE"] = "/etc/ollama-openai-bridge/keys/proxy-keys"
     return {
         "config": config,
         "secret": {
@@ -106,7 +106,7 @@ def full_values() -> dict[str, Any]:
         ],
         "extraVolumeMounts": [
             {"name": "ca", "mountPath": "/etc/ca", "readOnly": True},
-            {"name": "keys", "mountPath": "/etc/ollama-openai-proxy/keys", "readOnly": True},
+            {"name": "keys", "mountPath": "/etc/ollama-openai-bridge/keys", "readOnly": True},
         ],
         "terminationGracePeriodSeconds": 200,  # SHUTDOWN_GRACE_PERIOD's example is 120
         "probes": {"readiness": {"path": "/ready", "timeoutSeconds": 8}},
@@ -128,7 +128,9 @@ def manifests(values: dict[str, Any] | None) -> list[dict[str, Any]]:
     return docs
 
 
-def one(docs: list[dict[str, Any]], kind: str, name: str = "ollama-openai-proxy") -> dict[str, Any]:
+def one(
+    docs: list[dict[str, Any]], kind: str, name: str = "ollama-openai-bridge"
+) -> dict[str, Any]:
     (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
     return found
 
@@ -256,7 +258,7 @@ def pod_environment(docs: list[dict[str, Any]], mounts: Path) -> dict[str, str]:
             env[entry["name"]] = secret[ref["key"]]
         else:
             env[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], entry["value"])
-    files = one(docs, "ConfigMap", "ollama-openai-proxy-files")["data"]
+    files = one(docs, "ConfigMap", "ollama-openai-bridge-files")["data"]
     (mounts / "files").mkdir()
     for name, text in files.items():
         (mounts / "files" / name).write_text(text)
@@ -265,7 +267,7 @@ def pod_environment(docs: list[dict[str, Any]], mounts: Path) -> dict[str, str]:
         (mounts / "tls" / name).write_text("PEM")
     (mounts / "keys").mkdir()
     (mounts / "keys" / "proxy-keys").write_text("key-team-c\n")
-    return {k: v.replace("/etc/ollama-openai-proxy", str(mounts)) for k, v in env.items()}
+    return {k: v.replace("/etc/ollama-openai-bridge", str(mounts)) for k, v in env.items()}
 
 
 def test_the_pods_environment_is_read_as_the_values_meant(
@@ -303,7 +305,7 @@ def test_the_pods_environment_is_read_as_the_values_meant(
     }
     # the chart's Redis, with the password from the Secret
     assert settings.rate_limit_storage_uri == (
-        "redis://:0123456789abcdef@ollama-openai-proxy-redis:6379/0"
+        "redis://:0123456789abcdef@ollama-openai-bridge-redis:6379/0"
     )
     assert "0123456789abcdef" in settings.secrets()
 
@@ -320,7 +322,7 @@ def test_the_deployment_matches_the_app_and_the_values() -> None:
         assert proxy["readinessProbe"]["exec"]["command"] == [
             "python",
             "-m",
-            "ollama_openai_proxy.healthcheck",
+            "ollama_openai_bridge.healthcheck",
             "--ready",
         ]
         user = re.search(r"^USER (\d+)", (ROOT / "Dockerfile").read_text(), re.M)
@@ -351,7 +353,7 @@ def test_everything_selects_the_proxy_pods_and_only_them() -> None:
         ]
         for selector in selectors:
             assert selector.items() <= proxy_labels.items(), case
-        redis = [d for d in docs if d["metadata"]["name"] == "ollama-openai-proxy-redis"]
+        redis = [d for d in docs if d["metadata"]["name"] == "ollama-openai-bridge-redis"]
         for doc in redis:
             labels = (
                 doc["spec"]["template"]["metadata"]["labels"]

@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ollama_openai_proxy.config import Settings
+from ollama_openai_bridge.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -96,7 +96,7 @@ def test_deployment_matches_the_app() -> None:
     assert proxy["livenessProbe"]["httpGet"]["path"] == "/health"
     # /ready needs the inbound key once PROXY_API_KEYS is set: an httpGet probe cannot send it
     ready = proxy["readinessProbe"]["exec"]["command"]
-    assert ready == ["python", "-m", "ollama_openai_proxy.healthcheck", "--ready"]
+    assert ready == ["python", "-m", "ollama_openai_bridge.healthcheck", "--ready"]
     # readiness asks the backend within HEALTH_CHECK_TIMEOUT (+ 1 s of the probe's own): the
     # probe must wait longer
     assert (
@@ -161,7 +161,7 @@ def test_dockerfile_shape() -> None:
     final = text.split("\nFROM ", 2)[-1]
     assert "EXPOSE 11434" in final
     assert "HEALTHCHECK" in final
-    assert "ollama_openai_proxy.healthcheck" in final
+    assert "ollama_openai_bridge.healthcheck" in final
     assert not re.search(r"gcc|build-essential|COPY \. ", final), "no build tools in the image"
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignored, ".dockerignore allows only what the build needs"
@@ -188,7 +188,7 @@ def test_compose_services_and_profiles() -> None:
     services = compose["services"]
     proxy = services["proxy"]
     assert proxy["restart"] == "unless-stopped"
-    assert proxy["healthcheck"]["test"][-1] == "ollama_openai_proxy.healthcheck"
+    assert proxy["healthcheck"]["test"][-1] == "ollama_openai_bridge.healthcheck"
     assert services["redis"]["profiles"] == ["redis"]
     assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["monitoring"]
     for service in services.values():

@@ -90,7 +90,7 @@ def test_the_hooks_pass_on_the_tree_and_catch_each_kind_of_drift(
     (tree / "scripts" / "unformatted.py").write_text("x = {  'a':1 }\n")
     openapi = tree / "docs" / "openapi.json"
     openapi.write_text(openapi.read_text().replace('"openapi"', '"openapi" ', 1))
-    schema = tree / "deploy" / "helm" / "ollama-openai-proxy" / "values.schema.json"
+    schema = tree / "deploy" / "helm" / "ollama-openai-bridge" / "values.schema.json"
     schema.write_text(schema.read_text().replace("Proxy default", "Default", 1))
     subprocess.run(["git", "add", "-A"], cwd=tree, check=True)
     out = pre_commit("run", "--all-files", cwd=tree, home=home)

@@ -219,4 +219,4 @@ def test_the_baseline_holds_only_audited_fakes() -> None:
     # the baseline's own hashes, the locks' hashes and the generated OpenAPI document only
     for path in (".secrets.baseline", "requirements/test.lock", "docs/openapi.json"):
         assert any(re.search(p, path) for p in excluded), path
-    assert not any(re.search(p, "src/ollama_openai_proxy/config/security.py") for p in excluded)
+    assert not any(re.search(p, "src/ollama_openai_bridge/config/security.py") for p in excluded)

@@ -19,13 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ollama_openai_proxy.allocator import find_jemalloc
+from ollama_openai_bridge.allocator import find_jemalloc
 from tests.fake_upstream import FakeUpstream, Script
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ollama_openai_proxy", *args],
+        [sys.executable, "-m", "ollama_openai_bridge", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -48,7 +48,7 @@ def base_env() -> dict[str, str]:
 def test_version_flag(tmp_path: Path) -> None:
     out = run_cli("--version", env=base_env(), cwd=tmp_path)
     assert out.returncode == 0
-    assert out.stdout.startswith("ollama-openai-proxy ")
+    assert out.stdout.startswith("ollama-openai-bridge ")
 
 
 def test_invalid_configuration_stops_with_one_clear_message(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_serves_with_dotenv_and_logs_json_without_secrets(
         f"OPENAI_API_BASE_URL={upstream.url}\nOPENAI_API_KEY={upstream.api_key}\nPROXY_PORT={port}\nLOG_LEVEL=DEBUG\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ollama_openai_proxy"],
+        [sys.executable, "-m", "ollama_openai_bridge"],
         env=base_env(),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -138,7 +138,7 @@ class Running:
         self.log = log
         self._log_file = None if log is None else log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ollama_openai_proxy"],
+            [sys.executable, "-m", "ollama_openai_bridge"],
             env={**base_env(), "PROXY_PORT": str(self.port), **env},
             cwd=tmp_path,
             stdout=subprocess.PIPE if self._log_file is None else self._log_file,
@@ -314,7 +314,7 @@ def test_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
             httpx.get(f"http://127.0.0.1:{server.port}/api/version")  # plain HTTP is refused
         # the container HEALTHCHECK follows SSL_CERTFILE to HTTPS
         check = subprocess.run(
-            [sys.executable, "-m", "ollama_openai_proxy.healthcheck"],
+            [sys.executable, "-m", "ollama_openai_bridge.healthcheck"],
             env={**env, "PROXY_PORT": str(server.port)},
             capture_output=True,
             text=True,

@@ -54,7 +54,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from ollama_openai_proxy.app import create_app
+from ollama_openai_bridge.app import create_app
 from tests.conftest import FIXTURES
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import settings_for

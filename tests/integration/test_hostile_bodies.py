@@ -16,7 +16,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from ollama_openai_proxy.app import ProxyApp, create_app
+from ollama_openai_bridge.app import ProxyApp, create_app
 from tests.fake_upstream import FakeUpstream
 from tests.servers import settings_for
 

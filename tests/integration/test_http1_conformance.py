@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from ollama_openai_proxy import http1
-from ollama_openai_proxy.errors import (
+from ollama_openai_bridge import http1
+from ollama_openai_bridge.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
-from ollama_openai_proxy.upstream import Upstream
+from ollama_openai_bridge.upstream import Upstream
 from tests.scripted import (
     CLIENTS,
     JSON_BODY,

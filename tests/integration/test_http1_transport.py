@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import trustme
 
-from ollama_openai_proxy import http1
-from ollama_openai_proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from ollama_openai_proxy.exchange import EventStream
-from ollama_openai_proxy.http1.connection import HIGH_WATER
-from ollama_openai_proxy.upstream import map_failure
+from ollama_openai_bridge import http1
+from ollama_openai_bridge.errors import UpstreamTimeout, UpstreamUnavailable
+from ollama_openai_bridge.exchange import EventStream
+from ollama_openai_bridge.http1.connection import HIGH_WATER
+from ollama_openai_bridge.upstream import map_failure
 from tests.scripted import CLIENTS, JSON_BODY, Peer, answers, ok, run, serve, upstream
 
 SSE_HEAD = (

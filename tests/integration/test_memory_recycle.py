@@ -295,7 +295,7 @@ def test_recycling_is_off_when_not_started_by_the_command(
 ) -> None:
     """An app built by another server (say, uvicorn run by hand with --factory) has nothing
     that would start a fresh process: it says so once and serves on."""
-    code = "from ollama_openai_proxy.app import create_app; create_app()"
+    code = "from ollama_openai_bridge.app import create_app; create_app()"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**base_env(), **recycling_env(upstream)},

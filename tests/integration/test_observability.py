@@ -128,7 +128,7 @@ def test_metrics_and_version_can_be_switched_off(upstream: FakeUpstream) -> None
 
 def test_version_endpoint(proxy: ProxyServer) -> None:
     info = httpx.get(proxy.url + "/v1/version").json()
-    assert info["name"] == "ollama-openai-proxy"
+    assert info["name"] == "ollama-openai-bridge"
     assert re.fullmatch(r"\d+\.\d+\.\d+", info["version"])
     assert re.fullmatch(r"3\.\d+\.\d+", info["python"])
     assert info["dependencies"]["aiohttp"]

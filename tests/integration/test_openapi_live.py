@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ollama_openai_proxy import openapi
+from ollama_openai_bridge import openapi
 from tests.fake_upstream import FakeUpstream
 from tests.servers import ProxyServer, settings_for
 
@@ -30,7 +30,7 @@ def test_documentation_endpoints(proxy: ProxyServer) -> None:
         redirect = c.get("/docs/oauth2-redirect")  # Swagger UI's OAuth2 page, as FastAPI served
         assert redirect.status_code == 200
         assert "oauth2" in redirect.text.lower()
-    assert doc["info"]["title"] == "ollama-openai-proxy"
+    assert doc["info"]["title"] == "ollama-openai-bridge"
     assert "/api/chat" in doc["paths"]
 
 
@@ -96,7 +96,7 @@ def test_a_worker_imports_only_what_its_requests_need() -> None:
     zstd request body)."""
     code = (
         "import sys\n"
-        "from ollama_openai_proxy.app import create_app\n"
+        "from ollama_openai_bridge.app import create_app\n"
         "from tests.servers import settings_for\n"
         "from starlette.testclient import TestClient\n"
         "app = create_app(settings_for('http://127.0.0.1:9/v1'))\n"
@@ -108,7 +108,7 @@ def test_a_worker_imports_only_what_its_requests_need() -> None:
         "assert not [m for m in lazy if m in sys.modules], [m for m in lazy if m in sys.modules]\n"
         "assert c.get('/docs').status_code == 200\n"
         "assert 'fastapi' in sys.modules\n"
-        "from ollama_openai_proxy.codings import decode\n"
+        "from ollama_openai_bridge.codings import decode\n"
         "frame = b'(\\xb5/\\xfd \\x02\\x11\\x00\\x00{}'  # b'{}', zstd\n"
         "assert decode(frame, 'zstd', 99) == b'{}'\n"
         "assert 'zstandard' in sys.modules\n"
@@ -124,9 +124,9 @@ def test_an_aiohttp_upstream_loads_aiohttp_and_its_failures() -> None:
     join those every backend call is guarded by (upstream.Failures)."""
     code = (
         "import asyncio, sys\n"
-        "from ollama_openai_proxy import upstream\n"
+        "from ollama_openai_bridge import upstream\n"
         "from tests.servers import settings_for\n"
-        "from ollama_openai_proxy.topology import single\n"
+        "from ollama_openai_bridge.topology import single\n"
         "assert 'aiohttp' not in sys.modules\n"
         "s = settings_for('http://127.0.0.1:9/v1', upstream_http_client='aiohttp')\n"
         "spec = single('http://127.0.0.1:9/v1', 'k', 'auto', {}, {}).upstreams[0]\n"

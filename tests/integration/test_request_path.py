@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from ollama_openai_proxy.app import ProxyApp, create_app
+from ollama_openai_bridge.app import ProxyApp, create_app
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 
@@ -120,7 +120,7 @@ async def test_non_streaming_v1_calls_give_their_slot_back(upstream: FakeUpstrea
 async def test_mid_stream_error_is_redacted_logged_and_counted(
     upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ollama_openai_proxy.access")
+    caplog.set_level(logging.INFO, logger="ollama_openai_bridge.access")
     async with client_for(upstream.url) as (_, client):
         upstream.script(
             Script(
@@ -322,7 +322,7 @@ async def test_reset_before_the_first_byte_is_retried() -> None:
 async def test_a_bug_mid_stream_is_an_error_line(
     upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ollama_openai_proxy.translate.stream import StreamTranslator
+    from ollama_openai_bridge.translate.stream import StreamTranslator
 
     real = StreamTranslator.finish
 
@@ -528,7 +528,7 @@ async def test_a_trailing_slash_is_404_never_an_off_host_redirect(upstream: Fake
 async def test_a_huge_model_name_is_not_echoed_whole(
     upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ollama_openai_proxy.access")
+    caplog.set_level(logging.INFO, logger="ollama_openai_bridge.access")
     name = "m" * 1_000_000
     async with client_for(upstream.url) as (_, client):
         with capture_logs() as logs:
@@ -544,7 +544,7 @@ async def test_a_huge_model_name_is_not_echoed_whole(
 async def test_a_key_sent_as_request_id_never_reaches_the_log(
     upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ollama_openai_proxy.access")
+    caplog.set_level(logging.INFO, logger="ollama_openai_bridge.access")
     async with client_for(upstream.url) as (_, client):
         r = await client.get("/api/version", headers={"X-Request-ID": KEY})
         assert r.headers["x-request-id"] != KEY

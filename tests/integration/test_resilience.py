@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_openai_proxy.config import Settings
+from ollama_openai_bridge.config import Settings
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 

@@ -17,7 +17,7 @@ the routes that call the backend and meet the faults.
 
 A route whose request cannot be built from the OpenAPI document (a path parameter or a request
 body without an example) fails here: add the example, in
-src/ollama_openai_proxy/openapi/operations.py or the route's ``openapi_extra``.
+src/ollama_openai_bridge/openapi/operations.py or the route's ``openapi_extra``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ollama_openai_proxy.app import create_app
-from ollama_openai_proxy.resilience import ConcurrencyLimiter
+from ollama_openai_bridge.app import create_app
+from ollama_openai_bridge.resilience import ConcurrencyLimiter
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 
@@ -132,7 +132,7 @@ def concrete_path(method: str, path: str) -> str:
             raise NoExample(
                 f"{method} {path}: the path parameter {{{name}}} has no example in the OpenAPI "
                 "document, so this test cannot call the route. Add one (e.g. a `parameters` "
-                "entry with an `example` in src/ollama_openai_proxy/openapi/operations.py, or "
+                "entry with an `example` in src/ollama_openai_bridge/openapi/operations.py, or "
                 "the route's openapi_extra)."
             )
         path = path.replace("{" + name + "}", quote(str(value), safe=":"))
@@ -147,7 +147,7 @@ def request_body(method: str, path: str) -> dict[str, Any] | None:
             return None  # the docs pages and the metrics' second path: nothing to send
         raise NoExample(
             f"{method} {path} is not in the OpenAPI document, so this test has no request for "
-            "it. Document it, with a request example (src/ollama_openai_proxy/openapi/)."
+            "it. Document it, with a request example (src/ollama_openai_bridge/openapi/)."
         )
     if "requestBody" not in op:
         return None
@@ -158,7 +158,7 @@ def request_body(method: str, path: str) -> dict[str, Any] | None:
     if not isinstance(example, dict):
         raise NoExample(
             f"{method} {path} ({op.get('operationId')}) documents a request body without an "
-            "example; add a `request` example in src/ollama_openai_proxy/openapi/operations.py."
+            "example; add a `request` example in src/ollama_openai_bridge/openapi/operations.py."
         )
     return example
 

@@ -20,8 +20,8 @@ import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
 
-from ollama_openai_proxy.app import ProxyApp, create_app
-from ollama_openai_proxy.translate.conversation import ContextCodec, Conversation
+from ollama_openai_bridge.app import ProxyApp, create_app
+from ollama_openai_bridge.translate.conversation import ContextCodec, Conversation
 from tests.fake_upstream import FakeUpstream
 from tests.servers import settings_for
 

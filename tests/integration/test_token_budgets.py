@@ -21,9 +21,9 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from ollama_openai_proxy import budgets as budgets_module
-from ollama_openai_proxy.budget_plan import caller_of, load_accounts, window
-from ollama_openai_proxy.budgets import PREFIX, TokenBudgets
+from ollama_openai_bridge import budgets as budgets_module
+from ollama_openai_bridge.budget_plan import caller_of, load_accounts, window
+from ollama_openai_bridge.budgets import PREFIX, TokenBudgets
 from tests.fake_upstream import FakeUpstream
 from tests.integration.test_cli import Running
 from tests.servers import ProxyServer, settings_for

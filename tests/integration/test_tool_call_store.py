@@ -9,8 +9,8 @@ import time
 
 from structlog.testing import capture_logs
 
-from ollama_openai_proxy.tool_call_store import PREFIX, ToolCallStore
-from ollama_openai_proxy.translate.carry import Recalled
+from ollama_openai_bridge.tool_call_store import PREFIX, ToolCallStore
+from ollama_openai_bridge.translate.carry import Recalled
 
 ENTRY = Recalled("default", "gemini-3-pro-preview", "g1", {"google": {"thought_signature": "s"}})
 

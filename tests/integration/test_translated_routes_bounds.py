@@ -13,7 +13,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from ollama_openai_proxy.translate.anthropic import estimate_tokens
+from ollama_openai_bridge.translate.anthropic import estimate_tokens
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 

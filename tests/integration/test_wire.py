@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_openai_proxy.config import OLLAMA_API_VERSION
+from ollama_openai_bridge.config import OLLAMA_API_VERSION
 from tests.fake_upstream import FakeUpstream, Script
 from tests.servers import ProxyServer, settings_for
 
@@ -50,7 +50,7 @@ def test_root_version_health(http: httpx.Client) -> None:
     assert version == OLLAMA_API_VERSION
     assert tuple(map(int, version.split("."))) >= (0, 30, 0)
     assert http.get("/health").json() == {"status": "ok"}
-    assert http.get("/v1/version").json()["name"] == "ollama-openai-proxy"
+    assert http.get("/v1/version").json()["name"] == "ollama-openai-bridge"
 
 
 def test_status_says_cloud_features_are_disabled(http: httpx.Client) -> None:

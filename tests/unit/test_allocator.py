@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from ollama_openai_proxy import allocator
-from ollama_openai_proxy.allocator import JEMALLOC_CONF, AllocatorError, exec_environment
+from ollama_openai_bridge import allocator
+from ollama_openai_bridge.allocator import JEMALLOC_CONF, AllocatorError, exec_environment
 
 LIB = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 

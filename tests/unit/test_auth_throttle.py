@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ollama_openai_proxy.errors import RateLimited
-from ollama_openai_proxy.security import AuthThrottle
+from ollama_openai_bridge.errors import RateLimited
+from ollama_openai_bridge.security import AuthThrottle
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ def test_the_suspect_list_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_invalid_limit_is_refused_at_start() -> None:
-    from ollama_openai_proxy.config import ConfigError, load_settings
+    from ollama_openai_bridge.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError, match="AUTH_FAILURE_LIMIT: Value error, not one limit"):
         load_settings(

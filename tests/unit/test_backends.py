@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from ollama_openai_proxy.backends import Backends
-from ollama_openai_proxy.errors import (
+from ollama_openai_bridge.backends import Backends
+from ollama_openai_bridge.errors import (
     BreakerOpen,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ollama_openai_proxy.exchange import may_fall_back
-from ollama_openai_proxy.model_map import ModelMap, ModelMeta
-from ollama_openai_proxy.policy import Policy
-from ollama_openai_proxy.topology import Topology, UpstreamSpec
+from ollama_openai_bridge.exchange import may_fall_back
+from ollama_openai_bridge.model_map import ModelMap, ModelMeta
+from ollama_openai_bridge.policy import Policy
+from ollama_openai_bridge.topology import Topology, UpstreamSpec
 from tests.servers import settings_for
 
 TOPOLOGY = Topology(

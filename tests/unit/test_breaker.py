@@ -15,12 +15,12 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from ollama_openai_proxy import upstream as upstream_module
-from ollama_openai_proxy.config import Settings
-from ollama_openai_proxy.errors import BreakerOpen, UpstreamTimeout, UpstreamUnavailable
-from ollama_openai_proxy.resilience import BreakerState, CircuitBreaker
-from ollama_openai_proxy.topology import UpstreamSpec
-from ollama_openai_proxy.upstream import Upstream, aiohttp_client
+from ollama_openai_bridge import upstream as upstream_module
+from ollama_openai_bridge.config import Settings
+from ollama_openai_bridge.errors import BreakerOpen, UpstreamTimeout, UpstreamUnavailable
+from ollama_openai_bridge.resilience import BreakerState, CircuitBreaker
+from ollama_openai_bridge.topology import UpstreamSpec
+from ollama_openai_bridge.upstream import Upstream, aiohttp_client
 
 
 class Clock:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from ollama_openai_proxy.budget_plan import (
+from ollama_openai_bridge.budget_plan import (
     BudgetError,
     Limit,
     bounds,
@@ -20,7 +20,7 @@ from ollama_openai_proxy.budget_plan import (
     parse_budget,
     window,
 )
-from ollama_openai_proxy.config import ConfigError, Settings, load_settings
+from ollama_openai_bridge.config import ConfigError, Settings, load_settings
 
 KEYS = ["key-team-a", "key-team-b", "key-team-c"]
 A, B, C = (hashlib.sha256(k.encode()).hexdigest() for k in KEYS)

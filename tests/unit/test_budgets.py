@@ -11,12 +11,12 @@ import orjson
 import pytest
 from starlette.types import Message
 
-from ollama_openai_proxy.access import SCOPE_KEY, AccessRecord
-from ollama_openai_proxy.budget_plan import caller_of, load_accounts
-from ollama_openai_proxy.budgets import SPENDING, BudgetGuard, TokenBudgets
-from ollama_openai_proxy.errors import BudgetExhausted, Redactor
-from ollama_openai_proxy.metrics import Metrics
-from ollama_openai_proxy.render import Dialect, Renderer
+from ollama_openai_bridge.access import SCOPE_KEY, AccessRecord
+from ollama_openai_bridge.budget_plan import caller_of, load_accounts
+from ollama_openai_bridge.budgets import SPENDING, BudgetGuard, TokenBudgets
+from ollama_openai_bridge.errors import BudgetExhausted, Redactor
+from ollama_openai_bridge.metrics import Metrics
+from ollama_openai_bridge.render import Dialect, Renderer
 
 KEYS = ["key-team-a", "key-team-b"]
 A, B = (caller_of(k) for k in KEYS)

@@ -10,11 +10,11 @@ from typing import Any, TypeVar, cast
 import pytest
 from structlog.testing import capture_logs
 
-from ollama_openai_proxy import catalog as catalog_module
-from ollama_openai_proxy.catalog import RETRY_FAILED_LIST, Catalog, RecentModels
-from ollama_openai_proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.upstream import Upstream
+from ollama_openai_bridge import catalog as catalog_module
+from ollama_openai_bridge.catalog import RETRY_FAILED_LIST, Catalog, RecentModels
+from ollama_openai_bridge.errors import UpstreamTimeout, UpstreamUnavailable
+from ollama_openai_bridge.profiles import PROFILES
+from ollama_openai_bridge.upstream import Upstream
 
 T = TypeVar("T")
 
@@ -497,6 +497,6 @@ def test_recent_models_are_bounded_and_expiries_clamped() -> None:
     ],
 )
 def test_model_lists_in_the_shapes_backends_answer(body: Any, ids: list[str]) -> None:
-    from ollama_openai_proxy.catalog import _model_list
+    from ollama_openai_bridge.catalog import _model_list
 
     assert [m.get("id") for m in _model_list(body)["data"]] == ids

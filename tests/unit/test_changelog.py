@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scripts.changelog import entries, main, notes
 
-from ollama_openai_proxy import __version__
+from ollama_openai_bridge import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASED = """# Changelog

@@ -13,8 +13,8 @@ import zlib
 import pytest
 import zstandard
 
-from ollama_openai_proxy.codings import MAX_WINDOW, decode
-from ollama_openai_proxy.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
+from ollama_openai_bridge.codings import MAX_WINDOW, decode
+from ollama_openai_bridge.errors import BadRequest, PayloadTooLarge, UnsupportedEncoding
 
 BODY = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"hello " * 5000 + b'"}]}'
 LIMIT = 1 << 20

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from ollama_openai_proxy import cli
-from ollama_openai_proxy.config import ConfigError, Settings, load_settings, parse_size
-from ollama_openai_proxy.model_map import ModelMeta
+from ollama_openai_bridge import cli
+from ollama_openai_bridge.config import ConfigError, Settings, load_settings, parse_size
+from ollama_openai_bridge.model_map import ModelMeta
 
 
 @pytest.fixture(autouse=True)
@@ -272,7 +272,7 @@ def test_each_name_in_the_settings_parts_is_defined_once() -> None:
     parts = [
         c
         for c in Settings.__mro__[1:]
-        if issubclass(c, BaseModel) and c.__module__.startswith("ollama_openai_proxy.config.")
+        if issubclass(c, BaseModel) and c.__module__.startswith("ollama_openai_bridge.config.")
     ]
     assert sum(len(part.model_fields) for part in parts) == len(Settings.model_fields)
     owner: dict[str, str] = {}

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.cors import CORS_HEADERS, CORSForBrowsers, origin_regex
-from ollama_openai_proxy.errors import Redactor
-from ollama_openai_proxy.render import Renderer
+from ollama_openai_bridge.cors import CORS_HEADERS, CORSForBrowsers, origin_regex
+from ollama_openai_bridge.errors import Redactor
+from ollama_openai_bridge.render import Renderer
 
 EXTENSION = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_openai_proxy.config import Settings
+from ollama_openai_bridge.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from ollama_openai_proxy.access import AccessRecord
-from ollama_openai_proxy.errors import (
+from ollama_openai_bridge.access import AccessRecord
+from ollama_openai_bridge.errors import (
     BreakerOpen,
     UpstreamEndpointNotFound,
     UpstreamError,
@@ -24,7 +24,7 @@ from ollama_openai_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ollama_openai_proxy.exchange import (
+from ollama_openai_bridge.exchange import (
     SSE,
     Attempt,
     EventStream,
@@ -35,12 +35,12 @@ from ollama_openai_proxy.exchange import (
     execute,
     may_fall_back,
 )
-from ollama_openai_proxy.metrics import Metrics
-from ollama_openai_proxy.owner import Owner
-from ollama_openai_proxy.policy import Policy
-from ollama_openai_proxy.resilience import CircuitBreaker
-from ollama_openai_proxy.sse import SSEEvent
-from ollama_openai_proxy.upstream import Refusals, Upstream
+from ollama_openai_bridge.metrics import Metrics
+from ollama_openai_bridge.owner import Owner
+from ollama_openai_bridge.policy import Policy
+from ollama_openai_bridge.resilience import CircuitBreaker
+from ollama_openai_bridge.sse import SSEEvent
+from ollama_openai_bridge.upstream import Refusals, Upstream
 
 JSON = "application/json"
 OK = orjson.dumps({"id": "chatcmpl-1", "choices": []})

@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ollama_openai_proxy import http1
-from ollama_openai_proxy.config import ConfigError, Settings, load_settings
-from ollama_openai_proxy.errors import (
+from ollama_openai_bridge import http1
+from ollama_openai_bridge.config import ConfigError, Settings, load_settings
+from ollama_openai_bridge.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ollama_openai_proxy.http1.client import default_context
-from ollama_openai_proxy.http1.connection import Connection
-from ollama_openai_proxy.http1.response import DECODED_PIECE, Origin, Response
-from ollama_openai_proxy.topology import UpstreamSpec
-from ollama_openai_proxy.upstream import Upstream, client_for, map_failure
+from ollama_openai_bridge.http1.client import default_context
+from ollama_openai_bridge.http1.connection import Connection
+from ollama_openai_bridge.http1.response import DECODED_PIECE, Origin, Response
+from ollama_openai_bridge.topology import UpstreamSpec
+from ollama_openai_bridge.upstream import Upstream, client_for, map_failure
 
 BODY = b'{"id": "chatcmpl-1", "choices": []}'
 ANSWER = (

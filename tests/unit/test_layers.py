@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "ollama_openai_proxy"
+SRC = Path(__file__).resolve().parents[2] / "src" / "ollama_openai_bridge"
 
 # Lowest first.
 LAYERS: tuple[tuple[str, ...], ...] = (
@@ -85,12 +85,12 @@ def imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         names: list[str] = []
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "ollama_openai_proxy":
+            if node.module == "ollama_openai_bridge":
                 names = [a.name for a in node.names]
-            elif node.module.startswith("ollama_openai_proxy."):
+            elif node.module.startswith("ollama_openai_bridge."):
                 names = [node.module.split(".")[1]]
         elif isinstance(node, ast.Import):
-            prefix = "ollama_openai_proxy."
+            prefix = "ollama_openai_bridge."
             names = [a.name.split(".")[1] for a in node.names if a.name.startswith(prefix)]
         out.update(n for n in names if not n.startswith("__version__"))
     return out
@@ -116,6 +116,6 @@ def test_translation_stays_pure(path: Path) -> None:
 def test_a_violation_is_seen(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "from ollama_openai_proxy.routes import inference\nimport ollama_openai_proxy.app\n"
+        "from ollama_openai_bridge.routes import inference\nimport ollama_openai_bridge.app\n"
     )
     assert imports(probe) == {"routes", "app"}

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.config import Settings
-from ollama_openai_proxy.errors import BadRequest, TooMany
-from ollama_openai_proxy.limits import (
+from ollama_openai_bridge.config import Settings
+from ollama_openai_bridge.errors import BadRequest, TooMany
+from ollama_openai_bridge.limits import (
     Limits,
     check_chat,
     check_generate,
@@ -146,8 +146,8 @@ def test_many_values_are_counted_before_the_validator_builds_its_tree() -> None:
 
     import orjson
 
-    from ollama_openai_proxy.errors import TooMany
-    from ollama_openai_proxy.limits import Limits, check_chat, precheck
+    from ollama_openai_bridge.errors import TooMany
+    from ollama_openai_bridge.limits import Limits, check_chat, precheck
 
     body = orjson.dumps({"model": "m", "messages": [{}] * 499_990})
     started = time.perf_counter()

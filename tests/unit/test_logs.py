@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import structlog
 
-from ollama_openai_proxy.errors import Redactor
-from ollama_openai_proxy.logs import REQUEST_ID, LineHandler, access_handler, configure_logging
+from ollama_openai_bridge.errors import Redactor
+from ollama_openai_bridge.logs import REQUEST_ID, LineHandler, access_handler, configure_logging
 
 SECRET = "sk-secret-0123456789"
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
@@ -53,7 +53,7 @@ def test_access_line_matches_the_general_pipeline(stream: CountingStream) -> Non
     token = REQUEST_ID.set("req-1")
     try:
         handler.access({"method": "POST", "path": "/api/chat", "status": 200, "model": SECRET})
-        structlog.get_logger("ollama_openai_proxy.access").info(
+        structlog.get_logger("ollama_openai_bridge.access").info(
             "request", method="POST", path="/api/chat", status=200, model=SECRET
         )
     finally:
@@ -63,7 +63,7 @@ def test_access_line_matches_the_general_pipeline(stream: CountingStream) -> Non
     assert ISO_UTC.match(str(general.pop("timestamp")))
     assert fast == general
     assert fast["model"] == "[redacted]"
-    assert fast["logger"] == "ollama_openai_proxy.access"
+    assert fast["logger"] == "ollama_openai_bridge.access"
     assert fast["request_id"] == "req-1"
 
 
@@ -120,7 +120,7 @@ class Spy:
 
 
 def test_warn_once_remembers_a_bounded_number_of_keys_per_kind() -> None:
-    from ollama_openai_proxy.logs import WarnOnce
+    from ollama_openai_bridge.logs import WarnOnce
 
     spy = Spy()
     warn = WarnOnce(spy)
@@ -139,7 +139,7 @@ def test_warn_once_remembers_a_bounded_number_of_keys_per_kind() -> None:
 def test_one_kinds_flood_never_mutes_another_kinds_first_warning() -> None:
     """The review of #17: 12,000 unknown fields in one /v1/messages body filled the one set of
     keys the process had, and the next hosted tool dropped on /v1/responses went to DEBUG."""
-    from ollama_openai_proxy.logs import WarnOnce
+    from ollama_openai_bridge.logs import WarnOnce
 
     spy = Spy()
     warn = WarnOnce(spy)
@@ -154,7 +154,7 @@ def test_one_kinds_flood_never_mutes_another_kinds_first_warning() -> None:
 
 
 def test_names_are_one_line_naming_the_first_new_ones_and_their_count() -> None:
-    from ollama_openai_proxy.logs import WarnOnce
+    from ollama_openai_bridge.logs import WarnOnce
 
     spy = Spy()
     warn = WarnOnce(spy)
@@ -177,7 +177,7 @@ def test_names_are_one_line_naming_the_first_new_ones_and_their_count() -> None:
 
 
 def test_each_bounds_one_requests_lines() -> None:
-    from ollama_openai_proxy.logs import WarnOnce
+    from ollama_openai_bridge.logs import WarnOnce
 
     spy = Spy()
     warn = WarnOnce(spy)

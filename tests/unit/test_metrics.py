@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from ollama_openai_proxy.metrics import Metrics
+from ollama_openai_bridge.metrics import Metrics
 
 
 def sample(text: str, line_start: str) -> float:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ollama_openai_proxy.errors import Redactor
-from ollama_openai_proxy.middleware import RequestContextMiddleware
-from ollama_openai_proxy.render import Renderer
+from ollama_openai_bridge.errors import Redactor
+from ollama_openai_bridge.middleware import RequestContextMiddleware
+from ollama_openai_bridge.render import Renderer
 
 
 def run(app: Any) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import TypeAdapter
 from scripts.export_openapi import OUT, document
 
-from ollama_openai_proxy import openapi, schemas
+from ollama_openai_bridge import openapi, schemas
 
 DOC: dict[str, Any] = json.loads(document())
 OPERATIONS = [

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ollama_openai_proxy.owner import Owner
+from ollama_openai_bridge.owner import Owner
 
 
 def test_callbacks_run_newest_first_once() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from ollama_openai_proxy import recycle
+from ollama_openai_bridge import recycle
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def sigterm() -> Iterator[None]:
 
 def test_leave_stops_accepting_before_the_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recycle, "DRAIN_SECONDS", 0.1)
-    server = uvicorn.Server(uvicorn.Config(app="ollama_openai_proxy.app:create_app"))
+    server = uvicorn.Server(uvicorn.Config(app="ollama_openai_bridge.app:create_app"))
 
     async def scenario() -> tuple[bool, bool]:
         listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -41,7 +41,7 @@ def test_leave_stops_accepting_before_the_shutdown(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_worker_leaves_through_its_server(monkeypatch: pytest.MonkeyPatch, sigterm: None) -> None:
-    server = uvicorn.Server(uvicorn.Config(app="ollama_openai_proxy.app:create_app"))
+    server = uvicorn.Server(uvicorn.Config(app="ollama_openai_bridge.app:create_app"))
     monkeypatch.setattr(recycle, "DRAIN_SECONDS", 0.0)
     monkeypatch.setattr(multiprocessing, "parent_process", object)
     signal.signal(signal.SIGTERM, server.handle_exit)  # as uvicorn's worker does

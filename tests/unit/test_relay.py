@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ollama_openai_proxy.errors import Redactor, UpstreamProtocolError
-from ollama_openai_proxy.relay import SSERelay, UsageTap, event_end
+from ollama_openai_bridge.errors import Redactor, UpstreamProtocolError
+from ollama_openai_bridge.relay import SSERelay, UsageTap, event_end
 
 KEY = "sk-secret-123456"
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'

@@ -6,8 +6,8 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from ollama_openai_proxy.access import AccessRecord
-from ollama_openai_proxy.errors import (
+from ollama_openai_bridge.access import AccessRecord
+from ollama_openai_bridge.errors import (
     BadRequest,
     Busy,
     ProxyError,
@@ -20,7 +20,7 @@ from ollama_openai_proxy.errors import (
     reading,
     sample,
 )
-from ollama_openai_proxy.render import INTERNAL, Dialect, Renderer, dialect_of
+from ollama_openai_bridge.render import INTERNAL, Dialect, Renderer, dialect_of
 
 SECRET = "sk-live-0123456789"
 R = Renderer(Redactor([SECRET]))

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.errors import Busy
-from ollama_openai_proxy.resilience import ConcurrencyLimiter
+from ollama_openai_bridge.errors import Busy
+from ollama_openai_bridge.resilience import ConcurrencyLimiter
 
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
 

@@ -5,8 +5,8 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.schemas import (
+from ollama_openai_bridge.errors import BadRequest
+from ollama_openai_bridge.schemas import (
     CHAT,
     GENERATE,
     SHOW,
@@ -179,7 +179,7 @@ def test_widen_refuses_what_not_even_a_float_holds() -> None:
 
 
 def test_the_documented_keep_alive_is_the_checked_one() -> None:
-    from ollama_openai_proxy.translate.keepalive import MAX_KEEP_ALIVE_S
+    from ollama_openai_bridge.translate.keepalive import MAX_KEEP_ALIVE_S
 
     schema = openapi_body(CHAT)["requestBody"]["content"]["application/json"]["schema"]
     number, *_ = schema["properties"]["keep_alive"]["anyOf"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ollama_openai_proxy.sse import MAX_EVENT_BYTES, EventTooLarge, SSEEvent, SSEParser
+from ollama_openai_bridge.sse import MAX_EVENT_BYTES, EventTooLarge, SSEEvent, SSEParser
 
 STREAM = (
     'data: {"a":1}\n\n'

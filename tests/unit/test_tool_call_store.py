@@ -8,8 +8,8 @@ import time
 import orjson
 import pytest
 
-from ollama_openai_proxy.tool_call_store import ToolCallStore
-from ollama_openai_proxy.translate.carry import Recalled
+from ollama_openai_bridge.tool_call_store import ToolCallStore
+from ollama_openai_bridge.translate.carry import Recalled
 
 ENTRY = Recalled("default", "gemini-3-pro-preview", "g1", {"google": {"thought_signature": "s"}})
 
@@ -56,7 +56,7 @@ def test_memory_is_bounded_oldest_out_first() -> None:
 def test_an_entry_too_large_is_not_kept_and_memory_is_bounded_in_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from ollama_openai_proxy import tool_call_store as module
+    from ollama_openai_bridge import tool_call_store as module
 
     store = ToolCallStore()
     huge = Recalled("u", "m", "id", {"google": {"thought_signature": "x" * module.MAX_EXTRA}})

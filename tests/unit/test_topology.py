@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ollama_openai_proxy.config import ConfigError, load_settings
-from ollama_openai_proxy.topology import Topology, TopologyError, UpstreamSpec, load, single
+from ollama_openai_bridge.config import ConfigError, load_settings
+from ollama_openai_bridge.topology import Topology, TopologyError, UpstreamSpec, load, single
 
 VALID = """
 upstreams:

@@ -14,9 +14,9 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from ollama_openai_proxy.config import load_settings
-from ollama_openai_proxy.errors import BadRequest, TooManyConnections
-from ollama_openai_proxy.transport import (
+from ollama_openai_bridge.config import load_settings
+from ollama_openai_bridge.errors import BadRequest, TooManyConnections
+from ollama_openai_bridge.transport import (
     LINGER,
     LOG_EVERY,
     Guard,
@@ -458,7 +458,7 @@ def test_refusals_are_logged_at_most_once_per_period(
     guard = Guard(Limits(), clock=lambda: now[0])
     lines: list[dict[str, Any]] = []
     monkeypatch.setattr(
-        "ollama_openai_proxy.transport.log.warning", lambda event, **kw: lines.append(kw)
+        "ollama_openai_bridge.transport.log.warning", lambda event, **kw: lines.append(kw)
     )
     for _ in range(5):
         guard.note("request_refused", BadRequest("x"), "10.0.0.1")

@@ -5,8 +5,8 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.errors import UpstreamRefusedParameter
-from ollama_openai_proxy.upstream_errors import (
+from ollama_openai_bridge.errors import UpstreamRefusedParameter
+from ollama_openai_bridge.upstream_errors import (
     MAX_MESSAGE,
     error_message,
     refused_parameter,
@@ -291,7 +291,7 @@ def test_an_html_error_page_reads_as_its_title() -> None:
 
 
 def test_a_model_not_found_code_is_a_404_whatever_the_status() -> None:
-    from ollama_openai_proxy.errors import UpstreamModelNotFound
+    from ollama_openai_bridge.errors import UpstreamModelNotFound
 
     body = {"error": {"message": "No such model", "code": "model_not_found"}}
     error = upstream_status_error(

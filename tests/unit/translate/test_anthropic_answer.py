@@ -17,17 +17,17 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from ollama_openai_proxy.access import AccessRecord
-from ollama_openai_proxy.errors import (
+from ollama_openai_bridge.access import AccessRecord
+from ollama_openai_bridge.errors import (
     Redactor,
     UpstreamModelNotFound,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from ollama_openai_proxy.render import Dialect, Renderer
-from ollama_openai_proxy.sse import SSEEvent
-from ollama_openai_proxy.streams import UNFINISHED, _ndjson
-from ollama_openai_proxy.translate.anthropic_answer import (
+from ollama_openai_bridge.render import Dialect, Renderer
+from ollama_openai_bridge.sse import SSEEvent
+from ollama_openai_bridge.streams import UNFINISHED, _ndjson
+from ollama_openai_bridge.translate.anthropic_answer import (
     AnthropicStream,
     message_response,
     stop_reason,
@@ -166,7 +166,7 @@ def test_usage_counts_cached_input_apart() -> None:
 
 
 def test_whole_answer_of_the_wrong_shape_raises_for_the_guard() -> None:
-    from ollama_openai_proxy.errors import UpstreamError
+    from ollama_openai_bridge.errors import UpstreamError
 
     with pytest.raises(UpstreamError, match="not a completion"):
         whole({"object": "chat.completion"})  # no choices: an error quoting the answer

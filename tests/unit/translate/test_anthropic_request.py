@@ -10,17 +10,17 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.schemas import MESSAGES, parse
-from ollama_openai_proxy.translate.anthropic import (
+from ollama_openai_bridge.errors import BadRequest
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.profiles import PROFILES
+from ollama_openai_bridge.schemas import MESSAGES, parse
+from ollama_openai_bridge.translate.anthropic import (
     Converted,
     estimate_tokens,
     messages_request,
     read_request,
 )
-from ollama_openai_proxy.translate.chat import UpstreamRequest
+from ollama_openai_bridge.translate.chat import UpstreamRequest
 from tests.fake_upstream import validate_chat
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="

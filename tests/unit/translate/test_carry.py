@@ -7,18 +7,18 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.schemas import CHAT
-from ollama_openai_proxy.translate.carry import (
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.profiles import PROFILES
+from ollama_openai_bridge.schemas import CHAT
+from ollama_openai_bridge.translate.carry import (
     Recalled,
     answer_keys,
     call_key,
     current_turn,
     history_keys,
 )
-from ollama_openai_proxy.translate.chat import chat_request
-from ollama_openai_proxy.translate.normalise import ToolCall
+from ollama_openai_bridge.translate.chat import chat_request
+from ollama_openai_bridge.translate.normalise import ToolCall
 
 SIGNED = {"google": {"thought_signature": "c2ln"}}
 STAND_IN = {"google": {"thought_signature": "skip_thought_signature_validator"}}

@@ -6,10 +6,10 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.schemas import CHAT, GENERATE
-from ollama_openai_proxy.translate.chat import (
+from ollama_openai_bridge.errors import BadRequest
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.schemas import CHAT, GENERATE
+from ollama_openai_bridge.translate.chat import (
     chat_request,
     completion_request,
     generate_request,

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.errors import UpstreamProtocolError, reading, sample
-from ollama_openai_proxy.translate.answer import chat_response, done_reason, generate_response
-from ollama_openai_proxy.translate.durations import metrics
+from ollama_openai_bridge.errors import UpstreamProtocolError, reading, sample
+from ollama_openai_bridge.translate.answer import chat_response, done_reason, generate_response
+from ollama_openai_bridge.translate.durations import metrics
 from tests.conftest import contract
 
 NOW = 1_767_225_601_200_000_000
@@ -139,7 +139,7 @@ def test_responses_with_bad_choices_raise(bad: dict[str, Any]) -> None:
 def test_an_answer_without_choices_is_an_error_in_the_backends_words(
     body: dict[str, Any], status: int, words: str
 ) -> None:
-    from ollama_openai_proxy.errors import UpstreamError
+    from ollama_openai_bridge.errors import UpstreamError
 
     for translate in (chat_response, generate_response):
         with pytest.raises(UpstreamError) as info:
@@ -380,7 +380,7 @@ MAGISTRAL = [
 
 
 def test_magistrals_typed_content_parts_are_text_and_thinking() -> None:
-    from ollama_openai_proxy.translate.answer import chat_response, generate_response
+    from ollama_openai_bridge.translate.answer import chat_response, generate_response
 
     body = {"choices": [{"message": {"content": MAGISTRAL}, "finish_reason": "stop"}]}
     out = chat_response(body, "m", now_ns=0, total_ns=1, think=True, notes=[])
@@ -398,7 +398,7 @@ def test_magistrals_typed_content_parts_are_text_and_thinking() -> None:
 def test_magistrals_typed_parts_streamed() -> None:
     import orjson
 
-    from ollama_openai_proxy.translate.stream import StreamTranslator
+    from ollama_openai_bridge.translate.stream import StreamTranslator
 
     tr = StreamTranslator("m", generate=False, think=True, start_ns=0)
     out = b""

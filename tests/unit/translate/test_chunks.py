@@ -12,12 +12,12 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.errors import UpstreamProtocolError, UpstreamStatusError
-from ollama_openai_proxy.translate.anthropic_answer import AnthropicStream
-from ollama_openai_proxy.translate.chunks import ChunkReader, matched_stop
-from ollama_openai_proxy.translate.response_items import Frame
-from ollama_openai_proxy.translate.responses_stream import ResponsesStream
-from ollama_openai_proxy.translate.stream import StreamTranslator
+from ollama_openai_bridge.errors import UpstreamProtocolError, UpstreamStatusError
+from ollama_openai_bridge.translate.anthropic_answer import AnthropicStream
+from ollama_openai_bridge.translate.chunks import ChunkReader, matched_stop
+from ollama_openai_bridge.translate.response_items import Frame
+from ollama_openai_bridge.translate.responses_stream import ResponsesStream
+from ollama_openai_bridge.translate.stream import StreamTranslator
 
 ECHO = {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "metadata": {}}
 

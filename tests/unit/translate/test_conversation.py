@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.schemas import GENERATE
-from ollama_openai_proxy.translate.answer import generate_response
-from ollama_openai_proxy.translate.chat import generate_request
-from ollama_openai_proxy.translate.conversation import (
+from ollama_openai_bridge.errors import BadRequest
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.schemas import GENERATE
+from ollama_openai_bridge.translate.answer import generate_response
+from ollama_openai_bridge.translate.chat import generate_request
+from ollama_openai_bridge.translate.conversation import (
     INVALID,
     ContextCodec,
     Conversation,

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.translate.embed import (
+from ollama_openai_bridge.errors import BadRequest
+from ollama_openai_bridge.translate.embed import (
     embed_inputs,
     embed_response,
     embeddings_request,
@@ -121,7 +121,7 @@ def test_dimensions_as_ollama_computes_them() -> None:
 
 
 def test_zero_or_negative_dimensions_mean_the_models_own() -> None:
-    from ollama_openai_proxy.translate.embed import embeddings_request
+    from ollama_openai_bridge.translate.embed import embeddings_request
 
     assert "dimensions" not in embeddings_request("m", ["a"], -1)
     assert "dimensions" not in embeddings_request("m", ["a"], 0)

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.translate.keepalive import load_response, parse_keep_alive
+from ollama_openai_bridge.errors import BadRequest
+from ollama_openai_bridge.translate.keepalive import load_response, parse_keep_alive
 from tests.conftest import contract
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.translate.answer import chat_response, generate_response
-from ollama_openai_proxy.translate.normalise import logprobs_of
-from ollama_openai_proxy.translate.stream import StreamTranslator
+from ollama_openai_bridge.translate.answer import chat_response, generate_response
+from ollama_openai_bridge.translate.normalise import logprobs_of
+from ollama_openai_bridge.translate.stream import StreamTranslator
 
 HELLO = {"token": "Hello", "logprob": -0.1, "bytes": [72, 101, 108, 108, 111]}
 ALTS = [{"token": "Hello", "logprob": -0.1, "bytes": None}, {"token": "Hi", "logprob": -2.5}]

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.model_map import ModelMap, ModelMeta, resolve
-from ollama_openai_proxy.translate import models as tm
-from ollama_openai_proxy.translate.models import facts, published
+from ollama_openai_bridge.model_map import ModelMap, ModelMeta, resolve
+from ollama_openai_bridge.translate import models as tm
+from ollama_openai_bridge.translate.models import facts, published
 from tests.conftest import contract
 
 NOW = 1_767_225_600_000_000_000

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ollama_openai_proxy.translate.ndjson import dumps, escape_line_separators, line, rfc3339
+from ollama_openai_bridge.translate.ndjson import dumps, escape_line_separators, line, rfc3339
 
 
 @pytest.mark.parametrize("char", ["\u2028", "\u2029", "\u0085"])

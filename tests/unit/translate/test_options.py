@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.errors import BadRequest
-from ollama_openai_proxy.translate.options import map_options
+from ollama_openai_bridge.errors import BadRequest
+from ollama_openai_bridge.translate.options import map_options
 
 
 def run(

@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.model_map import published_output
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.schemas import (
+from ollama_openai_bridge.model_map import published_output
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.profiles import PROFILES
+from ollama_openai_bridge.schemas import (
     CHAT,
     GENERATE,
     MESSAGES,
@@ -22,8 +22,8 @@ from ollama_openai_proxy.schemas import (
     ResponsesRequest,
     parse,
 )
-from ollama_openai_proxy.translate import anthropic, responses
-from ollama_openai_proxy.translate.chat import (
+from ollama_openai_bridge.translate import anthropic, responses
+from ollama_openai_bridge.translate.chat import (
     EMBEDDINGS_PATH,
     UpstreamRequest,
     chat_request,

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.profiles import DEFAULT, PROFILES, detect, named
-from ollama_openai_proxy.schemas import CHAT, GENERATE
-from ollama_openai_proxy.translate.chat import UpstreamRequest, chat_request, completion_request
-from ollama_openai_proxy.translate.shape import JSON_INSTRUCTION
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.profiles import DEFAULT, PROFILES, detect, named
+from ollama_openai_bridge.schemas import CHAT, GENERATE
+from ollama_openai_bridge.translate.chat import UpstreamRequest, chat_request, completion_request
+from ollama_openai_bridge.translate.shape import JSON_INSTRUCTION
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -330,8 +330,8 @@ def test_family_lookups_are_remembered_and_bounded() -> None:
 
 
 def test_embeddings_are_shaped_with_their_own_names() -> None:
-    from ollama_openai_proxy.translate.chat import for_backend
-    from ollama_openai_proxy.translate.embed import embeddings_request
+    from ollama_openai_bridge.translate.chat import for_backend
+    from ollama_openai_bridge.translate.embed import embeddings_request
 
     def embed(profile: str) -> dict[str, Any]:
         p = PROFILES[profile]
@@ -364,8 +364,8 @@ def test_what_a_backend_refused_applies_only_where_and_when_it_was_refused() -> 
 
 
 def test_legacy_completions_keep_max_tokens_and_embeddings_get_no_extra_body() -> None:
-    from ollama_openai_proxy.translate.chat import for_backend
-    from ollama_openai_proxy.translate.embed import embeddings_request
+    from ollama_openai_bridge.translate.chat import for_backend
+    from ollama_openai_bridge.translate.embed import embeddings_request
 
     p = PROFILES["openai"]
     req = GENERATE.validate_python(
@@ -405,7 +405,7 @@ def test_the_json_instruction_joins_an_existing_system_message() -> None:
 def test_mistral_gets_nine_character_tool_call_ids_that_still_pair() -> None:
     """The ollama SDK's own tool example, second turn, to Mistral: its ids must be 9 letters and
     digits ("Tool call id was call_1_0 but must be a-z, A-Z, 0-9, with a length of 9")."""
-    from ollama_openai_proxy.translate.shape import nine_chars
+    from ollama_openai_bridge.translate.shape import nine_chars
 
     history = [
         {"role": "user", "content": "What is 3 plus 4?"},

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from openai.types.responses import Response
 
-from ollama_openai_proxy.errors import UpstreamStatusError
-from ollama_openai_proxy.translate.response_items import Frame, response_object, usage_of
-from ollama_openai_proxy.translate.response_tools import Named
+from ollama_openai_bridge.errors import UpstreamStatusError
+from ollama_openai_bridge.translate.response_items import Frame, response_object, usage_of
+from ollama_openai_bridge.translate.response_tools import Named
 
 ECHO = {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "metadata": {}}
 FRAME = Frame(
@@ -238,7 +238,7 @@ def test_a_malformed_answer_raises_a_shape_error(resp: dict[str, Any]) -> None:
 
 
 def test_an_answer_without_choices_is_the_error_it_carries() -> None:
-    from ollama_openai_proxy.errors import UpstreamError
+    from ollama_openai_bridge.errors import UpstreamError
 
     with pytest.raises(UpstreamError, match="not a completion"):
         response_object({"choices": []}, FRAME, adapted=[])

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from ollama_openai_proxy.errors import TooMany
-from ollama_openai_proxy.limits import Limits, check_chat
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.translate.response_tools import Named, ToolNames
-from ollama_openai_proxy.translate.responses import chat_request, read_request
+from ollama_openai_bridge.errors import TooMany
+from ollama_openai_bridge.limits import Limits, check_chat
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.profiles import PROFILES
+from ollama_openai_bridge.translate.response_tools import Named, ToolNames
+from ollama_openai_bridge.translate.responses import chat_request, read_request
 
 TEXT = "x" * 100
 

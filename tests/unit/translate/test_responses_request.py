@@ -8,13 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.errors import BadRequest, echo
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.schemas import RESPONSES
-from ollama_openai_proxy.translate.chat import UpstreamRequest
-from ollama_openai_proxy.translate.response_tools import Named
-from ollama_openai_proxy.translate.responses import Parsed, chat_request, read_request
+from ollama_openai_bridge.errors import BadRequest, echo
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.profiles import PROFILES
+from ollama_openai_bridge.schemas import RESPONSES
+from ollama_openai_bridge.translate.chat import UpstreamRequest
+from ollama_openai_bridge.translate.response_tools import Named
+from ollama_openai_bridge.translate.responses import Parsed, chat_request, read_request
 from tests.conftest import agent_request
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="

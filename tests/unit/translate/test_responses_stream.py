@@ -17,14 +17,14 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from ollama_openai_proxy.access import AccessRecord
-from ollama_openai_proxy.errors import Redactor, UpstreamProtocolError
-from ollama_openai_proxy.render import Dialect, Renderer
-from ollama_openai_proxy.sse import SSEEvent
-from ollama_openai_proxy.streams import UNFINISHED, _ndjson
-from ollama_openai_proxy.translate.response_items import Frame, response_object
-from ollama_openai_proxy.translate.response_tools import Named
-from ollama_openai_proxy.translate.responses_stream import ResponsesStream
+from ollama_openai_bridge.access import AccessRecord
+from ollama_openai_bridge.errors import Redactor, UpstreamProtocolError
+from ollama_openai_bridge.render import Dialect, Renderer
+from ollama_openai_bridge.sse import SSEEvent
+from ollama_openai_bridge.streams import UNFINISHED, _ndjson
+from ollama_openai_bridge.translate.response_items import Frame, response_object
+from ollama_openai_bridge.translate.response_tools import Named
+from ollama_openai_bridge.translate.responses_stream import ResponsesStream
 
 ECHO = {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "metadata": {}}
 FRAME = Frame("resp_ab12", 1767225600, "qwen3:8b", ECHO, {"kb__lookup": Named("lookup", "kb")})

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ollama_openai_proxy.access import AccessRecord
-from ollama_openai_proxy.errors import Redactor, UpstreamProtocolError, UpstreamStatusError
-from ollama_openai_proxy.render import Dialect, Renderer
-from ollama_openai_proxy.sse import SSEEvent
-from ollama_openai_proxy.streams import _ndjson
-from ollama_openai_proxy.translate import stream
-from ollama_openai_proxy.translate.stream import StreamTranslator
+from ollama_openai_bridge.access import AccessRecord
+from ollama_openai_bridge.errors import Redactor, UpstreamProtocolError, UpstreamStatusError
+from ollama_openai_bridge.render import Dialect, Renderer
+from ollama_openai_bridge.sse import SSEEvent
+from ollama_openai_bridge.streams import _ndjson
+from ollama_openai_bridge.translate import stream
+from ollama_openai_bridge.translate.stream import StreamTranslator
 from tests.conftest import contract
 
 ILLUSTRATIVE = {
@@ -898,7 +898,7 @@ def test_any_fragmentation_gives_the_calls_whole_and_in_order(cuts: list[int], s
     ],
 )
 def test_finish_reasons_in_the_wild(finish: str | None, done: str) -> None:
-    from ollama_openai_proxy.translate.answer import done_reason
+    from ollama_openai_bridge.translate.answer import done_reason
 
     assert done_reason(finish) == done
 
@@ -912,7 +912,7 @@ def test_finish_reasons_in_the_wild(finish: str | None, done: str) -> None:
     ],
 )
 def test_an_error_finish_is_not_a_complete_answer(finish: str) -> None:
-    from ollama_openai_proxy.translate.answer import chat_response
+    from ollama_openai_bridge.translate.answer import chat_response
 
     tr = translator()
     out = tr.feed(orjson.dumps(chunk({"content": "Half"})).decode())
@@ -1087,7 +1087,7 @@ def test_a_named_call_on_the_index_of_one_already_sent_is_not_dropped() -> None:
 def test_many_calls_cost_linear_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Thousands of calls in one answer: each is looked up and checked a bounded number of
     times (the count is the measure here, not the clock)."""
-    from ollama_openai_proxy.translate import normalise
+    from ollama_openai_bridge.translate import normalise
 
     checks = 0
     real = normalise._complete
@@ -1120,7 +1120,7 @@ def test_a_json_answer_instead_of_a_stream_without_choices_is_an_error(
 ) -> None:
     """A stream the backend answered with one JSON body that is no completion: an error in its
     words, never an empty answer that looks complete (issue #16)."""
-    from ollama_openai_proxy.errors import UpstreamError
+    from ollama_openai_bridge.errors import UpstreamError
 
     tr = translator()
     with pytest.raises(UpstreamError) as info:
@@ -1130,7 +1130,7 @@ def test_a_json_answer_instead_of_a_stream_without_choices_is_an_error(
 
 
 def test_an_error_object_event_ends_the_stream_as_an_error() -> None:
-    from ollama_openai_proxy.errors import UpstreamError
+    from ollama_openai_bridge.errors import UpstreamError
 
     tr = translator()
     tr.feed(orjson.dumps(chunk({"content": "The answer"})).decode())
@@ -1141,7 +1141,7 @@ def test_an_error_object_event_ends_the_stream_as_an_error() -> None:
 def test_one_id_for_several_calls_is_given_once() -> None:
     """DeepSeek and GLM give parallel calls one id (HKUDS/nanobot#3943): the second is made
     another, streamed or not (a client answering both with one id has the next turn refused)."""
-    from ollama_openai_proxy.translate.normalise import tool_calls_of
+    from ollama_openai_bridge.translate.normalise import tool_calls_of
 
     same = [
         {"index": i, "id": "call_1", "function": {"name": "f", "arguments": "{}"}} for i in (0, 1)

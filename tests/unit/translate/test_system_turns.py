@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ollama_openai_proxy.policy import Policy, Target
-from ollama_openai_proxy.profiles import PROFILES
-from ollama_openai_proxy.schemas import (
+from ollama_openai_bridge.policy import Policy, Target
+from ollama_openai_bridge.profiles import PROFILES
+from ollama_openai_bridge.schemas import (
     CHAT,
     MESSAGES,
     RESPONSES,
@@ -21,8 +21,8 @@ from ollama_openai_proxy.schemas import (
     ResponsesRequest,
     parse,
 )
-from ollama_openai_proxy.translate import anthropic, responses
-from ollama_openai_proxy.translate.chat import UpstreamRequest, chat_request, synth_id
+from ollama_openai_bridge.translate import anthropic, responses
+from ollama_openai_bridge.translate.chat import UpstreamRequest, chat_request, synth_id
 from tests.conftest import agent_request
 
 

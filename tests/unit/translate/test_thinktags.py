@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ollama_openai_proxy.translate.answer import chat_response, generate_response
-from ollama_openai_proxy.translate.stream import StreamTranslator
-from ollama_openai_proxy.translate.thinktags import ThinkSplitter, split_think
+from ollama_openai_bridge.translate.answer import chat_response, generate_response
+from ollama_openai_bridge.translate.stream import StreamTranslator
+from ollama_openai_bridge.translate.thinktags import ThinkSplitter, split_think
 
 CASES = [
     (

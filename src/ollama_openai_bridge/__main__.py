@@ -1,0 +1,3 @@
+from ollama_openai_bridge.cli import main
+
+raise SystemExit(main())

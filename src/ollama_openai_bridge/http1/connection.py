@@ -1,0 +1,313 @@
+"""One HTTP/1.1 connection of :mod:`ollama_openai_bridge.http1`: the asyncio protocol and llhttp's
+callbacks, one request at a time (RFC 9112 §9.3), with flow control and the request's timer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import TYPE_CHECKING, cast
+
+import httptools
+from multidict import CIMultiDict
+
+from ollama_openai_bridge.http1.errors import (
+    Disconnected,
+    InvalidResponse,
+    ReadTimeout,
+    TotalTimeout,
+)
+from ollama_openai_bridge.http1.response import Origin, Response
+
+if TYPE_CHECKING:
+    from ollama_openai_bridge.http1.client import Client
+
+HIGH_WATER = 256 * 1024  # bytes waiting for the consumer before reading pauses
+_NO_BODY = (204, 304)  # RFC 9112 §6.3 rule 1: never a body, whatever the fields say
+_CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+class Connection(asyncio.Protocol):
+    """One connection to an origin, carrying one request at a time: the asyncio protocol and the
+    llhttp parser's callbacks. Made and pooled by :class:`Client`."""
+
+    def __init__(self, client: Client, origin: Origin) -> None:
+        self.client = client
+        self.origin = origin
+        self.served = 0  # answers it has carried: more than 0 is a reused connection
+        self.idle_since = 0.0
+        self.paused = False
+        self._loop = client.loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._closed = False
+        self._counted = True  # still counted in the client's open connections
+        self._resp: Response | None = None
+        self._head: asyncio.Future[Response] | None = None  # resolves at the answer's head
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0  # bytes read while in a head
+        self._field_bytes = 0  # bytes of its fields
+        self._in_body = False
+        self._interim = False  # a 1xx head: another head follows
+        self._until_close = False  # no length: the body ends when the server closes
+        self._complete = False
+        self._keep = False
+        self._received = False  # a byte of this request's answer has come
+        self._error: InvalidResponse | None = None  # raised from a parser callback
+        self._last = 0.0  # loop time of the last read
+        self._deadline = 0.0  # the request's own; 0: none
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A request is written in one piece; an answer must not wait for Nagle's timer.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._last = self._loop.time()
+        if self._resp is None:
+            # A server speaks only when asked (RFC 9112 §9.3): bytes on an idle connection (an
+            # unasked 408 before closing, a stray byte) mean it is out of step.
+            self.abort()
+            return
+        self._received = True
+        in_head = not self._in_body
+        if in_head:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(InvalidResponse("an upgrade (101) that was not asked for"))
+            return
+        except httptools.HttpParserError as exc:
+            if self._complete:  # bytes after a whole answer: it stands, the connection does not
+                self._keep = False
+                self._finish()
+                return
+            self._fail(self._error or InvalidResponse(f"an invalid HTTP/1.1 response ({exc})"))
+            return
+        if self._complete:
+            self._finish()
+        elif in_head and not self._in_body and self._head_bytes > self.client.max_head:
+            self._fail(InvalidResponse(f"a response head larger than {self.client.max_head} B"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._gone()
+        if self._resp is None:
+            return
+        if self._head is not None:
+            reason = "while sending its head" if self._received else "before answering"
+            error = Disconnected(
+                f"the server closed the connection {reason}", answered=self._received
+            )
+            error.__cause__ = exc
+            self._fail(error)
+        elif self._until_close and exc is None:
+            self._complete = True  # RFC 9112 §6.3 rule 8: the close ends the body
+            self._keep = False
+            self._finish()
+        elif isinstance(exc, ConnectionResetError):
+            self._fail(exc)
+        else:
+            error = Disconnected(
+                "the connection closed before the end of the answer", answered=True
+            )
+            error.__cause__ = exc
+            self._fail(error)
+
+    # --- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise InvalidResponse("bytes after the end of an answer")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            return  # a chunked body's trailer fields (RFC 9112 §7.1.2): not used, dropped
+        # A head that came in one read is counted here (data_received counts one that drips).
+        self._field_bytes += len(name) + len(value) + 4
+        if self._field_bytes > self.client.max_head:
+            self._error = InvalidResponse(f"a response head larger than {self.client.max_head} B")
+            raise self._error
+        self._fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:  # RFC 9110 §15.2: an interim answer, the final one follows
+            self._interim = True
+            self._fields = []
+            return
+        resp = self._resp
+        assert resp is not None
+        headers: CIMultiDict[str] = CIMultiDict(
+            [
+                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for n, v in self._fields
+            ]
+        )
+        self._fields = []
+        self._in_body = True
+        resp.status = status
+        resp.headers = headers
+        content_type = headers.get("Content-Type")
+        if content_type is not None:
+            resp.content_type = content_type.partition(";")[0].strip().lower()
+        length = headers.get("Content-Length")
+        if length is not None:
+            resp.content_length = int(length)  # llhttp has checked it is digits
+        coding = headers.get("Content-Encoding")
+        if coding is not None and (coding := coding.strip().lower()) in _CODINGS:
+            resp._coding = "gzip" if coding == "x-gzip" else coding
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self._until_close = length is None and not chunked and status not in _NO_BODY
+        head = self._head
+        self._head = None
+        if head is not None and not head.done():
+            head.set_result(resp)
+
+    def on_body(self, body: bytes) -> None:
+        resp = self._resp
+        assert resp is not None
+        resp._chunks.append(body)
+        resp._size += len(body)
+        resp._wake()
+        if resp._size > HIGH_WATER and not self.paused:
+            # The consumer lags (a slow client of a fast stream): let the kernel's buffers fill
+            # and TCP tell the server to wait, rather than holding the stream here.
+            self.paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        self._complete = True
+        self._keep = self._parser.should_keep_alive()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def send(self, head: bytes, body: bytes | None, deadline: float) -> Response:
+        """Write one request (``head`` ends with its blank line) and wait for its answer's head.
+        Any failure or cancellation closes the connection: its answer is unread."""
+        transport = self._transport
+        if self._closed or transport is None or transport.is_closing():
+            raise Disconnected("the server closed the connection before answering", answered=False)
+        loop = self._loop
+        self._resp = Response(self, self.origin, loop)
+        head_future: asyncio.Future[Response] = loop.create_future()
+        self._head = head_future
+        self._fields = []
+        self._head_bytes = self._field_bytes = 0
+        self._in_body = self._complete = self._received = False
+        self._error = None
+        now = self._last = loop.time()
+        self._deadline = deadline
+        due = now + self.client.read_timeout
+        self._timer = loop.call_at(deadline if deadline and deadline < due else due, self._tick)
+        if body:
+            if len(body) < 65536:
+                transport.write(head + body)
+            else:
+                transport.writelines((head, body))  # no copy of a large body
+        else:
+            transport.write(head)
+        try:
+            return await head_future
+        except BaseException:
+            self.abort()
+            raise
+
+    def resume(self) -> None:
+        """The consumer has read what was waiting: read from the socket again."""
+        self.paused = False
+        self._last = self._loop.time()  # the silence while paused was ours, not the server's
+        if self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+
+    def abort(self) -> None:
+        """Close now, dropping what is unsent; an answer in progress fails."""
+        self._gone()
+        if self._transport is not None and not self._closed:
+            self._closed = True
+            self._transport.abort()
+        self._fail(Disconnected("the connection was closed", answered=self._received))
+
+    def close(self) -> None:
+        """Close an idle connection gracefully."""
+        self._gone()
+        if self._transport is not None and not self._closed:
+            self._closed = True
+            self._transport.close()
+
+    def _gone(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.client.lost(self)
+
+    def _tick(self) -> None:
+        """The request's timer: a timeout, or moved to the next time one could happen (reads
+        since it was set only note the time)."""
+        self._timer = None
+        if self._resp is None:
+            return
+        loop = self._loop
+        now = loop.time()
+        deadline = self._deadline
+        if deadline and now >= deadline:
+            self._fail(TotalTimeout("the request's timeout passed"))
+            return
+        idle = self.client.read_timeout
+        if self.paused:  # waiting for our consumer, not for the server (aiohttp's sock_read too)
+            due = now + idle
+        else:
+            due = self._last + idle
+            if now >= due:
+                self._fail(ReadTimeout(f"no data from the server for {idle:g} s"))
+                return
+        self._timer = loop.call_at(deadline if deadline and deadline < due else due, self._tick)
+
+    def _fail(self, exc: BaseException) -> None:
+        """This request ends in ``exc``: whoever waits gets it, the connection closes."""
+        resp = self._resp
+        if resp is None:
+            return
+        self._resp = None
+        resp._conn = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        head = self._head
+        self._head = None
+        if head is not None:
+            if not head.done():
+                head.set_exception(exc)
+        else:
+            resp._fail(exc)
+        self.abort()
+
+    def _finish(self) -> None:
+        """The answer has arrived whole: it keeps its body; the connection goes back to the pool
+        if the server keeps it open (RFC 9112 §9.3), else it closes."""
+        resp = self._resp
+        assert resp is not None
+        self._resp = None
+        resp._conn = None
+        resp._eof = True
+        resp._wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.served += 1
+        if self.paused:
+            self.resume()
+        if self._keep and not self._closed:
+            self.client.release(self)
+        else:
+            self.close()
