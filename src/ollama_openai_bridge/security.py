@@ -46,6 +46,12 @@ log = structlog.get_logger("ollama_openai_bridge.security")
 OPEN_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc"}) | frozenset(
     {"/openapi.json", "/openapi.yaml"}
 )
+# Probes: a key is still needed (/ready calls the backend), but RATE_LIMIT does not count them.
+# The readiness probe of every pod sends the first inbound key (healthcheck.py): counted, it
+# would spend that team's budget -- shared by all replicas through Redis -- and, once the limit
+# is reached, mark every pod unready (issue #19's review, H1). routes/meta.py makes concurrent
+# /ready calls share one backend call, so exempting them amplifies nothing.
+UNLIMITED_PATHS = frozenset({"/ready"})
 # Where USAGE_ADMIN_KEY is a key (routes/usage.py): it reads every key's usage, and nothing else.
 ADMIN_PATHS = frozenset({"/v1/usage"})
 
@@ -243,7 +249,7 @@ class GuardMiddleware:
                 await self._reject(scope, receive, send, error)
                 return
             record(scope).caller = identity
-        if self.limits is not None:
+        if self.limits is not None and path not in UNLIMITED_PATHS:
             if not identity:
                 identity = "ip:" + address
             try:

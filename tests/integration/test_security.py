@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,38 @@ def test_rate_limit_per_ip_without_keys(upstream: FakeUpstream) -> None:
         codes = [httpx.get(p.url + "/api/tags").status_code for _ in range(3)]
         assert codes == [200, 200, 429]
         assert httpx.get(p.url + "/health").status_code == 200  # never limited
+
+
+def test_readiness_probes_spend_no_rate_limit_and_share_one_backend_call(
+    upstream: FakeUpstream,
+) -> None:
+    """The chart's readiness probe sends the first inbound key (healthcheck.py) every few
+    seconds from every pod: counted by RATE_LIMIT, it spent that team's requests and, at the
+    limit, marked every pod unready (issue #19's review, H1). /ready still needs a key; it is
+    not counted, and concurrent /ready calls make one backend call, so looping on it cannot
+    multiply the backend's load."""
+    upstream.faults.append((lambda path, _: path == "/v1/models", Script(first_delay=1.0)))
+    settings = settings_for(upstream.url, proxy_api_keys="team-a,team-b", rate_limit="2/minute")
+    with ProxyServer(settings) as p:
+        assert httpx.get(p.url + "/ready").status_code == 401  # still behind the key
+        before = upstream.targets.count("/v1/models")
+        with ThreadPoolExecutor(10) as pool:
+            codes = list(
+                pool.map(
+                    lambda _: httpx.get(p.url + "/ready", headers=bearer("team-a"), timeout=30),
+                    range(10),
+                )
+            )
+        assert [r.status_code for r in codes] == [200] * 10
+        assert {r.json()["status"] for r in codes} == {"ready"}
+        # Ten callers at once, one backend call (two if a caller arrived as the first ended).
+        assert 1 <= upstream.targets.count("/v1/models") - before <= 2
+        assert httpx.get(p.url + "/ready", headers=bearer("team-a")).status_code == 200
+        codes2 = [
+            httpx.get(p.url + "/api/version", headers=bearer("team-a")).status_code
+            for _ in range(3)
+        ]
+        assert codes2 == [200, 200, 429]  # the team's own requests are limited as before
 
 
 def test_forwarded_for_is_ignored_unless_the_peer_is_a_listed_proxy(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -108,7 +109,28 @@ async def ready(request: Request) -> Response:
     )
 
 
+# One backend call at a time per upstream, whoever asks: the checks in flight, by upstream.
+# /ready is not rate-limited (security.UNLIMITED_PATHS, for the probes), so a caller looping
+# on it must not multiply the backend's GET /models; joiners get the same fresh answer, nothing
+# is kept after it.
+_in_flight: weakref.WeakKeyDictionary[Upstream, asyncio.Future[dict[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def _check(ctx: Context, upstream: Upstream) -> dict[str, str]:
+    """``{"status": "ready"|"unavailable", "circuit_breaker", "profile"[, "error"]}`` for one
+    upstream, from its ``GET /models`` within HEALTH_CHECK_TIMEOUT; concurrent callers share
+    one call (``asyncio.shield``: one caller going away does not cancel the others' check)."""
+    task = _in_flight.get(upstream)
+    if task is None:
+        task = asyncio.ensure_future(_ask(ctx, upstream))
+        _in_flight[upstream] = task
+        task.add_done_callback(lambda _: _in_flight.pop(upstream, None))
+    return await asyncio.shield(task)
+
+
+async def _ask(ctx: Context, upstream: Upstream) -> dict[str, str]:
     profile = ctx.backends.policy(upstream.name).profile.name
     try:
         await upstream.json("GET", "/models", timeout=ctx.settings.health_check_timeout)
