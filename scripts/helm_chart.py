@@ -54,6 +54,11 @@ SECRET_SETTINGS = frozenset(
         "BACKEND_EXTRA_BODY",
     }
 )
+# URLs the ConfigMap may carry only without user:password@ (Settings.secrets() reads a URL's
+# password; the proxy sends it as Basic auth): a credentialed one goes in secret.extra, which
+# the pod reads after the ConfigMap (envFrom: the later source wins).
+NO_CREDENTIALS = frozenset({"OPENAI_API_BASE_URL"})
+NO_CREDENTIALS_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*(/.*)?$"
 # How the NoDecode settings read their variable: comma-separated items (a YAML list is joined
 # with commas by the chart), or a JSON object (a YAML map is written as JSON).
 COMMA_LISTS = frozenset(
@@ -111,6 +116,8 @@ def _base(name: str, field: FieldInfo) -> dict[str, Any]:
         for meta in field.metadata:
             if getattr(meta, "pattern", None):
                 schema["pattern"] = meta.pattern
+        if name in NO_CREDENTIALS:
+            schema["pattern"] = NO_CREDENTIALS_PATTERN
         return schema
     raise TypeError(f"{name}: no values schema for {field.annotation!r}: add it to {__file__}")
 
@@ -126,8 +133,14 @@ def setting_schema(name: str, field: FieldInfo) -> dict[str, Any]:
         schema["type"] = [schema["type"], "null"]
     default = _default(field)
     shown = "unset" if default in (None, "", [], {}) else json.dumps(default)
+    where = (
+        " A URL with user:password@ goes in secret.extra instead (a ConfigMap is not secret)."
+        if name in NO_CREDENTIALS
+        else ""
+    )
     return {
-        "description": f"{field.description} Proxy default: {shown} (docs/CONFIGURATION.md).",
+        "description": f"{field.description}{where} Proxy default: {shown} "
+        "(docs/CONFIGURATION.md).",
         **schema,
     }
 

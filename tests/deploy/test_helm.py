@@ -167,7 +167,7 @@ def test_the_parts_each_case_turns_on() -> None:
     kinds = {case: sorted(d["kind"] for d in docs) for case, docs in RENDERED.items()}
     default = ["ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler"]
     assert kinds["default"] == sorted([*default, "PodDisruptionBudget"])
-    full = ["ConfigMap", "ConfigMap", "Secret", "Deployment", "Deployment", "Service", "Service"]
+    full = ["ConfigMap", "Secret", "Secret", "Deployment", "Deployment", "Service", "Service"]
     assert kinds["full"] == sorted([*full, "PodDisruptionBudget", "ServiceMonitor"])
     assert "Secret" not in kinds["existing-secret"]
 
@@ -258,7 +258,7 @@ def pod_environment(docs: list[dict[str, Any]], mounts: Path) -> dict[str, str]:
             env[entry["name"]] = secret[ref["key"]]
         else:
             env[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], entry["value"])
-    files = one(docs, "ConfigMap", "ollama-openai-bridge-files")["data"]
+    files = one(docs, "Secret", "ollama-openai-bridge-files")["stringData"]
     (mounts / "files").mkdir()
     for name, text in files.items():
         (mounts / "files" / name).write_text(text)
@@ -438,6 +438,11 @@ def test_the_templates_refuse_what_would_break(values: dict[str, Any], message: 
         ({"secret": {"values": {"PROXY_API_KEYS": {"a": 1}}}}, "/secret/values/PROXY_API_KEYS"),
         ({"redis": {"auth": {"password": "p@ss:word"}}}, "/redis/auth/password"),
         ({"probes": {"readiness": {"path": "/api/tags"}}}, "/probes/readiness/path"),
+        # a password in the URL would sit in the ConfigMap: it goes in secret.extra
+        (
+            {"config": {"OPENAI_API_BASE_URL": "https://u:hunter2@gw.example/v1"}},
+            "/config/OPENAI_API_BASE_URL",
+        ),
     ],
 )
 def test_the_schema_refuses_what_the_proxy_would(values: dict[str, Any], where: str) -> None:
@@ -460,9 +465,44 @@ def test_the_schema_takes_what_the_proxy_takes() -> None:
                     "FORWARDED_ALLOW_IPS": ["10.0.0.0/8"],
                     "LOG_LEVEL": None,
                 },
-                "secret": {"values": {"BACKEND_HEADERS": '{"X-Title": "t"}'}},
+                "secret": {
+                    "values": {"BACKEND_HEADERS": '{"X-Title": "t"}'},
+                    "extra": {"OPENAI_API_BASE_URL": "https://u:hunter2@gw.example/v1"},
+                },
             }
         )
+        chart.validate_schema({"config": {"OPENAI_API_BASE_URL": "http://vllm:8000/v1/@at"}})
+
+
+def test_no_configmap_holds_a_credential_of_the_values() -> None:
+    """UPSTREAMS_FILE may hold an inline api_key and credential headers: the files go in a
+    Secret, so no ConfigMap carries one (issue #19's review, M1)."""
+    values = with_values(
+        files__upstreams={
+            "upstreams": [
+                {
+                    "name": "gw",
+                    "base_url": "https://gw.example/v1",
+                    "api_key": "sk-test-inline-77",
+                    "headers": {"X-Api-Key": "hdr-test-cred-88"},
+                }
+            ]
+        }
+    )
+    docs = manifests(values)
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            text = yaml.safe_dump(doc)
+            assert "sk-test-inline-77" not in text
+            assert "hdr-test-cred-88" not in text
+    files = one(docs, "Secret", "ollama-openai-bridge-files")["stringData"]["upstreams.yaml"]
+    assert "sk-test-inline-77" in files
+    volume = next(
+        v
+        for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "files"
+    )
+    assert volume == {"name": "files", "secret": {"secretName": "ollama-openai-bridge-files"}}
 
 
 def test_chart_metadata() -> None:

@@ -196,3 +196,26 @@ def test_api_key_env_is_read_from_the_env_file_too(tmp_path: Path) -> None:
     settings = load_settings(_env_file=str(env_file))
     assert settings.topology().upstreams[0].api_key == "sk-from-dotenv"
     assert "sk-from-dotenv" in settings.secrets()  # redacted like OPENAI_API_KEY
+
+
+def test_credentials_in_a_base_url_are_secrets_and_exclusive_with_a_key(tmp_path: Path) -> None:
+    """user:password@ in a base URL is sent as Basic auth: the password is redacted like a key
+    (the review found it in the ``started`` line), and a key beside it, which aiohttp refuses
+    to combine on every request, stops the start with one message instead."""
+    url = "https://team:basic-pw-4242@gateway.example/v1"
+    settings = load_settings(_env_file=None, openai_api_base_url=url, openai_api_key="")
+    assert "basic-pw-4242" in settings.secrets()
+    assert "team" not in settings.secrets()
+    message = r"upstream 'default': its base URL carries credentials .* keep one of them"
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_env_file=None, openai_api_base_url=url, openai_api_key="sk-test-both")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(
+            _env_file=None, openai_api_base_url=url, backend_headers='{"Authorization": "x y"}'
+        )
+    path = write(
+        tmp_path,
+        f"upstreams: [{{name: gw, base_url: '{url}', api_key: sk-test-inline}}]\n",
+    )
+    with pytest.raises(ConfigError, match="upstream 'gw': its base URL carries credentials"):
+        load_settings(_env_file=None, upstreams_file=str(path))

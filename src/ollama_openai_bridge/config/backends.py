@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -207,6 +208,19 @@ class BackendSettings(BaseModel):
                 loaded = topology.load(self.upstreams_file, os.environ if env is None else env)
             except topology.TopologyError as exc:
                 raise ConfigError(str(exc)) from None
+        for spec in loaded.upstreams:
+            # aiohttp turns user:password@ into Basic auth, and refuses it beside an
+            # Authorization header ("Cannot combine AUTHORIZATION header with AUTH argument"):
+            # every request of that upstream would fail, so say it at start (issue #19 review).
+            url = urlsplit(spec.base_url)
+            if (url.username or url.password) and (
+                spec.api_key or any(k.lower() == "authorization" for k in spec.headers)
+            ):
+                raise ConfigError(
+                    f"upstream {spec.name!r}: its base URL carries credentials (user:password@, "
+                    "sent as Basic auth) and an API key or Authorization header is set too; a "
+                    "backend takes one Authorization header: keep one of them"
+                )
         if self.upstream_http_client == "http1":
             for spec in loaded.upstreams:
                 reason = unsupported(spec.base_url)

@@ -74,6 +74,7 @@ class Settings(
         )
         for u in self.topology().upstreams:
             keys.append(u.api_key)
+            keys.append(urlsplit(u.base_url).password or "")  # https://user:password@host
             keys.extend(v for k, v in u.headers.items() if topology.SECRET_HEADER.search(k))
             keys.extend(
                 v

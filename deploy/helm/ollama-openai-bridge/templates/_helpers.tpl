@@ -35,7 +35,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.secret.existingSecret | default (include "ollama-openai-bridge.fullname" .) }}
 {{- end }}
 
-{{/* Whether any of files.* is set: the files ConfigMap and its mount. */}}
+{{/* Whether any of files.* is set: the files Secret and its mount. */}}
 {{- define "ollama-openai-bridge.hasFiles" -}}
 {{- if or .Values.files.modelMapping .Values.files.upstreams .Values.files.tokenBudgets }}true{{ end }}
 {{- end }}
