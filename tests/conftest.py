@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 
 from tests.fake_upstream import FakeUpstream
-from tests.servers import ProxyServer, settings_for
+from tests.servers import KEPT_FROM_THE_SHELL, SETTING_NAMES, ProxyServer, settings_for
+
+for _name in SETTING_NAMES - KEPT_FROM_THE_SHELL:  # tests/servers.py says why
+    os.environ.pop(_name, None)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "contract"
 AGENTS = FIXTURES.parent / "agents"

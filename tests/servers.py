@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import uvicorn
@@ -11,6 +12,18 @@ import uvicorn
 from ollama_openai_bridge.app import create_app
 from ollama_openai_bridge.config import Settings
 from ollama_openai_bridge.transport import server_options
+
+# Every setting's variable. The suite runs with the proxy's defaults: a setting exported in the
+# shell of whoever runs it (PROXY_API_KEYS, MODEL_MAPPING_FILE, ...) would otherwise reach each
+# Settings made here and each proxy process started, and fail tests for no fault of the code
+# (issue #19's review, M2). UPSTREAM_HTTP_CLIENT stays: the Makefile's second pass sets it.
+SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields)
+KEPT_FROM_THE_SHELL = frozenset({"UPSTREAM_HTTP_CLIENT"})
+
+
+def without_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the proxy's settings (but KEPT_FROM_THE_SHELL)."""
+    return {k: v for k, v in env.items() if k not in SETTING_NAMES - KEPT_FROM_THE_SHELL}
 
 
 def settings_for(upstream_url: str, **overrides: Any) -> Settings:

@@ -21,6 +21,7 @@ import pytest
 
 from ollama_openai_bridge.allocator import find_jemalloc
 from tests.fake_upstream import FakeUpstream, Script
+from tests.servers import without_settings
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -36,11 +37,8 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 
 
 def base_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "PROXY_", "LOG_", "MODEL_"))
-    }
+    # and the OpenAI SDK's own variables (OPENAI_BASE_URL), which the proxy warns about
+    env = {k: v for k, v in without_settings(os.environ).items() if not k.startswith("OPENAI_")}
     env["PYTHONWARNINGS"] = "ignore"
     return env
 
