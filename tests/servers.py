@@ -17,7 +17,8 @@ from ollama_openai_bridge.transport import server_options
 # shell of whoever runs it (PROXY_API_KEYS, MODEL_MAPPING_FILE, ...) would otherwise reach each
 # Settings made here and each proxy process started, and fail tests for no fault of the code
 # (issue #19's review, M2). UPSTREAM_HTTP_CLIENT stays: the Makefile's second pass sets it.
-SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields)
+# OPENAI_BASE_URL too: the proxy refuses to start when it is set alone (config/settings.py).
+SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields) | {"OPENAI_BASE_URL"}
 KEPT_FROM_THE_SHELL = frozenset({"UPSTREAM_HTTP_CLIENT"})
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import resource
 import secrets
+import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.ssl_certfile is not None:
         server["ssl_certfile"] = str(settings.ssl_certfile)
         server["ssl_keyfile"] = str(settings.ssl_keyfile)
+    if inherited_listener() is None and (taken := _address_taken(settings)) is not None:
+        print(f"ollama-openai-bridge: {taken}", file=sys.stderr)
+        return STARTUP_FAILURE
     if settings.workers > 1:
         if settings.enable_metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Must be set before any worker imports prometheus_client.
@@ -134,11 +140,55 @@ def main(argv: list[str] | None = None) -> int:
         if args.env_file:
             os.environ["PROXY_ENV_FILE"] = args.env_file
         # Each worker builds its own app (and upstream session) from the same environment.
-        uvicorn.run(
-            "ollama_openai_bridge.app:create_app", factory=True, workers=settings.workers, **server
-        )
+        with _quiet_interrupt():
+            uvicorn.run(
+                "ollama_openai_bridge.app:create_app",
+                factory=True,
+                workers=settings.workers,
+                **server,
+            )
         return 0
-    return _serve_alone(settings, server, recycling=argv is None)
+    with _quiet_interrupt():
+        return _serve_alone(settings, server, recycling=argv is None)
+
+
+# The shell's status for a command stopped by SIGINT (128 + 2).
+INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def _quiet_interrupt() -> Iterator[None]:
+    """Ctrl+C ends the server gracefully (uvicorn catches SIGINT), then uvicorn raises the
+    signal again for the default handler: without this, a KeyboardInterrupt traceback of 25
+    lines after a clean stop (issue #19's review, L1). The exit status stays 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SystemExit(INTERRUPTED) from None
+
+
+def _address_taken(settings: Settings) -> str | None:
+    """Why PROXY_HOST:PROXY_PORT cannot be listened on, with what to do, or None when it can.
+
+    Asked before uvicorn binds, which says only "[Errno 98] Address already in use": the
+    usual cause is Ollama itself on 11434 (issue #19's review, L2). SO_REUSEADDR as uvicorn
+    binds, so a port in TIME_WAIT is not reported."""
+    host, port = settings.proxy_host, settings.proxy_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            if exc.errno == errno.EADDRINUSE:
+                hint = " (Ollama itself listens there)" if port == 11434 else ""
+                return (
+                    f"cannot listen on {where}: another program uses the port{hint}; stop it, "
+                    "or choose another port: PROXY_PORT=8080, or --port 8080"
+                )
+            return f"cannot listen on {where}: {exc.strerror or exc}; check PROXY_HOST/PROXY_PORT"
+    return None
 
 
 def _serve_alone(settings: Settings, options: dict[str, Any], *, recycling: bool) -> int:

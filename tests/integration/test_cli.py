@@ -59,6 +59,58 @@ def test_invalid_configuration_stops_with_one_clear_message(tmp_path: Path) -> N
     assert "OPENAI_API_BASE_URL" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"},
+            "OPENAI_BASE_URL is set (the OpenAI SDK's variable), but the proxy reads "
+            "OPENAI_API_BASE_URL: set OPENAI_API_BASE_URL=http://127.0.0.1:8000/v1",
+        ),
+        ({"OPENAI_API_KEY": "sk-..."}, "OPENAI_API_KEY: Value error, is still the placeholder"),
+    ],
+    ids=["openai-sdk-variable", "placeholder-key"],
+)
+def test_first_hour_mistakes_stop_the_start_with_what_to_do(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    """What a new user copies or already has exported (issue #19's review, L3): the OpenAI
+    SDK's OPENAI_BASE_URL was ignored (the proxy called api.openai.com with the other
+    backend's key), and README's ``sk-...`` placeholder only failed at the first request."""
+    out = run_cli(env={**base_env(), **env}, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert message in out.stderr
+
+
+def test_a_port_in_use_is_named_with_the_setting_to_change(tmp_path: Path) -> None:
+    """uvicorn alone said "[Errno 98] Address already in use" (issue #19's review, L2)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**base_env(), "PROXY_PORT": str(port)}
+        out = run_cli(env=env, cwd=tmp_path)
+    assert out.returncode == 3  # uvicorn's STARTUP_FAILURE
+    assert "Traceback" not in out.stderr
+    assert out.stderr == (
+        f"ollama-openai-bridge: cannot listen on 127.0.0.1:{port}: another program uses the "
+        "port; stop it, or choose another port: PROXY_PORT=8080, or --port 8080\n"
+    )
+
+
+def test_ctrl_c_stops_quietly(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """SIGINT, as Ctrl+C on `make run` sends it: a graceful stop, status 130, and no
+    KeyboardInterrupt traceback after it (issue #19's review, L1)."""
+    proxy = Running(tmp_path, {"OPENAI_API_BASE_URL": upstream.url})
+    proxy.proc.send_signal(signal.SIGINT)
+    proxy.proc.wait(timeout=30)
+    out = proxy.stop()
+    assert proxy.proc.returncode == 130
+    assert "Traceback" not in out
+    assert "KeyboardInterrupt" not in out
+
+
 def test_serves_with_dotenv_and_logs_json_without_secrets(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:

@@ -55,6 +55,7 @@ GUIDES = sorted(
 # Upper-case names in the guides that are not settings: other programs' variables, build args.
 NOT_SETTINGS = {
     "OLLAMA_HOST",  # the Ollama SDKs' variable, used by the examples
+    "OPENAI_BASE_URL",  # the OpenAI SDK's, which the proxy refuses alone (config/settings.py)
     "OLLAMA_BASE_URL",  # Open WebUI's
     "OLLAMA_API_KEY",  # ollama-python's
     "OLLAMA_ORIGINS",  # Ollama's own, which CORS_ORIGINS follows

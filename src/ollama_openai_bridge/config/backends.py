@@ -155,6 +155,18 @@ class BackendSettings(BaseModel):
             raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
         return v
 
+    @field_validator("openai_api_key")
+    @classmethod
+    def _api_key(cls, v: SecretStr) -> SecretStr:
+        # README and .env.example show "sk-..."; copied as is, every call would get the
+        # backend's 401 (issue #19's review, L3). Said at start instead.
+        if "..." in v.get_secret_value() or "\u2026" in v.get_secret_value():
+            raise ValueError(
+                "is still the placeholder of README/.env.example ('sk-...'): set your "
+                "backend's key, or leave it empty for a backend without keys"
+            )
+        return v
+
     @field_validator("upstream_http_client", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:

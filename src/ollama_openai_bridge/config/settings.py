@@ -92,7 +92,21 @@ def load_settings(**overrides: Any) -> Settings:
         settings.budget_accounts()  # and the token budgets, which need the inbound keys
         env_file = overrides.get("_env_file", ".env")
         dotenv = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
-        settings.topology({**{k: v for k, v in dotenv.items() if v is not None}, **os.environ})
+        env = {**{k: v for k, v in dotenv.items() if v is not None}, **os.environ}
+        settings.topology(env)
+        if (
+            "OPENAI_BASE_URL" in env
+            and "OPENAI_API_BASE_URL" not in env
+            and "openai_api_base_url" not in overrides
+            and settings.upstreams_file is None
+        ):
+            # The OpenAI SDK's name for it: ignored, the proxy would call api.openai.com with
+            # the key meant for the other backend (issue #19's review, L3).
+            raise ConfigError(
+                "OPENAI_BASE_URL is set (the OpenAI SDK's variable), but the proxy reads "
+                f"OPENAI_API_BASE_URL: set OPENAI_API_BASE_URL={env['OPENAI_BASE_URL']} to use "
+                "it (unset, the proxy would call https://api.openai.com/v1)"
+            )
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
