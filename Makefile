@@ -49,7 +49,7 @@ UV_COMPILE = $(BIN)/uv pip compile --universal --python-version 3.11 --generate-
 lock lock-upgrade: $(BIN)/uv
 	$(UV_COMPILE) $(if $(filter lock-upgrade,$@),--upgrade) pyproject.toml --extra test \
 		requirements/tools.in -o requirements/test.lock
-	$(UV_COMPILE) pyproject.toml -c requirements/test.lock -o requirements/run.lock
+	$(UV_COMPILE) pyproject.toml --extra otel -c requirements/test.lock -o requirements/run.lock
 # --- end of locked installs
 
 # The Python side alone: the package, editable, with its test tools. Needs no Node.js.

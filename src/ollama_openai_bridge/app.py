@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ollama_openai_bridge import __version__, allocator, openapi
+from ollama_openai_bridge import __version__, allocator, openapi, tracing
 from ollama_openai_bridge.access import record
 from ollama_openai_bridge.backends import Backends
 from ollama_openai_bridge.budgets import BudgetGuard, TokenBudgets
@@ -26,7 +26,7 @@ from ollama_openai_bridge.context import Context, contexts
 from ollama_openai_bridge.cors import CORSForBrowsers
 from ollama_openai_bridge.errors import ProxyError, Redactor
 from ollama_openai_bridge.fastpath import FastRoutes
-from ollama_openai_bridge.logs import configure_logging
+from ollama_openai_bridge.logs import carry_trace_ids, configure_logging
 from ollama_openai_bridge.metrics import Metrics
 from ollama_openai_bridge.middleware import RequestContextMiddleware
 from ollama_openai_bridge.recycle import supervised
@@ -118,7 +118,10 @@ def create_app(
     renderer = Renderer(Redactor(settings.secrets()))
     metrics = Metrics() if settings.enable_metrics else None
     model_map, policy, topology = settings.model_map(), settings.policy(), settings.topology()
-    backends = Backends(topology, settings, model_map, policy, metrics)
+    # OTEL_*: traces only when asked for (load_settings validated the variables); off, the
+    # OpenTelemetry packages are never imported and nothing below changes.
+    tracer = tracing.start() if tracing.wanted(os.environ) else None
+    backends = Backends(topology, settings, model_map, policy, metrics, tracer)
     accounts = settings.budget_accounts()
     budgets = (
         TokenBudgets(accounts, settings.budget_uri(), metrics) if accounts is not None else None
@@ -141,6 +144,7 @@ def create_app(
         ),
         conversations=contexts(settings),
         budgets=budgets,
+        tracing=tracer,
     )
     if settings.memory_recycle_above_mb and recycle is None:
         recycle = supervised()
@@ -184,6 +188,9 @@ def create_app(
                     detail="TOKEN_BUDGET counts in each worker's memory: with WORKERS > 1 a key "
                     "may use its budget once per worker; set TOKEN_BUDGET_STORAGE_URI=redis://...",
                 )
+        if tracer is not None:
+            resource = tracer.provider.resource.attributes
+            log.info("tracing", service=resource.get("service.name"), exporter="otlp")
         for name in backends.upstreams:
             profile = backends.policy(name).profile
             # Which shaping applies is an operator's first question when a backend refuses.
@@ -237,6 +244,8 @@ def create_app(
                 await auth_throttle.close()
             if metrics is not None:
                 metrics.close()
+            if tracer is not None:
+                await tracer.shutdown()  # the spans still batched are sent before the exit
 
     docs = settings.api_docs_enabled
     table = Router()
@@ -347,4 +356,9 @@ def create_app(
     app.front = RequestContextMiddleware(
         inner, renderer=renderer, metrics=metrics, endpoints=endpoints
     )
+    if tracer is not None:  # outermost: the access line is inside the request's span
+        from ollama_openai_bridge.tracing_asgi import TraceRequests  # noqa: PLC0415 -- when on
+
+        app.front = TraceRequests(app.front, tracer, endpoints)
+        carry_trace_ids()
     return app

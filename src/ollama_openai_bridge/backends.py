@@ -39,6 +39,7 @@ from ollama_openai_bridge.owner import Owner
 from ollama_openai_bridge.policy import Policy
 from ollama_openai_bridge.resilience import CircuitBreaker
 from ollama_openai_bridge.topology import Topology
+from ollama_openai_bridge.tracing import Tracing
 from ollama_openai_bridge.upstream import Upstream
 
 log = structlog.get_logger("ollama_openai_bridge.backends")
@@ -76,8 +77,10 @@ class Backends:
         model_map: ModelMap,
         policy: Policy,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.topology = topology
+        self.tracing = tracing
         self.model_map = model_map
         self.upstreams: dict[str, Upstream] = {}
         self.catalogs: dict[str, Catalog] = {}
@@ -114,6 +117,7 @@ class Backends:
                 first_byte_timeout=settings.first_byte_timeout,
                 stream_timeout=settings.stream_timeout,
                 metrics=metrics,
+                tracing=tracing,
             )
         )
         # Derived from the lists, rebuilt only when one of them changed (keyed by their versions).
@@ -131,7 +135,7 @@ class Backends:
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():
-            await upstream.start()
+            await upstream.start(self.tracing)
         if self.multi and self._ttl > 0:
             self._refresher = asyncio.create_task(self._refresh_forever())
 

@@ -25,6 +25,7 @@ from ollama_openai_bridge.policy import Policy, Target
 from ollama_openai_bridge.render import Renderer
 from ollama_openai_bridge.resilience import ConcurrencyLimiter
 from ollama_openai_bridge.tool_call_store import ToolCallStore
+from ollama_openai_bridge.tracing import Tracing
 from ollama_openai_bridge.translate.chat import UpstreamRequest
 from ollama_openai_bridge.translate.conversation import ContextCodec
 from ollama_openai_bridge.translate.models import ModelFacts, facts
@@ -51,6 +52,7 @@ class Context:
     )
     warn_once: WarnOnce = field(default_factory=lambda: WarnOnce(log))
     budgets: TokenBudgets | None = None  # TOKEN_BUDGET; None: off, and no work per request
+    tracing: Tracing | None = None  # OTEL_*: tracing.py; None: off, and no work per request
 
     def label(self, rec: AccessRecord, model: Resolved) -> None:
         """Name the request's model in the access record; as a metric label only if it is

@@ -40,6 +40,7 @@ from ollama_openai_bridge.owner import Owner
 from ollama_openai_bridge.policy import Policy
 from ollama_openai_bridge.profiles import reasoning_on
 from ollama_openai_bridge.sse import SSEEvent, SSEParser
+from ollama_openai_bridge.tracing import Tracing
 from ollama_openai_bridge.upstream import (
     Failures,
     Upstream,
@@ -206,13 +207,15 @@ async def execute(
     first_byte_timeout: float,
     stream_timeout: float,
     metrics: Metrics | None,
+    tracing: Tracing | None = None,
 ) -> Reply | EventStream:
     """Run ``plan``: the :class:`Reply` (a decoded one unless ``plan.relay``) or, for a stream
     answered as SSE, the :class:`EventStream` after its first read.
 
     ``owner`` takes what must be released at the end (the stream, the in-flight gauge);
-    ``rec.upstream`` names the upstream tried last. Raises the mapped :class:`UpstreamError`
-    (a 4xx/5xx status as :class:`UpstreamStatusError` unless relayed)."""
+    ``rec.upstream`` names the upstream tried last. ``tracing`` (when on): a span per upstream
+    tried (tracing.Tracing.attempt). Raises the mapped :class:`UpstreamError` (a 4xx/5xx
+    status as :class:`UpstreamStatusError` unless relayed)."""
     if metrics is not None:
         metrics.upstream_in_flight(1)
         owner.callback(metrics.upstream_in_flight, -1)
@@ -222,6 +225,11 @@ async def execute(
         upstream = attempt.route.upstream
         rec.upstream = upstream.name
         sent = attempt
+        span = (
+            None
+            if tracing is None
+            else tracing.attempt(attempt.route.model, attempt.path, upstream, i, plan.stream)
+        )
         try:
             # Sent again without each parameter the backend refuses (adapt), up to
             # MAX_ADAPTATIONS of them; inline, not a helper: a coroutine frame per request.
@@ -242,6 +250,8 @@ async def execute(
                     if metrics is not None:
                         metrics.adapted(upstream.name, exc.parameter)
         except UpstreamError as exc:
+            if span is not None:
+                span.failed(exc)
             if i == last or not may_fall_back(exc):
                 raise
             following = attempts[i + 1].route.upstream
@@ -256,6 +266,12 @@ async def execute(
             if metrics is not None:
                 metrics.fell_back(upstream.name)
             continue
+        except BaseException as exc:  # cancelled, or a bug: the span ends all the same
+            if span is not None:
+                span.failed(exc)
+            raise
+        if span is not None:
+            span.answered(result, owner, rec)
         if isinstance(result, EventStream):
             owner.push_async_callback(result.aclose)
         return result

@@ -259,11 +259,13 @@ class Upstream:
         # What this backend refused (exchange.adapt learns it; the translation applies it).
         self.refusals = Refusals()
 
-    async def start(self) -> None:
+    async def start(self, tracing: Any = None) -> None:
+        """Open the session; ``tracing`` (tracing.Tracing, when on): each request it sends is
+        traced, its ``traceparent`` sent along (tracing.TracedSession)."""
         s = self._settings
         log.debug("upstream_client", upstream=self.name, client=self.client, reason=self._why)
         if self.client == "http1":
-            self._session = http1.Client(
+            session: Session = http1.Client(
                 headers=self._headers,
                 limit=s.max_connections,
                 connect_timeout=s.connect_timeout,
@@ -271,8 +273,13 @@ class Upstream:
                 read_timeout=s.stream_idle_timeout,
                 verify=not s.disable_ssl_verification,
             )
-            return
-        self._session = cast(Session, aiohttp_client().session(s, self._headers))
+        else:
+            session = cast(Session, aiohttp_client().session(s, self._headers))
+        if tracing is not None:
+            from ollama_openai_bridge.tracing import TracedSession  # noqa: PLC0415 -- when on
+
+            session = cast(Session, TracedSession(session, tracing))
+        self._session = session
 
     async def close(self) -> None:
         if self._session is not None:

@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "openapi",
         "fastpath",
         "http1",  # the HTTP/1.1 client: imports nothing of the project (config reads its limits)
+        "tracing",  # OTEL_* checked by config; the SDK imported only when tracing is on
     ),
     ("resilience",),  # circuit breaker, concurrency limiter
     ("upstream", "upstream_aiohttp"),  # one backend's HTTP client and the one failure mapping
@@ -55,6 +56,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "streams",
         "context",
         "middleware",
+        "tracing_asgi",  # the request's server span, outside middleware
         "cors",
         "security",
         "transport",

@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ollama_openai_bridge import topology
+from ollama_openai_bridge import topology, tracing
 from ollama_openai_bridge.config.backends import BackendSettings
 from ollama_openai_bridge.config.operations import OperationsSettings
 from ollama_openai_bridge.config.parsing import ConfigError
@@ -107,6 +107,10 @@ def load_settings(**overrides: Any) -> Settings:
                 f"OPENAI_API_BASE_URL: set OPENAI_API_BASE_URL={env['OPENAI_BASE_URL']} to use "
                 "it (unset, the proxy would call https://api.openai.com/v1)"
             )
+        # OTEL_* come from the process environment, as every OpenTelemetry SDK reads them.
+        problem = tracing.check(os.environ)
+        if problem is not None:
+            raise ConfigError(f"invalid configuration:\n  {problem}")
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):

@@ -66,6 +66,17 @@ def default_context(verify: bool) -> ssl.SSLContext:
     return ctx
 
 
+def _fields(headers: Mapping[str, str]) -> bytes:
+    """``headers`` as header-field lines; ValueError for one that is not printable ASCII (a
+    line break would end the head)."""
+    lines = []
+    for name, value in headers.items():
+        if not (name.isascii() and value.isascii() and (name + value).isprintable()):
+            raise ValueError(f"header {name!r}: printable ASCII only")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode()
+
+
 class Client:
     """Pooled HTTP/1.1 connections to the backends, used like an ``aiohttp.ClientSession``
     through :meth:`request`. ``headers`` are sent with every request (printable ASCII, checked
@@ -95,11 +106,7 @@ class Client:
         self._idle_expiry = idle_expiry
         self._ssl = ssl_context  # else made at the first https connection (module's, shared)
         self._verify = verify
-        fields = {"Accept-Encoding": ACCEPT_ENCODING, **headers}
-        for name, value in fields.items():
-            if not (name.isascii() and value.isascii() and (name + value).isprintable()):
-                raise ValueError(f"header {name!r}: printable ASCII only")
-        self._fields = "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode()
+        self._fields = _fields({"Accept-Encoding": ACCEPT_ENCODING, **headers})
         self._targets: dict[str, tuple[Origin, bytes]] = {}
         # (host, port) -> (expiry in loop time, the lookup giving its addresses)
         self._dns: dict[tuple[str, int], tuple[float, asyncio.Task[Any]]] = {}
@@ -111,15 +118,25 @@ class Client:
         self._closing = False
 
     async def request(
-        self, method: str, url: str, *, data: bytes | None = None, timeout: float | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
         """Send ``method url`` with body ``data``; the :class:`Response` once its head arrived
-        (any status). ``timeout``: seconds for the whole request, the body's reading included.
-        Raises the module's failures (its docstring); ValueError for a URL it cannot send to."""
+        (any status). ``timeout``: seconds for the whole request, the body's reading included;
+        ``headers``: fields for this request alone, after the fixed ones (a ``traceparent``,
+        tracing.py). Raises the module's failures (its docstring); ValueError for a URL it
+        cannot send to, or a header that is not printable ASCII."""
         target = self._targets.get(url)
         if target is None:
             target = self._target(url)
         origin, rest = target
+        if headers:
+            rest += _fields(headers)
         if data is not None or method != "GET":
             if method == "HEAD":
                 raise ValueError("HEAD is not supported (llhttp would wait for a body)")

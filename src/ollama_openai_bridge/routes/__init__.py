@@ -240,3 +240,5 @@ def _stream_done(
     ctx.notes(tr.notes, model)
     ctx.adapted(tr.adapted, model)
     ctx.count(rec, tr.usage)
+    if ctx.tracing is not None:
+        ctx.tracing.finished(tr.finish_reason)

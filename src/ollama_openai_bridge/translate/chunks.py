@@ -111,6 +111,11 @@ class ChunkReader:
         return self._usage
 
     @property
+    def finish_reason(self) -> str | None:
+        """The backend's ``finish_reason``, as it gave it, once one arrived."""
+        return self._finish
+
+    @property
     def finished(self) -> bool:
         """The backend ended its answer properly: ``[DONE]`` or a ``finish_reason`` arrived. A
         stream that stops before either was cut short, and must not look complete."""
