@@ -36,6 +36,10 @@ class AccessRecord:
     # for USAGE_ADMIN_KEY, "" without PROXY_API_KEYS. Scopes per-client state (tool_call_store,
     # token budgets); never logged.
     caller: str = ""
+    # The response cache (response_cache.py): the request's Cache-Control directive (no-cache,
+    # no-store), then what the cache did (HIT, MISS, BYPASS, UNCACHEABLE); None: cache off.
+    cache_control: str = ""
+    cache: str | None = None
 
     def fields(self) -> dict[str, Any]:
         """The fields that are set, for the access log line."""
@@ -50,6 +54,8 @@ class AccessRecord:
             out["completion_tokens"] = self.completion_tokens
         if self.ttft_ms is not None:
             out["ttft_ms"] = self.ttft_ms
+        if self.cache is not None:
+            out["cache"] = self.cache
         if self.error is not None:
             out["error"] = self.error
             out["error_status"] = self.error_status

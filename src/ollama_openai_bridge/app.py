@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ollama_openai_bridge import __version__, allocator, openapi, tracing
+from ollama_openai_bridge import __version__, allocator, openapi, response_cache, tracing
 from ollama_openai_bridge.access import record
 from ollama_openai_bridge.backends import Backends
 from ollama_openai_bridge.budgets import BudgetGuard, TokenBudgets
@@ -122,6 +122,9 @@ def create_app(
     # OpenTelemetry packages are never imported and nothing below changes.
     tracer = tracing.start() if tracing.wanted(os.environ) else None
     backends = Backends(topology, settings, model_map, policy, metrics, tracer)
+    cache = response_cache.from_settings(settings, metrics)  # None: off, nothing per request
+    if cache is not None:
+        backends.execute = cache.wrap(backends.execute)
     accounts = settings.budget_accounts()
     budgets = (
         TokenBudgets(accounts, settings.budget_uri(), metrics) if accounts is not None else None
@@ -191,6 +194,16 @@ def create_app(
         if tracer is not None:
             resource = tracer.provider.resource.attributes
             log.info("tracing", service=resource.get("service.name"), exporter="otlp")
+        if cache is not None:
+            # Whether replicas and workers share the answers (docs/DEPLOYMENT.md).
+            log.info(
+                "response_cache",
+                storage=settings.response_cache,
+                shared=cache.store.shared,
+                ttl_s=settings.response_cache_ttl,
+                across_keys=settings.response_cache_across_keys,
+                nondeterministic=settings.response_cache_nondeterministic,
+            )
         for name in backends.upstreams:
             profile = backends.policy(name).profile
             # Which shaping applies is an operator's first question when a backend refuses.
@@ -236,6 +249,8 @@ def create_app(
                     await releaser
             await backends.close()
             await ctx.tool_calls.close()
+            if cache is not None:
+                await cache.close()
             if budgets is not None:
                 await budgets.close()
             if rate_limits is not None:
@@ -353,6 +368,8 @@ def create_app(
             throttle=auth_throttle,
             admin_key=settings.usage_admin_key.get_secret_value(),
         )
+    if cache is not None:  # Cache-Control in, X-Cache-Status out
+        inner = response_cache.CacheStatusMiddleware(inner)
     app.front = RequestContextMiddleware(
         inner, renderer=renderer, metrics=metrics, endpoints=endpoints
     )

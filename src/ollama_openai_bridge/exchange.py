@@ -76,13 +76,15 @@ class Plan(NamedTuple):
     ``stream``: the answer is read as it arrives. ``relay``: the caller relays the backend's
     status and bytes (the ``/v1`` routes), so an error status is returned as a :class:`Reply`
     rather than raised, unless another upstream may still be tried. ``model`` is the client's
-    name, for error messages."""
+    name, for error messages. ``tape``: record a stream's bytes as they arrive, up to this many
+    (:attr:`EventStream.tape`; response_cache.py); 0: none."""
 
     method: str
     attempts: tuple[Attempt, ...]
     stream: bool = False
     relay: bool = False
     model: str | None = None
+    tape: int = 0
 
 
 class Reply(NamedTuple):
@@ -126,6 +128,8 @@ class EventStream:
         "headers",
         "sent_ns",
         "status",
+        "tape",
+        "tape_limit",
         "upstream",
     )
 
@@ -136,6 +140,7 @@ class EventStream:
         *,
         parse: bool,
         deadline: float,
+        tape: int = 0,
     ) -> None:
         self._resp = resp
         self._content = resp.content
@@ -154,6 +159,10 @@ class EventStream:
         # counts from here, not from an earlier upstream of the chain that failed (set by
         # _stream).
         self.sent_ns = 0
+        # The bytes read so far, while they fit in tape_limit (response_cache.py records a
+        # stream to serve it again); None: not recorded, or given up as too large.
+        self.tape = bytearray() if tape else None
+        self.tape_limit = tape
 
     def __aiter__(self) -> EventStream:
         return self
@@ -185,6 +194,12 @@ class EventStream:
                     if events:
                         return events
                 raise StopAsyncIteration
+            tape = self.tape
+            if tape is not None:  # inline: no call per read when the cache is off
+                if len(tape) + len(chunk) > self.tape_limit:
+                    self.tape = None
+                else:
+                    tape += chunk
             return chunk if parser is None else parser.feed(chunk)
         except Failures.foreign as exc:
             self._eof = True
@@ -375,7 +390,7 @@ async def _stream(
             # a stuck engine answers a stream's headers at once, then nothing.
             resp = await upstream.send(plan.method, attempt.path, attempt.body, settle=False)
             if resp.status < 400 and resp.content_type == SSE:
-                stream = await _open(resp, upstream, not plan.relay, deadline)
+                stream = await _open(resp, upstream, not plan.relay, deadline, plan.tape)
                 stream.sent_ns = sent_ns
                 breaker.success()
                 return stream
@@ -397,9 +412,9 @@ async def _stream(
 
 
 async def _open(
-    resp: UpstreamResponse, upstream: Upstream, parse: bool, deadline: float
+    resp: UpstreamResponse, upstream: Upstream, parse: bool, deadline: float, tape: int = 0
 ) -> EventStream:
-    stream = EventStream(resp, upstream, parse=parse, deadline=deadline)
+    stream = EventStream(resp, upstream, parse=parse, deadline=deadline, tape=tape)
     try:
         await stream.prefetch()
     except BaseException:

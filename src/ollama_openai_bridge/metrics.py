@@ -88,6 +88,29 @@ ADAPTATIONS = (
     "Requests sent again without a parameter the backend refused (and remembered for the model).",
     ("upstream", "parameter"),
 )
+# The response cache (RESPONSE_CACHE): what it did per request, what it kept and dropped.
+CACHE_REQUESTS = (
+    f"{PREFIX}_response_cache_requests",
+    "Requests the response cache saw: hit, miss, bypass (Cache-Control) or uncacheable.",
+    ("result",),
+)
+CACHE_STORES = (
+    f"{PREFIX}_response_cache_stores",
+    "Answers the response cache kept, whole or streamed.",
+    ("kind",),
+)
+CACHE_EVICTIONS = (
+    f"{PREFIX}_response_cache_evictions",
+    "Answers dropped from the response cache's memory: expired, or for room (size).",
+    ("reason",),
+)
+CACHE_ERRORS = (
+    f"{PREFIX}_response_cache_storage_errors",
+    "Redis operations of the response cache that failed (the request went on without it).",
+    ("operation",),
+)
+CACHE_ENTRIES = (f"{PREFIX}_response_cache_entries", "Answers in the response cache's memory.")
+CACHE_BYTES = (f"{PREFIX}_response_cache_bytes", "Bytes of answers in the response cache's memory.")
 IN_FLIGHT = (f"{PREFIX}_streams_in_flight", "Streams open to clients.")
 UPSTREAM_IN_FLIGHT = (
     f"{PREFIX}_upstream_requests_in_flight",
@@ -130,6 +153,10 @@ class _Samples(Collector):
             RETRIES: {},
             FALLBACKS: {},
             ADAPTATIONS: {},
+            CACHE_REQUESTS: {},
+            CACHE_STORES: {},
+            CACHE_EVICTIONS: {},
+            CACHE_ERRORS: {},
         }
         self.histograms: dict[Spec, dict[tuple[str, ...], _Histogram]] = {
             DURATION: {},
@@ -139,6 +166,7 @@ class _Samples(Collector):
         self.in_flight = 0
         self.upstream_in_flight = 0
         self.breakers: dict[str, int] = {}
+        self.cache_size: tuple[int, int] | None = None  # entries, bytes; None: no memory cache
 
     def collect(self) -> Iterator[Metric]:
         for (name, doc, labels), series in self.counters.items():
@@ -163,6 +191,9 @@ class _Samples(Collector):
         for upstream, state in self.breakers.items():
             breakers.add_metric((upstream,), state)
         yield breakers
+        if self.cache_size is not None:
+            yield GaugeMetricFamily(*CACHE_ENTRIES, value=self.cache_size[0])
+            yield GaugeMetricFamily(*CACHE_BYTES, value=self.cache_size[1])
 
 
 class Metrics:
@@ -189,6 +220,9 @@ class Metrics:
                 *UPSTREAM_IN_FLIGHT, registry=r, multiprocess_mode="livesum"
             )
             self._breaker = Gauge(*BREAKER, registry=r, multiprocess_mode="livemax")
+            # each worker's memory cache is its own: the totals add up
+            self._cache_entries = Gauge(*CACHE_ENTRIES, registry=r, multiprocess_mode="livesum")
+            self._cache_bytes = Gauge(*CACHE_BYTES, registry=r, multiprocess_mode="livesum")
             self._by_spec: dict[Spec, Any] = {
                 REQUESTS: self._requests,
                 TOKENS: self._tokens,
@@ -197,6 +231,10 @@ class Metrics:
                 RETRIES: self._retries,
                 FALLBACKS: self._fallbacks,
                 ADAPTATIONS: self._adaptations,
+                **{
+                    spec: Counter(*spec, registry=r)
+                    for spec in (CACHE_REQUESTS, CACHE_STORES, CACHE_EVICTIONS, CACHE_ERRORS)
+                },
                 DURATION: self._duration,
                 TTFT: self._ttft,
                 UPSTREAM: self._upstream,
@@ -266,6 +304,30 @@ class Metrics:
 
     def adapted(self, upstream: str, parameter: str) -> None:
         self._count(ADAPTATIONS, (upstream, parameter))
+
+    def cache_result(self, result: str) -> None:
+        """The response cache's verdict on one request: hit, miss, bypass or uncacheable."""
+        self._count(CACHE_REQUESTS, (result,))
+
+    def cache_stored(self, kind: str) -> None:
+        """An answer kept: ``whole`` or ``stream``."""
+        self._count(CACHE_STORES, (kind,))
+
+    def cache_evicted(self, reason: str, count: int = 1) -> None:
+        """``count`` answers dropped from memory: ``expired`` or ``size`` (for room)."""
+        self._count(CACHE_EVICTIONS, (reason,), count)
+
+    def cache_failed(self, operation: str) -> None:
+        """A Redis operation of the response cache failed (get or set)."""
+        self._count(CACHE_ERRORS, (operation,))
+
+    def cache_size(self, entries: int, size: int) -> None:
+        """What the memory cache holds: ``entries`` answers of ``size`` bytes in all."""
+        if self._multi:
+            self._cache_entries.set(entries)
+            self._cache_bytes.set(size)
+        else:
+            self._samples.cache_size = (entries, size)
 
     def streams(self, delta: int) -> None:
         if self._multi:

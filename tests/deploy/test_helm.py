@@ -214,6 +214,7 @@ def test_secret_settings_are_those_that_carry_keys(tmp_path: Path) -> None:
         "RATE_LIMIT_STORAGE_URI": f"redis://:{marker}@redis:6379/0",
         "TOOL_CALL_STORE_URI": f"redis://:{marker}@redis:6379/1",
         "TOKEN_BUDGET_STORAGE_URI": f"redis://:{marker}@redis:6379/2",
+        "RESPONSE_CACHE_REDIS_URI": f"redis://:{marker}@redis:6379/3",
         "USAGE_ADMIN_KEY": marker,
         "BACKEND_HEADERS": f'{{"Authorization": "{marker}"}}',
         "BACKEND_EXTRA_BODY": f'{{"api_key": "{marker}"}}',

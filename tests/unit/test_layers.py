@@ -62,6 +62,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "transport",
         "tool_call_store",
         "budgets",
+        "cache_store",
+        "response_cache",  # around exchange.execute: wraps Backends.execute (app.py)
     ),  # per request and connection
     ("routes",),  # handlers: parse -> plan -> execute -> render
     ("app",),

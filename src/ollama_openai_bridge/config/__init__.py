@@ -9,6 +9,7 @@ modules are one concern each:
 - :mod:`.requests`: request limits and translation (mapping file, thinking, output tokens);
 - :mod:`.security`: origins, inbound keys, throttles, rate limits, token budgets, their stores;
 - :mod:`.operations`: logs, metrics, documentation endpoints, workers, memory;
+- :mod:`.cache`: the response cache (RESPONSE_CACHE_*);
 - :mod:`.model_mapping`: MODEL_MAPPING_FILE read into a ``ModelMap``;
 - :mod:`.parsing`: sizes, lists and JSON objects from text; ``ConfigError``.
 """

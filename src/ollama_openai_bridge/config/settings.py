@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ollama_openai_bridge import topology, tracing
 from ollama_openai_bridge.config.backends import BackendSettings
+from ollama_openai_bridge.config.cache import CacheSettings
 from ollama_openai_bridge.config.operations import OperationsSettings
 from ollama_openai_bridge.config.parsing import ConfigError
 from ollama_openai_bridge.config.requests import RequestSettings
@@ -32,9 +33,11 @@ from ollama_openai_bridge.config.server import ServerSettings
 # pydantic orders the fields of a model with several bases from the LAST base to the first
 # (reversed MRO), so this reads backwards: the backends' settings come first in
 # ``Settings.model_fields`` (and in the Helm chart's values.schema.json, written in that order by
-# scripts/helm_chart.py), then the server's, requests', security's and operations'. The model
+# scripts/helm_chart.py), then the server's, requests', security's, operations' and the response
+# cache's. The model
 # validators run in the same order: the TLS pair is checked before memory recycling.
 class Settings(
+    CacheSettings,
     OperationsSettings,
     SecuritySettings,
     RequestSettings,
@@ -70,6 +73,7 @@ class Settings(
                 self.rate_limit_storage_uri,
                 self.tool_call_store_uri,
                 self.token_budget_storage_uri,
+                self.response_cache_redis_uri,
             )
         )
         for u in self.topology().upstreams:
