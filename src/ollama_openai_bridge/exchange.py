@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from ollama_openai_bridge.access import AccessRecord
+from ollama_openai_bridge.balance import Pick
 from ollama_openai_bridge.errors import (
     UpstreamError,
     UpstreamRefusedParameter,
@@ -240,6 +241,12 @@ async def execute(
         upstream = attempt.route.upstream
         rec.upstream = upstream.name
         sent = attempt
+        # A balanced upstream (base_urls): the call holds one of its replicas until the owner
+        # closes -- when the answer has been read, or a stream has ended (balance.py).
+        pick = None
+        if upstream.balancer is not None:
+            pick = upstream.balancer.call(attempt.body)
+            owner.callback(pick.release)
         span = (
             None
             if tracing is None
@@ -252,10 +259,10 @@ async def execute(
                 try:
                     if plan.stream:
                         result = await _stream(
-                            plan, sent, i == last, first_byte_timeout, stream_timeout
+                            plan, sent, i == last, first_byte_timeout, stream_timeout, pick
                         )
                     else:
-                        result = await _whole(plan, sent, i == last)
+                        result = await _whole(plan, sent, i == last, pick)
                     break
                 except UpstreamRefusedParameter as exc:
                     retry = adapt(plan, sent, exc) if adaptations < MAX_ADAPTATIONS else None
@@ -269,6 +276,8 @@ async def execute(
                 span.failed(exc)
             if i == last or not may_fall_back(exc):
                 raise
+            if pick is not None:
+                pick.release()  # on to the next upstream: this one's replica is free now
             following = attempts[i + 1].route.upstream
             log.warning(
                 "upstream_fallback",
@@ -361,11 +370,11 @@ def _settle(plan: Plan, attempt: Attempt, last: bool, resp: Any, body: bytes) ->
     return Reply(status, body, resp.content_type, resp.headers)
 
 
-async def _whole(plan: Plan, attempt: Attempt, last: bool) -> Reply:
+async def _whole(plan: Plan, attempt: Attempt, last: bool, pick: Pick | None) -> Reply:
     upstream = attempt.route.upstream
     total = upstream.request_timeout
     try:
-        resp = await upstream.send(plan.method, attempt.path, attempt.body, total=total)
+        resp = await upstream.send(plan.method, attempt.path, attempt.body, total=total, pick=pick)
         body = await upstream.read(resp)
     except TimeoutError:
         raise UpstreamTimeout(
@@ -375,7 +384,12 @@ async def _whole(plan: Plan, attempt: Attempt, last: bool) -> Reply:
 
 
 async def _stream(
-    plan: Plan, attempt: Attempt, last: bool, first_byte_timeout: float, stream_timeout: float
+    plan: Plan,
+    attempt: Attempt,
+    last: bool,
+    first_byte_timeout: float,
+    stream_timeout: float,
+    pick: Pick | None,
 ) -> Reply | EventStream:
     upstream = attempt.route.upstream
     breaker = upstream.breaker
@@ -388,11 +402,15 @@ async def _stream(
         async with asyncio.timeout(first_byte_timeout):
             # The breaker hears of this call after its first read, not its headers (settle):
             # a stuck engine answers a stream's headers at once, then nothing.
-            resp = await upstream.send(plan.method, attempt.path, attempt.body, settle=False)
+            resp = await upstream.send(
+                plan.method, attempt.path, attempt.body, settle=False, pick=pick
+            )
             if resp.status < 400 and resp.content_type == SSE:
                 stream = await _open(resp, upstream, not plan.relay, deadline, plan.tape)
                 stream.sent_ns = sent_ns
                 breaker.success()
+                if pick is not None:
+                    pick.success()
                 return stream
             # An error, or a backend that ignored stream:true and answered one JSON body.
             body = await upstream.read(resp)
@@ -400,14 +418,20 @@ async def _stream(
         # Nothing within the time: a sick backend, whether its headers came or not (when they
         # had not, send() was cancelled and reported no verdict of its own).
         breaker.failure(gateway=True)
+        if pick is not None:
+            pick.failure()  # the replica held: a stuck engine's, whether it sent headers or not
         raise UpstreamTimeout(
             f"upstream sent nothing within {first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)"
         ) from None
     except BaseException as exc:
         if resp is not None:  # else send() reported it, or it was the breaker's own refusal
             breaker.record_error(exc)
+            if pick is not None:
+                pick.record_error(exc)
         raise
     breaker.record(resp.status)
+    if pick is not None:
+        pick.record(resp.status)
     return _settle(plan, attempt, last, resp, body)
 
 

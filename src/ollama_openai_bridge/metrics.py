@@ -121,6 +121,28 @@ BREAKER = (
     "Backend circuit breaker: 0 closed, 1 half-open, 2 open.",
     ("upstream",),
 )
+# Replicas of a balanced upstream (base_urls, balance.py): labels are the configured upstream and
+# replica names, so the series are as many as the file's replicas.
+REPLICA_REQUESTS = (
+    f"{PREFIX}_replica_requests",
+    "Backend calls to each replica of a balanced upstream, by outcome (success, failure).",
+    ("upstream", "replica", "outcome"),
+)
+REPLICA_EJECTIONS = (
+    f"{PREFIX}_replica_ejections",
+    "Times each replica was ejected by outlier detection.",
+    ("upstream", "replica"),
+)
+REPLICA_IN_FLIGHT = (
+    f"{PREFIX}_replica_requests_in_flight",
+    "Backend calls each replica holds: from its choice until the answer is released.",
+    ("upstream", "replica"),
+)
+REPLICA_EJECTED = (
+    f"{PREFIX}_replica_ejected",
+    "1 while outlier detection keeps the replica out of the balancing, else 0.",
+    ("upstream", "replica"),
+)
 
 
 def multiprocess() -> bool:
@@ -157,6 +179,8 @@ class _Samples(Collector):
             CACHE_STORES: {},
             CACHE_EVICTIONS: {},
             CACHE_ERRORS: {},
+            REPLICA_REQUESTS: {},
+            REPLICA_EJECTIONS: {},
         }
         self.histograms: dict[Spec, dict[tuple[str, ...], _Histogram]] = {
             DURATION: {},
@@ -167,6 +191,10 @@ class _Samples(Collector):
         self.upstream_in_flight = 0
         self.breakers: dict[str, int] = {}
         self.cache_size: tuple[int, int] | None = None  # entries, bytes; None: no memory cache
+        self.gauges: dict[Spec, dict[tuple[str, ...], float]] = {
+            REPLICA_IN_FLIGHT: {},
+            REPLICA_EJECTED: {},
+        }
 
     def collect(self) -> Iterator[Metric]:
         for (name, doc, labels), series in self.counters.items():
@@ -194,6 +222,11 @@ class _Samples(Collector):
         if self.cache_size is not None:
             yield GaugeMetricFamily(*CACHE_ENTRIES, value=self.cache_size[0])
             yield GaugeMetricFamily(*CACHE_BYTES, value=self.cache_size[1])
+        for (name, doc, labels), values in self.gauges.items():
+            gauges = GaugeMetricFamily(name, doc, labels=labels)
+            for key, value in values.items():
+                gauges.add_metric(key, value)
+            yield gauges
 
 
 class Metrics:
@@ -223,6 +256,13 @@ class Metrics:
             # each worker's memory cache is its own: the totals add up
             self._cache_entries = Gauge(*CACHE_ENTRIES, registry=r, multiprocess_mode="livesum")
             self._cache_bytes = Gauge(*CACHE_BYTES, registry=r, multiprocess_mode="livesum")
+            # each worker balances on its own: calls held add up, an ejection shows if any
+            self._gauges: dict[Spec, Any] = {
+                REPLICA_IN_FLIGHT: Gauge(
+                    *REPLICA_IN_FLIGHT, registry=r, multiprocess_mode="livesum"
+                ),
+                REPLICA_EJECTED: Gauge(*REPLICA_EJECTED, registry=r, multiprocess_mode="livemax"),
+            }
             self._by_spec: dict[Spec, Any] = {
                 REQUESTS: self._requests,
                 TOKENS: self._tokens,
@@ -232,8 +272,15 @@ class Metrics:
                 FALLBACKS: self._fallbacks,
                 ADAPTATIONS: self._adaptations,
                 **{
-                    spec: Counter(*spec, registry=r)
-                    for spec in (CACHE_REQUESTS, CACHE_STORES, CACHE_EVICTIONS, CACHE_ERRORS)
+                    spec: Counter(spec[0], spec[1], spec[2], registry=r)
+                    for spec in (
+                        CACHE_REQUESTS,
+                        CACHE_STORES,
+                        CACHE_EVICTIONS,
+                        CACHE_ERRORS,
+                        REPLICA_REQUESTS,
+                        REPLICA_EJECTIONS,
+                    )
                 },
                 DURATION: self._duration,
                 TTFT: self._ttft,
@@ -346,6 +393,28 @@ class Metrics:
             self._breaker.labels(upstream).set(state)
         else:
             self._samples.breakers[upstream] = state
+
+    def replica_in_flight(self, upstream: str, replica: str, delta: int) -> None:
+        """A call took (1) or gave back (-1) ``replica`` of ``upstream``; 0 declares it."""
+        if self._multi:
+            self._gauges[REPLICA_IN_FLIGHT].labels(upstream, replica).inc(delta)
+            return
+        series = self._samples.gauges[REPLICA_IN_FLIGHT]
+        key = (upstream, replica)
+        series[key] = series.get(key, 0) + delta
+
+    def replica_ejected(self, upstream: str, replica: str, ejected: bool) -> None:
+        """Outlier detection ejected ``replica`` of ``upstream`` (counted), or returned it."""
+        if ejected:
+            self._count(REPLICA_EJECTIONS, (upstream, replica))
+        if self._multi:
+            self._gauges[REPLICA_EJECTED].labels(upstream, replica).set(int(ejected))
+        else:
+            self._samples.gauges[REPLICA_EJECTED][(upstream, replica)] = int(ejected)
+
+    def replica_outcome(self, upstream: str, replica: str, outcome: str) -> None:
+        """A call to ``replica`` of ``upstream`` ended: ``success`` or ``failure``."""
+        self._count(REPLICA_REQUESTS, (upstream, replica, outcome))
 
     # --- exposition -----------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from ollama_openai_bridge import balance_config
+from ollama_openai_bridge.balance_config import BalanceError, BalanceSpec
 from ollama_openai_bridge.profiles import PROFILES
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no ':' -- "name:model" addresses an upstream
@@ -29,6 +30,7 @@ _UPSTREAM_KEYS = frozenset(
         "extra_body",
         "headers",
         "max_output_tokens",
+        *balance_config.BALANCE_KEYS,
     }
 )
 # Header names whose values are credentials: kept out of logs and error bodies like the key.
@@ -52,6 +54,8 @@ class UpstreamSpec:
     extra_body: Mapping[str, Any] = field(default_factory=dict)  # added to every request body
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # sent with every call
     max_output_tokens: int | None = None  # MAX_OUTPUT_TOKENS for this upstream
+    # Two or more replicas (base_urls) and how to balance them; None: base_url alone.
+    balance: BalanceSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +134,15 @@ def _upstream(where: str, entry: Any, env: Mapping[str, str]) -> UpstreamSpec:
         raise TopologyError(
             f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(_UPSTREAM_KEYS)}"
         )
-    base_url = entry.get("base_url")
-    parts = urlsplit(base_url) if isinstance(base_url, str) else None
-    if (
-        not isinstance(base_url, str)
-        or parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.netloc
-    ):
-        raise TopologyError(f"{where}: 'base_url' must be an http(s) URL, got {base_url!r}")
+    balance: BalanceSpec | None = None
+    try:
+        if "base_urls" in entry:  # replicas (balance_config.py)
+            base_url, balance = balance_config.parse(entry)
+        else:
+            base_url = balance_config.http_url(entry.get("base_url"), "base_url")
+            balance_config.check_single(entry)
+    except BalanceError as exc:
+        raise TopologyError(f"{where}: {exc}") from None
     if "api_key" in entry and "api_key_env" in entry:
         raise TopologyError(f"{where}: give 'api_key' or 'api_key_env', not both")
     api_key = entry.get("api_key", "")
@@ -193,6 +197,7 @@ def _upstream(where: str, entry: Any, env: Mapping[str, str]) -> UpstreamSpec:
         extra_body,
         headers,
         max_output,
+        balance,
     )
 
 

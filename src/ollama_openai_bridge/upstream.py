@@ -26,6 +26,7 @@ import orjson
 import structlog
 
 from ollama_openai_bridge import __version__, http1
+from ollama_openai_bridge.balance import Balancer, Pick, Replica
 from ollama_openai_bridge.config import Settings
 from ollama_openai_bridge.errors import (
     UpstreamError,
@@ -254,6 +255,15 @@ class Upstream:
         self._headers.update(spec.headers)  # the operator's (BACKEND_HEADERS, headers:)
         self._settings = settings
         self.client, self._why = client_for(settings.upstream_http_client, spec.base_url)
+        # Replicas (base_urls): one session serves them all (both clients pool per origin);
+        # http1 only if it can reach every one of them.
+        self.balancer: Balancer | None = None
+        if spec.balance is not None:
+            self.balancer = Balancer(spec.name, spec.balance, metrics)
+            for replica in spec.balance.replicas:
+                client, why = client_for(settings.upstream_http_client, replica.url)
+                if client != self.client:
+                    self.client, self._why = client, f"{why} (replica {replica.name})"
         self._session: Session | None = None
         self._timeouts: dict[float, Any] = {}  # per total, the client's timeout: made once
         # What this backend refused (exchange.adapt learns it; the translation applies it).
@@ -292,13 +302,15 @@ class Upstream:
             raise RuntimeError("upstream session not started")
         return self._session
 
-    def url(self, path: str) -> str:
-        """The full URL of ``path`` (``/chat/completions``) on this backend. Azure's classic
-        layout has no model list under a deployment: ``/models`` is the resource's own
-        (``/openai/models``), which tells whether the key and the resource answer."""
+    def url(self, path: str, replica: Replica | None = None) -> str:
+        """The full URL of ``path`` (``/chat/completions``) on this backend (on ``replica`` of
+        it when balanced). Azure's classic layout has no model list under a deployment:
+        ``/models`` is the resource's own (``/openai/models``), which tells whether the key and
+        the resource answer."""
+        prefix, query = (self._prefix, self._query) if replica is None else replica.base
         if self.deployment is not None and path == "/models":
-            return self._prefix[: self._prefix.index("/openai/") + 7] + path + self._query
-        return self._prefix + path + self._query
+            return prefix[: prefix.index("/openai/") + 7] + path + query
+        return prefix + path + query
 
     async def send(
         self,
@@ -308,6 +320,7 @@ class Upstream:
         *,
         total: float | None = None,
         settle: bool = True,
+        pick: Pick | None = None,
     ) -> UpstreamResponse:
         """Send one request, retrying connection failures and retryable statuses.
 
@@ -323,9 +336,20 @@ class Upstream:
         A response returned is reported by its status -- by the caller instead when ``settle``
         is false (a stream: only its first read shows the backend at work), with
         ``breaker.record``/``record_error``. Retries stop once the breaker has opened.
+
+        ``pick`` (a balanced upstream, balance.py): each attempt goes to the replica it takes,
+        a retry to another one than the last; up to ``pick.spare`` more retries than
+        MAX_RETRIES, without backoff while they move to a replica not yet tried. Each attempt's
+        outcome goes to its replica's outlier detection (the returned answer's only when
+        ``settle``); the caller's owner releases the replica held.
         """
         attempts = self._settings.max_retries + 1
         url = self.url(path)
+        host = self._host
+        spare = 0
+        if pick is not None:
+            spare = pick.spare
+            attempts += spare
         kwargs: dict[str, Any] = {"data": body}
         breaker, metrics = self.breaker, self.metrics
         loop = asyncio.get_running_loop()
@@ -351,6 +375,9 @@ class Upstream:
                             breaker.failure(gateway=True)
                         raise TimeoutError
                     kwargs["timeout"] = self._total_timeout(remaining)
+                if pick is not None:
+                    replica = pick.take(attempt > 0)
+                    url, host = self.url(path, replica), replica.host
                 started = time.perf_counter()
                 try:
                     resp = await self.session.request(method, url, **kwargs)
@@ -360,16 +387,20 @@ class Upstream:
                     # A close after part of the answer had come is not that: the backend took
                     # the request, and a POST must not run twice (fresh-eyes review of #18).
                     answered = isinstance(exc, http1.Disconnected) and exc.answered
+                    if pick is not None:
+                        pick.failure()
                     if answered or attempt == attempts - 1 or breaker.state is BreakerState.OPEN:
                         breaker.failure(gateway=True)
-                        raise map_failure(exc, self._host) from None
+                        raise map_failure(exc, host) from None
                     retried = 0
-                    delay = _backoff(attempt)
+                    delay = 0.0 if attempt < spare else _backoff(attempt - spare)
                 except Failures.foreign as exc:
+                    if pick is not None:
+                        pick.failure()
                     breaker.failure(gateway=True)
                     if total is not None and isinstance(exc, TimeoutError):
                         raise
-                    raise map_failure(exc, self._host) from None
+                    raise map_failure(exc, host) from None
                 else:
                     status = resp.status
                     if metrics is not None:
@@ -389,15 +420,24 @@ class Upstream:
                                 breaker.success()
                             else:
                                 breaker.record(status)
+                            if pick is not None:
+                                pick.record(status)
                         return resp
                     wait = _retry_after(resp)
-                    if wait is not None and wait > MAX_RETRY_AFTER:
+                    if wait is not None and wait > MAX_RETRY_AFTER and attempt >= spare:
                         if settle:
                             breaker.record(status)
+                            if pick is not None:
+                                pick.record(status)
                         return resp  # the backend asks for longer than a client will wait
                     resp.release()
+                    if pick is not None:
+                        pick.record(status)
                     retried = status
-                    delay = _backoff(attempt) if wait is None else wait
+                    if attempt < spare:  # another replica next: no need to wait for this one
+                        delay = 0.0
+                    else:
+                        delay = _backoff(attempt - spare) if wait is None else wait
                 if total is not None:
                     delay = min(delay, max(0.0, deadline - loop.time()))
                 log.warning(
@@ -406,6 +446,7 @@ class Upstream:
                     path=path,
                     attempt=attempt + 1,
                     delay_s=round(delay, 3),
+                    **({} if pick is None or pick.replica is None else {"from": pick.replica.name}),
                 )
                 if metrics is not None:
                     metrics.retried(self.name, path if path in KNOWN_PATHS else "other")
@@ -476,11 +517,15 @@ class Upstream:
         (:func:`upstream_status_error`) or a body that is not JSON."""
         body = None if payload is None else orjson.dumps(payload)
         total = timeout or self.request_timeout
+        pick = None if self.balancer is None else self.balancer.call(body)
         try:
-            resp = await self.send(method, path, body, total=total)
+            resp = await self.send(method, path, body, total=total, pick=pick)
             data = await self.read(resp)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream did not answer within {total:g} s") from None
+        finally:
+            if pick is not None:
+                pick.release()
         return decode(resp.status, data, client_model=client_model, endpoint=path)
 
 

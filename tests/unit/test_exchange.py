@@ -13,6 +13,8 @@ import orjson
 import pytest
 
 from ollama_openai_bridge.access import AccessRecord
+from ollama_openai_bridge.balance import Balancer, Pick
+from ollama_openai_bridge.balance_config import BalanceSpec, OutlierSpec, ReplicaSpec
 from ollama_openai_bridge.errors import (
     BreakerOpen,
     UpstreamEndpointNotFound,
@@ -128,6 +130,7 @@ class StubUpstream:
         self.reads = 0
         self.breaker = CircuitBreaker(5, 30.0)
         self.refusals = Refusals(clock=lambda: 0.0)
+        self.balancer: Balancer | None = None  # replicas: tests/unit/test_balance.py
 
     @property
     def learned(self) -> dict[str, dict[str, str | None]]:
@@ -146,9 +149,12 @@ class StubUpstream:
         *,
         total: float | None = None,
         settle: bool = True,
+        pick: Pick | None = None,
     ) -> FakeResponse:
         self.sent.append((method, path, body, total))
         self.settle.append(settle)
+        if pick is not None:  # as Upstream.send: the attempt holds a replica
+            pick.take(False)
         outcome = self.outcomes.pop(0)
         if outcome is Hang:
             await asyncio.Event().wait()
@@ -849,3 +855,114 @@ def test_a_refusal_while_reasoning_is_learned_as_such() -> None:
     u = StubUpstream("a", refusal("temperature"), FakeResponse())
     run(body_plan(u, body))
     assert u.refusals.get("o4-mini") == {("/chat", True): {"temperature": (None, 3600.0)}}
+
+
+# --- execute: a balanced upstream's replica is held by the owner (balance.py) ---------------
+
+
+def balanced(stub: StubUpstream) -> Balancer:
+    replicas = (ReplicaSpec("http://r0/v1", 1, "r0"), ReplicaSpec("http://r1/v1", 1, "r1"))
+    stub.balancer = Balancer(stub.name, BalanceSpec(replicas, outlier=OutlierSpec(1, 30, 300, 50)))
+    return stub.balancer
+
+
+def held(balancer: Balancer) -> list[int]:
+    return [r.in_flight for r in balancer.replicas]
+
+
+def run_held(
+    p: Plan, balancer: Balancer, *, consume: bool = False, first_byte_timeout: float = 30.0
+) -> tuple[Reply | EventStream | UpstreamError, list[int], list[int]]:
+    """Execute ``p``: what it gave, the replicas' in-flight counts before the owner closed
+    (after reading a stream to its end when ``consume``) and after."""
+
+    async def scenario() -> tuple[Reply | EventStream | UpstreamError, list[int], list[int]]:
+        owner = Owner()
+        result: Reply | EventStream | UpstreamError
+        try:
+            result = await execute(
+                p,
+                owner,
+                AccessRecord(),
+                first_byte_timeout=first_byte_timeout,
+                stream_timeout=0,
+                metrics=None,
+            )
+            if consume and isinstance(result, EventStream):
+                [read async for read in result]
+        except UpstreamError as exc:
+            result = exc
+        before = held(balancer)
+        await owner.aclose()
+        return result, before, held(balancer)
+
+    return asyncio.run(scenario())
+
+
+def test_a_whole_answer_holds_its_replica_until_the_owner_closes() -> None:
+    a = StubUpstream("a", FakeResponse())
+    balancer = balanced(a)
+    result, before, after = run_held(plan(a), balancer)
+    assert isinstance(result, Reply)
+    assert sorted(before) == [0, 1]
+    assert after == [0, 0]
+
+
+def test_a_stream_holds_its_replica_until_it_ends() -> None:
+    a = StubUpstream("a", sse(EVENT, b"data: [DONE]\n\n"))
+    balancer = balanced(a)
+    result, before, after = run_held(plan(a, stream=True), balancer, consume=True)
+    assert isinstance(result, EventStream)
+    assert sorted(before) == [0, 1]  # read to its end, but the owner has not closed yet
+    assert after == [0, 0]
+    assert sum(r.consecutive for r in balancer.replicas) == 0
+
+
+def test_a_fallback_frees_the_replica_at_once() -> None:
+    a = StubUpstream("a", UpstreamUnavailable("refused"))
+    b = StubUpstream("b", FakeResponse())
+    balancer = balanced(a)
+    result, before, after = run_held(plan(a, b), balancer)
+    assert isinstance(result, Reply)
+    assert before == [0, 0]  # a's replica given back when b was tried
+    assert after == [0, 0]
+
+
+def test_a_late_first_byte_counts_against_the_replica() -> None:
+    a = StubUpstream("a", Hang)
+    balancer = balanced(a)
+    result, before, after = run_held(plan(a, stream=True), balancer, first_byte_timeout=0.01)
+    assert isinstance(result, UpstreamTimeout)
+    assert sorted(before) == [0, 1]
+    assert after == [0, 0]
+    assert sorted(r.ejections for r in balancer.replicas) == [0, 1]  # ejected (threshold 1)
+
+
+def test_a_cancelled_call_gives_its_replica_back_when_the_owner_closes() -> None:
+    a = StubUpstream("a", Hang)
+    balancer = balanced(a)
+
+    async def scenario() -> list[int]:
+        owner = Owner()
+        task = asyncio.create_task(
+            execute(
+                plan(a),
+                owner,
+                AccessRecord(),
+                first_byte_timeout=30,
+                stream_timeout=0,
+                metrics=None,
+            )
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        before = held(balancer)
+        await owner.aclose()
+        return before
+
+    assert sorted(asyncio.run(scenario())) == [0, 1]
+    assert held(balancer) == [0, 0]
+    assert all(r.consecutive == 0 for r in balancer.replicas)  # no verdict

@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "config",  # a package: Settings made of one module per concern (config/__init__.py)
         "budget_plan",
         "profiles",
+        "balance_config",  # replicas of an upstream, as topology reads them
         "topology",
         "policy",
         "model_map",
@@ -48,6 +49,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "tracing",  # OTEL_* checked by config; the SDK imported only when tracing is on
     ),
     ("resilience",),  # circuit breaker, concurrency limiter
+    ("balance",),  # replicas of one upstream: the choice of one, outlier detection
     ("upstream", "upstream_aiohttp"),  # one backend's HTTP client and the one failure mapping
     ("exchange",),  # executing a plan: fallbacks, timeouts, event streams
     ("catalog", "backends"),  # model lists and routing

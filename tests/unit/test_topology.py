@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ollama_openai_bridge.balance_config import BalanceSpec, OutlierSpec, ReplicaSpec
 from ollama_openai_bridge.config import ConfigError, load_settings
 from ollama_openai_bridge.topology import Topology, TopologyError, UpstreamSpec, load, single
 
@@ -218,4 +219,125 @@ def test_credentials_in_a_base_url_are_secrets_and_exclusive_with_a_key(tmp_path
         f"upstreams: [{{name: gw, base_url: '{url}', api_key: sk-test-inline}}]\n",
     )
     with pytest.raises(ConfigError, match="upstream 'gw': its base URL carries credentials"):
+        load_settings(_env_file=None, upstreams_file=str(path))
+
+
+# --- replicas (base_urls, balance, outlier_detection: balance_config.py) ---------------------
+
+REPLICAS = """
+upstreams:
+  - name: vllm
+    base_urls:
+      - http://gpu-a:8000/v1/
+      - {url: "http://gpu-b:8000/v1", weight: 3}
+      - {url: "https://gpu-c/v1", name: gpu-c}
+    balance: affinity
+    outlier_detection: {consecutive_failures: 3, base_ejection_time: 10, max_ejection_percent: 34}
+"""
+
+
+def test_replicas(tmp_path: Path) -> None:
+    spec = load(write(tmp_path, REPLICAS), {}).upstreams[0]
+    assert spec.base_url == "http://gpu-a:8000/v1"  # the first: profile detection, the store
+    assert spec.balance == BalanceSpec(
+        (
+            ReplicaSpec("http://gpu-a:8000/v1", 1, "gpu-a:8000"),
+            ReplicaSpec("http://gpu-b:8000/v1", 3, "gpu-b:8000"),
+            ReplicaSpec("https://gpu-c/v1", 1, "gpu-c"),
+        ),
+        "affinity",
+        OutlierSpec(3, 10.0, 300.0, 34),
+    )
+
+
+def test_replicas_default_to_least_outstanding(tmp_path: Path) -> None:
+    text = "upstreams: [{name: a, base_urls: [http://h1/v1, https://h2/v1]}]"
+    balance = load(write(tmp_path, text), {}).upstreams[0].balance
+    assert balance == BalanceSpec(
+        (ReplicaSpec("http://h1/v1", 1, "h1:80"), ReplicaSpec("https://h2/v1", 1, "h2:443")),
+        "least_outstanding",
+        OutlierSpec(5, 30.0, 300.0, 50),
+    )
+
+
+def test_one_base_url_in_a_list_is_a_plain_upstream(tmp_path: Path) -> None:
+    spec = load(write(tmp_path, "upstreams: [{name: a, base_urls: [http://h/v1]}]"), {}).upstreams[
+        0
+    ]
+    assert spec == UpstreamSpec("a", "http://h/v1")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            "{name: a, base_url: http://h/v1, base_urls: [http://h/v1]}",
+            "upstreams[0] (a): give 'base_url' or 'base_urls', not both",
+        ),
+        ("{name: a, base_urls: []}", "'base_urls' must be a non-empty list"),
+        ("{name: a, base_urls: [ftp://h]}", "'base_urls[0].url' must be an http(s) URL"),
+        (
+            "{name: a, base_urls: [{url: http://h, port: 1}]}",
+            "base_urls[0]: unknown key(s) ['port']",
+        ),
+        (
+            "{name: a, base_urls: [{url: http://h, weight: 0}]}",
+            "'weight' must be an integer from 1",
+        ),
+        ("{name: a, base_urls: [{url: http://h, weight: 1.5}]}", "'weight' must be an integer"),
+        ("{name: a, base_urls: [http://h/v1, http://h/v1]}", "URL 'http://h/v1' is used twice"),
+        (
+            "{name: a, base_urls: [http://h/v1, http://h/v2]}",
+            "name 'h:80' is used twice (give each a 'name')",
+        ),
+        ("{name: a, base_urls: [{url: http://h, name: 'a b'}]}", "'name' must be letters"),
+        (
+            "{name: a, base_urls: [http://h1, http://h2], balance: random}",
+            "unknown 'balance' 'random'",
+        ),
+        (
+            "{name: a, base_url: http://h, balance: affinity}",
+            "'balance' needs 'base_urls' with two",
+        ),
+        ("{name: a, base_urls: [http://h], outlier_detection: {}}", "'outlier_detection' needs"),
+        (
+            "{name: a, base_urls: [http://h1, http://h2], outlier_detection: {interval: 1}}",
+            "'outlier_detection': unknown key(s) ['interval']",
+        ),
+        (
+            "{name: a, base_urls: [http://h1, http://h2], outlier_detection: {consecutive_failures: -1}}",
+            "'outlier_detection.consecutive_failures' must be an integer >= 0",
+        ),
+        (
+            "{name: a, base_urls: [http://h1, http://h2], outlier_detection: {base_ejection_time: 0}}",
+            "'outlier_detection.base_ejection_time' must be a positive number",
+        ),
+        (
+            "{name: a, base_urls: [http://h1, http://h2], "
+            "outlier_detection: {base_ejection_time: 60, max_ejection_time: 30}}",
+            "'outlier_detection.max_ejection_time' must be at least base_ejection_time",
+        ),
+        (
+            "{name: a, base_urls: [http://h1, http://h2], outlier_detection: {max_ejection_percent: 101}}",
+            "'outlier_detection.max_ejection_percent' must be from 0 to 100",
+        ),
+    ],
+)
+def test_each_replica_mistake_is_named(tmp_path: Path, entry: str, message: str) -> None:
+    with pytest.raises(TopologyError) as err:
+        load(write(tmp_path, f"upstreams: [{entry}]"), {})
+    assert message in str(err.value)
+    assert str(err.value).startswith(
+        f"UPSTREAMS_FILE {tmp_path / 'upstreams.yaml'}: upstreams[0] (a): "
+    )
+
+
+def test_credentials_in_a_replica_url_are_refused(tmp_path: Path) -> None:
+    """Replicas share one client, chosen by the first URL; Basic auth from a URL is aiohttp's
+    alone, so a replica's user:password@ would be dropped or refused by the other client."""
+    path = write(
+        tmp_path,
+        "upstreams: [{name: v, base_urls: ['http://a:8000/v1', 'http://u:pw-test@b:8000/v1']}]",
+    )
+    with pytest.raises(ConfigError, match=r"base_urls\[1\]: credentials in a replica's URL"):
         load_settings(_env_file=None, upstreams_file=str(path))

@@ -224,8 +224,10 @@ class BackendSettings(BaseModel):
             # aiohttp turns user:password@ into Basic auth, and refuses it beside an
             # Authorization header ("Cannot combine AUTHORIZATION header with AUTH argument"):
             # every request of that upstream would fail, so say it at start (issue #19 review).
-            url = urlsplit(spec.base_url)
-            if (url.username or url.password) and (
+            urls = (
+                [spec.base_url] if spec.balance is None else [r.url for r in spec.balance.replicas]
+            )
+            if any(urlsplit(u).username or urlsplit(u).password for u in urls) and (
                 spec.api_key or any(k.lower() == "authorization" for k in spec.headers)
             ):
                 raise ConfigError(

@@ -78,7 +78,8 @@ class Settings(
         )
         for u in self.topology().upstreams:
             keys.append(u.api_key)
-            keys.append(urlsplit(u.base_url).password or "")  # https://user:password@host
+            urls = [u.base_url] if u.balance is None else [r.url for r in u.balance.replicas]
+            keys.extend(urlsplit(url).password or "" for url in urls)  # https://user:pw@host
             keys.extend(v for k, v in u.headers.items() if topology.SECRET_HEADER.search(k))
             keys.extend(
                 v

@@ -199,9 +199,28 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         upstreams={
             "type": "object",
             "description": "With UPSTREAMS_FILE: each upstream's own status, breaker, backend "
-            "profile and error.",
+            "profile and error; with base_urls, its balance strategy and each replica's state.",
             "additionalProperties": obj(
-                ("status",), status=STR, circuit_breaker=STR, profile=STR, error=STR
+                ("status",),
+                status=STR,
+                circuit_breaker=STR,
+                profile=STR,
+                error=STR,
+                balance=STR,
+                replicas={
+                    "type": "array",
+                    "items": obj(
+                        ("replica", "state", "in_flight"),
+                        replica=STR,
+                        weight=INT,
+                        in_flight=INT,
+                        state={"type": "string", "enum": ["healthy", "ejected"]},
+                        ejected_until=STR,
+                        ejected_for_s={"type": "number"},
+                        consecutive_failures=INT,
+                        ejections=INT,
+                    ),
+                },
             ),
         },
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -113,12 +114,12 @@ async def ready(request: Request) -> Response:
 # /ready is not rate-limited (security.UNLIMITED_PATHS, for the probes), so a caller looping
 # on it must not multiply the backend's GET /models; joiners get the same fresh answer, nothing
 # is kept after it.
-_in_flight: weakref.WeakKeyDictionary[Upstream, asyncio.Future[dict[str, str]]] = (
+_in_flight: weakref.WeakKeyDictionary[Upstream, asyncio.Future[dict[str, Any]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-async def _check(ctx: Context, upstream: Upstream) -> dict[str, str]:
+async def _check(ctx: Context, upstream: Upstream) -> dict[str, Any]:
     """``{"status": "ready"|"unavailable", "circuit_breaker", "profile"[, "error"]}`` for one
     upstream, from its ``GET /models`` within HEALTH_CHECK_TIMEOUT; concurrent callers share
     one call (``asyncio.shield``: one caller going away does not cancel the others' check)."""
@@ -130,19 +131,24 @@ async def _check(ctx: Context, upstream: Upstream) -> dict[str, str]:
     return await asyncio.shield(task)
 
 
-async def _ask(ctx: Context, upstream: Upstream) -> dict[str, str]:
+async def _ask(ctx: Context, upstream: Upstream) -> dict[str, Any]:
     profile = ctx.backends.policy(upstream.name).profile.name
     try:
         await upstream.json("GET", "/models", timeout=ctx.settings.health_check_timeout)
     except ProxyError as exc:  # unreachable, an error status, or the breaker open
-        return {
+        out: dict[str, Any] = {
             "status": "unavailable",
             "error": ctx.renderer.redact(exc.message),
             "circuit_breaker": upstream.breaker.state.name.lower(),
             "profile": profile,
         }
-    return {
-        "status": "ready",
-        "circuit_breaker": upstream.breaker.state.name.lower(),
-        "profile": profile,
-    }
+    else:
+        out = {
+            "status": "ready",
+            "circuit_breaker": upstream.breaker.state.name.lower(),
+            "profile": profile,
+        }
+    if upstream.balancer is not None:  # replicas: each one's load and outlier state
+        out["balance"] = upstream.balancer.strategy
+        out["replicas"] = upstream.balancer.snapshot()
+    return out
