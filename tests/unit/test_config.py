@@ -4,9 +4,10 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ollama_openai_bridge import cli
 from ollama_openai_bridge.config import ConfigError, Settings, load_settings, parse_size
@@ -55,6 +56,29 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert s.cors_origins == ["https://a.example", "https://b.example", "*.example.org"]
     assert s.policy().passthrough == {"top_k": "top_k", "repeat_penalty": "repetition_penalty"}
     assert s.request_max_size == 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "request_max_size",
+        "response_max_size",
+        "request_headers_max_size",
+        "response_cache_max_bytes",
+        "response_cache_max_entry_bytes",
+    ],
+)
+def test_every_byte_count_takes_a_unit_and_refuses_nonsense(name: str) -> None:
+    """One field type (config.parsing.ByteSize) for every byte count: the same units
+    everywhere, the same message for a bad one, the field's own bounds still applied."""
+    values: dict[str, Any] = {"_env_file": None, name: "2MiB"}
+    if name == "response_cache_max_entry_bytes":
+        values["response_cache_max_bytes"] = "4MiB"
+    assert getattr(Settings(**values), name) == 2 * 1024 * 1024
+    with pytest.raises(ValidationError, match=name):
+        Settings(**{**values, name: "2 bananas"})
+    with pytest.raises(ValidationError, match=name):
+        Settings(**{**values, name: "0"})
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field
 from pydantic_settings import NoDecode
 
 from ollama_openai_bridge import topology
-from ollama_openai_bridge.config.parsing import ConfigError, existing_file, json_object, parse_size
+from ollama_openai_bridge.config.parsing import ByteSize, ConfigError, ExistingFile, json_object
 from ollama_openai_bridge.http1 import unsupported
 from ollama_openai_bridge.profiles import PROFILES
 
@@ -58,7 +57,7 @@ class BackendSettings(BaseModel):
         description="Retries of a backend call that failed before any byte "
         "reached the client (connection errors, 429, 502, 503, 504).",
     )
-    upstreams_file: Path | None = Field(
+    upstreams_file: ExistingFile = Field(
         None,
         description="YAML or JSON file of several backends, aliases and fallbacks; when set, "
         "it alone defines the backends (OPENAI_API_BASE_URL and OPENAI_API_KEY are ignored).",
@@ -66,7 +65,7 @@ class BackendSettings(BaseModel):
     disable_ssl_verification: bool = Field(
         False, description="Do not verify the backend's TLS certificate (unsafe)."
     )
-    response_max_size: int = Field(
+    response_max_size: ByteSize = Field(
         256 * 1024 * 1024,
         gt=0,
         description="Largest whole (non-streamed) backend answer the proxy reads, after "
@@ -171,16 +170,6 @@ class BackendSettings(BaseModel):
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
-
-    @field_validator("response_max_size", mode="before")
-    @classmethod
-    def _response_size(cls, v: Any) -> int:
-        return parse_size(v)
-
-    @field_validator("upstreams_file")
-    @classmethod
-    def _upstreams_file(cls, v: Path | None) -> Path | None:
-        return existing_file(v)
 
     @field_validator("backend_profile")
     @classmethod

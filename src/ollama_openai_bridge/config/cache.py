@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ollama_openai_bridge.config.parsing import ByteSize
+
 
 class CacheSettings(BaseModel):
     """RESPONSE_CACHE_*: a part of :class:`~ollama_openai_bridge.config.Settings`, which reads
@@ -33,13 +35,13 @@ class CacheSettings(BaseModel):
     response_cache_max_entries: int = Field(
         1000, ge=1, description="Answers kept in each process's memory (memory) at most."
     )
-    response_cache_max_bytes: int = Field(
+    response_cache_max_bytes: ByteSize = Field(
         64 * 1024 * 1024,
         ge=1024,
         description="Bytes of answers kept in each process's memory (memory) at most; the "
         "least recently used go first.",
     )
-    response_cache_max_entry_bytes: int = Field(
+    response_cache_max_entry_bytes: ByteSize = Field(
         1024 * 1024,
         ge=1024,
         description="An answer larger than this many bytes (a stream: its events as received) "

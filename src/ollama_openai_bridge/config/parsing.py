@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import AfterValidator, BeforeValidator
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 
@@ -62,3 +63,9 @@ def existing_file(path: Path | None) -> Path | None:
     if path is not None and not path.is_file():
         raise ValueError(f"file not found: {path}")
     return path
+
+
+# Field types that validate themselves (instead of a validator method per field): a byte count
+# that also takes a unit (64MiB), and a file that must exist when it is set.
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+ExistingFile = Annotated[Path | None, AfterValidator(existing_file)]

@@ -4,14 +4,13 @@ output-token limits (policy.py), and the key that signs generate's ``context``."
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from ollama_openai_bridge.config.model_mapping import load_model_map
-from ollama_openai_bridge.config.parsing import existing_file, parse_size, split_list
+from ollama_openai_bridge.config.parsing import ByteSize, ExistingFile, split_list
 from ollama_openai_bridge.limits import Limits
 from ollama_openai_bridge.model_map import ModelMap
 from ollama_openai_bridge.policy import Policy
@@ -27,12 +26,12 @@ class RequestSettings(BaseModel):
         defer_build=True, protected_namespaces=("model_validate", "model_dump")
     )
 
-    model_mapping_file: Path | None = Field(
+    model_mapping_file: ExistingFile = Field(
         None,
         description="JSON file: alias -> upstream id, or alias -> {model, context_length, "
         "capabilities, think_style, max_output_tokens}.",
     )
-    request_max_size: int = Field(
+    request_max_size: ByteSize = Field(
         64 * 1024 * 1024, gt=0, description="Largest accepted request body (bytes, or 64MB/64MiB)."
     )
     passthrough_options: Annotated[dict[str, str], NoDecode] = Field(
@@ -103,16 +102,6 @@ class RequestSettings(BaseModel):
         "characters; unset = a random key per start of the proxy, so contexts do not survive "
         "a restart nor move between instances.",
     )
-
-    @field_validator("request_max_size", mode="before")
-    @classmethod
-    def _request_size(cls, v: Any) -> int:
-        return parse_size(v)
-
-    @field_validator("model_mapping_file")
-    @classmethod
-    def _mapping_file(cls, v: Path | None) -> Path | None:
-        return existing_file(v)
 
     @field_validator("context_signing_key")
     @classmethod

@@ -6,14 +6,13 @@ data live in (memory or Redis)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from ollama_openai_bridge import budget_plan
-from ollama_openai_bridge.config.parsing import ConfigError, existing_file, split_list
+from ollama_openai_bridge.config.parsing import ConfigError, ExistingFile, split_list
 
 # AUTH_FAILURE_LIMIT's default, known good: checking it needs no limits library (below).
 DEFAULT_AUTH_FAILURE_LIMIT = "10/minute"
@@ -38,7 +37,7 @@ class SecuritySettings(BaseModel):
         description="Comma-separated keys clients must send as "
         "'Authorization: Bearer <key>'; unset = no authentication.",
     )
-    proxy_api_keys_file: Path | None = Field(
+    proxy_api_keys_file: ExistingFile = Field(
         None, description="File with one inbound key per line (added to PROXY_API_KEYS)."
     )
     auth_failure_limit: str = Field(
@@ -63,7 +62,7 @@ class SecuritySettings(BaseModel):
         "(minute, hour, day, month), e.g. '20k/minute;1M/day'; then 429 until the window ends. "
         "Empty = no budget but TOKEN_BUDGETS_FILE's. Needs PROXY_API_KEYS.",
     )
-    token_budgets_file: Path | None = Field(
+    token_budgets_file: ExistingFile = Field(
         None,
         description="YAML or JSON file of key id (the first 8 hex digits of the key's SHA-256) "
         "-> budget, or -> {name, budget}: budgets per key, and names for the usage endpoint, "
@@ -116,11 +115,6 @@ class SecuritySettings(BaseModel):
     @classmethod
     def _keys(cls, v: Any) -> Any:
         return split_list(v)
-
-    @field_validator("proxy_api_keys_file", "token_budgets_file")
-    @classmethod
-    def _key_files(cls, v: Path | None) -> Path | None:
-        return existing_file(v)
 
     @field_validator("auth_failure_limit")
     @classmethod

@@ -5,13 +5,12 @@ caps (transport.py), the shutdown grace period, and the Ollama version it answer
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from ollama_openai_bridge.config.parsing import existing_file, parse_size, split_list
+from ollama_openai_bridge.config.parsing import ByteSize, ExistingFile, split_list
 
 # The Ollama release whose REST API the proxy serves, reported by /api/version. 0.30.0 is the
 # release of the newest fields it answers (`capabilities`, `details.context_length` and
@@ -29,8 +28,8 @@ class ServerSettings(BaseModel):
 
     proxy_host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 for all).")
     proxy_port: int = Field(11434, ge=1, le=65535, description="Port to listen on (Ollama's).")
-    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
-    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for SSL_CERTFILE.")
+    ssl_certfile: ExistingFile = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
+    ssl_keyfile: ExistingFile = Field(None, description="TLS private key (PEM) for SSL_CERTFILE.")
     backlog: int = Field(
         16384,
         ge=64,
@@ -43,7 +42,7 @@ class ServerSettings(BaseModel):
         "X-Forwarded-For and X-Forwarded-Proto headers are believed; '*' = any peer (unsafe "
         "unless only proxies can reach the port); unset = those headers are ignored.",
     )
-    request_headers_max_size: int = Field(
+    request_headers_max_size: ByteSize = Field(
         64 * 1024,
         ge=1024,
         le=8 * 1024 * 1024,
@@ -93,11 +92,6 @@ class ServerSettings(BaseModel):
         "serves (clients check it: Codex --oss needs >= 0.13.4, Copilot >= 0.6.4).",
     )
 
-    @field_validator("request_headers_max_size", mode="before")
-    @classmethod
-    def _head_size(cls, v: Any) -> int:
-        return parse_size(v)
-
     @field_validator("forwarded_allow_ips", mode="before")
     @classmethod
     def _forwarders(cls, v: Any) -> Any:
@@ -118,11 +112,6 @@ class ServerSettings(BaseModel):
                     f"{entry!r} is not an IP address or CIDR network ({exc})"
                 ) from None
         return ["*"] if "*" in v else v
-
-    @field_validator("ssl_certfile", "ssl_keyfile")
-    @classmethod
-    def _tls_files(cls, v: Path | None) -> Path | None:
-        return existing_file(v)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
