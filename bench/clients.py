@@ -95,11 +95,14 @@ def start(up: int) -> tuple[dict[str, int], dict[str, int], list[subprocess.Pope
                 "UPSTREAM_HTTP_CLIENT": client,
             }
             cwd = HERE
+            module = "ollama_openai_bridge"
             if kind == "base" and BASE:
                 env["PYTHONPATH"] = str(Path(BASE) / "src")
                 cwd = Path(BASE) / "bench"
+                if not (Path(BASE) / "src" / module).is_dir():  # a checkout from before the rename
+                    module = "ollama_openai_proxy"
             proc = subprocess.Popen(  # type: ignore[call-overload]
-                [sys.executable, "-m", "ollama_openai_bridge"], env=env, cwd=cwd, **quiet
+                [sys.executable, "-m", module], env=env, cwd=cwd, **quiet
             )
         procs.append(proc)
         pids[name] = proc.pid
