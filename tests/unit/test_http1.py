@@ -185,6 +185,56 @@ def test_a_head_that_drips_past_the_limit_is_refused_as_it_comes() -> None:
     run(scenario())
 
 
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_chunk_sizes_in_reads_of_their_own_are_not_a_trailer() -> None:
+    # A server that writes each chunk-size line apart from its data: reads without body bytes,
+    # 4 KiB of them in all, far over the limit, but never more than a few in a row.
+    async def scenario() -> None:
+        c = client(max_head=1024)
+        conn, transport = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        conn.data_received(CHUNKED_HEAD)
+        resp = await task
+        for _ in range(1024):
+            conn.data_received(b"2\r\n")
+            conn.data_received(b"ab\r\n")
+        conn.data_received(b"0\r\nX-Checksum: 1\r\n\r\n")
+        assert await resp.read() == b"ab" * 1024
+        assert not transport.closed
+        assert c._idle[ORIGIN] == [conn]
+        await c.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("step", [64, 4096], ids=["dripped", "fields-whole"])
+def test_a_trailer_past_the_limit_is_refused_as_it_comes(step: int) -> None:
+    trailer = b"".join(b"X-T%d: %s\r\n" % (i, b"t" * 40) for i in range(200))
+
+    async def scenario() -> None:
+        c = client(max_head=1024)
+        conn, transport = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        conn.data_received(CHUNKED_HEAD + b"2\r\nab\r\n0\r\n")
+        resp = await task
+        fed = 0
+        while not transport.closed and fed < len(trailer):
+            conn.data_received(trailer[fed : fed + step])
+            fed += step
+        with pytest.raises(http1.InvalidResponse, match="trailer section larger than 1024 B"):
+            await resp.read()
+        assert transport.closed
+        assert fed <= 1024 + step
+        assert not c._idle.get(ORIGIN)
+        await c.close()
+
+    run(scenario())
+
+
 def test_reading_pauses_above_the_high_water_mark_and_resumes_when_read() -> None:
     async def scenario() -> None:
         c = client()

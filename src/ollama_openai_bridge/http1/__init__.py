@@ -14,8 +14,11 @@ so both clients run the same code above them. What it does, by RFC 9112 section:
   skipped. A head larger than ``max_head`` bytes (status line, fields, interim heads) is refused
   as it arrives, before llhttp buffers more of it.
 - **Body length (§6.3).** ``Content-Length`` (§6.2), chunked (§7.1; trailers, §7.1.2, read and
-  dropped), or the bytes until the server closes (rule 8). A body cut short -- fewer bytes than
-  its length, no last chunk (§8) -- is an error, never a short answer.
+  dropped, bounded by ``max_head`` as a head is), or the bytes until the server closes (rule 8,
+  and rule 4: ``Transfer-Encoding: identity``). A transfer coding that would stay on the body --
+  any but chunked, chunked not last (§6.1) -- is refused, never passed on as the content. A
+  body cut short -- fewer bytes than its length, no last chunk (§8) -- is an error, never a
+  short answer.
 - **Content codings (RFC 9110 §8.4).** gzip and deflate (zlib or raw, as servers send both)
   decoded in pieces of at most :data:`DECODED_PIECE` bytes per read: a small body that expands a
   thousandfold never lands in memory whole. Other codings pass through undecoded, as aiohttp's.
@@ -23,7 +26,10 @@ so both clients run the same code above them. What it does, by RFC 9112 section:
   for the consumer (a slow client of a fast stream), and the idle timeout does not run then.
 - **Persistence (§9.3).** A connection goes back to its pool (LIFO, :data:`IDLE_EXPIRY` seconds
   at most, ``limit`` connections in all) once its answer has arrived whole with keep-alive; one
-  that saw an error, an answer not read to its end, or a cancelled request is closed.
+  that saw an error, an answer not read to its end, or a cancelled request is closed, and so is
+  one with bytes after its answer, in the same read or while idle (a server out of step). A
+  stray answer that comes only after the next request was sent cannot be told from that
+  request's answer (aiohttp takes it even while idle).
 - **Retrying (§9.3.1).** A server may close an idle connection just as a request is sent on it
   (its keep-alive timer). When that happens on a reused connection and not one byte of an answer
   came, the request is sent once more on a new connection -- a POST too: a server that closed

@@ -25,7 +25,7 @@ from ollama_openai_bridge.http1.response import Origin, Response
 
 log = structlog.get_logger("ollama_openai_bridge.http1")
 
-MAX_HEAD = 64 * 1024  # bytes of a response's status line, fields and interim heads
+MAX_HEAD = 64 * 1024  # bytes of a response's status line, fields and interim heads; of a trailer
 IDLE_EXPIRY = 15.0  # seconds an idle connection is kept (aiohttp's keepalive_timeout)
 MAX_TARGETS = 256  # request targets whose head bytes are kept (model ids make more)
 DNS_TTL = 300.0  # seconds a host's addresses are kept (aiohttp's ttl_dns_cache, as Upstream set it)

@@ -9,6 +9,7 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 import httptools
+import structlog
 from multidict import CIMultiDict
 
 from ollama_openai_bridge.http1.errors import (
@@ -21,6 +22,8 @@ from ollama_openai_bridge.http1.response import Origin, Response
 
 if TYPE_CHECKING:
     from ollama_openai_bridge.http1.client import Client
+
+log = structlog.get_logger("ollama_openai_bridge.http1")
 
 HIGH_WATER = 256 * 1024  # bytes waiting for the consumer before reading pauses
 _NO_BODY = (204, 304)  # RFC 9112 §6.3 rule 1: never a body, whatever the fields say
@@ -46,7 +49,8 @@ class Connection(asyncio.Protocol):
         self._head: asyncio.Future[Response] | None = None  # resolves at the answer's head
         self._fields: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0  # bytes read while in a head
-        self._field_bytes = 0  # bytes of its fields
+        self._field_bytes = 0  # bytes of its fields (of the trailer's, once in the body)
+        self._bare = 0  # bytes of reads in a body that brought none of it (framing, trailer)
         self._in_body = False
         self._interim = False  # a 1xx head: another head follows
         self._until_close = False  # no length: the body ends when the server closes
@@ -70,7 +74,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last = self._loop.time()
-        if self._resp is None:
+        resp = self._resp
+        if resp is None:
             # A server speaks only when asked (RFC 9112 §9.3): bytes on an idle connection (an
             # unasked 408 before closing, a stray byte) mean it is out of step.
             self.abort()
@@ -79,6 +84,9 @@ class Connection(asyncio.Protocol):
         in_head = not self._in_body
         if in_head:
             self._head_bytes += len(data)
+            size = -1
+        else:
+            size = resp._size  # body bytes waiting: on_body adds to it during feed_data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -93,8 +101,13 @@ class Connection(asyncio.Protocol):
             return
         if self._complete:
             self._finish()
-        elif in_head and not self._in_body and self._head_bytes > self.client.max_head:
-            self._fail(InvalidResponse(f"a response head larger than {self.client.max_head} B"))
+        elif in_head:
+            if not self._in_body and self._head_bytes > self.client.max_head:
+                self._fail(InvalidResponse(f"a response head larger than {self.client.max_head} B"))
+        elif resp._size != size:
+            self._bare = 0
+        else:
+            self._bare_read(len(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -128,14 +141,16 @@ class Connection(asyncio.Protocol):
             raise InvalidResponse("bytes after the end of an answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            return  # a chunked body's trailer fields (RFC 9112 §7.1.2): not used, dropped
-        # A head that came in one read is counted here (data_received counts one that drips).
+        # A head that came in one read is counted here (data_received counts one that drips);
+        # so is a trailer (RFC 9112 §7.1.2), bounded as a head is (aiohttp's max_field_size
+        # holds for both too).
         self._field_bytes += len(name) + len(value) + 4
         if self._field_bytes > self.client.max_head:
-            self._error = InvalidResponse(f"a response head larger than {self.client.max_head} B")
+            part = "trailer section" if self._in_body else "head"
+            self._error = InvalidResponse(f"a response {part} larger than {self.client.max_head} B")
             raise self._error
-        self._fields.append((name, value))
+        if not self._in_body:
+            self._fields.append((name, value))  # a trailer's fields are not used: dropped
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -152,6 +167,7 @@ class Connection(asyncio.Protocol):
             ]
         )
         self._fields = []
+        self._field_bytes = 0  # the trailer's, from now on
         self._in_body = True
         resp.status = status
         resp.headers = headers
@@ -164,8 +180,13 @@ class Connection(asyncio.Protocol):
         coding = headers.get("Content-Encoding")
         if coding is not None and (coding := coding.strip().lower()) in _CODINGS:
             resp._coding = "gzip" if coding == "x-gzip" else coding
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        self._until_close = length is None and not chunked and status not in _NO_BODY
+        codings = headers.getall("Transfer-Encoding", None)
+        if codings is None:
+            self._until_close = length is None and status not in _NO_BODY
+        elif codings == ["chunked"] or status in _NO_BODY:
+            self._until_close = False
+        else:
+            self._until_close = not self._chunked(codings)
         head = self._head
         self._head = None
         if head is not None and not head.done():
@@ -191,6 +212,44 @@ class Connection(asyncio.Protocol):
         self._complete = True
         self._keep = self._parser.should_keep_alive()
 
+    def _chunked(self, fields: list[str]) -> bool:
+        """Whether a body with these ``Transfer-Encoding`` field values is chunked (else it ends
+        when the server closes, RFC 9112 §6.3 rule 4): chunked if that is the last coding, as
+        llhttp decides. Raises :class:`InvalidResponse` for a coding that would be left on the
+        body -- any but chunked, or chunked not last (llhttp does not remove it then) -- since
+        passing it on would pass coded bytes as the content (aiohttp does); they were not asked
+        for either: no ``TE`` is sent (RFC 9110 §10.1.4). ``identity`` (RFC 2616 §3.6, no coding
+        at all, dropped from the registry by RFC 7230) is tolerated, as aiohttp does."""
+        names = [
+            name
+            for value in fields
+            for item in value.split(",")  # RFC 9110 §5.6.1: empty list elements are allowed
+            if (name := item.partition(";")[0].strip().lower())
+        ]
+        shown = ", ".join(fields)[:100]
+        other = next((n for n in names if n not in ("chunked", "identity")), None)
+        if other is not None:
+            self._error = InvalidResponse(
+                f"a body in the transfer coding {other!r}, which is not decoded here "
+                f"(Transfer-Encoding: {shown})"
+            )
+            raise self._error
+        if names.count("chunked") > 1 or ("chunked" in names and names[-1] != "chunked"):
+            # RFC 9112 §6.1: chunked is applied once, and last; not last, its framing would
+            # stay in the body read until the close.
+            self._error = InvalidResponse(
+                f"a body with chunked not once and last (Transfer-Encoding: {shown})"
+            )
+            raise self._error
+        if "identity" in names:
+            log.debug(
+                "upstream_transfer_coding_tolerated",
+                host=self.origin.host,
+                transfer_encoding=shown,
+                reason="identity is no coding (RFC 2616 §3.6): ignored, as aiohttp does",
+            )
+        return "chunked" in names
+
     # --- requests ---------------------------------------------------------------------------
 
     async def send(self, head: bytes, body: bytes | None, deadline: float) -> Response:
@@ -204,7 +263,7 @@ class Connection(asyncio.Protocol):
         head_future: asyncio.Future[Response] = loop.create_future()
         self._head = head_future
         self._fields = []
-        self._head_bytes = self._field_bytes = 0
+        self._head_bytes = self._field_bytes = self._bare = 0
         self._in_body = self._complete = self._received = False
         self._error = None
         now = self._last = loop.time()
@@ -272,6 +331,19 @@ class Connection(asyncio.Protocol):
                 self._fail(ReadTimeout(f"no data from the server for {idle:g} s"))
                 return
         self._timer = loop.call_at(deadline if deadline and deadline < due else due, self._tick)
+
+    def _bare_read(self, size: int) -> None:
+        """A read of ``size`` bytes in a body brought none of it: chunk framing, or the trailer
+        section (RFC 9112 §7.1.2), which httptools gathers in memory, a field's pieces joined as
+        they come (a 200 MB trailer took 410 MB and 56 s of CPU: fresh-eyes review of #18).
+        Such reads in a row are bounded as a head is; the read where the body ended is counted
+        by on_header, field by field, so a trailer holds at most ``max_head`` bytes and a
+        read's worth."""
+        self._bare += size
+        if self._bare > self.client.max_head:
+            self._fail(
+                InvalidResponse(f"a response trailer section larger than {self.client.max_head} B")
+            )
 
     def _fail(self, exc: BaseException) -> None:
         """This request ends in ``exc``: whoever waits gets it, the connection closes."""

@@ -8,8 +8,8 @@ TimeoutError
 ├── ReadTimeout         no byte for read_timeout seconds
 └── TotalTimeout        the request's own timeout passed
 ValueError
-└── InvalidResponse     not HTTP/1.1 llhttp can read, a head too large, a body that will not
-                        decode
+└── InvalidResponse     not HTTP/1.1 llhttp can read, a head or trailer too large, a body that
+                        will not decode or is in a transfer coding other than chunked
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class Disconnected(ConnectionError):
 
 
 class InvalidResponse(ValueError):
-    """An answer that is not HTTP/1.1 llhttp can read, a head over ``max_head`` bytes, or a
+    """An answer that is not HTTP/1.1 llhttp can read, a head or a trailer section over
+    ``max_head`` bytes, a body in a transfer coding other than chunked (RFC 9112 §6.1), or a
     body whose gzip/deflate coding does not decode. The message completes "upstream sent ..."."""
 
 
