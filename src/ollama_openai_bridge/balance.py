@@ -33,6 +33,8 @@ first failure ejects it again, for longer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -301,6 +303,17 @@ class Balancer:
         )
         if self.metrics is not None:
             self.metrics.replica_ejected(self.upstream, r.name, True)
+        # Back when the time is up even if no call comes to choose again: else the ejected
+        # gauge (and an alert on it) stays at 1 on a quiet upstream (issue #20's review, L6).
+        with contextlib.suppress(RuntimeError):  # no running loop: a test's fake clock
+            until = r.ejected_until
+            asyncio.get_running_loop().call_later(seconds, self._expire, r, until)
+
+    def _expire(self, r: Replica, until: float) -> None:
+        """The timer of the ejection that lasts until ``until``: returns ``r`` unless a call
+        already did (or a later ejection replaced this one)."""
+        if r.ejected_until == until:
+            self._return(r, self._clock())
 
     def _return(self, r: Replica, now: float) -> None:
         # Back in service on probation: one more failure ejects it again (Envoy has no half-open

@@ -8,6 +8,7 @@ An upstream with one ``base_url`` (the default, and every upstream before this) 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -157,7 +158,14 @@ def _outlier(raw: Any) -> OutlierSpec:
     times = []
     for key in ("base_ejection_time", "max_ejection_time"):
         value = raw.get(key, getattr(spec, key))
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        # .nan and .inf are YAML floats: NaN failed every second request, inf never let an
+        # ejected replica back (issue #20's review, M3).
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise BalanceError(f"'outlier_detection.{key}' must be a positive number of seconds")
         times.append(float(value))
     if times[1] < times[0]:

@@ -4,6 +4,7 @@ or a key -> the choice), outlier detection against a fake clock, and the in-flig
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -349,3 +350,27 @@ def test_metrics_per_replica() -> None:
     assert (
         f'ollama_proxy_replica_requests_in_flight{{replica="{r.name}",upstream="gpu"}} 0.0' in text
     )
+
+
+def test_an_ejection_ends_on_time_without_a_call() -> None:
+    """On a quiet upstream no call comes to choose again: the return is timed, so the ejected
+    gauge (and an alert on it) goes back to 0 when the ejection ends (issue #20's review, L6)."""
+    metrics = Metrics()
+    balancer = Balancer("up", spec(2, outlier=OutlierSpec(1, 0.05, 1.0, 50)), metrics)
+    r0 = balancer.replicas[0]
+
+    def ejected() -> float | None:
+        return metrics.registry.get_sample_value(
+            "ollama_proxy_replica_ejected", {"upstream": "up", "replica": "r0"}
+        )
+
+    async def scenario() -> None:  # the timer needs a running loop, as in the app
+        balancer.failure(r0)
+        assert ejected() == 1
+        assert balancer.snapshot()[0]["state"] == "ejected"
+        await asyncio.sleep(0.2)
+
+    asyncio.run(scenario())
+    assert ejected() == 0
+    assert balancer.snapshot()[0]["state"] == "healthy"
+    assert r0.ejected_until == 0.0

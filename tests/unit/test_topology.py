@@ -312,6 +312,15 @@ def test_one_base_url_in_a_list_is_a_plain_upstream(tmp_path: Path) -> None:
             "{name: a, base_urls: [http://h1, http://h2], outlier_detection: {base_ejection_time: 0}}",
             "'outlier_detection.base_ejection_time' must be a positive number",
         ),
+        # YAML floats that are not numbers of seconds (issue #20's review, M3)
+        (
+            "{name: a, base_urls: [http://h1, http://h2], outlier_detection: {base_ejection_time: .nan}}",
+            "'outlier_detection.base_ejection_time' must be a positive number",
+        ),
+        (
+            "{name: a, base_urls: [http://h1, http://h2], outlier_detection: {max_ejection_time: .inf}}",
+            "'outlier_detection.max_ejection_time' must be a positive number",
+        ),
         (
             "{name: a, base_urls: [http://h1, http://h2], "
             "outlier_detection: {base_ejection_time: 60, max_ejection_time: 30}}",
