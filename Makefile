@@ -53,7 +53,14 @@ lock lock-upgrade: $(BIN)/uv
 # --- end of locked installs
 
 # The Python side alone: the package, editable, with its test tools. Needs no Node.js.
+# The stamp alone would miss a virtualenv changed by hand since (`.venv/bin/pip install
+# ollama==0.6.2`): each run compares the installed versions with the lock (scripts/
+# lock_drift.py, a fraction of a second) and installs the lock again when they differ.
 venv: $(VENV)/.stamp-test
+	@$(BIN)/python scripts/lock_drift.py requirements/test.lock || { \
+		echo "$(VENV) differs from requirements/test.lock: installing the lock again"; \
+		$(BIN)/python -m pip install -q --require-hashes -r requirements/test.lock \
+		&& $(BIN)/python -m pip check; }
 
 # The git hooks (.pre-commit-config.yaml): ruff, ruff format, mypy and the drift checks of the
 # generated files, with this virtualenv's tools, before each commit.
@@ -104,8 +111,10 @@ compat:
 	$(BIN)/python scripts/compat_matrix.py --check docs/COMPATIBILITY.md
 
 # The tracked matrix, from the last `make test`: commit it when the cells or versions changed.
+# Refused when build/compat-results.json holds a partial run (pytest with paths, -k, -m, -x, ...)
+# over no whole one: it would drop every cell that run did not reach.
 compat-doc:
-	$(BIN)/python scripts/compat_matrix.py --output docs/COMPATIBILITY.md
+	$(BIN)/python scripts/compat_matrix.py --require-complete --output docs/COMPATIBILITY.md
 
 # Speed, not correctness: the suite (docs/PERFORMANCE.md) and the hot-path micro-benchmarks.
 bench: dev
