@@ -87,11 +87,64 @@ def test_the_runtime_lock_is_the_runtime_part_of_the_test_lock() -> None:
     assert not {"pytest", "ruff", "mypy", "openai", "ollama", "bandit"} & set(run)
 
 
+BUILD_LOCK = REQUIREMENTS / "build.lock"
+LITELLM_LOCK = ROOT / "tests" / "litellm" / "requirements.lock"
+PY38_LOCK = ROOT / "tests" / "py38" / "requirements.lock"
+
+
 def test_every_locked_package_is_hashed() -> None:
-    for lock in (TEST_LOCK, RUN_LOCK):
+    for lock in (TEST_LOCK, RUN_LOCK, LITELLM_LOCK):
         locked = pins(lock)
         assert len(locked) > 20
         assert all(hashes for _, hashes in locked.values()), lock.name
+    # the small ones: the build tools, and the old SDK's set for Python 3.8 (no marker in it,
+    # so this interpreter reads it whole)
+    for lock, least in ((BUILD_LOCK, 5), (PY38_LOCK, 8)):
+        locked = pins(lock)
+        assert len(locked) >= least, lock
+        assert all(hashes for _, hashes in locked.values()), lock
+
+
+def test_every_test_dependency_has_a_hashed_lock_and_is_installed_from_it() -> None:
+    """Not only the main virtualenv: the build tools `make run` and the image build with, the
+    old SDK's virtualenv on Python 3.8, LiteLLM's, and the n8n tarball npm pack fetches
+    (issue #19's review, M3)."""
+    build, test = pins(BUILD_LOCK), pins(TEST_LOCK)
+    assert {"hatchling", "editables"} <= set(build)
+    for name, (version, _) in build.items():
+        assert test[name][0] == version, f"{name}: {version} to build, {test[name][0]} in tests"
+    assert pins(PY38_LOCK)["ollama"][0] == Version("0.3.3")
+    # LiteLLM's lock hashes the exact pins of its .in
+    wanted = {
+        str(canonicalize_name(m[1])): Version(m[2])
+        for line in (ROOT / "tests" / "litellm" / "requirements.in").read_text().splitlines()
+        if (m := PIN.match(line))
+    }
+    assert {n: pins(LITELLM_LOCK)[n][0] for n in wanted} == wanted
+    setup = (ROOT / "scripts" / "setup-test-clients.sh").read_text()
+    installs = re.findall(r"pip install[^\n]*(?:\\\n[^\n]*)*", setup)
+    assert len(installs) == 2
+    assert all("--require-hashes" in i for i in installs), installs
+    assert '"$lock38"' in setup
+    assert '"$lock"' in setup
+    n8n = (ROOT / "tests" / "n8n" / "setup.sh").read_text()
+    assert re.search(r"^INTEGRITY=sha512-[A-Za-z0-9+/]{86}==$", n8n, re.MULTILINE)
+    assert '[ "$got" != "$INTEGRITY" ]' in n8n
+    # nothing built with pip's build isolation, which fetches the build tools unpinned
+    makefile = (ROOT / "Makefile").read_text()
+    for line in re.findall(r"pip install [^\n]*-e \.", makefile):
+        assert "--no-build-isolation" in line, line
+    stamp = makefile.split("$(VENV)/.stamp-run:", 1)[1].split("\n\n", 1)[0]
+    assert "-r requirements/build.lock" in stamp
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes -r requirements/build.lock" in dockerfile
+    assert "pip wheel --no-deps --no-build-isolation" in dockerfile
+    assert "!requirements/build.lock" in (ROOT / ".dockerignore").read_text().splitlines()
+    # make lock writes every one of them
+    lock_rule = makefile.split("\nlock lock-upgrade:", 1)[1].split("\n\n", 1)[0]
+    for path in ("requirements/build.lock", "tests/litellm/requirements.lock", "tests/py38/"):
+        assert path in lock_rule, path
+    assert "--python-version 3.8 --generate-hashes" in lock_rule
 
 
 def test_the_tools_are_pinned_exactly() -> None:
@@ -311,6 +364,11 @@ def test_the_baseline_holds_only_audited_fakes() -> None:
         f["pattern"] for f in baseline["filters_used"] if f["path"].endswith("should_exclude_file")
     )
     # the baseline's own hashes, the locks' hashes and the generated OpenAPI document only
-    for path in (".secrets.baseline", "requirements/test.lock", "docs/openapi.json"):
+    hashed = (
+        "requirements/test.lock",
+        "requirements/build.lock",
+        "tests/litellm/requirements.lock",
+    )
+    for path in (".secrets.baseline", *hashed, "tests/py38/requirements.lock", "docs/openapi.json"):
         assert any(re.search(p, path) for p in excluded), path
     assert not any(re.search(p, "src/ollama_openai_bridge/config/security.py") for p in excluded)
