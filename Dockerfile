@@ -10,12 +10,18 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Dependencies first, from the runtime lock alone (each at its locked version and hash, the
 # versions the tests ran with), so code changes reuse this layer.
-COPY requirements/run.lock ./requirements/run.lock
+COPY requirements/run.lock requirements/build.lock ./requirements/
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-compile --require-hashes -r requirements/run.lock
+    && /opt/venv/bin/pip install --no-compile --require-hashes -r requirements/run.lock \
+    && python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-compile --require-hashes -r requirements/build.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN /opt/venv/bin/pip install --no-compile --no-deps . \
+# The wheel is built by the locked hatchling (requirements/build.lock) in a virtualenv of its
+# own, without pip's build isolation, which would fetch the build tools unpinned; the runtime
+# virtualenv gets the wheel alone.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation -w /tmp/dist . \
+    && /opt/venv/bin/pip install --no-compile --no-deps /tmp/dist/*.whl \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM python:${PYTHON_VERSION}-slim-bookworm

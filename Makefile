@@ -18,12 +18,14 @@ $(BIN)/python:
 
 # --- locked installs (requirements/: test.lock for the tests and tools, run.lock for `make run`)
 # Every package at the version and hash the lock names; then the project itself, editable,
-# without its dependencies (the lock brought them). The test install builds it with the locked
-# hatchling (--no-build-isolation); `make run` lets pip fetch hatchling, as `pip install .` does.
-# A stamp per lock: installed again only when the lock or pyproject.toml changes.
-$(VENV)/.stamp-run: requirements/run.lock pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --require-hashes -r requirements/run.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
+# without its dependencies (the lock brought them), built by the locked hatchling
+# (--no-build-isolation: pip would otherwise fetch the build tools unpinned): test.lock holds
+# it, and `make run` adds requirements/build.lock. A stamp per lock: installed again only when
+# the lock or pyproject.toml changes.
+$(VENV)/.stamp-run: requirements/run.lock requirements/build.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/run.lock \
+		-r requirements/build.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 $(VENV)/.stamp-test: requirements/test.lock pyproject.toml | $(BIN)/python
@@ -42,18 +44,33 @@ run: $(VENV)/.stamp-run
 $(BIN)/uv: requirements/tools.in | $(BIN)/python
 	$(BIN)/python -m pip install -q "$$(grep -o '^uv==[^ ]*' requirements/tools.in)"
 
-# Resolve both locks again after a change to pyproject.toml or requirements/tools.in, keeping
-# every pin that still fits; lock-upgrade moves every package to its newest allowed version.
+# Resolve every lock again after a change to pyproject.toml, requirements/tools.in or a *.in,
+# keeping every pin that still fits; lock-upgrade moves every package to its newest allowed
+# version. Besides the two of requirements/: the build tools (at test.lock's versions), the old
+# ollama SDK's set for Python 3.8, and LiteLLM's proxy (its own virtualenv), all with hashes.
 UV_COMPILE = $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" --quiet
 lock lock-upgrade: $(BIN)/uv
 	$(UV_COMPILE) $(if $(filter lock-upgrade,$@),--upgrade) pyproject.toml --extra test \
 		requirements/tools.in -o requirements/test.lock
 	$(UV_COMPILE) pyproject.toml --extra otel -c requirements/test.lock -o requirements/run.lock
+	$(UV_COMPILE) requirements/build.in -c requirements/test.lock -o requirements/build.lock
+	$(UV_COMPILE) $(if $(filter lock-upgrade,$@),--upgrade) tests/litellm/requirements.in \
+		-o tests/litellm/requirements.lock
+	$(BIN)/uv pip compile --python-version 3.8 --generate-hashes --custom-compile-command \
+		"make lock" --quiet $(if $(filter lock-upgrade,$@),--upgrade) tests/py38/requirements.in \
+		-o tests/py38/requirements.lock
 # --- end of locked installs
 
 # The Python side alone: the package, editable, with its test tools. Needs no Node.js.
+# The stamp alone would miss a virtualenv changed by hand since (`.venv/bin/pip install
+# ollama==0.6.2`): each run compares the installed versions with the lock (scripts/
+# lock_drift.py, a fraction of a second) and installs the lock again when they differ.
 venv: $(VENV)/.stamp-test
+	@$(BIN)/python scripts/lock_drift.py requirements/test.lock || { \
+		echo "$(VENV) differs from requirements/test.lock: installing the lock again"; \
+		$(BIN)/python -m pip install -q --require-hashes -r requirements/test.lock \
+		&& $(BIN)/python -m pip check; }
 
 # The git hooks (.pre-commit-config.yaml): ruff, ruff format, mypy and the drift checks of the
 # generated files, with this virtualenv's tools, before each commit.
@@ -104,8 +121,10 @@ compat:
 	$(BIN)/python scripts/compat_matrix.py --check docs/COMPATIBILITY.md
 
 # The tracked matrix, from the last `make test`: commit it when the cells or versions changed.
+# Refused when build/compat-results.json holds a partial run (pytest with paths, -k, -m, -x, ...)
+# over no whole one: it would drop every cell that run did not reach.
 compat-doc:
-	$(BIN)/python scripts/compat_matrix.py --output docs/COMPATIBILITY.md
+	$(BIN)/python scripts/compat_matrix.py --require-complete --output docs/COMPATIBILITY.md
 
 # Speed, not correctness: the suite (docs/PERFORMANCE.md) and the hot-path micro-benchmarks.
 bench: dev

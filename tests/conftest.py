@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripts.compat_matrix import merge_results, whole_run
 
 from tests.fake_upstream import FakeUpstream
 from tests.servers import KEPT_FROM_THE_SHELL, SETTING_NAMES, ProxyServer, settings_for
@@ -104,9 +105,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+_DESELECTED: list[pytest.Item] = []
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _DESELECTED.extend(items)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if not _COMPAT:
         return
+    config = session.config
+    # A partial run (one file, -k, -x, ...) merges its cells into the last results instead of
+    # replacing them, and `make compat-doc` refuses results no whole run produced (issue #19's
+    # review, M4: one file's run truncated the tracked matrix to its 8 cells).
+    whole = whole_run(
+        [config.invocation_params.dir / a.split("::")[0] for a in config.args],
+        [config.rootpath / p for p in config.getini("testpaths")],
+        narrowed=bool(config.option.keyword or config.option.markexpr)
+        or any("::" in a for a in config.args),
+        deselected=len(_DESELECTED),
+        stopped=bool(session.shouldfail or session.shouldstop),
+    )
     cells = []
     for (client, feature), outcomes in sorted(_COMPAT.items()):
         if "failed" in outcomes:
@@ -119,7 +139,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             {"client": client, "feature": feature, "status": status, "tests": len(outcomes)}
         )
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"cells": cells}, indent=1))
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    RESULTS.write_text(json.dumps(merge_results(previous, cells, whole), indent=1))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from scripts.helm_chart import CHART, SECRET_SETTINGS, render
 
 from ollama_openai_bridge import __version__
 from ollama_openai_bridge.config import Settings, load_settings
+from ollama_openai_bridge.security import OPEN_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
@@ -335,7 +336,6 @@ def test_the_deployment_matches_the_app_and_the_values() -> None:
     assert proxy["ports"][0]["containerPort"] == int(documented_examples()["PROXY_PORT"])
     assert proxy["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"  # tls.existingSecret
     pod = one(full, "Deployment")["spec"]["template"]
-    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/internal/metrics"
     assert pod["metadata"]["annotations"]["team"] == "ml"
     assert pod["spec"]["terminationGracePeriodSeconds"] == 200
     assert one(full, "Deployment")["spec"]["replicas"] == 3
@@ -375,6 +375,139 @@ def test_everything_selects_the_proxy_pods_and_only_them() -> None:
     assert endpoint["scheme"] == "https"
     assert endpoint["authorization"]["credentials"]["key"] == "token"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def port_names(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the chart names the proxy's port: Service, container, probes, ServiceMonitor."""
+    (service_port,) = one(docs, "Service")["spec"]["ports"]
+    proxy = proxy_container(docs)
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    return {
+        "service": (service_port["name"], service_port["targetPort"]),
+        "appProtocol": service_port["appProtocol"],
+        "container": [p["name"] for p in proxy["ports"]],
+        "probes": {proxy[probe]["httpGet"]["port"] for probe in ("startupProbe", "livenessProbe")},
+        "monitor": [e["port"] for m in monitors for e in m["spec"]["endpoints"]],
+    }
+
+
+def test_the_port_is_named_for_its_protocol() -> None:
+    """With tls.existingSecret the proxy serves HTTPS only: a port named `http` (and no
+    appProtocol) tells meshes and ingress controllers to speak plain HTTP to it (L4)."""
+    assert port_names(RENDERED["full"]) == {
+        "service": ("https", "https"),
+        "appProtocol": "https",
+        "container": ["https"],
+        "probes": {"https"},
+        "monitor": ["https"],
+    }
+    assert port_names(RENDERED["default"]) == {
+        "service": ("http", "http"),
+        "appProtocol": "http",
+        "container": ["http"],
+        "probes": {"http"},
+        "monitor": [],
+    }
+    # a certificate of the operator's own volume (config.SSL_CERTFILE) is HTTPS too
+    docs = manifests(
+        {
+            "config": {"SSL_CERTFILE": "/etc/c/tls.crt", "SSL_KEYFILE": "/etc/c/tls.key"},
+            "serviceMonitor": {"enabled": True},
+        }
+    )
+    assert port_names(docs)["service"] == ("https", "https")
+    assert port_names(docs)["monitor"] == ["https"]
+
+
+def scrape_annotations(values: dict[str, Any] | None) -> dict[str, str]:
+    pod = one(manifests(values), "Deployment")["spec"]["template"]["metadata"]
+    return {k: v for k, v in pod["annotations"].items() if k.startswith("prometheus.io/")}
+
+
+def test_scrape_annotations_only_where_a_keyless_scrape_can_read_the_metrics() -> None:
+    """An annotation-driven Prometheus sends no key, and with inbound keys /metrics answers 401:
+    the security layer opens only OPEN_PATHS (L5). "auto" emits the annotations only when no
+    key can be set; true and false decide."""
+    metrics_paths = {"/v1/metrics", Settings.model_fields["metrics_path"].default}
+    assert not metrics_paths & OPEN_PATHS, "the metrics became open: revisit the chart's rule"
+    assert scrape_annotations(None) == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "11434",
+        "prometheus.io/path": "/metrics",
+    }
+    keyed: list[dict[str, Any]] = [
+        {"secret": {"values": {"PROXY_API_KEYS": ["key-a"]}}},
+        {"config": {"PROXY_API_KEYS_FILE": "/etc/keys/k"}},
+        {"secret": {"existingSecret": "mine"}},  # its content is not the chart's to see
+    ]
+    for values in keyed:
+        assert scrape_annotations(values) == {}, values
+        assert scrape_annotations({**values, "prometheusAnnotations": True}), values
+    assert scrape_annotations({"prometheusAnnotations": False}) == {}
+    assert scrape_annotations(None) == scrape_annotations({"prometheusAnnotations": "auto"})
+    # with keys and TLS, forced on: the scheme follows
+    forced = scrape_annotations(with_values(prometheusAnnotations=True))
+    assert forced["prometheus.io/path"] == "/internal/metrics"
+    assert forced["prometheus.io/scheme"] == "https"
+    assert scrape_annotations(full_values()) == {}  # its secret.values.PROXY_API_KEYS
+    # no metrics, no annotations, forced or not
+    assert scrape_annotations({"config": {"ENABLE_METRICS": False}}) == {}
+
+
+@pytest.mark.parametrize(
+    ("values", "rendered"),
+    [
+        ({"autoscaling": {"enabled": False}, "replicaCount": 1}, False),
+        ({"autoscaling": {"enabled": False}, "replicaCount": 2}, True),
+        ({"autoscaling": {"enabled": True, "minReplicas": 1}}, False),
+        ({"autoscaling": {"enabled": True, "minReplicas": 2}}, True),
+        # the HPA owns the count: replicaCount does not matter then
+        ({"autoscaling": {"enabled": True, "minReplicas": 2}, "replicaCount": 1}, True),
+        (
+            {
+                "autoscaling": {"enabled": False},
+                "replicaCount": 2,
+                "podDisruptionBudget": {"minAvailable": 2},
+            },
+            False,
+        ),
+        (
+            {
+                "autoscaling": {"enabled": False},
+                "replicaCount": 1,
+                "podDisruptionBudget": {"maxUnavailable": 1},
+            },
+            True,
+        ),
+        (
+            {
+                "autoscaling": {"enabled": False},
+                "replicaCount": 1,
+                "podDisruptionBudget": {"minAvailable": "50%"},
+            },
+            False,
+        ),
+        ({"podDisruptionBudget": {"enabled": False}}, False),
+    ],
+)
+def test_the_disruption_budget_never_blocks_a_drain(values: dict[str, Any], rendered: bool) -> None:
+    """minAvailable 1 over the only replica forbids every eviction, so `kubectl drain` of its
+    node hangs (L6): the budget is rendered only when a pod can still be evicted."""
+    docs = manifests(values)
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert len(budgets) == int(rendered)
+    for budget in budgets:
+        spec = budget["spec"]
+        floor = (
+            values["autoscaling"].get("minReplicas", 2)
+            if values["autoscaling"]["enabled"]
+            else values["replicaCount"]
+        )
+        if "minAvailable" in spec:
+            assert isinstance(spec["minAvailable"], int)
+            assert spec["minAvailable"] < floor
+        else:
+            assert spec["maxUnavailable"] >= 1
 
 
 def test_an_existing_secret_is_used_whole() -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
+import string
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.markers import Marker
@@ -84,11 +87,64 @@ def test_the_runtime_lock_is_the_runtime_part_of_the_test_lock() -> None:
     assert not {"pytest", "ruff", "mypy", "openai", "ollama", "bandit"} & set(run)
 
 
+BUILD_LOCK = REQUIREMENTS / "build.lock"
+LITELLM_LOCK = ROOT / "tests" / "litellm" / "requirements.lock"
+PY38_LOCK = ROOT / "tests" / "py38" / "requirements.lock"
+
+
 def test_every_locked_package_is_hashed() -> None:
-    for lock in (TEST_LOCK, RUN_LOCK):
+    for lock in (TEST_LOCK, RUN_LOCK, LITELLM_LOCK):
         locked = pins(lock)
         assert len(locked) > 20
         assert all(hashes for _, hashes in locked.values()), lock.name
+    # the small ones: the build tools, and the old SDK's set for Python 3.8 (no marker in it,
+    # so this interpreter reads it whole)
+    for lock, least in ((BUILD_LOCK, 5), (PY38_LOCK, 8)):
+        locked = pins(lock)
+        assert len(locked) >= least, lock
+        assert all(hashes for _, hashes in locked.values()), lock
+
+
+def test_every_test_dependency_has_a_hashed_lock_and_is_installed_from_it() -> None:
+    """Not only the main virtualenv: the build tools `make run` and the image build with, the
+    old SDK's virtualenv on Python 3.8, LiteLLM's, and the n8n tarball npm pack fetches
+    (issue #19's review, M3)."""
+    build, test = pins(BUILD_LOCK), pins(TEST_LOCK)
+    assert {"hatchling", "editables"} <= set(build)
+    for name, (version, _) in build.items():
+        assert test[name][0] == version, f"{name}: {version} to build, {test[name][0]} in tests"
+    assert pins(PY38_LOCK)["ollama"][0] == Version("0.3.3")
+    # LiteLLM's lock hashes the exact pins of its .in
+    wanted = {
+        str(canonicalize_name(m[1])): Version(m[2])
+        for line in (ROOT / "tests" / "litellm" / "requirements.in").read_text().splitlines()
+        if (m := PIN.match(line))
+    }
+    assert {n: pins(LITELLM_LOCK)[n][0] for n in wanted} == wanted
+    setup = (ROOT / "scripts" / "setup-test-clients.sh").read_text()
+    installs = re.findall(r"pip install[^\n]*(?:\\\n[^\n]*)*", setup)
+    assert len(installs) == 2
+    assert all("--require-hashes" in i for i in installs), installs
+    assert '"$lock38"' in setup
+    assert '"$lock"' in setup
+    n8n = (ROOT / "tests" / "n8n" / "setup.sh").read_text()
+    assert re.search(r"^INTEGRITY=sha512-[A-Za-z0-9+/]{86}==$", n8n, re.MULTILINE)
+    assert '[ "$got" != "$INTEGRITY" ]' in n8n
+    # nothing built with pip's build isolation, which fetches the build tools unpinned
+    makefile = (ROOT / "Makefile").read_text()
+    for line in re.findall(r"pip install [^\n]*-e \.", makefile):
+        assert "--no-build-isolation" in line, line
+    stamp = makefile.split("$(VENV)/.stamp-run:", 1)[1].split("\n\n", 1)[0]
+    assert "-r requirements/build.lock" in stamp
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes -r requirements/build.lock" in dockerfile
+    assert "pip wheel --no-deps --no-build-isolation" in dockerfile
+    assert "!requirements/build.lock" in (ROOT / ".dockerignore").read_text().splitlines()
+    # make lock writes every one of them
+    lock_rule = makefile.split("\nlock lock-upgrade:", 1)[1].split("\n\n", 1)[0]
+    for path in ("requirements/build.lock", "tests/litellm/requirements.lock", "tests/py38/"):
+        assert path in lock_rule, path
+    assert "--python-version 3.8 --generate-hashes" in lock_rule
 
 
 def test_the_tools_are_pinned_exactly() -> None:
@@ -132,11 +188,18 @@ def test_the_security_checks_run_with_the_tests() -> None:
     script = (ROOT / "scripts" / "security.sh").read_text()
     for command in ("bandit", "zizmor", "detect-secrets", "pip-audit", "cyclonedx-py"):
         assert f'"$BIN/{command}"' in script, command
+    # bandit reads the scripts and the benchmark harness too, not only what is shipped
+    bandit = re.findall(r'^"\$BIN/bandit" -q -r (.*) --skip (\S+)$', script, re.MULTILINE)
+    assert {d for dirs, _ in bandit for d in dirs.split()} == {"src", "scripts", "bench"}
+    for _, skipped in bandit:
+        for check in skipped.split(","):
+            assert check == "B101" or re.search(rf"\b{check}\b", script.split('"$BIN/bandit"')[1])
 
 
 def nosec_lines() -> list[tuple[Path, int, str]]:
     found = []
-    for path in sorted((ROOT / "src").rglob("*.py")):
+    scanned = [p for d in ("src", "scripts", "bench") for p in (ROOT / d).rglob("*.py")]
+    for path in sorted(scanned):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if "# nosec" in line:
                 found.append((path, number, line))
@@ -179,6 +242,16 @@ def test_bandit_is_really_checking(tmp_path: Path) -> None:
     assert "B602" in {r["test_id"] for r in json.loads(out.stdout)["results"]}
 
 
+def baseline_settings() -> dict[str, Any]:
+    """.secrets.baseline with its own plugins' paths made absolute: they are relative to the
+    repository's root, and the scans below run in a scratch repository."""
+    settings: dict[str, Any] = json.loads((ROOT / ".secrets.baseline").read_text())
+    for plugin in settings["plugins_used"]:
+        if "path" in plugin:
+            plugin["path"] = "file://" + str(ROOT / plugin["path"].removeprefix("file://"))
+    return settings
+
+
 def test_a_new_secret_fails_the_scan_and_an_audited_one_does_not(tmp_path: Path) -> None:
     """The check scripts/security.sh runs, in a scratch repository with the project's baseline
     settings: a planted AWS key is reported; once audited as a fake, it passes."""
@@ -188,8 +261,7 @@ def test_a_new_secret_fails_the_scan_and_an_audited_one_does_not(tmp_path: Path)
     (tmp_path / "README.md").write_text("nothing to see\n")
     subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True, timeout=30)
     baseline = tmp_path / "baseline.json"
-    settings = json.loads((ROOT / ".secrets.baseline").read_text())
-    baseline.write_text(json.dumps({**settings, "results": {}}))
+    baseline.write_text(json.dumps({**baseline_settings(), "results": {}}))
 
     def scan() -> list[str]:
         subprocess.run(
@@ -209,6 +281,81 @@ def test_a_new_secret_fails_the_scan_and_an_audited_one_does_not(tmp_path: Path)
     assert scan() == []
 
 
+def random_text(alphabet: str, length: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+ALNUM = string.ascii_letters + string.digits
+# Keys in each provider's published shape, made at run time (a literal one here would be a
+# finding of this repository's own scan): detect-secrets 1.5 has no detector for any of them.
+PROVIDER_KEYS = {
+    "Anthropic API Key": lambda: "sk-ant-api03-" + random_text(ALNUM + "-_", 93) + "AA",
+    "OpenRouter API Key": lambda: "sk-or-v1-" + secrets.token_hex(32),
+    "Groq API Key": lambda: "gsk_" + random_text(ALNUM, 52),
+    "Google API Key": lambda: "AIza" + random_text(ALNUM + "-_", 35),
+}
+
+
+def scratch_scan(tmp_path: Path, files: dict[str, str]) -> list[str]:
+    """detect-secrets as scripts/security.sh runs it, with the project's baseline settings and
+    plugins, over ``files`` in a scratch repository: the unaudited findings."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=30)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True, timeout=30)
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({**baseline_settings(), "results": {}}))
+    subprocess.run(
+        [tool("detect-secrets"), "scan", "-n", "--baseline", str(baseline)],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return unaudited(baseline)
+
+
+@pytest.mark.parametrize("kind", PROVIDER_KEYS)
+def test_each_providers_key_fails_the_scan(tmp_path: Path, kind: str) -> None:
+    """The keys this project's users hold, planted where they would leak: .env.example and a
+    guide's shell block (issue #19's review, M5)."""
+    key = PROVIDER_KEYS[kind]()
+    found = scratch_scan(
+        tmp_path,
+        {
+            ".env.example": f"# BACKEND_KEY={key}\n",
+            "docs/GUIDE.md": f"```bash\nexport BACKEND_TOKEN='{key}'\n```\n",
+        },
+    )
+    assert f".env.example:1: {kind}" in found
+    assert f"docs/GUIDE.md:2: {kind}" in found
+
+
+def test_the_provider_plugins_pass_over_placeholders(tmp_path: Path) -> None:
+    """The docs name each key's shape with a placeholder: not a finding."""
+    prose = "Anthropic's keys start sk-ant-api03-..., OpenRouter's sk-or-v1-..., Groq's gsk_..."
+    found = scratch_scan(tmp_path, {"docs/KEYS.md": f"{prose}, Google's AIza....\n"})
+    assert found == []
+
+
+def test_the_baselines_own_plugins_exist() -> None:
+    """detect-secrets skips a custom plugin whose file is missing without a word: the scan
+    would pass while blind to those keys."""
+    baseline = json.loads((ROOT / ".secrets.baseline").read_text())
+    custom = [p for p in baseline["plugins_used"] if "path" in p]
+    assert {p["name"] for p in custom} == {
+        "AnthropicKeyDetector",
+        "OpenRouterKeyDetector",
+        "GroqKeyDetector",
+        "GoogleApiKeyDetector",
+    }
+    for plugin in custom:
+        path = ROOT / plugin["path"].removeprefix("file://")
+        assert path.is_file(), plugin
+        assert f"class {plugin['name']}(" in path.read_text()
+
+
 def test_the_baseline_holds_only_audited_fakes() -> None:
     baseline = json.loads((ROOT / ".secrets.baseline").read_text())
     assert baseline["results"], "an empty baseline: is the scan still configured?"
@@ -217,6 +364,11 @@ def test_the_baseline_holds_only_audited_fakes() -> None:
         f["pattern"] for f in baseline["filters_used"] if f["path"].endswith("should_exclude_file")
     )
     # the baseline's own hashes, the locks' hashes and the generated OpenAPI document only
-    for path in (".secrets.baseline", "requirements/test.lock", "docs/openapi.json"):
+    hashed = (
+        "requirements/test.lock",
+        "requirements/build.lock",
+        "tests/litellm/requirements.lock",
+    )
+    for path in (".secrets.baseline", *hashed, "tests/py38/requirements.lock", "docs/openapi.json"):
         assert any(re.search(p, path) for p in excluded), path
     assert not any(re.search(p, "src/ollama_openai_bridge/config/security.py") for p in excluded)

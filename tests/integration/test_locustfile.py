@@ -104,6 +104,15 @@ def test_the_mix_runs_against_the_proxy_without_failures(
         assert int(row["Request Count"]) > 0, name
         assert int(row["Failure Count"]) == 0, name
     assert int(aggregated["Failure Count"]) == 0
+    # Aggregated counts the HTTP requests alone: the [first line] and [whole stream] rows time
+    # the streamed requests again, one of each per stream (issue #19's review, L7)
+    http = {n: int(r["Request Count"]) for n, r in rows.items() if r["Type"] == "POST"}
+    timings = {n: int(r["Request Count"]) for n, r in rows.items() if r["Type"] == "STREAM"}
+    assert set(http) | set(timings) == EXPECTED
+    assert int(aggregated["Request Count"]) == sum(http.values())
+    for stream in ("chat, streamed", "generate, streamed"):
+        assert timings[f"{stream} [first line]"] == http[stream]
+        assert timings[f"{stream} [whole stream]"] == http[stream]
     assert (tmp_path / "load_failures.csv").read_text().count("\n") == 1  # the header alone
     # the requests reached the backend through the proxy, keys and all
     paths = {entry["path"] for entry in upstream.journal}

@@ -4,10 +4,25 @@ compared on its cells and client versions -- never rewritten by a test run."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from scripts.compat_matrix import drift, main, parse, render, versions
+from scripts.compat_matrix import (
+    drift,
+    main,
+    merge_results,
+    parse,
+    render,
+    versions,
+    whole_run,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+# A compat-marked test of a pure-Python client (no Node.js needed), run alone below.
+ONE_COMPAT_TEST = ["tests/integration/test_ollama_sdk.py::test_list"]
 
 CELLS: list[dict[str, object]] = [
     {"client": "ollama-python 0.6 (PyPI)", "feature": "chat", "status": "pass"},
@@ -136,3 +151,86 @@ def test_a_failed_cell_fails_the_run_without_a_check(tmp_path: Path) -> None:
     results = tmp_path / "compat-results.json"
     results.write_text(json.dumps({"cells": with_status("ollama-js (npm)", "chat", "fail")}))
     assert main(["--results", str(results), "--output", str(tmp_path / "m.md")]) == 1
+
+
+def test_compat_doc_refuses_a_partial_run_and_leaves_the_tracked_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One file's run once truncated docs/COMPATIBILITY.md to its own cells (issue #19's
+    review, M4): `make compat-doc` (--require-complete) now writes nothing from such results."""
+    doc = tmp_path / "COMPATIBILITY.md"
+    doc.write_text(tracked())
+    before = doc.read_bytes()
+    results = tmp_path / "compat-results.json"
+    for partial in ({"cells": CELLS[:1]}, {"complete": False, "cells": CELLS[:1]}):
+        results.write_text(json.dumps(partial))
+        code = main(["--results", str(results), "--output", str(doc), "--require-complete"])
+        assert code == 2
+        assert doc.read_bytes() == before
+        assert "holds only part of the matrix" in capsys.readouterr().out
+    results.write_text(json.dumps({"complete": True, "cells": CELLS}))
+    assert main(["--results", str(results), "--output", str(doc), "--require-complete"]) == 0
+    assert parse(doc.read_text())[0] == parse(tracked())[0]
+
+
+def test_a_partial_run_merges_into_the_last_whole_one() -> None:
+    whole = merge_results(None, CELLS, whole=True)
+    assert whole == {"complete": True, "cells": CELLS}
+    # one client's file run again: its cell changes, the others stay, still complete
+    rerun: list[dict[str, object]] = [
+        {"client": "ollama-js (npm)", "feature": "chat", "status": "fail"}
+    ]
+    merged = merge_results(whole, rerun, whole=False)
+    assert merged["complete"] is True
+    assert len(merged["cells"]) == len(CELLS)
+    cells = {(c["client"], c["feature"]): c["status"] for c in merged["cells"]}
+    assert cells[("ollama-js (npm)", "chat")] == "fail"
+    assert cells[("ollama-python 0.6 (PyPI)", "tools")] == "pass"
+    # a partial run over nothing is not complete; a whole run replaces everything
+    assert merge_results(None, rerun, whole=False) == {"complete": False, "cells": rerun}
+    assert merge_results(merged, rerun, whole=True) == {"complete": True, "cells": rerun}
+
+
+@pytest.mark.parametrize(
+    ("args", "narrowed", "deselected", "stopped", "whole"),
+    [
+        ([], False, 0, False, True),  # pytest, no arguments: the testpaths
+        (["tests"], False, 0, False, True),
+        (["tests/clients"], False, 0, False, False),
+        (["tests", "tests/unit"], False, 0, False, False),
+        (["tests"], True, 0, False, False),  # -k / -m
+        (["tests"], False, 3, False, False),  # --lf, --deselect
+        (["tests"], False, 0, True, False),  # -x after a failure
+    ],
+)
+def test_whole_run_is_the_testpaths_unnarrowed(
+    tmp_path: Path, args: list[str], narrowed: bool, deselected: int, stopped: bool, whole: bool
+) -> None:
+    paths = [tmp_path / a for a in args]
+    assert whole_run(paths, [tmp_path / "tests"], narrowed, deselected, stopped) is whole
+
+
+def test_the_suites_own_results_say_whether_they_are_whole(tmp_path: Path) -> None:
+    """tests/conftest.py, in a pytest run of one compat test: a partial run, merged."""
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"complete": True, "cells": CELLS}))
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ONE_COMPAT_TEST],
+        cwd=ROOT,
+        # without coverage's subprocess measurement, which would count this run as the suite's
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")},
+            "COMPAT_RESULTS": str(results),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:]
+    written = json.loads(results.read_text())
+    assert written["complete"] is True  # the whole run before it stays whole
+    assert len(written["cells"]) > len(CELLS)  # its cell added, the earlier ones kept
+    assert {(c["client"], c["feature"]) for c in CELLS} <= {
+        (c["client"], c["feature"]) for c in written["cells"]
+    }

@@ -90,6 +90,46 @@ otherwise become "6.7108864e+07", which REQUEST_MAX_SIZE refuses).
 {{- if or .Values.tls.existingSecret .Values.config.SSL_CERTFILE }}HTTPS{{ else }}HTTP{{ end }}
 {{- end }}
 
+{{/*
+The port's name: "https" when the proxy serves TLS, so that meshes, ingress controllers and
+Prometheus (which read a port's name or appProtocol to choose the protocol) do not speak plain
+HTTP to it (issue #19's review, L4).
+*/}}
+{{- define "ollama-openai-bridge.portName" -}}
+{{- include "ollama-openai-bridge.scheme" . | lower }}
+{{- end }}
+
+{{/*
+Whether the pods carry prometheus.io/* annotations. A Prometheus that scrapes by annotation
+sends no key, and with inbound keys /metrics answers 401 (security.py: only /, /health and the
+API docs are open), so "auto" emits them only when no key can be set: no
+secret.values.PROXY_API_KEYS, no config.PROXY_API_KEYS_FILE and no secret.existingSecret (whose
+content the chart cannot see). With keys, the ServiceMonitor sends one (serviceMonitor.authorization).
+*/}}
+{{- define "ollama-openai-bridge.scrapeAnnotations" -}}
+{{- $mode := toString .Values.prometheusAnnotations }}
+{{- if include "ollama-openai-bridge.metricsEnabled" . }}
+{{- if eq $mode "true" }}true
+{{- else if eq $mode "auto" }}
+{{- if not (or .Values.secret.values.PROXY_API_KEYS .Values.config.PROXY_API_KEYS_FILE .Values.secret.existingSecret) }}true{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The fewest proxy pods the release runs: the HPA's minimum, else replicaCount. The
+PodDisruptionBudget is rendered only when a drain can still evict a pod: a budget of
+minAvailable 1 over a single replica would block every node drain (issue #19's review, L6).
+*/}}
+{{- define "ollama-openai-bridge.pdbSatisfiable" -}}
+{{- $floor := int64 (ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled) }}
+{{- $budget := .Values.podDisruptionBudget }}
+{{- if not (kindIs "invalid" $budget.maxUnavailable) }}true
+{{- else if kindIs "string" $budget.minAvailable }}{{ if gt $floor 1 }}true{{ end }}
+{{- else if gt $floor (int64 $budget.minAvailable) }}true
+{{- end }}
+{{- end }}
+
 {{- define "ollama-openai-bridge.metricsEnabled" -}}
 {{- $on := .Values.config.ENABLE_METRICS }}
 {{- if or (kindIs "invalid" $on) (eq (toString $on) "true") }}true{{ end }}
