@@ -24,7 +24,7 @@ from ollama_openai_bridge.allocator import AllocatorError, exec_environment
 from ollama_openai_bridge.config import ConfigError, Settings, load_settings
 from ollama_openai_bridge.errors import Redactor
 from ollama_openai_bridge.logs import configure_logging
-from ollama_openai_bridge.recycle import exec_in_place, inherited_listener, leave
+from ollama_openai_bridge.recycle import LISTEN_FD_ENV, exec_in_place, inherited_listener, leave
 from ollama_openai_bridge.transport import server_options
 
 
@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.ssl_certfile is not None:
         server["ssl_certfile"] = str(settings.ssl_certfile)
         server["ssl_keyfile"] = str(settings.ssl_keyfile)
-    if inherited_listener() is None and (taken := _address_taken(settings)) is not None:
+    # Not for a recycled process: it serves the socket its predecessor left it (recycle.py).
+    inherits = LISTEN_FD_ENV in os.environ
+    if not inherits and (taken := _address_taken(settings)) is not None:
         print(f"ollama-openai-bridge: {taken}", file=sys.stderr)
         return STARTUP_FAILURE
     if settings.workers > 1:
