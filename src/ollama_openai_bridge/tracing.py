@@ -25,7 +25,7 @@ The spans of one request (docs/DEPLOYMENT.md, "Tracing"):
 Never in a span: prompts, completions, keys or headers (the conventions' content capture,
 ``gen_ai.input.messages`` and the like, is opt-in; this proxy has no such option). Spans are
 exported in batches by the SDK's own thread (BatchSpanProcessor), never on the event loop;
-:meth:`Tracing.shutdown` flushes them as the app stops.
+:meth:`Tracing.shutdown` flushes them as the app stops, for at most :data:`FLUSH_DEADLINE_S`.
 """
 
 from __future__ import annotations
