@@ -269,7 +269,7 @@ def test_nothing_is_exported_or_propagated_when_off(
     assert not any(x.get("event") == "tracing" for x in logged)
 
 
-SECRET_PROMPT = "PROMPT-TOP-SECRET"
+PROMPT_TEXT = "PROMPT-TEXT-NOT-FOR-SPANS"
 
 
 def test_review_fixes_replica_usage_error_text_and_trace_context(
@@ -286,7 +286,7 @@ def test_review_fixes_replica_usage_error_text_and_trace_context(
             lambda path, _: path.endswith("/chat/completions"),
             Script(
                 status=500,
-                error={"error": {"message": f"bad request {SECRET_PROMPT}", "type": "x"}},
+                error={"error": {"message": f"bad request {PROMPT_TEXT}", "type": "x"}},
             ),
         )
     )
@@ -343,7 +343,7 @@ def test_review_fixes_replica_usage_error_text_and_trace_context(
             json={
                 "model": "failing:" + MODEL,  # that upstream only
                 "stream": False,
-                "messages": [{"role": "user", "content": SECRET_PROMPT}],
+                "messages": [{"role": "user", "content": PROMPT_TEXT}],
             },
             timeout=30,
         )
@@ -391,8 +391,8 @@ def test_review_fixes_replica_usage_error_text_and_trace_context(
     assert failed.status == 2
     assert failed.status_message == f"HTTP {failed.attributes['error.type']}"
     for span in receiver.spans:
-        assert SECRET_PROMPT not in span.status_message
-        assert SECRET_PROMPT not in json.dumps(span.attributes)
+        assert PROMPT_TEXT not in span.status_message
+        assert PROMPT_TEXT not in json.dumps(span.attributes)
 
 
 def test_a_hung_collector_does_not_hold_the_stop(tmp_path: Path) -> None:
