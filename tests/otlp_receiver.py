@@ -33,6 +33,7 @@ class Span:
     attributes: dict[str, Any]
     status: int  # 0 unset, 1 ok, 2 error
     resource: dict[str, Any]
+    status_message: str = ""  # the status description
 
 
 def _value(value: AnyValue) -> Any:
@@ -82,6 +83,7 @@ class OTLPReceiver:
                             attributes=_attributes(span.attributes),
                             status=span.status.code,
                             resource=resource,
+                            status_message=span.status.message,
                         )
                     )
         return web.Response(

@@ -25,7 +25,7 @@ The spans of one request (docs/DEPLOYMENT.md, "Tracing"):
 Never in a span: prompts, completions, keys or headers (the conventions' content capture,
 ``gen_ai.input.messages`` and the like, is opt-in; this proxy has no such option). Spans are
 exported in batches by the SDK's own thread (BatchSpanProcessor), never on the event loop;
-:meth:`Tracing.shutdown` flushes them as the app stops.
+:meth:`Tracing.shutdown` flushes them as the app stops, for at most :data:`FLUSH_DEADLINE_S`.
 """
 
 from __future__ import annotations
@@ -37,11 +37,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ollama_openai_bridge import __version__
+import structlog
+
+from ollama_openai_bridge import __version__, tracing_env
+
+log = structlog.get_logger("ollama_openai_bridge.tracing")
 
 SERVICE = "ollama-openai-bridge"  # service.name unless OTEL_SERVICE_NAME says otherwise
 EXTRA = 'pip install "ollama-openai-bridge[otel]"'
 PREFIX = "ollama_openai_bridge."  # this project's own span attributes
+# Longest wait for the last export as the app stops: well inside the Helm chart's 10 s margin
+# after SHUTDOWN_GRACE_PERIOD and the preStop pause (templates/deployment.yaml), which the
+# closing of the backends, Redis clients and the rest share.
+FLUSH_DEADLINE_S = 5.0
 # What the extra brings: checked at start, imported only when tracing is on.
 _MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -90,7 +98,8 @@ def check(environ: Mapping[str, str]) -> str | None:
     a ConfigError), saying what to do; None if nothing is. Wrong: an exporter other than
     ``otlp``/``none``, a protocol other than ``http/protobuf``, an endpoint that is no http(s)
     URL, or traces asked for without the OpenTelemetry packages (then: which extra to
-    install)."""
+    install), and any other OTEL_* value the SDK would refuse, warn about or fall back from
+    (:func:`ollama_openai_bridge.tracing_env.problem`)."""
     if _true(environ.get("OTEL_SDK_DISABLED")):
         return None
     for name in environ.get("OTEL_TRACES_EXPORTER", "").split(","):
@@ -120,7 +129,9 @@ def check(environ: Mapping[str, str]) -> str | None:
             f"the OpenTelemetry packages are not installed ({missing[0]}): {EXTRA}, or unset "
             "those variables (or set OTEL_SDK_DISABLED=true)"
         )
-    return None
+    # Every other variable the SDK reads for traces (sampler, batch, limits, exporter TLS,
+    # headers, compression, timeout, resource, propagators): tracing_env.py.
+    return tracing_env.problem(environ)
 
 
 def _importable(module: str) -> bool:
@@ -139,6 +150,9 @@ class Request:
     trace_id: str
     finish_reasons: list[str] = field(default_factory=list)
     attempt: Attempt | None = None
+    # The usage a relayed whole answer reported (Attempt._describe): the handler does not read
+    # it when budgets are off, so its access record has none (issue #20's review, L5).
+    usage: tuple[Any, Any] | None = None
 
 
 # The request being traced, set by tracing_asgi.TraceRequests (only when tracing is on).
@@ -189,10 +203,13 @@ class Tracing:
             attributes={k.replace("__", "."): v for k, v in attributes.items() if v is not None},
         )
 
-    def error(self, span: Any, kind: str, description: str | None = None) -> None:
-        """Mark ``span`` failed: ``error.type`` (a status code or a class of failure, never a
-        message that could carry a secret) and the ERROR status."""
+    def error(self, span: Any, kind: str) -> None:
+        """Mark ``span`` failed: ``error.type`` (a status code or a class of failure) and the
+        ERROR status, described by that alone (``HTTP 502``, ``UpstreamTimeout``). Never a
+        message: a backend's error text can quote the prompt it was sent, and traces often go
+        to a third party trusted less than the local logs (issue #20's review, L3)."""
         span.set_attribute("error.type", kind)
+        description = f"HTTP {kind}" if kind.isdigit() else kind
         span.set_status(self._otel.trace.Status(self._otel.trace.StatusCode.ERROR, description))
 
     # --- the GenAI span of one upstream tried -----------------------------------------------------
@@ -234,12 +251,39 @@ class Tracing:
         if request is not None and reason and not request.finish_reasons:
             request.finish_reasons.append(reason)
 
-    async def shutdown(self) -> None:
-        """Flush what is batched and stop the exporter (in a thread: the last export is a
-        blocking HTTP call, bounded by OTEL_EXPORTER_OTLP_TIMEOUT)."""
-        import asyncio  # noqa: PLC0415 -- only when tracing is on
+    async def shutdown(self, deadline: float = FLUSH_DEADLINE_S) -> bool:
+        """Flush what is batched and stop the exporter, for at most ``deadline`` seconds;
+        True if that finished in time. Past it, the spans not yet sent are dropped with one
+        warning and the app's stop goes on (issue #20's review, L2: a hung collector held the
+        exit 18 s, past the Helm chart's 10 s margin after SHUTDOWN_GRACE_PERIOD).
 
-        await asyncio.to_thread(self.provider.shutdown)
+        The SDK's own bounds do not hold here: BatchProcessor.force_flush ignores its timeout
+        (opentelemetry-python #4568), and its shutdown joins the worker for 30 s before the
+        exporter's retries (each up to OTEL_EXPORTER_OTLP_TIMEOUT). So the SDK's shutdown runs
+        in a daemon thread of its own -- not the loop's executor, whose threads asyncio.run
+        joins at exit -- and is left behind if it overruns (its export threads are daemons
+        too: the process exits without them)."""
+        import asyncio  # noqa: PLC0415 -- only when tracing is on
+        import threading  # noqa: PLC0415
+
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                self.provider.shutdown()
+            finally:
+                finished.set()
+
+        threading.Thread(target=run, name="otel-shutdown", daemon=True).start()
+        if await asyncio.to_thread(finished.wait, deadline):
+            return True
+        log.warning(
+            "tracing_flush_incomplete",
+            deadline_s=deadline,
+            detail="the OTLP collector did not take the last spans in time (down or hung); "
+            "they are dropped so that the proxy stops",
+        )
+        return False
 
 
 class Attempt:
@@ -292,7 +336,10 @@ class Attempt:
         span = self.span
         usage = data.get("usage")
         if isinstance(usage, dict):
-            _usage(span, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            _usage(span, *tokens)
+            if self.request is not None:
+                self.request.usage = tokens
         reasons = [
             c["finish_reason"]
             for c in data.get("choices") or ()
@@ -362,17 +409,23 @@ class TracedSession:
         attempt = request.attempt
         parts = urlsplit(url)
         resends = 0
+        address, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         if attempt is not None:
             resends = attempt.sends
             attempt.sends += 1
+            # A balanced upstream (base_urls, balance.py) picks a replica per request sent:
+            # the upstream's span names the one sent to last -- the one that answered, or the
+            # last one that failed -- not its first URL (issue #20's review, L4).
+            attempt.span.set_attribute("server.address", address)
+            attempt.span.set_attribute("server.port", port)
         span = tracing.start(
             method,
             "client",
             http__request__method=method,
             # no query: an Azure api-version is harmless, but a query is where keys may hide
             url__full=f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}",
-            server__address=parts.hostname,
-            server__port=parts.port or (443 if parts.scheme == "https" else 80),
+            server__address=address,
+            server__port=port,
             http__request__resend_count=resends or None,
         )
         kwargs["headers"] = tracing.inject(span)

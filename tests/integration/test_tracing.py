@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,6 +206,9 @@ def test_a_request_is_traced_across_retries_fallbacks_and_into_the_backend(
     assert root.trace_id != CLIENT_TRACE
     assert root.name == f"chat {MODEL}"
     assert root.attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    # Its usage, read from the relayed JSON (budgets are off: the handler does not read it).
+    assert root.attributes["gen_ai.usage.input_tokens"] == 7
+    assert root.attributes["gen_ai.usage.output_tokens"] == 2
     (genai,) = [x for x in receiver.trace(root.trace_id) if x.parent_span_id == root.span_id]
     assert genai.attributes["ollama_openai_bridge.upstream"] == "primary"
     assert genai.attributes["gen_ai.usage.input_tokens"] == 7
@@ -262,3 +267,163 @@ def test_nothing_is_exported_or_propagated_when_off(
     assert any(x.get("event") == "request" for x in logged)
     assert not any("trace_id" in x for x in logged)
     assert not any(x.get("event") == "tracing" for x in logged)
+
+
+PROMPT_TEXT = "PROMPT-TEXT-NOT-FOR-SPANS"
+
+
+def test_review_fixes_replica_usage_error_text_and_trace_context(
+    tmp_path: Path, receiver: OTLPReceiver
+) -> None:
+    """Issue #20's review: the upstream span names the replica sent to (L4); a relayed whole
+    answer's usage is on the server span with budgets off (L5); a backend's error text that
+    quotes the prompt never reaches a span (L3); a hostile tracestate is dropped without a log
+    line, keeping the traceparent (L9); two traceparents start a new trace (W3C)."""
+    replicas = [FakeUpstream([MODEL]).start(), FakeUpstream([MODEL]).start()]
+    failing = FakeUpstream([MODEL]).start()
+    failing.faults.append(
+        (
+            lambda path, _: path.endswith("/chat/completions"),
+            Script(
+                status=500,
+                error={"error": {"message": f"bad request {PROMPT_TEXT}", "type": "x"}},
+            ),
+        )
+    )
+    topology = tmp_path / "upstreams.json"
+    topology.write_text(
+        json.dumps(
+            {
+                "upstreams": [
+                    {
+                        "name": "pool",
+                        "base_urls": [r.url for r in replicas],
+                        "balance": "weighted_round_robin",
+                        "api_key": failing.api_key,  # the fakes' one key
+                    },
+                    {"name": "failing", "base_url": failing.url, "api_key": failing.api_key},
+                ]
+            }
+        )
+    )
+    env = {
+        "OPENAI_API_BASE_URL": "http://unused.invalid/v1",
+        "UPSTREAMS_FILE": str(topology),
+        "MAX_RETRIES": "0",
+        "CIRCUIT_BREAKER_THRESHOLD": "0",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        "LOG_LEVEL": "DEBUG",
+    }
+    proxy = _run(tmp_path, env)
+    parent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+    hostile = ",".join(f"k{i}=v" for i in range(40))  # over W3C's 32 members
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        for _ in range(2):  # round robin: one answer from each replica
+            answer = httpx.post(proxy.url + "/v1/chat/completions", json=chat, timeout=30)
+            assert answer.status_code == 200
+        for i in range(3):
+            answer = httpx.post(
+                proxy.url + "/v1/chat/completions",
+                json=chat,
+                headers={"traceparent": parent, "tracestate": hostile + "," * i},
+                timeout=30,
+            )
+            assert answer.status_code == 200
+        twice = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            json=chat,
+            headers=[("traceparent", parent), ("traceparent", parent)],
+            timeout=30,
+        )
+        assert twice.status_code == 200
+        broken = httpx.post(
+            proxy.url + "/api/chat",
+            json={
+                "model": "failing:" + MODEL,  # that upstream only
+                "stream": False,
+                "messages": [{"role": "user", "content": PROMPT_TEXT}],
+            },
+            timeout=30,
+        )
+        assert broken.status_code >= 500
+    finally:
+        output = proxy.stop()
+        for fake in (*replicas, failing):
+            fake.stop()
+
+    servers = [
+        s for s in receiver.spans if s.kind == "server" and s.attributes["url.path"] != "/health"
+    ]
+    assert len(servers) == 7, [(s.name, s.attributes) for s in servers]
+    # L5: the relayed answers' usage, read from the JSON the backend sent (budgets are off).
+    relayed = [s for s in servers if s.attributes["http.route"] == "/v1/chat/completions"]
+    assert len(relayed) == 6
+    for span in relayed:
+        assert span.attributes["gen_ai.usage.input_tokens"] == 7
+        assert span.attributes["gen_ai.usage.output_tokens"] == 2
+    # L4: each upstream span names the replica its HTTP request went to.
+    ports = []
+    for span in relayed:
+        (genai,) = [s for s in receiver.spans if s.parent_span_id == span.span_id]
+        (http,) = [s for s in receiver.spans if s.parent_span_id == genai.span_id]
+        assert genai.attributes["server.port"] == http.attributes["server.port"]
+        assert http.attributes["url.full"].startswith(
+            f"http://127.0.0.1:{genai.attributes['server.port']}/"
+        )
+        ports.append(genai.attributes["server.port"])
+    assert set(ports) == {r.port for r in replicas}
+    # L9: the hostile tracestate dropped, its traceparent kept; no warning per request.
+    continued = [s for s in relayed if s.trace_id == CLIENT_TRACE]
+    assert len(continued) == 3
+    assert all(s.parent_span_id == CLIENT_SPAN for s in continued)
+    logged = _lines(output)
+    assert not any(x.get("level") == "warning" and "tracestate" in str(x) for x in logged)
+    assert "There can't be more than" not in output
+    dropped = [x for x in logged if x.get("event") == "trace_context_dropped"]
+    assert len(dropped) == 1  # at DEBUG, once
+    assert dropped[0]["level"] == "debug"
+    # Two traceparents: invalid, so a trace of its own (the last two relayed are not the client's).
+    assert len([s for s in relayed if s.parent_span_id == ""]) == 3
+    # L3: the error's status and class only, never the backend's text (which quotes the prompt).
+    (failed,) = [s for s in servers if s.attributes["http.route"] == "/api/chat"]
+    assert failed.status == 2
+    assert failed.status_message == f"HTTP {failed.attributes['error.type']}"
+    for span in receiver.spans:
+        assert PROMPT_TEXT not in span.status_message
+        assert PROMPT_TEXT not in json.dumps(span.attributes)
+
+
+def test_a_hung_collector_does_not_hold_the_stop(tmp_path: Path) -> None:
+    """Issue #20's review, L2: a collector that accepts connections and never answers held
+    the exit 18 s; the last flush is now given FLUSH_DEADLINE_S (5 s), then dropped with one
+    warning."""
+    upstream = FakeUpstream([MODEL]).start()
+    hole = socket.socket()  # the kernel accepts connections; nothing ever answers
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    env = {
+        "OPENAI_API_BASE_URL": upstream.url,
+        "OPENAI_API_KEY": upstream.api_key,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hole.getsockname()[1]}",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",  # every span waits for the flush at the stop
+    }
+    proxy = _run(tmp_path, env)
+    try:
+        reply = httpx.post(
+            proxy.url + "/api/chat",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": False},
+            timeout=30,
+        )
+        assert reply.status_code == 200
+    finally:
+        began = time.monotonic()
+        output = proxy.stop()
+        took = time.monotonic() - began
+        hole.close()
+        upstream.stop()
+    assert took < 9, (took, output[-6000:])
+    warned = [x for x in _lines(output) if x.get("event") == "tracing_flush_incomplete"]
+    assert len(warned) == 1
+    assert warned[0]["deadline_s"] == 5.0

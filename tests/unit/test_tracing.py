@@ -3,13 +3,20 @@ default, OTEL_SDK_DISABLED wins; what cannot work stops the start with what to d
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
+import structlog.testing
+from opentelemetry import trace
 
 from ollama_openai_bridge import tracing
 from ollama_openai_bridge.config import ConfigError, load_settings
+from ollama_openai_bridge.tracing_asgi import trace_context
 
 ENDPOINT = "http://127.0.0.1:4318"
 
@@ -116,3 +123,132 @@ print("RESULT ok")
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "RESULT ok"
+
+
+PARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    ("headers", "carrier", "dropped"),
+    [
+        ([], {}, None),
+        ([(b"traceparent", PARENT)], {"traceparent": PARENT.decode()}, None),
+        # W3C Trace Context: a repeated traceparent is invalid; the request starts a trace.
+        ([(b"traceparent", PARENT), (b"traceparent", PARENT)], {}, "several traceparent headers"),
+        ([(b"traceparent", b"00-" + b"a" * 600)], {}, "traceparent too long"),
+        (
+            [(b"traceparent", PARENT), (b"tracestate", b"a=1, b@c=x y"), (b"tracestate", b"d=2")],
+            {"traceparent": PARENT.decode(), "tracestate": "a=1, b@c=x y,d=2"},
+            None,
+        ),
+        (
+            [(b"traceparent", PARENT), (b"tracestate", b",".join(b"k%d=v" % i for i in range(33)))],
+            {"traceparent": PARENT.decode()},
+            "invalid tracestate",
+        ),
+        (
+            [(b"traceparent", PARENT), (b"tracestate", b"k=" + b"v" * 9000)],
+            {"traceparent": PARENT.decode()},
+            "invalid tracestate",
+        ),
+        (
+            [(b"traceparent", PARENT), (b"tracestate", b"a=1,a=2")],
+            {"traceparent": PARENT.decode()},
+            "invalid tracestate",
+        ),
+        (
+            [(b"traceparent", PARENT), (b"tracestate", b"Upper=1")],
+            {"traceparent": PARENT.decode()},
+            "invalid tracestate",
+        ),
+        ([(b"tracestate", b"a=1")], {}, None),  # no traceparent: nothing to continue
+    ],
+)
+def test_trace_context_drops_what_the_propagator_would_warn_about(
+    headers: list[tuple[bytes, bytes]], carrier: dict[str, str], dropped: str | None
+) -> None:
+    assert trace_context(headers) == (carrier, dropped)
+
+
+def test_a_hostile_tracestate_makes_no_opentelemetry_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = b",".join(b"k%d=v" % i for i in range(40))
+    carrier, _ = trace_context([(b"traceparent", PARENT), (b"tracestate", state)])
+    caplog.set_level("DEBUG", logger="opentelemetry")
+    context = tracing._Modules().propagator().extract(carrier)
+    assert f"{trace.get_current_span(context).get_span_context().trace_id:032x}" == (
+        PARENT[3:35].decode()
+    )
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry")]
+
+
+class _Status:
+    def __init__(self, code: str, description: str | None) -> None:
+        self.code, self.description = code, description
+
+
+class _Span:
+    def __init__(self) -> None:
+        self.attributes: dict[str, object] = {}
+        self.status: _Status | None = None
+
+    def set_attribute(self, key: str, value: object) -> None:
+        self.attributes[key] = value
+
+    def set_status(self, status: _Status) -> None:
+        self.status = status
+
+
+def test_an_error_is_described_by_its_status_or_class_only() -> None:
+    """Issue #20's review, L3: the server span's description was the backend's message,
+    which can quote the prompt; Tracing.error takes no message at all now."""
+    otel = SimpleNamespace(
+        trace=SimpleNamespace(Status=_Status, StatusCode=SimpleNamespace(ERROR="ERROR"))
+    )
+    t = object.__new__(tracing.Tracing)
+    t._otel = otel
+    span = _Span()
+    t.error(span, "502")
+    assert span.attributes == {"error.type": "502"}
+    assert span.status is not None
+    assert (span.status.code, span.status.description) == ("ERROR", "HTTP 502")
+    t.error(span, "UpstreamTimeout")
+    assert span.status.description == "UpstreamTimeout"
+    with pytest.raises(TypeError):
+        t.error(span, "500", "a backend's message")  # type: ignore[call-arg]
+
+
+def test_shutdown_is_bounded_when_the_collector_hangs() -> None:
+    """Issue #20's review, L2: the SDK's shutdown blocked 12-18 s with a collector down or
+    hung; Tracing.shutdown gives up after its deadline, with one warning."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    class Hung:
+        def shutdown(self) -> None:
+            calls.append("shutdown")
+            release.wait(30)
+
+    t = object.__new__(tracing.Tracing)
+    t.provider = Hung()
+    began = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        finished = asyncio.run(asyncio.wait_for(t.shutdown(0.2), 5))
+    took = time.monotonic() - began
+    release.set()
+    assert finished is False
+    assert calls == ["shutdown"]
+    assert 0.2 <= took < 2
+    assert [x["event"] for x in logs] == ["tracing_flush_incomplete"]
+    assert logs[0]["log_level"] == "warning"
+
+    class Quick:
+        def shutdown(self) -> None:
+            calls.append("quick")
+
+    t.provider = Quick()
+    with structlog.testing.capture_logs() as logs:
+        assert asyncio.run(t.shutdown(5)) is True
+    assert logs == []
+    assert tracing.FLUSH_DEADLINE_S == 5.0
