@@ -266,7 +266,11 @@ class TokenBudgets:
             for waiting in (self._unsent, self._sending):  # this replica's, not yet in Redis
                 kept = waiting.get((account.counter, unit, n))
                 if kept is not None:
-                    used[unit] += kept[0] + kept[1]
+                    # Only what raises the count: a batch being written may already be in
+                    # what Redis just answered (another connection), and a correction down
+                    # counted twice would admit past the budget; counted twice up, it only
+                    # refuses early, until the write lands.
+                    used[unit] += max(kept[0], 0) + max(kept[1], 0)
         self._send()  # Redis answers: what waited for it goes now
         return used
 

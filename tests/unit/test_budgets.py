@@ -10,14 +10,13 @@ from typing import Any
 import orjson
 import pytest
 from starlette.types import Message
-
 from structlog.testing import capture_logs
 
 from ollama_openai_bridge.access import SCOPE_KEY, AccessRecord
 from ollama_openai_bridge.budget_plan import caller_of, load_accounts
 from ollama_openai_bridge.budgets import BudgetGuard, Ticket, TokenBudgets
 from ollama_openai_bridge.errors import BudgetExhausted, Redactor
-from ollama_openai_bridge.exchange import Attempt, Plan, Route
+from ollama_openai_bridge.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_bridge.metrics import Metrics
 from ollama_openai_bridge.owner import Owner
 from ollama_openai_bridge.render import Dialect, Renderer
@@ -156,15 +155,18 @@ def _plan(method: str = "POST", body: bytes | None = None) -> Plan:
 BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 120}]})
 
 
+ANSWER = Reply(200, b"{}", "application/json", {})
+
+
 class Backend:
     """A stand-in for Backends.execute: counts its calls."""
 
     def __init__(self) -> None:
         self.calls = 0
 
-    async def __call__(self, plan: Plan, owner: Owner, rec: AccessRecord) -> Any:
+    async def __call__(self, plan: Plan, owner: Owner, rec: AccessRecord) -> Reply:
         self.calls += 1
-        return "answer"
+        return ANSWER
 
 
 def test_admission_refuses_a_spent_key_s_model_calls_before_the_backend() -> None:
@@ -182,13 +184,13 @@ def test_admission_refuses_a_spent_key_s_model_calls_before_the_backend() -> Non
         assert backend.calls == 0
         assert spent.ticket is None
         # a GET (a model list relayed) is not a model call; another key has its own budget
-        assert await execute(_plan("GET"), Owner(), spent) == "answer"
+        assert await execute(_plan("GET"), Owner(), spent) is ANSWER
         other = AccessRecord(caller=B)
-        assert await execute(_plan(body=BODY), Owner(), other) == "answer"
+        assert await execute(_plan(body=BODY), Owner(), other) is ANSWER
         assert other.ticket is not None
         assert (other.ticket.estimate, other.ticket.reserved) == (31, 31)
         # no key (a proxy without PROXY_API_KEYS) or the admin: nothing to admit
-        assert await execute(_plan(body=BODY), Owner(), AccessRecord(caller="")) == "answer"
+        assert await execute(_plan(body=BODY), Owner(), AccessRecord(caller="")) is ANSWER
         assert backend.calls == 3
         # the refusal gave its reservation back: the key's count is what it spent
         (report,) = await b.usage([A])
@@ -233,7 +235,9 @@ def test_settling_replaces_the_estimate_or_gives_it_back() -> None:
         reported = await b.admit(A, 31)
         unanswered = await b.admit(A, 31)
         left = await b.admit(A, 31)
-        assert reported is not None and unanswered is not None and left is not None
+        assert reported is not None
+        assert unanswered is not None
+        assert left is not None
         (report,) = await b.usage([A])
         assert report["windows"]["day"]["prompt_tokens"] == 93  # in flight: their estimates
         reported.answered(7, 2, 999)  # the backend's counts win over characters
