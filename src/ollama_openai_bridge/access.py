@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Scope
 
 if TYPE_CHECKING:
-    from ollama_openai_bridge.budgets import Ticket
+    from ollama_openai_bridge.budget_plan import Ticket
 
 SCOPE_KEY = "proxy"
 # The caller of a request made with USAGE_ADMIN_KEY (security.GuardMiddleware, /v1/usage only).
@@ -43,7 +43,7 @@ class AccessRecord:
     # no-store), then what the cache did (HIT, MISS, BYPASS, UNCACHEABLE); None: cache off.
     cache_control: str = ""
     cache: str | None = None
-    # The token budget's account of this request (budgets.Ticket): made when it is admitted
+    # The token budget's account of this request (budget_plan.Ticket): made when it is admitted
     # (TokenBudgets.wrap), filled by Context.count, settled by budgets.BudgetGuard; never logged.
     ticket: Ticket | None = None
 

@@ -38,7 +38,6 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -46,7 +45,15 @@ import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_bridge.access import SCOPE_KEY, AccessRecord
-from ollama_openai_bridge.budget_plan import QUOTA_UNITS, UNITS, Account, Limit, bounds
+from ollama_openai_bridge.budget_plan import (
+    QUOTA_UNITS,
+    UNITS,
+    Account,
+    Limit,
+    Ticket,
+    Window,
+    bounds,
+)
 from ollama_openai_bridge.errors import BudgetExhausted, ProxyError
 from ollama_openai_bridge.translate.estimate import prompt_tokens, tokens
 
@@ -68,32 +75,6 @@ REDIS_TIMEOUT = 0.25  # seconds per Redis operation (a check waits at most twice
 REDIS_REST = 10.0  # seconds Redis is not asked after it failed
 RETRY_EVERY = 1.0  # seconds between tries to hand over held counts, once the rest is over
 MAX_UNSENT = 10_000  # counts waiting for Redis at most (keys x windows: a few hundred at most)
-
-Window = tuple[str, int, float]  # unit, window number, when it ends (epoch seconds)
-
-
-@dataclass(slots=True)
-class Ticket:
-    """One admitted request's account with its key's budget (:meth:`TokenBudgets.admit`):
-    ``estimate`` prompt tokens charged when it was admitted -- ``reserved`` of them in the
-    counters (0 when Redis could not take them, or the key has no limit) -- in the windows
-    current then (``windows``). :meth:`answered` records what the answer reported; settled once
-    (:meth:`TokenBudgets.settle`) when the response is over."""
-
-    account: Account
-    windows: tuple[Window, ...]
-    estimate: int
-    reserved: int
-    answered_at_all: bool = False  # an answer came (whole, or a stream however it ended)
-    prompt: int | None = None  # as the backend reported them (None: not reported)
-    completion: int | None = None
-    chars: int = 0  # characters of text, reasoning and tool calls the answer produced
-
-    def answered(self, prompt: int | None, completion: int | None, chars: int) -> None:
-        """The answer came: its reported counts (None: not reported) and ``chars``, what it
-        produced (for the completion estimate when ``completion`` is None)."""
-        self.answered_at_all = True
-        self.prompt, self.completion, self.chars = prompt, completion, chars
 
 
 class StorageUnavailable(ProxyError):

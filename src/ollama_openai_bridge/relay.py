@@ -22,13 +22,13 @@ key -- as an estimate when no usage comes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from ollama_openai_bridge.errors import Redactor, UpstreamProtocolError, malformed
 from ollama_openai_bridge.sse import MAX_EVENT_BYTES, SSEParser
-from ollama_openai_bridge.translate.estimate import output_chars
 
 MAX_PENDING = MAX_EVENT_BYTES  # bytes of one incomplete event held back at most
 UNFINISHED = "upstream stream ended early: no [DONE]"
@@ -138,13 +138,15 @@ class UsageTap:
 
     ``strip``: the proxy asked for the usage on the client's behalf, which did not ask for it;
     the usage-only chunk (``choices: []``) is then not passed on -- a client that did not ask
-    for it may read ``choices[0]`` of every chunk. Only events that name ``"usage"`` or
-    ``"choices"`` are decoded."""
+    for it may read ``choices[0]`` of every chunk. ``measure``: the characters of one decoded
+    chunk (translate/estimate.output_chars). Only events that name ``"usage"`` or ``"choices"``
+    are decoded."""
 
-    __slots__ = ("chars", "strip", "usage")
+    __slots__ = ("_measure", "chars", "strip", "usage")
 
-    def __init__(self, *, strip: bool) -> None:
+    def __init__(self, *, strip: bool, measure: Callable[[Any], int]) -> None:
         self.strip = strip
+        self._measure = measure
         self.usage: dict[str, Any] | None = None
         self.chars = 0
 
@@ -160,7 +162,7 @@ class UsageTap:
             named = b'"usage"' in block
             if named or b'"choices"' in block:
                 obj = _data_of(block)
-                self.chars += output_chars(obj)
+                self.chars += self._measure(obj)
                 usage = obj.get("usage") if named and isinstance(obj, dict) else None
                 if isinstance(usage, dict):
                     self.usage = usage

@@ -13,8 +13,8 @@ from starlette.types import Message
 from structlog.testing import capture_logs
 
 from ollama_openai_bridge.access import SCOPE_KEY, AccessRecord
-from ollama_openai_bridge.budget_plan import caller_of, load_accounts
-from ollama_openai_bridge.budgets import BudgetGuard, Ticket, TokenBudgets
+from ollama_openai_bridge.budget_plan import Ticket, caller_of, load_accounts
+from ollama_openai_bridge.budgets import BudgetGuard, TokenBudgets
 from ollama_openai_bridge.errors import BudgetExhausted, Redactor
 from ollama_openai_bridge.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_bridge.metrics import Metrics

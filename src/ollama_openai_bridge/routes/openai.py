@@ -34,6 +34,7 @@ from ollama_openai_bridge.limits import check_openai, check_values
 from ollama_openai_bridge.relay import UsageTap
 from ollama_openai_bridge.routing import Router
 from ollama_openai_bridge.streams import sse_relay
+from ollama_openai_bridge.translate.estimate import output_chars
 from ollama_openai_bridge.translate.models import openai_models
 
 router = Router()
@@ -185,7 +186,7 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
         if isinstance(reply, EventStream):
             tap = None
             if budgets is not None and method == "POST":
-                tap = UsageTap(strip=asked is not None)
+                tap = UsageTap(strip=asked is not None, measure=output_chars)
                 owner.callback(_count_stream, ctx, rec, tap)  # however the stream ends
             return sse_relay(
                 reply, owner, ctx.renderer, rec, _headers(reply.headers, ctx.renderer.redact), tap
