@@ -8,9 +8,12 @@ dict, so every field has one name and one meaning.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from ollama_openai_bridge.budget_plan import Ticket
 
 SCOPE_KEY = "proxy"
 # The caller of a request made with USAGE_ADMIN_KEY (security.GuardMiddleware, /v1/usage only).
@@ -40,6 +43,9 @@ class AccessRecord:
     # no-store), then what the cache did (HIT, MISS, BYPASS, UNCACHEABLE); None: cache off.
     cache_control: str = ""
     cache: str | None = None
+    # The token budget's account of this request (budget_plan.Ticket): made when it is admitted
+    # (TokenBudgets.wrap), filled by Context.count, settled by budgets.BudgetGuard; never logged.
+    ticket: Ticket | None = None
 
     def fields(self) -> dict[str, Any]:
         """The fields that are set, for the access log line."""

@@ -129,6 +129,8 @@ def create_app(
     budgets = (
         TokenBudgets(accounts, settings.budget_uri(), metrics) if accounts is not None else None
     )
+    if budgets is not None:  # outermost: a cached answer is admitted and counted too
+        backends.execute = budgets.wrap(backends.execute)
     ctx = Context(
         settings=settings,
         backends=backends,
@@ -185,6 +187,7 @@ def create_app(
         if budgets is not None:
             # Whether replicas and workers agree on the budgets (docs/DEPLOYMENT.md).
             log.info("token_budgets", keys=len(budgets.accounts), shared=budgets.shared)
+            budgets.start()  # counts held while Redis failed are handed over when it is back
             if not budgets.shared and settings.workers > 1:
                 log.warning(
                     "token_budgets_per_worker",
@@ -358,7 +361,7 @@ def create_app(
         FastRoutes(app.fallback, routes=hot, on_error=on_error), renderer, origins
     )
     if budgets is not None:  # inside the key check, which names the caller
-        inner = BudgetGuard(inner, budgets, renderer)
+        inner = BudgetGuard(inner, budgets)
     if inbound_keys or rate_limits is not None:  # else the guard has nothing to check
         inner = GuardMiddleware(
             inner,

@@ -65,6 +65,33 @@ class Account:
         return self.name or self.key_id
 
 
+Window = tuple[str, int, float]  # unit, window number, when it ends (epoch seconds)
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted request's account with its key's budget (budgets.TokenBudgets.admit):
+    ``estimate`` prompt tokens charged when it was admitted -- ``reserved`` of them in the
+    counters (0 when Redis could not take them, or the key has no limit) -- in the windows
+    current then (``windows``). :meth:`answered` records what the answer reported; settled once
+    (budgets.TokenBudgets.settle) when the response is over."""
+
+    account: Account
+    windows: tuple[Window, ...]
+    estimate: int
+    reserved: int
+    answered_at_all: bool = False  # an answer came (whole, or a stream however it ended)
+    prompt: int | None = None  # as the backend reported them (None: not reported)
+    completion: int | None = None
+    chars: int = 0  # characters of text, reasoning and tool calls the answer produced
+
+    def answered(self, prompt: int | None, completion: int | None, chars: int) -> None:
+        """The answer came: its reported counts (None: not reported) and ``chars``, what it
+        produced (for the completion estimate when ``completion`` is None)."""
+        self.answered_at_all = True
+        self.prompt, self.completion, self.chars = prompt, completion, chars
+
+
 def parse_budget(text: str) -> tuple[Limit, ...]:
     """``"20000/minute; 1.5M/day, 100k per month"`` -> one :class:`Limit` per unit, in the order
     of :data:`UNITS`. Units: minute, hour, day, month; ``k`` and ``M`` multiply by a thousand

@@ -1,25 +1,35 @@
-"""Token budgets per inbound key (issue #20): counted, enforced, reported.
+"""Token budgets per inbound key (issue #20): admitted, counted, enforced, reported.
 
-- **Counted** after the answer (``Context.count``, once per request, streamed or not, on every
-  route that calls a model; a stream counts when it ends, however it ends): the backend's
-  ``prompt_tokens`` and ``completion_tokens``, per key, in four fixed UTC windows (minute, hour,
-  day, month; budget_plan.window), whatever the key's limits, so that ``/v1/usage`` can report
-  them all.
-- **Enforced** before the backend is called (:class:`BudgetGuard`): a key that used its budget
-  of a window gets 429 with ``Retry-After`` until the window ends, and the backend never sees
-  the request. A request already in flight is not stopped: a key may overshoot by what its
-  requests in flight use.
+- **Admitted** before the backend is called (:meth:`TokenBudgets.wrap`, around
+  ``Backends.execute``: every POST that reaches a backend or the response cache, on any route):
+  a key that used its budget of a window gets 429 with ``Retry-After`` until the window ends,
+  and the backend never sees the request. Otherwise the request's prompt estimate
+  (translate/estimate.py, characters / 4) is charged at once, atomically, to the same counters
+  (:class:`Ticket`): N requests sent at once see each other's estimates, so no more are
+  admitted than the budget's room holds estimates. A key may still overshoot: by what its
+  admitted requests in flight use beyond their estimates (their completions, mostly).
+- **Counted** when the request is over (:class:`BudgetGuard`, which holds every request until
+  its response has ended, however it ends): the backend's ``prompt_tokens`` and
+  ``completion_tokens`` replace the estimate -- one correction of ``actual - estimate`` to the
+  windows it was admitted in. What the backend did not report (a stream the client left before
+  its last line, a backend that never reports usage) is estimated: the prompt estimate, and
+  the characters of text, reasoning and tool calls the answer produced / 4 (DEBUG log
+  ``token_usage_estimated``). A request that got no answer (an error) is given its estimate
+  back. Counts are kept in four fixed UTC windows (minute, hour, day, month;
+  budget_plan.window), whatever the key's limits, so that ``/v1/usage`` can report them all.
 - **Where**: in this process's memory, or in Redis (TOKEN_BUDGET_STORAGE_URI, by default the
   rate limits' Redis), so that replicas agree. One hash per key and window,
-  ``ollama-openai-bridge:tokens:<caller hash>:<unit>:<window number>`` with fields ``p`` and
-  ``c``, raised by HINCRBY in a MULTI/EXEC transaction (atomic: two replicas counting at once
-  both count) and expiring with its window (EXPIREAT: the same instant on every replica).
-  Writes run on their own, batched: the answer never waits for Redis.
+  ``ollama-openai-proxy:tokens:<caller hash>:<unit>:<window number>`` with fields ``p`` and
+  ``c``, raised by HINCRBY in MULTI/EXEC transactions (atomic: two replicas admitting at once
+  both see both) and expiring with its window (EXPIREAT: the same instant on every replica).
+  The admission waits for Redis (one transaction); the corrections run on their own, batched.
 - **Redis failing** never fails a request (fail open, as RATE_LIMIT does): the failure is
-  logged, Redis is left alone for :data:`REDIS_REST` seconds, checks pass meanwhile, and the
-  tokens counted meanwhile are kept here and added when Redis answers again. Not those of a
-  write whose answer timed out: Redis may have applied it, and counting it twice would refuse
-  a key what it did not use.
+  logged, Redis is left alone for :data:`REDIS_REST` seconds, requests are admitted unchecked
+  meanwhile, and the tokens counted meanwhile are kept here and added when Redis answers again
+  -- retried every :data:`RETRY_EVERY` s once the rest is over (:meth:`TokenBudgets.start`), so
+  a replica that gets no more requests still hands them over. Not those of a write whose answer
+  timed out: Redis may have applied it, and counting it twice would refuse a key what it did not
+  use.
 """
 
 from __future__ import annotations
@@ -27,21 +37,34 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ollama_openai_bridge.access import record
-from ollama_openai_bridge.budget_plan import QUOTA_UNITS, UNITS, Account, Limit, bounds
+from ollama_openai_bridge.access import SCOPE_KEY, AccessRecord
+from ollama_openai_bridge.budget_plan import (
+    QUOTA_UNITS,
+    UNITS,
+    Account,
+    Limit,
+    Ticket,
+    Window,
+    bounds,
+)
 from ollama_openai_bridge.errors import BudgetExhausted, ProxyError
-from ollama_openai_bridge.render import Renderer, dialect_of
+from ollama_openai_bridge.translate.estimate import prompt_tokens, tokens
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from ollama_openai_bridge.exchange import EventStream, Plan, Reply
     from ollama_openai_bridge.metrics import Metrics
+    from ollama_openai_bridge.owner import Owner
+
+    Execute = Callable[[Plan, Owner, AccessRecord], Awaitable[Reply | EventStream]]
 
 log = structlog.get_logger("ollama_openai_bridge.budgets")
 
@@ -50,24 +73,8 @@ log = structlog.get_logger("ollama_openai_bridge.budgets")
 PREFIX = "ollama-openai-proxy:tokens:"
 REDIS_TIMEOUT = 0.25  # seconds per Redis operation (a check waits at most twice this)
 REDIS_REST = 10.0  # seconds Redis is not asked after it failed
+RETRY_EVERY = 1.0  # seconds between tries to hand over held counts, once the rest is over
 MAX_UNSENT = 10_000  # counts waiting for Redis at most (keys x windows: a few hundred at most)
-# The routes that call a model: POST only. Listing models, showing one, reading one's usage stay
-# open to a key whose budget is spent.
-SPENDING = frozenset(
-    {
-        "/api/chat",
-        "/api/generate",
-        "/api/embed",
-        "/api/embeddings",
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/embeddings",
-        "/v1/responses",
-        "/v1/messages",
-    }
-)
-
-Tally = list[int]  # [prompt tokens, completion tokens]
 
 
 class StorageUnavailable(ProxyError):
@@ -98,6 +105,7 @@ class TokenBudgets:
         self._unsent: dict[tuple[str, str, int], list[Any]] = {}
         self._sending: dict[tuple[str, str, int], list[Any]] = {}
         self._writer: asyncio.Task[None] | None = None
+        self._retrier: asyncio.Task[None] | None = None  # start()
         self._windows: dict[str, tuple[int, float, float]] = {}  # unit -> the current one
         self._resting_until = 0.0  # monotonic time until which Redis is not asked
         self._redis: Redis | None = None
@@ -127,20 +135,60 @@ class TokenBudgets:
 
     # --- enforcing ------------------------------------------------------------------------------
 
-    async def check(self, caller: str) -> BudgetExhausted | None:
-        """The 429 for ``caller`` (``AccessRecord.caller``) if it has used its budget of a
-        window, else None (also for a caller without budget, and when Redis fails). Never
-        raises."""
+    def wrap(self, execute: Execute) -> Execute:
+        """``execute`` (``Backends.execute``, with the response cache in front if it is on)
+        behind the admission: the first POST of a request of a key with a budget is admitted
+        (:meth:`admit`, with the prompt estimate of the plan's body) or refused with
+        :class:`BudgetExhausted` -- rendered in the route's dialect -- before the backend or
+        the cache sees it. The ticket goes in the access record for :class:`BudgetGuard`."""
+        accounts = self.accounts
+
+        async def admitted(plan: Plan, owner: Owner, rec: AccessRecord) -> Reply | EventStream:
+            # One admission per request: generate's second try on chat is the same request.
+            if plan.method == "POST" and rec.ticket is None and rec.caller in accounts:
+                rec.ticket = await self.admit(rec.caller, estimate(plan))
+            return await execute(plan, owner, rec)
+
+        return admitted
+
+    async def admit(self, caller: str, estimate: int) -> Ticket | None:
+        """Admit a request of ``caller`` (``AccessRecord.caller``) and charge ``estimate``
+        prompt tokens to its windows at once: a :class:`Ticket` to :meth:`settle` when the
+        request is over; None for a caller without a budget. Raises :class:`BudgetExhausted`
+        when a window's count (the requests in flight's estimates included) is already at or
+        over its limit. Redis failing admits, unchecked and reserving nothing (logged)."""
         account = self.accounts.get(caller)
-        if account is None or not account.limits:
+        if account is None:
             return None
         now = self._clock()
-        used = await self._read(account, [limit.unit for limit in account.limits], now)
+        windows = tuple((unit, *self._window(unit, now)) for unit in UNITS)
+        if not account.limits:  # counted, never refused: nothing to reserve
+            return Ticket(account, windows, estimate, 0)
+        used = await self._reserve(account, windows, estimate)
         if used is None:
-            return None
+            return Ticket(account, windows, estimate, 0)
+        refused = self._refusal(account, used, now)
+        if refused is not None:
+            self._charge(account, windows, -estimate, 0)  # the reservation given back
+            raise refused
+        return Ticket(account, windows, estimate, estimate)
+
+    async def check(self, caller: str) -> BudgetExhausted | None:
+        """The 429 for ``caller`` if it has used its budget of a window, else None: an
+        admission that charges nothing. Never raises."""
+        try:
+            await self.admit(caller, 0)
+        except BudgetExhausted as refused:
+            return refused
+        return None
+
+    def _refusal(
+        self, account: Account, used: dict[str, int], now: float
+    ) -> BudgetExhausted | None:
+        """The refusal when a limited window's count ``used`` (by unit) is at or over it."""
         spent: tuple[Limit, int, float] | None = None
-        for limit, (prompt, completion) in zip(account.limits, used, strict=True):
-            total = prompt + completion
+        for limit in account.limits:
+            total = used[limit.unit]
             if total >= limit.tokens:
                 end = self._window(limit.unit, now)[1]
                 if spent is None or end > spent[2]:  # the one that frees last decides
@@ -158,11 +206,94 @@ class TokenBudgets:
             quota=limit.unit in QUOTA_UNITS,
         )
 
+    async def _reserve(
+        self, account: Account, windows: tuple[Window, ...], estimate: int
+    ) -> dict[str, int] | None:
+        """Add ``estimate`` prompt tokens to each window's count; the counts (prompt +
+        completion) by unit *before* that, or None when Redis cannot say (logged). In one
+        MULTI/EXEC on Redis (HINCRBY, which answers the new count): of N admissions at once,
+        each sees the estimates of those before it, on every replica."""
+        if self._redis is None:  # one event loop: nothing runs between the read and the add
+            used = {}
+            for unit, n, _ in windows:
+                kept = self._memory.get((account.counter, unit))
+                if kept is None or kept[0] != n:
+                    kept = self._memory[(account.counter, unit)] = [n, 0, 0]
+                used[unit] = kept[1] + kept[2]
+                kept[1] += estimate
+            return used
+        if time.monotonic() < self._resting_until:
+            return None
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            for unit, n, end in windows:
+                name = f"{PREFIX}{account.counter}:{unit}:{n}"
+                pipe.hincrby(name, "p", estimate)
+                pipe.hget(name, "c")
+                pipe.expireat(name, int(end) + 60)
+            values = await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT * 2)
+            _expect(len(values) == 3 * len(windows), f"{len(values)} answers to {len(windows)}")
+            used = {
+                unit: _int(values[3 * i]) - estimate + _int(values[3 * i + 1])
+                for i, (unit, _, _) in enumerate(windows)
+            }
+        except Exception as exc:  # Redis down, slow or odd: unchecked, loudly
+            # A timeout may come after Redis applied the reservation: then the request's
+            # estimate stays counted (settled as if nothing was reserved) -- an overcount of
+            # one prompt estimate, rather than a correction that could make a count negative.
+            self._failed("check", exc)
+            return None
+        for unit, n, _ in windows:
+            for waiting in (self._unsent, self._sending):  # this replica's, not yet in Redis
+                kept = waiting.get((account.counter, unit, n))
+                if kept is not None:
+                    # Only what raises the count: a batch being written may already be in
+                    # what Redis just answered (another connection), and a correction down
+                    # counted twice would admit past the budget; counted twice up, it only
+                    # refuses early, until the write lands.
+                    used[unit] += max(kept[0], 0) + max(kept[1], 0)
+        self._send()  # Redis answers: what waited for it goes now
+        return used
+
     # --- counting -------------------------------------------------------------------------------
 
+    def settle(self, ticket: Ticket) -> None:
+        """Count a request that is over against its key's budget, in the windows it was
+        admitted in: what the backend reported, else the estimates (the prompt's, and the
+        answer's characters / 4; logged at DEBUG); nothing for a request that got no answer.
+        One correction of the reserved estimate. Returns at once: a Redis write runs on its
+        own. Never raises (it runs as the request's last step)."""
+        try:
+            account = ticket.account
+            p = c = 0
+            if ticket.answered_at_all:
+                p = ticket.estimate if ticket.prompt is None else max(ticket.prompt, 0)
+                c = tokens(ticket.chars) if ticket.completion is None else max(ticket.completion, 0)
+                missing = [
+                    kind
+                    for kind, n in (("prompt", ticket.prompt), ("completion", ticket.completion))
+                    if n is None
+                ]
+                if missing:
+                    log.debug(
+                        "token_usage_estimated",
+                        key=account.label,
+                        prompt_tokens=p,
+                        completion_tokens=c,
+                        estimated=missing,
+                        detail="the backend reported no usage (a stream left or cut before its "
+                        "last chunk, or a backend that does not report it): counted as "
+                        "characters / 4",
+                    )
+            if self._metrics is not None and (p or c):
+                self._metrics.key_tokens(account.label, p, c)
+            self._charge(account, ticket.windows, p - ticket.reserved, c)
+        except Exception as exc:  # a bug here must not cost the answer
+            log.warning("token_budget_count_failed", error=repr(exc))
+
     def spend(self, caller: str, prompt: int | None, completion: int | None) -> None:
-        """Count a request's tokens against ``caller``'s budget, in every window. Returns at
-        once: a Redis write runs on its own. Never raises (it runs as a stream's cleanup)."""
+        """Count tokens against ``caller``'s budget, in every current window, without an
+        admission (what :meth:`settle` does for an admitted request). Never raises."""
         account = self.accounts.get(caller)
         if account is None:
             return
@@ -173,21 +304,27 @@ class TokenBudgets:
             if self._metrics is not None:
                 self._metrics.key_tokens(account.label, p, c)
             now = self._clock()
-            for unit in UNITS:
-                n, end = self._window(unit, now)
-                if self._redis is None:
-                    kept = self._memory.get((account.counter, unit))
-                    if kept is None or kept[0] != n:
-                        self._memory[(account.counter, unit)] = [n, p, c]
-                    else:
-                        kept[1] += p
-                        kept[2] += c
-                else:
-                    self._add(self._unsent, (account.counter, unit, n), p, c, end)
-            if self._redis is not None:
-                self._send()
+            self._charge(account, tuple((unit, *self._window(unit, now)) for unit in UNITS), p, c)
         except Exception as exc:  # a bug here must not cost the answer
             log.warning("token_budget_count_failed", error=repr(exc))
+
+    def _charge(self, account: Account, windows: tuple[Window, ...], p: int, c: int) -> None:
+        """Add ``p`` and ``c`` (``p`` may be negative: an estimate corrected) to ``windows``;
+        a window that is over is left alone (nothing reads it any more)."""
+        if not p and not c:
+            return
+        for unit, n, end in windows:
+            if self._redis is None:
+                kept = self._memory.get((account.counter, unit))
+                if kept is None or kept[0] < n:
+                    self._memory[(account.counter, unit)] = [n, max(p, 0), c]
+                elif kept[0] == n:
+                    kept[1] += p
+                    kept[2] += c
+            else:
+                self._add(self._unsent, (account.counter, unit, n), p, c, end)
+        if self._redis is not None:
+            self._send()
 
     def _window(self, unit: str, now: float) -> tuple[int, float]:
         """budget_plan.window, computed once per window (a month's takes a datetime)."""
@@ -295,6 +432,7 @@ class TokenBudgets:
                 if kept is not None:
                     counts[0] += kept[0]
                     counts[1] += kept[1]
+        self._send()  # Redis answers: what waited for it goes now
         return [(p, c) for p, c in read]
 
     def find(self, wanted: str | None) -> list[str]:
@@ -342,8 +480,25 @@ class TokenBudgets:
             out.append({"key_id": account.key_id, "name": account.name, "windows": windows})
         return out
 
+    def start(self) -> None:
+        """With Redis: retry, every :data:`RETRY_EVERY` s once a rest is over, to write the
+        counts held while Redis failed -- without it they would wait for this replica's next
+        request, and the other replicas would under-count meanwhile. Call it in the app's
+        lifespan (a running event loop); :meth:`close` stops it."""
+        if self._redis is not None and self._retrier is None:
+            self._retrier = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        while True:
+            await asyncio.sleep(max(self._resting_until - time.monotonic(), 0.0) + RETRY_EVERY)
+            self._send()  # nothing when nothing waits, or Redis still rests
+
     async def close(self) -> None:
         """Write what is still waiting (bounded by the timeout), then close the Redis pool."""
+        if self._retrier is not None:
+            self._retrier.cancel()
+            await asyncio.gather(self._retrier, return_exceptions=True)
+            self._retrier = None
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         if self._redis is not None:
@@ -371,22 +526,34 @@ def _int(value: Any) -> int:
     return n
 
 
+def estimate(plan: Plan) -> int:
+    """The prompt estimate of ``plan``'s first body (translate/estimate.prompt_tokens; 1 for
+    a body that is not JSON: the backend will refuse it)."""
+    body = plan.attempts[0].body if plan.attempts else None
+    if not body:
+        return 1
+    try:
+        return prompt_tokens(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return 1
+
+
 class BudgetGuard:
     """The ASGI layer (inside the key check, security.GuardMiddleware, which names the caller)
-    that refuses a request of a key whose budget is used up, before anything reaches the
-    backend: 429 with Retry-After in the route's dialect (render.py). Only POSTs to the routes
-    that call a model (:data:`SPENDING`) are checked; installed only with budgets (app.py)."""
+    that settles each admitted request (:meth:`TokenBudgets.settle`) once its response is over
+    -- a stream's too: StreamBody closes the stream's owner, which counts its tokens
+    (routes.stream_reply), before it returns -- however it ended: finished, failed, the client
+    gone, cancelled. Installed only with budgets (app.py)."""
 
-    def __init__(self, app: ASGIApp, budgets: TokenBudgets, renderer: Renderer) -> None:
+    def __init__(self, app: ASGIApp, budgets: TokenBudgets) -> None:
         self.app = app
         self.budgets = budgets
-        self.renderer = renderer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in SPENDING:
-            refused = await self.budgets.check(record(scope).caller)
-            if refused is not None:
-                response = self.renderer.response(refused, dialect_of(scope["path"]), record(scope))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            rec: AccessRecord | None = scope.get(SCOPE_KEY)
+            if rec is not None and rec.ticket is not None:
+                ticket, rec.ticket = rec.ticket, None  # settled once
+                self.budgets.settle(ticket)

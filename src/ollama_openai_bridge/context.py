@@ -28,6 +28,7 @@ from ollama_openai_bridge.tool_call_store import ToolCallStore
 from ollama_openai_bridge.tracing import Tracing
 from ollama_openai_bridge.translate.chat import UpstreamRequest
 from ollama_openai_bridge.translate.conversation import ContextCodec
+from ollama_openai_bridge.translate.estimate import output_chars
 from ollama_openai_bridge.translate.models import ModelFacts, facts
 
 log = structlog.get_logger("ollama_openai_bridge")
@@ -60,10 +61,12 @@ class Context:
         rec.model = echo(model.name)
         rec.model_label = model.name if model.known else "other"
 
-    def count(self, rec: AccessRecord, usage: Any) -> None:
+    def count(self, rec: AccessRecord, usage: Any, answer: Any = None, streamed: int = 0) -> None:
         """Token counts from the backend's ``usage`` (OpenAI's shape, or anything) for the access
         log, the metrics and the caller's token budget. Called once per request that reached a
-        model, when its answer is over (a stream: however it ended)."""
+        model, when its answer is over (a stream: however it ended). For the budget's estimate
+        of a completion the backend did not count: ``answer``, the whole answer (decoded, or its
+        bytes), or ``streamed``, the characters a stream produced (ChunkReader.chars)."""
         prompt, completion = rec.count_usage(usage)
         if self.metrics is not None and (prompt or completion):
             self.metrics.count_tokens(rec.model_label, prompt, completion)
@@ -73,10 +76,17 @@ class Context:
                     "token_usage_not_reported",
                     rec.upstream or "",
                     detail="an answer without token usage (a backend that does not report it, "
-                    "or a stream cut short before its last chunk) is not counted against the "
-                    "key's budget (TOKEN_BUDGET)",
+                    "or a stream cut short before its last chunk) is counted against the key's "
+                    "budget (TOKEN_BUDGET) as an estimate: characters / 4",
                 )
-            self.budgets.spend(rec.caller, prompt, completion)
+            ticket = rec.ticket
+            if ticket is None:  # not admitted (every POST to a backend is): counted as reported
+                self.budgets.spend(rec.caller, prompt, completion)
+                return
+            chars = streamed
+            if completion is None and not chars and answer is not None:
+                chars = output_chars(answer)
+            ticket.answered(prompt, completion, chars)
 
     def held(self) -> Held:
         """``async with ctx.held() as owner``: the owner of one request's bounded resources,

@@ -15,12 +15,14 @@ which lets it check each piece as a unit:
 The common read -- one or more whole events -- costs a few substring searches and no copy.
 
 With token budgets (TOKEN_BUDGET), :class:`UsageTap` reads the ``usage`` out of the events
-passed on, so that the stream is counted against the caller's key.
+passed on, and the characters they carry, so that the stream is counted against the caller's
+key -- as an estimate when no usage comes.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -130,21 +132,26 @@ class SSERelay:
 class UsageTap:
     """Fed the whole events :class:`SSERelay` passes on, it keeps the last ``usage`` object one
     of them carries (OpenAI's last chunk with ``stream_options.include_usage``; vLLM's every
-    chunk with continuous usage stats) and returns the events to send.
+    chunk with continuous usage stats), counts the characters of text, reasoning and tool calls
+    the chunks carry (``chars``: the completion's estimate when no usage comes -- a stream left
+    early, a backend that takes no ``stream_options``), and returns the events to send.
 
     ``strip``: the proxy asked for the usage on the client's behalf, which did not ask for it;
     the usage-only chunk (``choices: []``) is then not passed on -- a client that did not ask
-    for it may read ``choices[0]`` of every chunk. Only events that name ``"usage"`` are
-    decoded."""
+    for it may read ``choices[0]`` of every chunk. ``measure``: the characters of one decoded
+    chunk (translate/estimate.output_chars). Only events that name ``"usage"`` or ``"choices"``
+    are decoded."""
 
-    __slots__ = ("strip", "usage")
+    __slots__ = ("_measure", "chars", "strip", "usage")
 
-    def __init__(self, *, strip: bool) -> None:
+    def __init__(self, *, strip: bool, measure: Callable[[Any], int]) -> None:
         self.strip = strip
+        self._measure = measure
         self.usage: dict[str, Any] | None = None
+        self.chars = 0
 
     def __call__(self, data: bytes) -> bytes:
-        if b'"usage"' not in data:
+        if b'"usage"' not in data and b'"choices"' not in data:
             return data
         parts = _BLOCKS.split(data)  # event, end, event, end, ..., what follows the last end
         kept: list[bytes] = []
@@ -152,9 +159,11 @@ class UsageTap:
         for i in range(0, len(parts), 2):
             block = parts[i]
             end = parts[i + 1] if i + 1 < len(parts) else b""
-            if b'"usage"' in block:
+            named = b'"usage"' in block
+            if named or b'"choices"' in block:
                 obj = _data_of(block)
-                usage = obj.get("usage") if isinstance(obj, dict) else None
+                self.chars += self._measure(obj)
+                usage = obj.get("usage") if named and isinstance(obj, dict) else None
                 if isinstance(usage, dict):
                     self.usage = usage
                     if self.strip and obj.get("choices") == []:

@@ -10,12 +10,15 @@ from typing import Any
 import orjson
 import pytest
 from starlette.types import Message
+from structlog.testing import capture_logs
 
 from ollama_openai_bridge.access import SCOPE_KEY, AccessRecord
-from ollama_openai_bridge.budget_plan import caller_of, load_accounts
-from ollama_openai_bridge.budgets import SPENDING, BudgetGuard, TokenBudgets
+from ollama_openai_bridge.budget_plan import Ticket, caller_of, load_accounts
+from ollama_openai_bridge.budgets import BudgetGuard, TokenBudgets
 from ollama_openai_bridge.errors import BudgetExhausted, Redactor
+from ollama_openai_bridge.exchange import Attempt, Plan, Reply, Route
 from ollama_openai_bridge.metrics import Metrics
+from ollama_openai_bridge.owner import Owner
 from ollama_openai_bridge.render import Dialect, Renderer
 
 KEYS = ["key-team-a", "key-team-b"]
@@ -143,50 +146,173 @@ def test_find_picks_keys_by_id_prefix_or_name() -> None:
     assert b.find("nobody") == []
 
 
-async def _call(guard: BudgetGuard, method: str, path: str, caller: str) -> tuple[int, Any]:
-    sent: list[Message] = []
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "headers": [],
-        SCOPE_KEY: AccessRecord(caller=caller),
-    }
+def _plan(method: str = "POST", body: bytes | None = None) -> Plan:
+    route = Route(None, "m", None)  # type: ignore[arg-type]  # what admission never reads
+    return Plan(method, (Attempt(route, "/chat/completions", body),))
+
+
+# 120 characters of content and "user": 31 tokens by the estimate (characters / 4)
+BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 120}]})
+
+
+ANSWER = Reply(200, b"{}", "application/json", {})
+
+
+class Backend:
+    """A stand-in for Backends.execute: counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, plan: Plan, owner: Owner, rec: AccessRecord) -> Reply:
+        self.calls += 1
+        return ANSWER
+
+
+def test_admission_refuses_a_spent_key_s_model_calls_before_the_backend() -> None:
+    async def go() -> None:
+        b = budgets("10/day", Clock())
+        backend = Backend()
+        execute = b.wrap(backend)
+        b.spend(A, 10, 0)
+        spent = AccessRecord(caller=A)
+        with pytest.raises(BudgetExhausted) as refused:
+            await execute(_plan(body=BODY), Owner(), spent)
+        assert refused.value.retry_after == 13 * 3600 + 59 * 60 + 30
+        assert refused.value.should_retry is False
+        assert refused.value.message.startswith("token budget of key '86107931' used up")
+        assert backend.calls == 0
+        assert spent.ticket is None
+        # a GET (a model list relayed) is not a model call; another key has its own budget
+        assert await execute(_plan("GET"), Owner(), spent) is ANSWER
+        other = AccessRecord(caller=B)
+        assert await execute(_plan(body=BODY), Owner(), other) is ANSWER
+        assert other.ticket is not None
+        assert (other.ticket.estimate, other.ticket.reserved) == (31, 31)
+        # no key (a proxy without PROXY_API_KEYS) or the admin: nothing to admit
+        assert await execute(_plan(body=BODY), Owner(), AccessRecord(caller="")) is ANSWER
+        assert backend.calls == 3
+        # the refusal gave its reservation back: the key's count is what it spent
+        (report,) = await b.usage([A])
+        assert report["windows"]["day"]["total_tokens"] == 10
+
+    asyncio.run(go())
+
+
+def test_requests_sent_at_once_see_each_other_s_estimates() -> None:
+    # issue #20 review, M2: 50 requests at once against a budget of 100 all got in; each now
+    # charges its prompt estimate (31) when admitted, so the fourth sees 93 and the fifth 124.
+    async def go() -> None:
+        b = budgets("100/minute", Clock())
+        admitted = refused = 0
+        tickets = []
+        for _ in range(50):
+            try:
+                ticket = await b.admit(A, 31)
+            except BudgetExhausted:
+                refused += 1
+            else:
+                assert ticket is not None
+                tickets.append(ticket)
+                admitted += 1
+        assert (admitted, refused) == (4, 46)
+        for ticket in tickets:  # each used 40 prompt and 10 completion tokens
+            ticket.answered(40, 10, 0)
+            b.settle(ticket)
+        (report,) = await b.usage([A])
+        minute = report["windows"]["minute"]
+        assert (minute["prompt_tokens"], minute["completion_tokens"]) == (160, 40)
+        assert minute["remaining"] == 0
+
+    asyncio.run(go())
+
+
+def test_settling_replaces_the_estimate_or_gives_it_back() -> None:
+    async def go() -> None:
+        clock = Clock()
+        metrics = Metrics()
+        b = budgets("1k/day", clock, metrics)
+        reported = await b.admit(A, 31)
+        unanswered = await b.admit(A, 31)
+        left = await b.admit(A, 31)
+        assert reported is not None
+        assert unanswered is not None
+        assert left is not None
+        (report,) = await b.usage([A])
+        assert report["windows"]["day"]["prompt_tokens"] == 93  # in flight: their estimates
+        reported.answered(7, 2, 999)  # the backend's counts win over characters
+        b.settle(reported)
+        b.settle(unanswered)  # an error: no answer, nothing counted
+        left.answered(None, None, 41)  # a stream left before its usage chunk: 41 characters
+        with capture_logs() as logs:
+            b.settle(left)
+        (estimated,) = [e for e in logs if e["event"] == "token_usage_estimated"]
+        assert (estimated["prompt_tokens"], estimated["completion_tokens"]) == (31, 11)
+        assert estimated["estimated"] == ["prompt", "completion"]
+        (report,) = await b.usage([A])
+        day = report["windows"]["day"]
+        assert (day["prompt_tokens"], day["completion_tokens"]) == (7 + 31, 2 + 11)
+        text = metrics.exposition().decode()
+        assert 'ollama_proxy_key_tokens_total{key="86107931",kind="prompt"} 38.0' in text
+
+    asyncio.run(go())
+
+
+def test_a_request_is_settled_in_the_windows_it_was_admitted_in() -> None:
+    async def go() -> None:
+        clock = Clock()
+        b = budgets("100/minute", clock)
+        ticket = await b.admit(A, 31)
+        assert ticket is not None
+        clock.now += 40  # the minute turned while it ran
+        ticket.answered(10, 5, 0)
+        b.settle(ticket)
+        (report,) = await b.usage([A])
+        assert report["windows"]["minute"]["total_tokens"] == 0  # the old minute took it
+        assert report["windows"]["day"]["total_tokens"] == 15  # never below zero anywhere
+
+    asyncio.run(go())
+
+
+async def _call(guard: BudgetGuard, app_ticket: Ticket | None, fail: bool) -> AccessRecord:
+    rec = AccessRecord(caller=A)
+    scope = {"type": "http", "method": "POST", "path": "/api/chat", SCOPE_KEY: rec}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        rec.ticket = app_ticket  # admitted in the handler
+        if fail:
+            raise RuntimeError("the handler failed")
+
+    guard.app = app
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: Message) -> None:
-        sent.append(message)
+        return None
 
-    await guard(scope, receive, send)
-    start = sent[0]
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], (dict(start["headers"]), body)
-
-
-async def _ok(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"served"})
+    if fail:
+        with pytest.raises(RuntimeError):
+            await guard(scope, receive, send)
+    else:
+        await guard(scope, receive, send)
+    return rec
 
 
-def test_the_guard_refuses_only_model_calls_of_a_spent_key() -> None:
+def test_the_guard_settles_each_admitted_request_however_it_ends() -> None:
     async def go() -> None:
-        b = budgets("10/day", Clock())
-        guard = BudgetGuard(_ok, b, Renderer(Redactor()))
-        b.spend(A, 10, 0)
-        assert {"/api/chat", "/v1/chat/completions", "/v1/messages"} <= SPENDING
-        for path in sorted(SPENDING):
-            status, _ = await _call(guard, "POST", path, A)
-            assert status == 429, path
-            assert (await _call(guard, "POST", path, B))[0] == 200, path
-        # listing and showing models, and reading one's usage, stay open
-        for method, path in [("GET", "/api/tags"), ("POST", "/api/show"), ("GET", "/v1/usage")]:
-            assert (await _call(guard, method, path, A))[0] == 200, path
-        status, (headers, body) = await _call(guard, "POST", "/api/chat", A)
-        assert headers[b"retry-after"] == str(13 * 3600 + 59 * 60 + 30).encode()
-        assert headers[b"x-should-retry"] == b"false"
-        assert orjson.loads(body)["error"].startswith("token budget of key '86107931' used up")
+        b = budgets("1k/day", Clock())
+        guard = BudgetGuard(Backend(), b)  # type: ignore[arg-type]  # replaced by _call
+        first = await b.admit(A, 31)
+        assert first is not None
+        first.answered(7, 2, 0)
+        assert (await _call(guard, first, fail=False)).ticket is None  # settled, once
+        second = await b.admit(A, 31)
+        assert second is not None
+        await _call(guard, second, fail=True)  # a failure: its estimate given back
+        await _call(guard, None, fail=False)  # nothing admitted: nothing to settle
+        (report,) = await b.usage([A])
+        assert report["windows"]["day"]["total_tokens"] == 9
 
     asyncio.run(go())
 

@@ -7,6 +7,7 @@ import pytest
 
 from ollama_openai_bridge.errors import Redactor, UpstreamProtocolError
 from ollama_openai_bridge.relay import SSERelay, UsageTap, event_end
+from ollama_openai_bridge.translate.estimate import output_chars
 
 KEY = "sk-secret-123456"
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
@@ -111,8 +112,8 @@ LAST = b'data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"
 
 
 def test_the_usage_tap_keeps_the_usage_and_passes_everything_else_untouched() -> None:
-    tap = UsageTap(strip=False)
-    assert tap(CHUNK) is CHUNK  # no "usage" in it: not even decoded
+    tap = UsageTap(strip=False, measure=output_chars)
+    assert tap(CHUNK) is CHUNK
     assert tap.usage is None
     data = LAST + USAGE_ONLY + DONE
     assert tap(data) is data  # the client asked for the usage: it gets it
@@ -120,7 +121,7 @@ def test_the_usage_tap_keeps_the_usage_and_passes_everything_else_untouched() ->
 
 
 def test_the_usage_chunk_the_client_did_not_ask_for_is_kept_from_it() -> None:
-    tap = UsageTap(strip=True)
+    tap = UsageTap(strip=True, measure=output_chars)
     assert tap(LAST + USAGE_ONLY + DONE) == LAST + DONE
     assert tap.usage == USAGE
     # CRLF event ends, data split over two lines, the usage on a chunk with choices (vLLM's
@@ -137,3 +138,18 @@ def test_the_usage_chunk_the_client_did_not_ask_for_is_kept_from_it() -> None:
     odd = b'data: {"usage": oops\n\ndata: {"choices":[],"usage":null}\n\n'
     assert tap(odd) == odd
     assert tap.usage == {"prompt_tokens": 3}
+
+
+def test_the_usage_tap_counts_the_characters_the_chunks_carry() -> None:
+    # for the budget's estimate when no usage comes (issue #20 review, M1): text, reasoning and
+    # tool-call fragments, whatever the read boundaries; a keep-alive comment or [DONE] is no text
+    tap = UsageTap(strip=False, measure=output_chars)
+    reasoning = b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}\n\n'
+    call = (
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+        b'"function":{"name":"get","arguments":"{\\"a\\":1}"}}]}}]}\n\n'
+    )
+    for data in (b": ping\n\n", CHUNK, reasoning, call, LAST, DONE):
+        assert tap(data) is data
+    assert tap.chars == output_chars(orjson.loads(CHUNK[6:])) + 3 + 3 + 7
+    assert tap.usage is None

@@ -195,6 +195,8 @@ async def stream_reply(
     async with ctx.held() as owner:
         sent = time.perf_counter_ns()  # FIRST_BYTE_TIMEOUT counts from here, not the queue
         tr.sent(sent)  # load_duration: arrival to here
+        if ctx.budgets is not None:
+            tr.chars = 0  # what the answer produces, for the budget's estimate without usage
         reply = await ctx.backends.execute(p, owner, rec)
         owner.callback(_stream_done, ctx, rec, tr, model, keep_alive)
         if carry is not None:
@@ -239,6 +241,6 @@ def _stream_done(
         ctx.recent.touch(model, keep_alive)
     ctx.notes(tr.notes, model)
     ctx.adapted(tr.adapted, model)
-    ctx.count(rec, tr.usage)
+    ctx.count(rec, tr.usage, streamed=tr.chars or 0)
     if ctx.tracing is not None:
         ctx.tracing.finished(tr.finish_reason)

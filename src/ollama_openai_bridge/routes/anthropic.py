@@ -130,7 +130,7 @@ async def _whole(
     ctx.notes(notes, model)
     ctx.adapted(adapted, model)
     ctx.recent.touch(model, DEFAULT_KEEP_ALIVE)  # /api/ps lists the models answered
-    ctx.count(rec, used)
+    ctx.count(rec, used, answer=body)
     turn, resolved = carry
     turn.remember(ctx, rec, resolved, made)
     return json_response(out, redact=ctx.renderer.redact.bytes)

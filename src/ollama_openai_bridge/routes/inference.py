@@ -258,7 +258,7 @@ async def _complete(
         ctx.notes(notes, model)
         ctx.adapted(adapted, model)
         ctx.recent.touch(model, answer.keep_alive)
-        ctx.count(rec, usage)
+        ctx.count(rec, usage, answer=body)
         if made and turn is not None:
             turn.remember(ctx, rec, resolved, made)
         return json_response(out, redact=ctx.renderer.redact.bytes)

@@ -10,7 +10,9 @@ With token budgets (TOKEN_BUDGET), the answer's ``usage`` is counted against the
 read from a whole answer, or from the stream's events as they pass (relay.UsageTap). A stream
 reports its usage only if asked (``stream_options.include_usage``, OpenAI's API): the proxy asks
 for it when the client did not, where the backend profile takes it, and keeps the usage-only
-chunk from a client that did not ask for it.
+chunk from a client that did not ask for it. A stream without usage (the client left before
+its last chunk, a profile without ``stream_options``, a client's ``stream_options`` that is not
+an object) is counted as an estimate (budgets.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ollama_openai_bridge.limits import check_openai, check_values
 from ollama_openai_bridge.relay import UsageTap
 from ollama_openai_bridge.routing import Router
 from ollama_openai_bridge.streams import sse_relay
+from ollama_openai_bridge.translate.estimate import output_chars
 from ollama_openai_bridge.translate.models import openai_models
 
 router = Router()
@@ -107,7 +110,7 @@ def _ask_usage(body: bytes, obj: dict[str, Any] | None) -> dict[str, Any] | None
 
 
 def _count_stream(ctx: Context, rec: AccessRecord, tap: UsageTap) -> None:
-    ctx.count(rec, tap.usage)
+    ctx.count(rec, tap.usage, streamed=tap.chars)
 
 
 def _usage_of(body: bytes) -> Any:
@@ -183,13 +186,14 @@ async def _forward(request: Request, method: str, path: str, model: str | None =
         if isinstance(reply, EventStream):
             tap = None
             if budgets is not None and method == "POST":
-                tap = UsageTap(strip=asked is not None)
+                tap = UsageTap(strip=asked is not None, measure=output_chars)
                 owner.callback(_count_stream, ctx, rec, tap)  # however the stream ends
             return sse_relay(
                 reply, owner, ctx.renderer, rec, _headers(reply.headers, ctx.renderer.redact), tap
             )
     if budgets is not None and method == "POST" and reply.status < 300:
-        ctx.count(rec, _usage_of(reply.body) if b'"usage"' in reply.body else None)
+        usage = _usage_of(reply.body) if b'"usage"' in reply.body else None
+        ctx.count(rec, usage, answer=reply.body)  # its bytes: decoded only for an estimate
     media_type = reply.headers.get("content-type", "")
     if not (media_type.isascii() and media_type.isprintable()):
         media_type = reply.content_type or "application/json"

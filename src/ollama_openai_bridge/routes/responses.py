@@ -105,7 +105,7 @@ async def _whole(
         raise malformed("an answer that is not a completion", body) from None
     ctx.adapted(adapted, frame.model)
     ctx.recent.touch(frame.model, DEFAULT_KEEP_ALIVE)
-    ctx.count(rec, usage)
+    ctx.count(rec, usage, answer=body)
     turn.remember(ctx, rec, resolved, made)
     return json_response(out, redact=ctx.renderer.redact.bytes)
 

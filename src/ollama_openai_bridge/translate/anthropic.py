@@ -40,6 +40,7 @@ from ollama_openai_bridge.translate.chat import (
     chat_payload,
     for_backend,
 )
+from ollama_openai_bridge.translate.estimate import CHARS_PER_TOKEN, IMAGE_TOKENS
 from ollama_openai_bridge.translate.images import sniff_mime
 
 # Effort levels the Messages API takes (output_config.effort, anthropic-sdk-python
@@ -507,9 +508,6 @@ def _output_format(output_config: Any, conv: Converted) -> dict[str, Any] | None
 
 
 # --- token estimate ---------------------------------------------------------------------------
-
-CHARS_PER_TOKEN = 4  # the rule of thumb Ollama's own estimate uses (anthropic.go)
-IMAGE_TOKENS = 1600  # Anthropic's figure for an image at its largest size (vision docs)
 
 
 def estimate_tokens(req: Mapping[str, Any]) -> int:

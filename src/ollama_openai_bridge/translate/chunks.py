@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ollama_openai_bridge.errors import SHAPE_ERRORS, malformed
+from ollama_openai_bridge.translate.estimate import output_chars
 from ollama_openai_bridge.translate.normalise import (
     ToolCall,
     ToolCallAssembler,
@@ -69,6 +70,7 @@ class ChunkReader:
         "_think",
         "_usage",
         "adapted",
+        "chars",
         "done",
         "made",
         "notes",
@@ -104,6 +106,9 @@ class ChunkReader:
         # The calls written, with their client-side shape: what the next turn may need back of
         # them (translate/carry.py).
         self.made: list[tuple[ToolCall, Any]] = []
+        # With token budgets only (routes.stream_reply sets it to 0): the characters of text,
+        # reasoning and tool calls the backend sent, for an estimate when it reports no usage.
+        self.chars: int | None = None
 
     @property
     def usage(self) -> Mapping[str, Any] | None:
@@ -166,6 +171,8 @@ class ChunkReader:
         err = chunk.get("error")
         if err:
             raise stream_error(err, client_model=self._model, endpoint="/chat/completions")
+        if self.chars is not None:
+            self.chars += output_chars(chunk)
         usage = chunk.get("usage")
         if usage is not None and expect(usage, dict):  # null on every chunk but one: no call
             self._usage = usage
