@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # "## [1.2.0] - 2026-12-01" or "## [Unreleased]"
 HEADING = re.compile(r"^## \[(?P<name>[^\]]+)\](?: - (?P<date>\d{4}-\d{2}-\d{2}))?\s*$")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-.]?(?:a|b|rc)\d+)?$")
+# What the release workflow publishes: final versions only. A pre-release would move the image's
+# X.Y tag and then fail at the chart (Helm wants SemVer, PEP 440 writes 1.0.0rc1), with the
+# images pushed and PyPI not (the second review of #19, L1): refused before anything runs.
+RELEASE = re.compile(r"^\d+\.\d+\.\d+$")
 LINK = re.compile(r"^\[[^\]]+\]: \S+")
 KINDS = {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
 
@@ -81,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     version = args.version.removeprefix("v")
+    if not RELEASE.match(version):
+        print(
+            f"{version} is not X.Y.Z: the release workflow publishes final versions only",
+            file=sys.stderr,
+        )
+        return 1
     declared = args.package_version
     if declared is None:
         init = (ROOT / "src" / "ollama_openai_bridge" / "__init__.py").read_text()

@@ -1,5 +1,6 @@
 """detect-secrets plugins for the keys this project's users hold that detect-secrets 1.5 has no
-detector for (issue #19's review, M5): Anthropic, OpenRouter, Groq and Google AI Studio keys.
+detector for (issue #19's review, M5): Anthropic, OpenRouter, Groq and Google AI Studio keys,
+and a URL with a password but no user name (the second review, M2).
 OpenAI's keys (OpenAIDetector), GitHub, AWS and the rest are detected by the built-in plugins.
 
 .secrets.baseline names this file in ``plugins_used`` (``"path": "file://scripts/secret_plugins.py"``,
@@ -47,3 +48,19 @@ class GoogleApiKeyDetector(RegexBasedDetector):
     # bandit B105: the name of a kind of key in the scan's report, not a key.
     secret_type = "Google API Key"  # nosec B105
     denylist = (re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"),)
+
+
+class PasswordOnlyURLDetector(RegexBasedDetector):
+    """A password in a URL without a user name, as Redis URLs carry it
+    (``rediss://:PASSWORD@host:6380/0``, the form docs/DEPLOYMENT.md shows for
+    RATE_LIMIT_STORAGE_URI): the built-in BasicAuthDetector needs a user name. Twelve or more
+    characters with a letter and a digit, so that ``:password@`` in an example is not one."""
+
+    # bandit B105: the name of a kind of key in the scan's report, not a key.
+    secret_type = "Password in a URL"  # nosec B105
+    denylist = (
+        re.compile(
+            r"\b[A-Za-z][A-Za-z0-9+.-]*://:(?=[^\s@/]*[0-9])(?=[^\s@/]*[A-Za-z])"
+            r"[A-Za-z0-9._~%+!$&'()*,;=-]{12,}@"
+        ),
+    )

@@ -58,10 +58,17 @@ RENAMED = (
 )
 
 
+RENAMED_SAID = "OLLAMA_BRIDGE_RENAME_NOTICE_SHOWN"
+
+
 def deprecated_main(argv: list[str] | None = None) -> int:
     """The ``ollama-openai-proxy`` command and ``python -m ollama_openai_proxy``: one line on
     stderr saying the project was renamed, then :func:`main` with the same arguments."""
-    print(f"warning: {RENAMED}", file=sys.stderr, flush=True)
+    # Once: the command may execute itself again (a memory allocator to load, a recycled
+    # worker), and the environment is what the new process keeps.
+    if os.environ.get(RENAMED_SAID) != "1":
+        print(f"warning: {RENAMED}", file=sys.stderr, flush=True)
+        os.environ[RENAMED_SAID] = "1"
     return main(argv)
 
 

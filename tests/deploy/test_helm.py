@@ -439,6 +439,9 @@ def test_scrape_annotations_only_where_a_keyless_scrape_can_read_the_metrics() -
         {"secret": {"values": {"PROXY_API_KEYS": ["key-a"]}}},
         {"config": {"PROXY_API_KEYS_FILE": "/etc/keys/k"}},
         {"secret": {"existingSecret": "mine"}},  # its content is not the chart's to see
+        # keys given another way (the second review of #19, L3)
+        {"secret": {"extra": {"PROXY_API_KEYS": "key-a"}}},
+        {"extraEnv": [{"name": "PROXY_API_KEYS_FILE", "value": "/etc/keys/k"}]},
     ]
     for values in keyed:
         assert scrape_annotations(values) == {}, values
@@ -678,3 +681,10 @@ def test_values_become_the_text_the_proxy_reads() -> None:
     secret = one(docs, "Secret")["stringData"]
     assert secret["PROXY_API_KEYS"] == "key-a,key-b"
     assert yaml.safe_load(secret["BACKEND_HEADERS"]) == {"X-Title": "team", "X-N": 1}
+
+
+def test_an_image_tag_written_as_a_number_is_its_text() -> None:
+    """``--set image.tag=1.2`` (the X.Y tag each release publishes) makes a number: the schema
+    refused it (the second review of #19, L4); it is the tag "1.2"."""
+    docs = manifests({"image": {"repository": "ghcr.io/acme/ollama-openai-bridge", "tag": 1.2}})
+    assert proxy_container(docs)["image"] == "ghcr.io/acme/ollama-openai-bridge:1.2"

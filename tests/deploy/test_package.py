@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ollama_openai_bridge import __version__
+from ollama_openai_bridge.allocator import find_jemalloc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,6 +164,32 @@ def test_old_names_still_run_and_say_so(installed: Path, command: list[str]) -> 
         assert out.stderr.count(RENAMED) == 1, out.stderr
         assert out.stderr.startswith("warning: ")
         assert out.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(find_jemalloc() is None, reason="needs libjemalloc2 (Debian)")
+def test_the_old_command_says_it_once_when_it_starts_again(installed: Path, tmp_path: Path) -> None:
+    """MEMORY_ALLOCATOR=jemalloc: the command executes itself again to preload the library;
+    the deprecation line came twice (the second review of #19, L5). Here the start then stops
+    at a taken port, after the second execution."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "MEMORY_ALLOCATOR": "jemalloc",
+            "PROXY_PORT": str(taken.getsockname()[1]),
+        }
+        out = subprocess.run(
+            [str(installed / "python"), str(installed / "ollama-openai-proxy")],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            cwd=tmp_path,
+            env=env,
+        )
+    assert "cannot listen on" in out.stderr  # it got past the second execution
+    assert out.stderr.count(RENAMED) == 1, out.stderr
 
 
 def test_old_module_names_are_the_same_modules(installed: Path) -> None:

@@ -293,6 +293,8 @@ PROVIDER_KEYS = {
     "OpenRouter API Key": lambda: "sk-or-v1-" + secrets.token_hex(32),
     "Groq API Key": lambda: "gsk_" + random_text(ALNUM, 52),
     "Google API Key": lambda: "AIza" + random_text(ALNUM + "-_", 35),
+    # a Redis URL with a password and no user name (the second review of #19, M2)
+    "Password in a URL": lambda: "rediss://:" + random_text(ALNUM, 20) + "7q@cache.example:6380/0",
 }
 
 
@@ -334,7 +336,10 @@ def test_each_providers_key_fails_the_scan(tmp_path: Path, kind: str) -> None:
 
 def test_the_provider_plugins_pass_over_placeholders(tmp_path: Path) -> None:
     """The docs name each key's shape with a placeholder: not a finding."""
-    prose = "Anthropic's keys start sk-ant-api03-..., OpenRouter's sk-or-v1-..., Groq's gsk_..."
+    prose = (
+        "Anthropic's keys start sk-ant-api03-..., OpenRouter's sk-or-v1-..., Groq's gsk_..., "
+        "Redis's redis://:password@redis:6379/0, redis://:PASSWORD@r:6379"
+    )
     found = scratch_scan(tmp_path, {"docs/KEYS.md": f"{prose}, Google's AIza....\n"})
     assert found == []
 
@@ -349,6 +354,7 @@ def test_the_baselines_own_plugins_exist() -> None:
         "OpenRouterKeyDetector",
         "GroqKeyDetector",
         "GoogleApiKeyDetector",
+        "PasswordOnlyURLDetector",
     }
     for plugin in custom:
         path = ROOT / plugin["path"].removeprefix("file://")

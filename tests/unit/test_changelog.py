@@ -105,6 +105,10 @@ def test_main_checks_the_tag_against_the_package_version(
     assert main(["v1.3.0", *args, "1.3.0"]) == 1
     assert "no entry '## [1.3.0]" in capsys.readouterr().err
 
+    # a pre-release is refused before anything is published (images, then a failing chart)
+    assert main(["v1.2.0rc1", *args, "1.2.0rc1"]) == 1
+    assert "1.2.0rc1 is not X.Y.Z" in capsys.readouterr().err
+
 
 def test_main_reads_the_package_version_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     code = main([f"v{__version__}"])

@@ -103,15 +103,18 @@ HTTP to it (issue #19's review, L4).
 Whether the pods carry prometheus.io/* annotations. A Prometheus that scrapes by annotation
 sends no key, and with inbound keys /metrics answers 401 (security.py: only /, /health and the
 API docs are open), so "auto" emits them only when no key can be set: no
-secret.values.PROXY_API_KEYS, no config.PROXY_API_KEYS_FILE and no secret.existingSecret (whose
-content the chart cannot see). With keys, the ServiceMonitor sends one (serviceMonitor.authorization).
+secret.values.PROXY_API_KEYS, no config.PROXY_API_KEYS_FILE, no PROXY_API_KEYS* in secret.extra or
+extraEnv, and no secret.existingSecret (whose content the chart cannot see). With keys, the ServiceMonitor sends one (serviceMonitor.authorization).
 */}}
 {{- define "ollama-openai-bridge.scrapeAnnotations" -}}
 {{- $mode := toString .Values.prometheusAnnotations }}
 {{- if include "ollama-openai-bridge.metricsEnabled" . }}
 {{- if eq $mode "true" }}true
 {{- else if eq $mode "auto" }}
-{{- if not (or .Values.secret.values.PROXY_API_KEYS .Values.config.PROXY_API_KEYS_FILE .Values.secret.existingSecret) }}true{{ end }}
+{{- $keys := or .Values.secret.values.PROXY_API_KEYS .Values.config.PROXY_API_KEYS_FILE .Values.secret.existingSecret }}
+{{- range $name, $_ := .Values.secret.extra }}{{ if hasPrefix "PROXY_API_KEYS" $name }}{{ $keys = true }}{{ end }}{{ end }}
+{{- range .Values.extraEnv }}{{ if hasPrefix "PROXY_API_KEYS" .name }}{{ $keys = true }}{{ end }}{{ end }}
+{{- if not $keys }}true{{ end }}
 {{- end }}
 {{- end }}
 {{- end }}
