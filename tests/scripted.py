@@ -17,6 +17,7 @@ from typing import Any
 
 import uvloop
 
+from ollama_openai_bridge import http1
 from ollama_openai_bridge.config import Settings
 from ollama_openai_bridge.topology import UpstreamSpec
 from ollama_openai_bridge.upstream import Upstream
@@ -170,3 +171,24 @@ def upstream(base_url: str, client: str, **overrides: Any) -> Upstream:
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run on uvloop, as the proxy does."""
     return uvloop.run(coro)
+
+
+def new_client(**overrides: Any) -> http1.Client:
+    """The proxy's own HTTP/1.1 client alone (no Upstream around it), small limits."""
+    options: dict[str, Any] = {
+        "headers": {"User-Agent": "test"},
+        "limit": 10,
+        "connect_timeout": 2.0,
+        "read_timeout": 5.0,
+    }
+    options.update(overrides)
+    return http1.Client(**options)
+
+
+async def get(c: http1.Client, url: str) -> bytes:
+    """``GET url/models`` through ``c``: the whole body, the connection given back."""
+    resp = await c.request("GET", url + "/models", timeout=5.0)
+    try:
+        return await resp.read()
+    finally:
+        resp.release()

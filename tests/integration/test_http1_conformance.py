@@ -27,7 +27,9 @@ from tests.scripted import (
     Peer,
     answers,
     chunked,
+    get,
     gzipped,
+    new_client,
     ok,
     run,
     serve,
@@ -433,25 +435,6 @@ def test_a_coded_body_that_does_not_decode_is_a_protocol_error(body: bytes) -> N
 
 
 # --- the pool ---------------------------------------------------------------------------------
-
-
-def new_client(**overrides: Any) -> http1.Client:
-    options: dict[str, Any] = {
-        "headers": {"User-Agent": "test"},
-        "limit": 10,
-        "connect_timeout": 2.0,
-        "read_timeout": 5.0,
-    }
-    options.update(overrides)
-    return http1.Client(**options)
-
-
-async def get(c: http1.Client, url: str) -> bytes:
-    resp = await c.request("GET", url + "/models", timeout=5.0)
-    try:
-        return await resp.read()
-    finally:
-        resp.release()
 
 
 def test_connections_are_bounded_by_the_limit() -> None:

@@ -20,7 +20,18 @@ from ollama_openai_bridge.errors import UpstreamTimeout, UpstreamUnavailable
 from ollama_openai_bridge.exchange import EventStream
 from ollama_openai_bridge.http1.connection import HIGH_WATER
 from ollama_openai_bridge.upstream import map_failure
-from tests.scripted import CLIENTS, JSON_BODY, Peer, answers, ok, run, serve, upstream
+from tests.scripted import (
+    CLIENTS,
+    JSON_BODY,
+    Peer,
+    answers,
+    get,
+    new_client,
+    ok,
+    run,
+    serve,
+    upstream,
+)
 
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -61,25 +72,6 @@ def trusting(ca: trustme.CA) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
     return ctx
-
-
-def new_client(**overrides: Any) -> http1.Client:
-    options: dict[str, Any] = {
-        "headers": {"User-Agent": "test"},
-        "limit": 10,
-        "connect_timeout": 2.0,
-        "read_timeout": 5.0,
-    }
-    options.update(overrides)
-    return http1.Client(**options)
-
-
-async def get(c: http1.Client, url: str) -> bytes:
-    resp = await c.request("GET", url + "/models", timeout=5.0)
-    try:
-        return await resp.read()
-    finally:
-        resp.release()
 
 
 def test_tls_verified_with_the_host_name_sent_as_sni(ca: trustme.CA) -> None:
