@@ -213,10 +213,9 @@ class BackendSettings(BaseModel):
             # aiohttp turns user:password@ into Basic auth, and refuses it beside an
             # Authorization header ("Cannot combine AUTHORIZATION header with AUTH argument"):
             # every request of that upstream would fail, so say it at start (issue #19 review).
-            urls = (
-                [spec.base_url] if spec.balance is None else [r.url for r in spec.balance.replicas]
-            )
-            if any(urlsplit(u).username or urlsplit(u).password for u in urls) and (
+            # Replicas' URLs carry no credentials (balance_config refuses them): the base URL.
+            url = urlsplit(spec.base_url)
+            if (url.username or url.password) and (
                 spec.api_key or any(k.lower() == "authorization" for k in spec.headers)
             ):
                 raise ConfigError(

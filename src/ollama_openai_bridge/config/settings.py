@@ -78,8 +78,8 @@ class Settings(
         )
         for u in self.topology().upstreams:
             keys.append(u.api_key)
-            urls = [u.base_url] if u.balance is None else [r.url for r in u.balance.replicas]
-            keys.extend(urlsplit(url).password or "" for url in urls)  # a URL's password
+            # a base URL's password (a replica's URL may carry none: balance_config refuses it)
+            keys.append(urlsplit(u.base_url).password or "")
             keys.extend(v for k, v in u.headers.items() if topology.SECRET_HEADER.search(k))
             keys.extend(
                 v
