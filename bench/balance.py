@@ -21,7 +21,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,33 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import free_port, pct, wait
+
 HERE = Path(__file__).resolve().parent
 FAST_MS, SLOW_MS, SLOTS = 20, 200, 4
 REPLICAS = (("fast-a", FAST_MS), ("fast-b", FAST_MS), ("slow", SLOW_MS))
 STRATEGIES = ("weighted_round_robin", "least_outstanding")  # equal weights: plain round robin
 MODEL = "bench-model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
 # --- a replica ----------------------------------------------------------------------------------

@@ -13,42 +13,39 @@ on all alike):
 - c=1 ``/v1/chat/completions`` passthrough, a block of 50: added p50, CPU per request;
 - c=64 non-streamed chat with wrk, 3 s each: CPU per request.
 
-CPU is the server process's time on a CPU (its threads' schedstat, in ns). Prints, per figure, the minimum and the
-median over the rounds, and the ratios against the http1 floor (the target of issue #18: the
-proxy on http1 within 1.5x of it, /v1 within 1.3x); writes bench/results/clients.json.
+CPU is the server process's time on a CPU (its threads' schedstat, in ns). Prints, per figure,
+the minimum and the median over the rounds, and the ratios against the http1 floor (the target
+of issue #18: the proxy on http1 within 1.5x of it, /v1 within 1.3x); writes
+bench/results/clients.json. The blocks, rounds and wrk runs are harness.py's, which `make bench`
+(run.py) uses too for its floor rows.
 Usage: python bench/clients.py [ROUNDS=5]   (run from the repository root; PYTHONPATH=src for a
 checkout that is not installed; BENCH_BASE=/path/to/an/older/checkout adds its proxy)
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from latency import free_port, timed, wait
+from harness import (
+    CHUNKS,
+    c1_round,
+    free_port,
+    p50_ms,
+    start_floor,
+    start_proxy,
+    start_upstream,
+    stop,
+    wait,
+    wrk_round,
+)
 
 HERE = Path(__file__).resolve().parent
-MSGS = [{"role": "user", "content": "Say hello"}]
-OLLAMA_CHAT = json.dumps({"model": "bench-model", "messages": MSGS, "stream": False}).encode()
-OLLAMA_STREAM = json.dumps({"model": "bench-model", "messages": MSGS}).encode()
-OPENAI_CHAT = json.dumps({"model": "bench-model", "messages": MSGS}).encode()
-OPENAI_STREAM = json.dumps(
-    {
-        "model": "bench-model",
-        "messages": MSGS,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-).encode()
 # BENCH_BASE=<an older checkout>: its proxy too, as "base-aiohttp" (the client it had), so that
 # "nothing got slower" is measured in the same run (issue #13); its own src/ on PYTHONPATH.
 BASE = os.environ.get("BENCH_BASE")
@@ -59,51 +56,27 @@ SERVERS = (
     "proxy-aiohttp",
     "proxy-http1",
 )
-CHUNKS = 100
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process's threads, from the scheduler's nanosecond counters
-    (/proc/PID/task/*/schedstat): /proc/PID/stat counts 10 ms ticks, too coarse for a block."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that ended
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
+BLOCKS = {"chat": 50, "stream": 20, "v1": 50}  # requests per block, per case
 
 
 def start(up: int) -> tuple[dict[str, int], dict[str, int], list[subprocess.Popen[bytes]]]:
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = [subprocess.Popen([sys.executable, str(HERE / "upstream.py"), str(up), str(CHUNKS)])]
+    """The upstream and every server of SERVERS, listening: (ports, pids, processes)."""
+    procs = [start_upstream(up, CHUNKS)]
     ports = {"direct": up}
     pids: dict[str, int] = {}
-    chat_url = f"http://127.0.0.1:{up}/v1/chat/completions"
     for name in SERVERS:
         port = ports[name] = free_port()
         kind, client = name.split("-")
         if kind == "floor":
-            cmd = [sys.executable, str(HERE / "floor.py"), chat_url, str(port), client]
-            proc = subprocess.Popen(cmd, **quiet)  # type: ignore[call-overload]
-        else:
-            env = {
-                **os.environ,
-                "OPENAI_API_BASE_URL": f"http://127.0.0.1:{up}/v1",
-                "OPENAI_API_KEY": "bench",
-                "PROXY_PORT": str(port),
-                "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
-                "MAX_RETRIES": "0",
-                "UPSTREAM_HTTP_CLIENT": client,
-            }
-            cwd = HERE
+            proc = start_floor(up, port, client)
+        elif kind == "base" and BASE:
             module = "ollama_openai_bridge"
-            if kind == "base" and BASE:
-                env["PYTHONPATH"] = str(Path(BASE) / "src")
-                cwd = Path(BASE) / "bench"
-                if not (Path(BASE) / "src" / module).is_dir():  # a checkout from before the rename
-                    module = "ollama_openai_proxy"
-            proc = subprocess.Popen(  # type: ignore[call-overload]
-                [sys.executable, "-m", module], env=env, cwd=cwd, **quiet
-            )
+            if not (Path(BASE) / "src" / module).is_dir():  # a checkout from before the rename
+                module = "ollama_openai_proxy"
+            settings = {"UPSTREAM_HTTP_CLIENT": client, "PYTHONPATH": str(Path(BASE) / "src")}
+            proc = start_proxy(up, port, settings, cwd=Path(BASE) / "bench", module=module)
+        else:
+            proc = start_proxy(up, port, {"UPSTREAM_HTTP_CLIENT": client})
         procs.append(proc)
         pids[name] = proc.pid
     for port in ports.values():
@@ -111,97 +84,42 @@ def start(up: int) -> tuple[dict[str, int], dict[str, int], list[subprocess.Pope
     return ports, pids, procs
 
 
-def request(case: str, variant: str) -> tuple[str, bytes]:
-    if variant == "direct":
-        return "/v1/chat/completions", OPENAI_STREAM if case == "stream" else OPENAI_CHAT
-    if case == "v1":
-        return "/v1/chat/completions", OPENAI_CHAT
-    return "/api/chat", OLLAMA_STREAM if case == "stream" else OLLAMA_CHAT
-
-
-def wrk(port: int, seconds: int) -> int:
-    """Requests completed by wrk at 64 connections against the non-streamed chat."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        body = OLLAMA_CHAT.decode()
-        f.write(
-            f"wrk.method = 'POST'\nwrk.body = '{body}'\n"
-            "wrk.headers['Content-Type'] = 'application/json'\n"
-        )
-    url = f"http://127.0.0.1:{port}/api/chat"
-    # bandit B607: wrk is found on PATH on purpose (bench/README.md: the developer's own
-    # install); the arguments are a list, no shell.
-    out = subprocess.run(  # nosec B607
-        ["wrk", "-t1", "-c64", f"-d{seconds}s", "-s", f.name, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(f.name)
-    found = re.search(r"(\d+) requests in", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if found is None or errors is not None:
-        raise RuntimeError(f"wrk against {port}: {out}")
-    return int(found.group(1))
-
-
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 
     ports, pids, procs = start(free_port())
     variants = ("direct", *SERVERS)
-    conns = {v: http.client.HTTPConnection("127.0.0.1", ports[v]) for v in variants}
     # per round: figure -> variant -> value
     runs: list[dict[str, dict[str, float]]] = []
     try:
-        for case in ("chat", "stream", "v1"):  # warm-up
-            for v in variants:
-                for _ in range(100 if case != "stream" else 20):
-                    timed(conns[v], *request(case, v))
-        for v in SERVERS:
-            wrk(ports[v], 1)
+        c1_round(0, variants, ports, pids, {"chat": 100, "stream": 20, "v1": 100})  # warm-up
+        wrk_round(0, SERVERS, ports, pids, 1)
         for r in range(rounds):
-            order = variants[r % len(variants) :] + variants[: r % len(variants)]
             figures: dict[str, dict[str, float]] = {}
-            for case, block in (("chat", 50), ("stream", 20), ("v1", 50)):
-                p50: dict[str, float] = {}
-                ttfb: dict[str, float] = {}
-                for v in order:
-                    # a new connection, opened outside the block: an idle one may have expired
-                    conns[v].close()
-                    conns[v] = http.client.HTTPConnection("127.0.0.1", ports[v])
-                    timed(conns[v], *request(case, v))
-                    before = cpu_seconds(pids[v]) if v in pids else 0.0
-                    samples = [timed(conns[v], *request(case, v)) for _ in range(block)]
-                    if v in pids:
-                        cpu = (cpu_seconds(pids[v]) - before) / block * 1e6
-                        per = cpu / CHUNKS if case == "stream" else cpu
-                        unit = "cpu_us_per_chunk" if case == "stream" else "cpu_us_per_request"
-                        figures.setdefault(f"{case}_{unit}", {})[v] = per
-                    p50[v] = statistics.median(s[1] for s in samples) * 1000
-                    ttfb[v] = statistics.median(s[0] for s in samples) * 1000
+            for case, blocks in c1_round(r, variants, ports, pids, BLOCKS).items():
                 for v in SERVERS:
+                    cpu = (blocks[v].cpu_s or 0.0) / len(blocks[v].samples) * 1e6
                     if case == "stream":
-                        figures.setdefault("stream_added_ttfb_ms", {})[v] = ttfb[v] - ttfb["direct"]
-                        figures.setdefault("stream_ttfb_ms", {})[v] = ttfb[v]
+                        figures.setdefault("stream_cpu_us_per_chunk", {})[v] = cpu / CHUNKS
+                        ttfb = p50_ms([blocks[v]], 0)
+                        added = ttfb - p50_ms([blocks["direct"]], 0)
+                        figures.setdefault("stream_added_ttfb_ms", {})[v] = added
+                        figures.setdefault("stream_ttfb_ms", {})[v] = ttfb
                     else:
-                        figures.setdefault(f"{case}_added_p50_ms", {})[v] = p50[v] - p50["direct"]
-            for v in order:
-                if v == "direct":
-                    continue
-                before = cpu_seconds(pids[v])
-                done = wrk(ports[v], 3)
+                        figures.setdefault(f"{case}_cpu_us_per_request", {})[v] = cpu
+                        added = p50_ms([blocks[v]]) - p50_ms([blocks["direct"]])
+                        figures.setdefault(f"{case}_added_p50_ms", {})[v] = added
+            for v, run in wrk_round(r, SERVERS, ports, pids, 3).items():
+                if run["errors"]:
+                    raise RuntimeError(f"wrk against {v}: {run['errors']:.0f} errors")
                 figures.setdefault("c64_cpu_us_per_request", {})[v] = (
-                    (cpu_seconds(pids[v]) - before) / done * 1e6
+                    run["cpu_s"] / run["requests"] * 1e6
                 )
             runs.append(figures)
             print(f"round {r + 1}/{rounds} done, load {os.getloadavg()[0]:.1f}", flush=True)
             time.sleep(1)
     finally:
-        for c in conns.values():
-            c.close()
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        stop(procs)
     report(runs)
 
 

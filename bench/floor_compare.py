@@ -2,91 +2,54 @@
 
 Starts bench/upstream.py, bench/floor.py (a bare uvicorn app making the same aiohttp call, no
 proxy features) and the proxy (the real command), then alternates blocks of 50 non-streaming
-chats between the three, so that machine drift affects them alike. Prints the added p50 latency
-and the CPU per request of the floor and of the proxy: the difference is what the proxy's own
-work costs, the floor what uvicorn + aiohttp cost before it does anything.
+chats between the three, the order rotating (harness.py), so that machine drift affects them
+alike. Prints the added p50 latency and the CPU per request of the floor and of the proxy: the
+difference is what the proxy's own work costs, the floor what uvicorn + aiohttp cost before it
+does anything. (`make bench` now has these rows, on both floors: run.py.)
 Usage: python bench/floor_compare.py [REQUESTS=3000]   (BENCH_LOG_LEVEL as in latency.py)
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import statistics
-import subprocess
 import sys
-from pathlib import Path
 
-from latency import cpu_seconds, free_port, timed, wait
-
-HERE = Path(__file__).resolve().parent
+from harness import (
+    Block,
+    c1_round,
+    free_port,
+    p50_ms,
+    start_floor,
+    start_proxy,
+    start_upstream,
+    stop,
+    wait,
+)
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    up, floor, proxy = free_port(), free_port(), free_port()
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = [
-        subprocess.Popen([sys.executable, str(HERE / "upstream.py"), str(up), "100"], **quiet),
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "floor.py"),
-                f"http://127.0.0.1:{up}/v1/chat/completions",
-                str(floor),
-            ],
-            **quiet,
-        ),
-    ]
-    env = {
-        **os.environ,
-        "OPENAI_API_BASE_URL": f"http://127.0.0.1:{up}/v1",
-        "OPENAI_API_KEY": "bench",
-        "PROXY_PORT": str(proxy),
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
-        "MAX_RETRIES": "0",
-    }
-    procs.append(
-        subprocess.Popen([sys.executable, "-m", "ollama_openai_bridge"], env=env, cwd=HERE, **quiet)
-    )
+    ports = {"direct": free_port(), "floor": free_port(), "proxy": free_port()}
+    up = ports["direct"]
+    procs = [start_upstream(up), start_floor(up, ports["floor"], "aiohttp")]
+    procs.append(start_proxy(up, ports["proxy"]))
+    pids = {"floor": procs[1].pid, "proxy": procs[2].pid}
     try:
-        for port in (up, floor, proxy):
+        for port in ports.values():
             wait(port)
-        msgs = [{"role": "user", "content": "Say hello"}]
-        ollama = json.dumps({"model": "bench-model", "messages": msgs, "stream": False}).encode()
-        paths = {
-            "direct": (
-                http.client.HTTPConnection("127.0.0.1", up),
-                "/v1/chat/completions",
-                json.dumps({"model": "bench-model", "messages": msgs}).encode(),
-            ),
-            "floor": (http.client.HTTPConnection("127.0.0.1", floor), "/api/chat", ollama),
-            "proxy": (http.client.HTTPConnection("127.0.0.1", proxy), "/api/chat", ollama),
-        }
-        pids = {"floor": procs[1].pid, "proxy": procs[2].pid}
-        for _ in range(300):  # warm-up
-            for args in paths.values():
-                timed(*args)
-        samples: dict[str, list[float]] = {name: [] for name in paths}
-        cpu = dict.fromkeys(pids, 0.0)
-        for _ in range(n // 50):
-            for name, args in paths.items():
-                before = cpu_seconds(pids[name]) if name in pids else 0.0
-                samples[name] += [timed(*args)[1] for _ in range(50)]
-                if name in pids:
-                    cpu[name] += cpu_seconds(pids[name]) - before
-        p50 = {name: statistics.median(v) * 1000 for name, v in samples.items()}
-        for name in ("floor", "proxy"):
+        c1_round(0, list(ports), ports, pids, {"chat": 300})  # warm-up
+        blocks: dict[str, list[Block]] = {name: [] for name in ports}
+        for r in range(n // 50):
+            for name, block in c1_round(r, list(ports), ports, pids, {"chat": 50})["chat"].items():
+                blocks[name].append(block)
+        p50 = {name: p50_ms(b) for name, b in blocks.items()}
+        for name in pids:
+            cpu = sum(b.cpu_s or 0.0 for b in blocks[name]) / (n // 50 * 50)
             print(
                 f"{name}: added p50 {p50[name] - p50['direct']:.3f} ms "
-                f"(direct {p50['direct']:.3f} ms), CPU {cpu[name] / len(samples[name]) * 1e6:.0f} "
-                "us/request"
+                f"(direct {p50['direct']:.3f} ms), CPU {cpu * 1e6:.0f} us/request"
             )
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        stop(procs)
 
 
 if __name__ == "__main__":

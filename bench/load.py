@@ -22,23 +22,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
+from harness import free_port
 
 HERE = Path(__file__).resolve().parent
 CHUNKS, DELAY = 20, 0.05
 EXPECTED = "".join(f"tok{i} " for i in range(CHUNKS))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fds(pid: int) -> int:
