@@ -138,10 +138,16 @@ def test_the_stream_targets() -> None:
     failing = report.targets(results(streams_held=streams(10000, errors=3, kb=31.7)))
     assert by_figure(failing, "10,000 concurrent")["verdict"] == "no: 3 errors, 9,997 at once"
     assert by_figure(failing, "memory per open stream")["verdict"] == "no: 11.7 KB over"
+    # each target judged on its own figure
+    errors_only = report.targets(results(streams_held=streams(10000, errors=3)))
+    assert by_figure(errors_only, "10,000 concurrent")["met"] is False
+    assert by_figure(errors_only, "memory per open stream")["met"] is True
     # --quick opens 1,000: the 10,000 target is not judged from it
     quick = by_figure(report.targets(results(streams_held=streams(1000))), "1,000 concurrent")
     assert quick["met"] is None
     assert quick["verdict"].startswith("not measured")
+    heavy_quick = report.targets(results(streams_held=streams(1000, kb=25.0)))
+    assert by_figure(heavy_quick, "memory per open stream")["met"] is False
 
 
 def test_the_report_shows_every_target_row_and_keeps_the_hand_written_part() -> None:
