@@ -625,6 +625,50 @@ def test_a_stream_read_to_its_end_gives_its_connection_back() -> None:
     assert (resp.released, resp.closed) == (True, False)
 
 
+def test_a_first_read_of_many_events_is_parsed_two_events_first() -> None:
+    # A backend with its answer ready sends it in one read: the first two events (role, first
+    # token) come out alone, so the first line does not wait for the others to be parsed.
+    events = [b'data: {"n":%d}\n\n' % i for i in range(5)]
+    resp = sse(b"".join(events), b"data: [DONE]\n\n")
+    out = run(plan(StubUpstream("a", resp), stream=True), consume=True)
+    assert [[e.data for e in read] for read in out.reads if isinstance(read, list)] == [
+        ['{"n":0}', '{"n":1}'],
+        ['{"n":2}', '{"n":3}', '{"n":4}'],
+        ["[DONE]"],
+    ]
+    assert isinstance(out.result, EventStream)
+    assert out.result.clean
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b'data: {"n":0}\n\ndata: {"n":1}\n\n',  # two events: nothing left to split off
+        b'data: {"n":0}\n\ndata: {"n":1}',  # the second not ended in this read
+        b'data: {"n":0}\r\n\r\ndata: {"n":1}\r\n\r\ndata: {"n":2}\r\n\r\n',  # CRLF framing
+    ],
+)
+def test_a_first_read_that_cannot_or_need_not_be_split_is_parsed_whole(first: bytes) -> None:
+    rest = [b"\n\n"] if not first.endswith(b"\n") else []  # the second event's end
+    resp = sse(first, *rest, b"data: [DONE]\n\n")
+    out = run(plan(StubUpstream("a", resp), stream=True), consume=True)
+    reads = [[e.data for e in read] for read in out.reads if isinstance(read, list)]
+    assert reads[0] == ['{"n":0}', '{"n":1}', '{"n":2}'][: len(reads[0])]
+    assert [d for read in reads for d in read][-1] == "[DONE]"
+    # every event once, in order, whatever the cut
+    assert [d for read in reads for d in read if d != "[DONE]"] == [
+        f'{{"n":{i}}}' for i in range(first.count(b"data:"))
+    ]
+
+
+def test_only_the_first_read_is_split() -> None:
+    many = b"".join(b'data: {"n":%d}\n\n' % i for i in range(4))
+    resp = sse(b'data: {"n":-1}\n\n', many, b"data: [DONE]\n\n")
+    out = run(plan(StubUpstream("a", resp), stream=True), consume=True)
+    sizes = [len(read) for read in out.reads if isinstance(read, list)]
+    assert sizes == [1, 4, 1]
+
+
 def test_a_relayed_stream_yields_the_bytes_as_received() -> None:
     resp = sse(EVENT, b"data: [DO", b"NE]\n\n")
     out = run(plan(StubUpstream("a", resp), stream=True, relay=True), consume=True)
