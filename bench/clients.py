@@ -9,7 +9,8 @@ on all alike):
 - c=1 non-streamed chat: ``/api/chat`` ``stream: false`` (direct: the upstream's own
   ``/v1/chat/completions``), a block of 50: added p50 against direct, CPU per request;
 - c=1 stream: ``/api/chat`` streamed (100 content chunks), a block of 20: added time to first
-  byte, CPU per chunk (per stream / 100);
+  byte; and a block of 1-chunk streams: CPU per chunk is the difference over the 99 chunks
+  between them (harness.per_chunk);
 - c=1 ``/v1/chat/completions`` passthrough, a block of 50: added p50, CPU per request;
 - c=64 non-streamed chat with wrk, 3 s each: CPU per request.
 
@@ -37,6 +38,7 @@ from harness import (
     c1_round,
     free_port,
     p50_ms,
+    per_chunk,
     start_floor,
     start_proxy,
     start_upstream,
@@ -56,7 +58,7 @@ SERVERS = (
     "proxy-aiohttp",
     "proxy-http1",
 )
-BLOCKS = {"chat": 50, "stream": 20, "v1": 50}  # requests per block, per case
+BLOCKS = {"chat": 50, "stream": 20, "stream1": 20, "v1": 50}  # requests per block, per case
 
 
 def start(up: int) -> tuple[dict[str, int], dict[str, int], list[subprocess.Popen[bytes]]]:
@@ -92,15 +94,22 @@ def main() -> None:
     # per round: figure -> variant -> value
     runs: list[dict[str, dict[str, float]]] = []
     try:
-        c1_round(0, variants, ports, pids, {"chat": 100, "stream": 20, "v1": 100})  # warm-up
+        warm = {"chat": 100, "stream": 20, "stream1": 20, "v1": 100}
+        c1_round(0, variants, ports, pids, warm)
         wrk_round(0, SERVERS, ports, pids, 1)
         for r in range(rounds):
             figures: dict[str, dict[str, float]] = {}
-            for case, blocks in c1_round(r, variants, ports, pids, BLOCKS).items():
+            got = c1_round(r, variants, ports, pids, BLOCKS)
+            for case, blocks in got.items():
                 for v in SERVERS:
                     cpu = (blocks[v].cpu_s or 0.0) / len(blocks[v].samples) * 1e6
+                    if case == "stream1":
+                        continue
                     if case == "stream":
-                        figures.setdefault("stream_cpu_us_per_chunk", {})[v] = cpu / CHUNKS
+                        short = got["stream1"][v]
+                        cpu_short = (short.cpu_s or 0.0) / len(short.samples) * 1e6
+                        per = per_chunk(cpu, cpu_short)
+                        figures.setdefault("stream_cpu_us_per_chunk", {})[v] = per
                         ttfb = p50_ms([blocks[v]], 0)
                         added = ttfb - p50_ms([blocks["direct"]], 0)
                         figures.setdefault("stream_added_ttfb_ms", {})[v] = added

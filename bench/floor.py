@@ -1,13 +1,17 @@
 """The floor: the least a Python proxy on this stack can cost. A bare ASGI app under uvicorn
-(uvloop, httptools) that makes the same backend call as the proxy with no translation,
-middleware or metrics, through aiohttp or through the proxy's own HTTP/1.1 client
-(ollama_openai_bridge.http1). Compare the proxy with it, not only with the direct path, to see
-what the proxy's own work costs.
+(uvloop, httptools) that makes the same backend call as the proxy with the least translation
+that still does the job and no validation, middleware or metrics, through aiohttp or through
+the proxy's own HTTP/1.1 client (ollama_openai_bridge.http1): issue #18's "minimal proxy" (parse
+the Ollama request, forward it over a pooled keep-alive connection, translate the answer;
+streams SSE -> NDJSON, first line sent at once). Compare the proxy with it, not only with the
+direct path, to see what the proxy's own work costs.
 
 - ``POST /api/chat`` with ``"stream": false``: reads the body, parses it, calls the upstream's
   chat completions, answers an Ollama-shaped JSON;
-- ``POST /api/chat`` otherwise: the upstream's stream, each network read passed on as it came
-  (no translation: the floor of a streamed chunk);
+- ``POST /api/chat`` otherwise: the upstream's SSE stream as Ollama's NDJSON lines (each event's
+  JSON decoded, its ``delta.content`` written in a line with the model and a ``created_at`` per
+  network read; ``[DONE]`` the ``done: true`` line), the first line sent alone at once, then the
+  lines of each network read together;
 - ``POST /v1/chat/completions``: the body forwarded, the answer's bytes returned.
 
 Usage: python bench/floor.py UPSTREAM_CHAT_URL PORT [aiohttp|http1]   (default aiohttp)
@@ -16,6 +20,7 @@ Usage: python bench/floor.py UPSTREAM_CHAT_URL PORT [aiohttp|http1]   (default a
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -96,8 +101,41 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     content = resp.content
+    model = req["model"]
+    prefix = b'{"model":' + orjson.dumps(model) + b',"created_at":"'
+    rest = b""
+    first = True
     while chunk := await content.readany():
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode()
+        *events, rest = (rest + chunk).split(b"\n\n")
+        lines = []
+        for event in events:
+            data = event[6:] if event.startswith(b"data: ") else b""
+            if not data:
+                continue
+            if data == b"[DONE]":
+                lines.append(
+                    prefix + ts + b'","message":{"role":"assistant","content":""},'
+                    b'"done":true,"done_reason":"stop"}\n'
+                )
+                continue
+            choices = orjson.loads(data).get("choices")
+            text = choices[0]["delta"].get("content") if choices else None
+            if text:
+                out = (
+                    prefix
+                    + ts
+                    + b'","message":{"role":"assistant","content":'
+                    + orjson.dumps(text)
+                    + b'},"done":false}\n'
+                )
+                if first:  # the first line at once: it is the time to first token
+                    first = False
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                else:
+                    lines.append(out)
+        if lines:
+            await send({"type": "http.response.body", "body": b"".join(lines), "more_body": True})
     resp.release()
     await send({"type": "http.response.body", "body": b""})
 

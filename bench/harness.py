@@ -29,6 +29,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CHUNKS = 100  # content chunks per stream of bench/upstream.py, unless told otherwise
+# The short stream (case "stream1"): bench/upstream.py sends N chunks for model bench-model-N.
+# CPU per chunk is the difference between the two lengths over the chunks between them, so
+# that what a stream costs once (the request, its head, the last line) is not counted as
+# per-chunk work (issue #18 review, L4).
+SHORT = 1
 MSGS = [{"role": "user", "content": "Say hello"}]
 OLLAMA_CHAT = json.dumps({"model": "bench-model", "messages": MSGS, "stream": False}).encode()
 OLLAMA_STREAM = json.dumps({"model": "bench-model", "messages": MSGS}).encode()  # Ollama's default
@@ -41,6 +46,9 @@ OPENAI_STREAM = json.dumps(
         "stream_options": {"include_usage": True},
     }
 ).encode()
+OLLAMA_STREAM_SHORT = json.dumps({"model": f"bench-model-{SHORT}", "messages": MSGS}).encode()
+OPENAI_STREAM_SHORT = OPENAI_STREAM.replace(b'"bench-model"', f'"bench-model-{SHORT}"'.encode())
+UPSTREAM_KEY = "upstream-key-for-benchmarks"  # a fake: bench/upstream.py checks no key
 QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
 
@@ -141,7 +149,10 @@ def start_proxy(
     env = {
         **os.environ,
         "OPENAI_API_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
-        "OPENAI_API_KEY": "bench",
+        # Not a word of the answers: the proxy redacts its backend key from everything it
+        # relays, and a key that appears in every line ("bench", as in bench-model) made
+        # each line pay for a replacement no real deployment pays.
+        "OPENAI_API_KEY": UPSTREAM_KEY,
         "PROXY_PORT": str(port),
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         "MAX_RETRIES": "0",
@@ -174,13 +185,22 @@ def stop(procs: Iterable[subprocess.Popen[bytes]]) -> None:
 
 def request(case: str, variant: str) -> tuple[str, bytes]:
     """(path, body) of ``case`` -- ``chat`` (non-streamed ``/api/chat``), ``stream`` (streamed
-    ``/api/chat``) or ``v1`` (``/v1/chat/completions`` passed through) -- for ``variant``; the
-    direct path gets the OpenAI request the proxy would send."""
+    ``/api/chat``, CHUNKS chunks), ``stream1`` (the same, SHORT chunks) or ``v1``
+    (``/v1/chat/completions`` passed through) -- for ``variant``; the direct path gets the
+    OpenAI request the proxy would send."""
     if variant == "direct":
-        return "/v1/chat/completions", OPENAI_STREAM if case == "stream" else OPENAI_CHAT
+        streams = {"stream": OPENAI_STREAM, "stream1": OPENAI_STREAM_SHORT}
+        return "/v1/chat/completions", streams.get(case, OPENAI_CHAT)
     if case == "v1":
         return "/v1/chat/completions", OPENAI_CHAT
-    return "/api/chat", OLLAMA_STREAM if case == "stream" else OLLAMA_CHAT
+    streams = {"stream": OLLAMA_STREAM, "stream1": OLLAMA_STREAM_SHORT}
+    return "/api/chat", streams.get(case, OLLAMA_CHAT)
+
+
+def per_chunk(cpu_long_us: float, cpu_short_us: float) -> float:
+    """CPU per streamed chunk (µs) from the CPU per request of a CHUNKS-chunk stream and of a
+    SHORT-chunk one in the same run: the chunks between them, without the per-request part."""
+    return (cpu_long_us - cpu_short_us) / (CHUNKS - SHORT)
 
 
 def rotated(variants: Sequence[str], r: int) -> list[str]:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from harness import free_port
+from harness import UPSTREAM_KEY, free_port
 
 HERE = Path(__file__).resolve().parent
 CHUNKS, DELAY = 20, 0.05
@@ -127,7 +127,7 @@ async def main() -> None:
     proxy_env = {
         **os.environ,
         "OPENAI_API_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
-        "OPENAI_API_KEY": "bench",
+        "OPENAI_API_KEY": UPSTREAM_KEY,  # harness.py: not a word of the answers
         "PROXY_PORT": str(proxy_port),
         "LOG_LEVEL": "WARNING",
         # one address holds CONCURRENCY streams: no per-address share (default 1,024)

@@ -1,7 +1,9 @@
 """A zero-latency OpenAI-compatible upstream for benchmarks: raw asyncio, TCP_NODELAY, canned bodies.
 
 POST /v1/chat/completions answers a fixed completion, or with "stream": true a stream of
-CHUNKS content chunks (optional DELAY seconds between them). GET /v1/models lists one model.
+CHUNKS content chunks (optional DELAY seconds between them) -- or N for the model
+``bench-model-N``, so that one run can time two stream lengths and take per-chunk costs from the
+difference (per-request costs cancel out). GET /v1/models lists one model.
 Usage: python bench/upstream.py PORT [CHUNKS] [DELAY]
 """
 
@@ -11,6 +13,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import sys
 
@@ -57,6 +60,7 @@ def chunk_event(text: str | None, finish: str | None = None, usage: bool = False
 
 
 FAIL_RATE = float(os.environ.get("BENCH_FAIL_RATE", "0"))
+LENGTH = re.compile(rb'"model":\s*"bench-model-(\d+)"')
 # Encoded once: the upstream must not be the bottleneck of a 100,000-chunks-per-second test.
 CHUNK_EVENTS = [chunk_event(f"tok{i} ") for i in range(1000)]
 _EMBEDDINGS: dict[int, bytes] = {}
@@ -109,10 +113,12 @@ async def handle(
                     % (len(FAILED), FAILED)
                 )
             elif b'"stream":true' in body or b'"stream": true' in body:
+                length = LENGTH.search(body)
+                count = int(length.group(1)) if length else chunks
                 writer.write(OK_SSE)
                 # The other half: the connection dies in the middle of the stream.
-                drop = chunks // 2 if FAIL_RATE and random.random() < FAIL_RATE / 2 else -1
-                for i in range(chunks):
+                drop = count // 2 if FAIL_RATE and random.random() < FAIL_RATE / 2 else -1
+                for i in range(count):
                     if i == drop:
                         await writer.drain()
                         writer.transport.abort()
