@@ -63,6 +63,19 @@ FAIL_RATE = float(os.environ.get("BENCH_FAIL_RATE", "0"))
 LENGTH = re.compile(rb'"model":\s*"bench-model-(\d+)"')
 # Encoded once: the upstream must not be the bottleneck of a 100,000-chunks-per-second test.
 CHUNK_EVENTS = [chunk_event(f"tok{i} ") for i in range(1000)]
+
+
+def _role_event() -> bytes:
+    # OpenAI's streams open with the role and an empty content, before the first token
+    # (vLLM, llama.cpp and LiteLLM do the same): the proxy writes no line for it.
+    delta = {"role": "assistant", "content": ""}
+    obj = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    obj["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+    data = b"data: " + json.dumps(obj).encode() + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+ROLE_EVENT = _role_event()
 _EMBEDDINGS: dict[int, bytes] = {}
 
 
@@ -115,7 +128,7 @@ async def handle(
             elif b'"stream":true' in body or b'"stream": true' in body:
                 length = LENGTH.search(body)
                 count = int(length.group(1)) if length else chunks
-                writer.write(OK_SSE)
+                writer.write(OK_SSE + ROLE_EVENT)
                 # The other half: the connection dies in the middle of the stream.
                 drop = count // 2 if FAIL_RATE and random.random() < FAIL_RATE / 2 else -1
                 for i in range(count):
