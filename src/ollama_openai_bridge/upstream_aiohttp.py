@@ -11,6 +11,7 @@ module when the first aiohttp upstream starts
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -29,19 +30,21 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-def session(settings: Settings, headers: dict[str, str]) -> Any:
+def session(settings: Settings, headers: dict[str, str], proxies: Mapping[str, str]) -> Any:
     """A pooled session to one backend: at most MAX_CONNECTIONS connections, CONNECT_TIMEOUT to
     connect, STREAM_IDLE_TIMEOUT for the first byte and every silence after it (``sock_read``),
     gzip and deflate answers decoded, ``headers`` on every request; certificates checked unless
-    DISABLE_SSL_VERIFICATION. HTTP proxies from the environment are not used (``trust_env``
-    off, as ever)."""
+    DISABLE_SSL_VERIFICATION. ``proxies``: per origin (``scheme://host:port/``) the HTTP proxy
+    URL its requests go through (egress.py resolved them from the environment), each given to
+    aiohttp as ``proxy=``; other origins are called directly. ``trust_env`` stays off: it would
+    look the proxy up again on every request and read ~/.netrc (egress.py says why)."""
     connector = aiohttp.TCPConnector(
         limit=settings.max_connections,
         limit_per_host=0,
         ttl_dns_cache=300,
         ssl=not settings.disable_ssl_verification,
     )
-    return aiohttp.ClientSession(
+    client = aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(
             total=None,
@@ -51,6 +54,32 @@ def session(settings: Settings, headers: dict[str, str]) -> Any:
         headers=headers,
         auto_decompress=True,
     )
+    return Proxied(client, proxies) if proxies else client
+
+
+class Proxied:
+    """An aiohttp session whose requests to some origins go through an HTTP proxy: absolute-form
+    requests for ``http://`` (RFC 9112 §3.2.2), a CONNECT tunnel for ``https://`` (RFC 9110
+    §9.3.6), both aiohttp's; a ``user:password@`` in the proxy URL is sent as
+    ``Proxy-Authorization: Basic``. The origin is found by prefix, once per request: a few
+    string comparisons beside aiohttp's own cost."""
+
+    __slots__ = ("_routes", "_session")
+
+    def __init__(self, session: Any, proxies: Mapping[str, str]) -> None:
+        self._session = session
+        self._routes = tuple(proxies.items())
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        """``session.request``, through the proxy of ``url``'s origin if it has one."""
+        for origin, proxy in self._routes:
+            if url.startswith(origin):
+                return self._session.request(method, url, proxy=proxy, **kwargs)
+        return self._session.request(method, url, **kwargs)
+
+    async def close(self) -> None:
+        """Close the session (and its connections)."""
+        await self._session.close()
 
 
 def total_timeout(seconds: float, connect: float) -> Any:
@@ -62,6 +91,22 @@ def map_failure(exc: BaseException, host: str, *, reading: bool) -> UpstreamErro
     """The :class:`UpstreamError` for an aiohttp failure (``reading``: while reading an answer
     whose headers had arrived), or None for a failure that is not aiohttp's own kind -- a
     timeout, an OSError -- which upstream.map_failure maps as it maps http1's."""
+    # The proxy's own failures, before the ClientConnectorError they subclass: said as the
+    # proxy's, by its host:port and status alone -- str(exc) quotes the proxy URL, credentials
+    # included (ClientResponseError's url=).
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
+        return UpstreamUnavailable(
+            f"cannot connect to the HTTP proxy {_proxy(exc.host, exc.port)} for upstream "
+            f"{host}: {reason}"
+        )
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        proxy = exc.request_info.real_url
+        return UpstreamUnavailable(
+            f"the HTTP proxy {_proxy(proxy.host, proxy.port)} refused the tunnel to upstream "
+            f"{host}: {exc.status} {str(exc.message)[:200]}"
+            + (" (credentials in the proxy URL missing or wrong)" if exc.status == 407 else "")
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or str(exc.os_error) if exc.os_error else str(exc)
         return UpstreamUnavailable(f"cannot connect to upstream {host}: {reason}")
@@ -77,3 +122,7 @@ def map_failure(exc: BaseException, host: str, *, reading: bool) -> UpstreamErro
     if isinstance(exc, aiohttp.ClientOSError):
         return UpstreamUnavailable(f"upstream {host} reset the connection")
     return None
+
+
+def _proxy(host: str | None, port: int | None) -> str:
+    return f"[{host}]:{port}" if host and ":" in host else f"{host}:{port}"
