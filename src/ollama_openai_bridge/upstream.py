@@ -305,8 +305,7 @@ class Upstream:
                 verify=not s.disable_ssl_verification,
             )
         else:
-            proxies = {o: p.url for o, p in used.items()}
-            session = cast(Session, aiohttp_client().session(s, self._headers, proxies))
+            session = cast(Session, aiohttp_client().session(s, self._headers, used))
         if tracing is not None:
             from ollama_openai_bridge.tracing import TracedSession  # noqa: PLC0415 -- when on
 

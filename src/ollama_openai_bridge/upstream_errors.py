@@ -232,14 +232,6 @@ def upstream_status_error(
         if refused is not None:
             return UpstreamRefusedParameter(message, status, code, *refused)
         mapped = 400
-    elif status == 407:
-        # Only the egress proxy (HTTP_PROXY, egress.py) sends it, to the proxy itself; relayed,
-        # a client would take it as its own proxy's (RFC 9110 §15.5.8).
-        mapped = 502
-        message = (
-            "the HTTP proxy to the backend refused the request (HTTP 407 Proxy Authentication "
-            "Required): credentials in the proxy URL missing or wrong"
-        )
     elif status == 408:
         mapped = 504
     elif status >= 500:

@@ -16,7 +16,6 @@ from ollama_openai_bridge.config import ConfigError, load_settings
 from ollama_openai_bridge.errors import Redactor
 from ollama_openai_bridge.topology import UpstreamSpec
 from ollama_openai_bridge.upstream import Upstream, client_for
-from ollama_openai_bridge.upstream_errors import upstream_status_error
 from tests.servers import settings_for
 
 PROXY = "http://proxy.corp:3128"
@@ -237,13 +236,4 @@ def test_the_proxy_password_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None
     redact = Redactor(load_settings(_env_file=None).secrets())
     assert redact("via http://alice:pw-test-1@proxy.corp:3128") == (
         "via http://alice:[redacted]@proxy.corp:3128"
-    )
-
-
-def test_a_407_is_the_proxys_and_never_relayed_as_such() -> None:
-    error = upstream_status_error(407, b"", client_model="m", endpoint="/chat/completions")
-    assert error.status == 502
-    assert error.message == (
-        "the HTTP proxy to the backend refused the request (HTTP 407 Proxy Authentication "
-        "Required): credentials in the proxy URL missing or wrong"
     )
