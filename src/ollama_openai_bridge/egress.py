@@ -16,7 +16,7 @@ backend directly only: an upstream a proxy applies to is called through aiohttp
 (UPSTREAM_HTTP_CLIENT=auto), and UPSTREAM_HTTP_CLIENT=http1 refuses to start
 (config/backends.py).
 
-A proxy URL may carry credentials (``http://user:password@proxy:3128``, sent as
+A proxy URL may carry credentials (``user:password@`` before its host, sent as
 ``Proxy-Authorization: Basic``): :func:`secrets` lists them for the redactor, and what is
 shown of a proxy (:attr:`Proxy.shown`, every log line and error) is its ``host:port`` alone.
 """

@@ -76,7 +76,7 @@ class Settings(
                 self.response_cache_redis_uri,
             )
         )
-        keys.extend(egress.secrets(os.environ))  # http://user:password@ of HTTPS_PROXY, ...
+        keys.extend(egress.secrets(os.environ))  # the user:password@ of HTTPS_PROXY, ...
         for u in self.topology().upstreams:
             keys.append(u.api_key)
             # a base URL's password (a replica's URL may carry none: balance_config refuses it)
