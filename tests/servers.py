@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 
+from ollama_openai_bridge import egress
 from ollama_openai_bridge.app import create_app
 from ollama_openai_bridge.config import Settings
 from ollama_openai_bridge.transport import server_options
@@ -18,12 +19,19 @@ from ollama_openai_bridge.transport import server_options
 # Settings made here and each proxy process started, and fail tests for no fault of the code
 # (issue #19's review, M2). UPSTREAM_HTTP_CLIENT stays: the Makefile's second pass sets it.
 # OPENAI_BASE_URL too: the proxy refuses to start when it is set alone (config/settings.py).
-SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields) | {"OPENAI_BASE_URL"}
+# HTTP_PROXY and the others too, in either case (egress.py): every backend here is on loopback,
+# and a proxy from a developer's or CI's shell would carry each call away from it (and the test
+# clients with it: httpx and the OpenAI SDK read them as well). A test of egress sets its own.
+SETTING_NAMES = (
+    frozenset(name.upper() for name in Settings.model_fields)
+    | {"OPENAI_BASE_URL"}
+    | {v for name in egress.VARIABLES for v in (name, name.lower())}
+)
 KEPT_FROM_THE_SHELL = frozenset({"UPSTREAM_HTTP_CLIENT"})
 
 
 def without_settings(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without the proxy's settings (but KEPT_FROM_THE_SHELL)."""
+    """``env`` without the proxy's settings (but KEPT_FROM_THE_SHELL) and proxy variables."""
     return {k: v for k, v in env.items() if k not in SETTING_NAMES - KEPT_FROM_THE_SHELL}
 
 

@@ -66,8 +66,14 @@ def main(argv: Sequence[str] = sys.argv[1:], env: Mapping[str, str] = os.environ
         key = inbound_key(env) if ready else None
         if key:
             request.add_header("Authorization", f"Bearer {key}")
+        # Never through HTTP_PROXY and the like, which a container that reaches its backends
+        # through a proxy has set (docs/DEPLOYMENT.md): urlopen would send the probe, and the
+        # inbound key with it, to that proxy, for this container's own loopback address.
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
         # bandit B310: url() builds an http(s) URL only, never file: or another scheme
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # nosec B310
+        with opener.open(request, timeout=timeout) as response:  # nosec B310
             return 0 if response.status == 200 else 1
     except (OSError, ValueError) as exc:
         print(f"unhealthy: {target}: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ reached the client -- a stream is never replayed, so no content is ever duplicat
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import time
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import structlog
 
-from ollama_openai_bridge import __version__, http1
+from ollama_openai_bridge import __version__, egress, http1
 from ollama_openai_bridge.balance import Balancer, Pick, Replica
 from ollama_openai_bridge.config import Settings
 from ollama_openai_bridge.errors import (
@@ -138,18 +139,26 @@ class Session(Protocol):
     async def close(self) -> None: ...
 
 
-def client_for(choice: str, base_url: str) -> tuple[str, str]:
+def client_for(
+    choice: str, base_url: str, env: Mapping[str, str] | None = None
+) -> tuple[str, str, egress.Proxy | None]:
     """The client for an upstream at ``base_url`` under UPSTREAM_HTTP_CLIENT=``choice``
-    (auto, aiohttp or http1): ``("http1" or "aiohttp", why)``. http1 unless told otherwise or
-    the URL is one it does not handle (:func:`http1.unsupported`). Proxies from the environment
-    (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) play no part: the aiohttp session has never read them
-    (``trust_env`` is off), so neither client uses one."""
+    (auto, aiohttp or http1): ``("http1" or "aiohttp", why, the proxy or None)``. http1 unless
+    told otherwise, the URL is one it does not handle (:func:`http1.unsupported`), or an HTTP
+    proxy from ``env`` (the process environment: HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY;
+    :func:`egress.proxy_for`) applies to it: the http1 client connects only directly (issue
+    #18 keeps aiohttp behind it "for HTTP proxies from the environment"). With ``http1``
+    forced, the configuration refused such an upstream at start (config/backends.py). Raises
+    :class:`egress.EgressError` for a proxy aiohttp cannot use."""
+    proxy = egress.proxy_for(base_url, os.environ if env is None else env)
     if choice == "aiohttp":
-        return "aiohttp", "UPSTREAM_HTTP_CLIENT=aiohttp"
+        return "aiohttp", "UPSTREAM_HTTP_CLIENT=aiohttp", proxy
     reason = http1.unsupported(base_url)
     if reason is not None:
-        return "aiohttp", f"the http1 client does not handle {reason}"
-    return "http1", f"UPSTREAM_HTTP_CLIENT={choice}"
+        return "aiohttp", f"the http1 client does not handle {reason}", proxy
+    if proxy is not None:
+        return "aiohttp", f"{proxy.variable} applies: the http1 client connects directly", proxy
+    return "http1", f"UPSTREAM_HTTP_CLIENT={choice}", None
 
 
 def _backoff(attempt: int) -> float:
@@ -254,15 +263,19 @@ class Upstream:
             self._headers["Authorization"] = f"Bearer {key}"
         self._headers.update(spec.headers)  # the operator's (BACKEND_HEADERS, headers:)
         self._settings = settings
-        self.client, self._why = client_for(settings.upstream_http_client, spec.base_url)
+        choice = settings.upstream_http_client
+        self.client, self._why, proxy = client_for(choice, spec.base_url)
+        # Per origin (scheme://host:port/), the proxy it is called through, None: directly.
+        self._proxies: dict[str, egress.Proxy | None] = {egress.origin(spec.base_url): proxy}
         # Replicas (base_urls): one session serves them all (both clients pool per origin);
         # http1 only if it can reach every one of them.
         self.balancer: Balancer | None = None
         if spec.balance is not None:
             self.balancer = Balancer(spec.name, spec.balance, metrics)
             for replica in spec.balance.replicas:
-                client, why = client_for(settings.upstream_http_client, replica.url)
-                if client != self.client:
+                client, why, proxy = client_for(choice, replica.url)
+                self._proxies[egress.origin(replica.url)] = proxy
+                if client == "aiohttp" and self.client == "http1":
                     self.client, self._why = client, f"{why} (replica {replica.name})"
         self._session: Session | None = None
         self._timeouts: dict[float, Any] = {}  # per total, the client's timeout: made once
@@ -273,7 +286,15 @@ class Upstream:
         """Open the session; ``tracing`` (tracing.Tracing, when on): each request it sends is
         traced, its ``traceparent`` sent along (tracing.TracedSession)."""
         s = self._settings
-        log.debug("upstream_client", upstream=self.name, client=self.client, reason=self._why)
+        used = {o: p for o, p in self._proxies.items() if p is not None}
+        # Egress through a proxy is worth seeing at INFO: it decides where every call goes.
+        (log.info if used else log.debug)(
+            "upstream_client",
+            upstream=self.name,
+            client=self.client,
+            reason=self._why,
+            proxy=egress.shown(self._proxies) if used else None,
+        )
         if self.client == "http1":
             session: Session = http1.Client(
                 headers=self._headers,
@@ -284,7 +305,7 @@ class Upstream:
                 verify=not s.disable_ssl_verification,
             )
         else:
-            session = cast(Session, aiohttp_client().session(s, self._headers))
+            session = cast(Session, aiohttp_client().session(s, self._headers, used))
         if tracing is not None:
             from ollama_openai_bridge.tracing import TracedSession  # noqa: PLC0415 -- when on
 

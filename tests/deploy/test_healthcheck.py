@@ -78,6 +78,28 @@ def test_ready_sends_the_first_inbound_key(upstream: FakeUpstream, tmp_path: Pat
         assert "wrong-key" not in out.stderr
 
 
+def test_the_probe_never_goes_through_an_http_proxy(upstream: FakeUpstream) -> None:
+    """A container whose backends are behind HTTP_PROXY has it set for the probe too; urlopen
+    would send the probe (and its key) to the proxy, here a dead port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    proxies = {"HTTP_PROXY": dead, "http_proxy": dead, "HTTPS_PROXY": dead, "ALL_PROXY": dead}
+    settings = settings_for(upstream.url, proxy_api_keys="key-a")
+    with ProxyServer(settings) as server:
+        out = ready(server.port, PROXY_API_KEYS="key-a", **proxies)
+        assert out.returncode == 0, out.stderr
+        live = subprocess.run(
+            [sys.executable, "-m", "ollama_openai_bridge.healthcheck"],
+            env={"PROXY_PORT": str(server.port), "PYTHONPATH": SRC, **proxies},
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        assert live.returncode == 0, live.stderr
+
+
 def test_ready_fails_while_the_backend_is_down() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

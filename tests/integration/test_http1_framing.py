@@ -216,6 +216,70 @@ def test_a_transfer_coding_left_on_the_body_is_a_protocol_error(client: str, cod
     run(scenario())
 
 
+# --- heads RFC 9112 lets a recipient refuse (issue #18's review, L3) ---------------------------
+
+LAX_HEADS = {
+    # name: (the answer, what http1's 502 says of it after "upstream sent an HTTP/1.1 response
+    # with ", llhttp's own words)
+    "bare-lf": (
+        b"HTTP/1.1 200 OK\nContent-Length: 4\n\nabcd",
+        "a line ended by a bare LF instead of CRLF (RFC 9112 §2.2)",
+        "Missing expected CR after response line",
+    ),
+    "obs-fold": (
+        b"HTTP/1.1 200 OK\r\nX-A: a\r\n  b\r\nContent-Length: 4\r\n\r\nabcd",
+        "a header field folded onto a continuation line (obs-fold, RFC 9112 §5.2)",
+        "Unexpected whitespace after header value",
+    ),
+    "space-before-colon": (
+        b"HTTP/1.1 200 OK\r\nContent-Length : 4\r\n\r\nabcd",
+        "whitespace between a header field name and its colon (RFC 9112 §5.1) or a head line "
+        "ended by a bare LF (§2.2)",
+        "Invalid header field char",
+    ),
+}
+
+
+@pytest.mark.parametrize("head", LAX_HEADS)
+def test_heads_aiohttp_accepts_are_refused_by_http1_naming_the_form(client: str, head: str) -> None:
+    # RFC 9112 §2.2: a recipient MAY take a bare LF as a line end. §5.2: a gateway that gets
+    # obs-fold in a response MAY answer 502, "preferably with a representation explaining" it.
+    # §5.1: whitespace before the colon is outside the field-line grammar (a server must refuse
+    # it in a request, a proxy strip it from a response it forwards; this head is not
+    # forwarded). llhttp refuses all three, as uvicorn runs it; aiohttp takes them.
+    raw, form, llhttp = LAX_HEADS[head]
+
+    async def handler(peer: Peer) -> None:
+        if await peer.request() is not None:
+            await peer.send(raw)
+
+    async def scenario() -> None:
+        async with serve(handler) as (url, _):
+            up = upstream(url, client)
+            await up.start()
+            try:
+                if client == "aiohttp":
+                    assert await call(up) == (200, b"abcd")
+                    return
+                with pytest.raises(UpstreamProtocolError) as caught:
+                    await call(up)
+                assert caught.value.status == 502
+                assert caught.value.message == (
+                    f"upstream sent an HTTP/1.1 response with {form}, which the http1 client "
+                    f"refuses (UPSTREAM_HTTP_CLIENT=aiohttp accepts it in a head; llhttp: "
+                    f"{llhttp})"
+                )
+            finally:
+                await up.close()
+
+    run(scenario())
+
+
+def test_other_invalid_heads_keep_llhttps_reason() -> None:
+    error = http1.errors.parser_failure("Invalid header token")
+    assert str(error) == "an invalid HTTP/1.1 response (Invalid header token)"
+
+
 # --- bytes after an answer (RFC 9112 section 9.3) ---------------------------------------------
 
 STRAY = ok(b'{"stray": true}')

@@ -62,8 +62,10 @@ NOT_SETTINGS = {
     "CHAT_MODEL",  # the examples'
     "EMBED_MODEL",
     "SSL_CERT_FILE",  # OpenSSL's CA bundle
-    "HTTP_PROXY",  # the environment's proxies, which neither backend client reads
+    "HTTP_PROXY",  # the environment's proxies (egress.py), read as curl and aiohttp read them
     "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
     "PROMETHEUS_MULTIPROC_DIR",  # prometheus_client's
     "PROXY_ENV_FILE",  # set by the CLI for its workers
     "PROXY_PUBLISH",  # docker-compose.yml's

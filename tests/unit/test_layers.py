@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "openapi",
         "fastpath",
         "http1",  # the HTTP/1.1 client: imports nothing of the project (config reads its limits)
+        "egress",  # HTTP proxies from the environment, per backend URL (pure)
         "tracing_env",  # the OTEL_* values the SDK reads, checked at start (pure)
         "tracing",  # OTEL_* checked by config; the SDK imported only when tracing is on
     ),

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from ollama_openai_bridge import topology
+from ollama_openai_bridge import egress, topology
 from ollama_openai_bridge.config.parsing import ByteSize, ConfigError, ExistingFile, json_object
 from ollama_openai_bridge.http1 import unsupported
 from ollama_openai_bridge.profiles import PROFILES
@@ -223,6 +223,8 @@ class BackendSettings(BaseModel):
                     "sent as Basic auth) and an API key or Authorization header is set too; a "
                     "backend takes one Authorization header: keep one of them"
                 )
+        for spec in loaded.upstreams:
+            _check_egress(spec, self.upstream_http_client)
         if self.upstream_http_client == "http1":
             for spec in loaded.upstreams:
                 reason = unsupported(spec.base_url)
@@ -233,3 +235,31 @@ class BackendSettings(BaseModel):
                     )
         self._topology = loaded
         return loaded
+
+
+def _check_egress(spec: topology.UpstreamSpec, client: str) -> None:
+    """Raise a ConfigError when an HTTP proxy from the process environment (HTTP_PROXY,
+    HTTPS_PROXY, ALL_PROXY; read there as curl, requests and aiohttp read them, not from .env)
+    applies to a URL of ``spec`` but cannot be used: one aiohttp cannot speak to (socks5://), or
+    any under UPSTREAM_HTTP_CLIENT=http1, which connects directly only -- connecting directly
+    anyway would bypass the operator's egress (issue #18's review, L2). Said by the proxy's
+    host:port, never its credentials."""
+    urls = [spec.base_url]
+    if spec.balance is not None:
+        urls += [replica.url for replica in spec.balance.replicas]
+    for url in urls:
+        host = urlsplit(url).hostname
+        try:
+            proxy = egress.proxy_for(url, os.environ)
+        except egress.EgressError as exc:
+            raise ConfigError(
+                f"upstream {spec.name!r} ({host}): {exc}; add {host} to NO_PROXY to call it "
+                "directly"
+            ) from None
+        if proxy is not None and client == "http1":
+            raise ConfigError(
+                f"UPSTREAM_HTTP_CLIENT=http1 cannot call upstream {spec.name!r} ({host}) "
+                f"through the HTTP proxy {proxy.shown} that {proxy.variable} sets: the http1 "
+                f"client connects directly only; use auto or aiohttp (which use the proxy), or "
+                f"add {host} to NO_PROXY"
+            )

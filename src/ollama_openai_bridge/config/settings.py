@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ollama_openai_bridge import topology, tracing
+from ollama_openai_bridge import egress, topology, tracing
 from ollama_openai_bridge.config.backends import BackendSettings
 from ollama_openai_bridge.config.cache import CacheSettings
 from ollama_openai_bridge.config.operations import OperationsSettings
@@ -76,6 +76,7 @@ class Settings(
                 self.response_cache_redis_uri,
             )
         )
+        keys.extend(egress.secrets(os.environ))  # the user:password@ of HTTPS_PROXY, ...
         for u in self.topology().upstreams:
             keys.append(u.api_key)
             # a base URL's password (a replica's URL may carry none: balance_config refuses it)

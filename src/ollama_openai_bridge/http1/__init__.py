@@ -44,7 +44,8 @@ so both clients run the same code above them. What it does, by RFC 9112 section:
   sent as SNI (RFC 6066 §3; Python sends none for an IP address, as RFC 6066 asks).
 
 Not covered (upstream.client_for keeps aiohttp for them): URLs with credentials, non-ASCII host
-names; ``HEAD`` (llhttp must be told that its answer has no body, which httptools cannot).
+names, backends behind an HTTP proxy from the environment (egress.py); ``HEAD`` (llhttp must be
+told that its answer has no body, which httptools cannot).
 
 The modules: :mod:`.client` (the pool and requests), :mod:`.connection` (one connection: the
 protocol and llhttp's callbacks), :mod:`.response` (an answer's body), :mod:`.errors` (the

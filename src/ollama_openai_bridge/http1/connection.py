@@ -17,6 +17,7 @@ from ollama_openai_bridge.http1.errors import (
     InvalidResponse,
     ReadTimeout,
     TotalTimeout,
+    parser_failure,
 )
 from ollama_openai_bridge.http1.response import Origin, Response
 
@@ -97,7 +98,7 @@ class Connection(asyncio.Protocol):
                 self._keep = False
                 self._finish()
                 return
-            self._fail(self._error or InvalidResponse(f"an invalid HTTP/1.1 response ({exc})"))
+            self._fail(self._error or parser_failure(str(exc)))
             return
         if self._complete:
             self._finish()

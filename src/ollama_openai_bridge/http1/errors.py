@@ -48,3 +48,32 @@ class ReadTimeout(TimeoutError):
 
 class TotalTimeout(TimeoutError):
     """The request's own ``timeout`` passed (its connection, head and body together)."""
+
+
+# llhttp's reasons for three forms of a head that RFC 9112 lets a recipient refuse, which llhttp
+# (strict, as uvicorn runs it) refuses and aiohttp's parser accepts (issue #18's review, L3):
+# said plainly, with the section and the way out, instead of llhttp's words alone.
+_LAX = (
+    ("Missing expected CR after", "a line ended by a bare LF instead of CRLF (RFC 9112 §2.2)"),
+    (
+        "Unexpected whitespace after header value",
+        "a header field folded onto a continuation line (obs-fold, RFC 9112 §5.2)",
+    ),
+    (
+        "Invalid header field char",
+        "whitespace between a header field name and its colon (RFC 9112 §5.1) or a head line "
+        "ended by a bare LF (§2.2)",
+    ),
+)
+
+
+def parser_failure(reason: str) -> InvalidResponse:
+    """The :class:`InvalidResponse` for llhttp's ``reason`` (``str(HttpParserError)``): one of
+    the forms above named with its RFC section, else llhttp's reason quoted."""
+    for start, form in _LAX:
+        if reason.startswith(start):
+            return InvalidResponse(
+                f"an HTTP/1.1 response with {form}, which the http1 client refuses "
+                f"(UPSTREAM_HTTP_CLIENT=aiohttp accepts it in a head; llhttp: {reason})"
+            )
+    return InvalidResponse(f"an invalid HTTP/1.1 response ({reason})")
