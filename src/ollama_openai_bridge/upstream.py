@@ -383,9 +383,12 @@ class Upstream:
                     resp = await self.session.request(method, url, **kwargs)
                 except Failures.retryable as exc:
                     # Refused or reset connections and stale pooled keep-alive sockets: nothing
-                    # was answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).
-                    # A close after part of the answer had come is not that: the backend took
-                    # the request, and a POST must not run twice (fresh-eyes review of #18).
+                    # was answered, so MAX_RETRIES tries again (docs/CONFIGURATION.md), as
+                    # openai-python does for its connection errors, POST included. A backend
+                    # that read the request and died runs it once per attempt; http1's own
+                    # resend adds no run to that (http1.client.resend_reason). A close after
+                    # part of the answer had come is not retried: the backend took the
+                    # request, and a POST must not run twice (fresh-eyes review of #18).
                     answered = isinstance(exc, http1.Disconnected) and exc.answered
                     if pick is not None:
                         pick.failure()

@@ -31,11 +31,15 @@ so both clients run the same code above them. What it does, by RFC 9112 section:
   stray answer that comes only after the next request was sent cannot be told from that
   request's answer (aiohttp takes it even while idle).
 - **Retrying (§9.3.1).** A server may close an idle connection just as a request is sent on it
-  (its keep-alive timer). When that happens on a reused connection and not one byte of an answer
-  came, the request is sent once more on a new connection -- a POST too: a server that closed
-  without answering did not act on what it had not read, and if it died after reading it, the
-  proxy's requests (completions, embeddings, model lists) create nothing at the backend that a
-  second one would duplicate; no byte of the first answer reached anyone.
+  (its keep-alive timer). When a reused connection closes without one byte of an answer, the
+  request is sent once more on a new connection if that is safe: a GET (idempotent, RFC 9110
+  §9.2.2); a POST only when nothing of it was written, or when the close came within the
+  connection's own handshake time (plus a few milliseconds) of the write -- a close that
+  crossed the request, which a server that read it and worked cannot send
+  (:func:`.client.resend_reason`, with the measurements). A POST the backend may have acted on
+  is never sent again here (a completion is billed, ``store: true`` keeps one each time); the
+  failure goes to ``MAX_RETRIES`` in upstream.py. The DEBUG log says why a request was or was
+  not sent again.
 - **Timeouts (§9.5).** ``connect_timeout`` for the TCP and TLS handshakes; ``read_timeout`` for
   every silence once a request is sent (the first byte and each gap: aiohttp's ``sock_read``);
   a per-request ``timeout`` (seconds in all, the body's reading included). One timer per request,

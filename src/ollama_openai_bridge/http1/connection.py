@@ -38,6 +38,7 @@ class Connection(asyncio.Protocol):
         self.client = client
         self.origin = origin
         self.served = 0  # answers it has carried: more than 0 is a reused connection
+        self.connect_time = 0.0  # seconds its TCP (and TLS) handshake took: >= a round trip
         self.idle_since = 0.0
         self.paused = False
         self._loop = client.loop
@@ -115,10 +116,19 @@ class Connection(asyncio.Protocol):
         if self._resp is None:
             return
         if self._head is not None:
-            reason = "while sending its head" if self._received else "before answering"
-            error = Disconnected(
-                f"the server closed the connection {reason}", answered=self._received
-            )
+            if self._received:
+                error = Disconnected(
+                    "the server closed the connection while sending its head", answered=True
+                )
+            else:
+                # How long after the write the close came (_last is the send's time until a
+                # byte arrives) and how: the client's resend rule (client.resend_reason).
+                error = Disconnected(
+                    "the server closed the connection before answering",
+                    answered=False,
+                    after=self._loop.time() - self._last,
+                    reset=isinstance(exc, ConnectionResetError),
+                )
             error.__cause__ = exc
             self._fail(error)
         elif self._until_close and exc is None:
@@ -257,7 +267,11 @@ class Connection(asyncio.Protocol):
         Any failure or cancellation closes the connection: its answer is unread."""
         transport = self._transport
         if self._closed or transport is None or transport.is_closing():
-            raise Disconnected("the server closed the connection before answering", answered=False)
+            raise Disconnected(
+                "the server closed the connection before the request was sent",
+                answered=False,
+                sent=False,
+            )
         loop = self._loop
         self._resp = Response(self, self.origin, loop)
         head_future: asyncio.Future[Response] = loop.create_future()
