@@ -317,9 +317,15 @@ class Client:
                         raise TotalTimeout("no connection free before the timeout") from None
                 else:
                     await waiter
-            finally:
-                if not waiter.done():
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Woken for a free place, but cancelled or timed out in the same instant:
+                    # hand the wake-up on, or the next waiter waits for a place that is free
+                    # (fresh-eyes review of #18; aiohttp's connector passes it on too).
+                    self._wake()
+                else:
                     waiter.cancel()
+                raise
         self._open += 1
         try:
             return await self._connect(origin, deadline)
