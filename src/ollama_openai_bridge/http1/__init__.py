@@ -21,7 +21,10 @@ so both clients run the same code above them. What it does, by RFC 9112 section:
   short answer.
 - **Content codings (RFC 9110 §8.4).** gzip and deflate (zlib or raw, as servers send both)
   decoded in pieces of at most :data:`DECODED_PIECE` bytes per read: a small body that expands a
-  thousandfold never lands in memory whole. Other codings pass through undecoded, as aiohttp's.
+  thousandfold never lands in memory whole. A gzip body of several members (RFC 1952 §2.2) is
+  decoded member after member; bytes after the end that are no member, or any after a deflate
+  stream, fail the body as one that does not decode (never dropped, never a short answer).
+  Other codings pass through undecoded, as aiohttp's.
 - **Flow control.** Reading from the socket pauses while more than :data:`HIGH_WATER` bytes wait
   for the consumer (a slow client of a fast stream), and the idle timeout does not run then.
 - **Persistence (§9.3).** A connection goes back to its pool (LIFO, :data:`IDLE_EXPIRY` seconds
