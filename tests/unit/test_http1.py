@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+import sys
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -22,8 +23,8 @@ from ollama_openai_bridge.errors import (
     UpstreamUnavailable,
 )
 from ollama_openai_bridge.http1.client import default_context, resend_reason
-from ollama_openai_bridge.http1.connection import Connection
-from ollama_openai_bridge.http1.response import DECODED_PIECE, Origin, Response
+from ollama_openai_bridge.http1.connection import HIGH_WATER, Connection
+from ollama_openai_bridge.http1.response import DECODED_PIECE, PIECE_OVERHEAD, Origin
 from ollama_openai_bridge.topology import UpstreamSpec
 from ollama_openai_bridge.upstream import Upstream, client_for, map_failure
 
@@ -245,17 +246,50 @@ def test_reading_pauses_above_the_high_water_mark_and_resumes_when_read() -> Non
         conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
         resp = await task
         piece = b"x" * 65536
+        reads = 0
         while transport.is_reading():
             conn.data_received(piece)
-        assert resp._size > http1.connection.HIGH_WATER
-        assert len(await resp.content.readany()) == resp_size_before(resp, piece)
+            reads += 1
+        assert resp._size > HIGH_WATER
+        # each piece counts its content and PIECE_OVERHEAD: over the mark at the 4th
+        assert reads == HIGH_WATER // (len(piece) + PIECE_OVERHEAD) + 1 == 4
+        assert len(await resp.content.readany()) == reads * len(piece)
         assert transport.is_reading()
         resp.close()
         assert transport.closed  # not read to its end: never reused
         await c.close()
 
-    def resp_size_before(resp: Response, piece: bytes) -> int:
-        return (http1.connection.HIGH_WATER // len(piece) + 1) * len(piece)
+    run(scenario())
+
+
+@pytest.mark.parametrize("per_read", [1, 8192], ids=["a-chunk-a-read", "8192-chunks-a-read"])
+def test_a_paused_stream_of_tiny_chunks_holds_about_the_mark_in_memory(per_read: int) -> None:
+    """2-byte chunks, the consumer reading nothing: reading pauses before the pieces' heap
+    passes HIGH_WATER, and what waits is then one piece. It paused at 256 KiB of content, held
+    as 131,072 bytes objects, about 5.8 MB (fresh-eyes review of #18, p6_tiny_chunks.py)."""
+
+    async def scenario() -> None:
+        c = client()
+        conn, transport = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        resp = await task
+        read = b"2\r\nab\r\n" * per_read
+        reads = 0
+        while transport.is_reading():
+            conn.data_received(read)
+            reads += 1
+        chunks = resp._chunks
+        held = sum(map(sys.getsizeof, chunks)) + sys.getsizeof(chunks)
+        assert len(chunks) == 1
+        assert held < HIGH_WATER
+        assert len(chunks[0]) == 2 * per_read * reads
+        assert reads * per_read <= HIGH_WATER // (2 + PIECE_OVERHEAD) + per_read
+        assert await resp.content.readany() == b"ab" * per_read * reads
+        assert transport.is_reading()
+        resp.close()
+        await c.close()
 
     run(scenario())
 

@@ -27,6 +27,8 @@ so both clients run the same code above them. What it does, by RFC 9112 section:
   Other codings pass through undecoded, as aiohttp's.
 - **Flow control.** Reading from the socket pauses while more than :data:`HIGH_WATER` bytes wait
   for the consumer (a slow client of a fast stream), and the idle timeout does not run then.
+  Each waiting piece counts its heap overhead too, and what waits is joined into one piece
+  when reading pauses: a stream of 2-byte chunks holds about the mark, not 28 times it.
 - **Persistence (§9.3).** A connection goes back to its pool (LIFO, :data:`IDLE_EXPIRY` seconds
   at most, ``limit`` connections in all) once its answer has arrived whole with keep-alive; one
   that saw an error, an answer not read to its end, or a cancelled request is closed, and so is

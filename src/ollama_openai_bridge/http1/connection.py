@@ -18,14 +18,14 @@ from ollama_openai_bridge.http1.errors import (
     ReadTimeout,
     TotalTimeout,
 )
-from ollama_openai_bridge.http1.response import Origin, Response
+from ollama_openai_bridge.http1.response import PIECE_OVERHEAD, Origin, Response
 
 if TYPE_CHECKING:
     from ollama_openai_bridge.http1.client import Client
 
 log = structlog.get_logger("ollama_openai_bridge.http1")
 
-HIGH_WATER = 256 * 1024  # bytes waiting for the consumer before reading pauses
+HIGH_WATER = 256 * 1024  # bytes waiting for the consumer before reading pauses (PIECE_OVERHEAD)
 _NO_BODY = (204, 304)  # RFC 9112 §6.3 rule 1: never a body, whatever the fields say
 _CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 
@@ -109,6 +109,8 @@ class Connection(asyncio.Protocol):
             self._bare = 0
         else:
             self._bare_read(len(data))
+        if self.paused:  # this read took it over the mark: see on_body
+            resp._coalesce()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -203,10 +205,16 @@ class Connection(asyncio.Protocol):
             head.set_result(resp)
 
     def on_body(self, body: bytes) -> None:
+        """A piece of the body (a chunk's, or a read's): kept for the consumer, counted with
+        :data:`PIECE_OVERHEAD` toward :data:`HIGH_WATER`, so that a stream of tiny chunks from
+        an odd backend (2 bytes each) pauses near the mark in memory, not in payload: it held
+        28 times the mark, 162,670 pieces in 7.2 MB (fresh-eyes review of #18). The read that
+        crosses the mark may bring thousands more: data_received joins what waits then, once
+        per pause, not per piece (nothing on the usual path, where the consumer keeps up)."""
         resp = self._resp
         assert resp is not None
         resp._chunks.append(body)
-        resp._size += len(body)
+        resp._size += len(body) + PIECE_OVERHEAD
         resp._wake()
         if resp._size > HIGH_WATER and not self.paused:
             # The consumer lags (a slow client of a fast stream): let the kernel's buffers fill
@@ -392,6 +400,7 @@ class Connection(asyncio.Protocol):
             self._timer = None
         self.served += 1
         if self.paused:
+            resp._coalesce()  # see on_body
             self.resume()
         if self._keep and not self._closed:
             self.client.release(self)
