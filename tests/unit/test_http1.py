@@ -265,8 +265,9 @@ def test_reading_pauses_above_the_high_water_mark_and_resumes_when_read() -> Non
 @pytest.mark.parametrize("per_read", [1, 8192], ids=["a-chunk-a-read", "8192-chunks-a-read"])
 def test_a_paused_stream_of_tiny_chunks_holds_about_the_mark_in_memory(per_read: int) -> None:
     """2-byte chunks, the consumer reading nothing: reading pauses before the pieces' heap
-    passes HIGH_WATER, and what waits is then one piece. It paused at 256 KiB of content, held
-    as 131,072 bytes objects, about 5.8 MB (fresh-eyes review of #18, p6_tiny_chunks.py)."""
+    passes HIGH_WATER, and the read that paused it, 8,192 more pieces, is joined as it comes.
+    It paused at 256 KiB of content, held as 131,072 bytes objects, about 5.8 MB (fresh-eyes
+    review of #18, p6_tiny_chunks.py)."""
 
     async def scenario() -> None:
         c = client()
@@ -282,9 +283,7 @@ def test_a_paused_stream_of_tiny_chunks_holds_about_the_mark_in_memory(per_read:
             reads += 1
         chunks = resp._chunks
         held = sum(map(sys.getsizeof, chunks)) + sys.getsizeof(chunks)
-        assert len(chunks) == 1
         assert held < HIGH_WATER
-        assert len(chunks[0]) == 2 * per_read * reads
         assert reads * per_read <= HIGH_WATER // (2 + PIECE_OVERHEAD) + per_read
         assert await resp.content.readany() == b"ab" * per_read * reads
         assert transport.is_reading()

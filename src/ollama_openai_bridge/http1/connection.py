@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ollama_openai_bridge.http1")
 
 HIGH_WATER = 256 * 1024  # bytes waiting for the consumer before reading pauses (PIECE_OVERHEAD)
+COALESCE_AT = 1024  # pieces waiting, reading paused, that are joined into one (on_body)
 _NO_BODY = (204, 304)  # RFC 9112 §6.3 rule 1: never a body, whatever the fields say
 _CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 
@@ -109,8 +110,6 @@ class Connection(asyncio.Protocol):
             self._bare = 0
         else:
             self._bare_read(len(data))
-        if self.paused:  # this read took it over the mark: see on_body
-            resp._coalesce()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -209,19 +208,23 @@ class Connection(asyncio.Protocol):
         :data:`PIECE_OVERHEAD` toward :data:`HIGH_WATER`, so that a stream of tiny chunks from
         an odd backend (2 bytes each) pauses near the mark in memory, not in payload: it held
         28 times the mark, 162,670 pieces in 7.2 MB (fresh-eyes review of #18). The read that
-        crosses the mark may bring thousands more: data_received joins what waits then, once
-        per pause, not per piece (nothing on the usual path, where the consumer keeps up)."""
+        crosses the mark may bring tens of thousands more: past the mark, every
+        :data:`COALESCE_AT` pieces are joined into one (nothing on the usual path, where the
+        consumer keeps up)."""
         resp = self._resp
         assert resp is not None
         resp._chunks.append(body)
         resp._size += len(body) + PIECE_OVERHEAD
         resp._wake()
-        if resp._size > HIGH_WATER and not self.paused:
-            # The consumer lags (a slow client of a fast stream): let the kernel's buffers fill
-            # and TCP tell the server to wait, rather than holding the stream here.
-            self.paused = True
-            assert self._transport is not None
-            self._transport.pause_reading()
+        if resp._size > HIGH_WATER:
+            if not self.paused:
+                # The consumer lags (a slow client of a fast stream): let the kernel's buffers
+                # fill and TCP tell the server to wait, rather than holding the stream here.
+                self.paused = True
+                assert self._transport is not None
+                self._transport.pause_reading()
+            elif len(resp._chunks) > COALESCE_AT:  # the read that paused brings many more
+                resp._coalesce()
 
     def on_message_complete(self) -> None:
         if self._interim:
