@@ -190,6 +190,59 @@ def test_a_head_that_drips_past_the_limit_is_refused_as_it_comes() -> None:
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
+def ok_with(body: bytes, *fields: bytes) -> bytes:
+    extra = b"".join(field + b"\r\n" for field in fields)
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+PADDED = ok_with(b"y\r\n\r\n" * 20000, b"X-Pad: " + b"p" * 900)  # a head of ~950 B
+CUT = PADDED.index(b"\r\n\r\n") + 3  # the head's blank line cut: "\r\n\r" | "\n"
+HEADS_WITH_A_BODY = {
+    # name: (the reads, whether the heads are within max_head=1024)
+    "a-long-reason-phrase": (
+        [b"HTTP/1.1 200 " + b"O" * 2000 + b"\r\nContent-Length: 4\r\n\r\nabcd"],
+        False,
+    ),
+    "a-flood-of-100-continue": ([b"HTTP/1.1 100 Continue\r\n\r\n" * 60 + ok_with(b"abcd")], False),
+    "a-small-head-and-a-large-body": ([ok_with(b"x\r\n\r\n" * 20000)], True),
+    "a-head-whose-end-straddles-two-reads": ([PADDED[:CUT], PADDED[CUT:]], True),
+    "a-head-whose-end-straddles-reads-of-a-byte": (
+        [PADDED[: CUT - 2], PADDED[CUT - 2 : CUT - 1], PADDED[CUT - 1 : CUT], PADDED[CUT:]],
+        True,
+    ),
+    "an-interim-head-then-the-final-head-and-the-body-in-the-next-read": (
+        [b"HTTP/1.1 100 Continue\r\n\r\n", PADDED],
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HEADS_WITH_A_BODY)
+def test_heads_that_end_in_a_read_with_the_body_are_counted_whole(case: str) -> None:
+    """Status lines count toward max_head too, when the head ends in one read with the body's
+    first bytes (on_header counts fields alone): a 70 KB reason phrase was taken (fresh-eyes
+    review of #18). A large body after a small head is no large head, wherever the reads cut."""
+    reads, within = HEADS_WITH_A_BODY[case]
+
+    async def scenario() -> None:
+        c = client(max_head=1024)
+        conn, _ = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        for data in reads:
+            conn.data_received(data)
+        if within:
+            resp = await task
+            assert resp.status == 200
+            assert len(await resp.read()) == resp.content_length
+        else:
+            with pytest.raises(http1.InvalidResponse, match="head larger than 1024 B"):
+                await task
+        await c.close()
+
+    run(scenario())
+
+
 def test_chunk_sizes_in_reads_of_their_own_are_not_a_trailer() -> None:
     # A server that writes each chunk-size line apart from its data: reads without body bytes,
     # 4 KiB of them in all, far over the limit, but never more than a few in a row.

@@ -11,8 +11,9 @@ so both clients run the same code above them. What it does, by RFC 9112 section:
 - **Request (§3, §3.2.1).** An origin-form target; ``Host`` (RFC 9110 §7.2) and the fixed
   headers written as bytes once per target, only ``Content-Length`` per request.
 - **Response head (§4, RFC 9110 §15.2).** 1xx interim answers (100, 102, 103) are read and
-  skipped. A head larger than ``max_head`` bytes (status line, fields, interim heads) is refused
-  as it arrives, before llhttp buffers more of it.
+  skipped. A head larger than ``max_head`` bytes (status lines, fields, interim heads) is refused
+  as it arrives, before llhttp buffers more of it, or, when it ends in one read with the body's
+  first bytes, before the answer is handed on.
 - **Body length (§6.3).** ``Content-Length`` (§6.2), chunked (§7.1; trailers, §7.1.2, read and
   dropped, bounded by ``max_head`` as a head is), or the bytes until the server closes (rule 8,
   and rule 4: ``Transfer-Encoding: identity``). A transfer coding that would stay on the body --
