@@ -34,7 +34,8 @@ def session(settings: Settings, headers: dict[str, str]) -> Any:
     connect, STREAM_IDLE_TIMEOUT for the first byte and every silence after it (``sock_read``),
     gzip and deflate answers decoded, ``headers`` on every request; certificates checked unless
     DISABLE_SSL_VERIFICATION. HTTP proxies from the environment are not used (``trust_env``
-    off, as ever)."""
+    off, as ever). Redirects are not followed: upstream.py passes ``allow_redirects=False`` with
+    each request and decides (upstream_redirect)."""
     connector = aiohttp.TCPConnector(
         limit=settings.max_connections,
         limit_per_host=0,
