@@ -22,7 +22,7 @@ from ollama_openai_bridge.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from ollama_openai_bridge.http1.client import default_context, resend_reason
+from ollama_openai_bridge.http1.client import default_context
 from ollama_openai_bridge.http1.connection import HIGH_WATER, Connection
 from ollama_openai_bridge.http1.response import DECODED_PIECE, PIECE_OVERHEAD, Origin
 from ollama_openai_bridge.topology import UpstreamSpec
@@ -568,84 +568,3 @@ def test_failures_are_mapped(exc: BaseException, reading: bool, kind: type, mess
     mapped = map_failure(exc, "h:1", reading=reading)
     assert type(mapped) is kind
     assert mapped.message == message
-
-
-def closed(*, sent: bool = True, after: float | None = None, reset: bool = False) -> Any:
-    return http1.Disconnected("closed", answered=False, sent=sent, after=after, reset=reset)
-
-
-@pytest.mark.parametrize(
-    ("method", "exc", "connect_time", "resend", "reason"),
-    [
-        (
-            "POST",
-            closed(sent=False),
-            0.0,
-            True,
-            "nothing of the request was written: the connection was found closed",
-        ),
-        ("GET", closed(after=30.0), 0.001, True, "GET is idempotent (RFC 9110 §9.2.2)"),
-        (
-            "POST",
-            closed(after=0.001),
-            0.0002,
-            True,
-            "a close 1.0 ms after the request was written, the connection's round trip bound "
-            "being 5.2 ms: the close crossed the request, unread",
-        ),
-        (
-            "POST",
-            closed(after=0.04, reset=True),
-            0.05,
-            True,
-            "a reset 40.0 ms after the request was written, the connection's round trip bound "
-            "being 55.0 ms: the close crossed the request, unread",
-        ),
-        (
-            "POST",
-            closed(after=1.0),
-            0.0002,
-            False,
-            "a close 1000.0 ms after the request was written, the connection's round trip bound "
-            "being 5.2 ms: the server may have read and acted on the POST (RFC 9112 §9.3.1)",
-        ),
-        (  # a load balancer's reset after minutes of silence: no proof the request was unread
-            "POST",
-            closed(after=240.0, reset=True),
-            0.0002,
-            False,
-            "a reset 240000.0 ms after the request was written, the connection's round trip "
-            "bound being 5.2 ms: the server may have read and acted on the POST (RFC 9112 §9.3.1)",
-        ),
-        (  # a handshake slowed by a lost SYN is no round trip: the window is capped
-            "POST",
-            closed(after=0.6),
-            3.0,
-            False,
-            "a close 600.0 ms after the request was written, the connection's round trip bound "
-            "being 255.0 ms: the server may have read and acted on the POST (RFC 9112 §9.3.1)",
-        ),
-        (
-            "POST",
-            closed(),
-            0.001,
-            False,
-            "a close at an unknown time: the server may have acted on the POST",
-        ),
-    ],
-    ids=[
-        "unsent",
-        "idempotent",
-        "crossed",
-        "reset-within-the-round-trip",
-        "after-work",
-        "reset-after-minutes",
-        "capped-window",
-        "unknown",
-    ],
-)
-def test_when_a_request_is_sent_again(
-    method: str, exc: http1.Disconnected, connect_time: float, resend: bool, reason: str
-) -> None:
-    """http1.client.resend_reason: a POST only when the close beat it (RFC 9112 §9.3.1)."""
-    assert resend_reason(method, exc, connect_time) == (resend, reason)
