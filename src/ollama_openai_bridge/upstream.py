@@ -8,7 +8,9 @@ too: ~10x aiohttp's CPU per request under concurrency.) Failures of either are m
 error hierarchy in one place (:func:`map_failure`).
 
 Retries happen only here, before a response is handed to a route, i.e. before any byte has
-reached the client -- a stream is never replayed, so no content is ever duplicated.
+reached the client -- a stream is never replayed, so no content is ever duplicated. So are a
+backend's redirects, the same for both clients (:mod:`.upstream_redirect`; neither client
+follows one on its own).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ollama_openai_bridge.resilience import BreakerState, CircuitBreaker
 from ollama_openai_bridge.sse import EventTooLarge
 from ollama_openai_bridge.topology import UpstreamSpec
 from ollama_openai_bridge.upstream_errors import upstream_status_error
+from ollama_openai_bridge.upstream_redirect import REDIRECTS, Redirects, UpstreamRedirect
 
 log = structlog.get_logger("ollama_openai_bridge.upstream")
 
@@ -279,6 +282,9 @@ class Upstream:
                     self.client, self._why = client, f"{why} (replica {replica.name})"
         self._session: Session | None = None
         self._timeouts: dict[float, Any] = {}  # per total, the client's timeout: made once
+        # Redirects are decided in send (upstream_redirect), not by aiohttp; http1 follows none.
+        self._options = {} if self.client == "http1" else {"allow_redirects": False}
+        self._redirects = Redirects(self.name)
         # What this backend refused (exchange.adapt learns it; the translation applies it).
         self.refusals = Refusals()
 
@@ -371,7 +377,7 @@ class Upstream:
         if pick is not None:
             spare = pick.spare
             attempts += spare
-        kwargs: dict[str, Any] = {"data": body}
+        kwargs: dict[str, Any] = {"data": body, **self._options}
         breaker, metrics = self.breaker, self.metrics
         loop = asyncio.get_running_loop()
         deadline = 0.0
@@ -402,11 +408,16 @@ class Upstream:
                 started = time.perf_counter()
                 try:
                     resp = await self.session.request(method, url, **kwargs)
+                    if resp.status in REDIRECTS:
+                        resp = await self._redirects.follow(self.session, method, url, resp, kwargs)
                 except Failures.retryable as exc:
                     # Refused or reset connections and stale pooled keep-alive sockets: nothing
-                    # was answered, so trying again is safe (docs/CONFIGURATION.md, MAX_RETRIES).
-                    # A close after part of the answer had come is not that: the backend took
-                    # the request, and a POST must not run twice (fresh-eyes review of #18).
+                    # was answered, so MAX_RETRIES tries again (docs/CONFIGURATION.md), as
+                    # openai-python does for its connection errors, POST included. A backend
+                    # that read the request and died runs it once per attempt; http1's own
+                    # resend adds no run to that (http1.client.resend_reason). A close after
+                    # part of the answer had come is not retried: the backend took the
+                    # request, and a POST must not run twice (fresh-eyes review of #18).
                     answered = isinstance(exc, http1.Disconnected) and exc.answered
                     if pick is not None:
                         pick.failure()
@@ -422,6 +433,19 @@ class Upstream:
                     if total is not None and isinstance(exc, TimeoutError):
                         raise
                     raise map_failure(exc, host) from None
+                except UpstreamRedirect as exc:  # answered, not followed: the backend is up
+                    status = exc.upstream_status
+                    if metrics is not None:
+                        metrics.upstream_done(
+                            self.name,
+                            path if path in KNOWN_PATHS else "other",
+                            status,
+                            time.perf_counter() - started,
+                        )
+                    if pick is not None:
+                        pick.record(status)
+                    breaker.record(status)
+                    raise
                 else:
                     status = resp.status
                     if metrics is not None:

@@ -40,7 +40,9 @@ def session(
     DISABLE_SSL_VERIFICATION. ``proxies``: per origin (``scheme://host:port/``) the HTTP proxy
     its requests go through (egress.py resolved them from the environment), given to aiohttp
     as ``proxy=``; other origins are called directly. ``trust_env`` stays off: it would
-    look the proxy up again on every request and read ~/.netrc (egress.py says why)."""
+    look the proxy up again on every request and read ~/.netrc (egress.py says why).
+    Redirects are not followed: upstream.py passes ``allow_redirects=False`` with each request
+    and decides (upstream_redirect)."""
     connector = aiohttp.TCPConnector(
         limit=settings.max_connections,
         limit_per_host=0,

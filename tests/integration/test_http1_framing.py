@@ -7,6 +7,7 @@ where they differ, each one's outcome is stated. The other framings: test_http1_
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 import pytest
 from structlog.testing import capture_logs
@@ -14,7 +15,7 @@ from structlog.testing import capture_logs
 from ollama_openai_bridge import http1
 from ollama_openai_bridge.errors import UpstreamError, UpstreamProtocolError
 from ollama_openai_bridge.upstream import Upstream
-from tests.scripted import CLIENTS, JSON_BODY, Peer, gzipped, ok, run, serve, upstream
+from tests.scripted import CLIENTS, JSON_BODY, Peer, answers, gzipped, ok, run, serve, upstream
 
 LIMIT = http1.client.MAX_HEAD
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -340,5 +341,107 @@ def test_bytes_after_an_answer_keep_the_answer_but_not_the_connection(
                 assert (second, seen.connections) == ((200, b'{"stray": true}'), 1)
                 return
             assert (second, seen.connections) == ((200, JSON_BODY), 2)
+
+    run(scenario())
+
+
+# --- content codings: several gzip members, bytes after the end (RFC 9110 8.4) ----------------
+
+
+def members(body: bytes, count: int) -> bytes:
+    """``body`` cut in ``count`` pieces, each a gzip member of its own (RFC 1952 section 2.2:
+    a gzip file is a series of members; ``gzip -c a b`` writes one)."""
+    step = -(-len(body) // count)
+    return b"".join(gzipped(body[i : i + step]) for i in range(0, len(body), step))
+
+
+def raw_deflate(body: bytes) -> bytes:
+    coder = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return coder.compress(body) + coder.flush()
+
+
+@pytest.mark.parametrize("count", [2, 35], ids=["two-members", "a-member-per-byte"])
+@pytest.mark.parametrize("delivery", ["whole", "chunks-of-7-bytes"])
+def test_a_gzip_body_of_several_members_is_decoded_whole(
+    client: str, count: int, delivery: str
+) -> None:
+    """Every member is decoded, whichever read a member's end or the next one's header lands
+    in: http1 returned the first member's content alone, with a 200 (fresh-eyes review of
+    #18, p3_redirect_gzip.py /two)."""
+    coded = members(JSON_BODY, count)
+    if delivery == "whole":
+        raw = ok(coded, b"Content-Encoding: gzip")
+    else:
+        pieces = [coded[i : i + 7] for i in range(0, len(coded), 7)]
+        raw = CHUNKED_HEAD + b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        raw += b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+    async def scenario() -> None:
+        async with serve(answers(raw)) as (url, _):
+            up = upstream(url, client)
+            await up.start()
+            try:
+                assert await call(up) == (200, JSON_BODY)
+            finally:
+                await up.close()
+
+    run(scenario())
+
+
+TRAILING = {
+    # name: (Content-Encoding, the coded body with bytes after its end)
+    "gzip-then-junk": (b"gzip", gzipped(JSON_BODY) + b"GARBAGE-NOT-GZIP"),
+    "gzip-then-zeros": (b"gzip", gzipped(JSON_BODY) + b"\0" * 8),
+    "zlib-deflate-then-junk": (b"deflate", zlib.compress(JSON_BODY) + b"JUNK"),
+    "raw-deflate-then-junk": (b"deflate", raw_deflate(JSON_BODY) + b"JUNK"),
+}
+
+
+@pytest.mark.parametrize("trailing", TRAILING)
+def test_bytes_after_a_coded_body_are_an_error_not_dropped(client: str, trailing: str) -> None:
+    """Junk after the end of a coded body is a 502, as a body that does not decode is: http1
+    dropped it and answered with what came before (fresh-eyes review of #18, /junk); aiohttp
+    fails these too."""
+    coding, coded = TRAILING[trailing]
+
+    async def scenario() -> None:
+        async with serve(answers(ok(coded, b"Content-Encoding: " + coding))) as (url, _):
+            up = upstream(url, client)
+            await up.start()
+            try:
+                with pytest.raises(UpstreamError) as caught:
+                    await call(up)
+                assert caught.value.status == 502
+                if client == "http1":
+                    assert isinstance(caught.value, UpstreamProtocolError)
+                    assert caught.value.message.startswith(
+                        f"upstream sent a {coding.decode()} body that does not decode ("
+                    )
+            finally:
+                await up.close()
+
+    run(scenario())
+
+
+def test_a_second_zlib_stream_after_a_deflate_body_is_refused_by_http1() -> None:
+    """RFC 9110 section 8.4.1.2: "deflate" is one zlib stream; what follows its end is not
+    content. aiohttp decodes a second stream too (compression_utils, concatenated members):
+    UPSTREAM_HTTP_CLIENT's differences say so."""
+    stream = zlib.compress(JSON_BODY)
+    raw = ok(stream * 2, b"Content-Encoding: deflate")
+
+    async def scenario() -> None:
+        async with serve(answers(raw)) as (url, _):
+            up = upstream(url, "http1")
+            await up.start()
+            try:
+                with pytest.raises(UpstreamProtocolError) as caught:
+                    await call(up)
+                assert caught.value.message == (
+                    "upstream sent a deflate body that does not decode "
+                    f"({len(stream)} B after the end of the deflate stream)"
+                )
+            finally:
+                await up.close()
 
     run(scenario())

@@ -330,6 +330,42 @@ def test_a_cancelled_request_closes_its_connection(client: str) -> None:
     run(scenario())
 
 
+def test_a_wake_up_for_a_free_place_is_passed_on_when_its_waiter_leaves() -> None:
+    """The pool at its limit: A holds the one connection, B and C wait for a place. A's is
+    freed, which wakes B, and B's caller leaves in that same instant: the wake-up goes on to C
+    at once. It was lost, and C waited until its own timeout although a place was free
+    (fresh-eyes review of #18, p2_lost_wakeup.py)."""
+
+    async def handler(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            if b"/slow" in request[0]:
+                await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                await asyncio.sleep(30)
+                return
+            await peer.send(ok())
+
+    async def scenario() -> None:
+        async with serve(handler) as (url, _):
+            c = new_client(limit=1)
+            try:
+                a = await c.request("GET", url + "/slow")  # holds the only place
+                b = asyncio.ensure_future(c.request("GET", url + "/models"))
+                waiting = asyncio.ensure_future(c.request("GET", url + "/models", timeout=5.0))
+                await asyncio.sleep(0.05)  # both wait for a place
+                started = time.monotonic()
+                a.release()  # its body unread: closed, the place freed, B woken ...
+                b.cancel()  # ... and B's caller leaves in the same instant
+                resp = await waiting
+                assert (resp.status, await resp.read()) == (200, JSON_BODY)
+                assert time.monotonic() - started < 1.0
+                with pytest.raises(asyncio.CancelledError):
+                    await b
+            finally:
+                await c.close()
+
+    run(scenario())
+
+
 def test_the_client_runs_on_asyncio_without_uvloop() -> None:
     async def scenario() -> None:
         async with serve(answers(ok(), ok())) as (url, seen):

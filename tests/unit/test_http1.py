@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+import sys
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -21,8 +23,8 @@ from ollama_openai_bridge.errors import (
     UpstreamUnavailable,
 )
 from ollama_openai_bridge.http1.client import default_context
-from ollama_openai_bridge.http1.connection import Connection
-from ollama_openai_bridge.http1.response import DECODED_PIECE, Origin, Response
+from ollama_openai_bridge.http1.connection import HIGH_WATER, Connection
+from ollama_openai_bridge.http1.response import DECODED_PIECE, PIECE_OVERHEAD, Origin
 from ollama_openai_bridge.topology import UpstreamSpec
 from ollama_openai_bridge.upstream import Upstream, client_for, map_failure
 
@@ -188,6 +190,59 @@ def test_a_head_that_drips_past_the_limit_is_refused_as_it_comes() -> None:
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
+def ok_with(body: bytes, *fields: bytes) -> bytes:
+    extra = b"".join(field + b"\r\n" for field in fields)
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+PADDED = ok_with(b"y\r\n\r\n" * 20000, b"X-Pad: " + b"p" * 900)  # a head of ~950 B
+CUT = PADDED.index(b"\r\n\r\n") + 3  # the head's blank line cut: "\r\n\r" | "\n"
+HEADS_WITH_A_BODY = {
+    # name: (the reads, whether the heads are within max_head=1024)
+    "a-long-reason-phrase": (
+        [b"HTTP/1.1 200 " + b"O" * 2000 + b"\r\nContent-Length: 4\r\n\r\nabcd"],
+        False,
+    ),
+    "a-flood-of-100-continue": ([b"HTTP/1.1 100 Continue\r\n\r\n" * 60 + ok_with(b"abcd")], False),
+    "a-small-head-and-a-large-body": ([ok_with(b"x\r\n\r\n" * 20000)], True),
+    "a-head-whose-end-straddles-two-reads": ([PADDED[:CUT], PADDED[CUT:]], True),
+    "a-head-whose-end-straddles-reads-of-a-byte": (
+        [PADDED[: CUT - 2], PADDED[CUT - 2 : CUT - 1], PADDED[CUT - 1 : CUT], PADDED[CUT:]],
+        True,
+    ),
+    "an-interim-head-then-the-final-head-and-the-body-in-the-next-read": (
+        [b"HTTP/1.1 100 Continue\r\n\r\n", PADDED],
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HEADS_WITH_A_BODY)
+def test_heads_that_end_in_a_read_with_the_body_are_counted_whole(case: str) -> None:
+    """Status lines count toward max_head too, when the head ends in one read with the body's
+    first bytes (on_header counts fields alone): a 70 KB reason phrase was taken (fresh-eyes
+    review of #18). A large body after a small head is no large head, wherever the reads cut."""
+    reads, within = HEADS_WITH_A_BODY[case]
+
+    async def scenario() -> None:
+        c = client(max_head=1024)
+        conn, _ = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        for data in reads:
+            conn.data_received(data)
+        if within:
+            resp = await task
+            assert resp.status == 200
+            assert len(await resp.read()) == resp.content_length
+        else:
+            with pytest.raises(http1.InvalidResponse, match="head larger than 1024 B"):
+                await task
+        await c.close()
+
+    run(scenario())
+
+
 def test_chunk_sizes_in_reads_of_their_own_are_not_a_trailer() -> None:
     # A server that writes each chunk-size line apart from its data: reads without body bytes,
     # 4 KiB of them in all, far over the limit, but never more than a few in a row.
@@ -244,17 +299,49 @@ def test_reading_pauses_above_the_high_water_mark_and_resumes_when_read() -> Non
         conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
         resp = await task
         piece = b"x" * 65536
+        reads = 0
         while transport.is_reading():
             conn.data_received(piece)
-        assert resp._size > http1.connection.HIGH_WATER
-        assert len(await resp.content.readany()) == resp_size_before(resp, piece)
+            reads += 1
+        assert resp._size > HIGH_WATER
+        # each piece counts its content and PIECE_OVERHEAD: over the mark at the 4th
+        assert reads == HIGH_WATER // (len(piece) + PIECE_OVERHEAD) + 1 == 4
+        assert len(await resp.content.readany()) == reads * len(piece)
         assert transport.is_reading()
         resp.close()
         assert transport.closed  # not read to its end: never reused
         await c.close()
 
-    def resp_size_before(resp: Response, piece: bytes) -> int:
-        return (http1.connection.HIGH_WATER // len(piece) + 1) * len(piece)
+    run(scenario())
+
+
+@pytest.mark.parametrize("per_read", [1, 8192], ids=["a-chunk-a-read", "8192-chunks-a-read"])
+def test_a_paused_stream_of_tiny_chunks_holds_about_the_mark_in_memory(per_read: int) -> None:
+    """2-byte chunks, the consumer reading nothing: reading pauses before the pieces' heap
+    passes HIGH_WATER, and the read that paused it, 8,192 more pieces, is joined as it comes.
+    It paused at 256 KiB of content, held as 131,072 bytes objects, about 5.8 MB (fresh-eyes
+    review of #18, p6_tiny_chunks.py)."""
+
+    async def scenario() -> None:
+        c = client()
+        conn, transport = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        resp = await task
+        read = b"2\r\nab\r\n" * per_read
+        reads = 0
+        while transport.is_reading():
+            conn.data_received(read)
+            reads += 1
+        chunks = resp._chunks
+        held = sum(map(sys.getsizeof, chunks)) + sys.getsizeof(chunks)
+        assert held < HIGH_WATER
+        assert reads * per_read <= HIGH_WATER // (2 + PIECE_OVERHEAD) + per_read
+        assert await resp.content.readany() == b"ab" * per_read * reads
+        assert transport.is_reading()
+        resp.close()
+        await c.close()
 
     run(scenario())
 
@@ -282,6 +369,81 @@ def test_a_coded_body_is_decoded_in_bounded_pieces(coding: str) -> None:
     assert b"".join(pieces) == plain
     assert max(map(len, pieces)) <= DECODED_PIECE
     assert len(pieces) >= 4
+
+
+async def decoded(coded: bytes, step: int) -> list[bytes]:
+    """A gzip answer of ``coded`` fed to a connection ``step`` bytes a read, read as it
+    comes: the decoded pieces."""
+    c = client()
+    conn, _ = await connected(c, ORIGIN)
+    task = asyncio.ensure_future(c.request("GET", URL))
+    await asyncio.sleep(0)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n")
+    conn.data_received(b"Content-Length: %d\r\n\r\n" % len(coded))
+    resp = await task
+
+    async def read() -> list[bytes]:
+        pieces = []
+        while piece := await resp.content.readany():
+            pieces.append(piece)
+        return [*pieces, piece]
+
+    reader = asyncio.ensure_future(read())
+    for i in range(0, len(coded), step):
+        conn.data_received(coded[i : i + step])
+        await asyncio.sleep(0)  # the reader takes what came
+    pieces = await reader
+    await c.close()
+    return pieces
+
+
+@pytest.mark.parametrize("step", [1, 5000, 1 << 30], ids=["a-byte-a-read", "5000", "whole"])
+def test_every_gzip_member_is_decoded_in_bounded_pieces(step: int) -> None:
+    """RFC 1952 section 2.2: several members, here of 2.5 DECODED_PIECE each, cut anywhere
+    by the reads: all decoded, no read returning more than DECODED_PIECE."""
+    plain = [bytes([n]) * (DECODED_PIECE * 5 // 2) for n in range(3)]
+    pieces = run(decoded(b"".join(gzip.compress(p) for p in plain), step))
+    assert b"".join(pieces) == b"".join(plain)
+    assert max(map(len, pieces)) <= DECODED_PIECE
+    assert pieces[-1] == b""
+
+
+def test_many_small_gzip_members_decode_in_linear_time() -> None:
+    """zlib copies what follows a member's end: handing each new member all the rest took
+    time quadratic in their number (50,000 empty members, 1 MB: ~25 GB copied); fed in
+    growing windows (MEMBER_WINDOW), about 0.15 s."""
+    coded = gzip.compress(b"", mtime=0) * 50_000 + gzip.compress(b"end")
+    started = time.process_time()
+    assert b"".join(run(decoded(coded, 1 << 30))) == b"end"
+    assert time.process_time() - started < 3.0
+
+
+def test_junk_after_a_gzip_stream_fails_the_read_after_the_content() -> None:
+    """A stream read as it comes has relayed what came before the junk; the read that meets it
+    fails (the stream's error line), it is never dropped as the end."""
+
+    async def scenario() -> None:
+        c = client()
+        conn, _ = await connected(c, ORIGIN)
+        task = asyncio.ensure_future(c.request("GET", URL))
+        await asyncio.sleep(0)
+        conn.data_received(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        resp = await task
+        member = gzip.compress(BODY)
+        conn.data_received(b"%x\r\n%s\r\n" % (len(member), member))
+        assert await resp.content.readany() == BODY
+        conn.data_received(b"4\r\nJUNK\r\n0\r\n\r\n")
+        with pytest.raises(http1.InvalidResponse) as caught:
+            await resp.content.readany()
+        assert str(caught.value) == (
+            "a gzip body that does not decode (Error -3 while decompressing data: incorrect "
+            "header check, after the end of its first member)"
+        )
+        await c.close()
+
+    run(scenario())
 
 
 def test_a_coding_it_does_not_know_passes_through() -> None:

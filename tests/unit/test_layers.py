@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "policy",
         "model_map",
         "upstream_errors",
+        "upstream_redirect",  # which backend redirects are followed (upstream.py asks)
         "logs",
         "metrics",
         "limits",

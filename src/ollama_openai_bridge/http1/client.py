@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,14 @@ IDLE_EXPIRY = 15.0  # seconds an idle connection is kept (aiohttp's keepalive_ti
 MAX_TARGETS = 256  # request targets whose head bytes are kept (model ids make more)
 DNS_TTL = 300.0  # seconds a host's addresses are kept (aiohttp's ttl_dns_cache, as Upstream set it)
 ACCEPT_ENCODING = "gzip, deflate"  # the codings decoded here (aiohttp adds br/zstd if installed)
+# RFC 9110 §9.2.2: sending these twice has the effect of sending them once (aiohttp's
+# IDEMPOTENT_METHODS, Go's isReplayable); the proxy sends only GET and POST.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# Seconds added to a connection's handshake time to bound a close that crossed the request
+# (resend_reason): uvloop's clock counts whole milliseconds, so a gap read from it is up to
+# 1 ms off, and a busy loop notices a close some milliseconds after it came (measured: 3 ms).
+RESEND_SLACK = 0.005
+RESEND_WINDOW_MAX = 0.25  # seconds: a handshake slowed by a lost SYN (1 s) is no round trip
 _PORTS = {"http": 80, "https": 443}
 
 
@@ -64,6 +73,46 @@ def default_context(verify: bool) -> ssl.SSLContext:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def resend_reason(method: str, exc: Disconnected, connect_time: float) -> tuple[bool, str]:
+    """Whether a request that failed with ``exc`` -- a reused connection closed by the server
+    before a byte of the answer -- may be sent once more on a new connection, and why (for the
+    DEBUG log). ``connect_time``: seconds the connection's handshake took, a round trip and the
+    loop's delay in noticing it (measured by :meth:`Client._connect`).
+
+    RFC 9112 §9.3.1: a client MUST NOT retry a non-idempotent request automatically unless it
+    knows it was never applied. Go's net/http resends one only when nothing of it was written
+    (transport.go ``shouldRetryRequest``); aiohttp never does (client.py, idempotent methods
+    only). The race this resend is for -- a server's keep-alive timer closing an idle
+    connection as a request is sent -- leaves one more sign: a FIN that left the server before
+    the request reached it arrives within a round trip of the write, while a server that read
+    the request closes a round trip and its own work later. Measured on loopback under uvloop
+    against a server closing idle connections on a timer (fresh-eyes review of #18), 400
+    requests sent as the timer fired: the crossing close was seen at most 1 ms after the write
+    (handshakes 0.13-0.6 ms), at most 3 ms with the loop busy 2 ms in every 3; a server that
+    read the request and worked 1 s closed 1001 ms after it. So a POST is sent again only when
+    nothing of it was written, or the close -- a FIN, or a reset (the server closed with the
+    request unread) -- came within the handshake's time plus :data:`RESEND_SLACK`. The time
+    bounds a reset too: L4 load balancers reset connections silent for minutes (a backend
+    thinking that long). A server that reads a request and closes within those few
+    milliseconds has done no work worth the name (no model answers that fast). Any other
+    failure is left to ``MAX_RETRIES`` (upstream.py), which counts it once."""
+    if not exc.sent:
+        return True, "nothing of the request was written: the connection was found closed"
+    if method in IDEMPOTENT:
+        return True, f"{method} is idempotent (RFC 9110 §9.2.2)"
+    how = "a reset" if exc.reset else "a close"
+    if exc.after is None:
+        return False, f"{how} at an unknown time: the server may have acted on the {method}"
+    window = min(connect_time, RESEND_WINDOW_MAX) + RESEND_SLACK
+    timing = (
+        f"{how} {exc.after * 1000:.1f} ms after the request was written, the connection's "
+        f"round trip bound being {window * 1000:.1f} ms"
+    )
+    if exc.after <= window:
+        return True, f"{timing}: the close crossed the request, unread"
+    return False, f"{timing}: the server may have read and acted on the {method} (RFC 9112 §9.3.1)"
 
 
 def _fields(headers: Mapping[str, str]) -> bytes:
@@ -156,15 +205,17 @@ class Client:
         except Disconnected as exc:
             if exc.answered or not conn.served:
                 raise
-        # RFC 9112 §9.3.1: the server closed this reused connection without a byte of answer
-        # (its idle timer won the race): once more on a new one (module docstring: why a POST
-        # may be sent again).
-        log.debug(
-            "upstream_request_resent",
-            host=origin.host,
-            method=method,
-            reason="a kept-alive connection was closed before any byte of the answer",
-        )
+            # RFC 9112 §9.3.1: a reused connection closed without a byte of answer -- its idle
+            # timer may have won the race -- once more on a new one if that is safe.
+            resend, reason = resend_reason(method, exc, conn.connect_time)
+            log.debug(
+                "upstream_request_resent" if resend else "upstream_request_not_resent",
+                host=origin.host,
+                method=method,
+                reason=reason,
+            )
+            if not resend:
+                raise
         conn = await self._acquire(origin, deadline, fresh=True)
         return await conn.send(head, data, deadline)
 
@@ -266,9 +317,15 @@ class Client:
                         raise TotalTimeout("no connection free before the timeout") from None
                 else:
                     await waiter
-            finally:
-                if not waiter.done():
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Woken for a free place, but cancelled or timed out in the same instant:
+                    # hand the wake-up on, or the next waiter waits for a place that is free
+                    # (fresh-eyes review of #18; aiohttp's connector passes it on too).
+                    self._wake()
+                else:
                     waiter.cancel()
+                raise
         self._open += 1
         try:
             return await self._connect(origin, deadline)
@@ -291,6 +348,7 @@ class Client:
             async with asyncio.timeout_at(deadline if total else limit):
                 addresses = await self._resolve(origin)
                 for i, (family, address) in enumerate(addresses):
+                    started = time.perf_counter()
                     try:
                         _, conn = await loop.create_connection(
                             lambda: Connection(self, origin),
@@ -314,6 +372,7 @@ class Client:
             ) from None
         except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
             raise ConnectFailed(origin.host, exc) from None
+        conn.connect_time = time.perf_counter() - started
         if self._closing:
             conn.abort()
             raise ConnectionAbortedError("the client was closed")

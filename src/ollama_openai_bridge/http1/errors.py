@@ -2,7 +2,8 @@
 
 ConnectionError
 ├── ConnectFailed       no connection: refused, DNS, TLS handshake or certificate
-└── Disconnected        closed before the whole answer; ``answered``: part of it came
+└── Disconnected        closed before the whole answer; ``answered``: part of it came;
+                        ``sent``/``after``/``reset``: whether it can have read the request
 TimeoutError
 ├── ConnectTimeout      no connection within connect_timeout
 ├── ReadTimeout         no byte for read_timeout seconds
@@ -25,11 +26,27 @@ class ConnectFailed(ConnectionError):
 
 class Disconnected(ConnectionError):
     """The server closed the connection before the whole answer; ``answered``: some of it (a
-    byte at least) had come."""
+    byte at least) had come. What tells whether the server can have read the request, which
+    decides whether :class:`~ollama_openai_bridge.http1.Client` may send it again (RFC 9112
+    §9.3.1): ``sent`` is false when nothing of it was written (the connection was found
+    closing first); ``after`` is the seconds from the write to a close by the server that came
+    before any byte of the answer (None when unknown: the proxy closed it, or a byte came);
+    ``reset``: that close was a TCP reset, not a FIN."""
 
-    def __init__(self, message: str, *, answered: bool) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        answered: bool,
+        sent: bool = True,
+        after: float | None = None,
+        reset: bool = False,
+    ) -> None:
         super().__init__(message)
         self.answered = answered
+        self.sent = sent
+        self.after = after
+        self.reset = reset
 
 
 class InvalidResponse(ValueError):
