@@ -40,7 +40,7 @@ class Target:
     think_off: Mapping[str, Any] | None = None  # body fields that switch its reasoning off
     family: Family | None = None  # its family in the backend profile, if one matched
     # Parameters this backend refused for this model before, per (endpoint path, reasoning on):
-    # name -> (the name it wants or None to leave it out, expiry) -- upstream.Refusals, learned
+    # name -> (the name it wants or None to leave it out, expiry) -- refusals.Refusals, learned
     # by exchange.adapt, applied by translate/shape.py.
     learned: Mapping[tuple[str, bool], Mapping[str, tuple[str | None, float]]] | None = None
     # The most output tokens the model allows, and who says so (for the DEBUG log): the

@@ -20,7 +20,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from types import ModuleType
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +40,7 @@ from ollama_openai_bridge.errors import (
 )
 from ollama_openai_bridge.metrics import Metrics
 from ollama_openai_bridge.profiles import named
+from ollama_openai_bridge.refusals import Refusals
 from ollama_openai_bridge.resilience import BreakerState, CircuitBreaker
 from ollama_openai_bridge.sse import EventTooLarge
 from ollama_openai_bridge.topology import UpstreamSpec
@@ -86,8 +87,6 @@ KNOWN_PATHS = frozenset({"/chat/completions", "/completions", "/embeddings", "/m
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
 MAX_RETRY_AFTER = 30.0
-MAX_LEARNED = 1024  # models whose refused parameters an upstream remembers
-LEARNED_TTL = 3600.0  # seconds a refusal is remembered: a backend may come to take it
 _DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)")
 
 
@@ -179,48 +178,6 @@ def _retry_after(resp: UpstreamResponse) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date: rare from API servers; fall back to our backoff
-
-
-# (endpoint path, reasoning on) -> parameter -> (the name it wants instead or None, expiry)
-Learned = dict[tuple[str, bool], dict[str, tuple[str | None, float]]]
-
-
-class Refusals:
-    """Parameters a backend refused, per model id, endpoint and whether the request reasoned
-    (gpt-5.1 refuses temperature only while reasoning). Entries expire after
-    :data:`LEARNED_TTL` seconds, so a backend that learns a parameter is asked again; at most
-    :data:`MAX_LEARNED` models, as clients choose the names."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._by_model: dict[str, Learned] = {}
-        self._clock = clock
-
-    def learn(
-        self, model: str, path: str, reasoning: bool, parameter: str, instead: str | None
-    ) -> None:
-        """``model`` refused ``parameter`` at ``path`` (and wants ``instead``)."""
-        by_model = self._by_model
-        if model not in by_model and len(by_model) >= MAX_LEARNED:
-            del by_model[next(iter(by_model))]
-        entry = by_model.setdefault(model, {}).setdefault((path, reasoning), {})
-        entry[parameter] = (instead, self._clock() + LEARNED_TTL)
-
-    def get(self, model: str) -> Learned | None:
-        """What ``model`` refused and is still remembered (expired entries are dropped)."""
-        learned = self._by_model.get(model)
-        if learned is None:  # the usual case: nothing refused
-            return None
-        now = self._clock()
-        for key in list(learned):
-            kept = {p: v for p, v in learned[key].items() if v[1] > now}
-            if kept:
-                learned[key] = kept
-            else:
-                del learned[key]
-        if not learned:
-            del self._by_model[model]
-            return None
-        return learned
 
 
 class Upstream:

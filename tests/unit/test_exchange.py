@@ -40,9 +40,10 @@ from ollama_openai_bridge.exchange import (
 from ollama_openai_bridge.metrics import Metrics
 from ollama_openai_bridge.owner import Owner
 from ollama_openai_bridge.policy import Policy
+from ollama_openai_bridge.refusals import Refusals
 from ollama_openai_bridge.resilience import CircuitBreaker
 from ollama_openai_bridge.sse import SSEEvent
-from ollama_openai_bridge.upstream import Refusals, Upstream
+from ollama_openai_bridge.upstream import Upstream
 
 JSON = "application/json"
 OK = orjson.dumps({"id": "chatcmpl-1", "choices": []})

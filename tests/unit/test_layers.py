@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "model_map",
         "upstream_errors",
         "upstream_redirect",  # which backend redirects are followed (upstream.py asks)
+        "refusals",  # parameters a backend refused, learned per model (upstream.py keeps them)
         "logs",
         "metrics",
         "limits",
