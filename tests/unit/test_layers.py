@@ -44,6 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "healthcheck",
         "routing",
         "openapi",
+        "apidocs",  # the documentation routes; the openapi builder imported at first request
         "fastpath",
         "http1",  # the HTTP/1.1 client: imports nothing of the project (config reads its limits)
         "tracing_env",  # the OTEL_* values the SDK reads, checked at start (pure)
