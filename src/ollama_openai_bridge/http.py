@@ -180,12 +180,14 @@ class StreamBody(StreamingResponse):
         self,
         content: AsyncIterator[bytes],
         *,
+        first: bytes = b"",
         media_type: str = NDJSON,
         status_code: int = 200,
         headers: dict[str, str] | None = None,
         cut: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__(content, status_code=status_code, headers=headers, media_type=media_type)
+        self._first = first  # sent before ``content``, then dropped
         self._owner = Owner()
         self._cut = cut
 
@@ -205,7 +207,21 @@ class StreamBody(StreamingResponse):
             )
         watch.start()
         try:
-            await self.stream_response(send)
+            # Starlette's stream_response, inlined: one coroutine frame less held per open
+            # stream, one call less per chunk; the chunks are bytes (no str to encode).
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            if self._first:
+                await send({"type": "http.response.body", "body": self._first, "more_body": True})
+                self._first = b""  # not held for the rest of the stream
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if watch.gone:
                 task.uncancel()  # our own cancellation: the client left, the request is over

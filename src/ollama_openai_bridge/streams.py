@@ -98,18 +98,13 @@ async def ndjson_stream(
         ) from None
     on_first()
     response = StreamBody(
-        _chain(first, gen),
+        gen,
+        first=first,
         media_type=media_type,
         cut=lambda: renderer.stream_error(ShuttingDown(), dialect, rec, snapshot),
     )
     response.own(owner.pop_all())
     return response
-
-
-async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
 
 
 async def _ndjson(
