@@ -80,10 +80,11 @@ def test_the_response_cache_and_token_budgets_are_imported_when_configured(
         PRELUDE.format(lazy=LAZY)
         + f"""
 from ollama_openai_bridge.app import create_app
+inbound = "test-key-1"  # an obvious fake: budgets count per inbound key
 settings = settings_for(
     {upstream.url!r},
     response_cache="memory",
-    proxy_api_keys="test-key-1",
+    proxy_api_keys=inbound,
     token_budget="1000/minute",
 )
 app = create_app(settings)
