@@ -44,9 +44,7 @@ class FastRoutes:
             return
         task = asyncio.current_task()
         assert task is not None
-        watch = scope[WATCH_KEY] = DisconnectWatch(
-            receive, task, reported=bool(scope.get(REPORTS_KEY))
-        )
+        watch = scope[WATCH_KEY] = DisconnectWatch(receive, task, reported=REPORTS_KEY in scope)
         request = Request(scope, receive)
         response: Response | None = None
         try:

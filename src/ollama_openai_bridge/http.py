@@ -202,9 +202,7 @@ class StreamBody(StreamingResponse):
         watch: DisconnectWatch | None = scope.get(WATCH_KEY)
         own = watch is None
         if watch is None:  # a route Starlette serves: the server finds the watch in the scope
-            watch = scope[WATCH_KEY] = DisconnectWatch(
-                receive, task, reported=bool(scope.get(REPORTS_KEY))
-            )
+            watch = scope[WATCH_KEY] = DisconnectWatch(receive, task, reported=REPORTS_KEY in scope)
         watch.start()
         try:
             # Starlette's stream_response, inlined: one coroutine frame less held per open
