@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from starlette.applications import Starlette
@@ -17,10 +17,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ollama_openai_bridge import __version__, allocator, openapi, response_cache, tracing
+from ollama_openai_bridge import __version__, allocator, apidocs, tracing
 from ollama_openai_bridge.access import record
 from ollama_openai_bridge.backends import Backends
-from ollama_openai_bridge.budgets import BudgetGuard, TokenBudgets
 from ollama_openai_bridge.config import Settings, load_settings
 from ollama_openai_bridge.context import Context, contexts
 from ollama_openai_bridge.cors import CORSForBrowsers
@@ -46,6 +45,10 @@ from ollama_openai_bridge.routes import (
 from ollama_openai_bridge.routing import Operation, Router
 from ollama_openai_bridge.security import AuthThrottle, GuardMiddleware, RateLimits
 from ollama_openai_bridge.tool_call_store import ToolCallStore
+
+if TYPE_CHECKING:
+    from ollama_openai_bridge.budgets import TokenBudgets
+    from ollama_openai_bridge.response_cache import ResponseCache
 
 log = structlog.get_logger("ollama_openai_bridge")
 
@@ -83,8 +86,11 @@ class ProxyApp(Starlette):
         self._document: dict[str, Any] | None = None
 
     def openapi(self) -> dict[str, Any]:
-        """The OpenAPI document (openapi.build), made at its first request."""
+        """The OpenAPI document (openapi.build), made at its first request: the builder is
+        imported then too (apidocs.py)."""
         if self._document is None:
+            from ollama_openai_bridge import openapi  # noqa: PLC0415 -- at the first request
+
             self._document = openapi.build(
                 self.operations, title=self.title, version=self.version, limits=self._limits
             )
@@ -122,13 +128,21 @@ def create_app(
     # OpenTelemetry packages are never imported and nothing below changes.
     tracer = tracing.start() if tracing.wanted(os.environ) else None
     backends = Backends(topology, settings, model_map, policy, metrics, tracer)
-    cache = response_cache.from_settings(settings, metrics)  # None: off, nothing per request
+    # The response cache and the token budgets: None when off, and then nothing per request
+    # and their modules never imported (issue #18: a worker's memory is mostly its imports).
+    cache: ResponseCache | None = None
+    if settings.cache_uri():
+        from ollama_openai_bridge import response_cache  # noqa: PLC0415 -- only when on
+
+        cache = response_cache.from_settings(settings, metrics)
     if cache is not None:
         backends.execute = cache.wrap(backends.execute)
     accounts = settings.budget_accounts()
-    budgets = (
-        TokenBudgets(accounts, settings.budget_uri(), metrics) if accounts is not None else None
-    )
+    budgets: TokenBudgets | None = None
+    if accounts is not None:
+        from ollama_openai_bridge.budgets import TokenBudgets  # noqa: PLC0415 -- only when on
+
+        budgets = TokenBudgets(accounts, settings.budget_uri(), metrics)
     if budgets is not None:  # outermost: a cached answer is admitted and counted too
         backends.execute = budgets.wrap(backends.execute)
     ctx = Context(
@@ -296,7 +310,7 @@ def create_app(
     # client's Host header (an open redirect off-host).
     app.router.redirect_slashes = False
     if docs:
-        app.router.routes[:0] = openapi.routes(app, yaml_url="/openapi.yaml")
+        app.router.routes[:0] = apidocs.routes(app, yaml_url="/openapi.yaml")
     app.state.ctx = ctx
 
     # Every error a handler raises is rendered by the one renderer (render.py), in the dialect
@@ -361,6 +375,8 @@ def create_app(
         FastRoutes(app.fallback, routes=hot, on_error=on_error), renderer, origins
     )
     if budgets is not None:  # inside the key check, which names the caller
+        from ollama_openai_bridge.budgets import BudgetGuard  # noqa: PLC0415 -- only when on
+
         inner = BudgetGuard(inner, budgets)
     if inbound_keys or rate_limits is not None:  # else the guard has nothing to check
         inner = GuardMiddleware(
@@ -372,7 +388,9 @@ def create_app(
             admin_key=settings.usage_admin_key.get_secret_value(),
         )
     if cache is not None:  # Cache-Control in, X-Cache-Status out
-        inner = response_cache.CacheStatusMiddleware(inner)
+        from ollama_openai_bridge.response_cache import CacheStatusMiddleware  # noqa: PLC0415
+
+        inner = CacheStatusMiddleware(inner)
     app.front = RequestContextMiddleware(
         inner, renderer=renderer, metrics=metrics, endpoints=endpoints
     )

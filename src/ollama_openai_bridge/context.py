@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from starlette.requests import Request
 
 from ollama_openai_bridge.access import AccessRecord
 from ollama_openai_bridge.backends import Backends, Resolved
-from ollama_openai_bridge.budgets import TokenBudgets
 from ollama_openai_bridge.catalog import RecentModels
 from ollama_openai_bridge.config import Settings
 from ollama_openai_bridge.errors import echo
@@ -30,6 +29,9 @@ from ollama_openai_bridge.translate.chat import UpstreamRequest
 from ollama_openai_bridge.translate.conversation import ContextCodec
 from ollama_openai_bridge.translate.estimate import output_chars
 from ollama_openai_bridge.translate.models import ModelFacts, facts
+
+if TYPE_CHECKING:  # imported only when TOKEN_BUDGET is set (app.py)
+    from ollama_openai_bridge.budgets import TokenBudgets
 
 log = structlog.get_logger("ollama_openai_bridge")
 MAX_NOTES = 20  # translation notes logged per request

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ollama_openai_bridge.access import record
 from ollama_openai_bridge.errors import ShuttingDown
-from ollama_openai_bridge.http import STOPPING_KEY, WATCH_KEY, DisconnectWatch
+from ollama_openai_bridge.http import REPORTS_KEY, STOPPING_KEY, WATCH_KEY, DisconnectWatch
 
 Handler = Callable[[Request], Awaitable[Response]]
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
@@ -44,7 +44,7 @@ class FastRoutes:
             return
         task = asyncio.current_task()
         assert task is not None
-        watch = scope[WATCH_KEY] = DisconnectWatch(receive, task)
+        watch = scope[WATCH_KEY] = DisconnectWatch(receive, task, reported=REPORTS_KEY in scope)
         request = Request(scope, receive)
         response: Response | None = None
         try:

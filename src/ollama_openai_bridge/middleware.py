@@ -36,6 +36,30 @@ SECURITY_HEADERS = [
 ]
 
 
+class _Head:
+    """The ``send`` a request's app is given: the request id and the security headers added to
+    the response's head, its status kept for the access line. An object with one bound method
+    rather than a closure over three cells and a header list: 0.4 KB less per open stream
+    (tracemalloc, issue #18)."""
+
+    __slots__ = ("_id", "_send", "status")
+
+    def __init__(self, send: Send, request_id: bytes) -> None:
+        self._send = send
+        self._id = request_id
+        self.status = 0  # the response's, once its head went out
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [
+                *message.get("headers", ()),
+                (b"x-request-id", self._id),
+                *SECURITY_HEADERS,
+            ]
+        await self._send(message)
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -79,17 +103,9 @@ class RequestContextMiddleware:
             # like a uuid4, without a getrandom() syscall per request.
             request_id = f"{self._id_prefix}{next(self._ids):08x}"
         start = time.perf_counter()
-        status = 0
-        extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
         rec = scope[SCOPE_KEY] = AccessRecord()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
+        head = _Head(send, request_id.encode())
+        send_wrapper = head.send
         token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_wrapper)
@@ -97,11 +113,12 @@ class RequestContextMiddleware:
             # Last line of defence: a bug below must still give an error body in the caller's
             # dialect, never a bare 500 (streams render their own errors, streams.py).
             error = self.renderer.unexpected(exc)
-            if status:
+            if head.status:
                 raise  # the response began; the server closes the connection
             response = self.renderer.response(error, dialect_of(scope["path"]), rec)
             await response(scope, receive, send_wrapper)
         finally:
+            status = head.status
             seconds = time.perf_counter() - start
             path = scope["path"]
             if len(path) > ECHO_CHARS:  # a client's 60 KB path is not a 60 KB log line

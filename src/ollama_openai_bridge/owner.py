@@ -19,15 +19,17 @@ class Owner:
     __slots__ = ("_callbacks",)
 
     def __init__(self) -> None:
-        self._callbacks: list[tuple[Callable[..., Any], tuple[Any, ...], bool]] = []
+        # (awaited?, fn, *args): one tuple per callback, not one and its arguments' -- a stream
+        # holds its owner's callbacks to its end (issue #18)
+        self._callbacks: list[tuple[Any, ...]] = []
 
     def callback(self, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` at close."""
-        self._callbacks.append((fn, args, False))
+        self._callbacks.append((False, fn, *args))
 
     def push_async_callback(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
         """Await ``fn(*args)`` at close."""
-        self._callbacks.append((fn, args, True))
+        self._callbacks.append((True, fn, *args))
 
     def pop_all(self) -> Owner:
         """A new owner holding every callback of this one, which is left empty."""
@@ -41,7 +43,7 @@ class Owner:
         callbacks, self._callbacks = self._callbacks, []
         error: BaseException | None = None
         while callbacks:
-            fn, args, is_async = callbacks.pop()
+            is_async, fn, *args = callbacks.pop()
             try:
                 if is_async:
                     await fn(*args)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -98,18 +99,13 @@ async def ndjson_stream(
         ) from None
     on_first()
     response = StreamBody(
-        _chain(first, gen),
+        gen,
+        first=first,
         media_type=media_type,
-        cut=lambda: renderer.stream_error(ShuttingDown(), dialect, rec, snapshot),
+        cut=partial(_cut, renderer, dialect, rec, snapshot),
     )
     response.own(owner.pop_all())
     return response
-
-
-async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
 
 
 async def _ndjson(
@@ -154,6 +150,14 @@ async def _ndjson(
     yield redact(b"".join(out) + final)
 
 
+def _cut(
+    renderer: Renderer, dialect: Dialect, rec: AccessRecord, snapshot: Snapshot | None
+) -> bytes:
+    """A stream's last piece when the server stops (StreamBody's ``cut``): a partial of this
+    rather than a closure, whose cells a stream would hold to its end (issue #18)."""
+    return renderer.stream_error(ShuttingDown(), dialect, rec, snapshot)
+
+
 def _final(tr: Translator) -> bytes:
     if not tr.finished:
         raise UpstreamProtocolError(UNFINISHED)
@@ -194,7 +198,7 @@ def sse_relay(
         media_type=SSE,
         status_code=events.status,
         headers=dict(headers),
-        cut=lambda: renderer.stream_error(ShuttingDown(), Dialect.OPENAI, rec),
+        cut=partial(_cut, renderer, Dialect.OPENAI, rec, None),
     )
     response.own(owner.pop_all())
     return response

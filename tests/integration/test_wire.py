@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -232,6 +234,40 @@ def test_client_disconnect_cancels_upstream_promptly(
         time.sleep(0.01)
     assert upstream.cancelled, "the upstream stream was not closed"
     assert upstream.cancelled[0] - closed_at < 0.5
+
+
+async def _tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+def test_a_held_stream_costs_the_server_one_task(
+    proxy: ProxyServer, upstream: FakeUpstream
+) -> None:
+    """Issue #18, memory per open stream: the command's protocol reports a departed client to
+    the request itself (http.REPORTS_KEY), so a stream holds uvicorn's task and nothing more --
+    no task waiting for ``http.disconnect`` beside it (about 1.5 KB each)."""
+    n = 3
+    upstream.script(
+        *(Script(chunks=[{"content": str(i)} for i in range(200)], delay=0.05) for _ in range(n))
+    )
+    loop = proxy.server.servers[0].get_loop()
+
+    def tasks() -> int:
+        return asyncio.run_coroutine_threadsafe(_tasks(), loop).result(5)
+
+    before = tasks()
+    with httpx.Client(base_url=proxy.url) as c, ExitStack() as held:
+        streams = [held.enter_context(c.stream("POST", "/api/chat", json=CHAT)) for _ in range(n)]
+        lines = [r.iter_lines() for r in streams]  # kept: a closed iterator closes its response
+        for line in lines:
+            assert "message" in json.loads(next(line))
+        assert tasks() == before + n
+        closed_at = time.monotonic()
+    deadline = closed_at + 2
+    while len(upstream.cancelled) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(upstream.cancelled) == n, "the departures were not reported"
+    assert max(upstream.cancelled) - closed_at < 0.5
 
 
 def test_stalled_stream_times_out_with_error_line(upstream: FakeUpstream) -> None:

@@ -63,7 +63,11 @@ def run(app: CORSForBrowsers, method: str, path: str, headers: dict[str, str]) -
         "path": path,
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }
-    asyncio.run(app(scope, receive, send))
+
+    async def call() -> None:
+        await app(scope, receive, send)  # an awaitable, not a coroutine function (issue #18)
+
+    asyncio.run(call())
     head = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
     body = b"".join(m.get("body", b"") for m in sent[1:])
     return sent[0]["status"], head, body

@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "healthcheck",
         "routing",
         "openapi",
+        "apidocs",  # the documentation routes; the openapi builder imported at first request
         "fastpath",
         "http1",  # the HTTP/1.1 client: imports nothing of the project (config reads its limits)
         "egress",  # HTTP proxies from the environment, per backend URL (pure)

@@ -16,6 +16,7 @@ from uvicorn.server import ServerState
 
 from ollama_openai_bridge.config import load_settings
 from ollama_openai_bridge.errors import BadRequest, TooManyConnections
+from ollama_openai_bridge.http import REPORTS_KEY, WATCH_KEY, DisconnectWatch
 from ollama_openai_bridge.transport import (
     LINGER,
     LOG_EVERY,
@@ -95,6 +96,7 @@ class App:
 
     def __init__(self) -> None:
         self.seen: list[str] = []
+        self.scopes: list[Any] = []
         self.release = asyncio.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -102,6 +104,7 @@ class App:
             return
         path = scope["path"]
         self.seen.append(path)
+        self.scopes.append(scope)
         if path == "/lazy":
             await self.release.wait()
             return
@@ -390,6 +393,41 @@ def test_a_streamed_answer_is_never_cut(h: Harness) -> None:
     h.app.release.set()
     h.step()
     assert bytes(wire.out).endswith(b"0\r\n\r\n")
+
+
+def test_a_lost_connection_is_reported_to_the_request_under_way(h: Harness) -> None:
+    """No task per request waits for http.disconnect (issue #18): the protocol tells the
+    request's DisconnectWatch, which cancels the request."""
+    protocol, _ = h.connect()
+    protocol.data_received(b"GET /stream HTTP/1.1\r\n\r\n")
+    h.step()
+    (scope,) = h.app.scopes
+    assert REPORTS_KEY in scope
+    (task,) = h.state.tasks
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("nothing waits for http.disconnect")
+
+    watch = scope[WATCH_KEY] = DisconnectWatch(receive, task, reported=True)
+    watch.arm()
+    protocol.connection_lost(None)
+    h.step()
+    assert watch.gone
+    assert task.done()  # cancelled while it waited (uvicorn logs the app's CancelledError)
+    assert not h.app.release.is_set()
+
+
+def test_a_connection_s_attributes_keep_uvicorn_s_dict_shared(h: Harness) -> None:
+    """GuardedProtocol's own attributes are slots: in the instance dict, uvicorn's alone stay
+    within the 30 keys CPython 3.11 shares between the instances of a class. Past them, each
+    connection had a whole dict of its own: 1.6 KB per open stream (issue #18)."""
+    protocol, _ = h.connect()
+    protocol.data_received(b"GET /stream HTTP/1.1\r\n\r\n")
+    h.step()
+    assert not set(GuardedProtocol.__slots__) & set(vars(protocol))
+    assert len(vars(protocol)) <= 30, sorted(vars(protocol))
+    h.app.release.set()
+    h.step()
 
 
 def test_a_late_body_after_the_answer_began_closes_without_a_second_answer(h: Harness) -> None:

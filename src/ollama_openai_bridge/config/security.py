@@ -6,13 +6,15 @@ data live in (memory or Redis)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from ollama_openai_bridge import budget_plan
 from ollama_openai_bridge.config.parsing import ConfigError, ExistingFile, split_list
+
+if TYPE_CHECKING:
+    from ollama_openai_bridge import budget_plan
 
 # AUTH_FAILURE_LIMIT's default, known good: checking it needs no limits library (below).
 DEFAULT_AUTH_FAILURE_LIMIT = "10/minute"
@@ -145,6 +147,10 @@ class SecuritySettings(BaseModel):
     @field_validator("token_budget")
     @classmethod
     def _token_budget(cls, v: str) -> str:
+        if not v.strip():
+            return ""  # no budget (the default): nothing to parse, budget_plan not imported
+        from ollama_openai_bridge import budget_plan  # noqa: PLC0415 -- see budget_accounts
+
         budget_plan.parse_budget(v)  # BudgetError is a ValueError: named with the variable
         return v.strip()
 
@@ -185,12 +191,19 @@ class SecuritySettings(BaseModel):
     def budget_accounts(self) -> dict[str, budget_plan.Account] | None:
         """Each inbound key's token budget, by caller (budget_plan.load_accounts); None when
         budgets are off. Raises ConfigError."""
+        admin = self.usage_admin_key.get_secret_value()
+        if not self.token_budget and self.token_budgets_file is None and not admin:
+            # Off (load_accounts' first case): budget_plan is imported only when budgets are
+            # asked for (issue #18: a worker's memory is mostly its imports).
+            return None
+        from ollama_openai_bridge import budget_plan  # noqa: PLC0415 -- only when asked for
+
         try:
             return budget_plan.load_accounts(
                 self.token_budget,
                 self.token_budgets_file,
                 self.inbound_keys(),
-                self.usage_admin_key.get_secret_value(),
+                admin,
             )
         except budget_plan.BudgetError as exc:
             raise ConfigError(str(exc)) from None

@@ -13,12 +13,9 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import TypeAdapter
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
 
 from ollama_openai_bridge import schemas
 from ollama_openai_bridge.limits import Limits
@@ -31,7 +28,7 @@ from ollama_openai_bridge.routing import Operation
 # operationId -> what the route table does not say (descriptions, examples, errors).
 OPERATIONS = {**OLLAMA_AND_OPENAI, **AGENT_OPERATIONS}
 
-__all__ = ["DESCRIPTION", "ERRORS", "NDJSON", "OPERATIONS", "SCHEMAS", "build", "routes"]
+__all__ = ["DESCRIPTION", "ERRORS", "NDJSON", "OPERATIONS", "SCHEMAS", "build"]
 
 DESCRIPTION = """Ollama's REST API on port 11434, served from any OpenAI-compatible backend, so
 programs written for Ollama (its SDKs, LangChain, n8n, Open WebUI, VS Code Copilot) run unchanged.
@@ -290,60 +287,3 @@ def build(
                 operation["security"] = [{}, {"bearer": []}]
     doc["tags"] = TAGS
     return doc
-
-
-class Documented(Protocol):
-    """The app, as the document's routes see it."""
-
-    title: str
-
-    def openapi(self) -> dict[str, Any]:
-        """The OpenAPI document (:func:`build`'s), made once."""
-
-
-def routes(app: Documented, yaml_url: str | None) -> list[Route]:
-    """The routes that serve ``app.openapi()``: ``/openapi.json``, ``/docs`` (Swagger UI) with
-    its OAuth2 redirect page, ``/redoc`` and, at ``yaml_url``, the YAML document. The pages'
-    HTML comes from FastAPI's ``fastapi.openapi.docs``, imported only when a page is asked for."""
-    url = "/openapi.json"
-
-    async def openapi_json(_: Request) -> Response:
-        return JSONResponse(app.openapi())
-
-    async def swagger(_: Request) -> Response:
-        from fastapi.openapi.docs import get_swagger_ui_html  # noqa: PLC0415 -- see above
-
-        title = app.title + " - Swagger UI"
-        page = get_swagger_ui_html(
-            openapi_url=url, title=title, oauth2_redirect_url="/docs/oauth2-redirect"
-        )
-        return HTMLResponse(page.body)
-
-    async def swagger_redirect(_: Request) -> Response:
-        from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html  # noqa: PLC0415
-
-        return HTMLResponse(get_swagger_ui_oauth2_redirect_html().body)
-
-    async def redoc(_: Request) -> Response:
-        from fastapi.openapi.docs import get_redoc_html  # noqa: PLC0415 -- see above
-
-        return HTMLResponse(get_redoc_html(openapi_url=url, title=app.title + " - ReDoc").body)
-
-    text: list[str] = []
-
-    async def openapi_yaml(_: Request) -> Response:
-        if not text:
-            import yaml  # noqa: PLC0415 -- only when the YAML document is asked for
-
-            text.append(yaml.safe_dump(app.openapi(), sort_keys=False, allow_unicode=True))
-        return Response(text[0], media_type="application/yaml")
-
-    out = [
-        Route(url, openapi_json, methods=["GET"], include_in_schema=False),
-        Route("/docs", swagger, methods=["GET"], include_in_schema=False),
-        Route("/docs/oauth2-redirect", swagger_redirect, methods=["GET"], include_in_schema=False),
-        Route("/redoc", redoc, methods=["GET"], include_in_schema=False),
-    ]
-    if yaml_url is not None:
-        out.append(Route(yaml_url, openapi_yaml, methods=["GET"], include_in_schema=False))
-    return out

@@ -13,7 +13,7 @@ stream whatever Accept says, as Anthropic and Ollama do.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,20 +29,18 @@ from ollama_openai_bridge.limits import check_chat, check_messages
 from ollama_openai_bridge.render import Dialect
 from ollama_openai_bridge.routes import Turn, fetch, parse_body, plan, stream_reply
 from ollama_openai_bridge.routing import Router
-from ollama_openai_bridge.translate.anthropic import (
-    Converted,
-    estimate_tokens,
-    messages_request,
-    read_request,
-)
-from ollama_openai_bridge.translate.anthropic_answer import (
-    AnthropicStream,
-    message_id,
-    message_response,
-)
 from ollama_openai_bridge.translate.chat import CHAT_PATH, UpstreamRequest
 from ollama_openai_bridge.translate.keepalive import DEFAULT_KEEP_ALIVE
 from ollama_openai_bridge.translate.normalise import ToolCall
+
+if TYPE_CHECKING:
+    from ollama_openai_bridge.translate.anthropic import Converted
+    from ollama_openai_bridge.translate.anthropic_answer import AnthropicStream
+
+# The Messages API's translators (translate/anthropic.py, anthropic_answer.py) are imported by
+# the first request that needs them: a worker whose clients speak only Ollama's API never holds
+# them (issue #18; tests/integration/test_lazy_imports.py). Imported by name from a module, an
+# import statement after the first costs a dictionary lookup, no Python call.
 
 router = Router()
 ROUTE = "/v1/messages"
@@ -55,6 +53,16 @@ UNKNOWN = "fields the Messages API does not have; ignored"
     summary="Anthropic Messages (SSE stream if stream is true)",
 )
 async def messages(request: Request) -> Response:
+    from ollama_openai_bridge.translate.anthropic import (  # noqa: PLC0415 -- see above
+        estimate_tokens,
+        messages_request,
+        read_request,
+    )
+    from ollama_openai_bridge.translate.anthropic_answer import (  # noqa: PLC0415
+        AnthropicStream,
+        message_id,
+    )
+
     start = time.perf_counter_ns()
     ctx, req = await parse_body(request, schemas.MESSAGES, check_messages)
     check_messages(req, ctx.limits)
@@ -106,6 +114,11 @@ async def _whole(
     think_tags: bool,
     carry: tuple[Turn, Resolved],
 ) -> Response:
+    from ollama_openai_bridge.translate.anthropic_answer import (  # noqa: PLC0415 -- see above
+        message_id,
+        message_response,
+    )
+
     model, estimate = asked  # the model asked for, and the input token estimate
     body = await fetch(ctx, rec, p)
     notes: list[str] = []
@@ -168,6 +181,11 @@ async def count_tokens(request: Request) -> Response:
     """An estimate (translate/anthropic.py ``estimate_tokens``): OpenAI-compatible backends
     have no counting endpoint. The body is read as a message's would be, so what a message
     would refuse is refused here too (400); a model no list knows is Anthropic's 404."""
+    from ollama_openai_bridge.translate.anthropic import (  # noqa: PLC0415 -- see above
+        estimate_tokens,
+        read_request,
+    )
+
     ctx, req = await parse_body(request, schemas.COUNT_TOKENS, check_messages)
     check_messages(req, ctx.limits)
     with translating_request():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -32,9 +32,15 @@ from ollama_openai_bridge.routing import Router
 from ollama_openai_bridge.translate.chat import CHAT_PATH, UpstreamRequest
 from ollama_openai_bridge.translate.keepalive import DEFAULT_KEEP_ALIVE
 from ollama_openai_bridge.translate.normalise import ToolCall
-from ollama_openai_bridge.translate.response_items import Frame, response_object
-from ollama_openai_bridge.translate.responses import chat_request, read_request
-from ollama_openai_bridge.translate.responses_stream import ResponsesStream
+
+if TYPE_CHECKING:
+    from ollama_openai_bridge.translate.response_items import Frame
+
+# The Responses API's translators (translate/responses.py, response_items.py, response_tools.py,
+# responses_stream.py) are imported by the first request that needs them: a worker whose clients
+# speak only Ollama's API never holds them (issue #18; tests/integration/test_lazy_imports.py).
+# Imported by name from a module, an import statement after the first costs a dictionary
+# lookup, no Python call.
 
 router = Router()
 
@@ -45,6 +51,12 @@ router = Router()
     summary="OpenAI Responses (translated to chat completions; stateless)",
 )
 async def responses(request: Request) -> Response:
+    from ollama_openai_bridge.translate.response_items import Frame  # noqa: PLC0415 -- above
+    from ollama_openai_bridge.translate.responses import (  # noqa: PLC0415 -- see above
+        chat_request,
+        read_request,
+    )
+
     start = time.perf_counter_ns()
     ctx, req = await parse_body(request, schemas.RESPONSES, check_responses)
     model = req.get("model")
@@ -95,6 +107,10 @@ async def responses(request: Request) -> Response:
 async def _whole(
     ctx: Context, rec: AccessRecord, p: Plan, frame: Frame, resolved: Resolved, turn: Turn
 ) -> Response:
+    from ollama_openai_bridge.translate.response_items import (  # noqa: PLC0415 -- see above
+        response_object,
+    )
+
     body = await fetch(ctx, rec, p)
     adapted: list[str] = []
     made: list[tuple[ToolCall, Any]] = []
@@ -119,6 +135,10 @@ async def _stream(
     start: int,
     turn: Turn,
 ) -> Response:
+    from ollama_openai_bridge.translate.responses_stream import (  # noqa: PLC0415 -- above
+        ResponsesStream,
+    )
+
     tr = ResponsesStream(frame)
     return await stream_reply(
         ctx,

@@ -177,7 +177,9 @@ class ToolCallAssembler:
         self._next = 0  # how many calls were given out: _order[:_next]
         self._remap = False  # indices were reused by another call: they say nothing from now on
         self._top = -1  # the highest key in use
-        self._given_ids: set[str] = set()  # ids given out: each once (tool_calls_of)
+        # ids given out: each once (tool_calls_of). Made with the first: an empty set is 216 B
+        # that most streams, without tool calls, would hold to their end (issue #18).
+        self._given_ids: set[str] | None = None
         self.notes: list[str] = []
 
     def __bool__(self) -> bool:
@@ -241,10 +243,13 @@ class ToolCallAssembler:
         self._next += 1
         call_id = slot[0]
         if call_id is not None:
-            if call_id in self._given_ids:
+            given = self._given_ids
+            if given is None:
+                self._given_ids = {call_id}
+            elif call_id in given:
                 call_id = None  # a repeated id (DeepSeek, GLM): the renderer makes another
             else:
-                self._given_ids.add(call_id)
+                given.add(call_id)
         return ToolCall(call_id, slot[1], "".join(slot[2]), slot[3])
 
     def drain(self) -> list[ToolCall]:
