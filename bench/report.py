@@ -176,7 +176,10 @@ def _target_lines(r: dict[str, Any]) -> list[str]:
     intro = (
         "**Against the floor** (issue #18). The floor is the bare stack: `bench/floor.py`, a bare"
         " uvicorn app making the same backend call through the proxy's own minimal client"
-        " (`ollama_openai_bridge.http1`), with no translation, middleware or metrics. It ran in"
+        " (`ollama_openai_bridge.http1`) and translating the least that does the job (issue #18's"
+        " minimal proxy: streams SSE -> NDJSON, first line at once), with no validation,"
+        " middleware or metrics. CPU per chunk is the difference between 100-chunk and 1-chunk"
+        " streams over the 99 chunks between them. It ran in"
         " the same run as the proxy, the order of the servers rotating every block (c=1:"
         f" {c1r['rounds']} rounds of one block of {c1r['block']} requests per server and case"
         f"{wrk_part}). CPU is each server's threads' time on a CPU (schedstat, ns); added times"
