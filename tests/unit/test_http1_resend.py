@@ -17,7 +17,7 @@ def closed(*, sent: bool = True, after: float | None = None, reset: bool = False
 
 
 @pytest.mark.parametrize(
-    ("method", "exc", "connect_time", "resend", "reason"),
+    ("method", "exc", "round_trip", "resend", "reason"),
     [
         (
             "POST",
@@ -87,7 +87,7 @@ def closed(*, sent: bool = True, after: float | None = None, reset: bool = False
     ],
 )
 def test_when_a_request_is_sent_again(
-    method: str, exc: http1.Disconnected, connect_time: float, resend: bool, reason: str
+    method: str, exc: http1.Disconnected, round_trip: float, resend: bool, reason: str
 ) -> None:
     """http1.client.resend_reason: a POST only when the close beat it (RFC 9112 §9.3.1)."""
-    assert resend_reason(method, exc, connect_time) == (resend, reason)
+    assert resend_reason(method, exc, round_trip) == (resend, reason)

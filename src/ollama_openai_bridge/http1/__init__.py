@@ -40,8 +40,8 @@ so both clients run the same code above them. What it does, by RFC 9112 section:
   (its keep-alive timer). When a reused connection closes without one byte of an answer, the
   request is sent once more on a new connection if that is safe: a GET (idempotent, RFC 9110
   §9.2.2); a POST only when nothing of it was written, or when the close came within the
-  connection's own handshake time (plus a few milliseconds) of the write -- a close that
-  crossed the request, which a server that read it and worked cannot send
+  connection's round trip (the kernel's ``TCP_INFO``, plus a few milliseconds) of the write --
+  a close that crossed the request, which a server that read it and worked cannot send
   (:func:`.client.resend_reason`, with the measurements). A POST the backend may have acted on
   is never sent again here (a completion is billed, ``store: true`` keeps one each time); the
   failure goes to ``MAX_RETRIES`` in upstream.py. The DEBUG log says why a request was or was

@@ -7,7 +7,6 @@ import asyncio
 import os
 import socket
 import ssl
-import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -34,11 +33,11 @@ ACCEPT_ENCODING = "gzip, deflate"  # the codings decoded here (aiohttp adds br/z
 # RFC 9110 §9.2.2: sending these twice has the effect of sending them once (aiohttp's
 # IDEMPOTENT_METHODS, Go's isReplayable); the proxy sends only GET and POST.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-# Seconds added to a connection's handshake time to bound a close that crossed the request
+# Seconds added to a connection's round trip to bound a close that crossed the request
 # (resend_reason): uvloop's clock counts whole milliseconds, so a gap read from it is up to
 # 1 ms off, and a busy loop notices a close some milliseconds after it came (measured: 3 ms).
 RESEND_SLACK = 0.005
-RESEND_WINDOW_MAX = 0.25  # seconds: a handshake slowed by a lost SYN (1 s) is no round trip
+RESEND_WINDOW_MAX = 0.25  # seconds: a round trip measured during a loss is no round trip
 _PORTS = {"http": 80, "https": 443}
 
 
@@ -75,11 +74,11 @@ def default_context(verify: bool) -> ssl.SSLContext:
     return ctx
 
 
-def resend_reason(method: str, exc: Disconnected, connect_time: float) -> tuple[bool, str]:
+def resend_reason(method: str, exc: Disconnected, round_trip: float) -> tuple[bool, str]:
     """Whether a request that failed with ``exc`` -- a reused connection closed by the server
     before a byte of the answer -- may be sent once more on a new connection, and why (for the
-    DEBUG log). ``connect_time``: seconds the connection's handshake took, a round trip and the
-    loop's delay in noticing it (measured by :meth:`Client._connect`).
+    DEBUG log). ``round_trip``: seconds of one round trip to the server as the kernel measured
+    it (connection.kernel_round_trip; 0.0 when unknown).
 
     RFC 9112 §9.3.1: a client MUST NOT retry a non-idempotent request automatically unless it
     knows it was never applied. Go's net/http resends one only when nothing of it was written
@@ -89,13 +88,15 @@ def resend_reason(method: str, exc: Disconnected, connect_time: float) -> tuple[
     the request reached it arrives within a round trip of the write, while a server that read
     the request closes a round trip and its own work later. Measured on loopback under uvloop
     against a server closing idle connections on a timer (fresh-eyes review of #18), 400
-    requests sent as the timer fired: the crossing close was seen at most 1 ms after the write
-    (handshakes 0.13-0.6 ms), at most 3 ms with the loop busy 2 ms in every 3; a server that
-    read the request and worked 1 s closed 1001 ms after it. So a POST is sent again only when
-    nothing of it was written, or the close -- a FIN, or a reset (the server closed with the
-    request unread) -- came within the handshake's time plus :data:`RESEND_SLACK`. The time
-    bounds a reset too: L4 load balancers reset connections silent for minutes (a backend
-    thinking that long). A server that reads a request and closes within those few
+    requests sent as the timer fired: the crossing close was seen at most 1 ms after the write,
+    at most 3 ms with the loop busy 2 ms in every 3; a server that read the request and worked
+    1 s closed 1001 ms after it. So a POST is sent again only when nothing of it was written,
+    or the close -- a FIN, or a reset (the server closed with the request unread) -- came
+    within one round trip plus :data:`RESEND_SLACK`. The round trip is the kernel's, not a
+    timing of the connect: that one also counts a busy loop, TLS's round trips and DNS (a
+    connect timed at 201 ms let a backend that worked 150 ms run a POST twice: second review).
+    The time bounds a reset too: L4 load balancers reset connections silent for minutes (a
+    backend thinking that long). A server that reads a request and closes within those few
     milliseconds has done no work worth the name (no model answers that fast). Any other
     failure is left to ``MAX_RETRIES`` (upstream.py), which counts it once."""
     if not exc.sent:
@@ -105,7 +106,7 @@ def resend_reason(method: str, exc: Disconnected, connect_time: float) -> tuple[
     how = "a reset" if exc.reset else "a close"
     if exc.after is None:
         return False, f"{how} at an unknown time: the server may have acted on the {method}"
-    window = min(connect_time, RESEND_WINDOW_MAX) + RESEND_SLACK
+    window = min(round_trip, RESEND_WINDOW_MAX) + RESEND_SLACK
     timing = (
         f"{how} {exc.after * 1000:.1f} ms after the request was written, the connection's "
         f"round trip bound being {window * 1000:.1f} ms"
@@ -207,7 +208,7 @@ class Client:
                 raise
             # RFC 9112 §9.3.1: a reused connection closed without a byte of answer -- its idle
             # timer may have won the race -- once more on a new one if that is safe.
-            resend, reason = resend_reason(method, exc, conn.connect_time)
+            resend, reason = resend_reason(method, exc, conn.round_trip)
             log.debug(
                 "upstream_request_resent" if resend else "upstream_request_not_resent",
                 host=origin.host,
@@ -348,7 +349,6 @@ class Client:
             async with asyncio.timeout_at(deadline if total else limit):
                 addresses = await self._resolve(origin)
                 for i, (family, address) in enumerate(addresses):
-                    started = time.perf_counter()
                     try:
                         _, conn = await loop.create_connection(
                             lambda: Connection(self, origin),
@@ -372,7 +372,6 @@ class Client:
             ) from None
         except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
             raise ConnectFailed(origin.host, exc) from None
-        conn.connect_time = time.perf_counter() - started
         if self._closing:
             conn.abort()
             raise ConnectionAbortedError("the client was closed")
