@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote_from_bytes, urljoin, urlsplit, urlunsplit
 
 import structlog
 
@@ -95,7 +95,25 @@ def target(url: str, status: int, location: str | None, hops: int) -> str:
         )
     if hops >= MAX_REDIRECTS:
         raise UpstreamRedirect(f"{pointed}: more than {MAX_REDIRECTS} redirects; {_HINT}", status)
-    return resolved
+    return _quoted(resolved)
+
+
+# What a path or query keeps as it is: RFC 3986's reserved and unreserved characters, and "%"
+# so that what the backend escaped stays escaped once.
+_SAFE = "/%:@!$&'()*+,;=?~"
+
+
+def _quoted(url: str) -> str:
+    """``url`` with a space, a control or a non-ASCII character of its path and query
+    percent-encoded (their UTF-8 bytes, as both clients decode a header: UTF-8 with surrogate
+    escapes), as yarl requotes it for aiohttp: the http1 client sends only printable ASCII
+    (second review of #18: ``Location: /v2/chat completions`` was a 500 on http1)."""
+    parts = urlsplit(url)
+    path, query = (
+        quote_from_bytes(p.encode("utf-8", "surrogateescape"), safe=_SAFE)
+        for p in (parts.path, parts.query)
+    )
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
 class Redirects:

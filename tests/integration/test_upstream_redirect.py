@@ -106,6 +106,25 @@ def test_a_307_or_308_on_the_same_origin_is_followed_with_its_method_and_body(
     run(scenario())
 
 
+def test_a_location_with_a_space_or_non_ascii_is_followed_quoted_by_both_clients(
+    client: str,
+) -> None:
+    # second review of #18: on http1 it raised a bare ValueError (printable ASCII only): a 500.
+    where: list[bytes | None] = ["/v2/chat ä".encode()]
+
+    async def scenario() -> None:
+        async with serve(redirecting(307, where)) as (url, seen):
+            up = keyed(url, client)
+            await up.start()
+            try:
+                assert await post(up, b'{"n": 1}') == (200, b'{"n": 1}')
+            finally:
+                await up.close()
+            assert seen.requests[1].split(b" ")[:2] == [b"POST", b"/v2/chat%20%C3%A4"]
+
+    run(scenario())
+
+
 NOT_FOLLOWED = {
     # name: (status, Location, what the 502's message says)
     "301": (301, "/v2/chat/completions", "301 Moved Permanently pointing to {origin}/v2/"),

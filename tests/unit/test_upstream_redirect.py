@@ -31,6 +31,14 @@ FOLLOWED = {
         "https://API.EXAMPLE:8443/v2",
     ),
     "a-query": (308, "/v2?api-version=2", "https://api.example:8443/v2?api-version=2"),
+    # Quoted as yarl quotes for aiohttp: the http1 client sends only printable ASCII (second
+    # review of #18: a space was a 500 there). A header is decoded as UTF-8, surrogates for
+    # what is not.
+    "a-space": (307, "/v2/chat completions", "https://api.example:8443/v2/chat%20completions"),
+    "non-ascii": (307, "/v2/chät?q=ü", "https://api.example:8443/v2/ch%C3%A4t?q=%C3%BC"),
+    "not-utf-8": (307, "/v2/\udce4", "https://api.example:8443/v2/%E4"),
+    "escapes-kept": (307, "/v2/a%20b?x=%2F", "https://api.example:8443/v2/a%20b?x=%2F"),
+    "a-control": (307, "/v2/x?\x7f", "https://api.example:8443/v2/x?%7F"),
 }
 
 
