@@ -17,18 +17,18 @@ import redis
 from structlog.testing import capture_logs
 
 from ollama_openai_bridge import budgets as budgets_module
-from ollama_openai_bridge.budget_plan import caller_of, key_id, load_accounts, window
+from ollama_openai_bridge.budget_plan import caller_of, key_id, window
 from ollama_openai_bridge.budgets import PREFIX, TokenBudgets
 from ollama_openai_bridge.translate.estimate import prompt_tokens
 from tests.fake_upstream import FakeUpstream, Script
 from tests.integration.test_cli import Running
 from tests.integration.test_token_budgets import (
     KEY_A,
-    RedisServer,
     _not_near_midnight,
     _wait_for,
     frozen,
     mid_hour,
+    own_redis_and_a_day_budget,
 )
 from tests.servers import ProxyServer, settings_for
 
@@ -210,13 +210,7 @@ def test_counts_held_while_redis_was_away_reach_it_without_another_request(
     del redis_url  # skips the test where redis-server is not installed
     monkeypatch.setattr(budgets_module, "REDIS_REST", 0.3)
     monkeypatch.setattr(budgets_module, "RETRY_EVERY", 0.2)
-    server = RedisServer()
-    server.start()
-    accounts = load_accounts("100/day", None, [KEY_A])
-    assert accounts is not None
-    at = mid_hour()
-    caller = caller_of(KEY_A)
-    key = f"{PREFIX}{caller[4:]}:day:{window('day', at)[0]}"
+    server, accounts, at, caller, key = own_redis_and_a_day_budget()
 
     async def go() -> None:
         b = TokenBudgets(accounts, server.url, clock=lambda: at)

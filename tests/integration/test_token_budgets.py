@@ -22,7 +22,7 @@ import redis
 from structlog.testing import capture_logs
 
 from ollama_openai_bridge import budgets as budgets_module
-from ollama_openai_bridge.budget_plan import caller_of, load_accounts, window
+from ollama_openai_bridge.budget_plan import Account, caller_of, load_accounts, window
 from ollama_openai_bridge.budgets import PREFIX, TokenBudgets
 from tests.fake_upstream import FakeUpstream
 from tests.integration.test_cli import Running
@@ -361,18 +361,24 @@ class RedisServer:
             self.proc = None
 
 
-def test_counts_made_while_redis_was_away_reach_it_when_it_is_back(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    del redis_url  # skips the test where redis-server is not installed
-    monkeypatch.setattr(budgets_module, "REDIS_REST", 0.3)
+def own_redis_and_a_day_budget() -> tuple[RedisServer, dict[str, Account], float, str, str]:
+    """A redis-server of the test's own, started; KEY_A's 100 tokens a day; a time mid-hour;
+    KEY_A's caller and its day's counts key in Redis."""
     server = RedisServer()
     server.start()
     accounts = load_accounts("100/day", None, [KEY_A])
     assert accounts is not None
     at = mid_hour()
     caller = caller_of(KEY_A)
-    key = f"{PREFIX}{caller[4:]}:day:{window('day', at)[0]}"
+    return server, accounts, at, caller, f"{PREFIX}{caller[4:]}:day:{window('day', at)[0]}"
+
+
+def test_counts_made_while_redis_was_away_reach_it_when_it_is_back(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    del redis_url  # skips the test where redis-server is not installed
+    monkeypatch.setattr(budgets_module, "REDIS_REST", 0.3)
+    server, accounts, at, caller, key = own_redis_and_a_day_budget()
 
     async def go() -> None:
         b = TokenBudgets(accounts, server.url, clock=lambda: at)
